@@ -1,0 +1,48 @@
+# LoRA Studio — `make run` starts the studio, `make test` runs every test.
+# Both set up what they need on first use and are quick once it is there.
+PY_SYSTEM ?= python3
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+HOST      ?= 127.0.0.1
+PORT      ?= 8501
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: run test lint format install browser clean-home bench
+
+$(PY):
+	$(PY_SYSTEM) -m venv $(VENV)
+
+$(STAMP): $(PY) requirements.txt requirements-dev.txt
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import torch, diffusers, peft, mlflow, streamlit, pydantic"
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+# Debian's Chromium drives the end-to-end tests (Playwright cannot download its own browser here).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
+run: $(STAMP)
+	$(PY) -m streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
+	  --server.headless true --browser.gatherUsageStats false
+
+test: $(STAMP) browser
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

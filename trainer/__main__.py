@@ -1,0 +1,79 @@
+"""Command line: ``python -m trainer {validate,schema,demo} ...`` (the studio uses the same)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_INVALID = 0, 2
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="path to a training config (.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.lr=1e-4 --set datasets.0.num_repeats=5",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _config_args(commands.add_parser("validate", help="check a config; exit 2 if it is invalid"))
+    schema = commands.add_parser("schema", help="print the config's JSON schema with metadata")
+    schema.add_argument("--indent", type=int, default=2)
+    demo = commands.add_parser("demo", help="build the tiny demo models and dataset")
+    demo.add_argument("--home", help="studio home (default: STUDIO_HOME or ./studio_home)")
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from trainer.config import unresolved_autos
+    from trainer.config_io import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem)
+        print(f"{len(err.problems)} problem(s) in {args.config}", file=sys.stderr)
+        return EXIT_INVALID
+    autos = unresolved_autos(cfg)
+    note = f"; still 'auto' (the advisor decides): {', '.join(autos)}" if autos else ""
+    print(f"OK: {args.config} is a valid {cfg.model.arch} config{note}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from trainer.config import TrainingConfig
+
+    print(json.dumps(TrainingConfig.model_json_schema(), indent=args.indent))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trainer.settings import load_settings
+    from trainer.tiny import build_all
+
+    home = Path(args.home).resolve() if args.home else load_settings().home
+    for name, path in build_all(home).items():
+        print(f"{name}: {path}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"validate": cmd_validate, "schema": cmd_schema, "demo": cmd_demo}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,448 @@
+"""Configs in and out: YAML with comments, command-line overrides, readable errors, MLflow params.
+
+Every problem is reported as ``dotted.path: what is wrong — how to fix it``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+import textwrap
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from trainer.config import FieldProblems, TrainingConfig, _nested_model
+
+MAX_CONFIG_BYTES = 2 * 1024 * 1024
+HEADER = (
+    "# LoRA Studio training config. Every setting is explained above its line.\n"
+    "# Check it with: python -m trainer validate THIS_FILE\n"
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" + (f" — {self.fix}" if self.fix else "")
+
+
+class ConfigError(Exception):
+    """One or more problems with a config; str() lists them one per line."""
+
+    def __init__(self, problems: Sequence[Problem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# ------------------------------------------------------------------------------------- reading
+def parse_yaml(text: str | bytes, source: str = "config") -> dict[str, Any]:
+    """The mapping in a YAML document, or a ConfigError saying what is wrong with the file."""
+    if isinstance(text, bytes):
+        if b"\x00" in text[:8192]:
+            raise ConfigError([Problem(source, "is binary data, not a YAML text file",
+                                       "choose the .yaml file you saved or exported")], source)
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError([Problem(source, f"is not UTF-8 text (byte {err.start})",
+                                       "save the file as UTF-8")], source) from None
+    if "\x00" in text:
+        raise ConfigError([Problem(source, "is binary data, not a YAML text file",
+                                   "choose the .yaml file you saved or exported")], source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError([_yaml_problem(err, source)], source) from None
+    if data is None:
+        raise ConfigError([Problem(source, "is empty",
+                                   "start from a preset, e.g. presets/demo_sd15.yaml")], source)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(source, f"holds a {type(data).__name__}, not settings",
+                                   "the top level must be 'key: value' lines such as "
+                                   "'model:' and 'train:'")], source)
+    return data
+
+
+def _yaml_problem(err: yaml.YAMLError, source: str) -> Problem:
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return Problem(f"{source}{where}", f"is not valid YAML ({what})",
+                   "check the indentation (spaces, not tabs) and quote values containing ':' "
+                   "or '#'")
+
+
+def read_config_text(path: str | Path) -> bytes:
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError([Problem(str(file), "does not exist", "check the path")], str(file))
+    if file.is_dir():
+        raise ConfigError([Problem(str(file), "is a folder, not a config file",
+                                   "name a .yaml file")], str(file))
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(str(file), "is larger than 2 MB, too big to be a config",
+                                   "name the .yaml config, not a model or data file")], str(file))
+    return file.read_bytes()
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainingConfig:
+    source = str(path)
+    return config_from_dict(parse_yaml(read_config_text(path), source), overrides, source)
+
+
+def loads_config(text: str | bytes, overrides: Iterable[str] = ()) -> TrainingConfig:
+    return config_from_dict(parse_yaml(text), overrides)
+
+
+def config_from_dict(
+    data: dict[str, Any], overrides: Iterable[str] = (), source: str | None = None
+) -> TrainingConfig:
+    data = apply_overrides(data, overrides)
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(problems_from_validation(err), source) from None
+
+
+# ------------------------------------------------------------------------------------ overrides
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply 'dotted.key=value' settings (values parsed as YAML) to a copy of the data."""
+    data = json.loads(json.dumps(data, default=str))
+    problems = []
+    for item in overrides:
+        try:
+            _set_dotted(data, item)
+        except ValueError as err:
+            problems.append(Problem(item.partition("=")[0] or item, str(err).split(" — ")[0],
+                                    str(err).partition(" — ")[2]))
+    if problems:
+        raise ConfigError(problems, "--set")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError("is not KEY=VALUE — write e.g. train.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            node = _list_slot(node, part, ".".join(parts[:depth]), last, value)
+            if last:
+                return
+            continue
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot go into {'.'.join(parts[:depth])}, which is a value — "
+                             "shorten the key")
+        if last:
+            node[part] = value
+            return
+        next_is_index = parts[depth + 1].isdigit()
+        if part not in node or node[part] is None:
+            node[part] = [] if next_is_index else {}
+        node = node[part]
+
+
+def _list_slot(node: list[Any], part: str, where: str, last: bool, value: Any) -> Any:
+    if not part.isdigit():
+        raise ValueError(f"is a list, so the next part must be an index, not '{part}' — "
+                         f"write {where}.0...")
+    index = int(part)
+    if index > len(node):
+        raise ValueError(f"has {len(node)} item(s); index {index} is out of range — use "
+                         f"0..{len(node)} ({len(node)} adds a new item)")
+    if index == len(node):
+        node.append({} if not last else value)
+    if last:
+        node[index] = value
+    return node[index]
+
+
+# ----------------------------------------------------------------------------------- messages
+_UNION_TAG = re.compile(r"^(int|float|bool|str|none|constrained-\w+|literal\[.*\]|[\w-]+\[.*\])$")
+
+
+def problems_from_validation(err: ValidationError) -> list[Problem]:
+    problems: dict[str, Problem] = {}
+    for detail in err.errors(include_url=False):
+        for problem in _problems_from_detail(detail):
+            if problem.path in problems and detail["type"] != "value_error":
+                problems[problem.path] = _merge(problems[problem.path], problem)
+            else:
+                problems.setdefault(problem.path, problem)
+    return list(problems.values())
+
+
+def _merge(first: Problem, second: Problem) -> Problem:
+    # A union (e.g. int | "auto") reports one error per member; say it once.
+    for one, other in ((first, second), (second, first)):
+        if other.message.endswith("is not one of: auto"):
+            return Problem(one.path, one.message, f"{one.fix} (or 'auto' to let the advisor "
+                           "decide)".lstrip())
+    if first.message.startswith("expects") and second.message.startswith("expects"):
+        a = first.message.split(", got ")[0]
+        b = second.message.split(", got ")[0].removeprefix("expects ")
+        got = first.message.partition(", got ")[2]
+        return Problem(first.path, f"{a} or {b}, got {got}", first.fix)
+    return first
+
+
+def _problems_from_detail(detail: dict[str, Any]) -> list[Problem]:
+    loc = [part for part in detail["loc"] if not (isinstance(part, str) and _UNION_TAG.match(part))]
+    path = ".".join(str(part) for part in loc) or "config"
+    kind, value = detail["type"], detail.get("input")
+    ctx = detail.get("ctx") or {}
+    info = _field_at(loc)
+    if kind == "value_error" and isinstance(ctx.get("error"), FieldProblems):
+        prefix = f"{path}." if path != "config" else ""
+        return [_split(prefix + sub, msg) for sub, msg in ctx["error"].problems]
+    if kind == "extra_forbidden":
+        return [_unknown_key(loc)]
+    return [Problem(path, *_describe(kind, value, ctx, info, detail["msg"]))]
+
+
+def _split(path: str, message: str) -> Problem:
+    message, _, fix = message.partition(" — ")
+    return Problem(path, message, fix)
+
+
+def _describe(
+    kind: str, value: Any, ctx: dict[str, Any], info: FieldInfo | None, msg: str
+) -> tuple[str, str]:
+    shown = _show(value)
+    bounds = _bounds_text(info)
+    if kind == "missing":
+        return "is required but missing", _help(info) or "add it"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        sign = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤",
+                "less_than": "<"}[kind]
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {sign} {limit} (got {shown})", bounds or "change the value"
+    if kind == "literal_error":
+        choices = _choices(info)
+        guess = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+        fix = f"did you mean '{guess[0]}'?" if guess else "pick one of them"
+        return f"{shown} is not one of: {', '.join(choices)}", fix
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expects a whole number, got {shown}", bounds or "write digits only, e.g. 16"
+    if kind in ("float_parsing", "float_type"):
+        return f"expects a number, got {shown}", bounds or "write e.g. 0.0001 or 1e-4"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expects true or false, got {shown}", "write true or false"
+    if kind in ("string_type",):
+        return f"expects text, got {shown}", "quote it: \"...\""
+    if kind == "string_pattern_mismatch":
+        return f"{shown} has characters that are not allowed here", _pattern_fix(info)
+    if kind == "too_short" and isinstance(value, list):
+        return f"needs at least {ctx.get('min_length', 1)} item(s)", "add one"
+    if kind in ("string_too_short", "too_short"):
+        return "is empty", _help(info) or "fill it in"
+    if kind == "too_long":
+        return f"has too many items (at most {ctx.get('max_length')})", "remove some"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"should be a section of 'key: value' lines, got {shown}", (
+            "indent the settings under this key")
+    if kind == "list_type":
+        return f"should be a list, got {shown}", "write it as [a, b] or as '- item' lines"
+    return msg, _help(info)
+
+
+def _unknown_key(loc: list[Any]) -> Problem:
+    key = str(loc[-1])
+    path = ".".join(str(part) for part in loc)
+    model = _model_at(loc[:-1])
+    valid = list(model.model_fields) if model else []
+    guess = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if guess:
+        return Problem(path, f"unknown option '{key}'", f"did you mean '{guess[0]}'?")
+    home = _section_holding(key)
+    if home:
+        return Problem(path, f"'{key}' does not belong here", f"move it under '{home}:'")
+    shown = ", ".join(valid[:12]) + (", ..." if len(valid) > 12 else "")
+    return Problem(path, f"unknown option '{key}'", f"remove it; options here are: {shown}")
+
+
+def _section_holding(key: str) -> str | None:
+    for section, info in TrainingConfig.model_fields.items():
+        nested = _nested_model(info)
+        if nested and key in nested.model_fields:
+            return f"{section}[]" if section == "datasets" else section
+    return None
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = TrainingConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        if part not in model.model_fields:
+            return None
+        model = _nested_model(model.model_fields[part])
+    return model
+
+
+def _field_at(loc: Sequence[Any]) -> FieldInfo | None:
+    model: type[BaseModel] | None = TrainingConfig
+    info = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return info
+        info = model.model_fields[part]
+        model = _nested_model(info)
+    return info
+
+
+def _choices(info: FieldInfo | None) -> list[str]:
+    if info is None:
+        return []
+    found: list[str] = []
+    stack = [info.annotation]
+    while stack:
+        annotation = stack.pop()
+        if typing.get_origin(annotation) is typing.Literal:
+            found.extend(str(arg) for arg in typing.get_args(annotation))
+        else:
+            stack.extend(typing.get_args(annotation))
+    return found
+
+
+def _constraints(info: FieldInfo) -> list[Any]:
+    found = list(info.metadata)
+    for arg in typing.get_args(info.annotation):  # Annotated members of a union (int | "auto")
+        found.extend(getattr(arg, "__metadata__", ()))
+        for inner in getattr(arg, "__metadata__", ()):
+            found.extend(getattr(inner, "metadata", ()))
+    return found
+
+
+def _bounds_text(info: FieldInfo | None) -> str:
+    if info is None:
+        return ""
+    low = high = None
+    for item in _constraints(info):
+        for name in ("ge", "gt"):
+            low = getattr(item, name, None) if getattr(item, name, None) is not None else low
+        for name in ("le", "lt"):
+            high = getattr(item, name, None) if getattr(item, name, None) is not None else high
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f"use a value of at least {low}"
+    if low is None:
+        return f"use a value up to {high}"
+    return f"use a value between {low} and {high}"
+
+
+def _pattern_fix(info: FieldInfo | None) -> str:
+    if info is not None and "hf_repo_id" in (info.description or "") + str(info.title):
+        return "write it as 'user/name'"
+    return "use letters, digits, '_', '-' and '.' only" + (
+        f" ({_help(info)})" if info is not None and info.description else "")
+
+
+def _help(info: FieldInfo | None) -> str:
+    return (info.description or "").split(". ")[0].rstrip(".") if info else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ------------------------------------------------------------------------------------- writing
+def dump_yaml(cfg: TrainingConfig, comments: bool = True) -> str:
+    """YAML with each field's description as a comment above it; loads back to an equal config."""
+    lines: list[str] = [HEADER] if comments else []
+    _emit_model(cfg, 0, lines, comments)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _emit_model(obj: BaseModel, indent: int, lines: list[str], comments: bool) -> None:
+    pad = " " * indent
+    for name, info in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        if comments and info.description:
+            width = max(40, 96 - indent)
+            lines.extend(f"{pad}# {line}" for line in textwrap.wrap(info.description, width))
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            _emit_model(value, indent + 2, lines, comments)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            lines.append(f"{pad}{name}:")
+            for item in value:
+                lines.append(f"{pad}  -")
+                _emit_model(item, indent + 4, lines, comments)
+        else:
+            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            lines.append(f"{pad}{name}: {_scalar(dumped)}")
+        if comments and indent == 0:
+            lines.append("")
+
+
+def _scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20, allow_unicode=True)
+    text = text.strip()
+    return text[:-3].rstrip() if text.endswith("\n...") else text
+
+
+def save_config(cfg: TrainingConfig, path: str | Path, comments: bool = True) -> Path:
+    return atomic_write_text(Path(path), dump_yaml(cfg, comments))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------------------------- MLflow
+def flatten(cfg: TrainingConfig) -> dict[str, str]:
+    """Dotted params for MLflow: scalars as text, lists and dicts as compact JSON."""
+    flat: dict[str, str] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            for key, item in value.items():
+                walk(item, f"{prefix}.{key}" if prefix else key)
+        elif isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
+            for index, item in enumerate(value):
+                walk(item, f"{prefix}.{index}")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            flat[prefix] = text[:6000]
+
+    walk(cfg.model_dump(mode="json"), "")
+    return flat

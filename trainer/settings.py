@@ -1,0 +1,91 @@
+"""Where the studio keeps its things and how it is served: one settings object.
+
+Environment variables override the defaults: STUDIO_HOME, MLFLOW_TRACKING_URI, STUDIO_HOST,
+STUDIO_PORT, STUDIO_EXPERIMENT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StudioSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    home: Path = Field(
+        Path("studio_home"),
+        validation_alias=AliasChoices("STUDIO_HOME", "home"),
+        description="Folder holding the MLflow store, jobs, datasets, demo models and presets.",
+    )
+    tracking_uri_override: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "tracking_uri"),
+        description="An MLflow tracking URI (e.g. a team server); default: SQLite in the home.",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        validation_alias=AliasChoices("STUDIO_HOST", "host"),
+        description="Address the studio binds to; anything but loopback exposes it to the network.",
+    )
+    port: int = Field(
+        8501, ge=1, le=65535, validation_alias=AliasChoices("STUDIO_PORT", "port")
+    )
+    experiment: str = Field(
+        "lora-studio",
+        validation_alias=AliasChoices("STUDIO_EXPERIMENT", "experiment"),
+        description="MLflow experiment that runs go to unless a config names another.",
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # Relative homes break MLflow URIs and child processes started elsewhere.
+        return value.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking_uri_override or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def uses_local_store(self) -> bool:
+        return self.tracking_uri_override is None
+
+    @property
+    def binds_publicly(self) -> bool:
+        return self.host not in {"127.0.0.1", "localhost", "::1"}
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def presets_dir(self) -> Path:
+        return self.home / "presets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.jobs_dir, self.datasets_dir, self.models_dir, self.presets_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: object) -> StudioSettings:
+    """Read settings from the environment now (not at import), so tests can change it."""
+    return StudioSettings(**overrides)
