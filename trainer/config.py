@@ -114,7 +114,9 @@ def opt(
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=False
+    )
 
 
 # --------------------------------------------------------------------------------------- model
@@ -326,7 +328,7 @@ class NetworkConfig(Section):
         affects=("quality", "memory", "disk"),
     )
     linear_alpha: Annotated[float, Field(gt=0, le=4096)] | Auto = opt(
-        16,
+        16.0,
         "Alpha: scales the LoRA's effect (scale = alpha / rank). alpha = rank is neutral; "
         "alpha = rank/2 learns more gently.",
         step="network",
@@ -693,12 +695,8 @@ class TrainConfig(Section):
         step="memory",
         affects=("memory", "speed"),
     )
-    min_batch_size: int = opt(
-        1, "Smallest batch when auto-scaling.", step="memory", ge=1, le=256
-    )
-    max_batch_size: int = opt(
-        8, "Largest batch when auto-scaling.", step="memory", ge=1, le=256
-    )
+    min_batch_size: int = opt(1, "Smallest batch when auto-scaling.", step="memory", ge=1, le=256)
+    max_batch_size: int = opt(8, "Largest batch when auto-scaling.", step="memory", ge=1, le=256)
     batch_size_warmup_steps: int = opt(
         100,
         "Steps over which the batch grows from min to max when auto-scaling.",
@@ -1082,9 +1080,7 @@ class SamplePrompt(Section):
     neg: str | None = opt(None, "Negative prompt for this preview only.", step="sampling")
     seed: int | None = opt(None, "Seed for this preview only.", step="sampling", ge=0)
     width: int | None = opt(None, "Width for this preview only.", step="sampling", ge=64, le=4096)
-    height: int | None = opt(
-        None, "Height for this preview only.", step="sampling", ge=64, le=4096
-    )
+    height: int | None = opt(None, "Height for this preview only.", step="sampling", ge=64, le=4096)
     guidance_scale: float | None = opt(
         None, "Guidance for this preview only.", step="sampling", ge=0.0, le=30.0
     )
@@ -1221,8 +1217,7 @@ class SaveConfig(Section):
     )
     dtype: Literal["fp16", "bf16", "fp32"] = opt(
         "fp16",
-        "Precision of the saved LoRA file. fp16 is what other apps expect and half of fp32's "
-        "size.",
+        "Precision of the saved LoRA file. fp16 is what other apps expect and half of fp32's size.",
         step="save",
         affects=("disk",),
     )

@@ -54,27 +54,58 @@ def parse_yaml(text: str | bytes, source: str = "config") -> dict[str, Any]:
     """The mapping in a YAML document, or a ConfigError saying what is wrong with the file."""
     if isinstance(text, bytes):
         if b"\x00" in text[:8192]:
-            raise ConfigError([Problem(source, "is binary data, not a YAML text file",
-                                       "choose the .yaml file you saved or exported")], source)
+            raise ConfigError(
+                [
+                    Problem(
+                        source,
+                        "is binary data, not a YAML text file",
+                        "choose the .yaml file you saved or exported",
+                    )
+                ],
+                source,
+            )
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ConfigError([Problem(source, f"is not UTF-8 text (byte {err.start})",
-                                       "save the file as UTF-8")], source) from None
+            raise ConfigError(
+                [
+                    Problem(
+                        source, f"is not UTF-8 text (byte {err.start})", "save the file as UTF-8"
+                    )
+                ],
+                source,
+            ) from None
     if "\x00" in text:
-        raise ConfigError([Problem(source, "is binary data, not a YAML text file",
-                                   "choose the .yaml file you saved or exported")], source)
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    "is binary data, not a YAML text file",
+                    "choose the .yaml file you saved or exported",
+                )
+            ],
+            source,
+        )
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError([_yaml_problem(err, source)], source) from None
     if data is None:
-        raise ConfigError([Problem(source, "is empty",
-                                   "start from a preset, e.g. presets/demo_sd15.yaml")], source)
+        raise ConfigError(
+            [Problem(source, "is empty", "start from a preset, e.g. presets/demo_sd15.yaml")],
+            source,
+        )
     if not isinstance(data, dict):
-        raise ConfigError([Problem(source, f"holds a {type(data).__name__}, not settings",
-                                   "the top level must be 'key: value' lines such as "
-                                   "'model:' and 'train:'")], source)
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    f"holds a {type(data).__name__}, not settings",
+                    "the top level must be 'key: value' lines such as 'model:' and 'train:'",
+                )
+            ],
+            source,
+        )
     return data
 
 
@@ -82,9 +113,11 @@ def _yaml_problem(err: yaml.YAMLError, source: str) -> Problem:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     what = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return Problem(f"{source}{where}", f"is not valid YAML ({what})",
-                   "check the indentation (spaces, not tabs) and quote values containing ':' "
-                   "or '#'")
+    return Problem(
+        f"{source}{where}",
+        f"is not valid YAML ({what})",
+        "check the indentation (spaces, not tabs) and quote values containing ':' or '#'",
+    )
 
 
 def read_config_text(path: str | Path) -> bytes:
@@ -92,11 +125,20 @@ def read_config_text(path: str | Path) -> bytes:
     if not file.exists():
         raise ConfigError([Problem(str(file), "does not exist", "check the path")], str(file))
     if file.is_dir():
-        raise ConfigError([Problem(str(file), "is a folder, not a config file",
-                                   "name a .yaml file")], str(file))
+        raise ConfigError(
+            [Problem(str(file), "is a folder, not a config file", "name a .yaml file")], str(file)
+        )
     if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError([Problem(str(file), "is larger than 2 MB, too big to be a config",
-                                   "name the .yaml config, not a model or data file")], str(file))
+        raise ConfigError(
+            [
+                Problem(
+                    str(file),
+                    "is larger than 2 MB, too big to be a config",
+                    "name the .yaml config, not a model or data file",
+                )
+            ],
+            str(file),
+        )
     return file.read_bytes()
 
 
@@ -123,13 +165,21 @@ def config_from_dict(
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply 'dotted.key=value' settings (values parsed as YAML) to a copy of the data."""
     data = json.loads(json.dumps(data, default=str))
+    overrides = list(overrides)
+    if any(item.startswith("datasets.") for item in overrides) and "datasets" not in data:
+        data["datasets"] = [{}]  # the default: one dataset, so datasets.0.x addresses it
     problems = []
     for item in overrides:
         try:
             _set_dotted(data, item)
         except ValueError as err:
-            problems.append(Problem(item.partition("=")[0] or item, str(err).split(" — ")[0],
-                                    str(err).partition(" — ")[2]))
+            problems.append(
+                Problem(
+                    item.partition("=")[0] or item,
+                    str(err).split(" — ")[0],
+                    str(err).partition(" — ")[2],
+                )
+            )
     if problems:
         raise ConfigError(problems, "--set")
     return data
@@ -153,8 +203,9 @@ def _set_dotted(data: dict[str, Any], item: str) -> None:
                 return
             continue
         if not isinstance(node, dict):
-            raise ValueError(f"cannot go into {'.'.join(parts[:depth])}, which is a value — "
-                             "shorten the key")
+            raise ValueError(
+                f"cannot go into {'.'.join(parts[:depth])}, which is a value — shorten the key"
+            )
         if last:
             node[part] = value
             return
@@ -166,12 +217,15 @@ def _set_dotted(data: dict[str, Any], item: str) -> None:
 
 def _list_slot(node: list[Any], part: str, where: str, last: bool, value: Any) -> Any:
     if not part.isdigit():
-        raise ValueError(f"is a list, so the next part must be an index, not '{part}' — "
-                         f"write {where}.0...")
+        raise ValueError(
+            f"is a list, so the next part must be an index, not '{part}' — write {where}.0..."
+        )
     index = int(part)
     if index > len(node):
-        raise ValueError(f"has {len(node)} item(s); index {index} is out of range — use "
-                         f"0..{len(node)} ({len(node)} adds a new item)")
+        raise ValueError(
+            f"has {len(node)} item(s); index {index} is out of range — use "
+            f"0..{len(node)} ({len(node)} adds a new item)"
+        )
     if index == len(node):
         node.append({} if not last else value)
     if last:
@@ -198,8 +252,9 @@ def _merge(first: Problem, second: Problem) -> Problem:
     # A union (e.g. int | "auto") reports one error per member; say it once.
     for one, other in ((first, second), (second, first)):
         if other.message.endswith("is not one of: auto"):
-            return Problem(one.path, one.message, f"{one.fix} (or 'auto' to let the advisor "
-                           "decide)".lstrip())
+            return Problem(
+                one.path, one.message, f"{one.fix} (or 'auto' to let the advisor decide)".lstrip()
+            )
     if first.message.startswith("expects") and second.message.startswith("expects"):
         a = first.message.split(", got ")[0]
         b = second.message.split(", got ")[0].removeprefix("expects ")
@@ -235,8 +290,12 @@ def _describe(
     if kind == "missing":
         return "is required but missing", _help(info) or "add it"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        sign = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤",
-                "less_than": "<"}[kind]
+        sign = {
+            "greater_than_equal": "≥",
+            "greater_than": ">",
+            "less_than_equal": "≤",
+            "less_than": "<",
+        }[kind]
         limit = next(iter(ctx.values()), "?")
         return f"must be {sign} {limit} (got {shown})", bounds or "change the value"
     if kind == "literal_error":
@@ -251,7 +310,7 @@ def _describe(
     if kind in ("bool_parsing", "bool_type"):
         return f"expects true or false, got {shown}", "write true or false"
     if kind in ("string_type",):
-        return f"expects text, got {shown}", "quote it: \"...\""
+        return f"expects text, got {shown}", 'quote it: "..."'
     if kind == "string_pattern_mismatch":
         return f"{shown} has characters that are not allowed here", _pattern_fix(info)
     if kind == "too_short" and isinstance(value, list):
@@ -262,7 +321,8 @@ def _describe(
         return f"has too many items (at most {ctx.get('max_length')})", "remove some"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"should be a section of 'key: value' lines, got {shown}", (
-            "indent the settings under this key")
+            "indent the settings under this key"
+        )
     if kind == "list_type":
         return f"should be a list, got {shown}", "write it as [a, b] or as '- item' lines"
     return msg, _help(info)
@@ -360,7 +420,8 @@ def _pattern_fix(info: FieldInfo | None) -> str:
     if info is not None and "hf_repo_id" in (info.description or "") + str(info.title):
         return "write it as 'user/name'"
     return "use letters, digits, '_', '-' and '.' only" + (
-        f" ({_help(info)})" if info is not None and info.description else "")
+        f" ({_help(info)})" if info is not None and info.description else ""
+    )
 
 
 def _help(info: FieldInfo | None) -> str:

@@ -30,9 +30,7 @@ class StudioSettings(BaseSettings):
         validation_alias=AliasChoices("STUDIO_HOST", "host"),
         description="Address the studio binds to; anything but loopback exposes it to the network.",
     )
-    port: int = Field(
-        8501, ge=1, le=65535, validation_alias=AliasChoices("STUDIO_PORT", "port")
-    )
+    port: int = Field(8501, ge=1, le=65535, validation_alias=AliasChoices("STUDIO_PORT", "port"))
     experiment: str = Field(
         "lora-studio",
         validation_alias=AliasChoices("STUDIO_EXPERIMENT", "experiment"),

@@ -1,0 +1,41 @@
+"""Shared fixtures: one studio home and one set of tiny demo models per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No machine here can reach a model hub; make any accidental hub access fail fast.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A studio home whose demo models and dataset are built once for the whole session."""
+    from trainer.tiny import build_all
+
+    home = tmp_path_factory.mktemp("studio_home")
+    build_all(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(demo_home: Path) -> Path:
+    from trainer.tiny import ensure_demo
+
+    return ensure_demo(demo_home, "dataset")
+
+
+@pytest.fixture()
+def studio_env(demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the studio at the session's demo home and a fresh MLflow store for this test."""
+    monkeypatch.setenv("STUDIO_HOME", str(demo_home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return demo_home
