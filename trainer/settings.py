@@ -8,32 +8,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class StudioSettings(BaseSettings):
+    # Only the STUDIO_* names (and MLFLOW_TRACKING_URI) are read: bare HOME/HOST/PORT belong to
+    # the shell and other programs.
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     home: Path = Field(
         Path("studio_home"),
-        validation_alias=AliasChoices("STUDIO_HOME", "home"),
+        validation_alias="STUDIO_HOME",
         description="Folder holding the MLflow store, jobs, datasets, demo models and presets.",
     )
     tracking_uri_override: str | None = Field(
         None,
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "tracking_uri"),
+        validation_alias="MLFLOW_TRACKING_URI",
         description="An MLflow tracking URI (e.g. a team server); default: SQLite in the home.",
     )
     host: str = Field(
         "127.0.0.1",
-        validation_alias=AliasChoices("STUDIO_HOST", "host"),
+        validation_alias="STUDIO_HOST",
         description="Address the studio binds to; anything but loopback exposes it to the network.",
     )
-    port: int = Field(8501, ge=1, le=65535, validation_alias=AliasChoices("STUDIO_PORT", "port"))
+    port: int = Field(8501, ge=1, le=65535, validation_alias="STUDIO_PORT")
     experiment: str = Field(
         "lora-studio",
-        validation_alias=AliasChoices("STUDIO_EXPERIMENT", "experiment"),
+        validation_alias="STUDIO_EXPERIMENT",
         description="MLflow experiment that runs go to unless a config names another.",
     )
 
@@ -85,5 +87,9 @@ class StudioSettings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> StudioSettings:
-    """Read settings from the environment now (not at import), so tests can change it."""
-    return StudioSettings(**overrides)
+    """Read settings from the environment now (not at import), so tests can change it.
+
+    Overrides use field names (home=..., host=...), which win over the environment.
+    """
+    fields = StudioSettings.model_fields
+    return StudioSettings(**{fields[name].validation_alias: v for name, v in overrides.items()})

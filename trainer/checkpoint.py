@@ -1,0 +1,161 @@
+"""Checkpoints: LoRA weights + optimizer, scheduler, RNG state, step and a config snapshot.
+
+A checkpoint is a folder written under a temporary name and renamed into place, so a crash or a
+full disk mid-save never damages the previous one. Only the newest `keep` folders are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.config import TrainingConfig
+from trainer.config_io import dump_yaml, loads_config
+
+PREFIX = "step_"
+LORA_FILE = "lora_state.safetensors"
+STATE_FILE = "training_state.pt"
+CONFIG_FILE = "config.yaml"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, with the reason and what to do."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    lora: dict[str, dict[str, torch.Tensor]]
+    state: dict[str, Any]
+    config: TrainingConfig
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    lora: dict[str, dict[str, torch.Tensor]],
+    state: dict[str, Any],
+    cfg: TrainingConfig,
+    keep: int,
+) -> Path:
+    """Write checkpoint `step` atomically into `folder`, then drop all but the newest `keep`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{PREFIX}{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{target.name}."))
+    try:
+        flat = {
+            f"{component}::{key}": tensor.detach().to("cpu").contiguous()
+            for component, tensors in lora.items()
+            for key, tensor in tensors.items()
+        }
+        save_file(flat, str(tmp / LORA_FILE), metadata={"step": str(step)})
+        torch.save({**state, "step": step}, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(dump_yaml(cfg), encoding="utf-8")
+        _fsync_dir(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    rotate(folder, keep)
+    return target
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in path.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def rotate(folder: Path, keep: int) -> list[Path]:
+    removed = list_checkpoints(folder)[:-keep] if keep > 0 else []
+    for old in removed:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob(f".{PREFIX}*"):  # temporaries left by a crash
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    missing = [name for name in (LORA_FILE, STATE_FILE, CONFIG_FILE) if not (path / name).exists()]
+    if not path.is_dir() or missing:
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint (missing: {', '.join(missing) or 'folder'}) — "
+            "pick another step_* folder from the run's checkpoints"
+        )
+    try:
+        flat = load_file(str(path / LORA_FILE))
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        config = loads_config((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except Exception as err:  # a damaged file of any kind
+        raise CheckpointError(f"{path} is damaged ({err}) — resume from an older one") from err
+    lora: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        component, _, name = key.partition("::")
+        lora.setdefault(component, {})[name] = tensor
+    return Checkpoint(path=path, step=int(state["step"]), lora=lora, state=state, config=config)
+
+
+# Settings whose change makes a checkpoint's weights or state meaningless for this run.
+_MUST_MATCH = {
+    "model.arch": "architecture",
+    "network.type": "network type",
+    "network.linear": "rank",
+    "network.conv": "conv rank",
+    "network.lokr_factor": "LoKr factor",
+    "network.target_modules": "target modules",
+    "train.train_text_encoder": "text-encoder training",
+    "train.optimizer": "optimizer",
+}
+
+
+def incompatibilities(saved: TrainingConfig, current: TrainingConfig) -> list[str]:
+    """Why a checkpoint cannot continue this config (empty when it can)."""
+    from trainer.config import get_path
+
+    problems = []
+    for path, label in _MUST_MATCH.items():
+        before, now = get_path(saved, path), get_path(current, path)
+        if before != now:
+            problems.append(f"{label} ({path}) was {before!r} in the checkpoint, now {now!r}")
+    return problems
