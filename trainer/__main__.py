@@ -26,6 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _config_args(commands.add_parser("validate", help="check a config; exit 2 if it is invalid"))
+    run = commands.add_parser("run", help="train a LoRA from a config")
+    _config_args(run)
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint folder (default: the newest one of this run's name)",
+    )
+    run.add_argument("--job-dir", help="folder for checkpoints, LoRA files, log and progress")
     schema = commands.add_parser("schema", help="print the config's JSON schema with metadata")
     schema.add_argument("--indent", type=int, default=2)
     demo = commands.add_parser("demo", help="build the tiny demo models and dataset")
@@ -50,6 +60,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trainer.config_io import ConfigError
+    from trainer.run import run_job
+
+    try:
+        result = run_job(
+            args.config,
+            args.overrides,
+            resume=args.resume,
+            job_dir=Path(args.job_dir).resolve() if args.job_dir else None,
+        )
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem)
+        return EXIT_INVALID
+    return result.exit_code
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from trainer.config import TrainingConfig
 
@@ -71,7 +101,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"validate": cmd_validate, "schema": cmd_schema, "demo": cmd_demo}[args.command]
+    handler = {
+        "validate": cmd_validate,
+        "run": cmd_run,
+        "schema": cmd_schema,
+        "demo": cmd_demo,
+    }[args.command]
     return handler(args)
 
 

@@ -1,0 +1,516 @@
+"""The training loop: read it top to bottom in `train()`.
+
+Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
+Everything architecture-specific sits behind `trainer.arch.Arch`; data behind
+`trainer.data.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainer.arch import Arch, load_arch
+from trainer.cache import LatentCache, TextEmbeddingCache, latent_key, text_key
+from trainer.checkpoint import (
+    CheckpointError,
+    incompatibilities,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from trainer.config import TrainingConfig, resolved
+from trainer.data import BucketBatches, build_report, check_enough, scan_dataset
+from trainer.failures import NonFiniteLoss
+from trainer.lora_io import load_lora_file, save_lora
+from trainer.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
+
+
+# ------------------------------------------------------------------------------- the loop
+def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> Outcome:
+    device = pick_device(cfg.runtime.device)
+    dtype = pick_dtype(cfg.train.dtype, device)
+    torch.manual_seed(cfg.train.seed)
+    ctx.phase("loading")
+    arch = load_arch(cfg, ctx.home, device, dtype)
+    data = prepare_data(cfg, ctx)
+    groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)
+    if cfg.model.lora_path:
+        load_lora_file(arch, cfg.model.lora_path)
+    arch.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+    optimizer = build_optimizer(cfg.train, param_groups(cfg.train, groups))
+    total = int(cfg.train.steps)
+    scheduler = build_scheduler(cfg.train, optimizer, total)
+    noise_gen = torch.Generator().manual_seed(cfg.train.seed)
+    state = LoopState()
+    if resume is not None:
+        state = restore(resume, cfg, arch, optimizer, scheduler, noise_gen)
+    inputs = ModelInputs(arch, cfg, ctx.cache_dir)
+    trainable = [p for group in groups.values() for p in group]
+
+    if wants_first_sample(cfg, resumed=resume is not None):
+        sample_and_log(arch, cfg, ctx, state.step)
+    ctx.phase("training", step=state.step, total_steps=total)
+    batches = stream_batches(data, cfg, state)
+    arch.train()
+    while state.step < total and not ctx.stop.requested:
+        started = time.perf_counter()
+        step_loss, images = 0.0, 0
+        for _ in range(cfg.train.gradient_accumulation_steps):
+            batch = next(batches)
+            loss = compute_loss(arch, inputs, batch, cfg, noise_gen)
+            (loss / cfg.train.gradient_accumulation_steps).backward()
+            step_loss += loss.item() / cfg.train.gradient_accumulation_steps
+            images += len(batch["captions"])
+            state.micro_batches += 1
+        if not math.isfinite(step_loss):
+            raise NonFiniteLoss(state.step + 1, step_loss)
+        clip_gradients(trainable, cfg.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.meter.update(step_loss, time.perf_counter() - started, images, state.step)
+        report(ctx, state, total, scheduler.get_last_lr()[0], inputs, device)
+        if sample_due(cfg, state.step, total):
+            sample_and_log(arch, cfg, ctx, state.step)
+            ctx.phase("training", step=state.step, total_steps=total)
+        if state.step % cfg.save.save_every == 0 and state.step < total:
+            checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+
+    stopped = state.step < total
+    ctx.phase("saving", step=state.step, total_steps=total)
+    checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+    files = [] if stopped else save_final(ctx, cfg, arch, state.step)
+    ctx.tracker.flush()
+    return Outcome(step=state.step, total_steps=total, stopped=stopped, lora_files=files)
+
+
+# ------------------------------------------------------------------------------ the loss
+def compute_loss(
+    arch: Arch,
+    inputs: ModelInputs,
+    batch: dict[str, Any],
+    cfg: TrainingConfig,
+    gen: torch.Generator,
+) -> Tensor:
+    train = cfg.train
+    latents = inputs.latents(batch)
+    cond = inputs.text(batch["captions"])
+    noise = torch.randn(latents.shape, generator=gen).to(latents)
+    if train.noise_offset:
+        offset = torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(latents)
+        noise = noise + train.noise_offset * offset
+    t = arch.sample_timesteps(latents.shape[0], gen)
+    noisy = arch.add_noise(latents, noise, t)
+    target = arch.target(latents, noise, t)
+    extra = {k: batch[k] for k in ("original_sizes", "crop_top_lefts", "target_sizes")}
+    pred = arch.predict(noisy, t, cond, _sdxl_extra(extra))
+    per_element = elementwise_loss(pred.float(), target.float(), train.loss_type, train.huber_delta)
+    per_sample = masked_mean(per_element, batch["masks"])
+    if train.min_snr_gamma:
+        per_sample = per_sample * min_snr_weight(arch, t, train.min_snr_gamma, cfg.model.is_v_pred)
+    weights = batch["loss_multiplier"].to(per_sample)
+    return (per_sample * weights).sum() / weights.sum().clamp_min(1e-6)
+
+
+def elementwise_loss(pred: Tensor, target: Tensor, kind: str, delta: float) -> Tensor:
+    if kind == "l1":
+        return F.l1_loss(pred, target, reduction="none")
+    if kind == "huber":
+        return F.huber_loss(pred, target, reduction="none", delta=delta)
+    return F.mse_loss(pred, target, reduction="none")
+
+
+def min_snr_weight(arch: Arch, t: Tensor, gamma: float, v_prediction: bool) -> Tensor:
+    """Min-SNR-γ (Hang et al. 2023): down-weight easy, low-noise timesteps."""
+    snr = arch.snr(t).float().to(t.device)
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    return (clipped / (snr + 1) if v_prediction else clipped / snr.clamp_min(1e-8)).detach()
+
+
+def masked_mean(per_element: Tensor, masks: Tensor | None) -> Tensor:
+    """Mean loss per sample, counting only the unmasked area (masks at pixel size)."""
+    if masks is None:
+        return per_element.mean(dim=(1, 2, 3))
+    mask = F.interpolate(masks.float(), size=tuple(per_element.shape[-2:]), mode="area")
+    mask = mask.to(per_element)
+    return (per_element * mask).mean(dim=(1, 2, 3)) / mask.mean(dim=(1, 2, 3)).clamp_min(1e-6)
+
+
+def _sdxl_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "original_size": extra["original_sizes"],
+        "crop_top_left": extra["crop_top_lefts"],
+        "target_size": extra["target_sizes"],
+    }
+
+
+# ---------------------------------------------------------------------- inputs and caches
+class ModelInputs:
+    """Latents and text embeddings for a batch: cached (memory or disk) or computed live."""
+
+    def __init__(self, arch: Arch, cfg: TrainingConfig, cache_dir: Path) -> None:
+        self.arch, self.cfg = arch, cfg
+        fingerprint = arch.fingerprint()
+        self.fingerprint = fingerprint
+        to_disk = any(ds.cache_latents_to_disk for ds in cfg.datasets)
+        self.latent_cache = LatentCache(cache_dir / "latents" if to_disk else None)
+        self.cache_flags = [ds.cache_latents or ds.cache_latents_to_disk for ds in cfg.datasets]
+        self.text_cache = (
+            TextEmbeddingCache(cache_dir / "text" if to_disk else None)
+            if cfg.train.cache_text_embeddings
+            else None
+        )
+
+    def latents(self, batch: dict[str, Any]) -> Tensor:
+        pixels: Tensor = batch["pixels"]
+        cached = [
+            self.cache_flags[i] and ok
+            for i, ok in zip(batch["dataset_indices"], batch["cacheable"], strict=True)
+        ]
+        if not any(cached):
+            return self.arch.encode_images(pixels)
+        rows = []
+        for i, key in enumerate(batch["keys"]):
+            compute = lambda i=i: self.arch.encode_images(pixels[i : i + 1])[0].cpu()  # noqa: E731
+            if cached[i]:
+                cache_id = latent_key(key, self.fingerprint, str(self.arch.dtype))
+                rows.append(self.latent_cache.get_or_compute(cache_id, compute))
+            else:
+                rows.append(compute())
+        return torch.stack(rows).to(self.arch.device, self.arch.dtype)
+
+    def text(self, captions: list[str]) -> dict[str, Tensor]:
+        if self.text_cache is None:
+            return self.arch.encode_prompts(captions, with_grad=self.cfg.train.train_text_encoder)
+        parts = [
+            self.text_cache.get_or_compute(
+                text_key(caption, self.fingerprint, str(self.arch.dtype)),
+                lambda c=caption: {k: v[0].cpu() for k, v in self.arch.encode_prompts([c]).items()},
+            )
+            for caption in captions
+        ]
+        return {
+            key: torch.stack([part[key] for part in parts]).to(self.arch.device) for key in parts[0]
+        }
+
+    def counters(self) -> dict[str, float]:
+        found = {
+            "cache/latent_hits": self.latent_cache.hits,
+            "cache/latent_misses": self.latent_cache.misses,
+        }
+        if self.text_cache is not None:
+            found["cache/text_hits"] = self.text_cache.hits
+            found["cache/text_misses"] = self.text_cache.misses
+        return {k: float(v) for k, v in found.items()}
+
+
+# ---------------------------------------------------------------------------- data
+def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
+    """Scan every dataset and stop before training if any is unusable."""
+    from trainer.tiny import resolve_demo_ref
+
+    scans = [
+        scan_dataset(ds, Path(resolve_demo_ref(ds.folder_path, ctx.home)).expanduser())
+        for ds in cfg.datasets
+    ]
+    batch = int(cfg.train.batch_size)
+    check_enough(scans, batch, cfg.train.gradient_accumulation_steps)
+    data = BucketBatches(
+        scans,
+        batch_size=batch,
+        seed=cfg.train.seed,
+        size_multiple=16 if cfg.model.arch == "flux" else 8,
+    )
+    report = build_report(data, cfg.train.gradient_accumulation_steps)
+    ctx.dataset_report(report)
+    return data
+
+
+def stream_batches(data: BucketBatches, cfg: TrainingConfig, state: LoopState) -> Iterator[dict]:
+    """Endless batches, starting where `state.micro_batches` says (resume skips exactly)."""
+    epoch, skip = data.resume_position(state.micro_batches)
+    while True:
+        loader = data.loader(epoch, skip_batches=skip, num_workers=cfg.runtime.num_workers)
+        yield from loader
+        epoch, skip = epoch + 1, 0
+
+
+# ---------------------------------------------------------------------------- state
+@dataclass
+class Meter:
+    """Loss smoothing and speed; the first step (one-time set-up) is left out of s/step."""
+
+    smoothed: float | None = None
+    seconds: float = 0.0
+    timed_steps: int = 0
+    images: int = 0
+    last_loss: float = float("nan")
+
+    def update(self, loss: float, seconds: float, images: int, step: int) -> None:
+        self.last_loss = loss
+        self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
+        if self.timed_steps or step > 1:
+            self.seconds += seconds
+            self.timed_steps += 1
+            self.images += images
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / self.timed_steps if self.timed_steps else float("nan")
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    micro_batches: int = 0
+    meter: Meter = field(default_factory=Meter)
+
+
+@dataclass
+class Outcome:
+    step: int
+    total_steps: int
+    stopped: bool
+    lora_files: list[Path]
+
+
+class StopSignal:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps, checkpoints and ends KILLED."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> StopSignal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+@dataclass
+class RunContext:
+    """Where the run writes: studio home, job folder, tracker, stop flag, progress file."""
+
+    home: Path
+    job_dir: Path
+    tracker: Any
+    stop: StopSignal = field(default_factory=StopSignal)
+    log_every: int = 10
+    progress: Any = None
+
+    def __post_init__(self) -> None:
+        from trainer.tracking import ProgressWriter
+
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        if self.progress is None:
+            self.progress = ProgressWriter(self.job_dir)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.job_dir / "checkpoints"
+
+    def phase(self, name: str, **values: Any) -> None:
+        self.progress.update(phase=name, **values)
+
+    def dataset_report(self, report: Any) -> None:
+        summary = report.to_dict()
+        self.tracker.log_text(json.dumps(summary, indent=2, default=str), "dataset/report.json")
+        skipped = summary.get("skipped") or []
+        self.tracker.set_tags({"dataset.skipped_files": str(len(skipped))})
+        if skipped:
+            print(f"skipped {len(skipped)} unusable file(s): {skipped[:20]}", flush=True)
+
+
+# ---------------------------------------------------------------------- reporting
+def report(
+    ctx: RunContext, state: LoopState, total: int, lr: float, inputs: ModelInputs, device
+) -> None:
+    meter = state.meter
+    per_step = meter.seconds_per_step
+    eta = per_step * (total - state.step) if math.isfinite(per_step) else None
+    values = {
+        "loss": meter.last_loss,
+        "loss_smoothed": meter.smoothed,
+        "lr": lr,
+        "s_per_step": per_step if math.isfinite(per_step) else None,
+        "images_per_s": meter.images / meter.seconds if meter.seconds else None,
+        "eta_s": eta,
+    }
+    ctx.phase("training", step=state.step, total_steps=total, **values)
+    if state.step % ctx.log_every == 0 or state.step == total:
+        metrics = {k: float(v) for k, v in values.items() if v is not None}
+        metrics["peak_memory_mb"] = peak_memory_mb(device)
+        metrics.update(inputs.counters())
+        ctx.tracker.log_metrics(metrics, step=state.step)
+        ctx.tracker.flush()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# ---------------------------------------------------------------------- sampling
+def wants_first_sample(cfg: TrainingConfig, resumed: bool) -> bool:
+    if not cfg.sample.prompts or cfg.sample.sample_every == 0:
+        return False
+    if cfg.sample.skip_first_sample:
+        return False
+    return cfg.sample.force_first_sample or not resumed
+
+
+def sample_due(cfg: TrainingConfig, step: int, total: int) -> bool:
+    every = cfg.sample.sample_every
+    if not cfg.sample.prompts or every == 0 or step < cfg.sample.sample_start_step:
+        return False
+    return step % every == 0 or step == total
+
+
+def sample_prompts(cfg: TrainingConfig) -> list[dict[str, Any]]:
+    trigger = next((ds.trigger_word for ds in cfg.datasets if ds.trigger_word), "") or ""
+    prompts = []
+    for item in cfg.sample.prompts:
+        spec = item.model_dump(exclude_none=True)
+        spec["prompt"] = spec["prompt"].replace("[trigger]", trigger)
+        prompts.append(spec)
+    return prompts
+
+
+def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) -> None:
+    ctx.phase("sampling", step=step)
+    s = cfg.sample
+    prompts = sample_prompts(cfg)
+    if s.walk_seed:
+        prompts = [{"seed": s.seed + i, **p} for i, p in enumerate(prompts)]
+    sampler = resolved(cfg, "sampler")
+    images = arch.sample(
+        prompts,
+        sampler=sampler,
+        steps=s.sample_steps,
+        guidance_scale=resolved(cfg, "guidance_scale"),
+        width=s.width,
+        height=s.height,
+        seed=s.seed,
+        neg=s.neg,
+        lora_scale=s.network_multiplier,
+    )
+    for index, (image, spec) in enumerate(zip(images, prompts, strict=True)):
+        ctx.tracker.log_image(
+            image,
+            key=f"sample_{index}",
+            step=step,
+            extra={
+                "prompt": spec["prompt"],
+                "seed": spec.get("seed", s.seed),
+                "sampler": sampler,
+                "sample_steps": spec.get("sample_steps", s.sample_steps),
+            },
+        )
+    ctx.progress.update(samples=(ctx.progress.last.get("samples") or 0) + len(images))
+
+
+# ---------------------------------------------------------------------- saving
+def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState) -> Path:
+    from trainer.lora_io import save_lora as _save
+
+    path = save_checkpoint(
+        ctx.checkpoint_dir,
+        state.step,
+        arch.lora_state_dicts(),
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "noise_generator": noise_gen.get_state(),
+            "rng": rng_state(),
+            "micro_batches": state.micro_batches,
+            "smoothed_loss": state.meter.smoothed,
+            "run_id": getattr(ctx.tracker, "run_id", None),
+        },
+        cfg,
+        keep=cfg.save.max_step_saves_to_keep,
+    )
+    files = _save(arch, path / "lora", cfg.name, "webui", cfg.save.dtype, {"steps": state.step})
+    for file in files:
+        ctx.tracker.log_artifact(file, f"checkpoints/{path.name}")
+    return path
+
+
+def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> list[Path]:
+    out = ctx.job_dir / "lora"
+    files = save_lora(arch, out, cfg.name, cfg.save.save_format, cfg.save.dtype, {"steps": step})
+    for file in files:
+        if file.parent == out:
+            ctx.tracker.log_artifact(file, "lora")
+        else:  # the diffusers layout is a folder of its own
+            ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
+    return files
+
+
+def restore(resume: Path, cfg, arch, optimizer, scheduler, noise_gen) -> LoopState:
+    path = resume
+    if not (resume / "training_state.pt").exists():
+        found = latest_checkpoint(resume / "checkpoints") or latest_checkpoint(resume)
+        if found is None:
+            raise CheckpointError(f"no checkpoint found in {resume} — name a step_* folder")
+        path = found
+    saved = load_checkpoint(path)
+    problems = incompatibilities(saved.config, cfg)
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path.name} does not fit this config: "
+            + "; ".join(problems)
+            + " — resume with the config the run started with, or start a new run"
+        )
+    arch.load_lora_state(saved.lora)
+    optimizer.load_state_dict(saved.state["optimizer"])
+    scheduler.load_state_dict(saved.state["scheduler"])
+    noise_gen.set_state(saved.state["noise_generator"])
+    restore_rng(saved.state["rng"])
+    state = LoopState(step=saved.step, micro_batches=int(saved.state["micro_batches"]))
+    state.meter.smoothed = saved.state.get("smoothed_loss")
+    return state
+
+
+# ---------------------------------------------------------------------- device
+def pick_device(value: str) -> torch.device:
+    if value != "auto":
+        return torch.device(value)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(value: str, device: torch.device) -> torch.dtype:
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if value != "auto":
+        return table[value]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # fastest on CPU; fp16 on CPU crashes some paths
