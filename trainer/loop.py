@@ -83,7 +83,7 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.meter.update(step_loss, time.perf_counter() - started, images, state.step)
-        report(ctx, state, total, scheduler.get_last_lr()[0], inputs, device)
+        report(ctx, state, total, scheduler.get_last_lr()[0], inputs, cfg.logging.log_every)
         if sample_due(cfg, state.step, total):
             sample_and_log(arch, cfg, ctx, state.step)
             ctx.phase("training", step=state.step, total_steps=total)
@@ -175,18 +175,14 @@ class ModelInputs:
             else None
         )
 
+    # Items are encoded one at a time, cached or not: results then do not depend on which images
+    # share a batch, so cached and live runs give bit-identical losses.
     def latents(self, batch: dict[str, Any]) -> Tensor:
         pixels: Tensor = batch["pixels"]
-        cached = [
-            self.cache_flags[i] and ok
-            for i, ok in zip(batch["dataset_indices"], batch["cacheable"], strict=True)
-        ]
-        if not any(cached):
-            return self.arch.encode_images(pixels)
         rows = []
         for i, key in enumerate(batch["keys"]):
             compute = lambda i=i: self.arch.encode_images(pixels[i : i + 1])[0].cpu()  # noqa: E731
-            if cached[i]:
+            if self.cache_flags[batch["dataset_indices"][i]] and batch["cacheable"][i]:
                 cache_id = latent_key(key, self.fingerprint, str(self.arch.dtype))
                 rows.append(self.latent_cache.get_or_compute(cache_id, compute))
             else:
@@ -194,18 +190,21 @@ class ModelInputs:
         return torch.stack(rows).to(self.arch.device, self.arch.dtype)
 
     def text(self, captions: list[str]) -> dict[str, Tensor]:
-        if self.text_cache is None:
-            return self.arch.encode_prompts(captions, with_grad=self.cfg.train.train_text_encoder)
-        parts = [
-            self.text_cache.get_or_compute(
-                text_key(caption, self.fingerprint, str(self.arch.dtype)),
-                lambda c=caption: {k: v[0].cpu() for k, v in self.arch.encode_prompts([c]).items()},
-            )
-            for caption in captions
-        ]
+        if self.cfg.train.train_text_encoder:  # gradients flow into the text encoder's LoRA
+            return self.arch.encode_prompts(captions, with_grad=True)
+        parts = [self._one_text(caption) for caption in captions]
         return {
             key: torch.stack([part[key] for part in parts]).to(self.arch.device) for key in parts[0]
         }
+
+    def _one_text(self, caption: str) -> dict[str, Tensor]:
+        def compute() -> dict[str, Tensor]:
+            return {k: v[0].cpu() for k, v in self.arch.encode_prompts([caption]).items()}
+
+        if self.text_cache is None:
+            return compute()
+        key = text_key(caption, self.fingerprint, str(self.arch.dtype))
+        return self.text_cache.get_or_compute(key, compute)
 
     def counters(self) -> dict[str, float]:
         found = {
@@ -313,7 +312,6 @@ class RunContext:
     job_dir: Path
     tracker: Any
     stop: StopSignal = field(default_factory=StopSignal)
-    log_every: int = 10
     progress: Any = None
 
     def __post_init__(self) -> None:
@@ -345,7 +343,7 @@ class RunContext:
 
 # ---------------------------------------------------------------------- reporting
 def report(
-    ctx: RunContext, state: LoopState, total: int, lr: float, inputs: ModelInputs, device
+    ctx: RunContext, state: LoopState, total: int, lr: float, inputs: ModelInputs, log_every: int
 ) -> None:
     meter = state.meter
     per_step = meter.seconds_per_step
@@ -359,9 +357,9 @@ def report(
         "eta_s": eta,
     }
     ctx.phase("training", step=state.step, total_steps=total, **values)
-    if state.step % ctx.log_every == 0 or state.step == total:
+    if state.step % log_every == 0 or state.step == total:
         metrics = {k: float(v) for k, v in values.items() if v is not None}
-        metrics["peak_memory_mb"] = peak_memory_mb(device)
+        metrics["peak_memory_mb"] = peak_memory_mb(inputs.arch.device)
         metrics.update(inputs.counters())
         ctx.tracker.log_metrics(metrics, step=state.step)
         ctx.tracker.flush()

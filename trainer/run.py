@@ -111,13 +111,7 @@ def run_job(
         job_dir = _job_of(resume_point)
     job_dir = job_dir or settings.jobs_dir / (run_id or _local_id())
     save_config(cfg, job_dir / "config.yaml")
-    ctx = RunContext(
-        home=settings.home,
-        job_dir=job_dir,
-        tracker=tracker,
-        stop=stop,
-        log_every=cfg.logging.log_every,
-    )
+    ctx = RunContext(home=settings.home, job_dir=job_dir, tracker=tracker, stop=stop)
     try:
         outcome = train(cfg, ctx, resume_point)
     except BaseException as err:  # every failure ends the run FAILED with a reason

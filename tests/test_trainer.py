@@ -1,0 +1,327 @@
+"""The training loop on the tiny models: caching, resume, stop, crashes, bad data.
+
+Most tests train a few steps in-process with a recording tracker; the CLI and MLflow are tested
+end to end in test_trainer_cli.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from trainer.checkpoint import CheckpointError, list_checkpoints
+from trainer.config import TrainingConfig
+from trainer.config_io import loads_config
+from trainer.data import DatasetError
+from trainer.failures import NonFiniteLoss
+from trainer.loop import RunContext, StopSignal, train
+from trainer.tracking import NullTracker, read_progress
+
+
+class RecordingTracker(NullTracker):
+    """A tracker that keeps what the loop logs, so tests can compare runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[int, dict[str, float]] = {}
+        self.images: list[tuple[str, int, dict[str, Any]]] = []
+        self.texts: dict[str, str] = {}
+        self.tags: dict[str, str] = {}
+        self.artifacts: list[tuple[str, str | None]] = []
+
+    def log_metrics(self, metrics, step):
+        self.metrics.setdefault(step, {}).update(metrics)
+
+    def log_image(self, image, key, step, extra=None):
+        self.images.append((key, step, dict(extra or {})))
+
+    def log_text(self, text, artifact_file):
+        self.texts[artifact_file] = text
+
+    def set_tags(self, tags):
+        self.tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path, artifact_path=None):
+        self.artifacts.append((str(path), artifact_path))
+
+    def losses(self) -> list[float]:
+        return [self.metrics[s]["loss"] for s in sorted(self.metrics)]
+
+
+class StopAfter(StopSignal):
+    """Asks the loop to stop after `steps` steps, as SIGTERM would."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.checks, self.limit = 0, steps
+
+    @property
+    def requested(self) -> bool:  # the loop reads this once per step
+        self.checks += 1
+        return self.checks > self.limit
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass
+
+
+def tiny_config(**sections: Any) -> TrainingConfig:
+    data: dict[str, Any] = {
+        "name": "t",
+        "model": {"arch": "sd15", "name_or_path": "demo:sd15"},
+        "network": {"linear": 4, "linear_alpha": 4},
+        "datasets": [{"folder_path": "demo:dataset", "trigger_word": "sks", "resolution": [64]}],
+        "train": {
+            "steps": 6,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "optimizer": "adamw",
+            "gradient_checkpointing": False,
+            "lr_scheduler": "cosine",
+            "lr_scheduler_params": {"warmup_steps": 2},
+        },
+        "sample": {"sample_every": 0},
+        "save": {"save_every": 100},
+        "logging": {"log_every": 1, "use_mlflow": False},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+    return TrainingConfig.model_validate(data)
+
+
+def run(cfg: TrainingConfig, home: Path, job: Path, stop: StopSignal | None = None, resume=None):
+    tracker = RecordingTracker()
+    ctx = RunContext(home=home, job_dir=job, tracker=tracker, stop=stop or StopSignal())
+    outcome = train(cfg, ctx, resume)
+    return outcome, tracker
+
+
+def test_losses_are_deterministic_and_logged_every_step(demo_home: Path, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    first, rec1 = run(cfg, demo_home, tmp_path / "a")
+    _, rec2 = run(cfg, demo_home, tmp_path / "b")
+    assert first.step == 6 and not first.stopped
+    assert sorted(rec1.metrics) == [1, 2, 3, 4, 5, 6]
+    assert rec1.losses() == rec2.losses()
+    assert all(0 < loss < 10 for loss in rec1.losses())
+    # The cosine schedule with 2 warmup steps is what the optimizer really used.
+    lrs = [rec1.metrics[s]["lr"] for s in sorted(rec1.metrics)]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
+    assert lrs[-1] < lrs[2]
+    progress = read_progress(tmp_path / "a")
+    assert progress["step"] == 6 and progress["total_steps"] == 6
+    assert {Path(p).suffix for p, _ in rec1.artifacts} == {".safetensors"}
+
+
+def test_seed_changes_the_losses(demo_home: Path, tmp_path: Path) -> None:
+    _, base = run(tiny_config(), demo_home, tmp_path / "a")
+    _, other = run(tiny_config(train={"seed": 7}), demo_home, tmp_path / "b")
+    assert base.losses() != other.losses()
+
+
+def test_cached_and_uncached_latents_give_identical_losses(demo_home: Path, tmp_path: Path) -> None:
+    live = tiny_config(train={"steps": 12})
+    cached = tiny_config(
+        datasets=[
+            {
+                "folder_path": "demo:dataset",
+                "resolution": [64],
+                "trigger_word": "sks",
+                "cache_latents": True,
+            }
+        ],
+        train={"cache_text_embeddings": True, "steps": 12},
+    )
+    _, rec_live = run(live, demo_home, tmp_path / "live")
+    _, rec_cached = run(cached, demo_home, tmp_path / "cached")
+    assert rec_live.losses() == rec_cached.losses()
+    last = rec_cached.metrics[12]  # the second epoch reuses every latent and embedding
+    assert last["cache/latent_hits"] > 0 and last["cache/text_hits"] > 0
+
+
+def test_disk_cache_is_reused_by_a_second_run(demo_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    # Share the built demo models without copying: the cache folder is what matters here.
+    (home / "models" / "demo").symlink_to(demo_home / "models" / "demo")
+    (home / "datasets").mkdir()
+    (home / "datasets" / "demo").symlink_to(demo_home / "datasets" / "demo")
+    cfg = tiny_config(
+        datasets=[
+            {
+                "folder_path": "demo:dataset",
+                "resolution": [64],
+                "trigger_word": "sks",
+                "cache_latents_to_disk": True,
+            }
+        ],
+        train={"steps": 12},
+    )
+    _, first = run(cfg, home, tmp_path / "a")
+    _, second = run(cfg, home, tmp_path / "b")
+    assert first.metrics[12]["cache/latent_misses"] > 0
+    assert second.metrics[12]["cache/latent_misses"] == 0
+    assert second.metrics[12]["cache/latent_hits"] == 24
+    assert any((home / "cache" / "latents").rglob("*.safetensors"))
+    assert first.losses() == second.losses()
+    # A different resolution is a different cache entry, never a stale hit.
+    cfg96 = cfg.model_copy(deep=True)
+    cfg96.datasets[0].resolution = [96]
+    _, third = run(cfg96, home, tmp_path / "c")
+    assert third.metrics[12]["cache/latent_misses"] > 0
+
+
+def test_resume_continues_exactly(demo_home: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(train={"steps": 8}, save={"save_every": 100})
+    _, whole = run(cfg, demo_home, tmp_path / "whole")
+    stopped, first = run(cfg, demo_home, tmp_path / "split", stop=StopAfter(3))
+    assert stopped.stopped and stopped.step == 3
+    assert [p.name for p in list_checkpoints(tmp_path / "split" / "checkpoints")] == [
+        "step_00000003"
+    ]
+    resumed, second = run(cfg, demo_home, tmp_path / "split", resume=tmp_path / "split")
+    assert resumed.step == 8 and not resumed.stopped
+    assert first.losses() + second.losses() == whole.losses()
+    assert sorted(second.metrics) == [4, 5, 6, 7, 8]
+
+
+def test_resume_refuses_an_incompatible_checkpoint(demo_home: Path, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    run(cfg, demo_home, tmp_path / "job", stop=StopAfter(2))
+    other = tiny_config(network={"linear": 8, "linear_alpha": 8})
+    with pytest.raises(CheckpointError, match=r"rank \(network.linear\) was 4 .* now 8"):
+        run(other, demo_home, tmp_path / "job", resume=tmp_path / "job")
+
+
+def test_checkpoints_rotate_and_keep_the_newest(demo_home: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(train={"steps": 8}, save={"save_every": 2, "max_step_saves_to_keep": 2})
+    run(cfg, demo_home, tmp_path / "job")
+    names = [p.name for p in list_checkpoints(tmp_path / "job" / "checkpoints")]
+    assert names == ["step_00000006", "step_00000008"]
+
+
+def test_samples_are_logged_with_their_settings(demo_home: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        sample={
+            "sample_every": 3,
+            "prompts": ["[trigger] circle", {"prompt": "x", "seed": 5}],
+            "width": 64,
+            "height": 64,
+            "sample_steps": 2,
+        },
+    )
+    _, rec = run(cfg, demo_home, tmp_path / "job")
+    steps = sorted({step for _, step, _ in rec.images})
+    assert steps == [0, 3, 6]
+    first = [extra for key, step, extra in rec.images if step == 0]
+    assert first[0]["prompt"] == "sks circle" and first[0]["seed"] == 42
+    assert first[1]["seed"] == 5 and first[1]["sampler"] == "euler"
+
+
+def test_nan_loss_stops_the_run(demo_home, tmp_path, monkeypatch) -> None:
+    from trainer.arch.sd15 import SD15Arch
+
+    original = SD15Arch.predict
+
+    def poisoned(self, *args, **kwargs):
+        return original(self, *args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(SD15Arch, "predict", poisoned)
+    with pytest.raises(NonFiniteLoss, match="step 1"):
+        run(tiny_config(), demo_home, tmp_path / "job")
+
+
+def _image_folder(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (64, 64), (40 * i % 255, 80, 120)).save(folder / f"img{i}.png")
+        (folder / f"img{i}.txt").write_text(f"sks thing {i}")
+    return folder
+
+
+def test_corrupt_files_are_skipped_and_reported(demo_home: Path, tmp_path: Path) -> None:
+    folder = _image_folder(tmp_path / "data", 4)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "notes.docx").write_bytes(b"PK\x03\x04")
+    cfg = tiny_config(datasets=[{"folder_path": str(folder), "resolution": [64]}])
+    outcome, rec = run(cfg, demo_home, tmp_path / "job")
+    assert outcome.step == 6
+    assert rec.tags["dataset.skipped_files"] == "2"
+    report = rec.texts["dataset/report.json"]
+    assert "broken.png" in report and "notes.docx" in report
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("empty", "no images"),
+        ("missing", "does not exist"),
+        ("too_small", "batch"),
+    ],
+)
+def test_unusable_datasets_stop_before_training(demo_home, tmp_path, setup, message) -> None:
+    folder = tmp_path / "data"
+    if setup == "empty":
+        folder.mkdir()
+    elif setup == "too_small":
+        _image_folder(folder, 1)
+    cfg = tiny_config(
+        datasets=[{"folder_path": str(folder), "resolution": [64]}],
+        train={"batch_size": 2, "gradient_accumulation_steps": 2},
+    )
+    with pytest.raises(DatasetError, match=message):
+        run(cfg, demo_home, tmp_path / "job")
+    assert not (tmp_path / "job" / "checkpoints").exists()
+
+
+def test_saved_lora_changes_the_pipeline_output(demo_home: Path, tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    cfg = tiny_config(train={"steps": 10, "lr": 1e-2})
+    outcome, _ = run(cfg, demo_home, tmp_path / "job")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        demo_home / "models" / "demo" / "sd15", dtype=torch.float32, safety_checker=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+
+    def image() -> torch.Tensor:
+        out = pipe(
+            "sks circle",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        )
+        return out.images
+
+    before = image()
+    pipe.load_lora_weights(str(outcome.lora_files[0]))
+    after = image()
+    assert (after - before).abs().mean() > 1e-3
+
+
+def test_yaml_config_runs_through_run_job(demo_home, tmp_path, monkeypatch) -> None:
+    from trainer.run import EXIT_OK, run_job
+
+    monkeypatch.setenv("STUDIO_HOME", str(demo_home))
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: yaml_run\nmodel: {name_or_path: 'demo:sd15'}\n"
+        "network: {linear: 4, linear_alpha: 4}\n"
+        "datasets: [{folder_path: 'demo:dataset', resolution: [64]}]\n"
+        "train: {steps: 3, batch_size: 2, optimizer: adamw, gradient_checkpointing: false}\n"
+        "sample: {sample_every: 0}\nlogging: {use_mlflow: false}\n"
+    )
+    result = run_job(path, ["train.lr=2e-3"], job_dir=tmp_path / "job")
+    assert result.exit_code == EXIT_OK and result.status == "FINISHED"
+    saved = loads_config((tmp_path / "job" / "config.yaml").read_text())
+    assert saved.train.lr == pytest.approx(2e-3)
+    assert read_progress(tmp_path / "job")["phase"] == "finished"
