@@ -276,7 +276,12 @@ def save_diffusers_layout(arch: Arch, folder: Path, dtype: torch.dtype, header: 
     if not state_dicts:
         raise ValueError("no adapters: call add_lora before saving")
     parts = arch.adapted_components()
-    layers = {f"{name}_lora_layers": _cast(sd, dtype) for name, sd in state_dicts.items()}
+    layers = {
+        f"{name}_lora_layers": {
+            classic_prefix(parts[name]) + key: value for key, value in _cast(sd, dtype).items()
+        }
+        for name, sd in state_dicts.items()
+    }
     adapter_meta: dict[str, Any] = {}
     for name in state_dicts:
         for key, value in parts[name].peft_config[ADAPTER_NAME].to_dict().items():
@@ -358,6 +363,16 @@ def _webui_prefixes(arch: Arch) -> dict[str, str]:
     return {name: prefixes[name] for name in arch.adapted_components()}
 
 
+def classic_prefix(module: torch.nn.Module) -> str:
+    """The prefix ``text_model.`` for a flattened (transformers 5) CLIPTextModel, else "".
+
+    Files keep the classic module names (``text_model.encoder.layers.0...``) that kohya tools,
+    web UIs and older diffusers/transformers expect; diffusers strips the prefix when loading.
+    """
+    flattened = type(module).__name__ == "CLIPTextModel" and not hasattr(module, "text_model")
+    return "text_model." if flattened else ""
+
+
 def _kohya_name(prefix: str, module: str) -> str:
     return f"{prefix}_{module.replace('.', '_')}"
 
@@ -374,10 +389,12 @@ def webui_state_dict(arch: Arch) -> dict[str, Tensor]:
     state_dicts = arch.lora_state_dicts()
     for comp, prefix in _webui_prefixes(arch).items():
         layers = dict(tuner_layers(parts[comp]))
+        classic = classic_prefix(parts[comp])
         for module, params in _group_by_module(state_dicts[comp]).items():
             rank, scale = _layer_scale(layers[module])
+            name = _kohya_name(prefix, classic + module)
             for suffix, value in _module_to_webui(params, rank, scale).items():
-                out[f"{_kohya_name(prefix, module)}.{suffix}"] = value.float()
+                out[f"{name}.{suffix}"] = value.float()
     return out
 
 
@@ -482,8 +499,11 @@ def state_dicts_from_file(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, d
     component = first.split(".", 1)[0]
     if component in components or component in ("unet", "transformer", "text_encoder"):
         out: dict[str, dict[str, Tensor]] = {}
+        parts = arch.adapted_components()
         for key, value in tensors.items():
             comp, rest = key.split(".", 1)
+            if comp in parts and classic_prefix(parts[comp]):
+                rest = rest.removeprefix(classic_prefix(parts[comp]))
             out.setdefault(comp, {})[rest] = value.float()
         return out
     return from_webui(arch, tensors)
@@ -496,8 +516,9 @@ def from_webui(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, dict[str, Te
     parts = arch.adapted_components()
     by_name: dict[str, tuple[str, str, Any]] = {}
     for comp, prefix in _webui_prefixes(arch).items():
+        classic = classic_prefix(parts[comp])
         for module, layer in tuner_layers(parts[comp]):
-            by_name[_kohya_name(prefix, module)] = (comp, module, layer)
+            by_name[_kohya_name(prefix, classic + module)] = (comp, module, layer)
     grouped: dict[str, dict[str, Tensor]] = {}
     for key, value in tensors.items():
         name, suffix = key.split(".", 1)
@@ -508,7 +529,7 @@ def from_webui(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, dict[str, Te
     out: dict[str, dict[str, Tensor]] = {}
     for name, params in grouped.items():
         comp, module, layer = by_name[name]
-        rank, scale = _layer_scale(layer)
+        _, scale = _layer_scale(layer)
         target = out.setdefault(comp, {})
         for suffix, value in _module_from_webui(params, scale).items():
             target[f"{module}.{suffix}"] = value
@@ -579,4 +600,3 @@ def _from_bfl(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, dict[str, Ten
             row += rows
             col += width
     return {"transformer": out}
-

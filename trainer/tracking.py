@@ -352,7 +352,7 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
-    def flush(self, wait: bool = True) -> None: ...
+    def flush(self, wait: bool = False) -> None: ...
 
     def log_image(
         self, image: Image, key: str, step: int, extra: Mapping[str, Any] | None = None
@@ -405,7 +405,7 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         pass
 
-    def flush(self, wait: bool = True) -> None:
+    def flush(self, wait: bool = False) -> None:
         pass
 
     def log_image(
@@ -455,9 +455,9 @@ class MlflowTracker:
     Metrics are buffered and sent with one ``log_batch`` when ``flush()`` is called, when the
     buffer holds ``max_buffer`` points, when ``flush_every_steps`` steps passed since the last
     flush (default: the config's ``logging.log_every``), or after ``max_latency_s`` seconds.
-    Automatic flushes hand the batch to one writer thread (a SQLite ``log_batch`` of 50 points
-    takes 10-100 ms, too long to wait for in the loop); order is kept, and ``flush()``/``end()``
-    wait until everything is written. ``background=False`` writes in the caller's thread.
+    Flushes hand the batch to one writer thread (a SQLite ``log_batch`` of 50 points takes
+    10-100 ms, too long to wait for in the loop); order is kept; ``flush(wait=True)`` and
+    ``end()`` wait until everything is written. ``background=False`` writes in the caller's thread.
     Failures to write (store down, locked) are logged as warnings and kept in ``errors``; unsent
     metrics are kept and retried, so a flaky store never stops training.
     """
@@ -645,13 +645,14 @@ class MlflowTracker:
             or (self.flush_every_steps and step - self._last_flush_step >= self.flush_every_steps)
             or time.monotonic() - self._last_flush_time >= self.max_latency_s
         ):
-            self.flush(wait=False)
+            self.flush()
 
-    def flush(self, wait: bool = True) -> None:
+    def flush(self, wait: bool = False) -> None:
         """Send the buffered metrics with one ``log_batch`` (MLflow chunks it to 1000 a request).
 
-        ``wait=True`` (an explicit flush) returns once everything logged so far is written;
-        ``wait=False`` only queues the batch for the writer thread.
+        By default the batch is only handed to the writer thread (microseconds), so the loop may
+        call this every ``log_every`` steps; ``wait=True`` returns once everything logged so far
+        is written (``end()`` always waits).
         """
         self._last_flush_time = time.monotonic()
         if self._last_step is not None:

@@ -1,7 +1,7 @@
 """Per-architecture code behind one interface (``Arch``); ``load_arch`` picks the class.
 
-    arch = load_arch(cfg, home, torch.device("cpu"), torch.float32)   # cfg.model.arch: sd15
-    groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)
+Usage: ``arch = load_arch(cfg, home, torch.device("cpu"), torch.float32)`` (the class follows
+``cfg.model.arch``), then ``groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ def arch_class(name: str) -> type[Arch]:
     raise ValueError(f"unknown model.arch {name!r}; expected sd15, sdxl or flux")
 
 
-def load_arch(
-    cfg: TrainingConfig, home: Path, device: torch.device, dtype: torch.dtype
-) -> Arch:
+def load_arch(cfg: TrainingConfig, home: Path, device: torch.device, dtype: torch.dtype) -> Arch:
     """Load ``cfg.model`` (demo ref, folder, single file or Hub id) for training on ``device``.
 
     Raises ModelLoadError with a fix when the model (or its VAE / text encoder) cannot be found.

@@ -127,9 +127,12 @@ def load_error(
         )
     else:
         message = (
-            f"{what} '{ref}' is a file but could not be loaded as a single-file checkpoint "
-            f"(from_single_file also needs the model's configs, which come from the Hub or its "
-            f"cache). Fix: convert it to a diffusers folder on a connected machine, or {fixes}."
+            f"{what} '{ref}' is a file but could not be loaded as a single-file checkpoint: "
+            f"from_single_file also needs the model's configs, which come from the Hugging Face "
+            f"Hub or its local cache{' (this machine is offline)' if hub_offline() else ''}. "
+            f"Fix: check that the file is a complete {arch} checkpoint, convert it once to a "
+            f"diffusers folder on a connected machine and point model.name_or_path there, or "
+            f"use '{demo}' to try the studio with the tiny built-in model."
         )
     if exc is not None:
         message += f" (Original error: {type(exc).__name__}: {str(exc).strip()[:400]})"
@@ -322,7 +325,7 @@ class Arch(ABC):
         self.te_device = resolve_device(m.te_device, self.device)
         self.te_dtype = resolve_dtype(m.te_dtype, dtype)
         self.base_scheduler_config = dict(pipe.scheduler.config)
-        for name, module in pipe.components.items():
+        for module in pipe.components.values():
             if isinstance(module, nn.Module):
                 freeze(module)
                 module.eval()
@@ -487,14 +490,19 @@ class Arch(ABC):
             module.train(mode)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute activations in backward (less memory) for the networks being trained."""
         den = self.denoiser
         if enabled:
             den.enable_gradient_checkpointing()
-            for te in self.adapted_components().values():
-                if te is not den and hasattr(te, "gradient_checkpointing_enable"):
-                    te.gradient_checkpointing_enable()
         else:
             den.disable_gradient_checkpointing()
+        for part in self.adapted_components().values():
+            if part is den:
+                continue
+            if enabled and hasattr(part, "gradient_checkpointing_enable"):
+                part.gradient_checkpointing_enable()
+            elif not enabled and hasattr(part, "gradient_checkpointing_disable"):
+                part.gradient_checkpointing_disable()
 
     # ------------------------------------------------------------------ adapters
     def target_modules(self, network: NetworkConfig) -> tuple[list[str], list[str], list[str]]:
@@ -761,6 +769,7 @@ class Arch(ABC):
         modes = {name: module.training for name, module in parts.items()}
         old_scheduler = self.pipe.scheduler
         self.pipe.scheduler = self._sampling_scheduler(sampler)
+        self._sampler_pipe = self._pipeline_on_training_device()
         images = []
         try:
             for module in parts.values():
@@ -786,9 +795,34 @@ class Arch(ABC):
                     )
         finally:
             self.pipe.scheduler = old_scheduler
+            self._sampler_pipe = None
             for name, module in parts.items():
                 module.train(modes[name])
         return images
+
+    def _pipeline_on_training_device(self) -> Any:
+        """The pipeline, made to run on the training device even if the VAE or text encoders
+        live elsewhere (a pipeline takes its device from its first module, often the VAE).
+        Prompts are encoded and latents decoded by this class, so those never run inside it."""
+        if self.vae_device == self.device and self.te_device == self.device:
+            return self.pipe
+        device = self.device
+        pinned = type(
+            f"{type(self.pipe).__name__}OnTrainingDevice",
+            (type(self.pipe),),
+            {"_execution_device": property(lambda _self: device)},
+        )
+        pipe = pinned(**self.pipe.components, **self._pipeline_init_extras())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _pipeline_init_extras(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def sampler_pipe(self) -> Any:
+        """The pipeline ``_sample_latents`` calls (set while ``sample`` runs)."""
+        return getattr(self, "_sampler_pipe", None) or self.pipe
 
     def _sample_one(
         self,

@@ -10,7 +10,7 @@ training unless ``extra["guidance"]`` says otherwise.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -65,7 +65,13 @@ class FluxArch(Arch):
             num_images_per_prompt=1,
             max_sequence_length=self.max_sequence_length,
         )
-        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled, "text_ids": text_ids}
+        # Batch-first like every other entry, so per-caption caches can be stacked; the
+        # transformer takes one (T, 3) row set (all rows are zeros for text tokens).
+        return {
+            "prompt_embeds": prompt_embeds,
+            "pooled_prompt_embeds": pooled,
+            "text_ids": text_ids.unsqueeze(0).repeat(len(prompts), 1, 1),
+        }
 
     # ------------------------------------------------------------------ objective
     def sigma(self, t: Tensor) -> Tensor:
@@ -93,7 +99,7 @@ class FluxArch(Arch):
         text_ids = cond.get("text_ids")
         if text_ids is None:
             text_ids = torch.zeros(prompt_embeds.shape[1], 3)
-        if text_ids.dim() == 3:  # stacked per sample by a collate function: all rows are equal
+        if text_ids.dim() == 3:  # (B, T, 3): the same ids for every sample
             text_ids = text_ids[0]
         guidance = None
         if self.denoiser.config.guidance_embeds:
@@ -112,9 +118,6 @@ class FluxArch(Arch):
         return self.unpack(out, h, w)
 
     # ------------------------------------------------------------------ sampling
-    def _prediction_kwargs(self) -> dict[str, Any]:
-        return {}
-
     def _sample_latents(
         self,
         *,
@@ -128,7 +131,7 @@ class FluxArch(Arch):
     ) -> Tensor:
         # Negative prompts need Flux's "true CFG" (two passes); previews use distilled guidance.
         cond = self.encode_prompts([prompt])
-        result = self.pipe(
+        result = self.sampler_pipe(
             prompt_embeds=cond["prompt_embeds"],
             pooled_prompt_embeds=cond["pooled_prompt_embeds"],
             num_inference_steps=steps,

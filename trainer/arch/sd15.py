@@ -108,7 +108,7 @@ class StableDiffusionFamily(Arch):
         steps: int,
         guidance_scale: float,
     ) -> Tensor:
-        result = self.pipe(
+        result = self.sampler_pipe(
             **self._pipeline_embeds(prompt, neg, guidance_scale),
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
@@ -130,6 +130,9 @@ class SD15Arch(StableDiffusionFamily):
         "feature_extractor": None,
         "requires_safety_checker": False,
     }
+
+    def _pipeline_init_extras(self) -> dict[str, Any]:
+        return {"requires_safety_checker": False}
 
     def _encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
         prompt_embeds, _ = self.pipe.encode_prompt(

@@ -27,7 +27,9 @@ def _pairs(value: Any, batch: int, default: tuple[int, int]) -> Tensor:
     if pairs.shape[0] == 1 and batch > 1:
         pairs = pairs.expand(batch, 2)
     if pairs.shape != (batch, 2):
-        raise ValueError(f"expected {batch} (height, width)-style pairs, got shape {tuple(pairs.shape)}")
+        raise ValueError(
+            f"expected {batch} (height, width)-style pairs, got shape {tuple(pairs.shape)}"
+        )
     return pairs
 
 
@@ -37,6 +39,14 @@ class SDXLArch(StableDiffusionFamily):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
     tokenizer_names: ClassVar[tuple[str, ...]] = ("tokenizer", "tokenizer_2")
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {"add_watermarker": False}
+
+    def _pipeline_init_extras(self) -> dict[str, Any]:
+        return {
+            "add_watermarker": False,
+            "force_zeros_for_empty_prompt": self.pipe.config.get(
+                "force_zeros_for_empty_prompt", True
+            ),
+        }
 
     @classmethod
     def text_encoder_classes(cls) -> dict[str, str]:
