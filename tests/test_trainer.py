@@ -118,12 +118,21 @@ def test_losses_are_deterministic_and_logged_every_step(demo_home: Path, tmp_pat
     progress = read_progress(tmp_path / "a")
     assert progress["step"] == 6 and progress["total_steps"] == 6
     assert {Path(p).suffix for p, _ in rec1.artifacts} == {".safetensors"}
+    assert rec1.tags["versions.torch"] == torch.__version__
+    assert rec1.tags["studio.dataset_fingerprint"] == rec2.tags["studio.dataset_fingerprint"]
 
 
 def test_seed_changes_the_losses(demo_home: Path, tmp_path: Path) -> None:
     _, base = run(tiny_config(), demo_home, tmp_path / "a")
     _, other = run(tiny_config(train={"seed": 7}), demo_home, tmp_path / "b")
     assert base.losses() != other.losses()
+    folder = _image_folder(tmp_path / "data", 4)
+    _, own = run(
+        tiny_config(datasets=[{"folder_path": str(folder), "resolution": [64]}]),
+        demo_home,
+        tmp_path / "c",
+    )
+    assert own.tags["studio.dataset_fingerprint"] != base.tags["studio.dataset_fingerprint"]
 
 
 def test_cached_and_uncached_latents_give_identical_losses(demo_home: Path, tmp_path: Path) -> None:

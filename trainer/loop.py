@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from trainer.arch import Arch, load_arch
@@ -33,8 +32,10 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainingConfig, resolved
 from trainer.data import BucketBatches, build_report, check_enough, scan_dataset
+from trainer.ema import build_ema, ema_weights
 from trainer.failures import NonFiniteLoss
 from trainer.lora_io import load_lora_file, save_lora
+from trainer.objective import ObjectiveState, compute_loss, needs_unaugmented
 from trainer.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
 
 
@@ -50,15 +51,18 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     if cfg.model.lora_path:
         load_lora_file(arch, cfg.model.lora_path)
     arch.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
-    optimizer = build_optimizer(cfg.train, param_groups(cfg.train, groups))
+    objective = ObjectiveState.for_run(cfg, device)  # learnable SNR weights, when on
+    optimizer = build_optimizer(
+        cfg.train, param_groups(cfg.train, groups) + objective.param_groups()
+    )
     total = int(cfg.train.steps)
     scheduler = build_scheduler(cfg.train, optimizer, total)
     noise_gen = torch.Generator().manual_seed(cfg.train.seed)
-    state = LoopState()
-    if resume is not None:
-        state = restore(resume, cfg, arch, optimizer, scheduler, noise_gen)
-    inputs = ModelInputs(arch, cfg, ctx.cache_dir)
     trainable = [p for group in groups.values() for p in group]
+    state = LoopState(objective=objective, ema=build_ema(cfg.train, trainable))
+    if resume is not None:
+        state = restore(resume, cfg, arch, optimizer, scheduler, noise_gen, state)
+    inputs = ModelInputs(arch, cfg, ctx.cache_dir)
 
     if wants_first_sample(cfg, resumed=resume is not None):
         sample_and_log(arch, cfg, ctx, state.step)
@@ -70,7 +74,7 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
         step_loss, images = 0.0, 0
         for _ in range(cfg.train.gradient_accumulation_steps):
             batch = next(batches)
-            loss = compute_loss(arch, inputs, batch, cfg, noise_gen)
+            loss = compute_loss(arch, inputs, batch, cfg, noise_gen, state.objective)
             (loss / cfg.train.gradient_accumulation_steps).backward()
             step_loss += loss.item() / cfg.train.gradient_accumulation_steps
             images += len(batch["captions"])
@@ -79,6 +83,8 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
             raise NonFiniteLoss(state.step + 1, step_loss)
         clip_gradients(trainable, cfg.train.max_grad_norm)
         optimizer.step()
+        if state.ema is not None:
+            state.ema.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -93,69 +99,10 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     stopped = state.step < total
     ctx.phase("saving", step=state.step, total_steps=total)
     checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
-    files = [] if stopped else save_final(ctx, cfg, arch, state.step)
+    with ema_weights(state.ema):  # the saved LoRA is the average when train.use_ema is on
+        files = [] if stopped else save_final(ctx, cfg, arch, state.step)
     ctx.tracker.flush()
     return Outcome(step=state.step, total_steps=total, stopped=stopped, lora_files=files)
-
-
-# ------------------------------------------------------------------------------ the loss
-def compute_loss(
-    arch: Arch,
-    inputs: ModelInputs,
-    batch: dict[str, Any],
-    cfg: TrainingConfig,
-    gen: torch.Generator,
-) -> Tensor:
-    train = cfg.train
-    latents = inputs.latents(batch)
-    cond = inputs.text(batch["captions"])
-    noise = torch.randn(latents.shape, generator=gen).to(latents)
-    if train.noise_offset:
-        offset = torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(latents)
-        noise = noise + train.noise_offset * offset
-    t = arch.sample_timesteps(latents.shape[0], gen)
-    noisy = arch.add_noise(latents, noise, t)
-    target = arch.target(latents, noise, t)
-    extra = {k: batch[k] for k in ("original_sizes", "crop_top_lefts", "target_sizes")}
-    pred = arch.predict(noisy, t, cond, _sdxl_extra(extra))
-    per_element = elementwise_loss(pred.float(), target.float(), train.loss_type, train.huber_delta)
-    per_sample = masked_mean(per_element, batch["masks"])
-    if train.min_snr_gamma:
-        per_sample = per_sample * min_snr_weight(arch, t, train.min_snr_gamma, cfg.model.is_v_pred)
-    weights = batch["loss_multiplier"].to(per_sample)
-    return (per_sample * weights).sum() / weights.sum().clamp_min(1e-6)
-
-
-def elementwise_loss(pred: Tensor, target: Tensor, kind: str, delta: float) -> Tensor:
-    if kind == "l1":
-        return F.l1_loss(pred, target, reduction="none")
-    if kind == "huber":
-        return F.huber_loss(pred, target, reduction="none", delta=delta)
-    return F.mse_loss(pred, target, reduction="none")
-
-
-def min_snr_weight(arch: Arch, t: Tensor, gamma: float, v_prediction: bool) -> Tensor:
-    """Min-SNR-γ (Hang et al. 2023): down-weight easy, low-noise timesteps."""
-    snr = arch.snr(t).float().to(t.device)
-    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
-    return (clipped / (snr + 1) if v_prediction else clipped / snr.clamp_min(1e-8)).detach()
-
-
-def masked_mean(per_element: Tensor, masks: Tensor | None) -> Tensor:
-    """Mean loss per sample, counting only the unmasked area (masks at pixel size)."""
-    if masks is None:
-        return per_element.mean(dim=(1, 2, 3))
-    mask = F.interpolate(masks.float(), size=tuple(per_element.shape[-2:]), mode="area")
-    mask = mask.to(per_element)
-    return (per_element * mask).mean(dim=(1, 2, 3)) / mask.mean(dim=(1, 2, 3)).clamp_min(1e-6)
-
-
-def _sdxl_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "original_size": extra["original_sizes"],
-        "crop_top_left": extra["crop_top_lefts"],
-        "target_size": extra["target_sizes"],
-    }
 
 
 # ---------------------------------------------------------------------- inputs and caches
@@ -233,10 +180,22 @@ def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
         batch_size=batch,
         seed=cfg.train.seed,
         size_multiple=16 if cfg.model.arch == "flux" else 8,
+        want_unaugmented=needs_unaugmented(cfg.train),
     )
     report = build_report(data, cfg.train.gradient_accumulation_steps)
-    ctx.dataset_report(report)
+    ctx.dataset_report(report, dataset_fingerprint(scans))
     return data
+
+
+def dataset_fingerprint(scans: list) -> str:
+    """Same images and captions → same fingerprint, wherever the folder lives."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for scan in scans:
+        for info in sorted(scan.images, key=lambda i: i.content_hash):
+            digest.update(f"{info.content_hash}\0{info.caption}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 def stream_batches(data: BucketBatches, cfg: TrainingConfig, state: LoopState) -> Iterator[dict]:
@@ -277,6 +236,8 @@ class LoopState:
     step: int = 0
     micro_batches: int = 0
     meter: Meter = field(default_factory=Meter)
+    objective: ObjectiveState = field(default_factory=ObjectiveState)
+    ema: Any = None  # trainer.ema.LoraEMA when train.use_ema is on
 
 
 @dataclass
@@ -332,13 +293,37 @@ class RunContext:
     def phase(self, name: str, **values: Any) -> None:
         self.progress.update(phase=name, **values)
 
-    def dataset_report(self, report: Any) -> None:
+    def dataset_report(self, report: Any, fingerprint: str) -> None:
+        from trainer.tracking import TAG_DATASET
+
         summary = report.to_dict()
         self.tracker.log_text(json.dumps(summary, indent=2, default=str), "dataset/report.json")
         skipped = summary.get("skipped") or []
-        self.tracker.set_tags({"dataset.skipped_files": str(len(skipped))})
+        self.tracker.set_tags(
+            {
+                "dataset.skipped_files": str(len(skipped)),
+                TAG_DATASET: fingerprint,
+                **library_versions(),
+            }
+        )
         if skipped:
             print(f"skipped {len(skipped)} unusable file(s): {skipped[:20]}", flush=True)
+        # Augmentations / random crops turn latent caching off, flips cache per variant: say so.
+        for index, folder, mode, note in report.cache_notes():
+            self.tracker.set_tags({f"dataset.{index}.latent_cache": mode})
+            print(f"dataset {index} ({folder}): {note}", flush=True)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "diffusers", "transformers", "peft", "accelerate", "mlflow"):
+        try:
+            found[f"versions.{package}"] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 # ---------------------------------------------------------------------- reporting
@@ -379,7 +364,8 @@ def wants_first_sample(cfg: TrainingConfig, resumed: bool) -> bool:
         return False
     if cfg.sample.skip_first_sample:
         return False
-    return cfg.sample.force_first_sample or not resumed
+    # Step 0 is "before sample_start_step" unless that is 0; force_first_sample overrides both.
+    return cfg.sample.force_first_sample or (not resumed and cfg.sample.sample_start_step == 0)
 
 
 def sample_due(cfg: TrainingConfig, step: int, total: int) -> bool:
@@ -448,11 +434,14 @@ def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState
             "micro_batches": state.micro_batches,
             "smoothed_loss": state.meter.smoothed,
             "run_id": getattr(ctx.tracker, "run_id", None),
+            "objective": state.objective.state_dict(),
+            "ema": state.ema.state_dict() if state.ema is not None else None,
         },
         cfg,
         keep=cfg.save.max_step_saves_to_keep,
     )
-    files = _save(arch, path / "lora", cfg.name, "webui", cfg.save.dtype, {"steps": state.step})
+    with ema_weights(state.ema):  # the checkpoint's LoRA file holds the average, if any
+        files = _save(arch, path / "lora", cfg.name, "webui", cfg.save.dtype, {"steps": state.step})
     for file in files:
         ctx.tracker.log_artifact(file, f"checkpoints/{path.name}")
     return path
@@ -466,10 +455,19 @@ def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> l
             ctx.tracker.log_artifact(file, "lora")
         else:  # the diffusers layout is a folder of its own
             ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
+    if cfg.save.push_to_hub:  # only after the local save: a failed upload keeps the files
+        from trainer.hub import push_lora_folder
+
+        ctx.tracker.flush()
+        url = push_lora_folder(out, cfg)
+        ctx.tracker.set_tags({"hub.repo_id": cfg.save.hf_repo_id, "hub.url": url})
+        print(f"Uploaded the LoRA to {url}", flush=True)
     return files
 
 
-def restore(resume: Path, cfg, arch, optimizer, scheduler, noise_gen) -> LoopState:
+def restore(
+    resume: Path, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState
+) -> LoopState:
     path = resume
     if not (resume / "training_state.pt").exists():
         found = latest_checkpoint(resume / "checkpoints") or latest_checkpoint(resume)
@@ -489,8 +487,11 @@ def restore(resume: Path, cfg, arch, optimizer, scheduler, noise_gen) -> LoopSta
     scheduler.load_state_dict(saved.state["scheduler"])
     noise_gen.set_state(saved.state["noise_generator"])
     restore_rng(saved.state["rng"])
-    state = LoopState(step=saved.step, micro_batches=int(saved.state["micro_batches"]))
+    state.step, state.micro_batches = saved.step, int(saved.state["micro_batches"])
     state.meter.smoothed = saved.state.get("smoothed_loss")
+    state.objective.load_state_dict(saved.state.get("objective"))
+    if state.ema is not None:
+        state.ema.load_state_dict(saved.state.get("ema"))
     return state
 
 
