@@ -1,0 +1,221 @@
+"""Launch, stop, resume and reconcile real trainer processes the way the studio does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from trainer import jobs
+from trainer.config_io import load_config
+from trainer.settings import StudioSettings, load_settings
+from trainer.tracking import get_run_record, list_runs, lora_artifacts, read_job, read_progress
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "presets" / "demo_sd15.yaml"
+
+
+def make_home(tmp: Path, demo_home: Path) -> Path:
+    """An empty studio home whose demo models and dataset are the session's (symlinked)."""
+    home = tmp / "home"
+    home.mkdir()
+    for name in ("models", "datasets"):
+        (home / name).symlink_to(demo_home / name, target_is_directory=True)
+    return home
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
+    home = make_home(tmp_path, demo_home)
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return load_settings()
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def training_at(job_dir: Path, step: int):
+    def check() -> bool:
+        progress = read_progress(job_dir) or {}
+        return progress.get("phase") == "training" and (progress.get("step") or 0) >= step
+
+    return check
+
+
+def long_config(name: str):
+    return load_config(
+        DEMO,
+        [
+            "train.steps=80",
+            "sample.sample_every=0",
+            "save.save_every=1000",
+            f"logging.run_name={name}",
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------------ fast
+def test_train_command_is_the_cli(tmp_path: Path) -> None:
+    cmd = jobs.train_command(tmp_path / "c.yaml", tmp_path)
+    assert cmd[1:5] == ["-m", "trainer", "run", str(tmp_path / "c.yaml")]
+    assert cmd[-2:] == ["--job-dir", str(tmp_path)]
+    assert jobs.train_command("c.yaml", "j", resume="latest")[-1] == "--resume"
+    assert jobs.train_command("c.yaml", "j", resume="/x/step_1")[-2:] == ["--resume", "/x/step_1"]
+
+
+def test_env_points_the_trainer_at_the_run(settings: StudioSettings) -> None:
+    env = jobs.trainer_env(settings, "abc123")
+    assert env["MLFLOW_RUN_ID"] == "abc123"
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{settings.home / 'mlflow.db'}"
+    assert env["STUDIO_HOME"] == str(settings.home)
+    assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_auto_device_resolves_without_torch_on_this_machine() -> None:
+    assert jobs.resolve_device("cuda") == "cuda"
+    assert jobs.resolve_device("auto") == "cpu"  # no GPU here
+
+
+def test_unresolved_autos_are_refused_before_a_run_exists(settings: StudioSettings) -> None:
+    from ui.jobs import launch_draft
+
+    cfg = load_config(DEMO, ["train.steps=auto"])
+    with pytest.raises(jobs.LaunchRefused, match=r"train\.steps"):
+        launch_draft(cfg, settings)
+    assert not (settings.home / "mlflow.db").exists()
+
+
+def test_a_busy_device_refuses_a_second_launch(settings: StudioSettings) -> None:
+    # A live trainer on the CPU: this very process stands in for it.
+    folder = settings.jobs_dir / "busy_run"
+    folder.mkdir(parents=True)
+    jobs.write_job(
+        folder, os.getpid(), "busy_run", time.time(), ["x"], folder / "c", name="busy", device="cpu"
+    )
+    (folder / "progress.json").write_text(json.dumps({"phase": "training", "step": 3}))
+    [active] = jobs.active_jobs(settings)
+    assert active.run_id == "busy_run" and active.phase == "training"
+    from ui.jobs import launch_blocker, launch_draft
+
+    cfg = load_config(DEMO)
+    assert "already training on cpu" in launch_blocker(cfg, settings)
+    with pytest.raises(jobs.LaunchRefused, match="already training on cpu"):
+        launch_draft(cfg, settings)
+    # Another device is free, and nothing was created for the refused launch.
+    assert jobs.busy_reason(settings, "cuda") is None
+    assert sorted(p.name for p in settings.jobs_dir.iterdir() if p.is_dir()) == ["busy_run"]
+
+
+def test_log_tail_collapses_progress_bars(tmp_path: Path) -> None:
+    lines = [f"line {i}" for i in range(100)]
+    text = "\n".join(lines) + "\nLoading: 10%\rLoading: 50%\rLoading: 100%\n\x1b[A\n"
+    (tmp_path / jobs.LOG_FILE).write_text(text)
+    tail = jobs.log_tail(tmp_path, lines=3)
+    assert tail.splitlines() == ["line 98", "line 99", "Loading: 100%"]
+    assert jobs.log_tail(tmp_path / "missing") == ""
+
+
+def test_format_duration() -> None:
+    assert jobs.format_duration(None) == "—"
+    assert jobs.format_duration(5.4) == "5 s"
+    assert jobs.format_duration(185) == "3 min 05 s"
+    assert jobs.format_duration(7800) == "2 h 10 min"
+
+
+# ------------------------------------------------------------------------- real processes
+@pytest.mark.slow
+def test_launch_draft_runs_the_demo_to_the_end(settings: StudioSettings) -> None:
+    from ui.jobs import launch_draft
+
+    cfg = load_config(DEMO)
+    job = launch_draft(cfg, settings)
+    assert job.job_dir == settings.jobs_dir / job.run_id
+    assert get_run_record(settings.tracking_uri, job.run_id).status == "RUNNING"
+    assert os.getpgid(job.pid) == job.pid  # a session (and process group) of its own
+    info = read_job(job.job_dir)
+    assert info.pid == job.pid and info.run_id == job.run_id
+    assert abs(info.started - time.time()) < 60 and info.create_time is not None
+    assert info.command == job.command and info.extra["device"] == "cpu"
+    assert load_config(job.config_path) == cfg
+    assert [a.run_id for a in jobs.active_jobs(settings)] == [job.run_id]
+
+    assert job.process.wait(timeout=240) == 0, jobs.log_tail(job.job_dir)
+    record = get_run_record(settings.tracking_uri, job.run_id)
+    assert record.status == "FINISHED"
+    assert record.tags["studio.device"] == "cpu"
+    assert record.params["train.steps"] == "30"
+    assert read_progress(job.job_dir)["phase"] == "finished"
+    log = (job.job_dir / jobs.LOG_FILE).read_text()
+    assert "=== " in log and "Finished 30 steps" in log
+    assert "lora/demo_sd15.safetensors" in lora_artifacts(settings.tracking_uri, job.run_id)
+    wait_for(lambda: jobs.read_exit(job.job_dir), 5, "exit.json")
+    assert jobs.read_exit(job.job_dir)["code"] == 0
+    assert jobs.active_jobs(settings) == []
+    assert "finished" in jobs.resumable(settings, job.run_id, record.status)
+
+
+@pytest.mark.slow
+def test_stop_ends_killed_then_resume_finishes_the_same_run(settings: StudioSettings) -> None:
+    from ui.jobs import launch_draft, resume_job, stop_job
+
+    job = launch_draft(long_config("stop_resume"), settings)
+    wait_for(training_at(job.job_dir, 3), 180, "step 3")
+    with pytest.raises(jobs.LaunchRefused, match="already training"):
+        launch_draft(load_config(DEMO), settings)
+    with pytest.raises(jobs.LaunchRefused, match="still running"):
+        resume_job(job.run_id, "RUNNING", settings)
+
+    sent = time.monotonic()
+    assert stop_job(job.run_id, settings=settings)
+    job.process.wait(timeout=30)
+    assert time.monotonic() - sent < 15
+    assert job.process.returncode == 3, jobs.log_tail(job.job_dir)
+    record = get_run_record(settings.tracking_uri, job.run_id)
+    assert record.status == "KILLED"
+    stopped_at = read_progress(job.job_dir)["step"]
+    assert 3 <= stopped_at < 80
+    assert jobs.stop_requested(settings, job.run_id) is not None
+    assert not stop_job(job.run_id, settings=settings)  # nothing left to stop
+
+    again = resume_job(job.run_id, record.status, settings)
+    assert again.run_id == job.run_id and again.resumed and "--resume" in again.command
+    assert again.process.wait(timeout=240) == 0, jobs.log_tail(job.job_dir)
+    record = get_run_record(settings.tracking_uri, job.run_id)
+    assert record.status == "FINISHED"
+    assert len([r for r in list_runs(settings.tracking_uri) if r.name == "stop_resume"]) == 1
+    info = read_job(job.job_dir)
+    assert info.pid == again.pid and len(info.extra["launches"]) == 2
+    log = (job.job_dir / jobs.LOG_FILE).read_text()
+    assert log.count("=== ") == 2 and "resuming run" in log and "Finished 80 steps" in log
+
+
+@pytest.mark.slow
+def test_a_sigkilled_trainer_is_reconciled_on_the_next_load(settings: StudioSettings) -> None:
+    from ui.jobs import launch_draft, reconcile_on_load
+
+    job = launch_draft(long_config("sigkill"), settings)
+    wait_for(training_at(job.job_dir, 2), 180, "step 2")
+    os.killpg(job.pid, signal.SIGKILL)
+    job.process.wait(timeout=10)
+    assert get_run_record(settings.tracking_uri, job.run_id).status == "RUNNING"
+    assert jobs.active_jobs(settings) == []
+
+    assert reconcile_on_load(settings, force=True) == [job.run_id]
+    record = get_run_record(settings.tracking_uri, job.run_id)
+    assert record.status in ("FAILED", "KILLED")
+    assert f"pid {job.pid}" in record.note and "killed" in record.note.lower()
+    assert read_progress(job.job_dir)["phase"] == record.status.lower()
+    assert reconcile_on_load(settings, force=True) == []
