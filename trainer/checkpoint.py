@@ -146,6 +146,7 @@ _MUST_MATCH = {
     "network.target_modules": "target modules",
     "train.train_text_encoder": "text-encoder training",
     "train.optimizer": "optimizer",
+    "train.learnable_snr_gos": "learnable SNR weights (optimizer parameters)",
 }
 
 

@@ -898,9 +898,11 @@ class TrainConfig(Section):
     )
     loss_target: Literal["noise", "source", "unaugmented", "differential_noise"] = opt(
         "noise",
-        "What the prediction is compared with: noise (standard); source (the clean image, "
-        "weighting detail); unaugmented (the image before augmentations, so augmentations "
-        "only vary the input); differential_noise (only what the base model gets wrong).",
+        "What the prediction is compared with: noise (standard); source (the clean image the "
+        "prediction implies, weighted by noise level; v-prediction and Flux only, for other "
+        "models it equals noise); unaugmented (the image before colour augmentations, so they "
+        "only vary the input); differential_noise (half of what colour augmentations changed "
+        "is added to the noise, so the model learns to remove it).",
         step="training",
         affects=("quality",),
     )
@@ -1420,6 +1422,7 @@ def _cross_section_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
             "train.inverted_mask_prior",
             "needs masks — set mask_path or alpha_mask on a dataset, or turn it off",
         )
+    yield from _objective_problems(cfg)
     if train.cache_text_embeddings:
         for i, ds in enumerate(cfg.datasets):
             if ds.shuffle_tokens or ds.token_dropout_rate > 0:
@@ -1453,6 +1456,44 @@ def _cross_section_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
                 f"{size} is not a multiple of {multiple}, which {arch} needs — use "
                 f"{size // multiple * multiple or multiple}",
             )
+
+
+def _objective_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
+    """Loss options that cannot do anything for this architecture or data (trainer.objective)."""
+    arch, train = cfg.model.arch, cfg.train
+    if arch == "flux":
+        for path, value in (
+            ("train.min_snr_gamma", train.min_snr_gamma),
+            ("train.learnable_snr_gos", train.learnable_snr_gos),
+        ):
+            if value:
+                yield (
+                    path,
+                    "SNR loss weighting is defined for DDPM noise schedules (ε/v-prediction); "
+                    "Flux trains with flow matching, whose noise levels train.timestep_type "
+                    "balances — leave it off",
+                )
+    elif train.min_snr_gamma and train.learnable_snr_gos:
+        yield (
+            "train.learnable_snr_gos",
+            "replaces min_snr_gamma with learned weights — use one of them, not both",
+        )
+    if train.loss_target == "source" and arch != "flux" and not cfg.model.is_v_pred:
+        yield (
+            "train.loss_target",
+            "for an ε-prediction model the noise-level weighted loss on the clean image equals "
+            "the noise loss exactly — use noise (or set model.is_v_pred for a v-prediction model)",
+        )
+    photometric = ("color_jitter", "blur")
+    if train.loss_target in ("unaugmented", "differential_noise") and not any(
+        aug.type in photometric for ds in cfg.datasets for aug in ds.augmentations
+    ):
+        yield (
+            "train.loss_target",
+            f"{train.loss_target} compares with the image before colour augmentations, but no "
+            "dataset has a color_jitter or blur augmentation, so it would change nothing — add "
+            "one to datasets[].augmentations or use noise",
+        )
 
 
 class FieldProblems(ValueError):
