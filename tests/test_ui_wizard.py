@@ -1,0 +1,167 @@
+"""The wizard in AppTest: every schema field reachable, edits reach the draft, arch hides fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ui_support import draft, go_to_step, keys, new_app, open_page, texts, widget
+
+from trainer.config import WIZARD_STEPS, field_meta, iter_fields
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "home"
+
+
+def _set_arch(at, arch: str) -> None:
+    go_to_step(at, "model")
+    widget(at, "cfg:model.arch").set_value(arch).run()
+    assert draft(at)["model"]["arch"] == arch
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl", "flux"])
+def test_every_schema_field_has_a_widget(arch: str) -> None:
+    at = open_page("pages/wizard.py")
+    _set_arch(at, arch)
+    at.toggle(key="wiz:expert").set_value(True).run()
+    seen: set[str] = set()
+    for step in WIZARD_STEPS:
+        go_to_step(at, step)
+        seen |= keys(at)
+    expected = {
+        path
+        for path, info in iter_fields()
+        if not field_meta(info).get("archs") or arch in field_meta(info)["archs"]
+    }
+    missing = sorted(path for path in expected if f"cfg:{path}" not in seen)
+    assert not missing, f"no widget for {missing} on {arch}"
+    assert len(expected) > 100
+
+
+def test_a_widget_change_updates_the_draft(home: Path) -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "network")
+    widget(at, "cfg:network.linear").set_value(32).run()
+    widget(at, "cfg:network.type").set_value("lokr").run()
+    assert draft(at)["network"]["linear"] == 32
+    assert draft(at)["network"]["type"] == "lokr"
+    go_to_step(at, "optimizer")
+    at.number_input(key="cfg:train.lr").set_value(3e-4).run()
+    assert draft(at)["train"]["lr"] == pytest.approx(3e-4)
+    at.toggle(key="wiz:expert").set_value(True).run()
+    at.text_area(key="cfg:train.optimizer_params").set_value("betas: [0.9, 0.99]").run()
+    assert draft(at)["train"]["optimizer_params"] == {"betas": [0.9, 0.99]}
+    # the Auto checkbox writes "auto" and gives the number back when unticked
+    at.checkbox(key="auto:train.lr").check().run()
+    assert draft(at)["train"]["lr"] == "auto"
+    at.checkbox(key="auto:train.lr").uncheck().run()
+    assert draft(at)["train"]["lr"] == pytest.approx(3e-4)
+    assert not at.exception
+
+
+def test_unreadable_input_is_explained_and_the_draft_keeps_its_value() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "resolution")
+    at.text_input(key="cfg:datasets.0.resolution").set_value("512, big").run()
+    assert draft(at)["datasets"][0]["resolution"] == [512]
+    assert "'big' is not a whole number" in texts(at)
+    at.text_input(key="cfg:datasets.0.resolution").set_value("512, 768").run()
+    assert draft(at)["datasets"][0]["resolution"] == [512, 768]
+    # a value the schema refuses is kept in the draft and explained under the field
+    at.text_input(key="cfg:datasets.0.resolution").set_value("500").run()
+    assert draft(at)["datasets"][0]["resolution"] == [500]
+    assert "not a multiple of 8" in texts(at)
+    go_to_step(at, "optimizer")
+    at.toggle(key="wiz:expert").set_value(True).run()
+    at.text_area(key="cfg:train.optimizer_params").set_value("betas: [0.9").run()
+    assert "is not valid YAML" in texts(at)
+    assert not at.exception
+
+
+def test_arch_switch_hides_fields_that_do_not_apply() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "model")
+    assert "cfg:model.is_v_pred" in keys(at)
+    widget(at, "cfg:model.arch").set_value("flux").run()
+    assert "cfg:model.is_v_pred" not in keys(at)
+    assert "Hidden for Flux" in texts(at) and "V-prediction model" in texts(at)
+    assert draft(at)["model"]["name_or_path"] == "demo:flux"  # the demo follows the arch
+    go_to_step(at, "network")
+    assert "cfg:network.conv" not in keys(at)
+    at.toggle(key="wiz:expert").set_value(True).run()
+    go_to_step(at, "advanced")
+    assert "cfg:model.attn_masking" in keys(at)
+    _set_arch(at, "sdxl")
+    go_to_step(at, "advanced")
+    assert "cfg:model.attn_masking" not in keys(at)
+    assert "Attention masking (Flux only)" in texts(at)
+
+
+def test_expert_fields_wait_behind_the_toggle() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "network")
+    assert "cfg:network.dropout" not in keys(at)
+    assert "expert setting(s) hidden" in texts(at)
+    at.toggle(key="wiz:expert").set_value(True).run()
+    assert "cfg:network.dropout" in keys(at)
+
+
+def test_the_draft_survives_a_new_session(home: Path) -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "network")
+    widget(at, "cfg:network.linear").set_value(48).run()
+    go_to_step(at, "save")
+    at.text_input(key="cfg:name").set_value("my_cat").run()
+    saved = home / "drafts" / "current.yaml"
+    assert saved.exists() and "my_cat" in saved.read_text()
+    fresh = new_app()  # a browser refresh is a new session
+    fresh.run()
+    assert draft(fresh)["network"]["linear"] == 48
+    assert draft(fresh)["name"] == "my_cat"
+    fresh.switch_page("pages/wizard.py").run()
+    assert "Restored your draft" in texts(fresh)
+    assert fresh.selectbox(key="wiz:step").value == "save"  # the wizard reopens where it was
+
+
+def test_page_switch_keeps_values() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "training")
+    at.number_input(key="cfg:train.seed").set_value(7).run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/wizard.py").run()
+    assert at.number_input(key="cfg:train.seed").value == 7
+
+
+def test_model_step_offers_every_source() -> None:
+    at = open_page("pages/wizard.py")
+    source = widget(at, "wiz:model_source")
+    assert "Tiny demo model" in texts(at)
+    source.set_value("hub").run()
+    assert draft(at)["model"]["name_or_path"] == ""
+    at.text_input(key="cfg:model.name_or_path").set_value("owner/model").run()
+    assert "Looks like a Hugging Face id" in texts(at)
+    at.text_input(key="cfg:model.name_or_path").set_value("/nowhere/model.safetensors").run()
+    assert widget(at, "wiz:model_source").value == "file"
+    assert "no file at" in texts(at)
+    widget(at, "wiz:model_source").set_value("demo").run()
+    assert draft(at)["model"]["name_or_path"] == "demo:sd15"
+
+
+def test_dataset_step_analyses_the_demo_dataset() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "dataset")
+    assert at.toggle(key="wiz:ds_demo:0").value is True
+    if any(b.key == "wiz:analyse:0" for b in at.button):
+        at.button(key="wiz:analyse:0").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "12"
+    assert metrics["With captions"] == "12 / 12"
+    assert int(metrics["Steps per epoch"]) > 0
+    assert "Sizes:" in texts(at)
+    at.button(key="wiz:ds_add").click().run()
+    assert len(draft(at)["datasets"]) == 2
+    assert "cfg:datasets.1.folder_path" in keys(at)

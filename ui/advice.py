@@ -1,0 +1,390 @@
+"""The one door from the UI to the advisor: hardware, smart defaults, findings, predictions, words.
+
+The pages never import ``advisor`` directly. This adapter calls it, converts its answers into the
+small records below, and degrades gracefully: when a piece of the advisor is missing or raises,
+the UI still works with plain fallbacks (schema problems as findings, presets as defaults, field
+descriptions as explanations) and says "predictions unavailable" instead of guessing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.config import (
+    ARCH_DEFAULTS,
+    DECISION_AUTOS,
+    WIZARD_STEPS,
+    TrainingConfig,
+    field_info,
+    iter_fields,
+)
+from trainer.config_io import ConfigError, Problem, config_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ROOT / "presets"
+EXPERIENCE = ("beginner", "intermediate", "advanced")
+PRIORITIES = ("quality", "speed", "memory")
+WHAT = ("person", "character", "style", "object", "concept", "other")
+
+
+# ------------------------------------------------------------------------------------ records
+@dataclass
+class Hardware:
+    gpu_kind: str  # nvidia | amd | apple | cpu
+    gpu_name: str
+    vram_gb: float | None  # usable by training, after overrides (unified: share of RAM)
+    ram_gb: float
+    ram_available_gb: float
+    disk_free_gb: float
+    disk_type: str  # hdd | ssd | nvme | unknown
+    cpu_name: str
+    cores: int
+    unified: bool = False
+    detected: dict[str, bool] = field(default_factory=dict)  # item -> found by detection
+    notes: list[str] = field(default_factory=list)
+    raw: Any = None  # the advisor's own profile object, passed back to it
+
+
+@dataclass
+class Recommendation:
+    path: str
+    value: Any
+    reason: str
+    source: str = ""
+
+
+@dataclass
+class Finding:
+    severity: str  # error | warning | suggestion
+    message: str
+    paths: list[str]
+    fix: dict[str, Any] | None = None  # dotted path -> new value
+    fix_label: str = ""
+    rule: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}|{'|'.join(self.paths)}|{self.message}"[:200]
+
+
+@dataclass
+class Prediction:
+    vram_gb: float
+    vram_range: tuple[float, float]
+    vram_available_gb: float | None
+    ram_gb: float | None
+    step_s: float | None
+    total_s: float | None
+    disk_gb: float | None
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool | None:
+        if self.vram_available_gb is None:
+            return None
+        return self.vram_range[1] <= self.vram_available_gb
+
+
+# ------------------------------------------------------------------------------------ hardware
+def detect_hardware(home: Path, overrides: dict[str, Any] | None = None) -> Hardware:
+    """The machine as the advisor sees it, with the user's overrides applied on top."""
+    hw = _fallback_hardware(home)
+    return apply_overrides(hw, overrides or {})
+
+
+def apply_overrides(hw: Hardware, overrides: dict[str, Any]) -> Hardware:
+    hw = copy.copy(hw)
+    for key in ("vram_gb", "ram_gb", "disk_free_gb", "disk_type", "cores"):
+        if overrides.get(key) not in (None, ""):
+            setattr(hw, key, overrides[key])
+    reserve = float(overrides.get("reserve_vram_gb") or 0)
+    if reserve and hw.vram_gb is not None:
+        hw.vram_gb = max(0.0, hw.vram_gb - reserve)
+    return hw
+
+
+def _fallback_hardware(home: Path) -> Hardware:
+    cores = os.cpu_count() or 1
+    cpu_name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        ram, avail = vm.total / 2**30, vm.available / 2**30
+    except ImportError:  # pragma: no cover - psutil comes with mlflow
+        ram = avail = 0.0
+    probe = Path(home)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    disk = shutil.disk_usage(probe).free / 2**30
+    apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+    return Hardware(
+        gpu_kind="apple" if apple else "cpu",
+        gpu_name="Apple Silicon (unified memory)" if apple else "No GPU found: CPU only",
+        vram_gb=round(ram * 0.7, 1) if apple else None,
+        ram_gb=round(ram, 1),
+        ram_available_gb=round(avail, 1),
+        disk_free_gb=round(disk, 1),
+        disk_type="unknown",
+        cpu_name=cpu_name,
+        cores=cores,
+        unified=apple,
+        detected={"gpu": False, "ram": ram > 0, "disk": True, "cpu": True},
+    )
+
+
+# ------------------------------------------------------------------------------ smart defaults
+def smart_defaults(
+    draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
+) -> list[Recommendation]:
+    """Recommended values for the draft's architecture, intent and hardware, each with a reason."""
+    return _fallback_defaults(draft, hw, intent)
+
+
+def _preset_for(arch: str, what: str, demo: bool) -> str | None:
+    name = f"demo_{arch}" if demo else f"{what}_{arch}"
+    return name if (PRESETS / f"{name}.yaml").exists() else None
+
+
+def _fallback_defaults(
+    draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
+) -> list[Recommendation]:
+    arch = draft["model"]["arch"]
+    demo = str(draft["model"]["name_or_path"]).startswith("demo:")
+    preset = _preset_for(arch, intent.get("what", "other"), demo)
+    recs: dict[str, Recommendation] = {}
+    if preset:
+        data = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text(encoding="utf-8"))
+        base = TrainingConfig().model_dump(mode="json")
+        keep = {"name", "preset", "intent", "model.name_or_path", "model.arch"}
+        for path, value in _leaves(config_from_dict(data).model_dump(mode="json")):
+            if path in keep or (path.startswith("datasets.") and path.endswith("folder_path")):
+                continue
+            if _get(base, path) != value or path in DECISION_AUTOS:
+                recs[path] = Recommendation(path, value, f"built-in preset '{preset}'", "preset")
+    native = ARCH_DEFAULTS[arch]["native_resolution"]
+    if not demo and "datasets.0.resolution" not in recs:
+        recs["datasets.0.resolution"] = Recommendation(
+            "datasets.0.resolution", [native], f"the native size of {arch}", "model"
+        )
+    fallback = {"train.steps": 1000, "train.lr": 1e-4, "train.batch_size": 1}
+    fallback |= {"network.linear": 16, "network.linear_alpha": 16.0}
+    for path, value in fallback.items():
+        recs.setdefault(path, Recommendation(path, value, "a safe general starting point"))
+    if hw.vram_gb is not None and not demo:
+        per = {512: 3, 768: 4, 1024: 6}.get(native, 8)
+        batch = max(1, min(4, int(hw.vram_gb // per)))
+        recs["train.batch_size"] = Recommendation(
+            "train.batch_size", batch, f"{hw.vram_gb:.0f} GB usable VRAM at {native} px", "seed"
+        )
+    workers = min(int(hw.ram_gb // 8), hw.cores, 8)
+    recs["runtime.num_workers"] = Recommendation(
+        "runtime.num_workers", workers, f"{hw.ram_gb:.0f} GB RAM and {hw.cores} CPU cores", "seed"
+    )
+    recs["runtime.persistent_workers"] = Recommendation(
+        "runtime.persistent_workers", workers > 0, "keep workers between epochs when there are any"
+    )
+    return list(recs.values())
+
+
+def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict) and data and prefix.count(".") < 4:
+        found: list[tuple[str, Any]] = []
+        for key, value in data.items():
+            found += _leaves(value, f"{prefix}{key}.")
+        return found
+    if isinstance(data, list) and data and isinstance(data[0], dict) and prefix == "datasets.":
+        return [x for i, item in enumerate(data) for x in _leaves(item, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), data)]
+
+
+def _get(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        try:
+            data = data[int(part)] if part.isdigit() else data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+# ------------------------------------------------------------------------------------ findings
+def findings(
+    draft: dict[str, Any],
+    problems: list[Problem],
+    cfg: TrainingConfig | None,
+    hw: Hardware,
+    recommendations: dict[str, dict[str, Any]],
+) -> list[Finding]:
+    """Everything worth telling about the draft: schema errors, unresolved autos, advice."""
+    found = [_problem_finding(draft, p) for p in problems]
+    for path in DECISION_AUTOS:
+        if _get(draft, path) == "auto":
+            rec = recommendations.get(path)
+            value = rec["value"] if rec else _auto_fallback(path, draft)
+            found.append(
+                Finding(
+                    "error",
+                    f"{label_of(path)} is still 'auto': a run needs a number",
+                    [path],
+                    {path: value},
+                    f"Use {value!r}" + (f" ({rec['reason']})" if rec else ""),
+                    "unresolved-auto",
+                )
+            )
+    return found
+
+
+def _auto_fallback(path: str, draft: dict[str, Any]) -> Any:
+    return {
+        "train.steps": 1000,
+        "train.lr": 1e-4,
+        "train.batch_size": 1,
+        "network.linear": 16,
+        "network.linear_alpha": float(_get(draft, "network.linear") or 16)
+        if _get(draft, "network.linear") != "auto"
+        else 16.0,
+    }[path]
+
+
+def _problem_finding(draft: dict[str, Any], problem: Problem) -> Finding:
+    text = problem.message + (f" — {problem.fix}" if problem.fix else "")
+    finding = Finding("error", f"{label_of(problem.path)}: {text}", [problem.path], rule="schema")
+    # A mechanical fix: put the field back to its default, when that alone clears the problem.
+    try:
+        default = _default_of(problem.path)
+    except KeyError:
+        return finding
+    if _get(draft, problem.path) == default:
+        return finding
+    patched = copy.deepcopy(draft)
+    _set(patched, problem.path, default)
+    try:
+        config_from_dict(patched)
+    except ConfigError as err:
+        if any(p.path == problem.path for p in err.problems):
+            return finding
+    finding.fix = {problem.path: default}
+    finding.fix_label = f"Reset to the default ({default!r})"
+    return finding
+
+
+def _default_of(path: str) -> Any:
+    info = field_info(path)
+    if info.default_factory is not None:
+        raise KeyError(path)
+    value = info.default
+    if value is ... or (value is None and not _optional(info)):
+        raise KeyError(path)
+    return value
+
+
+def _optional(info: Any) -> bool:
+    return type(None) in getattr(info.annotation, "__args__", ())
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node[part]
+    last = parts[-1]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+# --------------------------------------------------------------------------------- predictions
+def predict(cfg: TrainingConfig | None, hw: Hardware) -> Prediction | None:
+    """VRAM, RAM, time and disk for the config on this machine; None when the advisor cannot."""
+    return None
+
+
+# -------------------------------------------------------------------------------- explanations
+def explain_step(step: str, experience: str) -> str:
+    _title, text = WIZARD_STEPS[step]
+    if experience == "advanced":
+        return text
+    fields = [(p, i) for p, i in iter_fields() if (i.json_schema_extra or {}).get("step") == step]
+    basic = [(p, i) for p, i in fields if (i.json_schema_extra or {}).get("level") == "basic"]
+    lines = [text, ""]
+    shown = basic if experience == "intermediate" else basic or fields
+    for path, info in shown[:8]:
+        desc = info.description or ""
+        if experience == "intermediate":
+            desc = desc.split(". ")[0].rstrip(".") + "."
+        lines.append(f"- **{label_of(path)}**: {desc}")
+    return "\n".join(lines)
+
+
+def explain_field(path: str, experience: str) -> str:
+    info = field_info(path)
+    desc = info.description or ""
+    return desc if experience == "beginner" else desc.split(". ")[0]
+
+
+# ------------------------------------------------------------------------------------- labels
+_WORDS = {
+    "lr": "LR",
+    "te": "text encoder",
+    "vae": "VAE",
+    "ema": "EMA",
+    "hf": "HF",
+    "snr": "SNR",
+    "cfg": "CFG",
+    "gpu": "GPU",
+    "gpus": "GPUs",
+    "dtype": "precision",
+    "qtype": "quantization type",
+    "id": "ID",
+    "unet": "U-Net",
+    "lokr": "LoKr",
+    "mlflow": "MLflow",
+    "ext": "extension",
+    "num": "number of",
+    "attn": "attention",
+    "gos": "GOS",
+    "v": "v",
+    "pred": "prediction",
+}
+_LABELS = {
+    "model.name_or_path": "Base model",
+    "model.arch": "Architecture",
+    "network.linear": "Rank (dim)",
+    "network.linear_alpha": "Alpha",
+    "network.conv": "Conv rank",
+    "network.type": "Adapter type",
+    "train.lr": "Learning rate",
+    "train.steps": "Training steps",
+    "model.quantize": "Quantize the model",
+    "model.quantize_te": "Quantize the text encoder",
+    "model.is_v_pred": "V-prediction model",
+    "datasets.folder_path": "Dataset folder",
+    "name": "LoRA name",
+}
+
+
+def label_of(path: str) -> str:
+    """A readable label for a dotted path (list indices ignored)."""
+    generic = ".".join(p for p in path.split(".") if not p.isdigit())
+    if generic in _LABELS:
+        return _LABELS[generic]
+    name = generic.rsplit(".", 1)[-1]
+    words = [_WORDS.get(w, w) for w in name.split("_")]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]

@@ -1,0 +1,134 @@
+"""The advisor beside each wizard step: what the settings do, recommendations, warnings, numbers.
+
+Also the pieces the review reuses: the findings list with one-click fixes and the predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import streamlit as st
+
+from ui import advice, state
+from ui.advice import Finding, Prediction
+from ui.context import StudioContext, apply_fix
+from ui.summary import format_duration, vram_text
+from ui.widgets import generic_path, step_fields
+
+SEVERITY = {
+    "error": (":material/error:", "Error"),
+    "warning": (":material/warning:", "Warning"),
+    "suggestion": (":material/lightbulb:", "Suggestion"),
+}
+
+
+def show_value(value: Any) -> str:
+    if isinstance(value, float) and value and abs(value) < 1e-2:
+        return f"{value:.1e}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if len(value) <= 4 else f"{len(value)} items"
+    return "empty" if value in (None, "") else str(value)
+
+
+def render_advisor_column(step: str, context: StudioContext) -> None:
+    fields = set(step_fields(step))
+    st.markdown("#### :material/school: Advisor")
+    with st.container(border=True):
+        st.markdown("**What these settings do**")
+        st.markdown(advice.explain_step(step, context.experience))
+        st.caption(f"Explained for: {context.experience} (change it in preflight).")
+    with st.container(border=True):
+        st.markdown("**Recommendations**")
+        render_recommendations(context, fields, key_prefix=f"col:{step}")
+    with st.container(border=True):
+        st.markdown("**Warnings**")
+        found = context.findings_for(fields)
+        if found:
+            render_findings(found, key_prefix=f"col:{step}")
+        else:
+            st.caption(":material/check_circle: Nothing to warn about in this step.")
+    with st.container(border=True):
+        st.markdown("**Predictions**")
+        render_predictions(context, compact=True)
+    for note in context.notes:
+        st.caption(f"ℹ️ {note}")
+
+
+def render_recommendations(
+    context: StudioContext, fields: set[str] | None, key_prefix: str
+) -> None:
+    recs = [
+        (path, rec)
+        for path, rec in context.recommendations.items()
+        if fields is None or generic_path(path) in fields
+    ]
+    differing = [(p, r) for p, r in recs if state.get_value(p) != r["value"]]
+    if not recs:
+        st.caption("No recommendations here yet: answer the preflight questions to get some.")
+        return
+    for path, rec in differing:
+        st.markdown(
+            f":material/lightbulb: **{advice.label_of(path)}**: {show_value(rec['value'])} "
+            f"(yours: {show_value(state.get_value(path))})  \n{rec['reason']}"
+        )
+        st.button(
+            f"Apply {show_value(rec['value'])}",
+            key=f"{key_prefix}:apply:{path}",
+            on_click=state.set_value,
+            args=(path, rec["value"]),
+            help=f"Set {advice.label_of(path)} to the recommended value",
+        )
+    if not differing:
+        st.caption(f":material/check_circle: All {len(recs)} recommended values are in use.")
+
+
+def _finding_key(prefix: str, finding: Finding) -> str:
+    return f"{prefix}:fix:{hashlib.sha1(finding.key.encode()).hexdigest()[:10]}"
+
+
+def render_findings(found: list[Finding], key_prefix: str) -> None:
+    order = {"error": 0, "warning": 1, "suggestion": 2}
+    for finding in sorted(found, key=lambda f: order.get(f.severity, 3)):
+        icon, word = SEVERITY.get(finding.severity, SEVERITY["suggestion"])
+        where = ", ".join(f"`{p}`" for p in finding.paths)
+        st.markdown(f"{icon} **{word}:** {finding.message}  \n{where}")
+        if finding.fix:
+            st.button(
+                f"Fix: {finding.fix_label or _patch_text(finding.fix)}",
+                key=_finding_key(key_prefix, finding),
+                on_click=apply_fix,
+                args=(finding.fix,),
+                icon=":material/build:",
+            )
+
+
+def _patch_text(patch: dict[str, Any]) -> str:
+    return ", ".join(f"{advice.label_of(p)} = {show_value(v)}" for p, v in patch.items())
+
+
+def render_predictions(context: StudioContext, compact: bool = False) -> None:
+    prediction: Prediction | None = context.prediction
+    if prediction is None:
+        st.caption(
+            ":material/query_stats: Predictions unavailable: the advisor cannot estimate this "
+            "config yet (fix the errors, or the prediction model is not installed)."
+        )
+        return
+    value, note = vram_text(prediction, context.hw)
+    rows = [
+        ("VRAM", f"{value} ({prediction.vram_range[0]:.1f}–{prediction.vram_range[1]:.1f})", note),
+        ("System RAM", f"≈ {prediction.ram_gb:.1f} GB" if prediction.ram_gb else "?", ""),
+        ("Step time", f"≈ {prediction.step_s:.2f} s" if prediction.step_s else "?", ""),
+        ("Total time", format_duration(prediction.total_s), "caching, training, sampling"),
+        ("Disk", f"≈ {prediction.disk_gb:.1f} GB" if prediction.disk_gb else "?", ""),
+    ]
+    if compact:
+        st.markdown("  \n".join(f"{k}: **{v}**" + (f" — {n}" if n else "") for k, v, n in rows))
+    else:
+        cols = st.columns(len(rows))
+        for col, (label, text, note_) in zip(cols, rows, strict=True):
+            col.metric(label, text, help=note_ or None)
+    if prediction.assumptions:
+        with st.expander("Assumptions behind these numbers"):
+            st.markdown("\n".join(f"- {a}" for a in prediction.assumptions))

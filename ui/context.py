@@ -1,0 +1,88 @@
+"""What every page needs about the draft, computed once per change: hardware, findings, predictions.
+
+``studio_context()`` is cheap to call many times in one run: it caches on the draft's revision
+and the preflight answers, so the summary header, the advisor column and the review share one
+computation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from trainer.settings import load_settings
+from ui import advice, state
+from ui.advice import Finding, Hardware, Prediction
+
+_CACHE = "_studio_context"
+
+
+@dataclass
+class StudioContext:
+    hw: Hardware
+    validated: state.Validated
+    findings: list[Finding]
+    prediction: Prediction | None
+    recommendations: dict[str, dict[str, Any]]
+    experience: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def findings_for(self, paths: set[str]) -> list[Finding]:
+        from ui.widgets import generic_path
+
+        return [f for f in self.findings if any(generic_path(p) in paths for p in f.paths)]
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _detect(home: str, overrides_json: str) -> Hardware:
+    return advice.detect_hardware(Path(home), json.loads(overrides_json))
+
+
+def hardware() -> Hardware:
+    overrides = json.dumps(state.meta().get("profile_overrides") or {}, sort_keys=True)
+    return _detect(str(load_settings().home), overrides)
+
+
+def studio_context() -> StudioContext:
+    meta = state.meta()
+    key = (
+        st.session_state.get(state.REV, 0),
+        json.dumps(meta.get("profile_overrides"), sort_keys=True, default=str),
+        json.dumps(meta.get("intent"), sort_keys=True),
+        len(meta.get("recommendations") or {}),
+    )
+    cached = st.session_state.get(_CACHE)
+    if cached and cached[0] == key:
+        return cached[1]
+    hw = hardware()
+    checked = state.validated()
+    recs = meta.get("recommendations") or {}
+    notes: list[str] = []
+    try:
+        found = advice.findings(state.draft(), checked.problems, checked.config, hw, recs)
+    except Exception as err:  # the advisor must never take a page down
+        found, notes = [], [*notes, f"Findings unavailable ({err})."]
+    try:
+        prediction = advice.predict(checked.usable, hw)
+    except Exception as err:
+        prediction, notes = None, [*notes, f"Predictions unavailable ({err})."]
+    experience = (meta.get("intent") or {}).get("experience", "beginner")
+    context = StudioContext(hw, checked, found, prediction, recs, experience, notes)
+    st.session_state[_CACHE] = (key, context)
+    return context
+
+
+def apply_fix(patch: dict[str, Any]) -> None:
+    state.set_values(patch)

@@ -1,0 +1,292 @@
+"""The draft config in session state: initialised in one place, autosaved, restored, validated.
+
+The draft is a plain dict (``TrainingConfig.model_dump(mode="json")`` shape), so it can hold an
+intermediate state that does not validate yet: the wizard is forgiving, it shows the problem next
+to the field instead of refusing the keystroke. ``validated()`` turns it into a ``TrainingConfig``
+(or the list of problems) once per change.
+
+Everything lives under a few session keys; ``init_state()`` is called by the router on every run
+and does work only on a session's first run: it restores ``<studio home>/drafts/current.yaml``
+(and its ``current.meta.json``: preflight answers, recommendations, wizard step), so a browser
+refresh, which is a new session, loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import yaml
+
+from trainer.config import TrainingConfig
+from trainer.config_io import (
+    ConfigError,
+    Problem,
+    atomic_write_text,
+    config_from_dict,
+    dump_yaml,
+    parse_yaml,
+)
+from trainer.settings import load_settings
+
+DRAFT = "draft"  # dict: the config being edited
+META = "draft_meta"  # dict: preflight answers, profile overrides, recommendations, step
+REV = "draft_rev"  # int: bumped on every change (cache key for validation)
+HISTORY = "draft_history"  # list of earlier drafts, for undo
+NOTICE = "draft_notice"  # str | None: what happened on restore (shown once)
+_VALIDATED = "_draft_validated"
+_DIR = "_draft_dir"
+UNDO_DEPTH = 30
+
+DEFAULT_META: dict[str, Any] = {
+    "preflight_done": False,
+    "intent": {"what": "other", "priority": "quality", "experience": "beginner"},
+    "profile_overrides": {},
+    "recommendations": {},  # path -> {"value", "reason", "source"}
+    "step": "model",
+    "show_expert": False,
+    "last_concrete": {},  # path -> last non-"auto" value, for the Auto checkboxes
+}
+
+
+def default_draft() -> dict[str, Any]:
+    return TrainingConfig().model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- dotted paths
+def dget(data: Any, path: str, default: Any = None) -> Any:
+    node = data
+    for part in path.split("."):
+        try:
+            node = node[int(part)] if part.isdigit() else node[part]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return node
+
+
+def dset(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        nxt_is_index = parts[depth + 1].isdigit()
+        if part.isdigit():
+            index = int(part)
+            while len(node) <= index:
+                node.append({})
+            node = node[index]
+        else:
+            if not isinstance(node.get(part), dict | list):
+                node[part] = [] if nxt_is_index else {}
+            node = node[part]
+    last = parts[-1]
+    if last.isdigit():
+        while len(node) <= int(last):
+            node.append(None)
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+# ------------------------------------------------------------------------------------ files
+def drafts_dir() -> Path:
+    if _DIR not in st.session_state:
+        st.session_state[_DIR] = str(load_settings().home / "drafts")
+    return Path(st.session_state[_DIR])
+
+
+def draft_file() -> Path:
+    return drafts_dir() / "current.yaml"
+
+
+def meta_file() -> Path:
+    return drafts_dir() / "current.meta.json"
+
+
+def draft_to_yaml(data: dict[str, Any]) -> str:
+    """YAML of the draft: commented when it validates, a plain dump (still loadable) otherwise."""
+    try:
+        return dump_yaml(config_from_dict(data))
+    except ConfigError:
+        header = "# LoRA Studio draft (it has problems the wizard will show you)\n"
+        return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def autosave() -> None:
+    """Write the draft and its meta atomically; a failure to save never breaks the page."""
+    try:
+        atomic_write_text(draft_file(), draft_to_yaml(st.session_state[DRAFT]))
+        atomic_write_text(meta_file(), json.dumps(st.session_state[META], indent=1, default=str))
+    except OSError as err:
+        st.session_state[NOTICE] = f"Could not autosave the draft ({err}); download it from Review."
+
+
+def _restore() -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    meta = copy.deepcopy(DEFAULT_META)
+    path = draft_file()
+    if not path.exists():
+        return default_draft(), meta, None
+    try:
+        data = parse_yaml(path.read_bytes(), str(path))
+    except (OSError, ConfigError) as err:
+        broken = path.with_suffix(".broken.yaml")
+        path.replace(broken)
+        return (
+            default_draft(),
+            meta,
+            f"The autosaved draft could not be read ({err}); kept as {broken}.",
+        )
+    merged = default_draft()
+    _merge(merged, data)
+    try:
+        saved_meta = json.loads(meta_file().read_text(encoding="utf-8"))
+        meta.update({k: v for k, v in saved_meta.items() if k in DEFAULT_META})
+    except (OSError, ValueError):
+        pass
+    return merged, meta, "Restored your draft from the last session."
+
+
+def _merge(base: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif key == "datasets" and isinstance(value, list):
+            template = base["datasets"][0]
+            base[key] = []
+            for item in value:
+                entry = copy.deepcopy(template)
+                if isinstance(item, dict):
+                    _merge(entry, item)
+                base[key].append(entry)
+        else:
+            base[key] = value
+
+
+# ------------------------------------------------------------------------------------ state
+def init_state() -> None:
+    """Create the session's draft once (restored from the autosave when there is one)."""
+    ss = st.session_state
+    if DRAFT in ss:
+        return
+    data, meta, notice = _restore()
+    ss[DRAFT], ss[META], ss[REV], ss[HISTORY], ss[NOTICE] = data, meta, 0, [], notice
+
+
+def draft() -> dict[str, Any]:
+    init_state()
+    return st.session_state[DRAFT]
+
+
+def meta() -> dict[str, Any]:
+    init_state()
+    return st.session_state[META]
+
+
+def get_value(path: str, default: Any = None) -> Any:
+    return dget(draft(), path, default)
+
+
+def _changed() -> None:
+    st.session_state[REV] = st.session_state.get(REV, 0) + 1
+    autosave()
+
+
+def _remember() -> None:
+    history = st.session_state.setdefault(HISTORY, [])
+    history.append(copy.deepcopy(st.session_state[DRAFT]))
+    del history[:-UNDO_DEPTH]
+
+
+def set_value(path: str, value: Any) -> None:
+    if dget(draft(), path, object()) == value:
+        return
+    _remember()
+    if value != "auto":
+        meta()["last_concrete"][path] = value
+    dset(st.session_state[DRAFT], path, value)
+    _changed()
+
+
+def set_values(patch: dict[str, Any]) -> None:
+    """Apply several changes as one (one undo step)."""
+    data = draft()
+    if all(dget(data, path, object()) == value for path, value in patch.items()):
+        return
+    _remember()
+    for path, value in patch.items():
+        dset(data, path, value)
+    _changed()
+
+
+def replace_draft(data: dict[str, Any]) -> None:
+    _remember()
+    merged = default_draft()
+    _merge(merged, data)
+    st.session_state[DRAFT] = merged
+    _changed()
+
+
+def undo() -> bool:
+    history = st.session_state.get(HISTORY) or []
+    if not history:
+        return False
+    st.session_state[DRAFT] = history.pop()
+    _changed()
+    return True
+
+
+def set_meta(key: str, value: Any) -> None:
+    meta()[key] = value
+    autosave()
+
+
+def add_dataset() -> None:
+    data = draft()
+    entry = copy.deepcopy(data["datasets"][-1])
+    entry.update(folder_path="", is_reg=False)
+    _remember()
+    data["datasets"].append(entry)
+    _changed()
+
+
+def remove_dataset(index: int) -> None:
+    data = draft()
+    if len(data["datasets"]) > 1:
+        _remember()
+        data["datasets"].pop(index)
+        _changed()
+
+
+# ------------------------------------------------------------------------------- validation
+@dataclass
+class Validated:
+    config: TrainingConfig | None  # None while the draft has problems
+    problems: list[Problem] = field(default_factory=list)
+    last_valid: TrainingConfig | None = None  # the newest config that validated, for predictions
+
+    @property
+    def usable(self) -> TrainingConfig:
+        """The config, or the last valid one, or the defaults: something the advisor can read."""
+        return self.config or self.last_valid or TrainingConfig()
+
+    def problems_at(self, path: str) -> list[Problem]:
+        return [p for p in self.problems if p.path == path or p.path.startswith(path + ".")]
+
+
+def validated() -> Validated:
+    ss = st.session_state
+    rev = ss.get(REV, 0)
+    cached = ss.get(_VALIDATED)
+    if cached and cached[0] == rev and cached[1] is st.session_state[DRAFT]:
+        return cached[2]
+    last_valid = cached[2].config or cached[2].last_valid if cached else None
+    try:
+        result = Validated(config_from_dict(draft()), [], None)
+        result.last_valid = result.config
+    except ConfigError as err:
+        result = Validated(None, err.problems, last_valid)
+    ss[_VALIDATED] = (rev, st.session_state[DRAFT], result)
+    return result

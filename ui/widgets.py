@@ -1,0 +1,582 @@
+"""Schema → widgets: every config field rendered from its type, bounds and wizard metadata.
+
+Each widget is keyed by its dotted path (``cfg:train.lr``; an "auto" field adds the checkbox
+``auto:train.lr``), labelled, and carries the field's description as help. The draft in
+``ui.state`` is the source of truth: a widget is (re)seeded from it whenever the draft changed
+elsewhere (an applied fix, an import, undo) or the widget was not on screen, and writes back
+through an ``on_change`` callback. Input that cannot be read (text in a resolution list, broken
+YAML) is kept in the widget and explained right under it; the draft keeps its last good value.
+Problems of the whole config (bounds, cross-field rules) are shown under the field they name.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import streamlit as st
+import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from trainer.config import ARCH_DEFAULTS, _nested_model, field_meta, iter_fields
+from ui import state
+from ui.advice import label_of
+
+ERRORS = "field_errors"  # path -> message for input that could not be read
+_SHADOW = "_shadow:"  # path -> the draft value the widget was last seeded with
+_BASE = "_base:"  # table path -> rows the data editor was created with
+ARCH_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
+LEVELS = ("basic", "advanced", "expert")
+SCIENTIFIC = re.compile(r"(^|_)lr$")
+AUTO_FALLBACKS: dict[str, Any] = {
+    "train.steps": 1000,
+    "train.lr": 1e-4,
+    "train.batch_size": 1,
+    "network.linear": 16,
+    "network.linear_alpha": 16.0,
+}
+_MISSING = object()
+
+
+def widget_key(path: str) -> str:
+    return f"cfg:{path}"
+
+
+def auto_key(path: str) -> str:
+    return f"auto:{path}"
+
+
+# ---------------------------------------------------------------------------------- field specs
+@dataclass(frozen=True)
+class Spec:
+    generic: str  # dotted path with list indices as 0
+    info: FieldInfo
+    kind: str  # bool choice int float str int_list str_list str_or_list dict table
+    optional: bool
+    auto: bool
+    choices: tuple[str, ...]
+    low: float | None
+    high: float | None
+    level: str
+    step: str
+    archs: tuple[str, ...]
+    affects: tuple[str, ...]
+
+    @property
+    def row_model(self) -> type[BaseModel]:
+        model = _nested_model(self.info)
+        assert model is not None
+        return model
+
+
+def generic_path(path: str) -> str:
+    return re.sub(r"\.\d+(?=\.|$)", ".0", path)
+
+
+@functools.cache
+def spec(generic: str) -> Spec:
+    info = dict(iter_fields())[generic]
+    return _analyse(generic, info)
+
+
+def spec_of(path: str) -> Spec:
+    return spec(generic_path(path))
+
+
+def _analyse(generic: str, info: FieldInfo) -> Spec:
+    members = _members(info.annotation)
+    optional = type(None) in members
+    auto, choices, kinds = False, (), []
+    for member in members:
+        base = (
+            typing.get_args(member)[0] if typing.get_origin(member) is typing.Annotated else member
+        )
+        if base is type(None):
+            continue
+        if typing.get_origin(base) is Literal:
+            values = tuple(str(v) for v in typing.get_args(base))
+            if values == ("auto",):
+                auto = True
+            else:
+                choices = values
+            continue
+        kinds.append(base)
+    kind = _kind(kinds, choices)
+    low, high = _bounds(info)
+    meta = field_meta(info)
+    return Spec(
+        generic,
+        info,
+        kind,
+        optional,
+        auto,
+        choices,
+        low,
+        high,
+        meta.get("level", "advanced"),
+        meta.get("step", ""),
+        tuple(meta.get("archs") or ()),
+        tuple(meta.get("affects") or ()),
+    )
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _kind(kinds: list[Any], choices: tuple[str, ...]) -> str:
+    names = []
+    for kind in kinds:
+        origin = typing.get_origin(kind)
+        if origin is list:
+            inner = typing.get_args(kind)[0]
+            inner = (
+                typing.get_args(inner)[0] if typing.get_origin(inner) is typing.Annotated else inner
+            )
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                names.append("table")
+            else:
+                names.append("int_list" if inner is int else "str_list")
+        elif origin is dict or kind is dict:
+            names.append("dict")
+        else:
+            names.append(getattr(kind, "__name__", str(kind)))
+    if not names:
+        return "choice" if choices else "str"
+    if set(names) == {"str", "str_list"}:
+        return "str_or_list"
+    return names[0]
+
+
+def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
+    found = list(info.metadata)
+    for arg in typing.get_args(info.annotation):
+        for inner in getattr(arg, "__metadata__", ()):
+            found.append(inner)
+            found.extend(getattr(inner, "metadata", ()))
+    low = high = None
+    for item in found:
+        for attr in ("ge", "gt"):
+            if getattr(item, attr, None) is not None:
+                low = getattr(item, attr)
+        for attr in ("le", "lt"):
+            if getattr(item, attr, None) is not None:
+                high = getattr(item, attr)
+    return low, high
+
+
+def applies(generic: str, arch: str) -> bool:
+    archs = spec(generic).archs
+    return not archs or arch in archs
+
+
+@functools.cache
+def step_fields(step: str) -> tuple[str, ...]:
+    return tuple(path for path, info in iter_fields() if field_meta(info).get("step") == step)
+
+
+def concrete_paths(generic: str, n_datasets: int) -> list[str]:
+    if generic.startswith("datasets.0."):
+        rest = generic.removeprefix("datasets.0.")
+        return [f"datasets.{i}.{rest}" for i in range(n_datasets)]
+    return [generic]
+
+
+# ------------------------------------------------------------------------------- conversions
+def _help(s: Spec) -> str:
+    text = s.info.description or ""
+    if s.affects:
+        text += f"\n\nAffects: {', '.join(s.affects)}."
+    if s.optional:
+        text += " Leave empty for none."
+    return text.strip()
+
+
+def _to_widget(s: Spec, value: Any) -> Any:
+    if s.kind in ("int", "float"):
+        if value is None or value == "auto":
+            return None
+        number = int(value) if s.kind == "int" else float(value)
+        if s.low is not None:
+            number = max(number, type(number)(s.low))
+        if s.high is not None:
+            number = min(number, type(number)(s.high))
+        return number
+    if s.kind == "bool":
+        return bool(value)
+    if s.kind == "choice":
+        return str(value)
+    if s.kind in ("int_list", "str_list", "str_or_list"):
+        if value in (None, "auto"):
+            return ""
+        items = value if isinstance(value, list) else [value]
+        return ", ".join(str(v) for v in items)
+    if s.kind == "dict":
+        return yaml.safe_dump(value, default_flow_style=False, sort_keys=False) if value else ""
+    return "" if value is None else str(value)
+
+
+def _from_widget(s: Spec, raw: Any) -> Any:
+    """The config value for what the widget holds; ValueError says what is wrong with it."""
+    if s.kind in ("int", "float", "bool", "choice"):
+        return raw
+    text = (raw or "").strip()
+    if s.kind == "int_list":
+        parts = [p for p in re.split(r"[,\s]+", text) if p]
+        if not parts:
+            raise ValueError("needs at least one size, e.g. 512 or 512, 768")
+        bad = [p for p in parts if not p.isdigit()]
+        if bad:
+            raise ValueError(f"'{bad[0]}' is not a whole number of pixels — write e.g. 512, 768")
+        return [int(p) for p in parts]
+    if s.kind in ("str_list", "str_or_list"):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if s.kind == "str_or_list":
+            return None if not parts else parts[0] if len(parts) == 1 else parts
+        if not parts:
+            raise ValueError("needs at least one name, e.g. to_q, to_k, to_v")
+        return parts
+    if s.kind == "dict":
+        if not text:
+            return {}
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise ValueError(
+                f"is not valid YAML{where} — write one 'name: value' per line"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError("should be 'name: value' lines, e.g. eps: 1.0e-8")
+        return data
+    if s.optional and not text:
+        return None
+    return raw if raw is not None else ""
+
+
+def _number_format(s: Spec, value: Any) -> tuple[Any, str]:
+    if s.kind == "int":
+        return 1, "%d"
+    name = s.generic.rsplit(".", 1)[-1]
+    if SCIENTIFIC.search(name):
+        return 1e-5, "%.2e"
+    if s.high is not None and s.high <= 1.0:
+        return 0.01, "%.3f"
+    return 0.1, "%.2f"
+
+
+# -------------------------------------------------------------------------------- sync + commit
+def errors() -> dict[str, str]:
+    return st.session_state.setdefault(ERRORS, {})
+
+
+def _sync(path: str, seeds: dict[str, Any], value: Any) -> None:
+    """Seed the widgets from the draft when it changed elsewhere or they were off screen."""
+    ss = st.session_state
+    shadow = _SHADOW + path
+    if any(key not in ss for key in seeds) or ss.get(shadow, _MISSING) != value:
+        for key, seed in seeds.items():
+            ss[key] = seed
+        ss[shadow] = copy.deepcopy(value)
+        errors().pop(path, None)
+
+
+def _store(path: str, value: Any) -> None:
+    if path == "model.arch":
+        _after_arch_change(value)
+    state.set_value(path, value)
+    st.session_state[_SHADOW + path] = copy.deepcopy(value)
+    errors().pop(path, None)
+
+
+def _after_arch_change(arch: str) -> None:
+    ref = str(state.get_value("model.name_or_path") or "")
+    if ref.startswith("demo:") and ref != "demo:dataset":
+        state.set_value("model.name_or_path", f"demo:{arch}")
+
+
+def _commit(path: str) -> None:
+    s = spec_of(path)
+    try:
+        value = _from_widget(s, st.session_state.get(widget_key(path)))
+    except ValueError as err:
+        errors()[path] = str(err)
+        return
+    _store(path, value)
+
+
+def _commit_auto(path: str) -> None:
+    if st.session_state.get(auto_key(path)):
+        _store(path, "auto")
+    else:
+        _commit(path)
+
+
+def auto_fallback(path: str) -> Any:
+    """What an Auto field shows (and takes when Auto is unticked): advice, memory, a default."""
+    rec = state.meta()["recommendations"].get(path)
+    if rec and rec.get("value") not in (None, "auto"):
+        return rec["value"]
+    last = state.meta()["last_concrete"].get(path)
+    if last not in (None, "auto"):
+        return last
+    s = spec_of(path)
+    if s.info.default not in (None, "auto", ...):
+        return s.info.default
+    if s.generic == "sample.guidance_scale":
+        return ARCH_DEFAULTS[state.get_value("model.arch", "sd15")]["guidance_scale"]
+    if s.generic == "network.target_modules":
+        return ["to_q", "to_k", "to_v", "to_out.0"]
+    return AUTO_FALLBACKS.get(s.generic)
+
+
+# ------------------------------------------------------------------------------------ rendering
+def render_field(path: str) -> None:
+    """One field: its widget, what is wrong with it, and the advisor's recommendation."""
+    s = spec_of(path)
+    value = state.get_value(path)
+    label = label_of(path)
+    try:
+        if s.kind == "table":
+            _table(path, s, value, label)
+        elif s.auto:
+            _auto_widget(path, s, value, label)
+        else:
+            _sync(path, {widget_key(path): _to_widget(s, value)}, value)
+            _input(path, s, label, widget_key(path), _commit)
+    except Exception as err:  # a field must never take the page down
+        st.error(f"**Error:** could not show {label} ({err}).", icon=":material/error:")
+    _messages(path, value)
+
+
+def _input(path: str, s: Spec, label: str, key: str, commit: Any, disabled: bool = False) -> None:
+    kw: dict[str, Any] = {
+        "key": key,
+        "help": _help(s),
+        "on_change": commit,
+        "args": (path,),
+        "disabled": disabled,
+    }
+    if s.kind == "bool":
+        st.toggle(label, **kw)
+    elif s.kind == "choice":
+        options = list(s.choices)
+        current = st.session_state.get(key)
+        if current not in options:  # an invalid value from a file: show it, the error explains
+            options.append(current)
+        if len(options) <= 4 and max(len(o) for o in options) <= 10:
+            st.segmented_control(label, options, required=True, **kw)
+        else:
+            st.selectbox(label, options, **kw)
+    elif s.kind in ("int", "float"):
+        step, fmt = _number_format(s, st.session_state.get(key))
+        cast = int if s.kind == "int" else float
+        st.number_input(
+            label,
+            min_value=None if s.low is None else cast(s.low),
+            max_value=None if s.high is None else cast(s.high),
+            step=cast(step),
+            format=fmt,
+            placeholder="empty = not set" if s.optional else None,
+            **kw,
+        )
+    elif s.kind == "dict":
+        st.text_area(label, placeholder="name: value, one per line", height=90, **kw)
+    else:
+        hints = {
+            "int_list": "e.g. 512 or 512, 768",
+            "str_list": "comma-separated, e.g. to_q, to_k",
+            "str_or_list": "one path, or up to three separated by commas",
+        }
+        placeholder = hints.get(s.kind, "empty = not set" if s.optional else None)
+        st.text_input(label, placeholder=placeholder, **kw)
+
+
+def _auto_widget(path: str, s: Spec, value: Any, label: str) -> None:
+    is_auto = value == "auto"
+    shown = auto_fallback(path) if is_auto else value
+    seeds = {auto_key(path): is_auto, widget_key(path): _to_widget(s, shown)}
+    _sync(path, seeds, value)
+    st.checkbox(
+        f"Auto: let the advisor choose the {label[:1].lower() + label[1:]}",
+        key=auto_key(path),
+        help="Ticked, the advisor picks the value before the run starts. Untick to set it.",
+        on_change=_commit_auto,
+        args=(path,),
+    )
+    _input(path, s, label, widget_key(path), _commit_auto, disabled=is_auto)
+
+
+def _messages(path: str, value: Any) -> None:
+    err = errors().get(path)
+    if err:
+        st.error(f"**Not accepted:** {err}. The last good value is kept.", icon=":material/error:")
+    for problem in state.validated().problems_at(path):
+        where = problem.path.removeprefix(path).lstrip(".")
+        text = (f"{where}: " if where else "") + problem.message
+        text += f" — {problem.fix}" if problem.fix else ""
+        st.error(f"**Error:** {text}", icon=":material/error:")
+    rec = state.meta()["recommendations"].get(path)
+    if rec is not None:
+        if rec["value"] == value:
+            st.caption(f":material/lightbulb: **Recommended** — {rec['reason']}")
+        else:
+            st.caption(
+                f":material/lightbulb: **Recommended: {_show(rec['value'])}** (yours differs) "
+                f"— {rec['reason']}"
+            )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value and abs(value) < 1e-2:
+        return f"{value:.1e}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if len(value) < 6 else f"{len(value)} items"
+    return str(value)
+
+
+# -------------------------------------------------------------------------------------- tables
+def _table(path: str, s: Spec, value: Any, label: str) -> None:
+    import pandas as pd
+
+    ss = st.session_state
+    key = widget_key(path)
+    rows = value or []
+    if key not in ss or ss.get(_SHADOW + path, _MISSING) != rows:
+        ss.pop(key, None)  # old edits were relative to old rows
+        ss[_BASE + path] = copy.deepcopy(rows)
+        ss[_SHADOW + path] = copy.deepcopy(rows)
+    model = s.row_model
+    columns = list(model.model_fields)
+    frame = pd.DataFrame(ss[_BASE + path], columns=columns)
+    st.markdown(f"**{label}**", help=_help(s))
+    st.data_editor(
+        frame,
+        key=key,
+        num_rows="dynamic",
+        hide_index=True,
+        column_config=_column_config(model),
+        on_change=_commit_table,
+        args=(path,),
+        width="stretch",
+    )
+
+
+def _column_config(model: type[BaseModel]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        sub = _analyse(name, info)
+        label, help_ = label_of(name), info.description
+        required = info.is_required()
+        if sub.kind == "choice":
+            config[name] = st.column_config.SelectboxColumn(
+                label, options=list(sub.choices), help=help_, required=required
+            )
+        elif sub.kind in ("int", "float"):
+            config[name] = st.column_config.NumberColumn(
+                label,
+                help=help_,
+                min_value=sub.low,
+                max_value=sub.high,
+                step=1 if sub.kind == "int" else 0.01,
+                required=required,
+            )
+        else:
+            config[name] = st.column_config.TextColumn(
+                label, help=help_, required=required, width="large" if required else None
+            )
+    return config
+
+
+def table_rows(path: str, edits: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows after the data editor's edits (edited, added, deleted) on the rows it was given."""
+    base = copy.deepcopy(st.session_state.get(_BASE + path) or [])
+    for index, change in (edits.get("edited_rows") or {}).items():
+        if int(index) < len(base):
+            base[int(index)].update(change)
+    base += [dict(row) for row in edits.get("added_rows") or []]
+    deleted = {int(i) for i in edits.get("deleted_rows") or []}
+    model = spec_of(path).row_model
+    rows = []
+    for index, row in enumerate(base):
+        if index in deleted:
+            continue
+        clean = {k: _cell(model, k, v) for k, v in row.items() if k in model.model_fields}
+        clean = {k: v for k, v in clean.items() if v is not None}
+        if clean:
+            rows.append(clean)
+    return rows
+
+
+def _cell(model: type[BaseModel], name: str, value: Any) -> Any:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    kind = _analyse(name, model.model_fields[name]).kind
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _commit_table(path: str) -> None:
+    edits = st.session_state.get(widget_key(path)) or {}
+    rows = table_rows(path, edits)
+    state.set_value(path, rows)
+    st.session_state[_SHADOW + path] = copy.deepcopy(rows)
+
+
+# ----------------------------------------------------------------------------------- step body
+def render_step_fields(step: str, show_expert: bool) -> None:
+    """The step's fields for the draft's architecture: basic, advanced (expander), expert."""
+    arch = state.get_value("model.arch", "sd15")
+    n_datasets = len(state.get_value("datasets") or [None])
+    fields = step_fields(step)
+    shown = [f for f in fields if applies(f, arch)]
+    hidden = [f for f in fields if not applies(f, arch)]
+    if not shown:
+        st.info(
+            f"**Not needed for {ARCH_LABELS[arch]}:** none of this step's settings apply to it.",
+            icon=":material/info:",
+        )
+    by_level = {level: [f for f in shown if spec(f).level == level] for level in LEVELS}
+    _render_group(by_level["basic"], n_datasets)
+    if by_level["advanced"]:
+        with st.expander(f"More settings ({len(by_level['advanced'])} advanced)"):
+            _render_group(by_level["advanced"], n_datasets)
+    if by_level["expert"]:
+        if show_expert:
+            with st.expander(f"Expert settings ({len(by_level['expert'])})", expanded=True):
+                _render_group(by_level["expert"], n_datasets)
+        else:
+            st.caption(
+                f":material/lock: {len(by_level['expert'])} expert setting(s) hidden — turn on "
+                "**Show expert settings** to see them."
+            )
+    if hidden:
+        notes = ", ".join(
+            f"{label_of(f)} ({' / '.join(ARCH_LABELS[a] for a in spec(f).archs)} only)"
+            for f in hidden
+        )
+        st.caption(f":material/info: **Hidden for {ARCH_LABELS[arch]}:** {notes}.")
+
+
+def _render_group(generics: list[str], n_datasets: int) -> None:
+    plain = [g for g in generics if not g.startswith("datasets.0.")]
+    per_dataset = [g for g in generics if g.startswith("datasets.0.")]
+    for generic in plain:
+        render_field(generic)
+    for index in range(n_datasets if per_dataset else 0):
+        if n_datasets > 1:
+            folder = state.get_value(f"datasets.{index}.folder_path") or "no folder yet"
+            st.markdown(f"**Dataset {index + 1}** · `{folder}`")
+        for generic in per_dataset:
+            render_field(concrete_paths(generic, index + 1)[index])

@@ -1,0 +1,264 @@
+"""The wizard's frame: step navigation, the expert switch, undo, and the two steps with extra
+panels (where the model comes from; which images, and what is in them).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from trainer.config import WIZARD_STEPS
+from trainer.settings import load_settings
+from ui import state
+from ui.context import StudioContext
+from ui.widgets import ARCH_LABELS, applies, step_fields
+
+STEPS = list(WIZARD_STEPS)
+STEP_KEY = "wiz:step"
+_STEP_SHADOW = "_shadow:wiz:step"
+HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
+
+
+# ----------------------------------------------------------------------------------- navigation
+def current_step() -> str:
+    step = state.meta().get("step", STEPS[0])
+    return step if step in STEPS else STEPS[0]
+
+
+def go_to(step: str) -> None:
+    state.set_meta("step", step)
+
+
+def _on_pick() -> None:
+    go_to(st.session_state[STEP_KEY])
+    st.session_state[_STEP_SHADOW] = st.session_state[STEP_KEY]
+
+
+def step_label(step: str, context: StudioContext) -> str:
+    title = WIZARD_STEPS[step][0]
+    number = STEPS.index(step) + 1
+    arch = state.get_value("model.arch", "sd15")
+    if not any(applies(f, arch) for f in step_fields(step)):
+        return f"{number} · {title} (not for {ARCH_LABELS[arch]})"
+    problems = context.findings_for(set(step_fields(step)))
+    errors = sum(f.severity == "error" for f in problems)
+    warnings = len(problems) - errors
+    marks = (f" · ✖ {errors} error(s)" if errors else "") + (
+        f" · ⚠ {warnings} warning(s)" if warnings else ""
+    )
+    return f"{number} · {title}{marks}"
+
+
+def render_navigation(context: StudioContext) -> str:
+    """Step picker, progress, expert switch and undo; returns the step to show."""
+    step = current_step()
+    ss = st.session_state
+    if STEP_KEY not in ss or ss.get(_STEP_SHADOW) != step:
+        ss[STEP_KEY] = step
+        ss[_STEP_SHADOW] = step
+    left, mid, right = st.columns([3, 1.3, 1], vertical_alignment="bottom")
+    left.selectbox(
+        "Wizard step",
+        STEPS,
+        key=STEP_KEY,
+        format_func=lambda s: step_label(s, context),
+        on_change=_on_pick,
+    )
+    expert = mid.toggle(
+        "Show expert settings",
+        value=bool(state.meta().get("show_expert")),
+        key="wiz:expert",
+        help="Expert settings are rarely needed; everything the trainer supports is there.",
+    )
+    if expert != bool(state.meta().get("show_expert")):
+        state.set_meta("show_expert", expert)
+    right.button(
+        "Undo last change",
+        key="wiz:undo",
+        icon=":material/undo:",
+        on_click=state.undo,
+        disabled=not st.session_state.get(state.HISTORY),
+    )
+    position = STEPS.index(step) + 1
+    st.progress(position / len(STEPS), text=f"Step {position} of {len(STEPS)}")
+    return step
+
+
+def render_prev_next(step: str) -> None:
+    index = STEPS.index(step)
+    cols = st.columns([1, 1, 3])
+    if index > 0:
+        cols[0].button(
+            f"← {WIZARD_STEPS[STEPS[index - 1]][0]}",
+            key="wiz:prev",
+            on_click=go_to,
+            args=(STEPS[index - 1],),
+        )
+    if index < len(STEPS) - 1:
+        cols[1].button(
+            f"{WIZARD_STEPS[STEPS[index + 1]][0]} →",
+            key="wiz:next",
+            type="primary",
+            on_click=go_to,
+            args=(STEPS[index + 1],),
+        )
+    else:
+        with cols[1]:
+            st.page_link("pages/review.py", label="Review and launch", icon=":material/done_all:")
+
+
+# ---------------------------------------------------------------------------------- model step
+SOURCES = {
+    "demo": "Demo model (tiny, CPU)",
+    "hub": "Hugging Face id",
+    "folder": "Local diffusers folder",
+    "file": "Single-file checkpoint",
+}
+
+
+def model_source(ref: str) -> str:
+    if ref.startswith("demo:"):
+        return "demo"
+    if ref.lower().endswith(CHECKPOINT_SUFFIXES):
+        return "file"
+    if ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists():
+        return "folder"
+    return "hub"
+
+
+def _pick_source() -> None:
+    source = st.session_state["wiz:model_source"]
+    st.session_state["_shadow:wiz:model_source"] = source
+    ref = str(state.get_value("model.name_or_path") or "")
+    arch = state.get_value("model.arch", "sd15")
+    if source == "demo":
+        state.set_value("model.name_or_path", f"demo:{arch}")
+    elif ref.startswith("demo:"):
+        state.set_value("model.name_or_path", "")
+    st.session_state["wiz:source_pending"] = source if source != "demo" else None
+
+
+def render_model_source() -> None:
+    ref = str(state.get_value("model.name_or_path") or "")
+    ss = st.session_state
+    source = ss.get("wiz:source_pending") if not ref else model_source(ref)
+    source = source or "hub"
+    if "wiz:model_source" not in ss or ss.get("_shadow:wiz:model_source") != source:
+        ss["wiz:model_source"] = ss["_shadow:wiz:model_source"] = source
+    st.segmented_control(
+        "Where does the base model come from?",
+        list(SOURCES),
+        format_func=SOURCES.get,
+        key="wiz:model_source",
+        required=True,
+        on_change=_pick_source,
+    )
+    if ref:
+        icon, text = check_model_ref(ref)
+        st.markdown(f"{icon} {text}")
+
+
+def check_model_ref(ref: str) -> tuple[str, str]:
+    """(icon, words) about a model reference: found, plausible, or what is wrong."""
+    ok, warn = ":material/check_circle:", ":material/warning:"
+    kind = model_source(ref)
+    if kind == "demo":
+        return ok, "Tiny demo model: built in the studio home on first use; no download."
+    path = Path(ref).expanduser()
+    if kind == "file":
+        if path.is_file():
+            return ok, f"Checkpoint file found ({path.stat().st_size / 2**30:.1f} GB)."
+        return warn, f"**Not found:** no file at `{path}` — check the path."
+    if kind == "folder":
+        if (path / "model_index.json").is_file():
+            return ok, "Diffusers folder found (it has model_index.json)."
+        if path.is_dir():
+            return warn, "**Not a diffusers folder:** `model_index.json` is missing."
+        return warn, f"**Not found:** no folder at `{path}`."
+    if not HF_ID.match(ref):
+        return warn, "**Not a Hugging Face id:** write it as `owner/name`."
+    return ok, "Looks like a Hugging Face id. It must be downloaded or in the local HF cache."
+
+
+# -------------------------------------------------------------------------------- dataset step
+def render_dataset_sources() -> None:
+    """Per dataset: demo or folder, add/remove, and the analysis of what is in it."""
+    datasets = state.get_value("datasets") or []
+    for index in range(len(datasets)):
+        folder = str(state.get_value(f"datasets.{index}.folder_path") or "")
+        with st.container(border=True, key=f"dataset_box_{index}"):
+            head, tail = st.columns([4, 1], vertical_alignment="center")
+            head.markdown(
+                f"**Dataset {index + 1}**"
+                + (" (regularisation)" if datasets[index].get("is_reg") else "")
+            )
+            if len(datasets) > 1:
+                tail.button(
+                    "Remove",
+                    key=f"wiz:ds_remove:{index}",
+                    icon=":material/delete:",
+                    on_click=state.remove_dataset,
+                    args=(index,),
+                )
+            is_demo = folder == "demo:dataset"
+            st.toggle(
+                "Use the generated demo dataset",
+                value=is_demo,
+                key=f"wiz:ds_demo:{index}",
+                on_change=_toggle_demo_dataset,
+                args=(index,),
+            )
+            render_dataset_analysis(index)
+    st.button(
+        "Add another dataset", key="wiz:ds_add", icon=":material/add:", on_click=state.add_dataset
+    )
+
+
+def _toggle_demo_dataset(index: int) -> None:
+    on = st.session_state[f"wiz:ds_demo:{index}"]
+    state.set_value(f"datasets.{index}.folder_path", "demo:dataset" if on else "")
+
+
+def dataset_folder(ref: str) -> Path:
+    if ref == "demo:dataset":
+        from trainer.tiny import ensure_demo
+
+        return ensure_demo(load_settings().home, "dataset")
+    return Path(ref).expanduser()
+
+
+def render_dataset_analysis(index: int) -> None:
+    from ui.datasets import analyse, render_report
+
+    ds = state.get_value(f"datasets.{index}") or {}
+    ref = str(ds.get("folder_path") or "")
+    if not ref:
+        st.caption("Type the folder of your images below (captions in .txt files beside them).")
+        return
+    if ref != "demo:dataset" and not Path(ref).expanduser().is_dir():
+        st.markdown(f":material/warning: **Folder not found:** `{ref}`")
+        return
+    key = f"wiz:analyse:{index}"
+    ready = "trainer.data" in sys.modules  # once loaded, analysing is instant: do it always
+    if not ready and not st.button("Analyse dataset", key=key, icon=":material/analytics:"):
+        st.caption("Analyse to see image count, sizes, captions and steps per epoch.")
+        return
+    with st.spinner("Reading the images..."):
+        report = analyse(dataset_folder(ref), ds, _train_numbers())
+    render_report(report)
+
+
+def _train_numbers() -> dict[str, Any]:
+    train = state.get_value("train") or {}
+    batch = train.get("batch_size")
+    return {
+        "batch_size": batch if isinstance(batch, int) else 1,
+        "grad_accum": train.get("gradient_accumulation_steps") or 1,
+        "steps": train.get("steps"),
+        "arch": state.get_value("model.arch", "sd15"),
+    }
