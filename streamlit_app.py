@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.state import init_state
+from ui.summary import render_sidebar_hardware
+
 st.set_page_config(page_title="LoRA Studio", page_icon="🎛️", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/preflight.py", title="Preflight", icon="🧭"),
+    st.Page("pages/wizard.py", title="Wizard", icon="🪄"),
+    st.Page("pages/review.py", title="Review & launch", icon="✅"),
 ]
 
-st.navigation(PAGES).run()
+init_state()  # the draft config: created once per session, restored from the autosave
+page = st.navigation(PAGES)
+render_sidebar_hardware()
+page.run()

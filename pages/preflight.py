@@ -1,0 +1,54 @@
+"""Preflight: check the machine, answer three questions, get a draft full of recommended values."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import state
+from ui.advisor_column import show_value
+from ui.preflight import (
+    confirm,
+    detected_hardware,
+    render_hardware_check,
+    render_intent,
+    render_overrides,
+)
+
+st.title("Preflight")
+st.write(
+    "Before the wizard: check what the studio found on this machine, then say what you are "
+    "training. The advisor fills the wizard with recommended values, each marked "
+    ":material/lightbulb: with its reason. You can change every one of them later."
+)
+
+st.subheader("1 · Your hardware")
+hw = detected_hardware()
+render_hardware_check(hw)
+overrides = render_overrides(hw)
+
+st.subheader("2 · What you are training")
+answers = render_intent()
+
+if state.meta().get("preflight_done"):
+    st.caption(
+        "ℹ️ You confirmed preflight before. Confirming again replaces the recommended values "
+        "(you can undo it in the wizard)."
+    )
+if st.button(
+    "Confirm and fill the wizard", type="primary", key="pf:confirm", icon=":material/done:"
+):
+    recs = confirm(answers, overrides)
+    st.session_state["pf:applied"] = len(recs)
+    st.rerun()
+
+applied = st.session_state.get("pf:applied")
+if applied is not None:
+    st.success(
+        f"**Done:** {applied} settings filled with recommendations for "
+        f"{state.meta()['intent']['what']} on {state.get_value('model.arch')}.",
+        icon=":material/check_circle:",
+    )
+    with st.expander("What was recommended, and why"):
+        for path, rec in state.meta()["recommendations"].items():
+            st.markdown(f"- `{path}` = **{show_value(rec['value'])}** — {rec['reason']}")
+    st.page_link("pages/wizard.py", label="Open the wizard", icon=":material/arrow_forward:")

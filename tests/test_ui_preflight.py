@@ -1,0 +1,68 @@
+"""Preflight in AppTest: hardware shown with marks and words, confirm fills the smart defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ui_support import draft, go_to_step, new_app, open_page, texts
+
+from ui.state import dget
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "home"
+
+
+def test_preflight_shows_the_detected_hardware() -> None:
+    at = open_page("pages/preflight.py")
+    shown = texts(at)
+    for part in ("**GPU**", "**Memory**", "**Disk**", "**CPU**"):
+        assert part in shown
+    assert "Detected" in shown  # a word beside every mark, not colour alone
+    home = new_app()
+    home.run()  # AppTest drops the sidebar after switch_page, so check it on the first page
+    assert any("This machine" in m.value for m in home.sidebar.markdown)
+    assert "CPU cores" in " ".join(c.value for c in home.sidebar.caption)
+
+
+def test_confirm_fills_the_draft_with_marked_recommendations() -> None:
+    at = open_page("pages/preflight.py")
+    at.radio(key="pf:what").set_value("person").run()
+    at.radio(key="pf:arch").set_value("sdxl").run()
+    at.radio(key="pf:experience").set_value("advanced").run()
+    at.toggle(key="pf:demo").set_value(False).run()
+    at.number_input(key="pf:vram_gb").set_value(24.0).run()
+    at.button(key="pf:confirm").click().run()
+    assert not at.exception
+    data = draft(at)
+    meta = at.session_state["draft_meta"]
+    assert data["intent"] == "person" and data["model"]["arch"] == "sdxl"
+    assert meta["preflight_done"] and meta["intent"]["experience"] == "advanced"
+    assert meta["profile_overrides"]["vram_gb"] == 24.0
+    recs = meta["recommendations"]
+    assert len(recs) >= 5
+    for path, rec in recs.items():
+        assert dget(data, path) == rec["value"], path
+        assert rec["reason"]
+    for path in ("train.steps", "train.lr", "train.batch_size", "network.linear"):
+        assert dget(data, path) != "auto"
+    assert "settings filled with recommendations" in texts(at)
+    # the wizard marks them as recommendations
+    at.switch_page("pages/wizard.py").run()
+    go_to_step(at, "network")
+    assert "Recommended" in texts(at)
+
+
+def test_answers_survive_a_new_session() -> None:
+    at = open_page("pages/preflight.py")
+    at.radio(key="pf:what").set_value("style").run()
+    at.button(key="pf:confirm").click().run()
+    fresh = new_app()
+    fresh.run()
+    fresh.switch_page("pages/preflight.py").run()
+    assert fresh.radio(key="pf:what").value == "style"
+    assert "You confirmed preflight before" in texts(fresh)

@@ -1,0 +1,185 @@
+"""Preflight: the detected hardware (with overrides) and the intent questions; confirming fills
+the draft with the advisor's smart defaults, each remembered as a recommendation with its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from trainer.settings import load_settings
+from ui import advice, state
+from ui.advice import Hardware, Recommendation
+from ui.context import _detect
+
+OK, MISSING = ":material/check_circle: Detected", ":material/help: Not detected"
+WHAT_HELP = {
+    "person": "a real person's likeness",
+    "character": "a drawn or fictional character",
+    "style": "an art style or look",
+    "object": "a thing: a product, a toy, a car",
+    "concept": "a pose, an action, a composition",
+    "other": "something else",
+}
+ARCHS = {
+    "sd15": "SD1.5: light, 512 px, 6+ GB",
+    "sdxl": "SDXL: 1024 px, 12+ GB",
+    "flux": "Flux: best quality, 16-24+ GB",
+}
+
+
+def detected_hardware() -> Hardware:
+    return _detect(str(load_settings().home), "{}")
+
+
+def render_hardware_check(hw: Hardware) -> None:
+    """What detection found, one line per part, each with a mark and a word."""
+
+    def mark(found: bool) -> str:
+        return OK if found else MISSING
+
+    vram = f", {hw.vram_gb:.0f} GB usable" if hw.vram_gb else ""
+    rows = [
+        ("GPU", mark(hw.detected.get("gpu", False)), f"{hw.gpu_name}{vram}"),
+        (
+            "Memory",
+            mark(hw.detected.get("ram", False)),
+            f"{hw.ram_gb:.0f} GB RAM, {hw.ram_available_gb:.0f} GB free"
+            + (" (shared with the GPU)" if hw.unified else ""),
+        ),
+        (
+            "Disk",
+            mark(hw.detected.get("disk", False)),
+            f"{hw.disk_free_gb:.0f} GB free, {hw.disk_type}",
+        ),
+        ("CPU", mark(hw.detected.get("cpu", False)), f"{hw.cpu_name}, {hw.cores} cores"),
+    ]
+    for part, status, text in rows:
+        st.markdown(f"{status} · **{part}**: {text}")
+    for note in hw.notes:
+        st.caption(f"ℹ️ {note}")
+
+
+def render_overrides(hw: Hardware) -> dict[str, Any]:
+    """Inputs to correct detection or hold memory back; empty means 'use what was detected'."""
+    saved = state.meta().get("profile_overrides") or {}
+    out: dict[str, Any] = {}
+    with st.expander("Correct the detected values or reserve memory", expanded=bool(saved)):
+        cols = st.columns(3)
+        specs = [
+            ("vram_gb", "GPU memory for training (GB)", hw.vram_gb, cols[0]),
+            ("reserve_vram_gb", "Reserve GPU memory for other apps (GB)", 0.0, cols[0]),
+            ("ram_gb", "System RAM (GB)", hw.ram_gb, cols[1]),
+            ("disk_free_gb", "Free disk space (GB)", hw.disk_free_gb, cols[1]),
+        ]
+        for name, label, detected, col in specs:
+            out[name] = col.number_input(
+                label,
+                min_value=0.0,
+                max_value=4096.0,
+                value=saved.get(name),
+                step=1.0,
+                placeholder=f"detected: {detected:.0f}" if detected else "not detected",
+                key=f"pf:{name}",
+                help="Leave empty to use the detected value.",
+                persist_state="session",
+            )
+        disk_types = ["", "hdd", "ssd", "nvme"]
+        out["disk_type"] = cols[2].selectbox(
+            "Disk type",
+            disk_types,
+            index=disk_types.index(saved.get("disk_type") or ""),
+            format_func=lambda t: t or f"detected: {hw.disk_type}",
+            key="pf:disk_type",
+            persist_state="session",
+        )
+        out["cores"] = cols[2].number_input(
+            "CPU cores",
+            min_value=1,
+            max_value=512,
+            value=saved.get("cores"),
+            placeholder=f"detected: {hw.cores}",
+            key="pf:cores",
+            persist_state="session",
+        )
+    return {k: v for k, v in out.items() if v not in (None, "")}
+
+
+def render_intent() -> dict[str, Any]:
+    """The three questions of seed 001, plus the model family and whether to start with the demo."""
+    saved = state.meta()["intent"]
+    draft = state.draft()
+    answers: dict[str, Any] = {}
+    answers["what"] = st.radio(
+        "What are you training?",
+        list(WHAT_HELP),
+        index=list(WHAT_HELP).index(saved.get("what", "other")),
+        format_func=lambda w: f"{w.capitalize()}: {WHAT_HELP[w]}",
+        key="pf:what",
+        horizontal=True,
+        persist_state="session",
+    )
+    answers["priority"] = st.radio(
+        "What matters most?",
+        advice.PRIORITIES,
+        index=advice.PRIORITIES.index(saved.get("priority", "quality")),
+        format_func={
+            "quality": "Quality: longer training, more regularisation",
+            "speed": "Speed: fast iterations",
+            "memory": "Memory: fit limited hardware",
+        }.get,
+        key="pf:priority",
+        horizontal=True,
+        persist_state="session",
+    )
+    answers["experience"] = st.radio(
+        "Your experience with LoRA training",
+        advice.EXPERIENCE,
+        index=advice.EXPERIENCE.index(saved.get("experience", "beginner")),
+        format_func=lambda e: e.capitalize(),
+        key="pf:experience",
+        horizontal=True,
+        help="Sets how much the advisor explains.",
+        persist_state="session",
+    )
+    answers["arch"] = st.radio(
+        "Base model family",
+        list(ARCHS),
+        index=list(ARCHS).index(draft["model"]["arch"]),
+        format_func=ARCHS.get,
+        key="pf:arch",
+        horizontal=True,
+        persist_state="session",
+    )
+    answers["demo"] = st.toggle(
+        "Start with the tiny demo model and demo dataset (trains on a CPU in about a minute)",
+        value=str(draft["model"]["name_or_path"]).startswith("demo:"),
+        key="pf:demo",
+        persist_state="session",
+    )
+    return answers
+
+
+def confirm(answers: dict[str, Any], overrides: dict[str, Any]) -> list[Recommendation]:
+    """Store the answers, then fill the draft with the smart defaults for them."""
+    meta = state.meta()
+    meta["intent"] = {k: answers[k] for k in ("what", "priority", "experience")}
+    meta["profile_overrides"] = overrides
+    arch = answers["arch"]
+    patch: dict[str, Any] = {"model.arch": arch, "intent": answers["what"]}
+    current = str(state.get_value("model.name_or_path") or "")
+    if answers["demo"]:
+        patch |= {"model.name_or_path": f"demo:{arch}", "datasets.0.folder_path": "demo:dataset"}
+    elif current.startswith("demo:"):
+        patch["model.name_or_path"] = ""
+    state.set_values(patch)
+    hw = advice.apply_overrides(detected_hardware(), overrides)
+    recs = advice.smart_defaults(state.draft(), hw, meta["intent"])
+    state.set_values({rec.path: rec.value for rec in recs})
+    meta["recommendations"] = {
+        rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
+    }
+    meta["preflight_done"] = True
+    state.autosave()
+    return recs

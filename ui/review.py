@@ -1,0 +1,215 @@
+"""Review: editable summary, validation with fixes, yours vs recommended, YAML in and out, launch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from trainer.config import WIZARD_STEPS, unresolved_autos
+from trainer.config_io import ConfigError, loads_config
+from ui import advice, state
+from ui.advisor_column import render_findings, show_value
+from ui.context import StudioContext, apply_fix
+from ui.widgets import applies, concrete_paths, render_field, spec, step_fields
+
+IMPORT_KEY = "rv:import"
+IMPORT_RESULT = "rv:import_result"
+LAUNCH_RESULT = "rv:launch_result"
+
+
+def render_editable_summary() -> None:
+    """The basic settings of every step, editable in place (the wizard has the rest)."""
+    arch = state.get_value("model.arch", "sd15")
+    n = len(state.get_value("datasets") or [None])
+    for step, (title, _) in WIZARD_STEPS.items():
+        basic = [f for f in step_fields(step) if spec(f).level == "basic" and applies(f, arch)]
+        if not basic:
+            continue
+        values = [
+            f"{advice.label_of(f)}: {show_value(state.get_value(concrete_paths(f, n)[0]))}"
+            for f in basic[:3]
+        ]
+        with st.expander(f"{title} — " + " · ".join(values)):
+            for generic in basic:
+                for path in concrete_paths(generic, n):
+                    render_field(path)
+
+
+def render_validation(context: StudioContext) -> None:
+    if not context.findings:
+        st.markdown(":material/check_circle: **No problems found.** The config is ready to train.")
+        return
+    errors, warnings = len(context.errors), len(context.warnings)
+    others = len(context.findings) - errors - warnings
+    st.markdown(
+        f":material/error: **{errors} error(s)** (must be fixed) · :material/warning: "
+        f"**{warnings} warning(s)** · :material/lightbulb: **{others} suggestion(s)**"
+    )
+    fixable = [f for f in context.findings if f.fix]
+    if len(fixable) > 1:
+        patch: dict[str, Any] = {}
+        for finding in fixable:
+            patch.update(finding.fix or {})
+        st.button(
+            f"Apply all {len(fixable)} fixes",
+            key="rv:fix_all",
+            on_click=apply_fix,
+            args=(patch,),
+            icon=":material/auto_fix_high:",
+        )
+    render_findings(context.findings, key_prefix="rv")
+
+
+def comparison_rows(context: StudioContext) -> list[dict[str, Any]]:
+    rows = []
+    for path, rec in context.recommendations.items():
+        mine = state.get_value(path)
+        same = mine == rec["value"]
+        rows.append(
+            {
+                "Setting": advice.label_of(path),
+                "Path": path,
+                "Yours": show_value(mine),
+                "Recommended": show_value(rec["value"]),
+                "Status": "✓ matches" if same else "≠ differs",
+                "Reason": rec["reason"],
+            }
+        )
+    rows.sort(key=lambda r: r["Status"] == "✓ matches")
+    return rows
+
+
+def render_comparison(context: StudioContext) -> None:
+    rows = comparison_rows(context)
+    if not rows:
+        st.caption(
+            "No recommendations yet: confirm preflight to compare with the advisor's values."
+        )
+        return
+    st.dataframe(rows, hide_index=True, width="stretch", key="rv:comparison")
+    differing = [r for r in rows if r["Status"] != "✓ matches"]
+    if differing:
+        patch = {r["Path"]: context.recommendations[r["Path"]]["value"] for r in differing}
+        st.button(
+            f"Use all {len(differing)} recommended values",
+            key="rv:apply_recs",
+            on_click=state.set_values,
+            args=(patch,),
+        )
+
+
+# ------------------------------------------------------------------------------- YAML in / out
+def _import() -> None:
+    upload = st.session_state.get(IMPORT_KEY)
+    if upload is None:
+        return
+    try:
+        cfg = loads_config(upload.getvalue())
+    except ConfigError as err:
+        st.session_state[IMPORT_RESULT] = ("error", upload.name, [str(p) for p in err.problems])
+        return
+    state.replace_draft(cfg.model_dump(mode="json"))
+    st.session_state[IMPORT_RESULT] = ("ok", upload.name, [])
+
+
+def render_yaml(context: StudioContext) -> None:
+    text = state.draft_to_yaml(state.draft())
+    name = state.get_value("name") or "lora"
+    left, right = st.columns(2)
+    with left:
+        st.download_button(
+            "Download config (YAML)",
+            data=text,
+            file_name=f"{name}.yaml",
+            mime="application/x-yaml",
+            key="rv:download",
+            icon=":material/download:",
+        )
+    with right:
+        st.file_uploader(
+            "Import a config (YAML)",
+            type=["yaml", "yml"],
+            key=IMPORT_KEY,
+            on_change=_import,
+            help="Replaces the draft when the file is valid; a broken file changes nothing.",
+        )
+    result = st.session_state.get(IMPORT_RESULT)
+    if result and result[0] == "error":
+        lines = "\n".join(f"- {line}" for line in result[2])
+        st.error(
+            f"**Import refused:** `{result[1]}` has problems; your draft is unchanged.\n\n{lines}",
+            icon=":material/error:",
+        )
+    elif result:
+        st.success(
+            f"**Imported** `{result[1]}`. Undo restores the previous draft.",
+            icon=":material/check_circle:",
+        )
+        st.button("Undo the import", key="rv:undo_import", on_click=_undo_import)
+    if context.validated.config is None:
+        st.caption("ℹ️ The draft has errors, so this YAML has no comments yet.")
+    with st.expander("YAML preview (with a comment above every setting)"):
+        st.code(text, language="yaml")
+
+
+def _undo_import() -> None:
+    state.undo()
+    st.session_state.pop(IMPORT_RESULT, None)
+
+
+# -------------------------------------------------------------------------------------- launch
+def launch_blockers(context: StudioContext) -> list[str]:
+    reasons = [f.message for f in context.errors]
+    cfg = context.validated.config
+    if cfg is not None:
+        for path in unresolved_autos(cfg):
+            text = f"{advice.label_of(path)} is still 'auto'"
+            if not any(text in r for r in reasons):
+                reasons.append(text)
+    elif not reasons:
+        reasons.append("the config does not validate")
+    return reasons
+
+
+def render_launch(context: StudioContext) -> None:
+    blockers = launch_blockers(context)
+    if blockers:
+        st.markdown(
+            f":material/block: **Launch is locked:** {len(blockers)} problem(s) remain. "
+            "Fix them above (errors and settings still on 'auto')."
+        )
+    clicked = st.button(
+        "Launch training",
+        type="primary",
+        key="rv:launch",
+        disabled=bool(blockers),
+        icon=":material/rocket_launch:",
+        help="Starts the trainer with this config and opens the monitor.",
+    )
+    if clicked and context.validated.config is not None:
+        _launch(context)
+    result = st.session_state.get(LAUNCH_RESULT)
+    if result:
+        kind, text = result
+        {"ok": st.success, "info": st.info}.get(kind, st.error)(text)
+
+
+def _launch(context: StudioContext) -> None:
+    cfg = context.validated.config
+    try:
+        from ui.jobs import LaunchRefused, launch_draft, open_monitor
+    except ImportError:
+        st.session_state[LAUNCH_RESULT] = (
+            "info",
+            "Launching is not available in this build yet (the job runner is missing). "
+            "Download the YAML and run `python -m trainer run CONFIG.yaml`.",
+        )
+        return
+    try:
+        job = launch_draft(cfg)
+    except LaunchRefused as err:
+        st.session_state[LAUNCH_RESULT] = ("error", f"**Not launched:** {err}")
+        return
+    st.session_state[LAUNCH_RESULT] = ("ok", f"**Launched** run `{job.run_id}`.")
+    open_monitor(job.run_id)
