@@ -749,6 +749,38 @@ def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     return out[0]
 
 
+FLIPS = ("flip_x", "flip_y")
+
+
+def latent_cache_mode(ds: DatasetConfig) -> tuple[str, str]:
+    """How this dataset's latents can be cached: (mode, the sentence the run log shows).
+
+    Modes: "cached" (one latent per image and size), "per_variant" (flips are the only random
+    change: each flipped / unflipped copy is cached under its own key), "off" (random crops,
+    zooms or colour / blur / rotation augmentations give new pixels every time, so a cached
+    latent would be stale: encoded live each step) and "not_requested" (caching is off).
+    """
+    if not (ds.cache_latents or ds.cache_latents_to_disk):
+        return "not_requested", ""
+    changing = [f"augmentation {aug.type}" for aug in ds.augmentations if aug.type not in FLIPS]
+    changing += [name for name in ("random_crop", "random_scale") if getattr(ds, name)]
+    if changing:
+        return "off", (
+            f"latent caching turned OFF for this dataset: {', '.join(dict.fromkeys(changing))} "
+            "change the pixels every time an image is used, so every latent is encoded live "
+            "(slower steps)"
+        )
+    flips = [name for name in FLIPS if getattr(ds, name)]
+    flips += [f"augmentation {aug.type}" for aug in ds.augmentations if aug.type in FLIPS]
+    if flips:
+        return "per_variant", (
+            f"latents cached per variant: {', '.join(dict.fromkeys(flips))} give each image "
+            "flipped and unflipped copies, each cached under its own key (up to "
+            f"{2 ** len({f.rsplit(' ', 1)[-1] for f in flips})}x the cache size)"
+        )
+    return "cached", ""
+
+
 def item_key(content_hash: str, plan: Plan) -> str:
     """Stable id of an item's pixels: file content + bucket + crop/flip/augmentation variant."""
     return f"{content_hash}|v{PIPELINE_VERSION}|{plan.variant}"
@@ -893,7 +925,7 @@ class BucketBatches(Dataset):
             "is_reg": ds.is_reg,
             "key": item_key(info.content_hash, plan),
             # Same key => same pixels only when nothing but flips is random.
-            "cacheable": not (ds.augmentations or ds.random_crop or ds.random_scale),
+            "cacheable": latent_cache_mode(ds)[0] != "off",
             "path": str(info.path),
             "dataset_index": entry.dataset,
             "resolution": entry.resolution,
@@ -996,7 +1028,16 @@ class DatasetReport:
         lines.append(f"{self.batches_per_epoch} batches = {self.steps_per_epoch} steps per epoch")
         lines += [f"skipped {name}: {reason}" for name, reason in self.skipped]
         lines += [f"note {name}: {note}" for name, note in self.notes]
+        lines += [f"dataset {i} ({folder}): {note}" for i, folder, _, note in self.cache_notes()]
         return "\n".join(lines)
+
+    def cache_notes(self) -> list[tuple[int, str, str, str]]:
+        """(dataset index, folder, cache mode, sentence) where caching was changed or split."""
+        return [
+            (i, d["folder"], d["latent_cache"], d["latent_cache_note"])
+            for i, d in enumerate(self.datasets)
+            if d.get("latent_cache_note")
+        ]
 
 
 def build_report(data: BucketBatches, grad_accum: int = 1) -> DatasetReport:
@@ -1011,6 +1052,8 @@ def build_report(data: BucketBatches, grad_accum: int = 1) -> DatasetReport:
             "items_per_epoch": scan.items_per_epoch,
             "is_reg": scan.config.is_reg,
             "loss_multiplier": scan.config.loss_multiplier,
+            "latent_cache": latent_cache_mode(scan.config)[0],
+            "latent_cache_note": latent_cache_mode(scan.config)[1],
         }
         for scan in data.scans
     ]
