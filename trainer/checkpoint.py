@@ -145,6 +145,7 @@ _MUST_MATCH = {
     "network.lokr_factor": "LoKr factor",
     "network.target_modules": "target modules",
     "train.train_text_encoder": "text-encoder training",
+    "train.train_unet": "U-Net / transformer training",
     "train.optimizer": "optimizer",
     "train.learnable_snr_gos": "learnable SNR weights (optimizer parameters)",
 }

@@ -1393,6 +1393,16 @@ def _cross_section_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
                 "Flux's transformer blocks have no convolution layers — use type lora/lokr "
                 "and leave conv empty",
             )
+        negs = [("sample.neg", cfg.sample.neg)] + [
+            (f"sample.prompts.{i}.neg", p.neg) for i, p in enumerate(cfg.sample.prompts)
+        ]
+        for path, neg in negs:
+            if neg and neg.strip():
+                yield (
+                    path,
+                    "Flux.1 is guidance-distilled and samples without a negative prompt, so it "
+                    "would be ignored — leave it empty",
+                )
     else:
         if train.noise_scheduler == "flowmatch":
             yield (
@@ -1405,6 +1415,12 @@ def _cross_section_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
         for flag in ("attn_masking", "split_model_over_gpus"):
             if getattr(model, flag):
                 yield f"model.{flag}", f"only applies to Flux, not {arch} — turn it off"
+    if net.conv_alpha is not None and net.conv is None and net.type != "locon":
+        yield (
+            "network.conv_alpha",
+            f"no convolution layers are adapted by {net.type} without network.conv, so "
+            "conv_alpha would be ignored — set conv (or type locon) or leave conv_alpha empty",
+        )
     if arch != "sdxl" and model.refiner_name_or_path:
         yield "model.refiner_name_or_path", f"refiners exist for SDXL only, not {arch}"
     if arch == "flux" and cfg.sample.sampler in ("ddpm", "euler", "euler_a", "dpmpp_2m"):

@@ -532,11 +532,16 @@ class Arch(ABC):
         return linear, convs, spatial
 
     def add_lora(
-        self, network_cfg: NetworkConfig, train_text_encoder: bool = False
+        self,
+        network_cfg: NetworkConfig,
+        train_text_encoder: bool = False,
+        train_unet: bool | None = None,
     ) -> dict[str, list[nn.Parameter]]:
         """Add adapters (trainable, fp32) and return the parameter groups {"unet", "text_encoder"}.
 
         The key "unet" also names Flux's transformer, so optimizers group the same way for all.
+        ``train_unet`` (default: ``train.train_unet``) False trains a text-encoder-only LoRA:
+        the U-Net / transformer then gets no adapter at all, so none is saved either.
         """
         from diffusers.training_utils import cast_training_params
 
@@ -544,20 +549,23 @@ class Arch(ABC):
             raise RuntimeError("adapters were already added to this model")
         if train_text_encoder and not self.supports_text_encoder_training:
             raise ValueError(f"text-encoder LoRA is not supported for {self.name}")
+        if train_unet is None:
+            train_unet = self.cfg.train.train_unet
+        if not (train_unet or train_text_encoder):
+            raise ValueError("nothing to train: both train_unet and train_text_encoder are off")
         linear, convs, spatial = self.target_modules(network_cfg)
-        self.denoiser.add_adapter(adapter_config(network_cfg, linear, convs, spatial))
-        cast_training_params(self.denoiser, torch.float32)
-        groups: dict[str, list[nn.Parameter]] = {
-            "unet": [p for p in self.denoiser.parameters() if p.requires_grad],
-            "text_encoder": [],
-        }
+        groups: dict[str, list[nn.Parameter]] = {"unet": [], "text_encoder": []}
+        if train_unet:
+            self.denoiser.add_adapter(adapter_config(network_cfg, linear, convs, spatial))
+            cast_training_params(self.denoiser, torch.float32)
+            groups["unet"] = [p for p in self.denoiser.parameters() if p.requires_grad]
         if train_text_encoder:
             te_targets = list(TEXT_ENCODER_TARGETS)
             for te in self.text_encoders.values():
                 te.add_adapter(adapter_config(network_cfg, te_targets))
                 cast_training_params(te, torch.float32)
                 groups["text_encoder"] += [p for p in te.parameters() if p.requires_grad]
-        if not groups["unet"]:
+        if train_unet and not groups["unet"]:
             raise ValueError(
                 f"no layer of the {self.name} {self.denoiser_name} matched the target modules "
                 f"{linear} — check network.target_modules"
