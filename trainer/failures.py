@@ -13,6 +13,12 @@ class NonFiniteLoss(RuntimeError):
 
 _SUGGESTIONS: list[tuple[tuple[str, ...], str]] = [
     (
+        ("was not uploaded to the hugging face hub",),
+        "Training finished and the LoRA is saved locally (see above); only the upload to the "
+        "Hugging Face Hub failed. Upload the folder later from a connected machine, or turn "
+        "save.push_to_hub off.",
+    ),
+    (
         ("out of memory", "cuda oom", "outofmemoryerror", "mps backend out of memory"),
         "The GPU ran out of memory. Lower the batch size or resolution, turn on gradient "
         "checkpointing and latent caching, use an 8-bit optimizer, quantize the base model or "

@@ -1,0 +1,81 @@
+"""Share a finished LoRA on the Hugging Face Hub (``save.push_to_hub``).
+
+The upload runs only after the LoRA is saved locally, so a failed upload never costs the
+result: the error says where the files are and how to upload them later. The token comes from
+the ``HF_TOKEN`` environment variable (or huggingface_hub's own login) and is handed to
+``HfApi`` only: it is never put in the config, a log line, an MLflow param/tag or an artifact,
+and any text that might echo it is redacted before it is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainer.config import TrainingConfig
+
+TOKEN_ENV = "HF_TOKEN"
+
+
+class HubUploadError(RuntimeError):
+    """The LoRA is saved locally but could not be uploaded; the message says why and what to do."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _scrub(text: str, token: str | None) -> str:
+    from trainer.tracking import redact_text
+
+    if token:
+        text = text.replace(token, "***")
+    return redact_text(text)
+
+
+def push_lora_folder(folder: Path, cfg: TrainingConfig) -> str:
+    """Upload ``folder`` (the run's saved LoRA files) to ``save.hf_repo_id``; returns its URL.
+
+    Creates the repository (private when ``save.hf_private``) if it does not exist yet.
+    Raises HubUploadError, naming the local folder, when offline or when the Hub refuses.
+    """
+    save = cfg.save
+    repo_id = save.hf_repo_id
+    if not repo_id:
+        raise HubUploadError("save.push_to_hub is on but save.hf_repo_id is empty ('user/name')")
+    later = (
+        f"The LoRA is saved locally in {folder}. Upload it later on a connected machine with "
+        f"`hf upload {repo_id} {folder} .` (token in {TOKEN_ENV}), or turn save.push_to_hub off."
+    )
+    if hub_offline():
+        raise HubUploadError(
+            f"push_to_hub: the LoRA was not uploaded to the Hugging Face Hub ({repo_id}): this "
+            f"machine is offline (HF_HUB_OFFLINE=1 is set, so no network access is tried). " + later
+        )
+    token = os.environ.get(TOKEN_ENV) or None
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=save.hf_private, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=f"LoRA '{cfg.name}' trained with LoRA Studio",
+        )
+    except Exception as err:  # network, authentication, permission: all end the same way
+        reason = _scrub(f"{type(err).__name__}: {err}", token)[:500]
+        lowered = reason.lower()
+        if any(word in lowered for word in ("401", "403", "unauthorized", "forbidden", "token")):
+            why = (
+                f"the Hub refused the token (set a write token in {TOKEN_ENV}, and check that "
+                f"you may write to {repo_id})"
+            )
+        else:
+            why = "the Hugging Face Hub could not be reached (network error)"
+        raise HubUploadError(
+            f"push_to_hub: the LoRA was not uploaded to the Hugging Face Hub ({repo_id}): {why}. "
+            f"{later} (Original error: {reason})"
+        ) from None  # no chained traceback: it could carry request details
+    return f"https://huggingface.co/{repo_id}"
