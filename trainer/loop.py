@@ -35,6 +35,7 @@ from trainer.data import BucketBatches, build_report, check_enough, scan_dataset
 from trainer.ema import build_ema, ema_weights
 from trainer.failures import NonFiniteLoss
 from trainer.lora_io import load_lora_file, save_lora
+from trainer.memory import check_environment, prepare_base, prepare_training, unload_for_run
 from trainer.objective import ObjectiveState, compute_loss, needs_unaugmented
 from trainer.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
 
@@ -45,12 +46,15 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     dtype = pick_dtype(cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
     ctx.phase("loading")
+    check_environment(cfg, device)
     arch = load_arch(cfg, ctx.home, device, dtype)
+    prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
     data = prepare_data(cfg, ctx)
     groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)
     if cfg.model.lora_path:
         load_lora_file(arch, cfg.model.lora_path)
     arch.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+    prepare_training(arch, cfg)  # layer offloading, low_vram, compile (trainer.memory)
     objective = ObjectiveState.for_run(cfg, device)  # learnable SNR weights, when on
     optimizer = build_optimizer(
         cfg.train, param_groups(cfg.train, groups) + objective.param_groups()
@@ -67,7 +71,9 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     if wants_first_sample(cfg, resumed=resume is not None):
         sample_and_log(arch, cfg, ctx, state.step)
     ctx.phase("training", step=state.step, total_steps=total)
-    batches = stream_batches(data, cfg, state)
+    if cfg.train.unload_text_encoder:  # every prompt the run needs is encoded first
+        unload_for_run(arch, cfg, inputs, data, state.micro_batches, total - state.step)
+    batches = stream_batches(data, cfg, state, arch.device)
     arch.train()
     while state.step < total and not ctx.stop.requested:
         started = time.perf_counter()
@@ -91,7 +97,8 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
         state.meter.update(step_loss, time.perf_counter() - started, images, state.step)
         report(ctx, state, total, scheduler.get_last_lr()[0], inputs, cfg.logging.log_every)
         if sample_due(cfg, state.step, total):
-            sample_and_log(arch, cfg, ctx, state.step)
+            with ema_weights(state.ema):  # previews show the weights that will be saved
+                sample_and_log(arch, cfg, ctx, state.step)
             ctx.phase("training", step=state.step, total_steps=total)
         if state.step % cfg.save.save_every == 0 and state.step < total:
             checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
@@ -173,7 +180,8 @@ def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
         scan_dataset(ds, Path(resolve_demo_ref(ds.folder_path, ctx.home)).expanduser())
         for ds in cfg.datasets
     ]
-    batch = int(cfg.train.batch_size)
+    train = cfg.train
+    batch = train.max_batch_size if train.auto_scale_batch_size else int(train.batch_size)
     check_enough(scans, batch, cfg.train.gradient_accumulation_steps)
     data = BucketBatches(
         scans,
@@ -198,13 +206,16 @@ def dataset_fingerprint(scans: list) -> str:
     return digest.hexdigest()[:16]
 
 
-def stream_batches(data: BucketBatches, cfg: TrainingConfig, state: LoopState) -> Iterator[dict]:
-    """Endless batches, starting where `state.micro_batches` says (resume skips exactly)."""
-    epoch, skip = data.resume_position(state.micro_batches)
-    while True:
-        loader = data.loader(epoch, skip_batches=skip, num_workers=cfg.runtime.num_workers)
-        yield from loader
-        epoch, skip = epoch + 1, 0
+def stream_batches(
+    data: BucketBatches, cfg: TrainingConfig, state: LoopState, device: torch.device | None = None
+) -> Iterator[dict]:
+    """Endless batches, starting where `state.micro_batches` says (resume skips exactly).
+
+    Per-step batch sizes (auto-scale), loader workers and prefetching: `trainer.batching`.
+    """
+    from trainer.batching import batch_stream
+
+    return batch_stream(data, cfg, state.micro_batches, device)
 
 
 # ---------------------------------------------------------------------------- state
@@ -217,9 +228,11 @@ class Meter:
     timed_steps: int = 0
     images: int = 0
     last_loss: float = float("nan")
+    last_images: int = 0  # images in the last step (all its micro-batches)
 
     def update(self, loss: float, seconds: float, images: int, step: int) -> None:
         self.last_loss = loss
+        self.last_images = images
         self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
         if self.timed_steps or step > 1:
             self.seconds += seconds
@@ -340,6 +353,7 @@ def report(
         "s_per_step": per_step if math.isfinite(per_step) else None,
         "images_per_s": meter.images / meter.seconds if meter.seconds else None,
         "eta_s": eta,
+        "batch_size": meter.last_images / inputs.cfg.train.gradient_accumulation_steps,
     }
     ctx.phase("training", step=state.step, total_steps=total, **values)
     if state.step % log_every == 0 or state.step == total:

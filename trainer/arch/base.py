@@ -622,6 +622,12 @@ class Arch(ABC):
         """Temporarily scale every adapter by ``scale``; 0 turns them off exactly."""
         from diffusers.utils.peft_utils import scale_lora_layers, unscale_lora_layers
 
+        if getattr(self, "frozen_adapter", None):  # an accuracy recovery adapter stays at 1
+            from trainer.memory import scale_trained_adapter
+
+            with scale_trained_adapter(self, scale):
+                yield
+            return
         parts = list(self.adapted_components().values())
         if scale == 0:
             layers = [layer for part in parts for _, layer in tuner_layers(part)]
@@ -728,6 +734,9 @@ class Arch(ABC):
 
         ``with_grad=True`` keeps the graph (needed when a text-encoder LoRA is trained).
         """
+        store = getattr(self, "prompt_store", None)  # text encoders unloaded: trainer.memory
+        if store is not None:
+            return store.lookup(list(prompts), self.device, self.dtype)
         context = contextlib.nullcontext() if with_grad else torch.no_grad()
         with context:
             out = self._encode_prompts(list(prompts))
@@ -812,7 +821,8 @@ class Arch(ABC):
         """The pipeline, made to run on the training device even if the VAE or text encoders
         live elsewhere (a pipeline takes its device from its first module, often the VAE).
         Prompts are encoded and latents decoded by this class, so those never run inside it."""
-        if self.vae_device == self.device and self.te_device == self.device:
+        offloaded = getattr(self, "pin_execution_device", False)  # weights in offload storage
+        if self.vae_device == self.device and self.te_device == self.device and not offloaded:
             return self.pipe
         device = self.device
         pinned = type(
