@@ -188,7 +188,8 @@ class ModelConfig(Section):
     qtype: Literal["float8", "int8", "nf4", "fp4"] = opt(
         "float8",
         "Bits per weight when quantizing: float8 / int8 halve memory, nf4 / fp4 quarter it "
-        "(more quality loss). 8-bit and 4-bit integer kinds need an NVIDIA GPU.",
+        "(more quality loss). float8 works on every device; int8 / nf4 / fp4 use bitsandbytes "
+        "(NVIDIA GPUs and CPUs).",
         step="quantization",
         level="basic",
         affects=("memory", "quality"),
@@ -557,7 +558,8 @@ class DatasetConfig(Section):
     augmentations: list[Augmentation] = opt(
         [],
         "Extra random changes to images while training. Turns latent caching off for this "
-        "dataset, because cached latents cannot change.",
+        "dataset, because cached latents cannot change (flips alone are cached per variant); "
+        "the run log says which.",
         step="resolution",
         affects=("quality", "speed"),
         max_length=16,
@@ -1107,7 +1109,8 @@ class SampleConfig(Section):
     )
     sample_start_step: int = opt(
         0,
-        "No previews before this step.",
+        "No previews before this step (nor the baseline at step 0, unless "
+        "force_first_sample).",
         step="sampling",
         ge=0,
         le=1_000_000,
@@ -1292,8 +1295,8 @@ class RuntimeConfig(Section):
     )
     num_processes: int = opt(
         1,
-        "Processes (GPUs) to train on, through accelerate. Effective batch = batch x processes "
-        "x accumulation.",
+        "Processes (GPUs) to train on. Only 1 for now: multi-process data-parallel training is "
+        "not implemented, so more is refused.",
         step="memory",
         level="advanced",
         affects=("speed",),
@@ -1372,6 +1375,7 @@ def _cross_section_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
     arch, model, net, train = cfg.model.arch, cfg.model, cfg.network, cfg.train
     if all(ds.is_reg for ds in cfg.datasets):
         yield "datasets", "every dataset is a regularisation set — add one with your images"
+    yield from _memory_problems(cfg)
     if arch == "flux":
         if train.noise_scheduler in ("ddpm", "euler"):
             yield (
@@ -1509,6 +1513,61 @@ def _objective_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
             f"{train.loss_target} compares with the image before colour augmentations, but no "
             "dataset has a color_jitter or blur augmentation, so it would change nothing — add "
             "one to datasets[].augmentations or use noise",
+        )
+
+
+BNB_QTYPES = ("int8", "nf4", "fp4")
+
+
+def _memory_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
+    """Memory/speed combinations that cannot work (trainer/memory.py says why in detail)."""
+    model, net, device = cfg.model, cfg.network, cfg.runtime.device
+    if model.quantize and model.qtype == "float8" and net.type == "dora":
+        yield (
+            "network.type",
+            "DoRA reads the full-precision base weight to normalise it, and peft cannot read "
+            "float8 weights — use qtype int8/nf4 or network type lora",
+        )
+    if model.quantize and model.qtype in ("nf4", "fp4"):
+        if net.type in ("loha", "lokr"):
+            yield (
+                "network.type",
+                f"{net.type} needs the base weight's shape, which 4-bit bitsandbytes packs away "
+                "— use qtype float8/int8 or network type lora",
+            )
+        if model.compile:
+            yield "model.compile", "torch.compile does not support 4-bit weights — turn it off"
+    offloads = model.layer_offloading or model.low_vram
+    if model.layer_offloading and model.quantize and model.qtype in BNB_QTYPES:
+        yield (
+            "model.layer_offloading",
+            f"bitsandbytes {model.qtype} weights carry quantization state that offloading "
+            "cannot move — use qtype float8 or turn layer offloading off",
+        )
+    if offloads and model.quantize_te and model.qtype_te in BNB_QTYPES:
+        yield (
+            "model.qtype_te",
+            f"bitsandbytes {model.qtype_te} text encoders cannot be offloaded (layer_offloading "
+            "/ low_vram) — use qtype_te float8",
+        )
+    if model.accuracy_recovery_adapter and net.type in ("loha", "lokr"):
+        yield (
+            "model.accuracy_recovery_adapter",
+            f"the recovery adapter is a LoRA and peft cannot stack a {net.type} on it — use "
+            "network type lora/locon/dora",
+        )
+    if model.attention_backend in ("flash", "xformers", "sage") and device in ("cpu", "mps"):
+        yield (
+            "model.attention_backend",
+            f"{model.attention_backend} needs an NVIDIA GPU, not {device} — use auto or native",
+        )
+    if model.split_model_over_gpus and device in ("cpu", "mps"):
+        yield "model.split_model_over_gpus", f"needs two or more CUDA GPUs, not {device}"
+    if cfg.runtime.num_processes > 1:
+        yield (
+            "runtime.num_processes",
+            "multi-process data-parallel training is not implemented — set 1 (a bigger batch or "
+            "gradient accumulation gives a bigger effective batch)",
         )
 
 
