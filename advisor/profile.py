@@ -364,12 +364,13 @@ def _int(text: str | None) -> int | None:
 
 # ------------------------------------------------------------------------------------- profile
 def detect_profile(
-    home: str | Path = ".",
+    home: str | Path | None = None,
     readers: Readers | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> SystemProfile:
     """The profile of this machine for a studio home at ``home``, with overrides applied."""
     readers = readers or Readers()
+    home = home if home is not None else os.environ.get("STUDIO_HOME", "studio_home")
     ram_total, ram_available = readers.memory()
     notes = list(readers.extra_notes)
     gpus, why = read_nvidia(readers)

@@ -1,0 +1,387 @@
+"""Rules about the dataset, captions, augmentation and caching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from advisor import intents
+from advisor.dataset import bucket_counts
+from advisor.findings import Context, Finding, finding, rule, user_datasets
+from advisor.memory import latent_bytes
+from advisor.models import GIB
+from advisor.workload import FLIPS, variants
+from trainer.config import DatasetConfig
+
+_COMMON = (
+    "man woman girl boy person people dog cat style art photo painting anime face car house "
+    "cute beautiful"
+)
+COMMON_WORDS = frozenset(_COMMON.split())
+ASYMMETRIC = ("person", "character")
+
+
+def _random_transforms(ds: DatasetConfig) -> list[str]:
+    found = [a.type for a in ds.augmentations if a.type not in FLIPS]
+    return found + [n for n in ("random_crop", "random_scale") if getattr(ds, n)]
+
+
+@rule(
+    "cache_to_disk_without_cache",
+    ("datasets.0.cache_latents_to_disk", "datasets.0.cache_latents"),
+    "disk cache implies caching",
+)
+def cache_to_disk_without_cache(ctx: Context) -> Iterator[Finding]:
+    for i, ds in enumerate(ctx.cfg.datasets):
+        if ds.cache_latents_to_disk and not ds.cache_latents:
+            yield finding(
+                "cache_to_disk_without_cache",
+                "warning",
+                (f"datasets.{i}.cache_latents", f"datasets.{i}.cache_latents_to_disk"),
+                "cache_latents_to_disk caches latents (on disk); say so with cache_latents too",
+                {f"datasets.{i}.cache_latents": True},
+            )
+
+
+@rule(
+    "cache_random_augmentation",
+    ("datasets.0.cache_latents", "datasets.0.random_crop"),
+    "cached latents cannot follow random pixel changes",
+)
+def cache_random_augmentation(ctx: Context) -> Iterator[Finding]:
+    for i, ds in enumerate(ctx.cfg.datasets):
+        random = _random_transforms(ds)
+        if random and (ds.cache_latents or ds.cache_latents_to_disk):
+            yield finding(
+                "cache_random_augmentation",
+                "warning",
+                (f"datasets.{i}.cache_latents", f"datasets.{i}.random_crop"),
+                f"{', '.join(random)} change the pixels every time, so the trainer turns latent "
+                "caching off for this dataset and encodes live (slower). Turn one of them off",
+                {
+                    f"datasets.{i}.cache_latents": False,
+                    f"datasets.{i}.cache_latents_to_disk": False,
+                },
+            )
+
+
+@rule(
+    "cache_flip_variants",
+    ("datasets.0.flip_x", "datasets.0.cache_latents"),
+    "flips are cached per variant",
+)
+def cache_flip_variants(ctx: Context) -> Iterator[Finding]:
+    for i, ds in enumerate(ctx.cfg.datasets):
+        if _random_transforms(ds) or not (ds.cache_latents or ds.cache_latents_to_disk):
+            continue
+        if variants(ds) > 1:
+            yield finding(
+                "cache_flip_variants",
+                "suggestion",
+                (f"datasets.{i}.flip_x", f"datasets.{i}.cache_latents"),
+                f"flips are cached per variant: up to {variants(ds)}x the latent cache and the "
+                "first epochs encode the new variants",
+            )
+
+
+@rule(
+    "text_cache_with_dropout",
+    ("train.cache_text_embeddings", "datasets.0.caption_dropout_rate"),
+    "caption dropout with cached text",
+)
+def text_cache_with_dropout(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    if not cfg.train.cache_text_embeddings:
+        return
+    for i, ds in enumerate(cfg.datasets):
+        if ds.caption_dropout_rate > 0:
+            yield finding(
+                "text_cache_with_dropout",
+                "suggestion",
+                (f"datasets.{i}.caption_dropout_rate", "train.cache_text_embeddings"),
+                "fine: captions are cached one by one, the empty caption too, so caption dropout "
+                "works with cached text embeddings",
+            )
+            return
+
+
+@rule("text_cache_off", ("train.cache_text_embeddings",), "captions encoded every step")
+def text_cache_off(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    train = cfg.train
+    if train.cache_text_embeddings or train.train_text_encoder:
+        return
+    if any(ds.shuffle_tokens or ds.token_dropout_rate > 0 for ds in cfg.datasets):
+        return
+    fix = {"train.cache_text_embeddings": True}
+    if cfg.model.arch != "sd15":
+        fix["train.unload_text_encoder"] = True
+    yield finding(
+        "text_cache_off",
+        "suggestion",
+        ("train.cache_text_embeddings",),
+        "captions do not change and the text encoder is not trained: cache the embeddings "
+        "once" + (" and free the encoders' VRAM" if cfg.model.arch != "sd15" else ""),
+        fix,
+    )
+
+
+@rule("flip_asymmetric", ("datasets.0.flip_x", "intent"), "mirroring an asymmetric subject")
+def flip_asymmetric(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    if cfg.intent not in ASYMMETRIC:
+        return
+    for i in user_datasets(cfg):
+        if cfg.datasets[i].flip_x:
+            yield finding(
+                "flip_asymmetric",
+                "warning",
+                (f"datasets.{i}.flip_x",),
+                f"a {cfg.intent} is asymmetric (parting, moles, text on clothes): mirrored copies "
+                "teach both sides",
+                {f"datasets.{i}.flip_x": False},
+            )
+
+
+@rule("flip_y", ("datasets.0.flip_y",), "upside-down training images")
+def flip_y(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    if cfg.intent == "style":
+        return
+    for i, ds in enumerate(cfg.datasets):
+        if ds.flip_y:
+            yield finding(
+                "flip_y",
+                "suggestion",
+                (f"datasets.{i}.flip_y",),
+                "vertical flips teach upside-down subjects; only textures and patterns want them",
+                {f"datasets.{i}.flip_y": False},
+            )
+
+
+@rule("trigger_missing", ("datasets.0.trigger_word",), "a subject LoRA without a trigger")
+def trigger_missing(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    if cfg.intent in ("style", "other") or any(ds.trigger_word for ds in cfg.datasets):
+        return
+    yield finding(
+        "trigger_missing",
+        "warning",
+        ("datasets.0.trigger_word",),
+        f"a {cfg.intent} LoRA without a trigger word bleeds into every prompt; pick a rare "
+        "token such as 'ohwx'",
+    )
+
+
+@rule("trigger_common_word", ("datasets.0.trigger_word",), "a common word as the trigger")
+def trigger_common_word(ctx: Context) -> Iterator[Finding]:
+    for i, ds in enumerate(ctx.cfg.datasets):
+        if ds.trigger_word and ds.trigger_word.lower() in COMMON_WORDS:
+            yield finding(
+                "trigger_common_word",
+                "suggestion",
+                (f"datasets.{i}.trigger_word",),
+                f"'{ds.trigger_word}' already means something to the model: your subject will "
+                "be mixed with it. A rare token ('ohwx', 'sks') starts blank",
+            )
+
+
+@rule(
+    "dataset_smaller_than_batch",
+    ("train.batch_size", "train.gradient_accumulation_steps"),
+    "one step needs more images than there are",
+)
+def dataset_smaller_than_batch(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    if not ctx.has_data:
+        return
+    batch = cfg.train.max_batch_size if cfg.train.auto_scale_batch_size else cfg.train.batch_size
+    if not isinstance(batch, int):
+        return
+    accum = cfg.train.gradient_accumulation_steps
+    items = sum(
+        f.images * ds.num_repeats * len(ds.resolution)
+        for ds, f in zip(cfg.datasets, ctx.info.folders, strict=False)  # type: ignore[union-attr]
+    )
+    if items >= batch * accum:
+        return
+    fix = {"train.gradient_accumulation_steps": 1, "train.batch_size": max(1, min(batch, items))}
+    if cfg.train.auto_scale_batch_size:
+        fix.update({"train.max_batch_size": max(1, min(batch, items)), "train.min_batch_size": 1})
+    yield finding(
+        "dataset_smaller_than_batch",
+        "error",
+        ("train.batch_size", "train.gradient_accumulation_steps"),
+        f"one epoch holds {items} images (with repeats) but a step needs batch {batch} × "
+        f"accumulation {accum} = {batch * accum}: the run stops with 'not enough images'",
+        fix,
+    )
+
+
+@rule("dataset_skipped_files", ("datasets.0.folder_path",), "files the trainer will skip")
+def dataset_skipped_files(ctx: Context) -> Iterator[Finding]:
+    if not ctx.has_data:
+        return
+    for i, folder in enumerate(ctx.info.folders):  # type: ignore[union-attr]
+        if folder.skipped:
+            shown = "; ".join(f"{name}: {why}" for name, why in folder.skipped[:3])
+            yield finding(
+                "dataset_skipped_files",
+                "error" if folder.images == 0 else "warning",
+                (f"datasets.{i}.folder_path",),
+                f"{len(folder.skipped)} file(s) will be skipped ({shown}"
+                + (", ..." if len(folder.skipped) > 3 else "")
+                + ")",
+            )
+
+
+@rule(
+    "dataset_no_captions",
+    ("datasets.0.default_caption", "datasets.0.caption_ext"),
+    "images without captions",
+)
+def dataset_no_captions(ctx: Context) -> Iterator[Finding]:
+    if not ctx.has_data:
+        return
+    for i, (ds, folder) in enumerate(zip(ctx.cfg.datasets, ctx.info.folders, strict=False)):  # type: ignore[union-attr]
+        if folder.images and folder.captioned == 0 and not ds.default_caption:
+            yield finding(
+                "dataset_no_captions",
+                "warning",
+                (f"datasets.{i}.caption_ext", f"datasets.{i}.default_caption"),
+                f"no .{ds.caption_ext} caption files next to the images and no default caption: "
+                "every image trains with only the trigger word. Check caption_ext or caption the "
+                "images (Dataset page)",
+            )
+
+
+@rule("dataset_size_for_intent", ("datasets.0.folder_path", "intent"), "few images for the goal")
+def dataset_size_for_intent(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    if not ctx.has_data or cfg.intent == "other" or ctx.demo:
+        return
+    images = sum(
+        ctx.info.folders[i].images for i in user_datasets(cfg) if i < len(ctx.info.folders)
+    )  # type: ignore[union-attr]
+    low, _high = intents.prior(cfg.intent).images
+    if 0 < images < low:
+        yield finding(
+            "dataset_size_for_intent",
+            "suggestion",
+            ("datasets.0.folder_path",),
+            f"{images} images; {cfg.intent} LoRAs usually use {low} or more varied ones "
+            "(angles, light, backgrounds) to generalise",
+        )
+
+
+@rule(
+    "bucket_fragmentation",
+    ("train.batch_size", "datasets.0.enable_bucketing"),
+    "many half-empty batches",
+)
+def bucket_fragmentation(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    batch = cfg.train.batch_size
+    if not ctx.has_data or not isinstance(batch, int) or batch < 2:
+        return
+    counts: list[int] = []
+    for ds, folder in zip(cfg.datasets, ctx.info.folders, strict=False):  # type: ignore[union-attr]
+        if folder.sizes:
+            counts += list(bucket_counts(ds, folder, cfg.model.arch).values())
+    if not counts:
+        return
+    batches = sum(-(-n // batch) for n in counts)
+    filled = sum(counts) / (batches * batch)
+    if filled < 0.7:
+        yield finding(
+            "bucket_fragmentation",
+            "suggestion",
+            ("train.batch_size",),
+            f"images spread over {len(counts)} aspect-ratio buckets: batches are only "
+            f"{filled:.0%} full on average at batch {batch}. Crop to fewer aspect ratios or "
+            "use a smaller batch",
+        )
+
+
+@rule(
+    "shuffle_without_keep",
+    ("datasets.0.shuffle_tokens", "datasets.0.keep_tokens"),
+    "the trigger can be shuffled away from the front",
+)
+def shuffle_without_keep(ctx: Context) -> Iterator[Finding]:
+    for i, ds in enumerate(ctx.cfg.datasets):
+        if ds.shuffle_tokens and ds.keep_tokens == 0 and ds.trigger_word:
+            yield finding(
+                "shuffle_without_keep",
+                "suggestion",
+                (f"datasets.{i}.keep_tokens",),
+                "tags are shuffled with keep_tokens 0: a trigger written in a caption can move "
+                "anywhere; keep_tokens 1 keeps it first",
+                {f"datasets.{i}.keep_tokens": 1},
+            )
+
+
+@rule("caption_dropout_high", ("datasets.0.caption_dropout_rate",), "most captions dropped")
+def caption_dropout_high(ctx: Context) -> Iterator[Finding]:
+    for i, ds in enumerate(ctx.cfg.datasets):
+        if ds.caption_dropout_rate > 0.3:
+            yield finding(
+                "caption_dropout_high",
+                "warning",
+                (f"datasets.{i}.caption_dropout_rate",),
+                f"{ds.caption_dropout_rate:.0%} of steps train without a caption: the trigger "
+                "word learns little. 0.05-0.1 is usual",
+                {f"datasets.{i}.caption_dropout_rate": 0.05},
+            )
+
+
+@rule("slow_disk_without_cache", ("datasets.0.cache_latents",), "decoding images from an HDD")
+def slow_disk_without_cache(ctx: Context) -> Iterator[Finding]:
+    profile = ctx.profile
+    if profile is None or profile.disk_type != "hdd":
+        return
+    for i, ds in enumerate(ctx.cfg.datasets):
+        if not (ds.cache_latents or ds.cache_latents_to_disk) and not _random_transforms(ds):
+            yield finding(
+                "slow_disk_without_cache",
+                "suggestion",
+                (f"datasets.{i}.cache_latents",),
+                "the studio home is on a spinning disk: cache the latents so images are read and "
+                "encoded once",
+                {f"datasets.{i}.cache_latents": True},
+            )
+
+
+@rule("ram_cache_too_big", ("datasets.0.cache_latents_to_disk",), "latent cache too big for RAM")
+def ram_cache_too_big(ctx: Context) -> Iterator[Finding]:
+    work, profile = ctx.work, ctx.profile
+    if work is None or profile is None or work.latents_to_disk or not work.latent_items:
+        return
+    size = work.latent_items * latent_bytes(work) / GIB
+    if size > 0.7 * max(0.0, profile.ram_available_gb - 8):
+        fix = {
+            f"datasets.{i}.cache_latents_to_disk": True
+            for i, ds in enumerate(ctx.cfg.datasets)
+            if ds.cache_latents
+        }
+        yield finding(
+            "ram_cache_too_big",
+            "warning",
+            tuple(fix),
+            f"the latent cache (~{size:.1f} GB) would take most of the free RAM; keep it on disk",
+            fix,
+        )
+
+
+@rule("alpha_mask_without_alpha", ("datasets.0.alpha_mask",), "alpha masks on opaque images")
+def alpha_mask_without_alpha(ctx: Context) -> Iterator[Finding]:
+    if not ctx.has_data:
+        return
+    for i, (ds, folder) in enumerate(zip(ctx.cfg.datasets, ctx.info.folders, strict=False)):  # type: ignore[union-attr]
+        if ds.alpha_mask and not ds.mask_path and folder.sizes and folder.with_alpha == 0:
+            yield finding(
+                "alpha_mask_without_alpha",
+                "warning",
+                (f"datasets.{i}.alpha_mask",),
+                "alpha_mask is on but no image has transparency: nothing is masked",
+                {f"datasets.{i}.alpha_mask": False},
+            )

@@ -1,0 +1,183 @@
+"""What the advisor knows about the training images, and the step arithmetic built on it.
+
+``DatasetInfo`` is plain data: per dataset folder the number of usable images and, when the
+folder was scanned, their sizes, captions and the files that were skipped. With sizes the step
+arithmetic is exact and bucket-aware (the trainer's own ``make_buckets`` / ``bucket_for`` /
+``steps_per_epoch`` from ``trainer.data``); without them it uses ``ceil(images × repeats /
+(batch × accumulation))`` (ADVISOR-NOTES, "Step arithmetic").
+
+``trainer.data`` imports torch, so it is imported only when sizes are known or a folder is
+scanned; everything else here is plain Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.config import ARCH_DEFAULTS, DatasetConfig, TrainingConfig
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    images: int
+    sizes: tuple[tuple[int, int], ...] = ()  # (width, height) per usable image, if scanned
+    captioned: int | None = None  # images with a caption file
+    unique_captions: int | None = None
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason)
+    notes: tuple[tuple[str, str], ...] = ()
+    with_alpha: int = 0
+    folder: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One ``FolderInfo`` per entry of ``cfg.datasets`` (same order)."""
+
+    folders: tuple[FolderInfo, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def counts(cls, *images: int) -> DatasetInfo:
+        return cls(tuple(FolderInfo(n) for n in images))
+
+    def folder(self, index: int) -> FolderInfo | None:
+        return self.folders[index] if index < len(self.folders) else None
+
+    @property
+    def total_images(self) -> int:
+        return sum(f.images for f in self.folders)
+
+
+def training_images(cfg: TrainingConfig, info: DatasetInfo) -> int:
+    """Images of the subject (regularisation folders left out)."""
+    return sum(f.images for ds, f in zip(cfg.datasets, info.folders, strict=False) if not ds.is_reg)
+
+
+# ----------------------------------------------------------------------------- step arithmetic
+def bucket_counts(ds: DatasetConfig, folder: FolderInfo, arch: str) -> Counter[object]:
+    """Items per bucket for one epoch of one dataset (repeats and resolutions included)."""
+    if not folder.sizes:
+        return Counter({("unknown", id(ds)): folder.images * ds.num_repeats * len(ds.resolution)})
+    from trainer.data import bucket_for, make_buckets
+
+    multiple = ARCH_DEFAULTS[arch]["size_multiple"]
+    counts: Counter[object] = Counter()
+    for resolution in ds.resolution:
+        side = max(multiple, resolution // multiple * multiple)
+        buckets = make_buckets(side, multiple)
+        for width, height in folder.sizes:
+            bucket = bucket_for(
+                width,
+                height,
+                side,
+                multiple,
+                enable_bucketing=ds.enable_bucketing,
+                no_upscale=ds.bucket_no_upscale,
+                buckets=buckets,
+            )
+            counts[bucket] += ds.num_repeats
+    return counts
+
+
+def steps_per_epoch(cfg: TrainingConfig, info: DatasetInfo, batch: int | None = None) -> int:
+    """Optimizer steps in one epoch over every dataset (bucket-aware when sizes are known).
+
+    Like the trainer's ``BucketBatches``, images of every dataset that share a bucket are batched
+    together and a batch never mixes buckets.
+    """
+    batch = batch or _batch(cfg)
+    accum = cfg.train.gradient_accumulation_steps
+    counts: Counter[object] = Counter()
+    for ds, folder in zip(cfg.datasets, info.folders, strict=False):
+        counts.update(bucket_counts(ds, folder, cfg.model.arch))
+    if any(f.sizes for f in info.folders):
+        from trainer.data import steps_per_epoch as trainer_steps
+
+        return max(1, trainer_steps(dict(counts), batch, accum))
+    return max(1, math.ceil(sum(counts.values()) / (batch * accum)))
+
+
+def repeats_per_image(cfg: TrainingConfig, info: DatasetInfo, steps: int | None = None) -> float:
+    """How many times each training image is seen over the run (the quantity people tune)."""
+    steps = steps if steps is not None else _steps(cfg)
+    images = training_images(cfg, info)
+    if not images or not steps:
+        return 0.0
+    epochs = steps / steps_per_epoch(cfg, info)
+    repeats = _mean_repeats(cfg, info)
+    return epochs * repeats
+
+
+def steps_for_repeats(
+    cfg: TrainingConfig, info: DatasetInfo, target: float, batch: int | None = None
+) -> int:
+    """Steps that show each training image about ``target`` times (whole epochs, bucket-aware)."""
+    repeats = _mean_repeats(cfg, info) or 1.0
+    epochs = max(1, round(target / repeats))
+    return epochs * steps_per_epoch(cfg, info, batch)
+
+
+def _mean_repeats(cfg: TrainingConfig, info: DatasetInfo) -> float:
+    pairs = [
+        (f.images, ds.num_repeats * len(ds.resolution))
+        for ds, f in zip(cfg.datasets, info.folders, strict=False)
+        if not ds.is_reg
+    ]
+    images = sum(n for n, _ in pairs)
+    return sum(n * r for n, r in pairs) / images if images else 0.0
+
+
+def _batch(cfg: TrainingConfig) -> int:
+    batch = cfg.train.batch_size
+    if cfg.train.auto_scale_batch_size:
+        return cfg.train.max_batch_size
+    return batch if isinstance(batch, int) else 1
+
+
+def _steps(cfg: TrainingConfig) -> int:
+    return cfg.train.steps if isinstance(cfg.train.steps, int) else 0
+
+
+# ------------------------------------------------------------------------------------ scanning
+def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo | None:
+    """Scan every dataset folder that exists on disk (via ``trainer.data.scan_dataset``).
+
+    Relative folders are read from ``root`` (default: the working directory, as the trainer
+    does). Returns None when a folder cannot be read (e.g. a config written for another machine)
+    or is a built-in demo reference.
+    """
+    if any(ds.folder_path.startswith("demo:") for ds in cfg.datasets):
+        return None
+    from trainer.data import DatasetError, scan_dataset
+
+    folders = []
+    for ds in cfg.datasets:
+        path = Path(ds.folder_path).expanduser()
+        if root is not None and not path.is_absolute():
+            path = root / path
+        if not path.is_dir():
+            return None
+        try:
+            scan = scan_dataset(ds, path)
+        except DatasetError as err:
+            folders.append(FolderInfo(0, skipped=((str(path), str(err)),), folder=str(path)))
+            continue
+        folders.append(folder_info(scan))
+    return DatasetInfo(tuple(folders))
+
+
+def folder_info(scan: object) -> FolderInfo:
+    """A ``FolderInfo`` from a ``trainer.data.DatasetScan``."""
+    images = scan.images  # type: ignore[attr-defined]
+    return FolderInfo(
+        images=len(images),
+        sizes=tuple((i.width, i.height) for i in images),
+        captioned=sum(i.caption_from_file for i in images),
+        unique_captions=len({i.caption for i in images}),
+        skipped=tuple(scan.skipped),  # type: ignore[attr-defined]
+        notes=tuple(scan.notes),  # type: ignore[attr-defined]
+        with_alpha=sum(i.has_alpha for i in images),
+        folder=str(scan.folder),  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,111 @@
+"""The vocabulary of validation: findings, the context rules read, and the rule registry.
+
+A rule is a function ``Context -> Iterable[Finding]`` registered with ``@rule(id, paths,
+summary)``. A finding names its severity (error | warning | suggestion), the dotted config paths
+involved, a message, and a fix: a config patch ``{dotted.path: value}`` (``None`` = the schema
+default) or ``None`` when only a person can decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from advisor.dataset import DatasetInfo
+from advisor.models import is_demo
+from advisor.predict import Prediction, predict
+from advisor.profile import SystemProfile
+from advisor.workload import Workload, workload
+from trainer.config import TrainingConfig
+
+Severity = Literal["error", "warning", "suggestion"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "suggestion")
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    paths: tuple[str, ...]
+    message: str
+    fix: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "paths": list(self.paths),
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class Context:
+    """What rules look at. ``profile`` and ``info`` are optional: rules that need them skip."""
+
+    cfg: TrainingConfig
+    profile: SystemProfile | None = None
+    info: DatasetInfo | None = None
+    existing_names: frozenset[str] = frozenset()
+    history: list[Any] = field(default_factory=list)
+
+    @cached_property
+    def prediction(self) -> Prediction | None:
+        if self.profile is None:
+            return None
+        return predict(self.cfg, self.profile, self.info, self.history)
+
+    @cached_property
+    def work(self) -> Workload | None:
+        return workload(self.cfg, self.profile, self.info) if self.profile else None
+
+    @property
+    def demo(self) -> bool:
+        """The tiny built-in model: quality advice (LR, repeats, preservation) does not apply."""
+        return is_demo(self.cfg.model.name_or_path)
+
+    @property
+    def has_data(self) -> bool:
+        return self.info is not None and bool(self.info.folders)
+
+
+RuleFn = Callable[[Context], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    paths: tuple[str, ...]  # the fields the rule reads (for explanations of interactions)
+    summary: str
+    check: RuleFn
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(rule_id: str, paths: tuple[str, ...], summary: str) -> Callable[[RuleFn], RuleFn]:
+    def register(check: RuleFn) -> RuleFn:
+        if rule_id in RULES:
+            raise ValueError(f"duplicate rule id {rule_id}")
+        RULES[rule_id] = Rule(rule_id, paths, summary, check)
+        return check
+
+    return register
+
+
+def finding(
+    rule_id: str,
+    severity: Severity,
+    paths: Iterable[str],
+    message: str,
+    fix: dict[str, Any] | None = None,
+) -> Finding:
+    return Finding(rule_id, severity, tuple(paths), message, fix or None)
+
+
+def user_datasets(cfg: TrainingConfig) -> list[int]:
+    """Indices of the datasets holding the subject (regularisation sets left out)."""
+    return [i for i, ds in enumerate(cfg.datasets) if not ds.is_reg]

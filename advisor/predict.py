@@ -1,0 +1,241 @@
+"""Predictions with ranges and the assumptions behind them: VRAM, RAM, speed, time, disk.
+
+``predict(cfg, profile, info, history)`` starts from priors (``memory``, ``timing``, ``disk``)
+and, when past runs of the same architecture, resolution and device exist, replaces the speed
+and memory priors by what those runs measured: each run's measurement divided by the prior for
+that run's own config gives a correction factor, and the median factor scales this config's
+prior. So a run at batch 2 still informs a prediction at batch 4 on the same card.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from advisor.dataset import DatasetInfo
+from advisor.disk import disk_parts
+from advisor.memory import CONTEXT_GIB, peak_ram, peak_vram
+from advisor.profile import SystemProfile, detect_profile
+from advisor.runs import PastRun, as_runs, median, same_setup
+from advisor.timing import run_parts, step_time
+from advisor.workload import Workload, workload
+from trainer.config import TrainingConfig
+
+VRAM_RANGE = (0.9, 1.15)
+RAM_RANGE = (0.85, 1.25)
+DISK_RANGE = (0.9, 1.2)
+SPEED_RANGE_KNOWN = (0.75, 1.4)
+SPEED_RANGE_UNKNOWN = (0.5, 2.0)
+HISTORY_RANGE = (0.9, 1.12)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+    unit: str
+    parts: dict[str, float] = field(default_factory=dict)
+    source: str = "prior"  # prior | history
+
+    @classmethod
+    def of(
+        cls,
+        value: float,
+        span: tuple[float, float],
+        unit: str,
+        parts: dict[str, float] | None = None,
+        source: str = "prior",
+    ) -> Estimate:
+        return cls(value, value * span[0], value * span[1], unit, dict(parts or {}), source)
+
+    def text(self) -> str:
+        return f"{_fmt(self.value, self.unit)} ({_fmt(self.low, self.unit)}–{_fmt(self.high, self.unit)})"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    vram: Estimate
+    ram: Estimate
+    step_time: Estimate
+    total_time: Estimate
+    disk: Estimate
+    vram_available_gb: float
+    ram_available_gb: float
+    disk_free_gb: float
+    assumptions: tuple[str, ...] = ()
+    history_runs: int = 0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.step_time.value
+
+    @property
+    def vram_fit(self) -> str:
+        """yes: fits with margin; tight: the range reaches the limit; no: the estimate is over."""
+        return _fit(self.vram, self.vram_available_gb)
+
+    @property
+    def ram_fit(self) -> str:
+        return _fit(self.ram, self.ram_available_gb)
+
+    @property
+    def disk_fit(self) -> str:
+        return _fit(self.disk, self.disk_free_gb)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(vram_fit=self.vram_fit, ram_fit=self.ram_fit, disk_fit=self.disk_fit)
+        return data
+
+
+def _fit(estimate: Estimate, available: float) -> str:
+    if estimate.value > available:
+        return "no"
+    return "tight" if estimate.high > available else "yes"
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return duration(value)
+    return f"{value:.1f} GB" if unit == "GB" else f"{value:.3g} {unit}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------------------------- predict
+def predict(
+    cfg: TrainingConfig,
+    profile: SystemProfile | None = None,
+    info: DatasetInfo | None = None,
+    history: list[Any] | None = None,
+) -> Prediction:
+    """Predictions for ``cfg`` on ``profile`` (default: this machine, detected)."""
+    profile = profile or detect_profile()
+    w = workload(cfg, profile, info)
+    runs = _matching(cfg, profile, w, as_runs(history))
+    vram = _vram(w, runs, profile)
+    step = _step(w, runs, profile)
+    total = _total(w, step, profile)
+    ram = peak_ram(w)
+    disk = disk_parts(w)
+    return Prediction(
+        vram=vram,
+        ram=Estimate.of(ram.total_gib, RAM_RANGE, "GB", ram.parts),
+        step_time=step,
+        total_time=total,
+        disk=Estimate.of(sum(disk.values()), DISK_RANGE, "GB", disk),
+        vram_available_gb=profile.usable_vram_gb,
+        ram_available_gb=profile.ram_total_gb,
+        disk_free_gb=profile.disk_free_gb,
+        assumptions=tuple(assumptions(cfg, w, profile, info, len(runs))),
+        history_runs=len(runs),
+    )
+
+
+def _matching(
+    cfg: TrainingConfig, profile: SystemProfile, w: Workload, runs: list[PastRun]
+) -> list[PastRun]:
+    host = socket.gethostname()
+    return [
+        r
+        for r in runs
+        if same_setup(r, cfg.model.arch, w.resolution, profile.label, host)
+        and r.config is not None
+        and (r.seconds_per_step or r.peak_gb)
+    ]
+
+
+def _vram(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
+    prior = peak_vram(w)
+    context = CONTEXT_GIB.get(w.device_kind, 0.6)
+    factors = []
+    for run in runs:
+        if run.peak_gb:
+            theirs = peak_vram(workload(run.config, profile)).total_gib - context  # type: ignore[arg-type]
+            factors.append(run.peak_gb / max(theirs, 1e-6))
+    factor = median(factors)
+    if factor is None:
+        return Estimate.of(prior.total_gib, VRAM_RANGE, "GB", prior.parts)
+    value = (prior.total_gib - context) * factor + context
+    return Estimate.of(value, HISTORY_RANGE, "GB", prior.parts, source="history")
+
+
+def _step(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
+    prior = step_time(w)
+    factors = [
+        run.seconds_per_step / step_time(workload(run.config, profile)).seconds_per_step  # type: ignore[arg-type, operator]
+        for run in runs
+        if run.seconds_per_step
+    ]
+    factor = median(factors)
+    if factor is None:
+        span = SPEED_RANGE_KNOWN if w.device.known else SPEED_RANGE_UNKNOWN
+        return Estimate.of(prior.seconds_per_step, span, "s", prior.parts)
+    lowest, highest = min(factors) / factor, max(factors) / factor
+    span = (min(HISTORY_RANGE[0], lowest), max(HISTORY_RANGE[1], highest))
+    return Estimate.of(prior.seconds_per_step * factor, span, "s", prior.parts, "history")
+
+
+def _total(w: Workload, step: Estimate, profile: SystemProfile) -> Estimate:
+    parts = run_parts(w, step.value, profile.disk_type)
+    value = sum(parts.values())
+    fixed = value - parts["training"]
+    low = fixed * 0.8 + w.steps * step.low
+    high = fixed * 1.3 + w.steps * step.high
+    return Estimate(value, low, high, "s", parts, step.source)
+
+
+# ------------------------------------------------------------------------------ assumptions
+def assumptions(
+    cfg: TrainingConfig,
+    w: Workload,
+    profile: SystemProfile,
+    info: DatasetInfo | None,
+    history_runs: int,
+) -> list[str]:
+    found = [
+        f"device: {w.device.name} at {w.device.tflops:g} dense 16-bit TFLOPS "
+        f"(vendor spec{'' if w.device.known else ', guessed: unknown model'}), "
+        f"{w.model.compute_efficiency * w.device.efficiency_scale:.0%} of it reached by "
+        f"{w.model.label} training",
+        f"peak memory at the largest size ({w.resolution} px) and batch {w.batch}, "
+        f"{w.dtype} compute, denoiser weights stored as {w.weights}"
+        + (f", {w.offload:.0%} of them offloaded to RAM" if w.offload else ""),
+        "text encoders "
+        + ("stay on the GPU" if w.te_on_gpu else "are off the GPU during steps")
+        + (
+            "; captions encoded once and cached"
+            if w.text_cached
+            else "; captions encoded every step"
+        ),
+        f"latent caching: {w.latent_mode.replace('_', ' ')}",
+        "first run: caches are built (later runs reuse disk caches and load faster)",
+        "MLflow keeps a copy of each checkpoint's LoRA file; local checkpoints are rotated "
+        f"(keep {w.keep})",
+    ]
+    if w.steps_assumed:
+        found.append(f"train.steps is 'auto': {w.steps} steps assumed until it is resolved")
+    if info is None or not info.folders:
+        found.append(f"{w.images} images assumed (dataset not scanned)")
+    if w.processes > 1:
+        found.append(f"{w.processes} processes: memory is per GPU, time per optimizer step")
+    if history_runs:
+        found.append(
+            f"speed and memory corrected by {history_runs} past run(s) with the same "
+            f"architecture, {w.resolution} px and this device"
+        )
+    else:
+        found.append("no past runs of this setup on this device: priors only")
+    if profile.unified:
+        found.append("unified memory: the GPU may use about 70% of RAM; RAM and VRAM overlap")
+    return found

@@ -1,0 +1,170 @@
+"""Past runs as plain data: ``trainer.tracking.RunRecord`` objects or dicts, never MLflow objects.
+
+A run's config is rebuilt from its flattened params (``trainer.config_io.flatten``), so the
+advisor can re-predict it, compare it and learn from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from trainer.config import TrainingConfig, field_info
+
+TAG_DEVICE = "studio.device"  # the profile's device label, set when a run is launched
+TAG_RATING = "studio.rating"
+TAG_HOST = "studio.host"
+METRIC_STEP = "s_per_step"
+METRIC_PEAK_MB = "peak_memory_mb"
+
+
+@dataclass(frozen=True)
+class PastRun:
+    run_id: str
+    name: str = ""
+    status: str = "FINISHED"
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    rating: int | None = None
+    device: str | None = None
+    duration_s: float | None = None
+
+    @cached_property
+    def config(self) -> TrainingConfig | None:
+        return config_from_params(self.params)
+
+    @property
+    def arch(self) -> str | None:
+        return self.params.get("model.arch") or (self.config.model.arch if self.config else None)
+
+    @property
+    def resolution(self) -> int | None:
+        cfg = self.config
+        if cfg is None:
+            return None
+        return max(r for ds in cfg.datasets for r in ds.resolution)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.metrics.get(METRIC_STEP)
+
+    @property
+    def peak_gb(self) -> float | None:
+        peak = self.metrics.get(METRIC_PEAK_MB)
+        return peak / 1024 if peak else None
+
+
+def as_run(record: Any) -> PastRun:
+    """A ``PastRun`` from a RunRecord, a RunRecord.to_dict() or a hand-written dict."""
+    if isinstance(record, PastRun):
+        return record
+    data = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+    tags = {str(k): str(v) for k, v in (data.get("tags") or {}).items()}
+    params = {str(k): str(v) for k, v in (data.get("params") or {}).items()}
+    if "config" in data and isinstance(data["config"], Mapping):
+        params = {**flatten_dict(data["config"]), **params}
+    rating = data.get("rating")
+    if rating is None and tags.get(TAG_RATING, "").isdigit():
+        rating = int(tags[TAG_RATING])
+    return PastRun(
+        run_id=str(data.get("run_id", "")),
+        name=str(data.get("name", "")),
+        status=str(data.get("status", "FINISHED")),
+        params=params,
+        metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
+        tags=tags,
+        rating=int(rating) if rating is not None else None,
+        device=data.get("device") or tags.get(TAG_DEVICE),
+        duration_s=data.get("duration_s"),
+    )
+
+
+def as_runs(records: Iterable[Any] | None) -> list[PastRun]:
+    return [as_run(r) for r in records or ()]
+
+
+# ---------------------------------------------------------------------------------- params
+def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The same dotted layout as ``trainer.config_io.flatten`` for a plain config dict."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_dict(value, f"{path}."))
+        elif isinstance(value, list) and value and all(isinstance(i, Mapping) for i in value):
+            for index, item in enumerate(value):
+                flat.update(flatten_dict(item, f"{path}.{index}."))
+        else:
+            flat[path] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+def config_from_params(params: Mapping[str, str]) -> TrainingConfig | None:
+    """Rebuild a run's config from its MLflow params; None when they do not form a valid one."""
+    if not params:
+        return None
+    data: dict[str, Any] = {}
+    for path, raw in params.items():
+        try:
+            value = _param_value(path, raw)
+        except KeyError:
+            continue  # a param that is not a config field (e.g. logged extras)
+        _put(data, path.split("."), value)
+    with contextlib.suppress(ValueError):
+        return TrainingConfig.model_validate(_lists(data))
+    return None
+
+
+def _param_value(path: str, raw: str) -> Any:
+    info = field_info(path)
+    if raw == "null":
+        return None
+    if info.annotation in (str, str | None):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _put(node: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _lists(node: Any) -> Any:
+    """Dicts whose keys are 0..n-1 become lists (datasets.0.x → datasets[0].x)."""
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _lists(v) for k, v in node.items()}
+    keys = list(converted)
+    if keys and all(k.isdigit() for k in keys):
+        return [converted[str(i)] for i in range(len(keys)) if str(i) in converted]
+    return converted
+
+
+# -------------------------------------------------------------------------------- matching
+def same_setup(
+    run: PastRun, arch: str, resolution: int, device: str, host: str | None = None
+) -> bool:
+    """Same architecture, training size and device: the runs whose measurements transfer.
+
+    A run without a device tag counts as this device when it ran on this host.
+    """
+    if run.arch != arch or run.resolution != resolution:
+        return False
+    if run.device is not None:
+        return run.device == device
+    return host is not None and run.tags.get(TAG_HOST) == host
+
+
+def median(values: Iterable[float]) -> float | None:
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None

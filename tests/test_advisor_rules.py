@@ -1,0 +1,513 @@
+"""Validation rules: each fires on its case with the right severity, and its fix clears it;
+applying all fixes never produces a new error (property test)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_advisor_cases import PROFILES, configs, infos, make, profiles, sized
+
+from advisor.checks_unused import UNUSED
+from advisor.dataset import DatasetInfo, FolderInfo
+from advisor.findings import Finding
+from advisor.patch import apply_patch, try_patch
+from advisor.rules import RULES, apply_fixes, errors, validate
+
+MIXED_SIZES = DatasetInfo(
+    (
+        FolderInfo(
+            8,
+            (
+                (512, 512),
+                (640, 384),
+                (384, 640),
+                (704, 320),
+                (320, 704),
+                (576, 448),
+                (448, 576),
+                (512, 512),
+            ),
+            captioned=8,
+        ),
+    )
+)
+
+# rule id: (overrides, arch, machine, dataset, existing run names, severity)
+CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], str]] = {
+    "cache_to_disk_without_cache": (
+        ("datasets.0.cache_latents_to_disk=true",),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "cache_random_augmentation": (
+        ("datasets.0.cache_latents=true", "datasets.0.random_crop=true"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "cache_flip_variants": (
+        ("datasets.0.cache_latents=true", "datasets.0.flip_x=true"),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "text_cache_with_dropout": (
+        ("train.cache_text_embeddings=true",),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "text_cache_off": ((), "sdxl", None, None, (), "suggestion"),
+    "flip_asymmetric": (
+        ("intent=person", "datasets.0.flip_x=true"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "flip_y": (("datasets.0.flip_y=true",), "sd15", None, None, (), "suggestion"),
+    "trigger_missing": (("intent=person",), "sd15", None, None, (), "warning"),
+    "trigger_common_word": (
+        ("datasets.0.trigger_word=woman",),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "dataset_smaller_than_batch": (
+        ("train.batch_size=8",),
+        "sd15",
+        None,
+        DatasetInfo.counts(3),
+        (),
+        "error",
+    ),
+    "dataset_skipped_files": (
+        (),
+        "sd15",
+        None,
+        DatasetInfo((FolderInfo(5, skipped=(("a.gif", "not a supported image"),)),)),
+        (),
+        "warning",
+    ),
+    "dataset_no_captions": (
+        (),
+        "sd15",
+        None,
+        DatasetInfo((FolderInfo(10, captioned=0),)),
+        (),
+        "warning",
+    ),
+    "dataset_size_for_intent": (
+        ("intent=person",),
+        "sd15",
+        None,
+        DatasetInfo.counts(5),
+        (),
+        "suggestion",
+    ),
+    "bucket_fragmentation": (("train.batch_size=4",), "sd15", None, MIXED_SIZES, (), "suggestion"),
+    "shuffle_without_keep": (
+        ("datasets.0.shuffle_tokens=true", "datasets.0.trigger_word=ohwx"),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "caption_dropout_high": (
+        ("datasets.0.caption_dropout_rate=0.5",),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "slow_disk_without_cache": ((), "sd15", "rtx2080", None, (), "suggestion"),
+    "ram_cache_too_big": (
+        ("datasets.0.cache_latents=true",),
+        "flux",
+        "cpu",
+        DatasetInfo.counts(50_000),
+        (),
+        "warning",
+    ),
+    "alpha_mask_without_alpha": (
+        ("datasets.0.alpha_mask=true",),
+        "sd15",
+        None,
+        sized(4),
+        (),
+        "warning",
+    ),
+    "vram_over": ((), "flux", "rtx3060_64", None, (), "error"),
+    "ram_over": (("model.quantize=true",), "flux", "rtx3060", None, (), "error"),
+    "disk_over": (
+        (
+            "datasets.0.cache_latents=true",
+            "datasets.0.cache_latents_to_disk=true",
+            "model.quantize=true",
+        ),
+        "flux",
+        "tiny_disk",
+        DatasetInfo.counts(2000),
+        (),
+        "error",
+    ),
+    "vram_underused": ((), "sd15", "rtx4090", None, (), "suggestion"),
+    "bf16_unsupported": (("train.dtype=bf16",), "sdxl", "rtx2080", None, (), "error"),
+    "fp16_sdxl_vae": (("train.dtype=fp16",), "sdxl", None, None, (), "warning"),
+    "fp16_flux": (("train.dtype=fp16",), "flux", None, None, (), "error"),
+    "quant_needs_nvidia": (
+        ("model.quantize=true", "model.qtype=nf4"),
+        "sdxl",
+        "rx7900",
+        None,
+        (),
+        "error",
+    ),
+    "nf4_optimizer": (
+        ("model.quantize=true", "model.qtype=nf4", "train.optimizer=adamw"),
+        "sdxl",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "quantized_samples": (("model.quantize=true",), "sdxl", None, None, (), "suggestion"),
+    "quantize_small_model": (("model.quantize=true",), "sd15", "rtx4090", None, (), "suggestion"),
+    "device_missing": (("runtime.device=cuda",), "sd15", "cpu", None, (), "error"),
+    "attention_unavailable": (
+        ("model.attention_backend=flash",),
+        "sd15",
+        "m2max",
+        None,
+        (),
+        "error",
+    ),
+    "cpu_training": ((), "sd15", "cpu", None, (), "warning"),
+    "fp32_on_gpu": (("train.dtype=fp32",), "sd15", "rtx4090", None, (), "suggestion"),
+    "workers_over_cores": (("runtime.num_workers=16",), "sd15", "cpu", None, (), "warning"),
+    "prefetch_without_gpu": (
+        ("runtime.gpu_prefetch_batches=2",),
+        "sd15",
+        "cpu",
+        None,
+        (),
+        "suggestion",
+    ),
+    "checkpointing_not_needed": ((), "sd15", "rtx4090", None, (), "suggestion"),
+    "auto_unresolved": (
+        ("train.steps=auto", "train.lr=auto"),
+        "sdxl",
+        "rtx4090",
+        None,
+        (),
+        "error",
+    ),
+    "prodigy_lr": (("train.optimizer=prodigy",), "sd15", None, None, (), "warning"),
+    "prodigy_alpha": (
+        ("train.optimizer=prodigy", "train.lr=1.0", "network.linear_alpha=8"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "lion_lr": (("train.optimizer=lion", "train.lr=3e-4"), "sd15", None, None, (), "warning"),
+    "lr_high": (("train.lr=1e-3",), "sdxl", None, None, (), "warning"),
+    "lr_low": (("train.lr=1e-6",), "sdxl", None, None, (), "warning"),
+    "te_lr_above_unet": (
+        ("train.train_text_encoder=true", "train.text_encoder_lr=1e-3"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "sdxl_text_encoder": (("train.train_text_encoder=true",), "sdxl", None, None, (), "suggestion"),
+    "alpha_above_rank": (
+        ("network.linear=8", "network.linear_alpha=32"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "rank_high_small_data": (
+        ("network.linear=128",),
+        "sd15",
+        None,
+        DatasetInfo.counts(10),
+        (),
+        "warning",
+    ),
+    "steps_too_many": (("train.steps=20000",), "sd15", None, DatasetInfo.counts(20), (), "warning"),
+    "repeats_out_of_band": (
+        ("intent=person", "train.steps=100"),
+        "sd15",
+        None,
+        DatasetInfo.counts(50),
+        (),
+        "warning",
+    ),
+    "warmup_with_constant": (
+        ("train.lr_scheduler_params.warmup_ratio=0.05",),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "warmup_vs_cycle": (
+        (
+            "train.lr_scheduler=cosine_with_restarts",
+            "train.lr_scheduler_params.num_cycles=40",
+            "train.lr_scheduler_params.warmup_ratio=0.05",
+        ),
+        "sd15",
+        None,
+        None,
+        (),
+        "error",
+    ),
+    "warmup_long": (
+        ("train.lr_scheduler=cosine", "train.lr_scheduler_params.warmup_ratio=0.5"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "restarts_one_cycle": (
+        ("train.lr_scheduler=cosine_with_restarts",),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "min_snr_missing": ((), "sd15", None, None, (), "suggestion"),
+    "noise_offset_flux": (("train.noise_offset=0.1",), "flux", None, None, (), "suggestion"),
+    "ema_too_slow": (
+        ("train.use_ema=true", "train.ema_decay=0.9999"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
+    "effective_batch": (
+        ("train.gradient_accumulation_steps=4", "train.batch_size=2"),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "sample_every_beyond_steps": (
+        ("train.steps=100", "sample.prompts=[a]"),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "samples_without_prompts": ((), "sd15", None, None, (), "suggestion"),
+    "prompts_without_trigger": (
+        ("datasets.0.trigger_word=ohwx", "sample.prompts=[a cat]"),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "sample_size_mismatch": (
+        ("sample.width=512", "sample.height=512"),
+        "sdxl",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+    "resolution_off_native": (("datasets.0.resolution=[1024]",), "sd15", None, None, (), "warning"),
+    "output_name_exists": ((), "sd15", None, None, ("my_lora", "my_lora_2"), "suggestion"),
+    "preservation_for_subject": (
+        ("intent=person", "datasets.0.trigger_word=ohwx"),
+        "sd15",
+        None,
+        None,
+        (),
+        "suggestion",
+    ),
+}
+MACHINES = {**PROFILES}
+MACHINES["rtx3060_64"] = PROFILES["rtx3060"].__class__(
+    **{**PROFILES["rtx3060"].__dict__, "ram_total_gb": 64.0}
+)
+
+
+def _run(rule_id: str) -> tuple[Any, list[Finding], tuple]:
+    overrides, arch, machine, info, names, _severity = CASES[rule_id]
+    cfg = make(*overrides, arch=arch)
+    profile = MACHINES[machine] if machine else None
+    return cfg, validate(cfg, profile, info, names), (profile, info, names)
+
+
+def test_there_are_at_least_thirty_rules_and_every_one_has_a_case() -> None:
+    substantive = {r for r in RULES if not r.startswith("unused.")}
+    assert len(substantive) >= 30
+    assert set(CASES) == substantive
+    assert len([r for r in RULES if r.startswith("unused.")]) == len(UNUSED)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires_and_its_fix_clears_it(rule_id: str) -> None:
+    cfg, found, (profile, info, names) = _run(rule_id)
+    mine = [f for f in found if f.rule == rule_id]
+    assert mine, f"{rule_id} did not fire; found {[f.rule for f in found]}"
+    finding = mine[0]
+    assert finding.severity == CASES[rule_id][-1]
+    assert finding.paths and finding.message
+    if finding.fix:
+        fixed = apply_patch(cfg, finding.fix)
+        again = [f for f in validate(fixed, profile, info, names) if f.rule == rule_id]
+        assert not again, f"{rule_id} still fires after its fix {finding.fix}: {again}"
+
+
+NON_DEFAULT = {
+    "network.lokr_factor": "4",
+    "network.lokr_full_rank": "true",
+    "train.huber_delta": "0.5",
+    "train.timestep_shift": "5",
+    "train.lr_scheduler_params.num_cycles": "3",
+    "train.lr_scheduler_params.power": "2",
+    "train.lr_scheduler_params.min_lr_ratio": "0.1",
+    "train.ema_decay": "0.999",
+    "train.cfg_scale": "5",
+    "train.optimal_noise_pairing_samples": "8",
+    "train.diff_output_preservation_multiplier": "2",
+    "train.blank_prompt_preservation_multiplier": "2",
+    "train.inverted_mask_prior_multiplier": "1",
+    "train.batch_size_warmup_steps": "50",
+    "model.layer_offloading_transformer_percent": "0.5",
+    "model.layer_offloading_text_encoder_percent": "0.5",
+    "model.qtype": "nf4",
+    "model.qtype_te": "int8",
+    "train.text_encoder_lr": "1e-4",
+}
+
+
+@pytest.mark.parametrize("path", [u[0] for u in UNUSED])
+def test_unused_setting_is_reported_and_reset(path: str) -> None:
+    cfg = make(f"{path}={NON_DEFAULT[path]}", arch="sd15")
+    rule_id = "unused." + path.rsplit(".", 1)[-1]
+    mine = [f for f in validate(cfg) if f.rule == rule_id]
+    assert len(mine) == 1 and mine[0].fix == {path: None}
+    assert not [f for f in validate(apply_patch(cfg, mine[0].fix)) if f.rule == rule_id]
+
+
+def test_unused_setting_is_quiet_when_its_switch_is_on() -> None:
+    cfg = make("network.type=lokr", "network.lokr_factor=4", arch="sd15")
+    assert not [f for f in validate(cfg) if f.rule == "unused.lokr_factor"]
+
+
+def test_findings_are_sorted_errors_first() -> None:
+    cfg = make("train.dtype=fp16", "train.lr=1e-3", "datasets.0.flip_y=true", arch="flux")
+    severities = [f.severity for f in validate(cfg)]
+    assert severities == sorted(severities, key=("error", "warning", "suggestion").index)
+    assert severities[0] == "error"
+
+
+def test_notes_rules_are_covered() -> None:
+    """The combinations ADVISOR-NOTES names (and the issue adds) each have a rule."""
+    for rule_id in (
+        "cache_to_disk_without_cache",
+        "cache_random_augmentation",
+        "text_cache_with_dropout",
+        "prodigy_lr",
+        "prodigy_alpha",
+        "fp16_sdxl_vae",
+        "fp16_flux",
+        "dataset_smaller_than_batch",
+        "steps_too_many",
+        "warmup_vs_cycle",
+        "output_name_exists",
+        "sdxl_text_encoder",
+        "quantized_samples",
+        "nf4_optimizer",
+        "effective_batch",
+        "unused.lokr_factor",
+    ):
+        assert rule_id in RULES
+
+
+def test_caption_dropout_with_cached_text_is_at_most_a_suggestion() -> None:
+    cfg = make(
+        "train.cache_text_embeddings=true", "datasets.0.caption_dropout_rate=0.1", arch="sdxl"
+    )
+    mine = [f for f in validate(cfg) if "caption_dropout_rate" in " ".join(f.paths)]
+    assert mine and all(f.severity == "suggestion" and f.fix is None for f in mine)
+
+
+def test_apply_fixes_skips_conflicts_and_invalid_patches() -> None:
+    cfg = make(arch="sd15")
+    a = Finding("a", "error", ("train.lr",), "x", {"train.lr": 2e-4})
+    b = Finding("b", "warning", ("train.lr",), "y", {"train.lr": 3e-4})  # conflicts with a
+    c = Finding("c", "suggestion", ("train.steps",), "z", {"train.steps": -5})  # invalid
+    d = Finding("d", "suggestion", ("train.steps",), "w", {"train.steps": 500})
+    result = apply_fixes(cfg, [d, c, b, a])
+    assert result.config.train.lr == 2e-4 and result.config.train.steps == 500
+    assert [f.rule for f in result.applied] == ["a", "d"]
+    assert {f.rule for f in result.skipped} == {"b", "c"}
+
+
+def test_apply_fixes_repairs_a_broken_flux_config() -> None:
+    machine = MACHINES["rtx3060_64"]
+    cfg = make("train.dtype=fp16", "train.steps=auto", "train.noise_offset=0.1", arch="flux")
+    found = validate(cfg, machine)
+    assert {"fp16_flux", "auto_unresolved", "vram_over"} <= {f.rule for f in errors(found)}
+    fixed = apply_fixes(cfg, found, machine).config
+    assert errors(validate(fixed, machine)) == []
+    assert fixed.train.dtype == "bf16" and isinstance(fixed.train.steps, int)
+
+
+SETTINGS = settings(
+    max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+
+
+@SETTINGS
+@given(configs(), profiles, infos, st.sampled_from([(), ("my_lora",)]))
+def test_applying_all_fixes_never_produces_a_new_error(cfg, profile, info, names) -> None:
+    if cfg is None:
+        return
+    found = validate(cfg, profile, info, names)
+    result = apply_fixes(cfg, found, profile, info, names)
+    before = {f.rule for f in errors(found)}
+    after = {f.rule for f in errors(validate(result.config, profile, info, names))}
+    assert after - before == set()
+
+
+@SETTINGS
+@given(configs(), profiles, infos)
+def test_every_fix_alone_gives_a_valid_config(cfg, profile, info) -> None:
+    if cfg is None:
+        return
+    for finding in validate(cfg, profile, info):
+        if finding.fix:
+            assert try_patch(cfg, finding.fix) is not None, (finding.rule, finding.fix)
