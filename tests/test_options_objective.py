@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,19 +31,57 @@ from trainer.objective import (
 )
 
 PROVES = {
-    "train.loss_target": "test_loss_targets_compare_with_what_they_name",
-    "model.is_v_pred": "test_v_prediction_targets_the_velocity",
-    "train.do_cfg": "test_do_cfg_guides_the_training_prediction",
+    "train.loss_target": [
+        "test_loss_targets_compare_with_what_they_name",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "model.is_v_pred": [
+        "test_v_prediction_targets_the_velocity",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.do_cfg": [
+        "test_do_cfg_guides_the_training_prediction",
+        "test_objective_options_change_the_logged_losses",
+    ],
     "train.cfg_scale": "test_do_cfg_guides_the_training_prediction",
-    "train.min_snr_gamma": "test_min_snr_weights_are_min_snr_over_snr",
-    "train.learnable_snr_gos": "test_learnable_snr_weights_learn_to_balance_the_loss",
-    "train.noise_offset": "test_noise_offset_moves_each_channel_mean",
-    "train.optimal_noise_pairing": "test_optimal_noise_pairing_picks_the_closest_draw",
+    "train.min_snr_gamma": [
+        "test_min_snr_weights_are_min_snr_over_snr",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.learnable_snr_gos": [
+        "test_learnable_snr_weights_learn_to_balance_the_loss",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.noise_offset": [
+        "test_noise_offset_moves_each_channel_mean",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.optimal_noise_pairing": [
+        "test_optimal_noise_pairing_picks_the_closest_draw",
+        "test_objective_options_change_the_logged_losses",
+    ],
     "train.optimal_noise_pairing_samples": "test_optimal_noise_pairing_picks_the_closest_draw",
-    "train.force_consistent_noise": "test_force_consistent_noise_repeats_per_image",
-    "train.min_denoising_steps": "test_denoising_step_range_bounds_the_timesteps",
-    "train.max_denoising_steps": "test_denoising_step_range_bounds_the_timesteps",
-    "train.content_or_style": "test_content_and_style_shift_the_timesteps",
+    "train.force_consistent_noise": [
+        "test_force_consistent_noise_repeats_per_image",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.min_denoising_steps": [
+        "test_denoising_step_range_bounds_the_timesteps",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.max_denoising_steps": [
+        "test_denoising_step_range_bounds_the_timesteps",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.content_or_style": [
+        "test_content_and_style_shift_the_timesteps",
+        "test_objective_options_change_the_logged_losses",
+    ],
+    "train.loss_type": "test_loss_type_and_huber_delta_measure_the_error",
+    "train.huber_delta": "test_loss_type_and_huber_delta_measure_the_error",
+    "train.noise_scheduler": "test_noise_scheduler_ddpm_and_euler_noise_the_same_way",
+    "train.timestep_type": "test_timestep_type_and_shift_shape_the_noise_levels",
+    "train.timestep_shift": "test_timestep_type_and_shift_shape_the_noise_levels",
 }
 
 JITTER = [
@@ -222,8 +261,10 @@ def test_learnable_snr_weights_learn_to_balance_the_loss(demo_home: Path) -> Non
             return float((raw * weights.weight(snr) - 1.0).pow(2).mean())
 
     before = spread()
+    model = SimpleNamespace(snr=lambda t: snr)  # snr_weighting asks the model for SNR(t)
     for _ in range(200):
-        weighted, balance = state.snr_weights(raw, snr)
+        weighted, balance = snr_weighting(raw, model, snr, config().train, state)
+        assert balance is not None
         optimizer.zero_grad()
         (weighted.mean() + (balance - balance.detach())).backward()
         optimizer.step()
@@ -334,6 +375,65 @@ def test_content_and_style_shift_the_timesteps(demo_home: Path) -> None:
         }
         # content favours high noise (composition), style low noise (detail).
         assert means["content"] > means["balanced"] + 100 > means["style"] + 200, (name, means)
+
+
+# ----------------------------------------------------------------------- training core
+def test_loss_type_and_huber_delta_measure_the_error(demo_home: Path) -> None:
+    cfg = config()
+    arch = load(cfg, demo_home, lora=False)
+    x = torch.randn((2, 4, 8, 8), generator=_gen(1))
+    n = torch.randn(x.shape, generator=_gen(2))
+    t = torch.tensor([100, 800])
+    delta = torch.randn(x.shape, generator=_gen(3))
+    pred = arch.target(x, n, t) + delta
+
+    def error(**changes) -> torch.Tensor:
+        train = cfg.train.model_copy(update=changes)
+        return target_loss(arch, train, x, None, n, arch.add_noise(x, n, t), pred, t)
+
+    d = delta.abs()
+    assert torch.allclose(error(loss_type="mse"), delta**2, atol=1e-6)
+    assert torch.allclose(error(loss_type="l1"), d, atol=1e-6)
+    for k in (0.1, 1.0):  # squared below k, linear above
+        huber = torch.where(d < k, 0.5 * delta**2, k * (d - 0.5 * k))
+        assert torch.allclose(error(loss_type="huber", huber_delta=k), huber, atol=1e-6)
+
+
+def test_noise_scheduler_ddpm_and_euler_noise_the_same_way(demo_home: Path) -> None:
+    ddpm = load(config(), demo_home, lora=False)
+    euler = load(config(train={"noise_scheduler": "euler"}), demo_home, lora=False)
+    assert type(euler.noise_scheduler).__name__ == "EulerDiscreteScheduler"
+    assert type(ddpm.noise_scheduler).__name__ == "DDPMScheduler"
+    x = torch.randn((2, 4, 8, 8), generator=_gen(1))
+    n = torch.randn(x.shape, generator=_gen(2))
+    t = torch.tensor([100, 800])
+    a = ddpm.alphas_cumprod[t].view(-1, 1, 1, 1)
+    sigma = ((1 - a) / a).sqrt()
+    assert torch.allclose(ddpm.add_noise(x, n, t), a.sqrt() * x + (1 - a).sqrt() * n, atol=1e-6)
+    noisy = euler.add_noise(x, n, t)
+    assert torch.allclose(noisy, x + sigma * n, atol=1e-5)  # k-diffusion form
+    # ...rescaled, the U-Net sees what DDPM gives it, and the target stays the noise.
+    assert torch.allclose(euler.model_input(noisy, t), ddpm.add_noise(x, n, t), atol=1e-5)
+    assert torch.equal(euler.target(x, n, t), n)
+    with pytest.raises(ValueError, match="flow matching is for Flux"):
+        config(train={"noise_scheduler": "flowmatch"})
+
+
+def test_timestep_type_and_shift_shape_the_noise_levels(demo_home: Path) -> None:
+    arch = load(config(), demo_home, lora=False)
+
+    def draws(**train) -> torch.Tensor:
+        return _timesteps(arch, config(train=train)) / 1000
+
+    uniform, sigmoid = draws(timestep_type="uniform"), draws(timestep_type="sigmoid")
+    shift3 = draws(timestep_type="shift", timestep_shift=3.0)
+    shift6 = draws(timestep_type="shift", timestep_shift=6.0)
+    assert abs(float(uniform.std()) - 1 / math.sqrt(12)) < 0.01  # flat
+    assert float(sigmoid.std()) < 0.25 and abs(float(sigmoid.mean()) - 0.5) < 0.02  # middle
+    # shift bends u to s·u / (1 + (s-1)·u): more high-noise draws, more with a larger shift.
+    assert 0.5 + 0.1 < float(shift3.mean()) < float(shift6.mean())
+    # shift 3: u > 0.5 lands above 0.75, so half of the draws do (a quarter when flat).
+    assert float((shift3 > 0.75).float().mean()) == pytest.approx(0.5, abs=0.03)
 
 
 # ----------------------------------------------------------- the options in a training run

@@ -7,8 +7,8 @@ After every optimizer step the average moves towards the raw weights::
 where n counts the updates before this one (EMAModel's warm-up: the first update copies the
 weights, and the decay reaches ``ema_decay`` after about 9 / (1 − ema_decay) steps, so the
 average is never stuck near the zero-initialised adapter). The saved LoRA files (final and in
-checkpoints) hold the average; training continues on the raw weights, and checkpoints keep
-both, so a resumed run continues the same average.
+checkpoints) and the preview samples use the average; training continues on the raw weights,
+and checkpoints keep both, so a resumed run continues the same average.
 """
 
 from __future__ import annotations
