@@ -17,13 +17,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def _fix_buttons(at) -> list:
-    return [b for b in at.button if b.key and b.key.startswith("rv:fix:")]
+def _fix_button(at, words: str):
+    found = [b for b in at.button if b.key and b.key.startswith("rv:fix:") and words in b.label]
+    assert found, [b.label for b in at.button]
+    return found[0]
 
 
-def test_a_clean_draft_can_launch_and_shows_its_yaml() -> None:
+def test_a_valid_draft_can_launch_and_shows_its_yaml() -> None:
     at = open_page("pages/review.py")
-    assert "No problems found" in texts(at)
+    assert "Launch is locked" not in texts(at)
     assert not at.button(key="rv:launch").disabled
     yaml_text = at.code[0].value
     assert yaml_text.startswith("# LoRA Studio training config")
@@ -35,23 +37,40 @@ def test_applying_a_fix_changes_the_draft_and_the_finding_disappears() -> None:
     at = open_page("pages/wizard.py")
     go_to_step(at, "memory")
     widget(at, "cfg:runtime.persistent_workers").set_value(True).run()  # needs workers > 0
+    at.switch_page("pages/review.py").run()
+    assert at.button(key="rv:launch").disabled
+    assert "Launch is locked" in texts(at)
+    assert "needs num_workers above 0" in texts(at)
+    _fix_button(at, "Reset to the default").click().run()
+    assert draft(at)["runtime"]["persistent_workers"] is False
+    assert "needs num_workers above 0" not in texts(at)
+    assert not at.button(key="rv:launch").disabled
+    assert not at.exception
+
+
+def test_an_unresolved_auto_locks_launch_until_its_fix_is_applied() -> None:
+    at = open_page("pages/wizard.py")
     go_to_step(at, "training")
     at.checkbox(key="auto:train.steps").check().run()
     assert draft(at)["train"]["steps"] == "auto"
     at.switch_page("pages/review.py").run()
     assert at.button(key="rv:launch").disabled
-    assert "Launch is locked" in texts(at)
-    assert "Persistent workers" in texts(at) and "still 'auto'" in texts(at)
-    fixes = _fix_buttons(at)
-    assert len(fixes) == 2
-    auto_fix = next(b for b in fixes if "Use" in b.label)
-    auto_fix.click().run()
-    assert draft(at)["train"]["steps"] == 1000
+    assert "still 'auto'" in texts(at)
+    _fix_button(at, "steps").click().run()
+    assert isinstance(draft(at)["train"]["steps"], int)
     assert "still 'auto'" not in texts(at)
-    _fix_buttons(at)[0].click().run()
-    assert draft(at)["runtime"]["persistent_workers"] is False
-    assert not _fix_buttons(at)
-    assert "No problems found" in texts(at)
+    assert not at.button(key="rv:launch").disabled
+
+
+def test_apply_all_fixes_leaves_no_fixable_error() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "training")
+    at.checkbox(key="auto:train.steps").check().run()
+    go_to_step(at, "optimizer")
+    at.checkbox(key="auto:train.lr").check().run()
+    at.switch_page("pages/review.py").run()
+    at.button(key="rv:fix_all").click().run()
+    assert "still 'auto'" not in texts(at)
     assert not at.button(key="rv:launch").disabled
     assert not at.exception
 

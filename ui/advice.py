@@ -9,10 +9,12 @@ descriptions as explanations) and says "predictions unavailable" instead of gues
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
 import os
 import platform
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ class Finding:
     fix: dict[str, Any] | None = None  # dotted path -> new value
     fix_label: str = ""
     rule: str = ""
+    raw: Any = None  # the advisor's own finding, for apply_all_fixes
 
     @property
     def key(self) -> str:
@@ -79,36 +82,116 @@ class Finding:
 class Prediction:
     vram_gb: float
     vram_range: tuple[float, float]
-    vram_available_gb: float | None
+    vram_available_gb: float | None  # None: no GPU, the run uses system RAM
     ram_gb: float | None
     step_s: float | None
     total_s: float | None
     disk_gb: float | None
     assumptions: list[str] = field(default_factory=list)
+    fit_word: str | None = None  # yes | tight | no (the advisor's verdict)
+    step_range: tuple[float, float] | None = None
+    total_range: tuple[float, float] | None = None
+    history_runs: int = 0
 
     @property
     def fits(self) -> bool | None:
+        if self.fit_word is not None:
+            return self.fit_word != "no"
         if self.vram_available_gb is None:
             return None
         return self.vram_range[1] <= self.vram_available_gb
 
 
+def _advisor(module: str) -> Any:
+    """An advisor module, or None while it is missing or broken (the UI then falls back)."""
+    try:
+        return importlib.import_module(f"advisor.{module}")
+    except Exception:
+        return None
+
+
 # ------------------------------------------------------------------------------------ hardware
 def detect_hardware(home: Path, overrides: dict[str, Any] | None = None) -> Hardware:
     """The machine as the advisor sees it, with the user's overrides applied on top."""
-    hw = _fallback_hardware(home)
-    return apply_overrides(hw, overrides or {})
+    profile_mod = _advisor("profile")
+    hw = None
+    if profile_mod is not None:
+        try:
+            hw = _from_profile(profile_mod.detect_profile(home))
+        except Exception as err:
+            hw = _fallback_hardware(home)
+            hw.notes.append(f"hardware detection failed ({err}); showing basic facts")
+    return apply_overrides(hw or _fallback_hardware(home), overrides or {})
+
+
+def _from_profile(profile: Any) -> Hardware:
+    gpu = profile.gpu
+    return Hardware(
+        gpu_kind=profile.kind,
+        gpu_name=gpu.name if gpu else "No GPU found: CPU only",
+        vram_gb=round(profile.usable_vram_gb, 1) if gpu else None,
+        ram_gb=round(profile.ram_total_gb, 1),
+        ram_available_gb=round(profile.ram_available_gb, 1),
+        disk_free_gb=round(profile.disk_free_gb, 1),
+        disk_type=profile.disk_type,
+        cpu_name=profile.cpu_name or "unknown CPU",
+        cores=profile.cpu_cores,
+        unified=profile.unified,
+        detected={
+            "gpu": gpu is not None,
+            "ram": profile.ram_total_gb > 0,
+            "disk": profile.disk_type != "unknown",
+            "cpu": bool(profile.cpu_name),
+        },
+        notes=list(profile.notes),
+        raw=profile,
+    )
 
 
 def apply_overrides(hw: Hardware, overrides: dict[str, Any]) -> Hardware:
+    overrides = {k: v for k, v in overrides.items() if v not in (None, "")}
+    if hw.raw is not None:
+        try:
+            return _from_profile_with(hw, overrides)
+        except Exception as err:
+            hw = copy.copy(hw)
+            hw.notes = [*hw.notes, f"overrides not applied ({err})"]
+            return hw
     hw = copy.copy(hw)
     for key in ("vram_gb", "ram_gb", "disk_free_gb", "disk_type", "cores"):
-        if overrides.get(key) not in (None, ""):
+        if key in overrides:
             setattr(hw, key, overrides[key])
     reserve = float(overrides.get("reserve_vram_gb") or 0)
     if reserve and hw.vram_gb is not None:
         hw.vram_gb = max(0.0, hw.vram_gb - reserve)
     return hw
+
+
+def _from_profile_with(hw: Hardware, overrides: dict[str, Any]) -> Hardware:
+    profile_mod = _advisor("profile")
+    profile = hw.raw
+    if "vram_gb" in overrides:
+        vram = float(overrides["vram_gb"])
+        if profile.gpu is None:  # planning for a GPU this machine does not have
+            gpu = profile_mod.GPU("nvidia", "GPU (entered in preflight)", vram, vram, bf16=True)
+            profile = replace(profile, gpus=(gpu,))
+        else:
+            profile = profile_mod.with_overrides(
+                profile, {"vram_total_gb": vram, "vram_free_gb": vram}
+            )
+    top = {
+        "reserved_vram_gb": overrides.get("reserve_vram_gb"),
+        "ram_total_gb": overrides.get("ram_gb"),
+        "disk_free_gb": overrides.get("disk_free_gb"),
+        "disk_type": overrides.get("disk_type"),
+        "cpu_cores": overrides.get("cores"),
+    }
+    top = {k: v for k, v in top.items() if v is not None}
+    if "ram_total_gb" in top:
+        top["ram_available_gb"] = min(profile.ram_available_gb, top["ram_total_gb"])
+    result = _from_profile(profile_mod.with_overrides(profile, top))
+    result.detected = hw.detected
+    return result
 
 
 def _fallback_hardware(home: Path) -> Hardware:
@@ -153,7 +236,81 @@ def smart_defaults(
     draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
 ) -> list[Recommendation]:
     """Recommended values for the draft's architecture, intent and hardware, each with a reason."""
+    defaults = _advisor("defaults")
+    if defaults is not None and hw.raw is not None:
+        try:
+            return _advisor_defaults(defaults, draft, hw, intent)
+        except Exception:
+            pass
     return _fallback_defaults(draft, hw, intent)
+
+
+def _advisor_defaults(
+    defaults: Any, draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
+) -> list[Recommendation]:
+    try:
+        base = config_from_dict(draft)
+    except ConfigError:
+        base = None
+    wish = defaults.UserIntent(
+        training_type=intent.get("what", "other"),
+        priority=intent.get("priority", "quality"),
+        experience=intent.get("experience", "beginner"),
+    )
+    arch = draft["model"]["arch"]
+    result = defaults.recommend(wish, arch, hw.raw, dataset_info(draft, base), base)
+    recs = [Recommendation(r.path, r.value, r.reason, r.source) for r in result.recommendations]
+    if base is None and not any(r.path == "model.name_or_path" for r in recs):
+        model = result.config.model.name_or_path
+        recs.append(Recommendation("model.name_or_path", model, f"the usual {arch} base model"))
+    return recs
+
+
+def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> Any:
+    """What the advisor knows about the images: exact when the trainer's scanner is loaded,
+    otherwise counted from the folders (image files, caption files, sizes from headers)."""
+    dataset_mod = _advisor("dataset")
+    if dataset_mod is None or cfg is None:
+        return None
+    folders = []
+    for ds in cfg.datasets:
+        folder = _folder_of(ds.folder_path)
+        if folder is None:
+            return None
+        stamp = folder.stat().st_mtime_ns
+        folders.append(_count_folder(dataset_mod, str(folder), stamp, ds.caption_ext))
+    return dataset_mod.DatasetInfo(tuple(folders))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _folder_of(ref: str) -> Path | None:
+    if ref.startswith("demo:"):
+        from trainer.settings import load_settings
+        from trainer.tiny import ensure_demo
+
+        return ensure_demo(load_settings().home, "dataset") if ref == "demo:dataset" else None
+    path = Path(ref).expanduser()
+    return path if path.is_dir() else None
+
+
+@functools.lru_cache(maxsize=32)
+def _count_folder(dataset_mod: Any, name: str, stamp: int, caption_ext: str) -> Any:
+    from PIL import Image
+
+    folder = Path(name)
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    sizes = []
+    for path in images[:2000]:
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.size)
+        except Exception:
+            continue
+    ext = "." + caption_ext.lstrip(".")
+    captioned = sum(p.with_suffix(ext).exists() for p in images)
+    return dataset_mod.FolderInfo(len(sizes), tuple(sizes), captioned, folder=str(folder))
 
 
 def _preset_for(arch: str, what: str, demo: bool) -> str | None:
@@ -232,6 +389,14 @@ def findings(
 ) -> list[Finding]:
     """Everything worth telling about the draft: schema errors, unresolved autos, advice."""
     found = [_problem_finding(draft, p) for p in problems]
+    rules = _advisor("rules")
+    if cfg is not None and rules is not None:
+        try:
+            raw = rules.validate(cfg, hw.raw, dataset_info(draft, cfg))
+        except Exception:
+            raw = None
+        if raw is not None:
+            return found + [_from_advisor(f) for f in raw]
     for path in DECISION_AUTOS:
         if _get(draft, path) == "auto":
             rec = recommendations.get(path)
@@ -247,6 +412,36 @@ def findings(
                 )
             )
     return found
+
+
+def _from_advisor(raw: Any) -> Finding:
+    fix = dict(raw.fix) if raw.fix else None
+    label = ", ".join(f"{label_of(p)} = {short_value(v)}" for p, v in (fix or {}).items())
+    return Finding(raw.severity, raw.message, list(raw.paths), fix, label, raw.rule, raw)
+
+
+def short_value(value: Any) -> str:
+    if isinstance(value, float) and value and abs(value) < 1e-2:
+        return f"{value:.1e}"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        if any(isinstance(v, dict) for v in value) or len(value) > 3:
+            return f"{len(value)} entries"
+        return ", ".join(map(str, value)) or "none"
+    return "empty" if value in (None, "") else str(value)
+
+
+def apply_all_fixes(cfg: TrainingConfig | None, found: list[Finding]) -> dict[str, Any] | None:
+    """The draft after every fix that can apply (conflicting ones skipped), or None."""
+    rules = _advisor("rules")
+    raw = [f.raw for f in found if f.raw is not None and f.fix]
+    if cfg is not None and rules is not None and raw:
+        try:
+            return rules.apply_fixes(cfg, raw).config.model_dump(mode="json")
+        except Exception:
+            return None
+    return None
 
 
 def _auto_fallback(path: str, draft: dict[str, Any]) -> Any:
@@ -312,11 +507,51 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
 # --------------------------------------------------------------------------------- predictions
 def predict(cfg: TrainingConfig | None, hw: Hardware) -> Prediction | None:
     """VRAM, RAM, time and disk for the config on this machine; None when the advisor cannot."""
-    return None
+    predict_mod = _advisor("predict")
+    if predict_mod is None or cfg is None or hw.raw is None:
+        return None
+    p = predict_mod.predict(cfg, hw.raw, dataset_info(cfg.model_dump(mode="json"), cfg))
+    return Prediction(
+        vram_gb=p.vram.value,
+        vram_range=(p.vram.low, p.vram.high),
+        vram_available_gb=p.vram_available_gb if hw.raw.gpu is not None else None,
+        ram_gb=p.ram.value,
+        step_s=p.step_time.value,
+        total_s=p.total_time.value,
+        disk_gb=p.disk.value,
+        assumptions=list(p.assumptions),
+        fit_word=p.vram_fit,
+        step_range=(p.step_time.low, p.step_time.high),
+        total_range=(p.total_time.low, p.total_time.high),
+        history_runs=p.history_runs,
+    )
 
 
 # -------------------------------------------------------------------------------- explanations
+@functools.lru_cache(maxsize=2048)
+def _advisor_text(kind: str, key: str, experience: str) -> str | None:
+    explain = _advisor("explain")
+    fn = getattr(explain, f"explain_{kind}", None) if explain is not None else None
+    if fn is None:
+        return None
+    try:
+        found = fn(key, experience)
+    except Exception:
+        return None
+    if hasattr(found, "what"):
+        parts = [found.what]
+        if getattr(found, "interactions", ""):
+            parts.append(f"**Works with:** {found.interactions}")
+        if getattr(found, "watch_for", ""):
+            parts.append(f"**Watch for:** {found.watch_for}")
+        return "\n\n".join(parts)
+    return str(found) if found else None
+
+
 def explain_step(step: str, experience: str) -> str:
+    found = _advisor_text("step", step, experience)
+    if found:
+        return found
     _title, text = WIZARD_STEPS[step]
     if experience == "advanced":
         return text
@@ -333,6 +568,9 @@ def explain_step(step: str, experience: str) -> str:
 
 
 def explain_field(path: str, experience: str) -> str:
+    found = _advisor_text("field", path, experience)
+    if found:
+        return found
     info = field_info(path)
     desc = info.description or ""
     return desc if experience == "beginner" else desc.split(". ")[0]

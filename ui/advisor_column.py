@@ -24,11 +24,25 @@ SEVERITY = {
 
 
 def show_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, float) and value and abs(value) < 1e-2:
         return f"{value:.1e}"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) if len(value) <= 4 else f"{len(value)} items"
+        if not value:
+            return "none"
+        if any(isinstance(v, dict) for v in value) or len(value) > 4:
+            return f"{len(value)} entries"
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
     return "empty" if value in (None, "") else str(value)
+
+
+def seconds_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.2f} s" if seconds < 10 else format_duration(seconds)
 
 
 def render_advisor_column(step: str, context: StudioContext) -> None:
@@ -107,6 +121,10 @@ def _patch_text(patch: dict[str, Any]) -> str:
     return ", ".join(f"{advice.label_of(p)} = {show_value(v)}" for p, v in patch.items())
 
 
+def _range(span: tuple[float, float] | None) -> str:
+    return f"{seconds_text(span[0])}–{seconds_text(span[1])}" if span else ""
+
+
 def render_predictions(context: StudioContext, compact: bool = False) -> None:
     prediction: Prediction | None = context.prediction
     if prediction is None:
@@ -116,19 +134,21 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
         )
         return
     value, note = vram_text(prediction, context.hw)
+    low, high = prediction.vram_range
     rows = [
-        ("VRAM", f"{value} ({prediction.vram_range[0]:.1f}–{prediction.vram_range[1]:.1f})", note),
-        ("System RAM", f"≈ {prediction.ram_gb:.1f} GB" if prediction.ram_gb else "?", ""),
-        ("Step time", f"≈ {prediction.step_s:.2f} s" if prediction.step_s else "?", ""),
-        ("Total time", format_duration(prediction.total_s), "caching, training, sampling"),
-        ("Disk", f"≈ {prediction.disk_gb:.1f} GB" if prediction.disk_gb else "?", ""),
+        ("VRAM", f"{prediction.vram_gb:.1f} GB", f"{low:.1f}–{high:.1f} GB; {note}"),
+        ("System RAM", f"{prediction.ram_gb:.1f} GB" if prediction.ram_gb else "?", ""),
+        ("Step time", seconds_text(prediction.step_s), _range(prediction.step_range)),
+        ("Total time", seconds_text(prediction.total_s), "caching, training and sampling"),
+        ("Disk", f"{prediction.disk_gb:.1f} GB" if prediction.disk_gb is not None else "?", ""),
     ]
     if compact:
-        st.markdown("  \n".join(f"{k}: **{v}**" + (f" — {n}" if n else "") for k, v, n in rows))
+        st.markdown("  \n".join(f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows))
     else:
         cols = st.columns(len(rows))
         for col, (label, text, note_) in zip(cols, rows, strict=True):
             col.metric(label, text, help=note_ or None)
+        st.caption(f"VRAM {value} {note}")
     if prediction.assumptions:
         with st.expander("Assumptions behind these numbers"):
             st.markdown("\n".join(f"- {a}" for a in prediction.assumptions))

@@ -48,15 +48,21 @@ def render_validation(context: StudioContext) -> None:
     )
     fixable = [f for f in context.findings if f.fix]
     if len(fixable) > 1:
-        patch: dict[str, Any] = {}
-        for finding in fixable:
-            patch.update(finding.fix or {})
+        fixed = advice.apply_all_fixes(context.validated.config, fixable)
+        if fixed is None:
+            patch: dict[str, Any] = {}
+            for finding in fixable:
+                patch.update(finding.fix or {})
+            action, args = apply_fix, (patch,)
+        else:
+            action, args = state.replace_draft, (fixed,)
         st.button(
             f"Apply all {len(fixable)} fixes",
             key="rv:fix_all",
-            on_click=apply_fix,
-            args=(patch,),
+            on_click=action,
+            args=args,
             icon=":material/auto_fix_high:",
+            help="Applies every fix; when two fixes disagree, the first one wins.",
         )
     render_findings(context.findings, key_prefix="rv")
 

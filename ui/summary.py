@@ -38,18 +38,22 @@ def vram_text(prediction: Prediction | None, hw: Hardware) -> tuple[str, str]:
     """('≈ 6.1 GB', 'of 24 GB · ✅ fits') — or why there is no number."""
     if prediction is None:
         return "unavailable", "predictions unavailable"
-    low, high = prediction.vram_range
     value = f"≈ {prediction.vram_gb:.1f} GB"
+    words = {"yes": f"{OK} fits", "tight": f"{WARN} tight", "no": f"{ERR} does not fit"}
+    fits = prediction.fits
+    verdict = words.get(prediction.fit_word or "") or (
+        "" if fits is None else words["yes"] if fits else words["no"]
+    )
     if prediction.vram_available_gb is None:
-        return value, f"{low:.1f}–{high:.1f} GB; no GPU here, memory comes from RAM"
-    verdict = f"{OK} fits" if prediction.fits else f"{WARN} may not fit"
+        return value, f"no GPU: uses system RAM ({hw.ram_available_gb:.0f} GB free) · {verdict}"
     return value, f"of {prediction.vram_available_gb:.0f} GB · {verdict}"
 
 
 def status_text(context: StudioContext) -> tuple[str, str]:
     errors, warnings = len(context.errors), len(context.warnings)
+    tips = len(context.findings) - errors - warnings
     if not errors and not warnings:
-        return f"{OK} Ready", "no problems found"
+        return f"{OK} Ready", f"{tips} suggestion(s) to consider" if tips else "no problems found"
     parts = []
     if errors:
         parts.append(f"{ERR} {errors} error{'s' * (errors != 1)}")

@@ -27,13 +27,14 @@ from pydantic.fields import FieldInfo
 
 from trainer.config import ARCH_DEFAULTS, _nested_model, field_meta, iter_fields
 from ui import state
-from ui.advice import label_of
+from ui.advice import explain_field, label_of, short_value
 
 ERRORS = "field_errors"  # path -> message for input that could not be read
 _SHADOW = "_shadow:"  # path -> the draft value the widget was last seeded with
 _BASE = "_base:"  # table path -> rows the data editor was created with
 ARCH_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
 LEVELS = ("basic", "advanced", "expert")
+CHOICE_LABELS = {"model.arch": ARCH_LABELS}
 SCIENTIFIC = re.compile(r"(^|_)lr$")
 AUTO_FALLBACKS: dict[str, Any] = {
     "train.steps": 1000,
@@ -193,7 +194,10 @@ def concrete_paths(generic: str, n_datasets: int) -> list[str]:
 
 # ------------------------------------------------------------------------------- conversions
 def _help(s: Spec) -> str:
-    text = s.info.description or ""
+    """The field's explanation at the user's level (what, works with, watch for), else its
+    description; plus what it affects."""
+    experience = (state.meta().get("intent") or {}).get("experience", "beginner")
+    text = explain_field(s.generic, experience) or s.info.description or ""
     if s.affects:
         text += f"\n\nAffects: {', '.join(s.affects)}."
     if s.optional:
@@ -374,6 +378,8 @@ def _input(path: str, s: Spec, label: str, key: str, commit: Any, disabled: bool
         current = st.session_state.get(key)
         if current not in options:  # an invalid value from a file: show it, the error explains
             options.append(current)
+        names = CHOICE_LABELS.get(s.generic, {})
+        kw["format_func"] = lambda o: names.get(o, o)
         if len(options) <= 4 and max(len(o) for o in options) <= 10:
             st.segmented_control(label, options, required=True, **kw)
         else:
@@ -432,17 +438,9 @@ def _messages(path: str, value: Any) -> None:
             st.caption(f":material/lightbulb: **Recommended** — {rec['reason']}")
         else:
             st.caption(
-                f":material/lightbulb: **Recommended: {_show(rec['value'])}** (yours differs) "
+                f":material/lightbulb: **Recommended: {short_value(rec['value'])}** (yours differs) "
                 f"— {rec['reason']}"
             )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and value and abs(value) < 1e-2:
-        return f"{value:.1e}"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) if len(value) < 6 else f"{len(value)} items"
-    return str(value)
 
 
 # -------------------------------------------------------------------------------------- tables

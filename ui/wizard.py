@@ -62,11 +62,12 @@ def render_navigation(context: StudioContext) -> str:
         ss[STEP_KEY] = step
         ss[_STEP_SHADOW] = step
     left, mid, right = st.columns([3, 1.3, 1], vertical_alignment="bottom")
+    labels = {s: step_label(s, context) for s in STEPS}  # format_func must not read state
     left.selectbox(
         "Wizard step",
         STEPS,
         key=STEP_KEY,
-        format_func=lambda s: step_label(s, context),
+        format_func=labels.__getitem__,
         on_change=_on_pick,
     )
     expert = mid.toggle(
@@ -91,24 +92,23 @@ def render_navigation(context: StudioContext) -> str:
 
 def render_prev_next(step: str) -> None:
     index = STEPS.index(step)
-    cols = st.columns([1, 1, 3])
-    if index > 0:
-        cols[0].button(
-            f"← {WIZARD_STEPS[STEPS[index - 1]][0]}",
-            key="wiz:prev",
-            on_click=go_to,
-            args=(STEPS[index - 1],),
-        )
-    if index < len(STEPS) - 1:
-        cols[1].button(
-            f"{WIZARD_STEPS[STEPS[index + 1]][0]} →",
-            key="wiz:next",
-            type="primary",
-            on_click=go_to,
-            args=(STEPS[index + 1],),
-        )
-    else:
-        with cols[1]:
+    with st.container(horizontal=True, key="wiz_prev_next"):
+        if index > 0:
+            st.button(
+                f"← {WIZARD_STEPS[STEPS[index - 1]][0]}",
+                key="wiz:prev",
+                on_click=go_to,
+                args=(STEPS[index - 1],),
+            )
+        if index < len(STEPS) - 1:
+            st.button(
+                f"{WIZARD_STEPS[STEPS[index + 1]][0]} →",
+                key="wiz:next",
+                type="primary",
+                on_click=go_to,
+                args=(STEPS[index + 1],),
+            )
+        else:
             st.page_link("pages/review.py", label="Review and launch", icon=":material/done_all:")
 
 
