@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from trainer.config import ARCH_DEFAULTS, DatasetConfig, TrainingConfig
@@ -60,25 +61,38 @@ def bucket_counts(ds: DatasetConfig, folder: FolderInfo, arch: str) -> Counter[o
     """Items per bucket for one epoch of one dataset (repeats and resolutions included)."""
     if not folder.sizes:
         return Counter({("unknown", id(ds)): folder.images * ds.num_repeats * len(ds.resolution)})
+    key = (tuple(ds.resolution), ds.enable_bucketing, ds.bucket_no_upscale, folder.sizes, arch)
+    return Counter({b: n * ds.num_repeats for b, n in _bucket_table(*key)})
+
+
+@lru_cache(maxsize=256)
+def _bucket_table(
+    resolutions: tuple[int, ...],
+    enable_bucketing: bool,
+    no_upscale: bool,
+    sizes: tuple[tuple[int, int], ...],
+    arch: str,
+) -> tuple[tuple[tuple[int, int], int], ...]:
     from trainer.data import bucket_for, make_buckets
 
     multiple = ARCH_DEFAULTS[arch]["size_multiple"]
-    counts: Counter[object] = Counter()
-    for resolution in ds.resolution:
+    counts: Counter[tuple[int, int]] = Counter()
+    for resolution in resolutions:
         side = max(multiple, resolution // multiple * multiple)
         buckets = make_buckets(side, multiple)
-        for width, height in folder.sizes:
-            bucket = bucket_for(
-                width,
-                height,
-                side,
-                multiple,
-                enable_bucketing=ds.enable_bucketing,
-                no_upscale=ds.bucket_no_upscale,
-                buckets=buckets,
-            )
-            counts[bucket] += ds.num_repeats
-    return counts
+        for width, height in sizes:
+            counts[
+                bucket_for(
+                    width,
+                    height,
+                    side,
+                    multiple,
+                    enable_bucketing=enable_bucketing,
+                    no_upscale=no_upscale,
+                    buckets=buckets,
+                )
+            ] += 1
+    return tuple(counts.items())
 
 
 def steps_per_epoch(cfg: TrainingConfig, info: DatasetInfo, batch: int | None = None) -> int:
@@ -150,15 +164,14 @@ def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo |
     """
     if any(ds.folder_path.startswith("demo:") for ds in cfg.datasets):
         return None
-    from trainer.data import DatasetError, scan_dataset
+    paths = [Path(ds.folder_path).expanduser() for ds in cfg.datasets]
+    paths = [root / p if root is not None and not p.is_absolute() else p for p in paths]
+    if not all(p.is_dir() for p in paths):
+        return None
+    from trainer.data import DatasetError, scan_dataset  # imports torch: only when scanning
 
     folders = []
-    for ds in cfg.datasets:
-        path = Path(ds.folder_path).expanduser()
-        if root is not None and not path.is_absolute():
-            path = root / path
-        if not path.is_dir():
-            return None
+    for ds, path in zip(cfg.datasets, paths, strict=True):
         try:
             scan = scan_dataset(ds, path)
         except DatasetError as err:

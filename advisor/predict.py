@@ -155,13 +155,21 @@ def _matching(
     ]
 
 
+def _run_priors(run: PastRun, profile: SystemProfile) -> tuple[float, float]:
+    """The priors (peak GiB, s/step) for a past run's own config on ``profile``, memoised."""
+    if profile not in run.memo:
+        w = workload(run.config, profile)  # type: ignore[arg-type]
+        run.memo[profile] = (peak_vram(w).total_gib, step_time(w).seconds_per_step)
+    return run.memo[profile]
+
+
 def _vram(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
     prior = peak_vram(w)
     context = CONTEXT_GIB.get(w.device_kind, 0.6)
     factors = []
     for run in runs:
         if run.peak_gb:
-            theirs = peak_vram(workload(run.config, profile)).total_gib - context  # type: ignore[arg-type]
+            theirs = _run_priors(run, profile)[0] - context
             factors.append(run.peak_gb / max(theirs, 1e-6))
     factor = median(factors)
     if factor is None:
@@ -173,9 +181,7 @@ def _vram(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
 def _step(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
     prior = step_time(w)
     factors = [
-        run.seconds_per_step / step_time(workload(run.config, profile)).seconds_per_step  # type: ignore[arg-type, operator]
-        for run in runs
-        if run.seconds_per_step
+        run.seconds_per_step / _run_priors(run, profile)[1] for run in runs if run.seconds_per_step
     ]
     factor = median(factors)
     if factor is None:

@@ -22,9 +22,44 @@ from advisor.dataset import DatasetInfo
 from advisor.findings import RULES, SEVERITIES, Context, Finding, Rule
 from advisor.patch import try_patch
 from advisor.profile import SystemProfile
+from advisor.runs import as_runs
 from trainer.config import TrainingConfig
 
-__all__ = ["RULES", "FixResult", "Rule", "apply_fixes", "errors", "validate"]
+__all__ = ["RULES", "SUGGESTION_ONLY", "FixResult", "Rule", "apply_fixes", "errors", "validate"]
+
+# Rules that only ever suggest (checked by the property test): skipped when looking for errors.
+SUGGESTION_ONLY = frozenset(
+    {r for r in RULES if r.startswith("unused.")}
+    | {
+        "cache_flip_variants",
+        "text_cache_with_dropout",
+        "text_cache_off",
+        "flip_y",
+        "trigger_common_word",
+        "dataset_size_for_intent",
+        "bucket_fragmentation",
+        "shuffle_without_keep",
+        "slow_disk_without_cache",
+        "vram_underused",
+        "nf4_optimizer",
+        "quantized_samples",
+        "quantize_small_model",
+        "fp32_on_gpu",
+        "prefetch_without_gpu",
+        "checkpointing_not_needed",
+        "sdxl_text_encoder",
+        "restarts_one_cycle",
+        "min_snr_missing",
+        "noise_offset_flux",
+        "effective_batch",
+        "sample_every_beyond_steps",
+        "samples_without_prompts",
+        "prompts_without_trigger",
+        "sample_size_mismatch",
+        "output_name_exists",
+        "preservation_for_subject",
+    }
+)
 
 
 def validate(
@@ -33,10 +68,17 @@ def validate(
     info: DatasetInfo | None = None,
     existing_names: Iterable[str] = (),
     history: list[Any] | None = None,
+    errors_only: bool = False,
 ) -> list[Finding]:
-    """Every finding of every rule, errors first."""
-    ctx = Context(cfg, profile, info, frozenset(existing_names), list(history or []))
-    found = [f for r in RULES.values() for f in r.check(ctx)]
+    """Every finding of every rule, errors first (``errors_only``: skip the rules that can only
+    make suggestions)."""
+    ctx = Context(cfg, profile, info, frozenset(existing_names), as_runs(history))
+    found = [
+        f
+        for r in RULES.values()
+        if not (errors_only and r.id in SUGGESTION_ONLY)
+        for f in r.check(ctx)
+    ]
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
@@ -91,4 +133,5 @@ def _new_errors(
     names: frozenset[str],
     known: set[str],
 ) -> set[str]:
-    return {f.rule for f in errors(validate(cfg, profile, info, names))} - known
+    found = validate(cfg, profile, info, names, errors_only=True)
+    return {f.rule for f in errors(found)} - known

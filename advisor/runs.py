@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from trainer.config import TrainingConfig, field_info
@@ -34,6 +35,7 @@ class PastRun:
     rating: int | None = None
     device: str | None = None
     duration_s: float | None = None
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def config(self) -> TrainingConfig | None:
@@ -106,11 +108,20 @@ def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def config_from_params(params: Mapping[str, str]) -> TrainingConfig | None:
-    """Rebuild a run's config from its MLflow params; None when they do not form a valid one."""
+    """Rebuild a run's config from its MLflow params; None when they do not form a valid one.
+
+    Memoised on the params: the same past runs are read again on every report. Treat the
+    returned config as read-only.
+    """
     if not params:
         return None
+    return _config_from_items(tuple(sorted(params.items())))
+
+
+@lru_cache(maxsize=1024)
+def _config_from_items(items: tuple[tuple[str, str], ...]) -> TrainingConfig | None:
     data: dict[str, Any] = {}
-    for path, raw in params.items():
+    for path, raw in items:
         try:
             value = _param_value(path, raw)
         except KeyError:
@@ -122,15 +133,20 @@ def config_from_params(params: Mapping[str, str]) -> TrainingConfig | None:
 
 
 def _param_value(path: str, raw: str) -> Any:
-    info = field_info(path)
     if raw == "null":
         return None
-    if info.annotation in (str, str | None):
+    if _is_text(re.sub(r"\.\d+(\.|$)", r".0\1", path)):
         return raw
     try:
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+@lru_cache(maxsize=1024)
+def _is_text(path: str) -> bool:
+    """Whether a field holds text (kept as is) rather than JSON; KeyError for unknown paths."""
+    return field_info(path).annotation in (str, str | None)
 
 
 def _put(node: dict[str, Any], parts: list[str], value: Any) -> None:
