@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ui_support import draft, go_to_step, new_app, open_page, texts
+from ui_support import draft, go_to_step, new_app, open_page, texts, widget
 
 from ui.state import dget
 
@@ -66,3 +66,16 @@ def test_answers_survive_a_new_session() -> None:
     fresh.switch_page("pages/preflight.py").run()
     assert fresh.radio(key="pf:what").value == "style"
     assert "You confirmed preflight before" in texts(fresh)
+
+
+def test_recommendations_follow_an_arch_change_on_request() -> None:
+    at = open_page("pages/preflight.py")
+    at.button(key="pf:confirm").click().run()
+    at.switch_page("pages/wizard.py").run()
+    go_to_step(at, "model")
+    widget(at, "cfg:model.arch").set_value("flux").run()
+    assert "These were made for" in texts(at)
+    at.button(key="col:model:refresh").click().run()
+    meta = at.session_state["draft_meta"]
+    assert meta["recommended_for"] == "flux"
+    assert "These were made for" not in texts(at)

@@ -121,3 +121,19 @@ def test_launch_hands_the_config_to_the_job_runner(monkeypatch: pytest.MonkeyPat
     at.button(key="rv:launch").click().run()
     assert len(launched) == 1 and launched[0].model.arch == "sd15"
     assert "run123" in texts(at)
+
+
+def _comparison(at):
+    return next(d.value for d in at.dataframe if "Reason" in d.value.columns)
+
+
+def test_comparison_shows_yours_vs_recommended_with_reasons() -> None:
+    at = open_page("pages/review.py")
+    table = _comparison(at)
+    assert {"Setting", "Yours", "Recommended", "Status", "Reason"} <= set(table.columns)
+    assert table["Reason"].str.len().min() > 0
+    differing = (table["Status"] != "✓ matches").sum()
+    assert differing > 0  # the schema defaults are not what the advisor would pick
+    at.button(key="rv:apply_recs").click().run()
+    table = _comparison(at)
+    assert (table["Status"] == "✓ matches").all()

@@ -165,3 +165,30 @@ def test_dataset_step_analyses_the_demo_dataset() -> None:
     at.button(key="wiz:ds_add").click().run()
     assert len(draft(at)["datasets"]) == 2
     assert "cfg:datasets.1.folder_path" in keys(at)
+
+
+def test_table_edits_become_config_rows() -> None:
+    from trainer.config import Augmentation, SamplePrompt
+    from ui.widgets import table_rows
+
+    base = [{"prompt": "a [trigger]", "seed": None}, {"prompt": "old"}]
+    edits = {
+        "edited_rows": {0: {"seed": 7.0, "neg": ""}},
+        "added_rows": [{"prompt": "new one", "width": 512.0}, {"prompt": None}],
+        "deleted_rows": [1],
+    }
+    rows = table_rows(base, edits, SamplePrompt)
+    assert rows == [{"prompt": "a [trigger]", "seed": 7}, {"prompt": "new one", "width": 512}]
+    assert all(isinstance(r.get("seed", 0), int) for r in rows)
+    augs = table_rows([], {"added_rows": [{"type": "blur", "probability": 0.3}]}, Augmentation)
+    assert augs == [{"type": "blur", "probability": 0.3}]
+
+
+def test_the_prompt_table_is_an_editor_keyed_by_its_path() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "sampling")
+    editors = {e.key for e in at.data_editor}
+    assert "cfg:sample.prompts" in editors
+    go_to_step(at, "resolution")
+    at.toggle(key="wiz:expert").set_value(True).run()
+    assert "cfg:datasets.0.augmentations" in {e.key for e in at.data_editor}

@@ -14,7 +14,7 @@ from ui import advice, state
 from ui.advice import Finding, Prediction
 from ui.context import StudioContext, apply_fix
 from ui.summary import format_duration, vram_text
-from ui.widgets import generic_path, step_fields
+from ui.widgets import ARCH_LABELS, generic_path, step_fields
 
 SEVERITY = {
     "error": (":material/error:", "Error"),
@@ -78,6 +78,22 @@ def render_recommendations(
         if fields is None or generic_path(path) in fields
     ]
     differing = [(p, r) for p, r in recs if state.get_value(p) != r["value"]]
+    made_for = state.meta().get("recommended_for")
+    arch = state.get_value("model.arch")
+    if context.recommendations and made_for and made_for != arch:
+        from ui.preflight import refresh_recommendations
+
+        st.markdown(
+            f":material/info: These were made for **{ARCH_LABELS.get(made_for, made_for)}**; "
+            f"the draft is now {ARCH_LABELS.get(arch, arch)}."
+        )
+        st.button(
+            f"Recommend for {ARCH_LABELS.get(arch, arch)}",
+            key=f"{key_prefix}:refresh",
+            on_click=refresh_recommendations,
+            icon=":material/refresh:",
+            help="Asks the advisor again; nothing changes until you apply a value.",
+        )
     if not recs:
         st.caption("No recommendations here yet: answer the preflight questions to get some.")
         return

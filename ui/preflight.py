@@ -181,5 +181,22 @@ def confirm(answers: dict[str, Any], overrides: dict[str, Any]) -> list[Recommen
         rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
     }
     meta["preflight_done"] = True
+    meta["recommended_for"] = arch
     state.autosave()
     return recs
+
+
+def current_recommendations() -> list[Recommendation]:
+    """The advisor's values for the draft as it is now (nothing is applied)."""
+    meta = state.meta()
+    hw = advice.apply_overrides(detected_hardware(), meta.get("profile_overrides") or {})
+    return advice.smart_defaults(state.draft(), hw, meta["intent"])
+
+
+def refresh_recommendations() -> None:
+    """Recommend again for the draft's current architecture; the values are not applied."""
+    recs = current_recommendations()
+    state.meta()["recommendations"] = {
+        rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
+    }
+    state.set_meta("recommended_for", state.get_value("model.arch"))

@@ -67,9 +67,11 @@ def render_validation(context: StudioContext) -> None:
     render_findings(context.findings, key_prefix="rv")
 
 
-def comparison_rows(context: StudioContext) -> list[dict[str, Any]]:
+def comparison_rows(
+    context: StudioContext, recs: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     rows = []
-    for path, rec in context.recommendations.items():
+    for path, rec in (context.recommendations if recs is None else recs).items():
         mine = state.get_value(path)
         same = mine == rec["value"]
         rows.append(
@@ -87,16 +89,25 @@ def comparison_rows(context: StudioContext) -> list[dict[str, Any]]:
 
 
 def render_comparison(context: StudioContext) -> None:
-    rows = comparison_rows(context)
+    recs = context.recommendations
+    if not recs:
+        from ui.preflight import current_recommendations
+
+        try:
+            found = current_recommendations()
+        except Exception as err:  # the advisor must not take the review down
+            st.caption(f"Recommendations unavailable ({err}).")
+            return
+        recs = {r.path: {"value": r.value, "reason": r.reason, "source": r.source} for r in found}
+        st.caption("ℹ️ Computed for your draft now (preflight not confirmed): nothing was applied.")
+    rows = comparison_rows(context, recs)
     if not rows:
-        st.caption(
-            "No recommendations yet: confirm preflight to compare with the advisor's values."
-        )
+        st.caption("The advisor has no recommendations for this draft.")
         return
     st.dataframe(rows, hide_index=True, width="stretch", key="rv:comparison")
     differing = [r for r in rows if r["Status"] != "✓ matches"]
     if differing:
-        patch = {r["Path"]: context.recommendations[r["Path"]]["value"] for r in differing}
+        patch = {r["Path"]: recs[r["Path"]]["value"] for r in differing}
         st.button(
             f"Use all {len(differing)} recommended values",
             key="rv:apply_recs",

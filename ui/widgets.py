@@ -496,15 +496,17 @@ def _column_config(model: type[BaseModel]) -> dict[str, Any]:
     return config
 
 
-def table_rows(path: str, edits: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows after the data editor's edits (edited, added, deleted) on the rows it was given."""
-    base = copy.deepcopy(st.session_state.get(_BASE + path) or [])
+def table_rows(
+    base: list[dict[str, Any]], edits: dict[str, Any], model: type[BaseModel]
+) -> list[dict[str, Any]]:
+    """The rows after the data editor's edits (edited, added, deleted) on the rows it was given;
+    empty cells dropped (optional settings), whole-number floats of integer columns as ints."""
+    base = copy.deepcopy(base)
     for index, change in (edits.get("edited_rows") or {}).items():
         if int(index) < len(base):
             base[int(index)].update(change)
     base += [dict(row) for row in edits.get("added_rows") or []]
     deleted = {int(i) for i in edits.get("deleted_rows") or []}
-    model = spec_of(path).row_model
     rows = []
     for index, row in enumerate(base):
         if index in deleted:
@@ -527,7 +529,8 @@ def _cell(model: type[BaseModel], name: str, value: Any) -> Any:
 
 def _commit_table(path: str) -> None:
     edits = st.session_state.get(widget_key(path)) or {}
-    rows = table_rows(path, edits)
+    base = st.session_state.get(_BASE + path) or []
+    rows = table_rows(base, edits, spec_of(path).row_model)
     state.set_value(path, rows)
     st.session_state[_SHADOW + path] = copy.deepcopy(rows)
 
