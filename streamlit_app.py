@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.sidebar import render_active_runs
 from ui.state import init_state
 from ui.summary import render_sidebar_hardware
 
@@ -14,9 +15,11 @@ PAGES = [
     st.Page("pages/preflight.py", title="Preflight", icon="🧭"),
     st.Page("pages/wizard.py", title="Wizard", icon="🪄"),
     st.Page("pages/review.py", title="Review & launch", icon="✅"),
+    st.Page("pages/monitor.py", title="Monitor", icon="📈"),
 ]
 
 init_state()  # the draft config: created once per session, restored from the autosave
 page = st.navigation(PAGES)
 render_sidebar_hardware()
+render_active_runs()  # the active run: progress and Stop, live while it trains
 page.run()

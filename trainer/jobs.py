@@ -40,6 +40,7 @@ from trainer.tracking import (
     read_job,
     read_progress,
     write_job,
+    write_progress,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -347,7 +348,7 @@ def launch(
                 folder,
                 cmd,
                 device=device,
-                name=cfg.name,
+                name=cfg.logging.run_name or cfg.name,
                 resumed=False,
                 extra={"predicted_s_per_step": predicted_s_per_step},
             )
@@ -371,6 +372,10 @@ def _spawn(
     log_path = folder / LOG_FILE
     for stale in (EXIT_FILE, STOP_FILE):
         (folder / stale).unlink(missing_ok=True)
+    # 'queued' until the trainer reports in (a resumed job's old progress says 'killed').
+    previous = read_progress(folder) or {}
+    keep = ("step", "total_steps", "loss", "loss_smoothed", "lr", "samples")
+    write_progress(folder, {**{k: previous.get(k) for k in keep}, "phase": "queued"})
     started = time.time()
     proc = _start(
         cmd,

@@ -1,0 +1,423 @@
+"""The monitor: one run's phase, progress, charts, samples, log, errors and controls.
+
+``render_live(settings, run_id)`` is the live part. The page wraps it in
+``st.fragment(run_every="2s")`` while the run is active; tests call it directly (AppTest cannot
+tick fragments). Every read is cheap: the progress file every tick, MLflow metric history and
+samples only when the step or the sample count changed (cached).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from trainer import jobs
+from trainer.settings import StudioSettings
+from trainer.tracking import JobInfo, read_job, read_progress
+from ui.jobs import LaunchRefused, reconcile_on_load, resume_job, stop_job
+
+PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
+FORCE_AFTER_S = 20.0
+PHASE_LABELS = {
+    "starting": ("🚀", "Starting the trainer"),
+    "queued": ("🕓", "Queued"),
+    "loading": ("⏳", "Loading the model"),
+    "caching": ("🗄️", "Caching latents and text embeddings"),
+    "training": ("🏋️", "Training"),
+    "sampling": ("🖼️", "Generating sample images"),
+    "saving": ("💾", "Saving the LoRA and a checkpoint"),
+    "stopping": ("⏹️", "Stopping"),
+    "finished": ("✅", "Finished"),
+    "failed": ("❌", "Failed"),
+    "killed": ("⏹️", "Stopped"),
+}
+FLOW = ("loading", "caching", "training", "sampling", "saving", "finished")
+STATUS_LABELS = {
+    "RUNNING": "🟢 running",
+    "FINISHED": "✅ finished",
+    "FAILED": "❌ failed",
+    "KILLED": "⏹️ stopped",
+    "SCHEDULED": "🕓 scheduled",
+}
+
+
+@dataclass
+class RunView:
+    """Everything the monitor shows about one run, gathered once per render."""
+
+    run_id: str
+    name: str
+    status: str
+    experiment_id: str
+    note: str
+    tags: dict[str, str]
+    start_time: datetime | None
+    job_dir: Path
+    job: JobInfo | None
+    alive: bool
+    progress: dict[str, Any]
+    exit: dict[str, Any] | None
+    stop_requested: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.alive
+
+    @property
+    def phase(self) -> str:
+        phase = self.progress.get("phase")
+        if self.status in ("FAILED", "KILLED", "FINISHED") and not self.alive:
+            return {"FAILED": "failed", "KILLED": "killed", "FINISHED": "finished"}[self.status]
+        if self.alive and self.stop_requested and phase not in ("saving", "killed"):
+            return "stopping"
+        return phase or ("starting" if self.alive else "queued")
+
+    @property
+    def predicted_s_per_step(self) -> float | None:
+        value = (self.job.extra.get("predicted_s_per_step") if self.job else None) or self.tags.get(
+            jobs.TAG_PREDICTED
+        )
+        try:
+            return float(value) if value else None
+        except ValueError:
+            return None
+
+
+def load_view(settings: StudioSettings, run_id: str) -> RunView:
+    from trainer.tracking import get_run_record
+
+    record = get_run_record(settings.tracking_uri, run_id)
+    folder = jobs.job_folder(settings, run_id)
+    job = read_job(folder)
+    return RunView(
+        run_id=run_id,
+        name=record.name,
+        status=record.status,
+        experiment_id=record.experiment_id,
+        note=record.note,
+        tags=record.tags,
+        start_time=record.start_time,
+        job_dir=folder,
+        job=job,
+        alive=jobs.job_alive(job),
+        progress=read_progress(folder) or {},
+        exit=jobs.read_exit(folder),
+        stop_requested=jobs.stop_requested(settings, run_id),
+    )
+
+
+# ------------------------------------------------------------------------------------ cached data
+@st.cache_data(show_spinner=False, max_entries=64)
+def _history(uri: str, run_id: str, marker: Any) -> dict[str, list[tuple[int, float, int]]]:
+    from trainer.tracking import metric_history
+
+    return metric_history(uri, run_id, ["loss", "loss_smoothed", "lr"])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _samples(uri: str, run_id: str, marker: Any) -> list[Any]:
+    from trainer.tracking import sample_images
+
+    return sample_images(uri, run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _loras(uri: str, run_id: str, marker: Any) -> list[str]:
+    from trainer.tracking import lora_artifacts
+
+    return lora_artifacts(uri, run_id)
+
+
+def _marker(view: RunView, *keys: str) -> tuple:
+    # Cached reads refresh when any of these change; ended runs are frozen.
+    if not view.alive and view.status != "RUNNING":
+        return (view.status, view.progress.get("updated"))
+    return tuple(view.progress.get(k) for k in keys)
+
+
+# ----------------------------------------------------------------------------------- run picker
+def _run_label(record: Any) -> str:
+    when = record.start_time.astimezone().strftime("%Y-%m-%d %H:%M") if record.start_time else ""
+    status = STATUS_LABELS.get(record.status, record.status.lower())
+    return f"{record.name} · {status} · {when} · {record.run_id[:8]}"
+
+
+def render_run_picker(settings: StudioSettings) -> str | None:
+    """A select box of the studio's runs, newest first; the launched/active one by default."""
+    from trainer.tracking import list_runs
+    from ui.jobs import MONITOR_RUN_KEY
+
+    if settings.uses_local_store and not (settings.home / "mlflow.db").exists():
+        return None
+    records = list_runs(settings.tracking_uri, max_results=200)
+    if not records:
+        return None
+    labels = {r.run_id: _run_label(r) for r in records}
+    requested = st.session_state.pop(MONITOR_RUN_KEY, None)
+    if requested in labels:
+        st.session_state[PICK_KEY] = requested
+    elif st.session_state.get(PICK_KEY) not in labels:
+        st.session_state.pop(PICK_KEY, None)
+    active = [j.run_id for j in jobs.active_jobs(settings) if j.run_id in labels]
+    default = active[0] if active else records[0].run_id
+    return st.selectbox(
+        "Run",
+        list(labels),
+        index=list(labels).index(default),
+        format_func=labels.__getitem__,
+        key=PICK_KEY,
+        help="Every training run, newest first. Active runs update live.",
+        bind="query-params",
+        persist_state="session",
+    )
+
+
+# ------------------------------------------------------------------------------------ the parts
+def mlflow_run_url(settings: StudioSettings, experiment_id: str, run_id: str) -> str:
+    """The run in the MLflow UI (machine-learning view)."""
+    uri = settings.tracking_uri
+    base = uri if uri.startswith(("http://", "https://")) else None
+    base = (os.environ.get("STUDIO_MLFLOW_UI_URL") or base or "http://127.0.0.1:5000").rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def render_header(settings: StudioSettings, view: RunView) -> None:
+    icon, label = PHASE_LABELS.get(view.phase, ("•", view.phase))
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.subheader(f"{view.name}")
+    status = STATUS_LABELS.get(view.status, view.status)
+    if view.alive and view.status != "RUNNING":
+        status = "🚀 resuming"  # until the relaunched trainer attaches to the run
+    left.markdown(f"**Status:** {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
+    right.link_button(
+        "Open in MLflow ↗",
+        mlflow_run_url(settings, view.experiment_id, view.run_id),
+        help="The run in the MLflow UI (parameters, all metrics, artifacts).",
+    )
+    if settings.uses_local_store:
+        right.caption(f"Needs `mlflow ui --backend-store-uri {settings.tracking_uri}`")
+
+
+def render_progress(view: RunView) -> None:
+    p = view.progress
+    step, total = p.get("step"), p.get("total_steps")
+    text = f"Step {step or 0} / {total}" if total else "Waiting for the first step…"
+    st.progress(jobs.progress_fraction(p), text=text)
+    flow = " → ".join(f"**{name}**" if name == view.phase else name for name in FLOW)
+    st.caption(f"Phases: {flow}")
+    cols = st.columns(5)
+    cols[0].metric("Step", f"{step or 0} / {total or '?'}")
+    eta = p.get("eta_s") if view.alive else 0 if view.phase == "finished" else None
+    cols[1].metric("ETA", jobs.format_duration(eta), help="Time left at the current speed.")
+    started = view.job.started if view.job else None
+    ended = (view.exit or {}).get("ended") or p.get("updated")
+    elapsed = ((time.time() if view.alive else ended or time.time()) - started) if started else None
+    cols[2].metric("Elapsed", jobs.format_duration(elapsed))
+    _render_speed(cols[3], p.get("s_per_step"), view.predicted_s_per_step)
+    loss = p.get("loss_smoothed") or p.get("loss")
+    cols[4].metric("Loss (smoothed)", f"{loss:.4f}" if loss is not None else "—")
+
+
+def _render_speed(col: Any, measured: float | None, predicted: float | None) -> None:
+    value = f"{measured:.3f} s" if measured else "—"
+    if measured and predicted:
+        change = (measured - predicted) / predicted * 100
+        col.metric(
+            "s / step",
+            value,
+            delta=f"{change:+.0f}% vs predicted {predicted:.3f} s",
+            delta_color="inverse",
+            help="Measured seconds per step against the advisor's prediction at launch.",
+        )
+    else:
+        col.metric("s / step", value, help="No prediction from the advisor for this run.")
+
+
+def render_errors(view: RunView) -> None:
+    text = view.note if view.status == "FAILED" else ""
+    text = text or (view.progress.get("last_error") if view.phase == "failed" else "") or ""
+    if view.exit and view.exit.get("code") not in (0, 3) and not text:
+        text = f"The trainer {view.exit.get('meaning')} (exit code {view.exit.get('code')})."
+    if not text:
+        if view.status == "KILLED" and view.note:
+            st.info(f"⏹️ {view.note}")
+        return
+    problem, _, suggestion = text.partition("Suggestion:")
+    st.error(f"**What went wrong:** {problem.strip()}", icon="❌")
+    if suggestion.strip():
+        st.info(f"**What to do:** {suggestion.strip()}", icon="💡")
+
+
+def render_controls(settings: StudioSettings, view: RunView) -> None:
+    cols = st.columns([1, 1, 3])
+    if view.alive:
+        if cols[0].button("⏹️ Stop", key=f"stop_{view.run_id}", help="Checkpoint and stop."):
+            stop_job(view.run_id, settings=settings)
+            st.toast("Stop requested: the trainer saves a checkpoint and ends the run.")
+            view.stop_requested = time.time()
+        if view.stop_requested:
+            waited = time.time() - view.stop_requested
+            cols[2].caption(
+                f"Stop requested {jobs.format_duration(waited)} ago; the trainer stops after "
+                "the current step (model loading and caching finish first)."
+            )
+            if waited > FORCE_AFTER_S and cols[1].button(
+                "Force stop", key=f"kill_{view.run_id}", help="SIGKILL: no final checkpoint."
+            ):
+                stop_job(view.run_id, force=True, settings=settings)
+                st.rerun()
+        return
+    why = jobs.resumable(settings, view.run_id, view.status)
+    if view.status in ("KILLED", "FAILED") or why is None:
+        clicked = cols[0].button(
+            "▶️ Resume",
+            key=f"resume_{view.run_id}",
+            disabled=why is not None,
+            help=why or "Continue this run from its latest checkpoint.",
+        )
+        if why:
+            cols[2].caption(why)
+        if clicked:
+            try:
+                resume_job(view.run_id, view.status, settings)
+            except LaunchRefused as err:
+                st.error(str(err))
+            else:
+                st.rerun()
+
+
+def render_charts(settings: StudioSettings, view: RunView) -> None:
+    import altair as alt
+    import pandas as pd
+
+    history = _history(settings.tracking_uri, view.run_id, _marker(view, "step"))
+    rows = [
+        {"step": step, "value": value, "series": series}
+        for key, series in (("loss", "raw"), ("loss_smoothed", "smoothed"))
+        for step, value, _ in history.get(key, [])
+    ]
+    if not rows:
+        st.caption("The loss chart appears after the first training steps.")
+        return
+    loss = pd.DataFrame(rows)
+    left, right = st.columns(2)
+    chart = (
+        alt.Chart(loss, title="Loss")
+        .mark_line(point=len(loss) < 60)
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
+            color=alt.Color("series:N", title=None),
+            strokeDash=alt.StrokeDash("series:N", title=None),
+            tooltip=["step", "series", alt.Tooltip("value:Q", format=".4f")],
+        )
+    )
+    left.altair_chart(chart, width="stretch")
+    lr = pd.DataFrame([{"step": s, "lr": v} for s, v, _ in history.get("lr", [])])
+    if not lr.empty:
+        lr_chart = (
+            alt.Chart(lr, title="Learning rate")
+            .mark_line()
+            .encode(
+                x=alt.X("step:Q", title="step"),
+                y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
+                tooltip=["step", alt.Tooltip("lr:Q", format=".2e")],
+            )
+        )
+        right.altair_chart(lr_chart, width="stretch")
+
+
+def render_samples(settings: StudioSettings, view: RunView) -> None:
+    samples = _samples(settings.tracking_uri, view.run_id, _marker(view, "samples"))
+    if not samples:
+        st.caption("Sample images appear here at each sampling step.")
+        return
+    steps = sorted({s.step for s in samples}, reverse=True)
+    st.markdown(f"**Samples at step {steps[0]}** (latest)")
+    _sample_row([s for s in samples if s.step == steps[0]], small=False)
+    if len(steps) > 1:
+        with st.expander(f"Earlier samples ({len(steps) - 1} steps)"):
+            for step in steps[1:]:
+                st.caption(f"Step {step}")
+                _sample_row([s for s in samples if s.step == step], small=True)
+
+
+def _sample_row(images: list[Any], small: bool) -> None:
+    cols = st.columns(max(len(images), 4 if small else 3))
+    for col, image in zip(cols, images, strict=False):
+        path = (image.compressed_path if small else None) or image.path_or_uri
+        caption = image.prompt or image.key
+        col.image(path, caption=caption, width="stretch", alt=f"Step {image.step}: {caption}")
+
+
+def render_log(view: RunView) -> None:
+    tail = jobs.log_tail(view.job_dir, lines=40)
+    failed = view.phase == "failed"
+    with st.expander("Trainer log (last 40 lines)", expanded=failed):
+        if tail:
+            st.code(tail, language=None)
+        else:
+            st.caption("No log yet." if view.job else "This run was not launched by the studio.")
+        st.caption(f"Full log: `{view.job_dir / jobs.LOG_FILE}`")
+
+
+def render_files(settings: StudioSettings, view: RunView) -> None:
+    from trainer.checkpoint import list_checkpoints
+
+    lora_dir = view.job_dir / "lora"
+    files = sorted(p for p in lora_dir.rglob("*.safetensors")) if lora_dir.is_dir() else []
+    if view.phase == "finished" or files:
+        st.markdown("**Your LoRA**")
+        for path in files:
+            left, right = st.columns([4, 1], vertical_alignment="center")
+            size = path.stat().st_size / 2**20
+            left.markdown(f"`{path}` ({size:.1f} MB)")
+            right.download_button(
+                "Download",
+                data=lambda path=path: path.read_bytes(),
+                file_name=path.name
+                if path.parent == lora_dir
+                else f"{path.parent.name}.safetensors",
+                mime="application/octet-stream",
+                key=f"dl_{view.run_id}_{path.relative_to(lora_dir)}",
+            )
+        stored = [a for a in _loras(settings.tracking_uri, view.run_id, _marker(view, "phase"))]
+        finals = [a for a in stored if a.startswith("lora/")]
+        if finals:
+            st.caption("In MLflow: " + ", ".join(f"`{a}`" for a in finals))
+        elif not files:
+            st.caption("No LoRA file was found for this run.")
+    checkpoints = list_checkpoints(view.job_dir / "checkpoints")
+    if checkpoints and view.phase != "finished":
+        names = ", ".join(p.name for p in checkpoints)
+        st.caption(f"Checkpoints: {names} — Resume continues from the newest.")
+
+
+def render_live(settings: StudioSettings, run_id: str, was_active: bool = False) -> RunView:
+    """The live part of the monitor (the page runs it as a 2 s fragment while a run is active)."""
+    view = load_view(settings, run_id)
+    dead = view.status == "RUNNING" and not view.alive and view.job is not None
+    dead = dead and (view.exit is not None or time.time() - view.job.started > 10)
+    if dead and reconcile_on_load(settings, force=True):
+        view = load_view(settings, run_id)
+    render_header(settings, view)
+    render_progress(view)
+    render_errors(view)
+    render_controls(settings, view)
+    render_charts(settings, view)
+    render_samples(settings, view)
+    render_files(settings, view)
+    render_log(view)
+    if was_active and not view.alive:
+        st.rerun()  # the run ended: render once more without the timer
+    return view
+
+
+def is_active(settings: StudioSettings, run_id: str) -> bool:
+    return jobs.job_alive(read_job(jobs.job_folder(settings, run_id)))

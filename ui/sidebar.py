@@ -1,0 +1,54 @@
+"""The sidebar's active-run panel: what is training now, how far it is, and a Stop button.
+
+Cheap on every page: it reads job and progress files only (no MLflow). While a run is active the
+panel refreshes itself every few seconds as a fragment.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from trainer import jobs
+from trainer.settings import StudioSettings, load_settings
+from ui.jobs import MONITOR_PAGE, stop_job
+from ui.monitor import PHASE_LABELS
+
+REFRESH = "3s"
+
+
+def render_job(settings: StudioSettings, job: jobs.ActiveJob) -> None:
+    """One active run: name, phase, progress bar, ETA, Stop and a link to its monitor."""
+    icon, label = PHASE_LABELS.get(job.phase, ("•", job.phase))
+    step, total = job.progress.get("step"), job.progress.get("total_steps")
+    st.markdown(f"**{job.name}** — {icon} {label}")
+    text = f"step {step or 0} / {total}" if total else "starting…"
+    eta = job.progress.get("eta_s")
+    if eta is not None and job.phase == "training":
+        text += f" · ETA {jobs.format_duration(eta)}"
+    st.progress(job.fraction, text=text)
+    left, right = st.columns(2)
+    left.page_link(MONITOR_PAGE, label="Monitor", icon="📈", query_params={"run": job.run_id})
+    if job.stop_requested:
+        right.caption("⏹️ stopping…")
+    elif right.button("⏹️ Stop", key=f"sidebar_stop_{job.run_id}", help="Checkpoint and stop"):
+        stop_job(job.run_id, settings=settings)
+        st.toast(f"Stopping {job.name}: it saves a checkpoint first.")
+        st.rerun(scope="fragment")
+
+
+def _panel(settings: StudioSettings) -> None:
+    active = jobs.active_jobs(settings)
+    if not active:
+        st.caption("No run is training now.")
+        return
+    for job in active:
+        render_job(settings, job)
+
+
+def render_active_runs(settings: StudioSettings | None = None) -> None:
+    """The router calls this once per page: the panel, live while a run is active."""
+    settings = settings or load_settings()
+    active = bool(jobs.active_jobs(settings))
+    with st.sidebar:
+        st.markdown("#### Active run")
+        st.fragment(_panel, run_every=REFRESH if active else None)(settings)
