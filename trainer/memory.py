@@ -622,7 +622,8 @@ def load_accuracy_recovery_adapter(arch: Arch, ref: str) -> int:
         )
     try:
         arch.pipe.load_lora_weights(str(path), adapter_name=ARA_NAME)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
+        # diffusers' layout converters assert on shapes they do not recognise.
         raise MemoryOptionError(
             f"model.accuracy_recovery_adapter '{ref}' could not be loaded as a LoRA for "
             f"{arch.name}: {type(exc).__name__}: {str(exc)[:300]}"
@@ -729,13 +730,13 @@ class PromptStore:
                 f"{missing[0]!r} was not encoded before — turn unload_text_encoder off for "
                 "features that make new prompts during training"
             )
-        keys = self.entries[prompts[0]].keys()
-        return {
-            k: torch.stack([self.entries[p][k] for p in prompts]).to(
-                device, dtype if self.entries[prompts[0]][k].is_floating_point() else None
+        out = {}
+        for key, first in self.entries[prompts[0]].items():
+            stacked = torch.stack([self.entries[p][key] for p in prompts])
+            out[key] = (
+                stacked.to(device, dtype) if first.is_floating_point() else stacked.to(device)
             )
-            for k in keys
-        }
+        return out
 
 
 def release_text_encoders(
@@ -840,6 +841,24 @@ class MemoryReport:
     compiled: bool = False
     device_map: dict[str, Any] | None = None
 
+    def lines(self) -> list[str]:
+        """One line per option that acted, for the run log."""
+        out = [
+            f"quantized {q.component} to {q.qtype}: {q.layers} layers, "
+            f"{q.bytes_before / 2**20:.1f} MB -> {q.bytes_after / 2**20:.1f} MB"
+            for q in self.quantized
+        ]
+        if self.attention_backend:
+            out.append(f"attention backend: {self.attention_backend}")
+        if self.ara_layers:
+            out.append(f"accuracy recovery adapter on {self.ara_layers} layers (frozen)")
+        out += [f"offloaded {n} modules of {name}" for name, n in self.offloaded.items()]
+        if self.device_map:
+            out.append(f"split over {len(set(map(str, self.device_map.values())))} GPUs")
+        if self.compiled:
+            out.append("denoiser compiled with torch.compile")
+        return out
+
 
 def prepare_base(arch: Arch, cfg: TrainingConfig) -> MemoryReport:
     """Before adapters: quantize the denoiser / text encoders, attention backend, ARA."""
@@ -917,4 +936,6 @@ def prepare_training(arch: Arch, cfg: TrainingConfig) -> MemoryReport:
     if m.compile:
         arch.denoiser.compile(backend=COMPILE_BACKEND)
         report.compiled = True
+    for line in report.lines():
+        print(f"memory: {line}", flush=True)
     return report
