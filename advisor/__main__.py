@@ -13,6 +13,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from advisor.profile import SystemProfile
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
 
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_profile(path: str | None, home: str = "."):  # type: ignore[no-untyped-def]
+def load_profile(path: str | None, home: str = ".") -> SystemProfile:
     from advisor.profile import detect_profile, profile_from_dict
 
     if path:

@@ -76,10 +76,10 @@ def cache_flip_variants(ctx: Context) -> Iterator[Finding]:
         if variants(ds) > 1:
             yield finding(
                 "cache_flip_variants",
-                "suggestion",
+                "warning",
                 (f"datasets.{i}.flip_x", f"datasets.{i}.cache_latents"),
-                f"flips are cached per variant: up to {variants(ds)}x the latent cache and the "
-                "first epochs encode the new variants",
+                f"flips are cached per variant: up to {variants(ds)}x the latent cache (memory or "
+                "disk), and each variant is encoded live the first time it is drawn",
             )
 
 
@@ -200,7 +200,7 @@ def dataset_smaller_than_batch(ctx: Context) -> Iterator[Finding]:
     accum = cfg.train.gradient_accumulation_steps
     items = sum(
         f.images * ds.num_repeats * len(ds.resolution)
-        for ds, f in zip(cfg.datasets, ctx.info.folders, strict=False)  # type: ignore[union-attr]
+        for ds, f in zip(cfg.datasets, ctx.dataset.folders, strict=False)
     )
     if items >= batch * accum:
         return
@@ -221,7 +221,7 @@ def dataset_smaller_than_batch(ctx: Context) -> Iterator[Finding]:
 def dataset_skipped_files(ctx: Context) -> Iterator[Finding]:
     if not ctx.has_data:
         return
-    for i, folder in enumerate(ctx.info.folders):  # type: ignore[union-attr]
+    for i, folder in enumerate(ctx.dataset.folders):
         if folder.skipped:
             shown = "; ".join(f"{name}: {why}" for name, why in folder.skipped[:3])
             yield finding(
@@ -242,7 +242,7 @@ def dataset_skipped_files(ctx: Context) -> Iterator[Finding]:
 def dataset_no_captions(ctx: Context) -> Iterator[Finding]:
     if not ctx.has_data:
         return
-    for i, (ds, folder) in enumerate(zip(ctx.cfg.datasets, ctx.info.folders, strict=False)):  # type: ignore[union-attr]
+    for i, (ds, folder) in enumerate(zip(ctx.cfg.datasets, ctx.dataset.folders, strict=False)):
         if folder.images and folder.captioned == 0 and not ds.default_caption:
             yield finding(
                 "dataset_no_captions",
@@ -259,9 +259,8 @@ def dataset_size_for_intent(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.cfg
     if not ctx.has_data or cfg.intent == "other" or ctx.demo:
         return
-    images = sum(
-        ctx.info.folders[i].images for i in user_datasets(cfg) if i < len(ctx.info.folders)
-    )  # type: ignore[union-attr]
+    folders = ctx.dataset.folders
+    images = sum(folders[i].images for i in user_datasets(cfg) if i < len(folders))
     low, _high = intents.prior(cfg.intent).images
     if 0 < images < low:
         yield finding(
@@ -284,7 +283,7 @@ def bucket_fragmentation(ctx: Context) -> Iterator[Finding]:
     if not ctx.has_data or not isinstance(batch, int) or batch < 2:
         return
     counts: list[int] = []
-    for ds, folder in zip(cfg.datasets, ctx.info.folders, strict=False):  # type: ignore[union-attr]
+    for ds, folder in zip(cfg.datasets, ctx.dataset.folders, strict=False):
         if folder.sizes:
             counts += list(bucket_counts(ds, folder, cfg.model.arch).values())
     if not counts:
@@ -376,7 +375,7 @@ def ram_cache_too_big(ctx: Context) -> Iterator[Finding]:
 def alpha_mask_without_alpha(ctx: Context) -> Iterator[Finding]:
     if not ctx.has_data:
         return
-    for i, (ds, folder) in enumerate(zip(ctx.cfg.datasets, ctx.info.folders, strict=False)):  # type: ignore[union-attr]
+    for i, (ds, folder) in enumerate(zip(ctx.cfg.datasets, ctx.dataset.folders, strict=False)):
         if ds.alpha_mask and not ds.mask_path and folder.sizes and folder.with_alpha == 0:
             yield finding(
                 "alpha_mask_without_alpha",

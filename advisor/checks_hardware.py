@@ -21,13 +21,13 @@ NVIDIA_ATTENTION = ("flash", "xformers", "sage")
     "the predicted peak VRAM exceeds the GPU",
 )
 def vram_over(ctx: Context) -> Iterator[Finding]:
-    pred = ctx.prediction
-    if pred is None or pred.vram_fit == "yes":
+    pred, profile = ctx.prediction, ctx.profile
+    if pred is None or profile is None or pred.vram_fit == "yes":
         return
     have, need = pred.vram_available_gb, pred.vram
     # Aim so that even the top of the predicted range fits.
     target = have / (need.high / need.value) if need.value else have
-    _fitted, rungs = fit_to_memory(ctx.cfg, ctx.profile, ctx.info, target)  # type: ignore[arg-type]
+    _fitted, rungs = fit_to_memory(ctx.cfg, profile, ctx.info, target)
     fix = merged_patch(rungs) if rungs else None
     steps = "; ".join(r.reason for r in rungs)
     if pred.vram_fit == "no":
@@ -155,7 +155,7 @@ def _items(ctx: Context) -> int:
         return 1 << 30
     return sum(
         f.images * ds.num_repeats * len(ds.resolution)
-        for ds, f in zip(ctx.cfg.datasets, ctx.info.folders, strict=False)  # type: ignore[union-attr]
+        for ds, f in zip(ctx.cfg.datasets, ctx.dataset.folders, strict=False)
     )
 
 

@@ -173,7 +173,7 @@ def rank_high_small_data(ctx: Context) -> Iterator[Finding]:
     net = ctx.cfg.network
     if not ctx.has_data or not isinstance(net.linear, int) or net.linear < 64:
         return
-    images = ctx.info.total_images  # type: ignore[union-attr]
+    images = ctx.dataset.total_images
     if images < 20:
         share = (net.linear_alpha / net.linear) if isinstance(net.linear_alpha, float) else 0.5
         yield finding(
@@ -193,7 +193,8 @@ def steps_too_many(ctx: Context) -> Iterator[Finding]:
     fix = None
     if ctx.has_data:
         target = intents.target_repeats(ctx.cfg.intent, "balanced")
-        fix = {"train.steps": min(intents.MAX_STEPS, steps_for_repeats(ctx.cfg, ctx.info, target))}  # type: ignore[arg-type]
+        better = min(intents.MAX_STEPS, steps_for_repeats(ctx.cfg, ctx.dataset, target))
+        fix = {"train.steps": better}
     yield finding(
         "steps_too_many",
         "warning",
@@ -211,12 +212,12 @@ def repeats_out_of_band(ctx: Context) -> Iterator[Finding]:
         return
     if ctx.demo:
         return
-    repeats = repeats_per_image(cfg, ctx.info)  # type: ignore[arg-type]
+    repeats = repeats_per_image(cfg, ctx.dataset)
     low, high = intents.prior(cfg.intent).repeats
     if low * 0.5 <= repeats <= high * 2:
         return
     target = intents.target_repeats(cfg.intent, "balanced")
-    steps = min(intents.MAX_STEPS, steps_for_repeats(cfg, ctx.info, target))  # type: ignore[arg-type]
+    steps = min(intents.MAX_STEPS, steps_for_repeats(cfg, ctx.dataset, target))
     what = "too few to learn" if repeats < low else "so many that it overfits"
     yield finding(
         "repeats_out_of_band",

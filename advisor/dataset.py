@@ -17,8 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer.config import ARCH_DEFAULTS, DatasetConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from trainer.data import DatasetScan  # imports torch: for type checkers only
 
 
 @dataclass(frozen=True)
@@ -181,16 +185,16 @@ def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo |
     return DatasetInfo(tuple(folders))
 
 
-def folder_info(scan: object) -> FolderInfo:
+def folder_info(scan: DatasetScan) -> FolderInfo:
     """A ``FolderInfo`` from a ``trainer.data.DatasetScan``."""
-    images = scan.images  # type: ignore[attr-defined]
+    images = scan.images
     return FolderInfo(
         images=len(images),
         sizes=tuple((i.width, i.height) for i in images),
         captioned=sum(i.caption_from_file for i in images),
         unique_captions=len({i.caption for i in images}),
-        skipped=tuple(scan.skipped),  # type: ignore[attr-defined]
-        notes=tuple(scan.notes),  # type: ignore[attr-defined]
+        skipped=tuple(scan.skipped),
+        notes=tuple(scan.notes),
         with_alpha=sum(i.has_alpha for i in images),
-        folder=str(scan.folder),  # type: ignore[attr-defined]
+        folder=str(scan.folder),
     )

@@ -68,6 +68,11 @@ class Context:
         return is_demo(self.cfg.model.name_or_path)
 
     @property
+    def dataset(self) -> DatasetInfo:
+        """The dataset info, empty when unknown (check ``has_data`` first)."""
+        return self.info if self.info is not None else DatasetInfo()
+
+    @property
     def has_data(self) -> bool:
         return self.info is not None and bool(self.info.folders)
 

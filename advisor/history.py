@@ -87,7 +87,8 @@ def _value_insights(cfg: TrainingConfig, rated: list[PastRun]) -> list[Insight]:
     for path in KEY_SETTINGS:
         groups: dict[Any, list[int]] = defaultdict(list)
         for run in rated:
-            groups[_hashable(get_path(run.config, path))].append(run.rating)  # type: ignore[arg-type]
+            if run.config is not None and run.rating is not None:
+                groups[_hashable(get_path(run.config, path))].append(run.rating)
         solid = {v: r for v, r in groups.items() if len(r) >= 2}
         if len(solid) < 2:
             continue

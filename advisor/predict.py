@@ -51,7 +51,8 @@ class Estimate:
         return cls(value, value * span[0], value * span[1], unit, dict(parts or {}), source)
 
     def text(self) -> str:
-        return f"{_fmt(self.value, self.unit)} ({_fmt(self.low, self.unit)}–{_fmt(self.high, self.unit)})"
+        low, high = _fmt(self.low, self.unit), _fmt(self.high, self.unit)
+        return f"{_fmt(self.value, self.unit)} ({low}–{high})"
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,9 @@ def _matching(
 def _run_priors(run: PastRun, profile: SystemProfile) -> tuple[float, float]:
     """The priors (peak GiB, s/step) for a past run's own config on ``profile``, memoised."""
     if profile not in run.memo:
-        w = workload(run.config, profile)  # type: ignore[arg-type]
+        if run.config is None:
+            raise ValueError(f"run {run.run_id} has no readable config")
+        w = workload(run.config, profile)
         run.memo[profile] = (peak_vram(w).total_gib, step_time(w).seconds_per_step)
     return run.memo[profile]
 

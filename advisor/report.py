@@ -103,7 +103,7 @@ def build_report(
         for path in COMPARED
         if (rec := smart.get(path)) is not None and get_path(cfg, path) != rec.value
     ]
-    has_data = info is not None and bool(info.folders)
+    info = info if info is not None and info.folders else None
     steps = cfg.train.steps if isinstance(cfg.train.steps, int) else None
     return Report(
         config=cfg,
@@ -113,8 +113,8 @@ def build_report(
         fixes=patch,
         comparison=comparison,
         insights=recommend_from_history(cfg, history),
-        steps_per_epoch=steps_per_epoch(cfg, info) if has_data else None,
-        repeats_per_image=repeats_per_image(cfg, info, steps) if has_data and steps else None,  # type: ignore[arg-type]
+        steps_per_epoch=steps_per_epoch(cfg, info) if info else None,
+        repeats_per_image=repeats_per_image(cfg, info, steps) if info and steps else None,
     )
 
 

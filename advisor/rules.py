@@ -31,7 +31,6 @@ __all__ = ["RULES", "SUGGESTION_ONLY", "FixResult", "Rule", "apply_fixes", "erro
 SUGGESTION_ONLY = frozenset(
     {r for r in RULES if r.startswith("unused.")}
     | {
-        "cache_flip_variants",
         "text_cache_with_dropout",
         "text_cache_off",
         "flip_y",

@@ -9,8 +9,8 @@ Calibration (ADVISOR-NOTES "Published memory figures"): Flux at 512 px on an RTX
 about 1.4 it/s, which sets the transformer efficiency at 0.6 of peak; NF4's 1.4 s/step at
 512 px → 3.5 s/step at 1024 px sets its dequantization cost (a fixed part per pass plus a
 compute slow-down). Block swapping adds 0.65 × the swapped share of the compute (published:
-quarter +15%, half +30%, three quarters +50%). SD1.5 / SDXL have no published speed figure in the notes: their
-efficiency (0.35) is a prior for U-Nets, to be replaced by measured runs.
+quarter +15%, half +30%, three quarters +50%). SD1.5 / SDXL have no published speed figure in
+the notes: their efficiency (0.35) is a prior for U-Nets, to be replaced by measured runs.
 """
 
 from __future__ import annotations

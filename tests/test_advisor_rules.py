@@ -59,7 +59,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         None,
         None,
         (),
-        "suggestion",
+        "warning",
     ),
     "text_cache_with_dropout": (
         ("train.cache_text_embeddings=true",),
