@@ -77,7 +77,7 @@ def render_recommendations(
         for path, rec in context.recommendations.items()
         if fields is None or generic_path(path) in fields
     ]
-    differing = [(p, r) for p, r in recs if state.get_value(p) != r["value"]]
+    differing = [(p, r) for p, r in recs if not state.same_value(state.get_value(p), r["value"])]
     made_for = state.meta().get("recommended_for")
     arch = state.get_value("model.arch")
     if context.recommendations and made_for and made_for != arch:
@@ -149,6 +149,9 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
             "config yet (fix the errors, or the prediction model is not installed)."
         )
         return
+    if not compact:
+        for note in context.notes:
+            st.caption(f"ℹ️ {note}")
     value, note = vram_text(prediction, context.hw)
     low, high = prediction.vram_range
     rows = [

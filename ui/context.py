@@ -74,8 +74,11 @@ def studio_context() -> StudioContext:
         found = advice.findings(state.draft(), checked.problems, checked.config, hw, recs)
     except Exception as err:  # the advisor must never take a page down
         found, notes = [], [*notes, f"Findings unavailable ({err})."]
+    basis = checked.config or checked.last_valid
+    if checked.config is None and basis is not None:
+        notes.append("Predictions are for your last valid settings, until the errors are fixed.")
     try:
-        prediction = advice.predict(checked.usable, hw)
+        prediction = advice.predict(basis, hw) if basis is not None else None
     except Exception as err:
         prediction, notes = None, [*notes, f"Predictions unavailable ({err})."]
     experience = (meta.get("intent") or {}).get("experience", "beginner")

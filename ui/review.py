@@ -73,7 +73,7 @@ def comparison_rows(
     rows = []
     for path, rec in (context.recommendations if recs is None else recs).items():
         mine = state.get_value(path)
-        same = mine == rec["value"]
+        same = state.same_value(mine, rec["value"])
         rows.append(
             {
                 "Setting": advice.label_of(path),

@@ -91,6 +91,21 @@ def dset(data: dict[str, Any], path: str, value: Any) -> None:
         node[last] = value
 
 
+def normalised(value: Any) -> Any:
+    """A value as the config means it: None-valued keys of dicts dropped, recursively."""
+    if isinstance(value, dict):
+        return {k: normalised(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [normalised(v) for v in value]
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two config values mean the same (16 == 16.0; a prompt with or without empty
+    per-prompt overrides)."""
+    return normalised(a) == normalised(b)
+
+
 # ------------------------------------------------------------------------------------ files
 def drafts_dir() -> Path:
     if _DIR not in st.session_state:
@@ -266,11 +281,6 @@ class Validated:
     config: TrainingConfig | None  # None while the draft has problems
     problems: list[Problem] = field(default_factory=list)
     last_valid: TrainingConfig | None = None  # the newest config that validated, for predictions
-
-    @property
-    def usable(self) -> TrainingConfig:
-        """The config, or the last valid one, or the defaults: something the advisor can read."""
-        return self.config or self.last_valid or TrainingConfig()
 
     def problems_at(self, path: str) -> list[Problem]:
         return [p for p in self.problems if p.path == path or p.path.startswith(path + ".")]

@@ -434,7 +434,7 @@ def _messages(path: str, value: Any) -> None:
         st.error(f"**Error:** {text}", icon=":material/error:")
     rec = state.meta()["recommendations"].get(path)
     if rec is not None:
-        if rec["value"] == value:
+        if state.same_value(rec["value"], value):
             st.caption(f":material/lightbulb: **Recommended** — {rec['reason']}")
         else:
             st.caption(
