@@ -192,3 +192,16 @@ def test_the_prompt_table_is_an_editor_keyed_by_its_path() -> None:
     go_to_step(at, "resolution")
     at.toggle(key="wiz:expert").set_value(True).run()
     assert "cfg:datasets.0.augmentations" in {e.key for e in at.data_editor}
+
+
+def test_removing_a_dataset_keeps_each_switch_with_its_dataset() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "dataset")
+    at.button(key="wiz:ds_add").click().run()
+    at.text_input(key="cfg:datasets.1.folder_path").set_value("/data/cats").run()
+    assert at.toggle(key="wiz:ds_demo:1").value is False
+    at.button(key="wiz:ds_remove:0").click().run()
+    assert [d["folder_path"] for d in draft(at)["datasets"]] == ["/data/cats"]
+    assert at.toggle(key="wiz:ds_demo:0").value is False
+    assert "Folder not found" in texts(at)
+    assert not at.exception

@@ -205,11 +205,13 @@ def render_dataset_sources() -> None:
                     on_click=state.remove_dataset,
                     args=(index,),
                 )
+            key = f"wiz:ds_demo:{index}"
             is_demo = folder == "demo:dataset"
+            if key not in st.session_state or st.session_state.get(f"_shadow:{key}") != is_demo:
+                st.session_state[key] = st.session_state[f"_shadow:{key}"] = is_demo
             st.toggle(
                 "Use the generated demo dataset",
-                value=is_demo,
-                key=f"wiz:ds_demo:{index}",
+                key=key,
                 on_change=_toggle_demo_dataset,
                 args=(index,),
             )
@@ -221,6 +223,7 @@ def render_dataset_sources() -> None:
 
 def _toggle_demo_dataset(index: int) -> None:
     on = st.session_state[f"wiz:ds_demo:{index}"]
+    st.session_state[f"_shadow:wiz:ds_demo:{index}"] = on
     state.set_value(f"datasets.{index}.folder_path", "demo:dataset" if on else "")
 
 
