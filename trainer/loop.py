@@ -45,6 +45,7 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     device = pick_device(cfg.runtime.device)
     dtype = pick_dtype(cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
+    ctx.verbose = cfg.logging.verbose
     ctx.phase("loading")
     check_environment(cfg, device)
     arch = load_arch(cfg, ctx.home, device, dtype)
@@ -287,6 +288,8 @@ class RunContext:
     tracker: Any
     stop: StopSignal = field(default_factory=StopSignal)
     progress: Any = None
+    verbose: bool = False  # logging.verbose: one log line per step
+    refiner: Any = None  # loaded on the first preview when model.refiner_name_or_path is set
 
     def __post_init__(self) -> None:
         from trainer.tracking import ProgressWriter
@@ -356,6 +359,9 @@ def report(
         "batch_size": meter.last_images / inputs.cfg.train.gradient_accumulation_steps,
     }
     ctx.phase("training", step=state.step, total_steps=total, **values)
+    if ctx.verbose:
+        shown = " ".join(f"{k}={v:.6g}" for k, v in values.items() if v is not None)
+        print(f"step {state.step}/{total} {shown}", flush=True)
     if state.step % log_every == 0 or state.step == total:
         metrics = {k: float(v) for k, v in values.items() if v is not None}
         metrics["peak_memory_mb"] = peak_memory_mb(inputs.arch.device)
@@ -417,6 +423,8 @@ def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) 
         neg=s.neg,
         lora_scale=s.network_multiplier,
     )
+    if cfg.model.refiner_name_or_path:
+        images = refine_previews(arch, cfg, ctx, images, prompts)
     for index, (image, spec) in enumerate(zip(images, prompts, strict=True)):
         ctx.tracker.log_image(
             image,
@@ -430,6 +438,20 @@ def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) 
             },
         )
     ctx.progress.update(samples=(ctx.progress.last.get("samples") or 0) + len(images))
+
+
+def refine_previews(arch: Arch, cfg: TrainingConfig, ctx: RunContext, images, prompts) -> list:
+    from trainer.refiner import Refiner
+
+    if ctx.refiner is None:
+        ctx.refiner = Refiner(cfg.model.refiner_name_or_path, ctx.home, arch.device, arch.dtype)
+    s = cfg.sample
+    return [
+        ctx.refiner.refine(image, spec["prompt"], spec.get("seed", s.seed),
+                           spec.get("sample_steps", s.sample_steps),
+                           float(resolved(cfg, "guidance_scale")))
+        for image, spec in zip(images, prompts, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------- saving
@@ -510,8 +532,23 @@ def restore(
 
 
 # ---------------------------------------------------------------------- device
+class DeviceUnavailable(RuntimeError):
+    """runtime.device names a device this machine does not have."""
+
+
 def pick_device(value: str) -> torch.device:
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
     if value != "auto":
+        if not available.get(value, False):
+            found = ", ".join(name for name, ok in available.items() if ok)
+            raise DeviceUnavailable(
+                f"runtime.device is {value}, but this machine has no {value} device "
+                f"(available: {found}) — set runtime.device to auto or cpu"
+            )
         return torch.device(value)
     if torch.cuda.is_available():
         return torch.device("cuda")

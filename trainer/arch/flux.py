@@ -71,7 +71,22 @@ class FluxArch(Arch):
             "prompt_embeds": prompt_embeds,
             "pooled_prompt_embeds": pooled,
             "text_ids": text_ids.unsqueeze(0).repeat(len(prompts), 1, 1),
+            "text_mask": self.text_mask(prompts, prompt_embeds.shape[1]),
         }
+
+    def text_mask(self, prompts: list[str], length: int) -> Tensor:
+        """1 for real T5 tokens, 0 for padding (what model.attn_masking hides from attention)."""
+        tokens = self.pipe.tokenizer_2(
+            prompts, padding="max_length", max_length=length, truncation=True,
+            return_tensors="pt",
+        )
+        return tokens.attention_mask.float()
+
+    def joint_attention_mask(self, text_mask: Tensor, image_tokens: int) -> Tensor:
+        """Boolean (B, 1, 1, text + image) mask: every query may attend to real tokens only."""
+        image = torch.ones(text_mask.shape[0], image_tokens, device=self.device)
+        keep = torch.cat([text_mask.to(self.device), image], dim=1) > 0.5
+        return keep[:, None, None, :]
 
     # ------------------------------------------------------------------ objective
     def sigma(self, t: Tensor) -> Tensor:
@@ -105,7 +120,12 @@ class FluxArch(Arch):
         if self.denoiser.config.guidance_embeds:
             value = float(extra.get("guidance", self.train_guidance))
             guidance = torch.full((b,), value, device=self.device, dtype=torch.float32)
+        attention = None
+        if self.cfg.model.attn_masking and "text_mask" in cond:
+            mask = self.joint_attention_mask(cond["text_mask"], packed.shape[1])
+            attention = {"attention_mask": mask}
         out = self.denoiser(
+            joint_attention_kwargs=attention,
             hidden_states=packed,
             timestep=self.sigma(t).to(self.device, self.dtype),
             guidance=guidance,
