@@ -224,7 +224,8 @@ def _launch(context: StudioContext) -> None:
         )
         return
     try:
-        job = launch_draft(cfg)
+        with st.spinner("Creating the MLflow run and starting the trainer..."):
+            job = launch_draft(cfg)
     except LaunchRefused as err:
         st.session_state[LAUNCH_RESULT] = ("error", f"**Not launched:** {err}")
         return

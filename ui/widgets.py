@@ -394,6 +394,7 @@ def _input(path: str, s: Spec, label: str, key: str, commit: Any, disabled: bool
             step=cast(step),
             format=fmt,
             placeholder="empty = not set" if s.optional else None,
+            required=not s.optional,  # clearing a required number keeps its last value
             **kw,
         )
     elif s.kind == "dict":
