@@ -267,8 +267,8 @@ def _advisor_defaults(
 
 
 def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> Any:
-    """What the advisor knows about the images: exact when the trainer's scanner is loaded,
-    otherwise counted from the folders (image files, caption files, sizes from headers)."""
+    """What the advisor knows about the images, counted cheaply from the folders (image files,
+    caption files, sizes from the image headers; no torch import, cached per folder state)."""
     dataset_mod = _advisor("dataset")
     if dataset_mod is None or cfg is None:
         return None
