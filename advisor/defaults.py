@@ -4,15 +4,15 @@
 ``Recommendation(path, value, reason, source)`` for every value it sets. ``resolve_autos(cfg,
 ...)`` answers only the fields a config leaves "auto" and keeps every other choice.
 
-The deciders run in dependency order: model and size → precision → adapter → captions and
+The deciders run in dependency order: model and size → precision and devices → adapter → captions and
 augmentation → regularisation → text encoder → caching → batch (seed formula, then the VRAM
 model) → memory fit → data loading → optimizer and LR (scaled by the batch) → steps (target
-repeats per image, bucket-aware) → schedule → training core → sampling → saving → technical
-autos.
+repeats per image, bucket-aware) → schedule → training core → sampling and saving.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,8 +96,19 @@ class Draft:
     def set(self, path: str, value: Any, reason: str, source: str) -> None:
         if self.only_auto and self.get(path) != "auto":
             return
+        before = copy.deepcopy(self.get(path))
         set_in(self.data, path, value)
+        if self.only_auto and not self._valid():
+            set_in(self.data, path, before)  # an answer that clashes with a choice the user made
+            return
         self.recs[path] = Recommendation(path, value, reason, source)
+
+    def _valid(self) -> bool:
+        try:
+            self.cfg()
+        except ValueError:
+            return False
+        return True
 
     def cfg(self) -> TrainingConfig:
         return TrainingConfig.model_validate(self.data)
@@ -183,9 +194,9 @@ def _regularization(d: Draft) -> None:
     prior = d.prior
     cls = d.intent.class_word or prior.class_word
     dop = prior.preservation == "dop" and bool(cls)
-    d.set("train.diff_output_preservation", dop, _dop_reason(dop, cls), NOTES)
     if dop:
         d.set("train.diff_output_preservation_class", cls, "the class your subject is", NOTES)
+    d.set("train.diff_output_preservation", dop, _dop_reason(dop, cls), NOTES)
     bpp = prior.preservation == "bpp" and d.intent.priority != "speed"
     d.set("train.blank_prompt_preservation", bpp, "protects what the base model knows", NOTES)
     ema = d.arch == "flux" and d.intent.priority == "quality"
@@ -203,13 +214,23 @@ def _dop_reason(dop: bool, cls: str | None) -> str:
 def _text_encoder(d: Draft) -> None:
     train = d.arch in d.prior.train_te and d.intent.priority != "memory"
     why = "helps SD1.5 learn the trigger" if train else f"U-Net only for {d.arch}"
-    d.set("train.train_text_encoder", train, why, NOTES)
-    shuffles = d.prior.shuffle_tags
+    datasets = d.data["datasets"]
+    shuffles = d.prior.shuffle_tags or any(
+        ds.get("shuffle_tokens") or ds.get("token_dropout_rate", 0) > 0 for ds in datasets
+    )
     cache = not train and not shuffles
     reason = "captions fixed: encode once" if cache else "captions change or the encoder trains"
-    d.set("train.cache_text_embeddings", cache, reason, "ADVISOR-NOTES: caching rules")
     unload = cache and (d.arch != "sd15" or d.intent.priority == "memory")
-    d.set("train.unload_text_encoder", unload, "frees the encoders' VRAM after caching", NOTES)
+    # In an order where every intermediate config is valid (the schema checks each pair).
+    if not unload:
+        d.set("train.unload_text_encoder", False, "the encoders are needed", NOTES)
+    if not cache:
+        d.set("train.cache_text_embeddings", False, reason, "ADVISOR-NOTES: caching rules")
+    d.set("train.train_text_encoder", train, why, NOTES)
+    if cache:
+        d.set("train.cache_text_embeddings", True, reason, "ADVISOR-NOTES: caching rules")
+    if unload:
+        d.set("train.unload_text_encoder", True, "frees the encoders' VRAM after caching", NOTES)
 
 
 def _caching(d: Draft) -> None:
@@ -416,6 +437,7 @@ DECIDERS: tuple[Callable[[Draft], None], ...] = (
     _model,
     _resolution,
     _precision,
+    _technical,
     _network,
     _captions,
     _regularization,
@@ -429,7 +451,6 @@ DECIDERS: tuple[Callable[[Draft], None], ...] = (
     _schedule,
     _core,
     _sampling,
-    _technical,
 )
 
 
@@ -442,11 +463,58 @@ def recommend(
     base: TrainingConfig | None = None,
 ) -> Recommended:
     """A complete recommended config (names, folders and prompts kept from ``base``)."""
-    data = (base or TrainingConfig()).model_dump()
-    if base is None:
-        data["model"]["name_or_path"] = intents.MODEL_IDS[arch]
+    return _run(Draft(_fresh(base, arch), intent, profile, info))
+
+
+# What a person chose that is not a training choice: kept from the base config.
+KEPT_MODEL = (
+    "name_or_path",
+    "vae_path",
+    "te_name_or_path",
+    "lora_path",
+    "accuracy_recovery_adapter",
+)
+KEPT_DATASET = (
+    "folder_path",
+    "trigger_word",
+    "caption_ext",
+    "default_caption",
+    "num_repeats",
+    "is_reg",
+    "loss_multiplier",
+    "augmentations",
+    "random_crop",
+    "random_scale",
+    "mask_path",
+    "alpha_mask",
+    "invert_mask",
+    "mask_min_value",
+)
+
+
+def _fresh(base: TrainingConfig | None, arch: str) -> dict[str, Any]:
+    """Schema defaults for ``arch`` plus the base's names, paths, folders and prompts."""
+    data = TrainingConfig().model_dump()
     data["model"]["arch"] = arch
-    return _run(Draft(data, intent, profile, info))
+    data["model"]["name_or_path"] = intents.MODEL_IDS[arch]
+    if base is None:
+        return data
+    old = base.model_dump()
+    for key in ("name", "preset", "logging"):
+        data[key] = old[key]
+    data["model"].update({k: old["model"][k] for k in KEPT_MODEL})
+    if arch == "sdxl":
+        data["model"]["refiner_name_or_path"] = old["model"]["refiner_name_or_path"]
+    default_ds = data["datasets"][0]
+    data["datasets"] = [
+        {**default_ds, **{k: ds[k] for k in KEPT_DATASET}} for ds in old["datasets"]
+    ]
+    data["sample"]["prompts"] = old["sample"]["prompts"]
+    if arch != "flux":
+        data["sample"]["neg"] = old["sample"]["neg"]
+    for key in ("push_to_hub", "hf_repo_id", "hf_private"):
+        data["save"][key] = old["save"][key]
+    return data
 
 
 def resolve_autos(

@@ -511,3 +511,17 @@ def test_every_fix_alone_gives_a_valid_config(cfg, profile, info) -> None:
     for finding in validate(cfg, profile, info):
         if finding.fix:
             assert try_patch(cfg, finding.fix) is not None, (finding.rule, finding.fix)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(configs(), profiles, infos)
+def test_reports_and_auto_resolution_never_fail(cfg, profile, info) -> None:
+    from advisor.defaults import resolve_autos
+    from advisor.report import build_report
+    from trainer.config import unresolved_autos
+
+    if cfg is None:
+        return
+    assert build_report(cfg, profile, info).text()
+    resolved = resolve_autos(cfg, profile, info).config
+    assert unresolved_autos(resolved) == []
