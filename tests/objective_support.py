@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from options_support import run as run_in_process
 from PIL import Image
 
 from trainer.arch import Arch, load_arch
 from trainer.config import TrainingConfig
-from trainer.loop import ModelInputs, RunContext, StopSignal, train
-from trainer.tracking import NullTracker
+from trainer.loop import ModelInputs
 
 SIZE = 64  # pixels; latents are 8x8 for every tiny model
 
@@ -103,23 +103,8 @@ def perturb_lora(arch: Arch, scale: float = 0.05, seed: int = 1) -> None:
                     param.add_(scale * torch.randn(param.shape, generator=gen))
 
 
-class RecordingTracker(NullTracker):
-    def __init__(self) -> None:
-        super().__init__()
-        self.metrics: dict[int, dict[str, float]] = {}
-
-    def log_metrics(self, metrics, step):
-        self.metrics.setdefault(step, {}).update(metrics)
-
-    def losses(self) -> list[float]:
-        return [self.metrics[s]["loss"] for s in sorted(self.metrics)]
-
-
 def run(cfg: TrainingConfig, home: Path, job: Path, resume: Path | None = None):
-    tracker = RecordingTracker()
-    ctx = RunContext(home=home, job_dir=job, tracker=tracker, stop=StopSignal())
-    outcome = train(cfg, ctx, resume)
-    return outcome, tracker
+    return run_in_process(cfg, home, job, resume=resume)
 
 
 def tagged_folder(

@@ -430,7 +430,7 @@ class _StopAfter(StopSignal):
 
 
 def test_resume_continues_the_ema_and_learned_snr_weights(demo_home: Path, tmp_path: Path) -> None:
-    from objective_support import RecordingTracker
+    from options_support import RecordingTracker
 
     from trainer.loop import RunContext, train
 
