@@ -37,7 +37,15 @@ class Problem:
     fix: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" + (f" — {self.fix}" if self.fix else "")
+        text = f"{_one_line(self.path)}: {_one_line(self.message)}"
+        return text + (f" — {_one_line(self.fix)}" if self.fix else "")
+
+
+def _one_line(text: str) -> str:
+    """Text with line breaks and other control characters escaped: one problem, one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class ConfigError(Exception):
@@ -106,7 +114,31 @@ def parse_yaml(text: str | bytes, source: str = "config") -> dict[str, Any]:
             ],
             source,
         )
+    _refuse_alias_tricks(data, source)
     return data
+
+
+MAX_YAML_NODES = 100_000  # far above any real config; stops "billion laughs" alias bombs
+
+
+def _refuse_alias_tricks(data: Any, source: str) -> None:
+    """A ConfigError for a document that refers to itself or expands to a huge tree (YAML
+    aliases can do both in a few bytes); either would crash or stall validation."""
+    seen = 0
+    stack: list[tuple[Any, frozenset[int]]] = [(data, frozenset())]
+    while stack:
+        node, parents = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            problem = "expands to too many values (YAML aliases repeated over and over)"
+            raise ConfigError([Problem(source, problem, "write the settings out plainly")], source)
+        if isinstance(node, dict | list):
+            if id(node) in parents:
+                problem = "refers to itself (a recursive YAML alias such as '&a [*a]')"
+                raise ConfigError([Problem(source, problem, "remove the alias")], source)
+            inner = parents | {id(node)}
+            children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            stack.extend((child, inner) for child in children)
 
 
 def _yaml_problem(err: yaml.YAMLError, source: str) -> Problem:
