@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/wizard.py", title="Wizard", icon="🪄"),
     st.Page("pages/review.py", title="Review & launch", icon="✅"),
     st.Page("pages/monitor.py", title="Monitor", icon="📈"),
+    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
 ]
 
 init_state()  # the draft config: created once per session, restored from the autosave

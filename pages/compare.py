@@ -1,0 +1,39 @@
+"""Compare: every run of the store, filtered; pick two or more to see what changed and how it did."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from trainer.settings import load_settings
+from ui import compare
+
+settings = load_settings()
+st.title("Compare runs")
+
+records = compare.load_runs(settings.tracking_uri, compare._version())
+if not records:
+    st.info("No runs yet. Train a few variants, then compare them here.")
+    st.stop()
+
+shown = compare.render_filters(records)
+picked = compare.render_table(shown)
+
+with st.expander("Based on your past runs (for the current draft)"):
+    compare.render_history(records)
+
+if len(picked) < 2:
+    st.caption("Pick two or more runs to compare their configs, curves and samples.")
+if len(picked) >= 2:
+    st.subheader("What changed")
+    compare.render_diff(picked)
+    st.subheader("Curves")
+    compare.render_curves(settings.tracking_uri, picked)
+    st.subheader("Samples")
+    compare.render_samples(settings.tracking_uri, picked)
+if picked:
+    st.subheader("Rate, note, reuse")
+    tabs = st.tabs([r.name or r.run_id[:8] for r in picked])
+    for tab, rec in zip(tabs, picked, strict=True):
+        with tab:
+            compare.render_rating(settings, rec)
+            compare.render_reuse(settings, rec)

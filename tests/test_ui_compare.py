@@ -1,0 +1,174 @@
+"""The compare page in AppTest on a real SQLite store: tiny runs trained in-process with
+``MlflowTracker`` plus runs created by ``trainer.tracking`` and logged through the same tracker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from options_support import tiny_config
+from streamlit.testing.v1 import AppTest
+
+from trainer import tracking
+from trainer.loop import RunContext, train
+from trainer.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+ARCHS = ("sd15", "sdxl", "flux")
+INTENTS = ("style", "character", "object")
+
+
+def _cfg(i: int, arch: str = "sd15", sample: dict | None = None, **train_values):
+    return tiny_config(
+        sample=sample or {"sample_every": 0},
+        name=f"run{i:02d}",
+        intent=INTENTS[i % 3],
+        preset=f"p{i % 2}",
+        model={"arch": arch, "name_or_path": f"demo:{arch}"},
+        train={"lr": 1e-3 * (1 + i % 3), **train_values},
+        logging={"log_every": 1, "use_mlflow": True, "log_system_metrics": False},
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> dict:
+    home = tmp_path_factory.mktemp("compare") / "home"
+    home.mkdir()
+    for name in ("models", "datasets"):
+        (home / name).symlink_to(demo_home / name, target_is_directory=True)
+    settings = load_settings(home=home, tracking_uri_override=None)
+    uri = settings.tracking_uri
+    trained = []
+    for i in range(3):  # real tiny trainings, samples at step 2
+        cfg = _cfg(
+            i,
+            sample={
+                "sample_every": 2,
+                "prompts": ["[trigger] red circle"],
+                "width": 64,
+                "height": 64,
+                "sample_steps": 2,
+                "sampler": "euler",
+            },
+        )
+        tracker = tracking.MlflowTracker(uri, artifact_root=settings.artifacts_dir)
+        run_id = tracker.start(cfg)
+        train(cfg, RunContext(home=home, job_dir=home / "jobs" / run_id, tracker=tracker))
+        tracker.end("FINISHED")
+        trained.append(run_id)
+    made = []
+    for i in range(3, 23):  # created by the tracking module, metrics logged by the tracker
+        arch = ARCHS[i % 3]
+        cfg = _cfg(i, arch, steps=10)
+        run_id = tracking.create_run(settings, cfg)
+        tracker = tracking.MlflowTracker(uri, background=False)
+        tracker.start(cfg, run_id=run_id)
+        for step in range(10):
+            loss = 1.0 / (1 + step) + 0.01 * i
+            tracker.log_metrics({"loss": loss, "loss_smoothed": loss, "lr": cfg.train.lr}, step)
+        tracker.end(("FINISHED", "FAILED", "KILLED", "FINISHED")[i % 4])
+        made.append(run_id)
+    tracking.set_rating(uri, made[0], 5)
+    tracking.set_rating(uri, made[3], 2)
+    return {"home": home, "settings": settings, "trained": trained, "made": made}
+
+
+@pytest.fixture()
+def app(store: dict, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("STUDIO_HOME", str(store["home"]))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def chart_data(chart) -> dict:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pydict()
+
+
+def table(at: AppTest):
+    return at.dataframe[0].value
+
+
+def test_table_lists_every_run_with_its_numbers(app: AppTest, store: dict) -> None:
+    df = table(app)
+    assert len(df) == 23
+    row = df[df["run id"] == store["made"][0]].iloc[0]
+    assert row["rating"] == 5 and row["steps"] == 10 and row["arch"] == "sd15"
+    assert row["final loss"] == pytest.approx(0.1 + 0.03)
+    trained = df[df["run id"] == store["trained"][0]].iloc[0]
+    assert trained["status"] == "FINISHED" and trained["duration (s)"] > 0
+
+
+def test_filters_narrow_the_table(app: AppTest, store: dict) -> None:
+    app.selectbox(key="cmp:arch").set_value("flux").run()
+    df = table(app)
+    assert len(df) > 0 and set(df["arch"]) == {"flux"}
+    app.selectbox(key="cmp:arch").set_value("(any)")
+    app.selectbox(key="cmp:status").set_value("FAILED").run()
+    assert set(table(app)["status"]) == {"FAILED"}
+    app.selectbox(key="cmp:status").set_value("(any)")
+    app.selectbox(key="cmp:rating").set_value(4).run()
+    assert list(table(app)["run id"]) == [store["made"][0]]
+    app.selectbox(key="cmp:rating").set_value(0)
+    app.selectbox(key="cmp:intent").set_value("style")
+    app.selectbox(key="cmp:preset").set_value("p1").run()
+    df = table(app)
+    assert len(df) > 0 and set(df["intent"]) == {"style"} and set(df["preset"]) == {"p1"}
+
+
+def test_diff_curves_and_samples_of_picked_runs(app: AppTest, store: dict) -> None:
+    a, b = store["trained"][0], store["trained"][1]
+    app.multiselect(key="cmp:picked").set_value([a, b]).run()
+    assert not app.exception
+    rows = [row for t in app.table for row in t.value.to_dict("records")]
+    lr = [r for r in rows if r["setting"] == "train.lr"]
+    assert len(lr) == 1 and lr[0]["what it does"]
+    assert {r["setting"] for r in rows} >= {"train.lr", "name", "intent"}
+    assert not any(r["setting"] == "train.steps" for r in rows)  # same in both: not shown
+    charts = app.get("arrow_vega_lite_chart") or app.get("vega_lite_chart")
+    assert len(charts) == 2  # loss and lr
+    assert "Loss (raw and smoothed)" in charts[0].proto.spec
+    data = chart_data(charts[0])
+    assert set(data["run"]) == {"run00", "run01"}
+    assert set(data["metric"]) == {"loss", "loss_smoothed"} and max(data["step"]) == 2
+    assert set(chart_data(charts[1])["value"]) == {1e-3, 2e-3}  # the two constant LRs
+    assert len(app.get("image")) >= 2  # samples of both runs at step 2
+
+
+def test_rating_and_note_are_stored_in_mlflow(app: AppTest, store: dict) -> None:
+    rid = store["made"][5]
+    uri = store["settings"].tracking_uri
+    app.multiselect(key="cmp:picked").set_value([rid]).run()
+    key = rid[:12]
+    app.selectbox(key=f"cmp:rate:{key}").set_value(4)
+    app.text_area(key=f"cmp:note:{key}").set_value("too soft").run()
+    app.button(key=f"cmp:save:{key}").click().run()
+    rec = tracking.get_run_record(uri, rid)
+    assert rec.rating == 4 and rec.note == "too soft"
+    df = table(app)
+    assert df[df["run id"] == rid].iloc[0]["rating"] == 4  # table refreshed
+
+
+def test_reuse_as_preset_and_as_draft(app: AppTest, store: dict) -> None:
+    rid = store["trained"][2]
+    app.multiselect(key="cmp:picked").set_value([rid]).run()
+    key = rid[:12]
+    app.text_input(key=f"cmp:pname:{key}").set_value("my best").run()
+    app.button(key=f"cmp:preset:{key}").click().run()
+    preset = store["settings"].presets_dir / "my_best.yaml"
+    text = preset.read_text()
+    assert text.startswith("# Preset 'my best'") and rid in text
+    from trainer.config_io import loads_config
+
+    assert loads_config(text).train.lr == pytest.approx(3e-3)
+    app.button(key=f"cmp:draft:{key}").click().run()
+    assert not app.exception
+    draft = app.session_state["draft"]
+    assert draft["name"] == "run02" and draft["train"]["lr"] == pytest.approx(3e-3)
