@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--indent", type=int, default=2)
     demo = commands.add_parser("demo", help="build the tiny demo models and dataset")
     demo.add_argument("--home", help="studio home (default: STUDIO_HOME or ./studio_home)")
+    from trainer.lora_cli import add_cli as add_lora_cli
+
+    add_lora_cli(commands)
     return parser
 
 
@@ -99,6 +102,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lora(args: argparse.Namespace) -> int:
+    from trainer.lora_cli import cmd_lora as run_lora
+
+    return run_lora(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
@@ -106,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "schema": cmd_schema,
         "demo": cmd_demo,
+        "lora": cmd_lora,
     }[args.command]
     return handler(args)
 
