@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/review.py", title="Review & launch", icon="✅"),
     st.Page("pages/monitor.py", title="Monitor", icon="📈"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/presets.py", title="Presets", icon="📚"),
 ]
 
 init_state()  # the draft config: created once per session, restored from the autosave

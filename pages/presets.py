@@ -1,0 +1,17 @@
+"""Presets: browse built-in and your own presets, load one into the wizard, save, import, export."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from trainer.settings import load_settings
+from ui import presets
+
+settings = load_settings()
+st.title("Presets")
+presets.render_flash()
+presets.render_browser(settings)
+st.subheader("Save the current draft")
+presets.render_save_draft(settings)
+st.subheader("Import")
+presets.render_import(settings)
