@@ -41,9 +41,11 @@ class Checkpoint:
 
 
 def rng_state() -> dict[str, Any]:
+    # numpy's state as plain ints and text, so ``torch.load(weights_only=True)`` can read it back.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -51,7 +53,8 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -125,7 +128,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     try:
         flat = load_file(str(path / LORA_FILE))
-        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        state = _load_state(path / STATE_FILE)
         config = loads_config((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except Exception as err:  # a damaged file of any kind
         raise CheckpointError(f"{path} is damaged ({err}) — resume from an older one") from err
@@ -134,6 +137,21 @@ def load_checkpoint(path: Path) -> Checkpoint:
         component, _, name = key.partition("::")
         lora.setdefault(component, {})[name] = tensor
     return Checkpoint(path=path, step=int(state["step"]), lora=lora, state=state, config=config)
+
+
+def _load_state(file: Path) -> dict[str, Any]:
+    """The training state, unpickled with ``weights_only=True``: tensors, numbers, text and
+    containers only, so a checkpoint handed over by someone else cannot run code. Checkpoints
+    written before the numpy RNG state was stored as ints hold one uint32 array; numpy's array
+    reconstruction is allow-listed for them (it builds data, it calls nothing else)."""
+    numpy_arrays = [
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+        np._core.multiarray._reconstruct,
+    ]
+    with torch.serialization.safe_globals(numpy_arrays):
+        return torch.load(file, map_location="cpu", weights_only=True)
 
 
 # Settings whose change makes a checkpoint's weights or state meaningless for this run.

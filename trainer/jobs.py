@@ -109,7 +109,14 @@ class ActiveJob:
 
 
 # -------------------------------------------------------------------------------- small helpers
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
 def job_folder(settings: StudioSettings, run_id: str) -> Path:
+    """``<jobs>/<run id>``; refuses an id that is not one plain name (``../x``, ``a/b``, ...),
+    since ids can arrive from a URL and must never reach outside the jobs folder."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+        raise LaunchRefused(f"{run_id!r} is not a run id (letters, digits, '_', '-', '.' only)")
     return settings.jobs_dir / run_id
 
 
