@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--indent", type=int, default=2)
     demo = commands.add_parser("demo", help="build the tiny demo models and dataset")
     demo.add_argument("--home", help="studio home (default: STUDIO_HOME or ./studio_home)")
+    imports = commands.add_parser(
+        "import", help="turn an ai-toolkit YAML or kohya TOML/JSON config into a studio config"
+    )
+    imports.add_argument("file", help="ai-toolkit job .yaml, sd-scripts .toml or kohya_ss .json")
+    imports.add_argument("-o", "--output", help="write the studio config YAML here")
     from trainer.lora_cli import add_cli as add_lora_cli
 
     add_lora_cli(commands)
@@ -102,6 +107,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trainer.config_io import ConfigError, dump_yaml
+    from trainer.importers import import_file
+
+    try:
+        imported = import_file(args.file)
+    except (OSError, ValueError, ConfigError) as err:
+        print(f"Cannot import {args.file}: {err}", file=sys.stderr)
+        return 2
+    text = dump_yaml(imported.config)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    print(imported.report(), file=sys.stderr)
+    return 0
+
+
 def cmd_lora(args: argparse.Namespace) -> int:
     from trainer.lora_cli import cmd_lora as run_lora
 
@@ -116,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": cmd_schema,
         "demo": cmd_demo,
         "lora": cmd_lora,
+        "import": cmd_import,
     }[args.command]
     return handler(args)
 
