@@ -83,3 +83,15 @@ def test_export_offers_the_preset_yaml(home: Path) -> None:
     at.selectbox(key="pre:choice").set_value("demo_flux (built-in)").run()
     second = at.get("download_button")[0].proto.url
     assert first.startswith("/mock/media/") and first != second  # the media follows the choice
+
+
+def test_import_from_kohya_fills_the_draft_and_lists_what_did_not_map(home: Path) -> None:
+    at = open_presets()
+    toml = (Path(__file__).parent / "import_samples" / "kohya_sdxl.toml").read_text()
+    at.text_area(key="pre:other_paste").set_value(toml).run()
+    at.button(key="pre:other_import").click().run()
+    assert not at.exception
+    draft = at.session_state["draft"]
+    assert draft["model"]["arch"] == "sdxl" and draft["network"]["linear"] == 32
+    message = at.success[0].value
+    assert "kohya-toml" in message and "8 not mapped" in message and "xformers" in message

@@ -383,7 +383,10 @@ def detect(text: str, name: str = "") -> tuple[Kind, dict[str, Any]]:
         return "kohya-toml", tomllib.loads(text)
     if suffix == ".json" or text.lstrip().startswith("{"):
         return "kohya-json", json.loads(text)
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
     if isinstance(data, dict) and "config" in data:
         return "ai-toolkit", data
     try:

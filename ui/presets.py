@@ -161,3 +161,39 @@ def render_import(settings: StudioSettings) -> None:
     default = Path(upload.name).stem if upload is not None else "imported"
     st.text_input("Save as", value=default, key="pre:import_name")
     st.button("Import", key="pre:import", on_click=_import, args=(settings,))
+
+
+def _import_other() -> None:
+    from trainer.importers import import_text
+    from ui.state import replace_draft
+
+    upload = st.session_state.get("pre:other_upload")
+    text = upload.getvalue().decode("utf-8") if upload is not None else ""
+    name = upload.name if upload is not None else ""
+    text = text or st.session_state.get("pre:other_paste", "")
+    if not text.strip():
+        _flash("warning", "Choose a file or paste a config first.")
+        return
+    try:
+        imported = import_text(text, name)
+    except (ValueError, ConfigError) as err:
+        _flash("error", f"Could not import: {err}")
+        return
+    replace_draft(imported.config.model_dump(mode="json"))
+    lines = [f"- `{u.key}` = `{u.value!r}`: {u.reason}" for u in imported.unmapped]
+    _flash(
+        "success",
+        f"Imported a {imported.kind} config into the wizard's draft: "
+        f"{len(imported.mapped)} setting(s) mapped, {len(imported.unmapped)} not mapped"
+        + (":\n\n" + "\n".join(lines) if lines else "."),
+    )
+
+
+def render_import_other() -> None:
+    st.file_uploader(
+        "An ai-toolkit job YAML, sd-scripts TOML or kohya_ss GUI JSON",
+        type=["yaml", "yml", "toml", "json"],
+        key="pre:other_upload",
+    )
+    st.text_area("…or paste it", key="pre:other_paste", height=150)
+    st.button("Import as the wizard's draft", key="pre:other_import", on_click=_import_other)
