@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/monitor.py", title="Monitor", icon="📈"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
     st.Page("pages/presets.py", title="Presets", icon="📚"),
+    st.Page("pages/datasets.py", title="Datasets", icon="🗂️"),
 ]
 
 init_state()  # the draft config: created once per session, restored from the autosave

@@ -1,0 +1,31 @@
+"""Datasets: create from uploads or a folder, analyse, remove near-duplicates, edit captions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from trainer.settings import load_settings
+from ui.dataset_manager import (
+    pick_dataset,
+    render_analysis,
+    render_autocaption,
+    render_captions,
+    render_create,
+    render_duplicates,
+)
+
+root = load_settings().datasets_dir
+st.title("Datasets")
+st.caption(f"Datasets live in {root}; removed images move to .removed/ and can be restored.")
+render_create(root)
+folder = pick_dataset(root)
+if folder is None:
+    st.stop()
+analysis, duplicates, captions = st.tabs(["Analysis", "Near-duplicates", "Captions"])
+with analysis:
+    render_analysis(folder)
+with duplicates:
+    render_duplicates(folder)
+with captions:
+    render_captions(folder)
+    render_autocaption()
