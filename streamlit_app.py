@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
     st.Page("pages/presets.py", title="Presets", icon="📚"),
     st.Page("pages/datasets.py", title="Datasets", icon="🗂️"),
+    st.Page("pages/utilities.py", title="LoRA utilities", icon="🧰"),
 ]
 
 init_state()  # the draft config: created once per session, restored from the autosave

@@ -1,0 +1,24 @@
+"""Utilities: inspect, resize, convert and merge LoRA files."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from trainer.settings import load_settings
+from ui.lora_utilities import pick_file, render_convert, render_inspect, render_merge, render_resize
+
+home = load_settings().home
+st.title("LoRA utilities")
+st.caption("The same tools as `python -m trainer lora inspect | resize | convert | merge`.")
+path = pick_file(home, "LoRA file", "lu:main")
+if path is None:
+    st.info("Choose a LoRA file (.safetensors, or a diffusers LoRA folder).")
+    st.stop()
+render_inspect(path)
+resize, convert, merge = st.tabs(["Resize", "Convert", "Merge"])
+with resize:
+    render_resize(path)
+with convert:
+    render_convert(path, home)
+with merge:
+    render_merge(path, home)
