@@ -31,6 +31,7 @@ if len(picked) >= 2:
     st.subheader("Samples")
     compare.render_samples(settings.tracking_uri, picked)
 if picked:
+    compare.render_mlflow_links(settings, picked)
     st.subheader("Rate, note, reuse")
     tabs = st.tabs([r.name or r.run_id[:8] for r in picked])
     for tab, rec in zip(tabs, picked, strict=True):

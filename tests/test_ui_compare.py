@@ -140,6 +140,7 @@ def test_diff_curves_and_samples_of_picked_runs(app: AppTest, store: dict) -> No
     assert set(data["metric"]) == {"loss", "loss_smoothed"} and max(data["step"]) == 2
     assert set(chart_data(charts[1])["value"]) == {1e-3, 2e-3}  # the two constant LRs
     assert len(app.get("image")) >= 2  # samples of both runs at step 2
+    assert app.button(key="cmp:mlflow").label == "Open in MLflow UI"
 
 
 def test_rating_and_note_are_stored_in_mlflow(app: AppTest, store: dict) -> None:

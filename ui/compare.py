@@ -331,3 +331,24 @@ def render_history(records: list[RunRecord]) -> None:
         st.markdown(f"- {insight.message}")
     if not insights:
         st.caption("No finished runs like the current draft yet.")
+
+
+def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None:
+    """'Open in MLflow UI': start (or reuse) a lean local server, then link to the runs."""
+    from ui import mlflow_ui
+
+    if st.button("Open in MLflow UI", key="cmp:mlflow"):
+        with st.spinner("Starting the MLflow UI (first time: up to half a minute)…"):
+            try:
+                st.session_state["cmp:mlflow_url"] = mlflow_ui.ensure_server(settings)[0]
+            except (OSError, RuntimeError) as err:
+                st.error(f"Could not start the MLflow UI: {err}")
+    base = st.session_state.get("cmp:mlflow_url")
+    if not base:
+        return
+    cols = st.columns(len(runs) + (len(runs) > 1))
+    for col, rec in zip(cols, runs, strict=False):
+        col.link_button(rec.name, mlflow_ui.run_url(base, rec.experiment_id, rec.run_id))
+    if len(runs) > 1:
+        url = mlflow_ui.compare_url(base, [r.experiment_id for r in runs], [r.run_id for r in runs])
+        cols[-1].link_button("Compare in MLflow", url)

@@ -1,0 +1,106 @@
+"""The MLflow UI for the studio's store: a lean local server (started once, then reused) and links
+to a run or a comparison in the machine-learning view."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+from trainer.settings import StudioSettings
+
+STATE_FILE = "mlflow_ui.json"
+LOG_FILE = "mlflow_ui.log"
+DEFAULT_PORT = 5055
+
+
+def healthy(base: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def compare_url(base: str, experiment_ids: list[str], run_ids: list[str]) -> str:
+    runs = quote(json.dumps(run_ids))
+    experiments = quote(json.dumps(sorted(set(experiment_ids))))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
+
+
+def _state(settings: StudioSettings) -> dict:
+    try:
+        return json.loads((settings.home / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def command(settings: StudioSettings, port: int) -> list[str]:
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "server",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--default-artifact-root",
+        settings.artifacts_dir.as_uri(),
+    ]
+
+
+def ensure_server(
+    settings: StudioSettings, port: int = DEFAULT_PORT, timeout: float = 90.0
+) -> tuple[str, bool]:
+    """The base URL of an MLflow UI showing the studio's store and whether it was started now.
+
+    A remote tracking server is its own UI. Locally, the server this studio started before is
+    reused while it answers; otherwise a lean one (1 worker, no job execution) is started on the
+    first free port from ``port`` and recorded in ``<home>/mlflow_ui.json``."""
+    if not settings.uses_local_store:
+        return settings.tracking_uri.rstrip("/"), False
+    state = _state(settings)
+    if state.get("uri") == settings.tracking_uri and healthy(state.get("url", "")):
+        return state["url"], False
+    while healthy(f"http://127.0.0.1:{port}"):  # someone else's server: leave it alone
+        port += 1
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with open(settings.home / LOG_FILE, "ab") as log:
+        process = subprocess.Popen(
+            command(settings, port),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the Streamlit script run
+        )
+    url = f"http://127.0.0.1:{port}"
+    state = {"pid": process.pid, "url": url, "uri": settings.tracking_uri, "started": time.time()}
+    (settings.home / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(url):
+            return url, True
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited ({process.returncode}); see {LOG_FILE}")
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server did not answer on {url} within {timeout:.0f} s")
+
+
+def server_pid(settings: StudioSettings) -> int | None:
+    return _state(settings).get("pid")
