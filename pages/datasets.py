@@ -5,16 +5,16 @@ from __future__ import annotations
 import streamlit as st
 
 from trainer.settings import load_settings
+from ui.dataset_captions import render_autocaption, render_captions
 from ui.dataset_manager import (
     pick_dataset,
     render_analysis,
-    render_autocaption,
-    render_captions,
     render_create,
     render_duplicates,
 )
 
-root = load_settings().datasets_dir
+settings = load_settings()
+root = settings.datasets_dir
 st.title("Datasets")
 st.caption(f"Datasets live in {root}; removed images move to .removed/ and can be restored.")
 render_create(root)
@@ -28,4 +28,4 @@ with duplicates:
     render_duplicates(folder)
 with captions:
     render_captions(folder)
-    render_autocaption()
+    render_autocaption(folder, settings.home)

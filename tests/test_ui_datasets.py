@@ -86,3 +86,13 @@ def test_refused_upload_shows_the_reason(home: Path, tmp_path: Path) -> None:
     at.text_input(key="dsm:folder").set_value(str(tmp_path))
     run(at.button(key="dsm:create").click())
     assert any("Not created" in e.value and "dataset name" in e.value for e in at.error)
+
+
+def test_auto_caption_without_a_captioner_says_how_to_get_one(home: Path, tmp_path: Path) -> None:
+    dm.import_files(home / "datasets", "d", [("a.png", png(0, 64))])
+    at = page()
+    assert any("No captioner installed" in i.value for i in at.info)
+    run(at.text_input(key="dsm:capdir").set_value(str(tmp_path / "nothing")))
+    run(at.button(key="dsm:caption").click())
+    assert any("No captioner model at" in e.value for e in at.error)
+    assert dm.read_captions(home / "datasets" / "d") == {"a.png": ""}

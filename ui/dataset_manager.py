@@ -104,7 +104,7 @@ def render_analysis(folder: Path) -> None:
         st.dataframe(tags, hide_index=True, key="dsm:tags")
 
 
-def _thumb(path: Path, size: int = 96) -> str:
+def thumbnail(path: Path, size: int = 96) -> str:
     from PIL import Image
 
     with Image.open(path) as image:
@@ -132,55 +132,3 @@ def render_duplicates(folder: Path) -> None:
                 dm.remove_images(folder, [pair[side]])
                 st.rerun()
         row[2].caption(f"distance {pair['distance']}")
-
-
-def render_captions(folder: Path) -> None:
-    import pandas as pd
-
-    captions = dm.read_captions(folder)
-    bulk = st.columns(4)
-    trigger = bulk[0].text_input("Trigger word", key="dsm:trigger")
-    find = bulk[1].text_input("Find", key="dsm:find")
-    replace = bulk[2].text_input("Replace with", key="dsm:replace")
-    drop = bulk[3].text_input("Remove tags (comma separated)", key="dsm:drop")
-    actions = st.columns(4)
-    edit = None
-    if actions[0].button("Insert trigger", key="dsm:do_trigger") and trigger.strip():
-        edit = lambda c: dm.insert_trigger(c, trigger.strip())  # noqa: E731
-    if actions[1].button("Replace", key="dsm:do_replace") and find:
-        edit = lambda c: dm.replace_text(c, find, replace)  # noqa: E731
-    if actions[2].button("Remove tags", key="dsm:do_drop") and drop.strip():
-        edit = lambda c: dm.remove_tags(c, drop.split(","))  # noqa: E731
-    if actions[3].button("Sort tags", key="dsm:do_sort"):
-        edit = dm.sort_tags
-    if edit is not None:
-        st.success(f"Saved {dm.bulk_edit(folder, edit)} caption file(s).")
-        captions = dm.read_captions(folder)
-    frame = pd.DataFrame(
-        {
-            "thumbnail": [_thumb(folder / name) for name in captions],
-            "image": list(captions),
-            "caption": list(captions.values()),
-        }
-    )
-    edited = st.data_editor(
-        frame,
-        hide_index=True,
-        disabled=["thumbnail", "image"],
-        column_config={"thumbnail": st.column_config.ImageColumn("", width="small")},
-        key=f"dsm:captions:{folder.name}",
-    )
-    if st.button("Save caption edits", key="dsm:save"):
-        changed = 0
-        for name, text in zip(edited["image"], edited["caption"], strict=True):
-            if (text or "").strip() != captions[name]:
-                dm.set_caption(folder, name, text or "")
-                changed += 1
-        st.success(f"Saved {changed} caption file(s).")
-
-
-def render_autocaption() -> None:
-    st.info(
-        "Auto-captioning needs a local captioner model folder (BLIP, Florence or a WD14-style "
-        "tagger). None is installed in this studio yet, so captions are edited by hand here."
-    )
