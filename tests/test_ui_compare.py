@@ -104,6 +104,8 @@ def test_table_lists_every_run_with_its_numbers(app: AppTest, store: dict) -> No
     assert row["final loss"] == pytest.approx(0.1 + 0.03)
     trained = df[df["run id"] == store["trained"][0]].iloc[0]
     assert trained["status"] == "FINISHED" and trained["duration (s)"] > 0
+    history = [m.value for m in app.markdown if "similar runs" in m.value]
+    assert history and "the best rated (5★ ('run03'))" in history[0]  # advisor on these runs
 
 
 def test_filters_narrow_the_table(app: AppTest, store: dict) -> None:
