@@ -221,3 +221,21 @@ def test_cli_inspect_resize_convert_merge(saved, demo_home, tmp_path, capsys) ->
     assert main([*args, "--weights", "1", "0.5"]) == 0
     assert lora_tools.inspect(merged)["ranks"] == {12: lora_tools.inspect(merged)["modules"]}
     assert main(["lora", "resize", str(tmp_path / "missing.safetensors"), "-o", str(out)]) == 2
+
+
+def test_sdxl_conversion_round_trips_and_loads(demo_home: Path, tmp_path: Path) -> None:
+    from test_lora_io import fresh_pipeline, make_arch
+
+    model = make_arch(demo_home, "sdxl", {}, train_te=True)
+    webui, diffusers_file = lora_io.save_lora(model, tmp_path, "x", "both", "fp32")
+    pipe = fresh_pipeline(model)
+    kohya = lora_tools.load(webui)
+    assert any(n.startswith("lora_te2_") for n in kohya.modules)
+    converted = lora_tools.save(lora_tools.to_peft(kohya, pipe), tmp_path / "conv")
+    peft = lora_tools.load(converted)
+    assert set(peft.modules) == set(lora_tools.load(diffusers_file).modules)
+    back = lora_tools.to_kohya(peft)
+    for name, m in kohya.modules.items():
+        assert torch.equal(back.modules[name].up, m.up) and back.modules[name].alpha == m.alpha
+    expected = with_loras(pipe, [diffusers_file.parent])
+    np.testing.assert_allclose(with_loras(pipe, [converted.parent]), expected, atol=1e-5)
