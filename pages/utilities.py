@@ -1,13 +1,21 @@
-"""Utilities: inspect, resize, convert and merge LoRA files."""
+"""Utilities: inspect, resize, convert and merge LoRA files; X/Y test grids."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from trainer.settings import load_settings
-from ui.lora_utilities import pick_file, render_convert, render_inspect, render_merge, render_resize
+from ui.lora_utilities import (
+    pick_file,
+    render_convert,
+    render_grid,
+    render_inspect,
+    render_merge,
+    render_resize,
+)
 
-home = load_settings().home
+settings = load_settings()
+home = settings.home
 st.title("LoRA utilities")
 st.caption("The same tools as `python -m trainer lora inspect | resize | convert | merge`.")
 path = pick_file(home, "LoRA file", "lu:main")
@@ -15,10 +23,12 @@ if path is None:
     st.info("Choose a LoRA file (.safetensors, or a diffusers LoRA folder).")
     st.stop()
 render_inspect(path)
-resize, convert, merge = st.tabs(["Resize", "Convert", "Merge"])
+resize, convert, merge, grid = st.tabs(["Resize", "Convert", "Merge", "X/Y grid"])
 with resize:
     render_resize(path)
 with convert:
     render_convert(path, home)
 with merge:
     render_merge(path, home)
+with grid:
+    render_grid(path, home, settings.tracking_uri)

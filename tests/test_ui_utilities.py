@@ -62,3 +62,31 @@ def test_inspect_resize_and_merge(home: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(module.delta(), expected, rtol=1e-5, atol=1e-5)
     run(at.text_input(key="lu:main:path").set_value(str(tmp_path / "nope.safetensors")))
     assert any("does not exist" in e.value for e in at.error)
+
+
+def test_xy_grid_and_convert_on_the_demo_model(
+    demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+    from test_lora_io import make_arch
+
+    from trainer import lora_io
+
+    monkeypatch.setenv("STUDIO_HOME", str(demo_home))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = lora_io.save_lora(make_arch(demo_home, "sd15", {}), tmp_path, "g", "webui", "fp32")[0]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    run(at.switch_page("pages/utilities.py"))
+    run(at.text_input(key="lu:main:path").set_value(str(path)))
+    run(at.button(key="lu:convert").click())  # to webui: no base model needed
+    assert lora_tools.inspect(tmp_path / "g_webui.safetensors")["layout"] == "kohya"
+    at.text_area(key="lu:gridprompts").set_value("sks\na dog")
+    at.number_input(key="lu:gridsteps").set_value(2)
+    run(at.number_input(key="lu:gridsize").set_value(64))
+    run(at.button(key="lu:grid").click())
+    assert not at.error, [e.value for e in at.error]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("xy_grids").experiment_id])
+    assert len(runs) == 1 and runs[0].data.params["prompts"] == "sks | a dog"
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["xy_grid.png"]

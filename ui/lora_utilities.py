@@ -128,3 +128,40 @@ def render_merge(path: Path, home: Path) -> None:
             lambda: lt.save(lt.merge([lt.load(path), lt.load(other)], [w1, w2]), out),
             "Saved {result}",
         )
+
+
+def render_grid(path: Path, home: Path, tracking_uri: str) -> None:
+    """X/Y grid: this LoRA (plus other checkpoints) × prompts × strengths, logged to MLflow."""
+    from trainer.xy_grid import GridSpec, generate_grid, log_grid
+
+    more = st.text_area("Other checkpoints (one path per line)", key="lu:gridmore")
+    prompts = st.text_area("Prompts (one per line)", "a photo of sks", key="lu:gridprompts")
+    strengths = st.text_input("Strengths", "0, 0.5, 1", key="lu:gridstrengths")
+    cols = st.columns(4)
+    base = cols[0].text_input("Base model", key="lu:gridbase", placeholder="from the file")
+    steps = cols[1].number_input("Steps", 1, 100, 20, key="lu:gridsteps")
+    size = cols[2].number_input("Size", 64, 2048, 512, step=64, key="lu:gridsize")
+    seed = cols[3].number_input("Seed", 0, 2**31 - 1, 0, key="lu:gridseed")
+    if not st.button("Generate grid", key="lu:grid"):
+        return
+    try:
+        spec = GridSpec(
+            [path, *(Path(p.strip()) for p in more.splitlines() if p.strip())],
+            [p.strip() for p in prompts.splitlines() if p.strip()],
+            [float(s) for s in strengths.split(",") if s.strip()],
+            steps=int(steps),
+            width=int(size),
+            height=int(size),
+            seed=int(seed),
+        )
+        lora = lt.load(path)
+        ref = base or lora.metadata.get("base_model", "")
+        pipe = lt.load_base_pipeline(lt.file_arch(lora), ref, home)
+        pipe.set_progress_bar_config(disable=True)
+        with st.spinner("Generating…"):
+            grid, _ = generate_grid(pipe, spec)
+        run_id = log_grid(grid, spec, tracking_uri)
+    except (lt.LoraToolError, OSError, ValueError) as err:
+        st.error(f"Failed: {err}")
+        return
+    st.image(grid, caption=f"Logged to MLflow run {run_id} as xy_grid.png")
