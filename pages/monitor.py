@@ -20,3 +20,9 @@ if run_id is None:
 active = is_active(settings, run_id)
 live = st.fragment(render_live, run_every="2s" if active else None)
 live(settings, run_id, was_active=active)
+
+with st.expander("Reuse this run"):
+    from trainer.tracking import get_run_record
+    from ui.compare import render_reuse
+
+    render_reuse(settings, get_run_record(settings.tracking_uri, run_id))

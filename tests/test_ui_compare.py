@@ -175,3 +175,13 @@ def test_reuse_as_preset_and_as_draft(app: AppTest, store: dict) -> None:
     assert not app.exception
     draft = app.session_state["draft"]
     assert draft["name"] == "run02" and draft["train"]["lr"] == pytest.approx(3e-3)
+
+
+def test_monitor_offers_start_a_new_run_from_this_one(app: AppTest, store: dict) -> None:
+    rid = store["trained"][1]
+    app.session_state["monitor_run_id"] = rid
+    app.switch_page("pages/monitor.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.button(key=f"cmp:draft:{rid[:12]}").click().run()
+    assert not app.exception
+    assert app.session_state["draft"]["name"] == "run01"

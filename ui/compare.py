@@ -308,12 +308,20 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
     left, right = st.columns(2)
     name = left.text_input("Preset name", value=f"from_{rec.name}", key=f"cmp:pname:{key}")
     if left.button("Reuse this config as a preset", key=f"cmp:preset:{key}"):
-        path = preset_from_run(settings, rec, name)
-        left.success(f"Saved preset {path.name}.")
+        try:
+            path = preset_from_run(settings, rec, name)
+        except OSError as err:  # no config artifact yet (the run is still starting)
+            left.error(f"No config logged for this run yet: {err}")
+        else:
+            left.success(f"Saved preset {path.name}.")
     if right.button("Start a new run from this one", key=f"cmp:draft:{key}"):
         from ui.state import replace_draft
 
-        replace_draft(draft_from_run(settings, rec))
+        try:
+            replace_draft(draft_from_run(settings, rec))
+        except OSError as err:
+            right.error(f"No config logged for this run yet: {err}")
+            return
         right.success(f"The wizard's draft now holds the config of '{rec.name}'.")
         right.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
 
