@@ -15,10 +15,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_advisor_cases import CHOICES
 
 from advisor.dataset import DatasetInfo
 from advisor.profile import synthetic_profile
@@ -40,7 +42,8 @@ FUZZ = settings(
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-SEEN = {"configs": 0}
+SEEN: dict[str, int] = {}  # generator → documents checked
+VALID: dict[str, int] = {}  # generator → documents that were valid configs
 
 scalars = st.one_of(
     st.none(),
@@ -59,9 +62,9 @@ values = st.recursive(
 )
 
 
-def check(text: str | bytes) -> TrainingConfig | None:
+def check(text: str | bytes, who: str) -> TrainingConfig | None:
     """load → validate → report; a clean ConfigError is fine, anything else fails the test."""
-    SEEN["configs"] += 1
+    SEEN[who] = SEEN.get(who, 0) + 1
     try:
         cfg = loads_config(text)
     except ConfigError as err:
@@ -73,6 +76,7 @@ def check(text: str | bytes) -> TrainingConfig | None:
         assert "Traceback" not in str(err)
         return None
     assert isinstance(cfg, TrainingConfig)
+    VALID[who] = VALID.get(who, 0) + 1
     assert build_report(cfg, PROFILE, INFO).text()
     return cfg
 
@@ -106,13 +110,32 @@ def test_presets_with_random_field_values(index: int, changes) -> None:
     data = copy.deepcopy(PRESET_DATA[index])
     for path, value in changes:
         _set(data, path, value)
-    check(yaml.safe_dump(data, allow_unicode=True))
+    check(yaml.safe_dump(data, allow_unicode=True), "presets")
+
+
+@FUZZ
+@given(
+    st.sampled_from(range(len(PRESET_DATA))),
+    st.lists(
+        st.sampled_from(sorted(CHOICES)).flatmap(
+            lambda path: st.tuples(st.just(path), st.sampled_from(CHOICES[path]))
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_presets_with_plausible_choices(index: int, changes) -> None:
+    # Values a user could pick in the wizard: mostly valid configs, so the report is exercised.
+    data = copy.deepcopy(PRESET_DATA[index])
+    for path, value in changes:
+        _set(data, path, value)
+    check(yaml.safe_dump(data, allow_unicode=True), "choices")
 
 
 @FUZZ
 @given(st.dictionaries(st.sampled_from([*{f.split(".")[0] for f in FIELDS}, "x"]), values))
 def test_random_documents_shaped_like_configs(data) -> None:
-    check(yaml.safe_dump(data, allow_unicode=True))
+    check(yaml.safe_dump(data, allow_unicode=True), "documents")
 
 
 # "Billion laughs": nine levels of nine aliases, 9**9 values once expanded.
@@ -145,7 +168,7 @@ yaml_noise = st.one_of(
 @FUZZ
 @given(yaml_noise)
 def test_random_text_and_bytes(text) -> None:
-    assert check(text) is None or True  # a few texts are valid configs (all defaults)
+    check(text, "text")  # a few texts are valid configs (all defaults)
 
 
 def test_alias_tricks_are_clear_errors() -> None:
@@ -161,8 +184,13 @@ def test_alias_tricks_are_clear_errors() -> None:
 @settings(max_examples=1, deadline=None)
 @given(st.just(0))
 def test_at_least_a_thousand_configs_were_fuzzed(_) -> None:
-    # Runs last in this file (pytest keeps definition order): the three generators above ran.
-    assert SEEN["configs"] >= 1000, SEEN
+    # Runs last in this file (pytest keeps definition order): the four generators above ran.
+    if len(SEEN) < 4:
+        pytest.skip("counts the four generators above: run the whole file")
+    print(
+        f"\n{sum(SEEN.values())} generated configs and YAML documents fuzzed: {SEEN}; valid configs: {VALID}"
+    )
+    assert sum(SEEN.values()) >= 1000, SEEN
 
 
 # ------------------------------------------------------------------------ malformed datasets
@@ -223,8 +251,6 @@ def test_malformed_images_and_captions_are_skipped_with_a_report(tmp_path: Path)
 
 
 def test_a_folder_of_only_broken_images_is_a_clear_error(tmp_path: Path) -> None:
-    import pytest
-
     from trainer.data import DatasetError
 
     (tmp_path / "a.png").write_bytes(b"")
