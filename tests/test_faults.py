@@ -142,6 +142,49 @@ def test_disk_full_while_saving_a_checkpoint(
     assert outcome.step == 4 and not outcome.stopped
 
 
+def test_disk_full_while_writing_the_lora_keeps_the_old_file_and_the_checkpoint(
+    tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.torch
+
+    from trainer.lora_io import atomic_save_file
+    from trainer.run import run_job
+
+    real = safetensors.torch.save_file
+
+    def half_then_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\x08\x00\x00\x00half")
+        no_space()
+
+    # The helper alone: an earlier LoRA of the same name survives a failed overwrite.
+    lora = tmp_path / "out" / "t.safetensors"
+    atomic_save_file({"w": torch.ones(2)}, lora, {"step": 1})
+    monkeypatch.setattr(safetensors.torch, "save_file", half_then_full)
+    with pytest.raises(OSError):
+        atomic_save_file({"w": torch.zeros(2)}, lora, {"step": 2})
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert torch.equal(safetensors.torch.load_file(lora)["w"], torch.ones(2))
+    assert [p.name for p in lora.parent.iterdir()] == ["t.safetensors"]
+
+    # A whole run whose final LoRA cannot be written: FAILED, disk full, checkpoint intact.
+    home = make_home(tmp_path, demo_home)
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    cfg = tiny_config(train={"steps": 2}, save={"save_every": 2}, logging={"use_mlflow": True})
+    config = save_config(cfg, tmp_path / "config.yaml")
+    job = tmp_path / "job"
+    monkeypatch.setattr(safetensors.torch, "save_file", half_then_full)
+    result = run_job(config, job_dir=job, tracking_uri=uri)
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert result.status == "FAILED" and "disk is full" in result.message
+    assert get_run_record(uri, result.run_id).status == "FAILED"
+    [saved] = list_checkpoints(job / "checkpoints")
+    assert load_checkpoint(saved).step == 2
+    assert not [p for p in job.rglob(".*") if p.is_file()]  # no half-written temporaries
+
+
 # ---------------------------------------------------------------------------- corrupt cache
 def test_corrupt_cache_files_are_rebuilt_not_trained_on(
     tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch
