@@ -239,3 +239,34 @@ def test_sdxl_conversion_round_trips_and_loads(demo_home: Path, tmp_path: Path) 
         assert torch.equal(back.modules[name].up, m.up) and back.modules[name].alpha == m.alpha
     expected = with_loras(pipe, [diffusers_file.parent])
     np.testing.assert_allclose(with_loras(pipe, [converted.parent]), expected, atol=1e-5)
+
+
+def test_peft_layout_merge_and_dynamic_resize_load_in_diffusers(saved, pipe, tmp_path) -> None:
+    a, b = lora_tools.load(saved["diffusers"]), lora_tools.load(saved["diffusers_b"])
+    merged = lora_tools.save(lora_tools.merge([a, b], [1.0, -0.5]), tmp_path / "m")
+    both = with_loras(pipe, [saved["diffusers"], saved["diffusers_b"]], [1.0, -0.5])
+    np.testing.assert_allclose(with_loras(pipe, [merged.parent]), both, atol=1e-5)
+    # sv_ratio gives different ranks per module: written as rank_pattern / alpha_pattern
+    resized, stats = lora_tools.resize(a, "sv_ratio", 6)
+    assert len(set(stats["ranks"].values())) > 1
+    path = lora_tools.save(resized, tmp_path / "r")
+    back = lora_tools.load(path)
+    for name, m in resized.modules.items():
+        torch.testing.assert_close(back.modules[name].delta(), m.delta())
+    # diffusers builds every layer with the file's rank and scale
+    from peft.tuners.lora import LoraLayer
+
+    pipe.load_lora_weights(str(path.parent), adapter_name="dyn")
+    try:
+        checked = 0
+        for comp in ("unet", "text_encoder"):
+            for name, layer in getattr(pipe, comp).named_modules():
+                if not isinstance(layer, LoraLayer) or "dyn" not in layer.r:
+                    continue
+                key = next(k for k in resized.modules if k.endswith("." + name))
+                m = resized.modules[key]
+                assert (layer.r["dyn"], layer.scaling["dyn"]) == (m.rank, m.scale), key
+                checked += 1
+        assert checked == len(resized.modules)
+    finally:
+        pipe.delete_adapters(["dyn"])
