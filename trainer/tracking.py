@@ -1207,6 +1207,58 @@ def list_runs(
     return [run_record(run) for run in runs]
 
 
+def list_all_runs(tracking_uri: str, max_results: int = 5000) -> list[RunRecord]:
+    """Every active run of the store, newest first, as ``list_runs`` returns them — read in
+    bulk with plain SQL from a local SQLite store (MLflow's ORM takes ~10 ms per run with the
+    studio's ~150 params; SQL ~0.3 ms), through ``MlflowClient`` for any other store or when
+    the schema is not the one expected (tables ``runs``, ``tags``, ``params``,
+    ``latest_metrics``, ``experiments`` of MLflow 3.x)."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    db = sqlite_path(tracking_uri)
+    if db is None or not db.is_file():
+        return list_runs(tracking_uri, max_results=max_results)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute(
+                "SELECT r.run_uuid, r.name, r.experiment_id, r.status, r.start_time, r.end_time,"
+                " r.artifact_uri FROM runs r JOIN experiments e"
+                " ON e.experiment_id = r.experiment_id WHERE r.lifecycle_stage = 'active'"
+                " AND e.lifecycle_stage = 'active' ORDER BY r.start_time DESC LIMIT ?",
+                (max_results,),
+            ).fetchall()
+            wanted = {row[0] for row in rows}
+            values: dict[str, dict[str, dict[str, Any]]] = {
+                rid: {"tags": {}, "params": {}, "metrics": {}} for rid in wanted
+            }
+            for table, slot in (("tags", "tags"), ("params", "params")):
+                for key, value, rid in con.execute(f"SELECT key, value, run_uuid FROM {table}"):
+                    if rid in wanted:
+                        values[rid][slot][key] = value
+            for key, value, is_nan, rid in con.execute(
+                "SELECT key, value, is_nan, run_uuid FROM latest_metrics"
+            ):
+                if rid in wanted:
+                    values[rid]["metrics"][key] = math.nan if is_nan else value
+    except sqlite3.Error as err:
+        log.info("bulk read of %s failed (%s); using MlflowClient", db, err)
+        return list_runs(tracking_uri, max_results=max_results)
+    records = []
+    for rid, name, exp, status, start, end, artifact_uri in rows:
+        info = SimpleNamespace(
+            run_id=rid,
+            run_name=name,
+            experiment_id=str(exp),
+            status=status,
+            start_time=start,
+            end_time=end,
+            artifact_uri=artifact_uri,
+        )
+        records.append(run_record(SimpleNamespace(info=info, data=SimpleNamespace(**values[rid]))))
+    return records
+
+
 def get_run_record(tracking_uri: str, run_id: str) -> RunRecord:
     return run_record(_client(tracking_uri).get_run(run_id))
 

@@ -23,10 +23,10 @@ CURVE_KEYS = ("loss", "loss_smoothed", "lr")
 STATUSES = ("FINISHED", "RUNNING", "FAILED", "KILLED")
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=30, show_spinner=False)
 def load_runs(tracking_uri: str, version: int = 0) -> list[RunRecord]:
     """All runs of the store, newest first (``version`` is bumped when a rating/note changes)."""
-    return tracking.list_runs(tracking_uri, max_results=5000)
+    return tracking.list_all_runs(tracking_uri)
 
 
 def _version() -> int:
