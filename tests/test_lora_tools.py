@@ -270,3 +270,6 @@ def test_peft_layout_merge_and_dynamic_resize_load_in_diffusers(saved, pipe, tmp
         assert checked == len(resized.modules)
     finally:
         pipe.delete_adapters(["dyn"])
+    kohya = lora_tools.save(lora_tools.to_kohya(resized), tmp_path / "r.safetensors")
+    from_kohya = with_loras(pipe, [kohya])
+    np.testing.assert_allclose(with_loras(pipe, [path.parent]), from_kohya, atol=1e-5)

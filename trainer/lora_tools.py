@@ -263,7 +263,7 @@ def choose_rank(singular: Tensor, method: str, param: float, max_rank: int) -> i
 def resize(
     lora: LoraFile, method: str = "rank", param: float = 4, max_rank: int | None = None
 ) -> tuple[LoraFile, dict[str, Any]]:
-    """Lower each module's rank by SVD of its delta; alpha = new rank (scale 1, baked in).
+    """Lower each module's rank by SVD of its delta (one alpha for all modules, see below).
 
     Returns the new file and stats: per-module new rank and relative Frobenius error.
     """
@@ -290,6 +290,12 @@ def resize(
             float(rank),
         )
         ranks[name] = rank
+    # One alpha for every module (the most common new rank), the per-module scale baked into
+    # ``up``: diffusers' kohya loader applies a single alpha when ranks differ per module.
+    alpha = float(Counter(ranks.values()).most_common(1)[0][0]) if ranks else 1.0
+    for module in out.values():
+        module.up = module.up * (module.rank / alpha)
+        module.alpha = alpha
     stats = {
         "method": method,
         "param": param,
