@@ -30,6 +30,8 @@ if len(picked) >= 2:
     compare.render_curves(settings.tracking_uri, picked)
     st.subheader("Samples")
     compare.render_samples(settings.tracking_uri, picked)
+    st.subheader("Final artifacts")
+    compare.render_artifacts(settings.tracking_uri, picked)
 if picked:
     compare.render_mlflow_links(settings, picked)
     st.subheader("Rate, note, reuse")

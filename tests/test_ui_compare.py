@@ -143,6 +143,8 @@ def test_diff_curves_and_samples_of_picked_runs(app: AppTest, store: dict) -> No
     assert set(chart_data(charts[1])["value"]) == {1e-3, 2e-3}  # the two constant LRs
     assert len(app.get("image")) >= 2  # samples of both runs at step 2
     assert app.button(key="cmp:mlflow").label == "Open in MLflow UI"
+    adapters = [c.value for c in app.caption if "lora/" in c.value]
+    assert len(adapters) == 2 and all(".safetensors" in a for a in adapters)
 
 
 def test_rating_and_note_are_stored_in_mlflow(app: AppTest, store: dict) -> None:

@@ -360,3 +360,12 @@ def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None
     if len(runs) > 1:
         url = mlflow_ui.compare_url(base, [r.experiment_id for r in runs], [r.run_id for r in runs])
         cols[-1].link_button("Compare in MLflow", url)
+
+
+def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
+    """The adapters each run saved (``lora/`` and ``checkpoints/``)."""
+    cols = st.columns(len(runs))
+    for col, rec in zip(cols, runs, strict=True):
+        files = tracking.lora_artifacts(tracking_uri, rec.run_id)
+        col.markdown(f"**{rec.name}**")
+        col.caption("\n".join(f"- `{f}`" for f in files) if files else "no adapter saved")
