@@ -103,8 +103,10 @@ def test_folder_import_and_listing(tmp_path: Path, dataset: Path) -> None:
     assert result.images == ["x.png"]
     assert ("broken.png", "not a readable image") in result.skipped
     assert ("link.png", "symlink") in result.skipped
+    (tmp_path / "datasets" / "bare").mkdir()  # a folder put there by hand: listed too
+    (tmp_path / "datasets" / ".pets.staging").mkdir()  # an upload being built: not listed
     names = [d["name"] for d in dm.list_datasets(tmp_path / "datasets")]
-    assert names == ["copy", "pets"]
+    assert names == ["bare", "copy", "pets"]
     with pytest.raises(dm.DatasetUploadError, match="already exists"):
         dm.import_folder(tmp_path / "datasets", "copy", source)
 
@@ -151,10 +153,15 @@ def test_removal_moves_aside_and_undo_restores(dataset: Path) -> None:
     assert [p.name for p in dm.images_in(dataset)] == ["b.png", "d.png"]
     assert sorted(dm.undo_removal(dataset)) == ["a.png", "a.txt", "c.png"]
     assert sorted(p.name for p in dataset.iterdir() if p.name != ".removed") == before
-    assert json.loads((dataset / "manifest.json").read_text())["removals"] == []
+    from trainer.config import DatasetConfig
+    from trainer.data import scan_dataset
+
+    scan = scan_dataset(DatasetConfig(folder_path=str(dataset)), dataset)  # what training sees
+    assert (len(scan.images), scan.skipped) == (4, [])
+    assert json.loads((dataset / dm.MANIFEST).read_text())["removals"] == []
     assert dm.undo_removal(dataset) == []
     with pytest.raises(dm.DatasetUploadError):
-        dm.remove_images(dataset, ["../manifest.json"])
+        dm.remove_images(dataset, ["../x.png"])
 
 
 def test_caption_edits(dataset: Path) -> None:

@@ -62,7 +62,7 @@ def test_create_analyse_caption_dedupe_and_undo(home: Path, tmp_path: Path) -> N
     assert "Created pets: 4 images, 1 captions." in [s.value for s in at.success]
     assert any("readme.md" in w.value for w in at.warning)
     folder = home / "datasets" / "pets"
-    assert (folder / "manifest.json").is_file()
+    assert (folder / dm.MANIFEST).is_file()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "4" and metrics["Captioned"] == "25%"
     assert metrics["Steps per epoch"] == "4"

@@ -1,7 +1,7 @@
 """Dataset manager (engine side): create, analyse, de-duplicate, curate and caption datasets.
 
 Datasets live in ``<studio home>/datasets/<name>/`` as a flat folder of images and caption files
-(what ``trainer.data.scan_dataset`` reads) plus ``manifest.json``. Creation sources: a zip upload,
+(what ``trainer.data.scan_dataset`` reads) plus a hidden ``.manifest.json``. Creation sources: a zip upload,
 many uploaded files, or a local folder. Uploads are checked before anything is written: entries
 with absolute paths, ``..`` or drive letters, and symlinks are refused (no zip-slip); file count,
 per-file and total sizes are bounded (counted while reading, not trusted from headers); non-image
@@ -33,7 +33,7 @@ from PIL import Image
 
 from trainer.data import IMAGE_EXTENSIONS, bucket_for, make_buckets, steps_per_epoch
 
-MANIFEST = "manifest.json"
+MANIFEST = ".manifest.json"  # hidden: the trainer's scan ignores it
 REMOVED = ".removed"
 CAPTION_EXTS = (".txt", ".caption")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
@@ -231,13 +231,18 @@ def import_folder(root: Path, name: str, folder: Path, limits: Limits = Limits()
 
 
 def list_datasets(root: Path) -> list[dict[str, Any]]:
+    """Every dataset folder in ``root``: its manifest, or a bare entry for folders placed there
+    by hand (e.g. the demo dataset); hidden folders (uploads being built) are left out."""
     out = []
-    for path in sorted(Path(root).glob(f"*/{MANIFEST}")):
+    root = Path(root)
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            manifest = json.loads(path.read_text())
+            manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError):
-            continue
-        out.append({**manifest, "folder": str(path.parent)})
+            manifest = {"name": folder.name, "source": "folder", "removals": []}
+        out.append({**manifest, "name": folder.name, "folder": str(folder)})
     return out
 
 
@@ -414,7 +419,10 @@ def remove_images(folder: Path, names: Iterable[str]) -> str:
 def undo_removal(folder: Path) -> list[str]:
     """Put the most recent removal batch back; returns the restored file names."""
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
     if not manifest.get("removals"):
         return []
     last = manifest["removals"][-1]
