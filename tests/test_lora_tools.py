@@ -273,3 +273,22 @@ def test_peft_layout_merge_and_dynamic_resize_load_in_diffusers(saved, pipe, tmp
     kohya = lora_tools.save(lora_tools.to_kohya(resized), tmp_path / "r.safetensors")
     from_kohya = with_loras(pipe, [kohya])
     np.testing.assert_allclose(with_loras(pipe, [path.parent]), from_kohya, atol=1e-5)
+
+
+def test_flux_bfl_file_resizes_and_loads(demo_home: Path, tmp_path: Path) -> None:
+    from test_lora_io import FLUX_DOUBLE_ONLY, fresh_pipeline, make_arch
+
+    model = make_arch(demo_home, "flux", {"target_modules": FLUX_DOUBLE_ONLY})
+    webui = lora_io.save_lora(model, tmp_path, "f", "webui", "fp32")[0]
+    lora = lora_tools.load(webui)
+    assert any("double_blocks_0_img_attn_qkv" in n for n in lora.modules)
+    lossless, stats = lora_tools.resize(lora, "sv_ratio", 1e6)  # keeps every non-zero value
+    assert stats["max_error"] < 1e-5
+    _, small_stats = lora_tools.resize(lora, "rank", 2)
+    assert small_stats["mean_error"] > 0.1
+    pipe = fresh_pipeline(model)
+    full = with_loras(pipe, [webui])
+    same = with_loras(pipe, [lora_tools.save(lossless, tmp_path / "l.safetensors")])
+    np.testing.assert_allclose(same, full, atol=1e-4)
+    with pytest.raises(lora_tools.LoraToolError, match="BFL"):
+        lora_tools.to_peft(lora, pipe)
