@@ -316,3 +316,25 @@ def test_two_launches_at_once_then_a_studio_restart_finds_the_job(
     finally:
         stop_job(job.run_id, force=True, settings=settings)
         job.process.wait(timeout=30)
+
+
+def test_a_failed_caption_edit_in_the_dataset_manager_keeps_the_old_caption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io as _io
+
+    from PIL import Image
+
+    from trainer import datasets as dm
+
+    buffer = _io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="PNG")
+    folder = dm.import_files(tmp_path, "set", [("a.png", buffer.getvalue())]).folder
+    dm.set_caption(folder, "a.png", "the old caption")
+    monkeypatch.setattr(dm.os, "fsync", no_space)
+    with pytest.raises(OSError) as err:
+        dm.set_caption(folder, "a.png", "the new caption")
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC
+    assert dm.read_captions(folder) == {"a.png": "the old caption"}
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -258,3 +258,12 @@ def test_a_folder_of_only_broken_images_is_a_clear_error(tmp_path: Path) -> None
     with pytest.raises(DatasetError) as err:
         scan_dataset(DatasetConfig(folder_path=str(tmp_path)), tmp_path)
     assert "a.png" in str(err.value) or "no usable" in str(err.value).lower()
+
+
+def test_the_dataset_manager_reads_non_utf8_captions_without_crashing(tmp_path: Path) -> None:
+    from trainer import datasets as dm
+
+    folder = dm.import_files(tmp_path, "set", [("a.png", _png(16, 16))]).folder
+    (folder / "a.txt").write_bytes(b"caf\xe9 \xff")
+    captions = dm.read_captions(folder)
+    assert captions["a.png"].startswith("caf")  # shown (with a replacement mark), not a crash

@@ -3,6 +3,7 @@ escapes from names the UI passes in."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -254,3 +255,43 @@ def test_tokens_never_reach_the_store_artifacts_logs_or_presets(
     # And the scan would see a leak (a positive control).
     (home / "jobs" / "control.txt").write_text(SECRETS["HF_TOKEN"], encoding="utf-8")
     assert _scan(home, SECRETS) == [f"{home / 'jobs' / 'control.txt'}: HF_TOKEN"]
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("bad", ["../evil.png", "../../evil.png", "/etc/evil.png", "a/../../e.png"])
+def test_dataset_manager_names_cannot_escape_the_datasets_folder(tmp_path: Path, bad: str) -> None:
+    import zipfile
+
+    from trainer import datasets as dm
+
+    root = tmp_path / "datasets"
+    root.mkdir()
+    for name in ("../x", "../../x", "a/b", "..", ".", "/abs"):
+        with pytest.raises(dm.DatasetUploadError):
+            dm.validate_name(name)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("ok.png", _png())
+        handle.writestr(bad, _png())
+    with pytest.raises(dm.DatasetUploadError, match="unsafe"):
+        dm.import_zip(root, "zipped", archive.getvalue())
+    assert not (root / "zipped").exists()  # refused before anything was written
+
+    result = dm.import_files(root, "plain", [("ok.png", _png())])
+    folder = result.folder
+    assert folder.parent == root
+    for call in (
+        lambda: dm.set_caption(folder, bad, "pwned"),
+        lambda: dm.remove_images(folder, [bad]),
+    ):
+        with pytest.raises(dm.DatasetUploadError):
+            call()
+    escaped = [p for p in tmp_path.rglob("*") if not p.resolve().is_relative_to(root.resolve())]
+    assert escaped == [], escaped

@@ -463,7 +463,10 @@ def read_captions(folder: Path, ext: str = ".txt") -> dict[str, str]:
     out = {}
     for image in images_in(folder):
         cap = caption_path(image, ext)
-        out[image.name] = cap.read_text(encoding="utf-8").strip() if cap.is_file() else ""
+        # errors="replace": a caption saved in another encoding is shown (and can be re-saved
+        # as UTF-8), never a crash of the captions page.
+        text = cap.read_bytes().decode("utf-8-sig", errors="replace") if cap.is_file() else ""
+        out[image.name] = text.strip()
     return out
 
 
