@@ -203,3 +203,13 @@ def test_bulk_read_matches_mlflow_client_and_skips_deleted_runs(store: dict) -> 
     fast, slow = tracking.list_all_runs(uri), tracking.list_runs(uri)
     assert len(fast) == 22 and store["made"][-1] not in {r.run_id for r in fast}
     assert [same(r) for r in fast] == [same(r) for r in slow]
+
+
+def test_wizard_advisor_column_shows_what_similar_runs_did(app: AppTest, store: dict) -> None:
+    best = store["made"][0]  # run03, rated 5
+    app.multiselect(key="cmp:picked").set_value([best]).run()
+    app.button(key=f"cmp:draft:{best[:12]}").click().run()  # the draft is now run03's config
+    app.switch_page("pages/wizard.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("Based on your past runs" in m.value for m in app.markdown)
+    assert any("the best rated (5★ ('run03'))" in c.value for c in app.caption)

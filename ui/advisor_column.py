@@ -65,6 +65,10 @@ def render_advisor_column(step: str, context: StudioContext) -> None:
     with st.container(border=True):
         st.markdown("**Predictions**")
         render_predictions(context, compact=True)
+    from trainer.settings import load_settings
+    from ui.compare import render_history_hint
+
+    render_history_hint(load_settings())  # "based on N similar runs…" (issue 7)
     for note in context.notes:
         st.caption(f"ℹ️ {note}")
 

@@ -326,6 +326,24 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
         right.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
 
 
+def render_history_hint(settings: StudioSettings) -> None:
+    """The wizard's advisor column: "based on N similar runs…" for the current draft. Only for a
+    local store that exists (reading it needs no MLflow import); silent otherwise."""
+    from advisor.history import recommend_from_history
+    from ui.state import validated
+
+    db = tracking.sqlite_path(settings.tracking_uri)
+    cfg = validated().config
+    if db is None or not db.is_file() or cfg is None:
+        return
+    insights = recommend_from_history(cfg, load_runs(settings.tracking_uri, _version()))
+    if insights:
+        with st.container(border=True):
+            st.markdown(f"**Based on your past runs** ({insights[0].runs} similar)")
+            for insight in insights:
+                st.caption(insight.message)
+
+
 def render_history(records: list[RunRecord]) -> None:
     """What the advisor learns from these runs for the current draft."""
     from advisor.history import recommend_from_history
