@@ -99,6 +99,15 @@ def main() -> int:
         st0 = time.perf_counter()
         diff_rows(records[0], records[1])
         diffs.append(time.perf_counter() - st0)
+    at.switch_page("pages/wizard.py").run()  # the advisor column reads the same runs
+    assert any("Based on your past runs" in m.value for m in at.markdown)
+    wizard = []
+    for _ in range(args.repeat):
+        st0 = time.perf_counter()
+        at.run()
+        wizard.append(time.perf_counter() - st0)
+    assert any("Based on your past runs" in m.value for m in at.markdown)  # still the wizard
+    wizard_s = statistics.median(wizard)
     page_s, cold_s, diff_s = statistics.median(page), statistics.median(cold), min(diffs)
     print(f"compare page, {args.runs} runs, 2 picked, warm: {page_s:.2f} s (target < {PAGE_S} s)")
     print(f"compare page, store re-read:             {cold_s:.2f} s (target < {PAGE_S} s)")
@@ -106,7 +115,8 @@ def main() -> int:
         f"diff of two runs: {diff_s * 1000:.0f} ms (median {statistics.median(diffs) * 1000:.0f})"
         f" (target < {DIFF_S * 1000:.0f} ms)"
     )
-    return 0 if max(page_s, cold_s) < PAGE_S and diff_s < DIFF_S else 1
+    print(f"wizard page with the history hint, {args.runs} runs: {wizard_s:.2f} s (target < 1 s)")
+    return 0 if max(page_s, cold_s) < PAGE_S and diff_s < DIFF_S and wizard_s < 1.0 else 1
 
 
 if __name__ == "__main__":

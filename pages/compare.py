@@ -19,7 +19,7 @@ shown = compare.render_filters(records)
 picked = compare.render_table(shown)
 
 with st.expander("Based on your past runs (for the current draft)"):
-    compare.render_history(records)
+    compare.render_history(settings.tracking_uri)
 
 if len(picked) < 2:
     st.caption("Pick two or more runs to compare their configs, curves and samples.")

@@ -29,6 +29,18 @@ def load_runs(tracking_uri: str, version: int = 0) -> list[RunRecord]:
     return tracking.list_all_runs(tracking_uri)
 
 
+@st.cache_resource(ttl=30, show_spinner=False)
+def past_runs(tracking_uri: str, version: int = 0) -> list[Any]:
+    """The runs as the advisor's ``PastRun``s with their configs parsed once (500 runs: ~0.4 s
+    to parse, ~1 ms to recommend from afterwards)."""
+    from advisor.runs import as_runs
+
+    runs = as_runs(load_runs(tracking_uri, version))
+    for run in runs:
+        _ = run.config  # cached_property: parsed here, once
+    return runs
+
+
 def _version() -> int:
     return st.session_state.get("cmp:version", 0)
 
@@ -336,7 +348,7 @@ def render_history_hint(settings: StudioSettings) -> None:
     cfg = validated().config
     if db is None or not db.is_file() or cfg is None:
         return
-    insights = recommend_from_history(cfg, load_runs(settings.tracking_uri, _version()))
+    insights = recommend_from_history(cfg, past_runs(settings.tracking_uri, _version()))
     if insights:
         with st.container(border=True):
             st.markdown(f"**Based on your past runs** ({insights[0].runs} similar)")
@@ -344,7 +356,7 @@ def render_history_hint(settings: StudioSettings) -> None:
                 st.caption(insight.message)
 
 
-def render_history(records: list[RunRecord]) -> None:
+def render_history(tracking_uri: str) -> None:
     """What the advisor learns from these runs for the current draft."""
     from advisor.history import recommend_from_history
     from ui.state import validated
@@ -352,7 +364,7 @@ def render_history(records: list[RunRecord]) -> None:
     checked = validated()
     if checked.config is None:
         return
-    insights = recommend_from_history(checked.config, records)
+    insights = recommend_from_history(checked.config, past_runs(tracking_uri, _version()))
     for insight in insights:
         st.markdown(f"- {insight.message}")
     if not insights:
