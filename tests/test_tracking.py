@@ -212,10 +212,9 @@ def test_metrics_are_buffered_until_flush(uri: str) -> None:
     assert tracker._writer is None  # end() stopped the writer thread
 
 
-def test_metrics_flush_every_log_every_steps_in_order(uri: str) -> None:
+def test_metrics_flush_every_n_steps_in_order(uri: str) -> None:
     cfg = make_cfg(name="log_every")
-    cfg.logging.log_every = 5
-    tracker = tracking.MlflowTracker(uri)
+    tracker = tracking.MlflowTracker(uri, flush_every_steps=5)
     run_id = tracker.start(cfg)
     for step in range(1, 6):
         tracker.log_metrics({"loss": float(step)}, step)
@@ -230,6 +229,18 @@ def test_metrics_flush_every_log_every_steps_in_order(uri: str) -> None:
     stamps = [m.timestamp for m in history]
     assert stamps == sorted(stamps)
     assert tracker.stats["batches"] == 8  # steps 1-6, 7-11, ..., 32-36, and 37-39 at end()
+
+
+def test_metrics_are_batched_by_time_by_default(uri: str) -> None:
+    tracker = tracking.MlflowTracker(uri, max_latency_s=60.0)
+    run_id = tracker.start(make_cfg(name="by_time"))
+    for step in range(1, 40):  # a fast loop: nothing is written per step
+        tracker.log_metrics({"loss": float(step)}, step)
+    assert tracker.buffered == 39 and tracker.stats["batches"] == 0
+    tracker.end("FINISHED")
+    history = client(uri).get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == list(range(1, 40))
+    assert tracker.stats["batches"] == 1
 
 
 def test_flush_does_not_wait_for_a_slow_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

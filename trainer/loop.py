@@ -366,8 +366,9 @@ def report(
         metrics = {k: float(v) for k, v in values.items() if v is not None}
         metrics["peak_memory_mb"] = peak_memory_mb(inputs.arch.device)
         metrics.update(inputs.counters())
+        # The tracker batches writes (every ~2 s); live values reach the monitor through the
+        # progress file, so MLflow's SQLite writes never compete with every step.
         ctx.tracker.log_metrics(metrics, step=state.step)
-        ctx.tracker.flush()
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -454,7 +454,7 @@ class MlflowTracker:
 
     Metrics are buffered and sent with one ``log_batch`` when ``flush()`` is called, when the
     buffer holds ``max_buffer`` points, when ``flush_every_steps`` steps passed since the last
-    flush (default: the config's ``logging.log_every``), or after ``max_latency_s`` seconds.
+    flush (off by default), or ``max_latency_s`` seconds (default 2) after the last flush.
     Flushes hand the batch to one writer thread (a SQLite ``log_batch`` of 50 points takes
     10-100 ms, too long to wait for in the loop); order is kept; ``flush(wait=True)`` and
     ``end()`` wait until everything is written. ``background=False`` writes in the caller's thread.
@@ -469,7 +469,7 @@ class MlflowTracker:
         artifact_root: str | Path | None = None,
         flush_every_steps: int | None = None,
         max_buffer: int = MAX_BUFFER_POINTS,
-        max_latency_s: float = 30.0,
+        max_latency_s: float = 2.0,
         background: bool = True,
     ) -> None:
         self.tracking_uri = check_tracking_uri(tracking_uri)
@@ -539,8 +539,6 @@ class MlflowTracker:
             )
         self.run_id = run.info.run_id
         self._ended = False
-        if self.flush_every_steps is None:
-            self.flush_every_steps = cfg.logging.log_every
         self.set_tags({**run_tags(cfg), **self._process_tags(), **dict(tags or {})})
         self.log_config(cfg)
         if cfg.logging.log_system_metrics:
