@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from trainer.tracking import (
     list_runs,
@@ -76,6 +78,9 @@ def test_each_architecture_trains_through_the_cli(arch, demo_home, store, tmp_pa
     assert f"lora/demo_{arch}.safetensors" in artifacts
     assert any(a.startswith("checkpoints/step_00000010/") for a in artifacts)
     assert read_progress(job)["phase"] == "finished"
+    [used] = MlflowClient(store).get_run(run.run_id).inputs.dataset_inputs
+    assert used.dataset.name == "0:demo" and len(used.dataset.digest) == 16
+    assert json.loads(used.dataset.profile)["images"] == 12
     _assert_lora_changes_output(arch, demo_home, job / "lora" / f"demo_{arch}")
 
 

@@ -191,6 +191,15 @@ def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
         size_multiple=16 if cfg.model.arch == "flux" else 8,
         want_unaugmented=needs_unaugmented(cfg.train),
     )
+    for index, (ds, scan) in enumerate(zip(cfg.datasets, scans, strict=True)):
+        ctx.tracker.log_dataset_input(  # MLflow's "datasets used": name, fingerprint, counts
+            name=f"{index}:{scan.folder.name}",
+            digest=dataset_fingerprint([scan]),
+            source=str(scan.folder),
+            profile={"images": len(scan.images), "skipped": len(scan.skipped),
+                     "num_repeats": ds.num_repeats, "is_reg": ds.is_reg},
+            context="regularisation" if ds.is_reg else "train",
+        )
     report = build_report(data, cfg.train.gradient_accumulation_steps)
     ctx.dataset_report(report, dataset_fingerprint(scans))
     return data
