@@ -75,3 +75,33 @@ def test_a_server_for_another_store_is_not_reused(tmp_path: Path, fake_server: s
 def test_a_remote_tracking_server_is_its_own_ui(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, tracking_uri_override="http://mlflow.team:5000/")
     assert mlflow_ui.ensure_server(settings) == ("http://mlflow.team:5000", False)
+
+
+def test_a_server_link_never_shows_credentials(tmp_path: Path) -> None:
+    uri = "https://alice:s3cret@mlflow.team.example:8443/mlflow/"
+    settings = load_settings(home=tmp_path, tracking_uri_override=uri)
+    assert mlflow_ui.ensure_server(settings) == ("https://mlflow.team.example:8443/mlflow", False)
+    assert mlflow_ui.server_ui("http://[::1]:5000") == "http://[::1]:5000"
+    assert mlflow_ui.server_ui("sqlite:////x/mlflow.db") is None
+
+
+def test_a_database_uri_gets_a_local_ui_on_that_database(tmp_path: Path, monkeypatch) -> None:
+    db = "postgresql+psycopg2://mlflow@db.team:5432/mlflow"
+    settings = load_settings(home=tmp_path, tracking_uri_override=db)
+    started = []
+
+    class Exited:
+        pid, returncode = 4242, 1
+
+        def __init__(self, cmd, **kwargs) -> None:
+            started.append(cmd)
+
+        def poll(self) -> int:
+            return 1
+
+    monkeypatch.setattr(mlflow_ui.subprocess, "Popen", Exited)
+    with pytest.raises(RuntimeError, match="exited"):
+        mlflow_ui.ensure_server(settings, timeout=1)
+    cmd = started[0]
+    assert cmd[cmd.index("--backend-store-uri") + 1] == db
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"

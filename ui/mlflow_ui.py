@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from trainer.settings import StudioSettings
 
@@ -36,6 +36,19 @@ def compare_url(base: str, experiment_ids: list[str], run_ids: list[str]) -> str
     runs = quote(json.dumps(run_ids))
     experiments = quote(json.dumps(sorted(set(experiment_ids))))
     return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
+
+
+def server_ui(tracking_uri: str) -> str | None:
+    """The UI of an http(s) tracking server (a team's ``mlflow server``): its base URL without any
+    ``user:password@`` part, so links never show credentials; None for any other store."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    parts = urlsplit(tracking_uri)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _state(settings: StudioSettings) -> dict:
@@ -68,11 +81,13 @@ def ensure_server(
 ) -> tuple[str, bool]:
     """The base URL of an MLflow UI showing the studio's store and whether it was started now.
 
-    A remote tracking server is its own UI. Locally, the server this studio started before is
+    An http(s) tracking server (a team's) is its own UI: nothing is started. For a local store
+    (or a database URI such as ``postgresql://...``) the server this studio started before is
     reused while it answers; otherwise a lean one (1 worker, no job execution) is started on the
     first free port from ``port`` and recorded in ``<home>/mlflow_ui.json``."""
-    if not settings.uses_local_store:
-        return settings.tracking_uri.rstrip("/"), False
+    remote = server_ui(settings.tracking_uri)
+    if remote is not None:
+        return remote, False
     state = _state(settings)
     if state.get("uri") == settings.tracking_uri and healthy(state.get("url", "")):
         return state["url"], False

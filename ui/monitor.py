@@ -181,8 +181,9 @@ def render_run_picker(settings: StudioSettings) -> str | None:
 # ------------------------------------------------------------------------------------ the parts
 def mlflow_run_url(settings: StudioSettings, experiment_id: str, run_id: str) -> str:
     """The run in the MLflow UI (machine-learning view)."""
-    uri = settings.tracking_uri
-    base = uri if uri.startswith(("http://", "https://")) else None
+    from ui.mlflow_ui import server_ui
+
+    base = server_ui(settings.tracking_uri)  # a team server is its own UI (no credentials shown)
     base = (os.environ.get("STUDIO_MLFLOW_UI_URL") or base or "http://127.0.0.1:5000").rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
