@@ -14,11 +14,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from jobs_support import make_home, training_at, wait_for
 from options_support import run, tiny_config
 
 from trainer import jobs
@@ -31,38 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
 
 
-def make_home(tmp: Path, demo_home: Path) -> Path:
-    home = tmp / "home"
-    home.mkdir()
-    for name in ("models", "datasets"):
-        (home / name).symlink_to(demo_home / name, target_is_directory=True)
-    return home
-
-
 @pytest.fixture()
 def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
     monkeypatch.setenv("STUDIO_HOME", str(make_home(tmp_path, demo_home)))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     return load_settings()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def at_step(job_dir: Path, step: int):
-    def check() -> bool:
-        progress = read_progress(job_dir) or {}
-        return progress.get("phase") == "training" and (progress.get("step") or 0) >= step
-
-    return check
 
 
 def no_space(*_args, **_kwargs):
@@ -241,7 +215,7 @@ def test_sigkill_is_reconciled_and_resume_loses_at_most_save_every_steps(
 
     save_every, steps = 5, 24
     job = launch_draft(long_config("kill_resume", steps, save_every), settings)
-    wait_for(at_step(job.job_dir, 9), 240, "step 9")
+    wait_for(training_at(job.job_dir, 9), 240, "step 9")
     os.killpg(job.pid, signal.SIGKILL)
     job.process.wait(timeout=10)
     killed_at = read_progress(job.job_dir)["step"]  # the last step the studio saw done
@@ -291,7 +265,7 @@ def test_two_launches_at_once_then_a_studio_restart_finds_the_job(
     [job] = launched
     assert [p.name for p in settings.jobs_dir.iterdir() if p.is_dir()] == [job.run_id]
     try:
-        wait_for(at_step(job.job_dir, 1), 240, "step 1")
+        wait_for(training_at(job.job_dir, 1), 240, "step 1")
         assert "already training on cpu" in launch_blocker(load_config(DEMO), settings)
 
         # A new studio process (nothing in memory) finds the running job from its folder.

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from jobs_support import make_home, training_at, wait_for
 
 from trainer import jobs
 from trainer.config_io import load_config
@@ -19,15 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
 
 
-def make_home(tmp: Path, demo_home: Path) -> Path:
-    """An empty studio home whose demo models and dataset are the session's (symlinked)."""
-    home = tmp / "home"
-    home.mkdir()
-    for name in ("models", "datasets"):
-        (home / name).symlink_to(demo_home / name, target_is_directory=True)
-    return home
-
-
 @pytest.fixture()
 def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
     home = make_home(tmp_path, demo_home)
@@ -35,24 +27,6 @@ def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     return load_settings()
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def training_at(job_dir: Path, step: int):
-    def check() -> bool:
-        progress = read_progress(job_dir) or {}
-        return progress.get("phase") == "training" and (progress.get("step") or 0) >= step
-
-    return check
 
 
 def long_config(name: str):

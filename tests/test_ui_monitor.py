@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from jobs_support import make_home, wait_for
 from streamlit.testing.v1 import AppTest
 
 from trainer import jobs
@@ -16,14 +16,6 @@ from trainer.tracking import get_run_record, read_progress
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
 pytestmark = pytest.mark.slow
-
-
-def make_home(tmp: Path, demo_home: Path) -> Path:
-    home = tmp / "home"
-    home.mkdir()
-    for name in ("models", "datasets"):
-        (home / name).symlink_to(demo_home / name, target_is_directory=True)
-    return home
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +58,6 @@ def chart_data(chart):
     import pyarrow as pa
 
     return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pydict()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_an_empty_studio_says_how_to_start(tmp_path: Path, monkeypatch) -> None:

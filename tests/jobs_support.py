@@ -1,0 +1,42 @@
+"""Helpers for tests that launch real trainer processes: a studio home and polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer.tracking import read_progress
+
+
+def make_home(tmp: Path, demo_home: Path) -> Path:
+    """An empty studio home whose demo models and dataset are the session's (symlinked)."""
+    home = tmp / "home"
+    home.mkdir()
+    for name in ("models", "datasets"):
+        (home / name).symlink_to(demo_home / name, target_is_directory=True)
+    return home
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy and return its value; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def training_at(job_dir: Path, step: int) -> Callable[[], bool]:
+    """A predicate: the job's progress file says it is training at ``step`` or later."""
+
+    def check() -> bool:
+        progress = read_progress(job_dir) or {}
+        return progress.get("phase") == "training" and (progress.get("step") or 0) >= step
+
+    return check
