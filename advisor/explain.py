@@ -16,6 +16,7 @@ from functools import cache
 from advisor import rules
 from advisor.explain_table import FIELDS, STEPS, Text
 from trainer.config import WIZARD_STEPS, field_meta, iter_fields
+from trainer.config_io import literal_choices
 
 LEVELS = ("beginner", "intermediate", "advanced")
 AFFECT_WORDS = {
@@ -69,18 +70,6 @@ def _related_rules(path: str) -> tuple[rules.Rule, ...]:
     return tuple(r for r in rules.RULES.values() if path in {_generic(p) for p in r.paths})
 
 
-def _choices(info: typing.Any) -> list[str]:
-    found: list[str] = []
-    stack = [info.annotation]
-    while stack:
-        annotation = stack.pop()
-        if typing.get_origin(annotation) is typing.Literal:
-            found.extend(str(arg) for arg in typing.get_args(annotation))
-        else:
-            stack.extend(typing.get_args(annotation))
-    return found
-
-
 def _bounds_text(info: typing.Any) -> str:
     items = list(info.metadata)
     for arg in typing.get_args(info.annotation):  # Annotated members of a union (int | "auto")
@@ -129,7 +118,7 @@ def _what(path: str, info: typing.Any, level: str) -> str:
         return first + (f" It changes {_join(affects)}." if affects else "")
     default = info.get_default(call_default_factory=True)
     more = f" Default: {default!r}."
-    choices = _choices(info)
+    choices = literal_choices(info)
     if choices == ["auto"]:
         more += " Or 'auto': the advisor decides."
     elif choices:

@@ -331,7 +331,7 @@ def _describe(
         limit = next(iter(ctx.values()), "?")
         return f"must be {sign} {limit} (got {shown})", bounds or "change the value"
     if kind == "literal_error":
-        choices = _choices(info)
+        choices = literal_choices(info)
         guess = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
         fix = f"did you mean '{guess[0]}'?" if guess else "pick one of them"
         return f"{shown} is not one of: {', '.join(choices)}", fix
@@ -407,7 +407,8 @@ def _field_at(loc: Sequence[Any]) -> FieldInfo | None:
     return info
 
 
-def _choices(info: FieldInfo | None) -> list[str]:
+def literal_choices(info: FieldInfo | None) -> list[str]:
+    """The allowed words of a field whose type is (or contains) a ``Literal``."""
     if info is None:
         return []
     found: list[str] = []
