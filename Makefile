@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: run test lint format install browser clean-home bench
+.PHONY: run test lint format install browser postgres clean-home bench
 
 $(PY):
 	$(PY_SYSTEM) -m venv $(VENV)
@@ -31,11 +31,20 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	fi
 
+# Debian's PostgreSQL backs the team-tracking test (an MLflow server on PostgreSQL); the test
+# starts its own throwaway server, so the cluster the package creates is not used.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+
 run: $(STAMP)
 	$(PY) -m streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(PY) -m pytest
 
 lint: $(STAMP)
