@@ -10,7 +10,7 @@ from ui import compare
 settings = load_settings()
 st.title("Compare runs")
 
-records = compare.load_runs(settings.tracking_uri, compare._version())
+records = compare.load_runs(settings.tracking_uri, compare.version())
 if not records:
     st.info("No runs yet. Train a few variants, then compare them here.")
     st.stop()

@@ -21,7 +21,9 @@ INTENTS = ("style", "character", "object")
 
 
 def _cfg(i: int, arch: str = "sd15", sample: dict | None = None, **train_values):
+    extra = {"datasets": [{"folder_path": "cats"}]} if i % 5 == 0 and i >= 3 else {}
     return tiny_config(
+        **extra,
         sample=sample or {"sample_every": 0},
         name=f"run{i:02d}",
         intent=INTENTS[i % 3],
@@ -62,12 +64,21 @@ def store(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> dict:
     for i in range(3, 23):  # created by the tracking module, metrics logged by the tracker
         arch = ARCHS[i % 3]
         cfg = _cfg(i, arch, steps=10)
-        run_id = tracking.create_run(settings, cfg)
+        # sdxl/flux runs carry a launch-time prediction and a measured speed (sd15 ones do not,
+        # so the sd15 speed history is the three real trainings above)
+        timed = arch != "sd15"
+        tags = (
+            {tracking.TAG_PREDICTED: "0.05", tracking.TAG_PREDICTED_TOTAL: "0.6"} if timed else {}
+        )
+        if i % 4 == 1:
+            tags["team"] = "a" if i % 8 == 1 else "b"
+        run_id = tracking.create_run(settings, cfg, tags)
         tracker = tracking.MlflowTracker(uri, background=False)
         tracker.start(cfg, run_id=run_id)
         for step in range(10):
             loss = 1.0 / (1 + step) + 0.01 * i
-            tracker.log_metrics({"loss": loss, "loss_smoothed": loss, "lr": cfg.train.lr}, step)
+            values = {"loss": loss, "loss_smoothed": loss, "lr": cfg.train.lr}
+            tracker.log_metrics({**values, **({"s_per_step": 0.1} if timed else {})}, step)
         tracker.end(("FINISHED", "FAILED", "KILLED", "FINISHED")[i % 4])
         made.append(run_id)
     tracking.set_rating(uri, made[0], 5)
@@ -187,6 +198,162 @@ def test_monitor_offers_start_a_new_run_from_this_one(app: AppTest, store: dict)
     app.button(key=f"cmp:draft:{rid[:12]}").click().run()
     assert not app.exception
     assert app.session_state["draft"]["name"] == "run01"
+
+
+def ids(at: AppTest) -> list[str]:
+    return sorted(table(at)["run id"])
+
+
+def test_dataset_filter_by_folder_and_fingerprint(app: AppTest, store: dict) -> None:
+    made, trained = store["made"], store["trained"]
+    cats = sorted(made[k] for k in (2, 7, 12, 17))  # i = 5, 10, 15, 20: folder 'cats'
+    app.multiselect(key="cmp:dataset").set_value(["cats"]).run()
+    assert ids(app) == cats
+    rec = tracking.get_run_record(store["settings"].tracking_uri, trained[0])
+    (name, digest), fingerprint = rec.datasets[0], rec.dataset_fingerprint
+    assert name.startswith("0:") and fingerprint and fingerprint.startswith(digest)
+    app.multiselect(key="cmp:dataset").set_value([f"#{fingerprint[:12]}"]).run()
+    assert ids(app) == sorted(trained)  # the MLflow input's fingerprint: the real trainings
+    app.multiselect(key="cmp:dataset").set_value([f"#{fingerprint[:12]}", "cats"]).run()
+    assert ids(app) == sorted([*trained, *cats])
+    assert "cats" in table(app)["dataset"].tolist()
+
+
+def test_tag_filter_key_value_terms(app: AppTest, store: dict) -> None:
+    made = store["made"]
+    app.text_input(key="cmp:tags").set_value("team=a").run()
+    assert ids(app) == sorted([made[6], made[14]])  # i = 9, 17
+    app.text_input(key="cmp:tags").set_value("team").run()  # has the tag
+    assert ids(app) == sorted(made[k] for k in (2, 6, 10, 14, 18))
+    app.text_input(key="cmp:tags").set_value("team, arch=flux").run()  # studio. left out
+    assert ids(app) == sorted([made[2], made[14]])  # i = 5, 17 are flux
+    app.text_input(key="cmp:tags").set_value("team=zzz").run()
+    assert ids(app) == [] and not app.exception
+
+
+def test_predicted_vs_actual_time_columns(app: AppTest, store: dict) -> None:
+    import pandas as pd
+
+    df = table(app)
+    row = df[df["run id"] == store["made"][1]].iloc[0]  # i = 4 (sdxl): prediction recorded
+    assert row["predicted s/step"] == 0.05 and row["s/step"] == pytest.approx(0.1)
+    assert row["s/step actual÷predicted"] == pytest.approx(2.0)
+    assert row["predicted total (s)"] == 0.6 and row["duration (s)"] > 0
+    assert row["time actual÷predicted"] == pytest.approx(row["duration (s)"] / 0.6, abs=0.2)
+    trained = df[df["run id"] == store["trained"][0]].iloc[0]  # trained outside the studio
+    assert pd.isna(trained["predicted s/step"]) and trained["s/step"] > 0
+
+
+def test_launch_prediction_is_calibrated_by_the_store(store: dict, monkeypatch) -> None:
+    from ui import advice
+    from ui.compare_store import local_history
+    from ui.context import hardware
+    from ui.jobs import launch_prediction
+
+    monkeypatch.setenv("STUDIO_HOME", str(store["home"]))
+    cfg = _cfg(0)
+    step, total = launch_prediction(cfg, store["settings"])
+    history = local_history(store["settings"].tracking_uri)
+    expected = advice.predict(cfg, hardware(), history)
+    assert expected.history_runs == 3 and step == pytest.approx(expected.step_s)
+    assert total == pytest.approx(expected.total_s) and total > step
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [caption for el in at.get("image") for caption in el.captions]
+
+
+def test_rating_a_sample_round_trips_through_mlflow(app: AppTest, store: dict) -> None:
+    from ui.compare_store import load_runs
+
+    a, b = store["trained"][0], store["trained"][1]
+    uri = store["settings"].tracking_uri
+    app.multiselect(key="cmp:picked").set_value([a, b]).run()
+    key = f"cmp:srate:{a[:12]}:2:sample_0"
+    app.selectbox(key=key).set_value(4).run()
+    assert not app.exception
+    rec = tracking.get_run_record(uri, a)
+    assert rec.tags["studio.sample_rating.2.sample_0"] == "4"  # a tag: the MLflow UI shows it
+    assert tracking.sample_ratings(rec.tags) == {(2, "sample_0"): 4}
+    assert tracking.sample_ratings(tracking.get_run_record(uri, b).tags) == {}
+    load_runs.clear()  # a new session reads the store again: the rating is shown beside it
+    fresh = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    fresh.run()
+    fresh.switch_page("pages/compare.py").run()
+    fresh.multiselect(key="cmp:picked").set_value([a, b]).run()
+    assert fresh.selectbox(key=key).value == 4
+    assert fresh.selectbox(key=f"cmp:srate:{b[:12]}:2:sample_0").value == 0
+    fresh.selectbox(key=key).set_value(0).run()  # 0 clears it
+    assert "studio.sample_rating.2.sample_0" not in tracking.get_run_record(uri, a).tags
+
+
+def test_slider_composite_takes_left_from_a_and_right_from_b(app: AppTest, store: dict) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ui.compare_samples import split_composite
+
+    a, b = store["trained"][0], store["trained"][1]
+    app.multiselect(key="cmp:picked").set_value([a, b]).run()
+    assert any("◀ run00 | run01 ▶ (step 2, split at 50%)" in c for c in _image_captions(app))
+    app.slider(key="cmp:split").set_value(25).run()
+    assert any("split at 25%" in c for c in _image_captions(app))
+    uri = store["settings"].tracking_uri
+    (pa,), (pb,) = (
+        [s.path_or_uri for s in tracking.sample_images(uri, r) if s.step == 2] for r in (a, b)
+    )
+    with Image.open(pa) as ia, Image.open(pb) as ib:
+        A, B = np.asarray(ia.convert("RGB")), np.asarray(ib.convert("RGB"))
+        out = np.asarray(split_composite(ia, ib, 0.25))
+    x = A.shape[1] // 4  # 16 of 64 px
+    assert not np.array_equal(A[:, : x - 1], B[:, : x - 1])  # the runs' samples differ there
+    assert not np.array_equal(A[:, x + 1 :], B[:, x + 1 :])
+    assert np.array_equal(out[:, :x], A[:, :x])  # left of the split: run A
+    assert np.array_equal(out[:, x + 1 :], B[:, x + 1 :])  # right of it: run B
+    assert (out[:, x] == 255).all()  # the split line
+
+
+def test_split_composite_resizes_b_and_handles_the_edges() -> None:
+    from PIL import Image
+
+    from ui.compare_samples import split_composite
+
+    a, b = Image.new("RGB", (40, 20), (255, 0, 0)), Image.new("RGB", (80, 40), (0, 0, 255))
+    out = split_composite(a, b, 0.5)
+    assert out.size == (40, 20)
+    assert out.getpixel((19, 5)) == (255, 0, 0) and out.getpixel((21, 5)) == (0, 0, 255)
+    assert split_composite(a, b, 0.0).getpixel((0, 0)) == (0, 0, 255)
+    assert split_composite(a, b, 1.0).getpixel((39, 0)) == (255, 0, 0)
+
+
+def test_history_calibrates_the_predicted_speed(app: AppTest, store: dict) -> None:
+    import re
+    import statistics
+
+    from ui_support import texts
+
+    a = store["trained"][0]
+    app.multiselect(key="cmp:picked").set_value([a]).run()
+    app.button(key=f"cmp:draft:{a[:12]}").click().run()  # the draft is now run00's config
+    app.run()
+    found = [m.value for m in app.markdown if "Predicted speed" in m.value]
+    number = r"([0-9.]+(?:e[-+]?\d+)?)"
+    match = re.search(
+        rf"\*\*{number} s/step\*\*, based on (\d+) similar run\(s\).*priors alone: {number}",
+        found[0] if found else "",
+    )
+    assert match, found
+    calibrated, runs, prior = float(match[1]), int(match[2]), float(match[3])
+    uri = store["settings"].tracking_uri
+    measured = statistics.median(
+        tracking.get_run_record(uri, rid).metrics["s_per_step"] for rid in store["trained"]
+    )
+    assert runs == 3  # the three real sd15 trainings of this host at 64 px
+    assert abs(calibrated - measured) < abs(prior - measured)
+    assert calibrated == pytest.approx(measured, rel=0.35)
+    app.switch_page("pages/wizard.py").run()  # the wizard's predictions use the same history
+    assert not app.exception
+    assert "corrected by 3 past run(s)" in texts(app)
 
 
 def test_bulk_read_matches_mlflow_client_and_skips_deleted_runs(store: dict) -> None:

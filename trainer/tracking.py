@@ -8,7 +8,10 @@ Layout of one run (every training run is one MLflow run):
   from MLflow's system-metrics monitor;
 - tags: ``studio.app``, ``studio.arch``, ``studio.intent``, ``studio.preset``, ``studio.config_name``,
   ``studio.dataset_fingerprint``, ``studio.rating`` (1-5), ``studio.host`` / ``studio.pid`` /
-  ``studio.pid_create_time`` (who trains it), ``mlflow.note.content`` (the note);
+  ``studio.pid_create_time`` (who trains it), ``mlflow.note.content`` (the note),
+  ``studio.sample_rating.<step>.<image key>`` (1-5 per sample image), ``studio.device`` and
+  ``studio.predicted_s_per_step`` / ``studio.predicted_total_s`` (set at launch by the studio);
+- inputs: each dataset (name ``<index>:<folder>``, digest = the content fingerprint);
 - artifacts: ``config/train_config.yaml`` (the exact YAML), ``images/<key>+step+<n>+timestamp+<ms>
   +<uuid>.png`` (+ ``+compressed.webp``; written by ``log_image(key=, step=)``),
   ``samples/step_<n>.json`` (prompt, seed, sampler, steps of each image at that step),
@@ -65,6 +68,9 @@ TAG_CONFIG_NAME = "studio.config_name"
 TAG_MODEL = "studio.model"
 TAG_DATASET = "studio.dataset_fingerprint"
 TAG_RATING = "studio.rating"
+TAG_SAMPLE_RATING = "studio.sample_rating"  # + ".<step>.<image key>" = 1-5
+TAG_PREDICTED = "studio.predicted_s_per_step"  # the advisor's s/step, recorded at launch
+TAG_PREDICTED_TOTAL = "studio.predicted_total_s"  # the advisor's whole-run seconds, at launch
 TAG_HOST = "studio.host"
 TAG_PID = "studio.pid"
 TAG_PID_CREATE_TIME = "studio.pid_create_time"
@@ -1139,6 +1145,7 @@ class RunRecord:
     rating: int | None
     note: str
     artifact_uri: str = ""
+    datasets: list[tuple[str, str]] = field(default_factory=list)  # MLflow inputs: (name, digest)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1178,7 +1185,15 @@ def run_record(run: Any) -> RunRecord:
         rating=int(rating) if rating.isdigit() else None,
         note=tags.get(TAG_NOTE, ""),
         artifact_uri=info.artifact_uri or "",
+        datasets=_dataset_inputs(run),
     )
+
+
+def _dataset_inputs(run: Any) -> list[tuple[str, str]]:
+    """(name, digest) of the datasets logged as the run's MLflow inputs, sorted."""
+    inputs = getattr(run, "inputs", None)
+    found = getattr(inputs, "dataset_inputs", None) or []
+    return sorted((d.dataset.name, d.dataset.digest) for d in found)
 
 
 def list_runs(
@@ -1239,6 +1254,16 @@ def list_all_runs(tracking_uri: str, max_results: int = 5000) -> list[RunRecord]
             ):
                 if rid in wanted:
                     values[rid]["metrics"][key] = math.nan if is_nan else value
+            inputs: dict[str, list[Any]] = {rid: [] for rid in wanted}
+            for rid, name, digest in con.execute(
+                "SELECT i.destination_id, d.name, d.digest FROM inputs i JOIN datasets d"
+                " ON d.dataset_uuid = i.source_id WHERE i.source_type = 'DATASET'"
+                " AND i.destination_type = 'RUN'"
+            ):
+                if rid in wanted:
+                    inputs[rid].append(
+                        SimpleNamespace(dataset=SimpleNamespace(name=name, digest=digest))
+                    )
     except sqlite3.Error as err:
         log.info("bulk read of %s failed (%s); using MlflowClient", db, err)
         return list_runs(tracking_uri, max_results=max_results)
@@ -1253,7 +1278,9 @@ def list_all_runs(tracking_uri: str, max_results: int = 5000) -> list[RunRecord]
             end_time=end,
             artifact_uri=artifact_uri,
         )
-        records.append(run_record(SimpleNamespace(info=info, data=SimpleNamespace(**values[rid]))))
+        data = SimpleNamespace(**values[rid])
+        run_inputs = SimpleNamespace(dataset_inputs=inputs[rid])
+        records.append(run_record(SimpleNamespace(info=info, data=data, inputs=run_inputs)))
     return records
 
 
@@ -1393,6 +1420,36 @@ def set_rating(tracking_uri: str, run_id: str, rating: int) -> None:
     if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
         raise ValueError(f"rating must be a whole number from 1 to 5, got {rating!r}")
     _client(tracking_uri).set_tag(run_id, TAG_RATING, str(rating))
+
+
+def sample_rating_tag(step: int, key: str) -> str:
+    """The tag holding the rating of the image ``key`` logged at ``step``."""
+    return f"{TAG_SAMPLE_RATING}.{int(step)}.{key}"[:MAX_KEY_LEN]
+
+
+def set_sample_rating(tracking_uri: str, run_id: str, step: int, key: str, rating: int) -> None:
+    """The user's 1-5 rating of one sample image (tag ``studio.sample_rating.<step>.<key>``,
+    shown among the run's tags in the MLflow UI); 0 removes it."""
+    if isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 5:
+        raise ValueError(f"sample rating must be a whole number from 0 to 5, got {rating!r}")
+    client, tag = _client(tracking_uri), sample_rating_tag(step, key)
+    if rating:
+        client.set_tag(run_id, tag, str(rating))
+    elif tag in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, tag)
+
+
+_SAMPLE_RATING = re.compile(rf"^{re.escape(TAG_SAMPLE_RATING)}\.(\d+)\.(.+)$")
+
+
+def sample_ratings(tags: Mapping[str, str]) -> dict[tuple[int, str], int]:
+    """``{(step, image key): rating}`` from a run's tags."""
+    found = {}
+    for tag, value in tags.items():
+        match = _SAMPLE_RATING.match(tag)
+        if match and value.isdigit():
+            found[(int(match[1]), match[2])] = int(value)
+    return found
 
 
 def set_note(tracking_uri: str, run_id: str, text: str) -> None:

@@ -1,0 +1,119 @@
+"""Per-run actions on the compare page: rating and note, reuse as a preset or as the wizard's
+draft, links into the MLflow UI, and the adapters each run saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from trainer import tracking
+from trainer.settings import StudioSettings
+from trainer.tracking import RunRecord
+from ui.compare_store import bump
+
+
+def render_rating(settings: StudioSettings, rec: RunRecord) -> None:
+    key = rec.run_id[:12]
+    left, right = st.columns([1, 3])
+    left.selectbox(
+        "Rating",
+        [0, 1, 2, 3, 4, 5],
+        index=rec.rating or 0,
+        format_func=lambda n: "not rated" if not n else "★" * n,
+        key=f"cmp:rate:{key}",
+    )
+    right.text_area("Note", value=rec.note, key=f"cmp:note:{key}", height=80)
+    st.button(
+        "Save rating and note",
+        key=f"cmp:save:{key}",
+        on_click=_save_rating,
+        args=(settings.tracking_uri, rec, key),
+    )
+    if st.session_state.pop(f"cmp:saved:{key}", False):
+        st.success("Saved to the MLflow run.")
+
+
+def _save_rating(tracking_uri: str, rec: RunRecord, key: str) -> None:
+    # A callback: runs before the page renders again, so the table shows the new rating.
+    stars = st.session_state.get(f"cmp:rate:{key}") or 0
+    note = st.session_state.get(f"cmp:note:{key}", rec.note)
+    if stars:
+        tracking.set_rating(tracking_uri, rec.run_id, int(stars))
+    if note != rec.note:
+        tracking.set_note(tracking_uri, rec.run_id, note)
+    bump()
+    st.session_state[f"cmp:saved:{key}"] = True
+
+
+def preset_from_run(settings: StudioSettings, rec: RunRecord, name: str) -> Path:
+    """Write the run's config as ``<home>/presets/<name>.yaml`` with a source comment."""
+    from trainer.config_io import atomic_write_text
+
+    text = tracking.load_run_config(settings.tracking_uri, rec.run_id)
+    when = rec.start_time.strftime("%Y-%m-%d %H:%M UTC") if rec.start_time else "?"
+    header = f"# Preset '{name}': config of run '{rec.name}' ({rec.run_id}, {when}).\n"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "preset"
+    settings.presets_dir.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(settings.presets_dir / f"{safe}.yaml", header + text)
+
+
+def draft_from_run(settings: StudioSettings, rec: RunRecord) -> dict[str, Any]:
+    from trainer.config_io import loads_config
+
+    cfg = loads_config(tracking.load_run_config(settings.tracking_uri, rec.run_id))
+    return cfg.model_dump(mode="json")
+
+
+def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
+    key = rec.run_id[:12]
+    left, right = st.columns(2)
+    name = left.text_input("Preset name", value=f"from_{rec.name}", key=f"cmp:pname:{key}")
+    if left.button("Reuse this config as a preset", key=f"cmp:preset:{key}"):
+        try:
+            path = preset_from_run(settings, rec, name)
+        except OSError as err:  # no config artifact yet (the run is still starting)
+            left.error(f"No config logged for this run yet: {err}")
+        else:
+            left.success(f"Saved preset {path.name}.")
+    if right.button("Start a new run from this one", key=f"cmp:draft:{key}"):
+        from ui.state import replace_draft
+
+        try:
+            replace_draft(draft_from_run(settings, rec))
+        except OSError as err:
+            right.error(f"No config logged for this run yet: {err}")
+            return
+        right.success(f"The wizard's draft now holds the config of '{rec.name}'.")
+        right.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
+
+
+def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None:
+    """'Open in MLflow UI': start (or reuse) a lean local server, then link to the runs."""
+    from ui import mlflow_ui
+
+    if st.button("Open in MLflow UI", key="cmp:mlflow"):
+        with st.spinner("Starting the MLflow UI (first time: up to half a minute)…"):
+            try:
+                st.session_state["cmp:mlflow_url"] = mlflow_ui.ensure_server(settings)[0]
+            except (OSError, RuntimeError) as err:
+                st.error(f"Could not start the MLflow UI: {err}")
+    base = st.session_state.get("cmp:mlflow_url")
+    if not base:
+        return
+    cols = st.columns(len(runs) + (len(runs) > 1))
+    for col, rec in zip(cols, runs, strict=False):
+        col.link_button(rec.name, mlflow_ui.run_url(base, rec.experiment_id, rec.run_id))
+    if len(runs) > 1:
+        url = mlflow_ui.compare_url(base, [r.experiment_id for r in runs], [r.run_id for r in runs])
+        cols[-1].link_button("Compare in MLflow", url)
+
+
+def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
+    """The adapters each run saved (``lora/`` and ``checkpoints/``)."""
+    cols = st.columns(len(runs))
+    for col, rec in zip(cols, runs, strict=True):
+        files = tracking.lora_artifacts(tracking_uri, rec.run_id)
+        col.markdown(f"**{rec.name}**")
+        col.caption("\n".join(f"- `{f}`" for f in files) if files else "no adapter saved")

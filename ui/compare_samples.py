@@ -1,0 +1,115 @@
+"""Samples of the picked runs side by side at a shared step, a rating per sample image (a tag on
+the run, so the MLflow UI shows it too), and a slider comparison of two runs' images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from trainer import tracking
+from trainer.tracking import RunRecord, SampleImage
+from ui.compare_store import bump
+
+SHOW_MIN_PX = 384  # tiny demo samples (64 px) are scaled up, pixel for pixel, to be seen
+
+
+def shared_steps(per_run: dict[str, list[SampleImage]]) -> list[int]:
+    return sorted(set.intersection(*({s.step for s in imgs} for imgs in per_run.values())))
+
+
+def _stars(n: int) -> str:
+    return "not rated" if not n else "★" * n
+
+
+def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
+    per_run = {r.run_id: tracking.sample_images(tracking_uri, r.run_id) for r in runs}
+    steps = shared_steps(per_run)
+    if not steps:
+        st.caption("No sampling step shared by all these runs.")
+        return
+    step = st.select_slider("Samples at step", steps, value=steps[-1], key="cmp:sample_step")
+    cols = st.columns(len(runs))
+    for col, rec in zip(cols, runs, strict=True):
+        col.markdown(f"**{rec.name}**")
+        ratings = tracking.sample_ratings(rec.tags)
+        for image in (s for s in per_run[rec.run_id] if s.step == step):
+            col.image(image.path_or_uri, caption=image.prompt or image.key)
+            key = f"cmp:srate:{rec.run_id[:12]}:{step}:{image.key}"
+            col.selectbox(
+                "Rate this sample",
+                [0, 1, 2, 3, 4, 5],
+                index=ratings.get((step, image.key), 0),
+                format_func=_stars,
+                key=key,
+                on_change=_save_sample_rating,
+                args=(tracking_uri, rec.run_id, step, image.key, key),
+            )
+    if len(runs) >= 2:
+        render_slider(runs, per_run, step)
+
+
+def _save_sample_rating(tracking_uri: str, run_id: str, step: int, image: str, key: str) -> None:
+    tracking.set_sample_rating(tracking_uri, run_id, step, image, int(st.session_state[key] or 0))
+    bump()
+
+
+# --------------------------------------------------------------------------------- the slider
+def split_composite(a: Any, b: Any, split: float) -> Any:
+    """One image: ``a`` left of ``split`` (0-1 of the width), ``b`` right of it (resized to
+    ``a``'s size when they differ), with a one-pixel white line at the split."""
+    from PIL import Image, ImageDraw
+
+    a, b = a.convert("RGB"), b.convert("RGB")
+    if b.size != a.size:
+        b = b.resize(a.size, Image.Resampling.LANCZOS)
+    width, height = a.size
+    x = min(width, max(0, round(split * width)))
+    out = a.copy()
+    if x < width:
+        out.paste(b.crop((x, 0, width, height)), (x, 0))
+    if 0 < x < width:
+        ImageDraw.Draw(out).line([(x, 0), (x, height - 1)], fill=(255, 255, 255))
+    return out
+
+
+def _shown(image: Any) -> Any:
+    from PIL import Image
+
+    scale = -(-SHOW_MIN_PX // image.width) if image.width < SHOW_MIN_PX else 1
+    if scale == 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], step: int) -> None:
+    """Baseline (left) against another picked run (right), same step and prompt."""
+    from PIL import Image
+
+    base, others = runs[0], {r.run_id: r for r in runs[1:]}
+    st.markdown("**Slider comparison**")
+    cols = st.columns(3)
+    other = others[
+        cols[0].selectbox(
+            f"Right of the split ({base.name} is left)",
+            list(others),
+            format_func=lambda rid: others[rid].name or rid[:8],
+            key="cmp:slider_run",
+        )
+    ]
+    left = {s.key: s for s in per_run[base.run_id] if s.step == step}
+    right = {s.key: s for s in per_run[other.run_id] if s.step == step}
+    shared = sorted(left.keys() & right.keys())
+    if not shared:
+        st.caption(f"No prompt sampled by both runs at step {step}.")
+        return
+    key = cols[1].selectbox(
+        "Prompt", shared, format_func=lambda k: left[k].prompt or k, key="cmp:slider_prompt"
+    )
+    split = cols[2].slider("Split (% of the width)", 0, 100, 50, key="cmp:split")
+    with Image.open(left[key].path_or_uri) as a, Image.open(right[key].path_or_uri) as b:
+        composite = split_composite(a, b, split / 100)
+    st.image(
+        _shown(composite),
+        caption=f"◀ {base.name} | {other.name} ▶ (step {step}, split at {split}%)",
+    )
