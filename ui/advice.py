@@ -505,12 +505,17 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
 
 
 # --------------------------------------------------------------------------------- predictions
-def predict(cfg: TrainingConfig | None, hw: Hardware) -> Prediction | None:
-    """VRAM, RAM, time and disk for the config on this machine; None when the advisor cannot."""
+def predict(
+    cfg: TrainingConfig | None, hw: Hardware, history: list[Any] | None = None
+) -> Prediction | None:
+    """VRAM, RAM, time and disk for the config on this machine; None when the advisor cannot.
+    ``history`` (past runs of the store) corrects the speed and memory priors with what runs of
+    the same architecture, size and device measured."""
     predict_mod = _advisor("predict")
     if predict_mod is None or cfg is None or hw.raw is None:
         return None
-    p = predict_mod.predict(cfg, hw.raw, dataset_info(cfg.model_dump(mode="json"), cfg))
+    info = dataset_info(cfg.model_dump(mode="json"), cfg)
+    p = predict_mod.predict(cfg, hw.raw, info, history)
     return Prediction(
         vram_gb=p.vram.value,
         vram_range=(p.vram.low, p.vram.high),

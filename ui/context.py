@@ -78,13 +78,25 @@ def studio_context() -> StudioContext:
     if checked.config is None and basis is not None:
         notes.append("Predictions are for your last valid settings, until the errors are fixed.")
     try:
-        prediction = advice.predict(basis, hw) if basis is not None else None
+        history = prediction_history()
+        prediction = advice.predict(basis, hw, history) if basis is not None else None
     except Exception as err:
         prediction, notes = None, [*notes, f"Predictions unavailable ({err})."]
     experience = (meta.get("intent") or {}).get("experience", "beginner")
     context = StudioContext(hw, checked, found, prediction, recs, experience, notes)
     st.session_state[_CACHE] = (key, context)
     return context
+
+
+def prediction_history() -> list[Any] | None:
+    """The local store's past runs (parsed once per store version), which calibrate the
+    predictions; None without a local store or when it cannot be read."""
+    from ui.compare_store import local_history
+
+    try:
+        return local_history(load_settings().tracking_uri)
+    except Exception:  # a broken store must not take predictions down
+        return None
 
 
 def apply_fix(patch: dict[str, Any]) -> None:

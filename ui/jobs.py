@@ -8,7 +8,6 @@ After a launch ``st.session_state[MONITOR_RUN_KEY]`` holds the run id, so ``open
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import streamlit as st
@@ -17,6 +16,7 @@ from trainer import jobs
 from trainer.config import TrainingConfig
 from trainer.jobs import ActiveJob, LaunchedJob, LaunchRefused
 from trainer.settings import StudioSettings, load_settings
+from trainer.tracking import TAG_PREDICTED_TOTAL
 
 __all__ = [
     "MONITOR_PAGE",
@@ -43,29 +43,50 @@ def _settings(settings: StudioSettings | None) -> StudioSettings:
     return settings or load_settings()
 
 
-def predicted_s_per_step(cfg: TrainingConfig) -> float | None:
-    """The advisor's step-time prediction for this config, when the advisor can give one."""
+def launch_prediction(
+    cfg: TrainingConfig, settings: StudioSettings | None = None
+) -> tuple[float | None, float | None]:
+    """The advisor's (s/step, whole-run seconds) for this config on this machine, with the
+    preflight overrides and calibrated by the store's past runs; recorded at launch so the
+    monitor and the compare page can set them against the measured ones. Nones when the advisor
+    cannot predict."""
     try:
-        from advisor import predict
+        from ui.advice import predict
+        from ui.compare_store import local_history
+        from ui.context import hardware
+
+        history = local_history(_settings(settings).tracking_uri)
+        found = predict(cfg, hardware(), history)
+        step, total = (found.step_s, found.total_s) if found is not None else (None, None)
+    except Exception:
+        try:
+            from advisor.predict import predict as advisor_predict
+
+            found_raw = advisor_predict(cfg)
+            step, total = found_raw.step_time.value, found_raw.total_time.value
+        except Exception:
+            return None, None
+    return _positive(step), _positive(total)
+
+
+def predicted_s_per_step(cfg: TrainingConfig) -> float | None:
+    """The advisor's step-time prediction for this config (see ``launch_prediction``)."""
+    return launch_prediction(cfg)[0]
+
+
+def _device_label() -> str | None:
+    """The advisor's name for this machine's training device (``SystemProfile.label``)."""
+    try:
+        from ui.context import hardware
+
+        raw = hardware().raw
     except Exception:
         return None
-    for name in ("predict_step_seconds", "predict_s_per_step", "step_time"):
-        fn = getattr(predict, name, None)
-        if callable(fn):
-            with contextlib.suppress(Exception):
-                value = fn(cfg)
-                value = getattr(value, "value", getattr(value, "expected", value))
-                return float(value) if value else None
-    fn = getattr(predict, "predict", None)
-    if callable(fn):
-        with contextlib.suppress(Exception):
-            found = fn(cfg)
-            for attr in ("s_per_step", "step_seconds", "seconds_per_step", "step_time_s"):
-                value = getattr(found, attr, None)
-                value = getattr(value, "value", getattr(value, "expected", value))
-                if isinstance(value, int | float) and value > 0:
-                    return float(value)
-    return None
+    return getattr(raw, "label", None) or None
+
+
+def _positive(value: float | None) -> float | None:
+    return float(value) if value and value > 0 else None
 
 
 def launch_blocker(cfg: TrainingConfig, settings: StudioSettings | None = None) -> str | None:
@@ -75,12 +96,14 @@ def launch_blocker(cfg: TrainingConfig, settings: StudioSettings | None = None) 
 
 def launch_draft(cfg: TrainingConfig, settings: StudioSettings | None = None) -> LaunchedJob:
     """Create the MLflow run and start the trainer for ``cfg``; the monitor then shows it."""
-    job = jobs.launch(
-        _settings(settings),
-        cfg,
-        tags={"studio.launched_from": "studio"},
-        predicted_s_per_step=predicted_s_per_step(cfg),
-    )
+    step_s, total_s = launch_prediction(cfg, settings)
+    tags = {"studio.launched_from": "studio"}
+    label = _device_label()
+    if label:  # what the advisor matches past runs on (the bare 'cpu'/'cuda' would never match)
+        tags["studio.device"] = label
+    if total_s:
+        tags[TAG_PREDICTED_TOTAL] = f"{total_s:.4g}"
+    job = jobs.launch(_settings(settings), cfg, tags=tags, predicted_s_per_step=step_s)
     st.session_state[MONITOR_RUN_KEY] = job.run_id
     return job
 
