@@ -34,9 +34,22 @@ def go_to(step: str) -> None:
     state.set_meta("step", step)
 
 
+def step_of(value: Any) -> str | None:
+    """The step a picker value names. Streamlit sends a select box's value as its *label*, and
+    a step's label changes with its warnings; a label from before the change names no option,
+    so it is read by its number ("10 · Sampling" -> sampling)."""
+    if value in STEPS:
+        return value
+    found = re.match(r"\s*(\d+) ·", str(value or ""))
+    number = int(found.group(1)) if found else 0
+    return STEPS[number - 1] if 1 <= number <= len(STEPS) else None
+
+
 def _on_pick() -> None:
-    go_to(st.session_state[STEP_KEY])
-    st.session_state[_STEP_SHADOW] = st.session_state[STEP_KEY]
+    step = step_of(st.session_state[STEP_KEY]) or current_step()
+    st.session_state[STEP_KEY] = step
+    go_to(step)
+    st.session_state[_STEP_SHADOW] = step
 
 
 def step_label(step: str, context: StudioContext) -> str:
@@ -58,7 +71,7 @@ def render_navigation(context: StudioContext) -> str:
     """Step picker, progress, expert switch and undo; returns the step to show."""
     step = current_step()
     ss = st.session_state
-    if STEP_KEY not in ss or ss.get(_STEP_SHADOW) != step:
+    if STEP_KEY not in ss or ss.get(_STEP_SHADOW) != step or ss[STEP_KEY] not in STEPS:
         ss[STEP_KEY] = step
         ss[_STEP_SHADOW] = step
     left, mid, right = st.columns([3, 1.3, 1], vertical_alignment="bottom")
