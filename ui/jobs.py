@@ -74,17 +74,6 @@ def predicted_s_per_step(cfg: TrainingConfig) -> float | None:
     return launch_prediction(cfg)[0]
 
 
-def _device_label() -> str | None:
-    """The advisor's name for this machine's training device (``SystemProfile.label``)."""
-    try:
-        from ui.context import hardware
-
-        raw = hardware().raw
-    except Exception:
-        return None
-    return getattr(raw, "label", None) or None
-
-
 def _positive(value: float | None) -> float | None:
     return float(value) if value and value > 0 else None
 
@@ -98,9 +87,6 @@ def launch_draft(cfg: TrainingConfig, settings: StudioSettings | None = None) ->
     """Create the MLflow run and start the trainer for ``cfg``; the monitor then shows it."""
     step_s, total_s = launch_prediction(cfg, settings)
     tags = {"studio.launched_from": "studio"}
-    label = _device_label()
-    if label:  # what the advisor matches past runs on (the bare 'cpu'/'cuda' would never match)
-        tags["studio.device"] = label
     if total_s:
         tags[TAG_PREDICTED_TOTAL] = f"{total_s:.4g}"
     job = jobs.launch(_settings(settings), cfg, tags=tags, predicted_s_per_step=step_s)
