@@ -4,7 +4,8 @@ runs picked: table, diff, curves), and a diff of two runs takes < 200 ms.
     .venv/bin/python benchmarks/compare.py [--runs 500] [--repeat 3] [--home DIR]
 
 Runs are made by the tracking module (``create_run`` + ``MlflowTracker``: params, config YAML,
-hparams and 50 loss/LR points each), like the trainer makes them. ``--home`` keeps the store
+hparams, a launch-time prediction and a user tag, 50 loss/LR/s-per-step points each), like the
+studio's launcher and the trainer make them; their speeds calibrate the page's predictions. ``--home`` keeps the store
 between invocations (creating 500 runs takes a minute or two). Exit status 1 when a target is missed.
 """
 
@@ -44,12 +45,14 @@ def fill(home: Path, count: int) -> None:
                 "logging": {"log_system_metrics": False},
             }
         )
-        run_id = tracking.create_run(settings, cfg)
+        predicted = {tracking.TAG_PREDICTED: "0.5", tracking.TAG_PREDICTED_TOTAL: "30"}
+        run_id = tracking.create_run(settings, cfg, {**predicted, "team": "ab"[i % 2]})
         tracker = tracking.MlflowTracker(settings.tracking_uri, background=False)
         tracker.start(cfg, run_id=run_id)
         for step in range(50):
             loss = 1 / (1 + step) + 0.001 * i
-            tracker.log_metrics({"loss": loss, "loss_smoothed": loss, "lr": cfg.train.lr}, step)
+            values = {"loss": loss, "loss_smoothed": loss, "lr": cfg.train.lr}
+            tracker.log_metrics({**values, "s_per_step": 0.4 + 0.001 * i}, step)
         tracker.end("FINISHED")
         if i % 50 == 0:
             print(f"  {i}/{count} runs", flush=True)
