@@ -301,11 +301,10 @@ def test_tracking_reads_everything_back_through_the_server(team: dict, tmp_path:
     loras = tracking.lora_artifacts(uri, rid)
     assert "lora/demo_sd15.safetensors" in loras
     assert "checkpoints/step_00000010/demo_sd15.safetensors" in loras
-    from mlflow import MlflowClient
-
-    got = MlflowClient(uri).download_artifacts(rid, "lora/demo_sd15.safetensors", str(tmp_path))
+    got = tracking.fetch_artifact(uri, rid, "lora/demo_sd15.safetensors", tmp_path)
+    assert got.is_relative_to(tmp_path)  # downloaded through the server into the cache
     local = team["job_dir"] / "lora" / "demo_sd15.safetensors"
-    assert Path(got).read_bytes() == local.read_bytes()
+    assert got.read_bytes() == local.read_bytes()
 
     cfg = loads_config(tracking.load_run_config(uri, rid))
     assert cfg.train.steps == STEPS and cfg.logging.run_name == "team_a"
@@ -342,7 +341,8 @@ def test_monitor_page_shows_the_run_from_the_server(team: dict, as_studio) -> No
     charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     assert len(charts) == 2  # loss and learning rate, from the server's metric history
     assert len(at.get("image")) == 4  # 2 prompts at steps 0 and 10, downloaded from the server
-    assert "demo_sd15.safetensors" in text and at.get("download_button")
+    assert "demo_sd15.safetensors" in text and at.get("download_button")  # the local files
+    assert not any(b.key.startswith("dlm_") for b in at.get("download_button"))
     link = at.get("link_button")[0].proto.url
     assert link.startswith(team["url"] + "/#/experiments/")  # the team server is the MLflow UI
     assert "mlflow ui --backend-store-uri" not in text
@@ -355,6 +355,8 @@ def test_monitor_page_shows_the_run_from_the_server(team: dict, as_studio) -> No
     charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     assert len(charts) == 2
     assert "In MLflow: `lora/demo_sd15.safetensors`" in text
+    [download] = at.get("download_button")  # the LoRA, fetched from the server on click
+    assert download.proto.label == "Download demo_sd15.safetensors"
     assert tracking.get_run_record(team["url"], team["run_id"]).status == "FINISHED"  # not reaped
 
 

@@ -1332,6 +1332,8 @@ class _Artifacts:
         self.local: Path | None = None
         if uri.startswith("file:") or (uri and "://" not in uri and os.path.isabs(uri)):
             self.local = Path(local_file_uri_to_path(uri))
+        else:  # downloads through a tracking server: no tqdm bar per file in the studio's log
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lora-studio-cache"
         self.cache = base / "artifacts" / run_id
 
@@ -1461,3 +1463,11 @@ def lora_artifacts(tracking_uri: str, run_id: str) -> list[str]:
     """Artifact paths of every file under ``lora/`` and ``checkpoints/``, sorted."""
     store = _Artifacts(_client(tracking_uri), run_id, None)
     return sorted(path for folder in LORA_DIRS for path in store.walk(folder))
+
+
+def fetch_artifact(
+    tracking_uri: str, run_id: str, path: str, cache_dir: str | Path | None = None
+) -> Path:
+    """One artifact file as a local path: the file itself on a local store, downloaded once
+    through the tracking server (e.g. a teammate's LoRA) into a cache otherwise."""
+    return _Artifacts(_client(tracking_uri), run_id, cache_dir).fetch(path)

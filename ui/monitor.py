@@ -392,12 +392,30 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
         finals = [a for a in stored if a.startswith("lora/")]
         if finals:
             st.caption("In MLflow: " + ", ".join(f"`{a}`" for a in finals))
+            if not files:  # trained elsewhere (a teammate's run on a shared tracking server)
+                _stored_downloads(settings, view.run_id, finals)
         elif not files:
             st.caption("No LoRA file was found for this run.")
     checkpoints = list_checkpoints(view.job_dir / "checkpoints")
     if checkpoints and view.phase != "finished":
         names = ", ".join(p.name for p in checkpoints)
         st.caption(f"Checkpoints: {names} — Resume continues from the newest.")
+
+
+def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) -> None:
+    """Download buttons for the run's final LoRA files, fetched from MLflow on click."""
+    from trainer.tracking import fetch_artifact
+
+    uri, cache = settings.tracking_uri, settings.cache_dir
+    for artifact in finals:
+        if artifact.endswith(".safetensors") and artifact.count("/") == 1:
+            st.download_button(
+                f"Download {artifact.rsplit('/', 1)[-1]}",
+                data=lambda a=artifact: fetch_artifact(uri, run_id, a, cache).read_bytes(),
+                file_name=artifact.rsplit("/", 1)[-1],
+                mime="application/octet-stream",
+                key=f"dlm_{run_id}_{artifact}",
+            )
 
 
 def render_live(settings: StudioSettings, run_id: str, was_active: bool = False) -> RunView:
