@@ -12,6 +12,7 @@ from trainer.tracking import RunRecord, SampleImage
 from ui.compare_store import bump
 
 SHOW_MIN_PX = 384  # tiny demo samples (64 px) are scaled up, pixel for pixel, to be seen
+THUMB_MIN_PX = 192  # the same for the side-by-side samples
 
 
 def shared_steps(per_run: dict[str, list[SampleImage]]) -> list[int]:
@@ -34,7 +35,7 @@ def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
         col.markdown(f"**{rec.name}**")
         ratings = tracking.sample_ratings(rec.tags)
         for image in (s for s in per_run[rec.run_id] if s.step == step):
-            col.image(image.path_or_uri, caption=image.prompt or image.key)
+            col.image(_thumb(image.path_or_uri), caption=image.prompt or image.key)
             key = f"cmp:srate:{rec.run_id[:12]}:{step}:{image.key}"
             col.selectbox(
                 "Rate this sample",
@@ -73,13 +74,23 @@ def split_composite(a: Any, b: Any, split: float) -> Any:
     return out
 
 
-def _shown(image: Any) -> Any:
+def _shown(image: Any, least: int = SHOW_MIN_PX) -> Any:
     from PIL import Image
 
-    scale = -(-SHOW_MIN_PX // image.width) if image.width < SHOW_MIN_PX else 1
+    scale = -(-least // image.width) if image.width < least else 1
     if scale == 1:
         return image
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def _thumb(path: str) -> Any:
+    """The file itself, or a pixel-exact enlargement when it is smaller than a thumbnail."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.width >= THUMB_MIN_PX:
+            return path
+        return _shown(image.convert("RGB"), THUMB_MIN_PX)
 
 
 def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], step: int) -> None:
