@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from advisor.patch import set_in
 from trainer.config import (
     ARCH_DEFAULTS,
     DECISION_AUTOS,
@@ -467,7 +468,7 @@ def _problem_finding(draft: dict[str, Any], problem: Problem) -> Finding:
     if _get(draft, problem.path) == default:
         return finding
     patched = copy.deepcopy(draft)
-    _set(patched, problem.path, default)
+    set_in(patched, problem.path, default)
     try:
         config_from_dict(patched)
     except ConfigError as err:
@@ -490,18 +491,6 @@ def _default_of(path: str) -> Any:
 
 def _optional(info: Any) -> bool:
     return type(None) in getattr(info.annotation, "__args__", ())
-
-
-def _set(data: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node: Any = data
-    for part in parts[:-1]:
-        node = node[int(part)] if part.isdigit() else node[part]
-    last = parts[-1]
-    if last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
 
 
 # --------------------------------------------------------------------------------- predictions
