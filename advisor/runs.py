@@ -22,6 +22,7 @@ TAG_RATING = "studio.rating"
 TAG_HOST = "studio.host"
 METRIC_STEP = "s_per_step"
 METRIC_PEAK_MB = "peak_memory_mb"
+_DEVICE_KIND = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -172,11 +173,12 @@ def same_setup(
 ) -> bool:
     """Same architecture, training size and device: the runs whose measurements transfer.
 
-    A run without a device tag counts as this device when it ran on this host.
+    A run without a device name counts as this device when it ran on this host: the launcher
+    tags only the torch device kind ('cpu', 'cuda'), which names no card.
     """
     if run.arch != arch or run.resolution != resolution:
         return False
-    if run.device is not None:
+    if run.device is not None and not _DEVICE_KIND.match(run.device):
         return run.device == device
     return host is not None and run.tags.get(TAG_HOST) == host
 

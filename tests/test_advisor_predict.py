@@ -168,6 +168,21 @@ def test_history_of_the_same_setup_replaces_the_priors() -> None:
     assert pred.vram.value != pytest.approx(prior.vram.value, rel=0.01)
 
 
+def test_runs_tagged_with_a_bare_device_kind_match_by_host() -> None:
+    from advisor.runs import as_run, same_setup
+
+    cfg = make(arch="sdxl")
+
+    def run(device: str, host: str):
+        return as_run({**_record(cfg, 1.0, 100, device), "tags": {"studio.host": host}})
+
+    # The launcher tags the torch device kind, which names no card: the host decides.
+    assert same_setup(run("cpu", "box"), "sdxl", 1024, "CPU Some Model", host="box")
+    assert not same_setup(run("cuda:1", "other"), "sdxl", 1024, "RTX 4090", host="box")
+    assert same_setup(run(RTX4090.label, "other"), "sdxl", 1024, RTX4090.label, host="box")
+    assert not same_setup(run("Another GPU", "box"), "sdxl", 1024, RTX4090.label, host="box")
+
+
 def test_runs_of_another_resolution_do_not_count() -> None:
     cfg = make(arch="sdxl")
     other = make("datasets.0.resolution=[768]", arch="sdxl")

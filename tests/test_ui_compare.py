@@ -259,16 +259,6 @@ def test_launch_prediction_is_calibrated_by_the_store(store: dict, monkeypatch) 
     assert total == pytest.approx(expected.total_s) and total > step
 
 
-def test_launched_runs_tagged_with_a_device_kind_match_by_host() -> None:
-    from advisor.runs import PastRun
-    from ui.compare_store import _host_matched
-
-    launched = PastRun("a", device="cpu", tags={"studio.host": "h"})  # what the launcher tags
-    assert _host_matched(launched).device is None  # then same_setup matches it by host
-    assert _host_matched(PastRun("b", device="cuda:1")).device is None
-    assert _host_matched(PastRun("c", device="NVIDIA RTX 4090")).device == "NVIDIA RTX 4090"
-
-
 def _image_captions(at: AppTest) -> list[str]:
     return [caption for el in at.get("image") for caption in el.captions]
 

@@ -3,8 +3,6 @@ version number that a rating or note bumps so the next render reads the store ag
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from typing import Any
 
 import streamlit as st
@@ -27,22 +25,10 @@ def past_runs(tracking_uri: str, version: int = 0) -> list[Any]:
     to parse, ~1 ms to recommend from afterwards)."""
     from advisor.runs import as_runs
 
-    runs = [_host_matched(run) for run in as_runs(load_runs(tracking_uri, version))]
+    runs = as_runs(load_runs(tracking_uri, version))
     for run in runs:
         _ = run.config  # cached_property: parsed here, once
     return runs
-
-
-_DEVICE_KIND = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
-
-
-def _host_matched(run: Any) -> Any:
-    """The launcher tags ``studio.device`` with the torch device kind ('cpu', 'cuda'), while the
-    advisor matches past runs on the profile's device name ('CPU Intel…', 'RTX 4090'): a bare
-    kind names no card, so such a run is matched by its host (``studio.host``) instead."""
-    if run.device and _DEVICE_KIND.match(run.device):
-        return dataclasses.replace(run, device=None)
-    return run
 
 
 def version() -> int:
