@@ -300,6 +300,35 @@ def device_missing(ctx: Context) -> Iterator[Finding]:
     )
 
 
+@rule("processes_over_devices", ("runtime.num_processes",), "more processes than GPUs or cores")
+def processes_over_devices(ctx: Context) -> Iterator[Finding]:
+    profile, cfg = ctx.profile, ctx.cfg
+    wanted = cfg.runtime.num_processes
+    if profile is None or wanted <= 1:
+        return
+    device = profile.device if cfg.runtime.device == "auto" else cfg.runtime.device
+    if device == "cuda":
+        have, what = len(profile.gpus), "GPU"
+    elif device == "mps":
+        have, what = 1, "MPS device"
+    else:
+        have, what = profile.cpu_cores, "CPU core"
+    if wanted <= have:
+        return
+    yield finding(
+        "processes_over_devices",
+        "warning",
+        ("runtime.num_processes",),
+        f"{wanted} training processes but this machine has {have} {what}(s): "
+        + (
+            "each process needs a GPU of its own, so the launch would fail"
+            if device != "cpu"
+            else "the processes would compete for the cores and train slower than fewer"
+        ),
+        {"runtime.num_processes": max(1, have)},
+    )
+
+
 @rule("attention_unavailable", ("model.attention_backend",), "flash/xformers/sage need NVIDIA")
 def attention_unavailable(ctx: Context) -> Iterator[Finding]:
     profile, backend = ctx.profile, ctx.cfg.model.attention_backend

@@ -381,8 +381,10 @@ def effective_batch(ctx: Context) -> Iterator[Finding]:
         "suggestion",
         ("train.gradient_accumulation_steps", "train.batch_size", "train.lr"),
         f"effective batch = {batch} per step × {accum} accumulation"
-        + (f" × {processes} GPUs" if processes > 1 else "")
-        + f" = {total}: each optimizer step sees {total} images, so fewer steps give the same "
+        + (f" × {processes} processes" if processes > 1 else "")
+        + f" = {total}: each optimizer step sees {total} images"
+        + (" (each process trains its own share of the images)" if processes > 1 else "")
+        + ", so fewer steps give the same "
         f"repeats per image; if you keep the steps, scale the LR by about √{total // batch} = "
         f"{math.sqrt(total / batch):.2g}×",
     )

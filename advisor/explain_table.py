@@ -253,13 +253,17 @@ FIELDS: dict[str, dict[str, Text]] = {
     },
     "runtime.num_processes": {
         "interactions": (
-            "Trains on several GPUs at once.",
-            "Effective batch = batch × processes × accumulation: fewer steps for the same "
-            "repeats; scale the LR by about √ of the batch growth.",
-            "Runs through accelerate launch; memory is per GPU.",
+            "Trains on several GPUs (or CPU processes) at once, each on its own share of the "
+            "images; their gradients are averaged every step.",
+            "Effective batch = batch × processes × accumulation (logged as "
+            "effective_batch_size): fewer steps for the same repeats; scale the LR by about √ of "
+            "the batch growth.",
+            "Runs through accelerate launch; memory is per GPU. Only the first process logs, "
+            "samples and saves.",
         ),
         "watch": (
-            "You need that many GPUs.",
+            "You need that many GPUs (on a CPU, that many cores: on 2 shared cores 2 processes "
+            "are barely faster than 1).",
             "Keep repeats per image, not steps, constant when adding GPUs.",
             "Each process loads its own copy of the model into RAM while loading.",
         ),

@@ -311,6 +311,14 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         (),
         "warning",
     ),
+    "processes_over_devices": (
+        ("runtime.num_processes=2", "runtime.device=cuda"),
+        "sd15",
+        "rtx4090",
+        None,
+        (),
+        "warning",
+    ),
     "effective_batch": (
         ("train.gradient_accumulation_steps=4", "train.batch_size=2"),
         "sd15",

@@ -78,7 +78,11 @@ PROVES = {
         "test_accuracy_recovery_adapter_is_frozen_under_the_trained_lora"
     ),
     "model.split_model_over_gpus": "test_split_model_over_gpus_spreads_blocks_or_is_refused",
-    "runtime.num_processes": "test_num_processes_above_one_is_refused",
+    "runtime.num_processes": [
+        "test_num_processes_must_match_the_processes_launched",
+        "tests/test_distributed.py::test_two_ranks_train_disjoint_shards_and_stay_identical",
+        "tests/test_distributed.py::test_the_studio_launches_two_processes_stops_and_resumes_one_run",
+    ],
     "runtime.gpu_prefetch_batches": "test_prefetch_yields_the_same_batches_in_order_ahead_of_use",
     "runtime.num_workers": "test_num_workers_load_batches_in_worker_processes",
     "runtime.persistent_workers": "test_persistent_workers_live_across_epochs",
@@ -486,9 +490,20 @@ def test_split_model_over_gpus_spreads_blocks_or_is_refused(demo_home: Path) -> 
     assert torch.equal(arch.predict(latents, t, cond, {}), before)
 
 
-def test_num_processes_above_one_is_refused() -> None:
-    with pytest.raises(ValidationError, match="multi-process data-parallel training"):
-        tiny_config(runtime={"num_processes": 2})
+def test_num_processes_must_match_the_processes_launched() -> None:
+    # Valid in the schema (the studio launches it through accelerate; tests/test_distributed.py
+    # trains on 2 processes); the trainer refuses a count that differs from what was launched.
+    cfg = tiny_config(runtime={"num_processes": 2})
+    with pytest.raises(memory.MemoryOptionError, match=r"is 2 but 1 process.*accelerate launch"):
+        memory.check_environment(cfg, CPU)
+    memory.check_environment(cfg, CPU, processes=2)
+    with pytest.raises(memory.MemoryOptionError, match="one CUDA GPU each; this machine has 0"):
+        memory.check_environment(cfg, torch.device("cuda"), processes=2)
+    flux = {"arch": "flux", "name_or_path": "demo:flux", "split_model_over_gpus": True}
+    with pytest.raises(ValidationError, match="several data-parallel processes"):
+        tiny_config(model=flux, runtime={"num_processes": 2, "device": "cuda"})
+    with pytest.raises(ValidationError, match="MPS is one device"):
+        tiny_config(runtime={"num_processes": 2, "device": "mps"})
 
 
 def test_schema_refuses_memory_combinations_that_cannot_work() -> None:

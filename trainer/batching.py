@@ -20,11 +20,15 @@
 - **Prefetch** (``runtime.gpu_prefetch_batches``): the next N batches are already moved to the
   training device (``non_blocking`` from pinned memory on CUDA) while the current one trains;
   they come out in the same order.
+- **Several processes** (``shard``, a ``trainer.distributed.Dist``): every rank generates the same
+  global plan and trains its round-robin share (micro-batches ``rank, rank + N, ...``); ``start``
+  counts global micro-batches, and batch-size warmup advances per optimizer step of all ranks.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -119,6 +123,14 @@ def collate_with_origin(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def _worker_ignores_stop(_worker_id: int) -> None:
+    """Loader workers ignore SIGTERM. Stop signals the trainer's whole process group; a worker
+    that died of it would make the loader raise ("DataLoader worker ... killed by signal") and
+    fail the run instead of letting it checkpoint and stop. The loader still ends its workers
+    (and they leave by themselves when the trainer is gone); SIGKILL still kills them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
@@ -145,9 +157,18 @@ def batch_stream(
     cfg: TrainingConfig,
     start: int = 0,
     device: torch.device | None = None,
+    shard: Any = None,
 ) -> Iterator[dict]:
     """Endless training batches from micro-batch ``start`` (see the module docstring)."""
     runtime = cfg.runtime
+    world = getattr(shard, "world", 1)
+    train = cfg.train
+    if world > 1:  # a global micro-batch index i belongs to step i // (accumulation x processes)
+        accum = train.gradient_accumulation_steps * world
+        train = train.model_copy(update={"gradient_accumulation_steps": accum})
+    plan = micro_batch_plan(data, train, start)
+    if world > 1:
+        plan = shard.shard(plan)
     workers = runtime.num_workers
     persistent = runtime.persistent_workers and workers > 0
     pin = device is not None and device.type == "cuda" and runtime.gpu_prefetch_batches > 0
@@ -155,7 +176,7 @@ def batch_stream(
     def epochs() -> Iterator[dict]:
         loader: DataLoader | None = None
         sampler = PlanBatchSampler()
-        for batches in _epochs(micro_batch_plan(data, cfg.train, start)):
+        for batches in _epochs(plan):
             if loader is None or not persistent:
                 sampler = PlanBatchSampler()
                 loader = DataLoader(
@@ -163,6 +184,7 @@ def batch_stream(
                     batch_sampler=sampler,
                     collate_fn=collate_with_origin,
                     num_workers=workers,
+                    worker_init_fn=_worker_ignores_stop if workers else None,
                     persistent_workers=persistent,
                     pin_memory=pin,
                 )

@@ -1109,8 +1109,7 @@ class SampleConfig(Section):
     )
     sample_start_step: int = opt(
         0,
-        "No previews before this step (nor the baseline at step 0, unless "
-        "force_first_sample).",
+        "No previews before this step (nor the baseline at step 0, unless force_first_sample).",
         step="sampling",
         ge=0,
         le=1_000_000,
@@ -1295,8 +1294,10 @@ class RuntimeConfig(Section):
     )
     num_processes: int = opt(
         1,
-        "Processes (GPUs) to train on. Only 1 for now: multi-process data-parallel training is "
-        "not implemented, so more is refused.",
+        "Processes (GPUs) to train on at once, data-parallel: the studio starts them with "
+        "accelerate launch (one GPU each, or CPU processes joined by gloo). Each process trains "
+        "its own share of the images with the same batch size, so the effective batch is batch "
+        "size x processes x gradient accumulation. Only the first process logs, samples and saves.",
         step="memory",
         level="advanced",
         affects=("speed",),
@@ -1563,11 +1564,16 @@ def _memory_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
         )
     if model.split_model_over_gpus and device in ("cpu", "mps"):
         yield "model.split_model_over_gpus", f"needs two or more CUDA GPUs, not {device}"
-    if cfg.runtime.num_processes > 1:
+    if cfg.runtime.num_processes > 1 and model.split_model_over_gpus:
         yield (
             "runtime.num_processes",
-            "multi-process data-parallel training is not implemented — set 1 (a bigger batch or "
-            "gradient accumulation gives a bigger effective batch)",
+            "split_model_over_gpus spreads one model over the GPUs; it cannot be combined with "
+            "several data-parallel processes — set 1, or turn the split off",
+        )
+    if cfg.runtime.num_processes > 1 and device == "mps":
+        yield (
+            "runtime.num_processes",
+            "Apple's MPS is one device; several processes cannot share it",
         )
 
 

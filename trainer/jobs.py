@@ -5,6 +5,13 @@ The studio (and anything else) launches a run the same way a person would from a
     MLFLOW_TRACKING_URI=... MLFLOW_RUN_ID=<run id> \\
         python -m trainer run <home>/jobs/<run id>/config.yaml --job-dir <home>/jobs/<run id>
 
+With ``runtime.num_processes`` > 1 the same command runs under accelerate's launcher, one
+trainer process per GPU (or CPU processes joined by gloo; ``trainer.distributed``)::
+
+    python -m accelerate.commands.launch --multi_gpu --num_processes N --num_machines 1 \
+        --mixed_precision no --dynamo_backend no --main_process_port <free port> \
+        -m trainer run <config> --job-dir <job>
+
 in a session of its own (``start_new_session=True``: Stop signals the whole process group, and the
 trainer survives a restart of the studio), with stdout and stderr appended to ``train.log`` in the
 job folder. ``job.json`` records the pid, its create time and the command; ``exit.json`` the exit
@@ -121,13 +128,46 @@ def job_folder(settings: StudioSettings, run_id: str) -> Path:
 
 
 def train_command(
-    config_path: str | Path, job_dir: str | Path, resume: str | None = None
+    config_path: str | Path,
+    job_dir: str | Path,
+    resume: str | None = None,
+    processes: int = 1,
+    port: int | None = None,
 ) -> list[str]:
-    """The exact command line that trains (or resumes) the job."""
+    """The exact command line that trains (or resumes) the job, on ``processes`` processes."""
     cmd = [sys.executable, "-m", "trainer", "run", str(config_path), "--job-dir", str(job_dir)]
     if resume is not None:
         cmd += ["--resume"] if resume == "latest" else ["--resume", str(resume)]
+    if processes > 1:
+        # --multi_gpu is accelerate's multi-process launcher (torchrun); without CUDA (or with
+        # runtime.device cpu) the processes join with gloo on the CPU. ``--cpu`` would start one.
+        cmd[1:3] = [
+            "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", str(processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port or free_port()),
+            "-m", "trainer",
+        ]  # fmt: skip
     return cmd
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (the process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_processes(config_path: Path) -> int:
+    """runtime.num_processes of a saved job config (1 when it cannot be read)."""
+    from trainer.config_io import ConfigError, load_config
+
+    try:
+        return load_config(config_path).runtime.num_processes
+    except (ConfigError, OSError):
+        return 1
 
 
 def trainer_env(settings: StudioSettings, run_id: str) -> dict[str, str]:
@@ -231,7 +271,7 @@ def _watch(proc: subprocess.Popen, job_dir: Path) -> None:
     """Wait for the child in a daemon thread: reaps it (no zombie) and records its exit code."""
 
     def wait() -> None:
-        code = proc.wait()
+        code = _trainer_code(proc.wait(), proc.args, job_dir)
         _children.pop(proc.pid, None)
         meaning = EXIT_MEANINGS.get(code, f"ended with exit code {code}")
         with contextlib.suppress(OSError):
@@ -241,6 +281,15 @@ def _watch(proc: subprocess.Popen, job_dir: Path) -> None:
 
     _children[proc.pid] = proc
     threading.Thread(target=wait, name=f"trainer-{proc.pid}", daemon=True).start()
+
+
+def _trainer_code(code: int, cmd: Any, job_dir: Path) -> int:
+    """The trainer's own exit code. accelerate's launcher ends 1 when any process ends non-zero,
+    e.g. 3 after a stop; the main process's final phase says what happened."""
+    if code != 1 or "accelerate.commands.launch" not in list(cmd or []):
+        return code
+    phase = (read_progress(job_dir) or {}).get("phase")
+    return {"finished": 0, "killed": 3}.get(str(phase), code)
 
 
 def _start(
@@ -347,7 +396,7 @@ def launch(
         folder = job_folder(settings, run_id)
         folder.mkdir(parents=True, exist_ok=True)
         config_path = save_config(cfg, folder / CONFIG_FILE)
-        cmd = train_command(config_path, folder)
+        cmd = train_command(config_path, folder, processes=cfg.runtime.num_processes)
         try:
             return _spawn(
                 settings,
@@ -506,7 +555,8 @@ def resume(settings: StudioSettings, run_id: str, status: str | None = None) -> 
         reason = busy_reason(settings, device, exclude=run_id)
         if reason:
             raise LaunchRefused(reason)
-        cmd = train_command(folder / CONFIG_FILE, folder, resume="latest")
+        config = folder / CONFIG_FILE
+        cmd = train_command(config, folder, resume="latest", processes=config_processes(config))
         extra = dict(job.extra) if job else {}
         history = list(extra.pop("launches", []) or [])
         name = str(extra.pop("name", "") or run_id[:8])

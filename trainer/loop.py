@@ -3,6 +3,8 @@
 Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
 Everything architecture-specific sits behind `trainer.arch.Arch`; data behind
 `trainer.data.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it).
+Under ``accelerate launch`` with several processes, `ctx.dist` (trainer.distributed) shards the
+data, averages the gradients and lets only the main process log, sample and save.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainingConfig, resolved
 from trainer.data import BucketBatches, build_report, check_enough, scan_dataset
+from trainer.distributed import Dist, rank_seed
 from trainer.ema import build_ema, ema_weights
 from trainer.failures import NonFiniteLoss
 from trainer.lora_io import load_lora_file, save_lora
@@ -42,12 +45,13 @@ from trainer.optim import build_optimizer, build_scheduler, clip_gradients, para
 
 # ------------------------------------------------------------------------------- the loop
 def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> Outcome:
-    device = pick_device(cfg.runtime.device)
+    dist = ctx.dist  # one process, or this rank of an `accelerate launch` (trainer.distributed)
+    device = dist.device or pick_device(cfg.runtime.device)
     dtype = pick_dtype(cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
     ctx.verbose = cfg.logging.verbose
     ctx.phase("loading")
-    check_environment(cfg, device)
+    check_environment(cfg, device, processes=dist.world)
     arch = load_arch(cfg, ctx.home, device, dtype)
     prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
     data = prepare_data(cfg, ctx)
@@ -62,21 +66,27 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     )
     total = int(cfg.train.steps)
     scheduler = build_scheduler(cfg.train, optimizer, total)
-    noise_gen = torch.Generator().manual_seed(cfg.train.seed)
+    noise_gen = torch.Generator().manual_seed(rank_seed(cfg.train.seed, dist.rank))
     trainable = [p for group in groups.values() for p in group]
+    synced = [p for group in optimizer.param_groups for p in group["params"]]
+    dist.sync_parameters(synced)  # every rank starts from rank 0's weights
     state = LoopState(objective=objective, ema=build_ema(cfg.train, trainable))
-    if resume is not None:
+    if resume is not None:  # every rank loads the same checkpoint
         state = restore(resume, cfg, arch, optimizer, scheduler, noise_gen, state)
+        if dist.rank:  # the checkpoint holds rank 0's noise stream; the others start afresh
+            noise_gen.manual_seed(rank_seed(cfg.train.seed, dist.rank, state.step))
+    log_effective_batch(ctx, cfg, data)
     inputs = ModelInputs(arch, cfg, ctx.cache_dir)
 
     if wants_first_sample(cfg, resumed=resume is not None):
         sample_and_log(arch, cfg, ctx, state.step)
     ctx.phase("training", step=state.step, total_steps=total)
     if cfg.train.unload_text_encoder:  # every prompt the run needs is encoded first
-        unload_for_run(arch, cfg, inputs, data, state.micro_batches, total - state.step)
-    batches = stream_batches(data, cfg, state, arch.device)
+        steps_left = (total - state.step) * dist.world  # the global plan: every rank's batches
+        unload_for_run(arch, cfg, inputs, data, state.micro_batches, steps_left)
+    batches = stream_batches(data, cfg, state, arch.device, dist)
     arch.train()
-    while state.step < total and not ctx.stop.requested:
+    while state.step < total and not dist.agree_stop(ctx.stop):  # all ranks stop together
         started = time.perf_counter()
         step_loss, images = 0.0, 0
         for _ in range(cfg.train.gradient_accumulation_steps):
@@ -85,9 +95,11 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
             (loss / cfg.train.gradient_accumulation_steps).backward()
             step_loss += loss.item() / cfg.train.gradient_accumulation_steps
             images += len(batch["captions"])
-            state.micro_batches += 1
+            state.micro_batches += dist.world  # global micro-batches (each rank did one)
+        step_loss, images = dist.step_totals(step_loss, images)  # over all processes
         if not math.isfinite(step_loss):
             raise NonFiniteLoss(state.step + 1, step_loss)
+        dist.sync_gradients(synced)  # DDP's gradient average; a no-op in one process
         clip_gradients(trainable, cfg.train.max_grad_norm)
         optimizer.step()
         if state.ema is not None:
@@ -108,7 +120,8 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     ctx.phase("saving", step=state.step, total_steps=total)
     checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
     with ema_weights(state.ema):  # the saved LoRA is the average when train.use_ema is on
-        files = [] if stopped else save_final(ctx, cfg, arch, state.step)
+        files = [] if stopped or not dist.is_main else save_final(ctx, cfg, arch, state.step)
+    dist.barrier()
     ctx.tracker.flush()
     return Outcome(step=state.step, total_steps=total, stopped=stopped, lora_files=files)
 
@@ -196,8 +209,12 @@ def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
             name=f"{index}:{scan.folder.name}",
             digest=dataset_fingerprint([scan]),
             source=str(scan.folder),
-            profile={"images": len(scan.images), "skipped": len(scan.skipped),
-                     "num_repeats": ds.num_repeats, "is_reg": ds.is_reg},
+            profile={
+                "images": len(scan.images),
+                "skipped": len(scan.skipped),
+                "num_repeats": ds.num_repeats,
+                "is_reg": ds.is_reg,
+            },
             context="regularisation" if ds.is_reg else "train",
         )
     report = build_report(data, cfg.train.gradient_accumulation_steps)
@@ -217,15 +234,33 @@ def dataset_fingerprint(scans: list) -> str:
 
 
 def stream_batches(
-    data: BucketBatches, cfg: TrainingConfig, state: LoopState, device: torch.device | None = None
+    data: BucketBatches,
+    cfg: TrainingConfig,
+    state: LoopState,
+    device: torch.device | None = None,
+    dist: Dist | None = None,
 ) -> Iterator[dict]:
     """Endless batches, starting where `state.micro_batches` says (resume skips exactly).
 
     Per-step batch sizes (auto-scale), loader workers and prefetching: `trainer.batching`.
+    Several processes: this rank's round-robin share of the global plan (`Dist.shard`).
     """
     from trainer.batching import batch_stream
 
-    return batch_stream(data, cfg, state.micro_batches, device)
+    return batch_stream(data, cfg, state.micro_batches, device, shard=dist or Dist())
+
+
+def log_effective_batch(ctx: RunContext, cfg: TrainingConfig, data: BucketBatches) -> None:
+    """Images per optimizer step: per-process batch x processes x gradient accumulation."""
+    processes, accum = ctx.dist.world, cfg.train.gradient_accumulation_steps
+    effective = data.batch_size * processes * accum
+    ctx.tracker.log_params({"effective_batch_size": effective, "num_processes": processes})
+    if ctx.dist.is_main and processes > 1:
+        print(
+            f"{processes} processes: effective batch {effective} = batch {data.batch_size} x "
+            f"{processes} processes x {accum} accumulation",
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------------------- state
@@ -298,6 +333,7 @@ class RunContext:
     stop: StopSignal = field(default_factory=StopSignal)
     progress: Any = None
     verbose: bool = False  # logging.verbose: one log line per step
+    dist: Dist = field(default_factory=Dist)  # this process's rank when several train together
     refiner: Any = None  # loaded on the first preview when model.refiner_name_or_path is set
 
     def __post_init__(self) -> None:
@@ -365,10 +401,13 @@ def report(
         "s_per_step": per_step if math.isfinite(per_step) else None,
         "images_per_s": meter.images / meter.seconds if meter.seconds else None,
         "eta_s": eta,
-        "batch_size": meter.last_images / inputs.cfg.train.gradient_accumulation_steps,
+        "batch_size": meter.last_images
+        / inputs.cfg.train.gradient_accumulation_steps
+        / ctx.dist.world,
+        "effective_batch_size": meter.last_images,  # all processes and micro-batches of the step
     }
     ctx.phase("training", step=state.step, total_steps=total, **values)
-    if ctx.verbose:
+    if ctx.verbose and ctx.dist.is_main:
         shown = " ".join(f"{k}={v:.6g}" for k, v in values.items() if v is not None)
         print(f"step {state.step}/{total} {shown}", flush=True)
     if state.step % log_every == 0 or state.step == total:
@@ -416,6 +455,8 @@ def sample_prompts(cfg: TrainingConfig) -> list[dict[str, Any]]:
 
 
 def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) -> None:
+    if not ctx.dist.is_main:  # previews come from the main process only
+        return
     ctx.phase("sampling", step=step)
     s = cfg.sample
     prompts = sample_prompts(cfg)
@@ -457,17 +498,30 @@ def refine_previews(arch: Arch, cfg: TrainingConfig, ctx: RunContext, images, pr
         ctx.refiner = Refiner(cfg.model.refiner_name_or_path, ctx.home, arch.device, arch.dtype)
     s = cfg.sample
     return [
-        ctx.refiner.refine(image, spec["prompt"], spec.get("seed", s.seed),
-                           spec.get("sample_steps", s.sample_steps),
-                           float(resolved(cfg, "guidance_scale")))
+        ctx.refiner.refine(
+            image,
+            spec["prompt"],
+            spec.get("seed", s.seed),
+            spec.get("sample_steps", s.sample_steps),
+            float(resolved(cfg, "guidance_scale")),
+        )
         for image, spec in zip(images, prompts, strict=True)
     ]
 
 
 # ---------------------------------------------------------------------- saving
-def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState) -> Path:
+def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState) -> Path | None:
+    """Main process saves; every rank waits for the files (a resume reads the same checkpoint)."""
+    path = _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+    ctx.dist.barrier()
+    return path
+
+
+def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> Path | None:
     from trainer.lora_io import save_lora as _save
 
+    if not ctx.dist.is_main:
+        return None
     path = save_checkpoint(
         ctx.checkpoint_dir,
         state.step,

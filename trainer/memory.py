@@ -103,8 +103,11 @@ def device_available(kind: str) -> bool:
     return True
 
 
-def check_environment(cfg: TrainingConfig, device: torch.device) -> None:
-    """Refuse, before anything loads, what this machine cannot do (devices, GPUs, processes)."""
+def check_environment(cfg: TrainingConfig, device: torch.device, processes: int = 1) -> None:
+    """Refuse, before anything loads, what this machine cannot do (devices, GPUs, processes).
+
+    ``processes``: how many the launcher started (``trainer.distributed``); it must be the
+    config's ``runtime.num_processes``, which is what the studio launches with."""
     problems = []
     m = cfg.model
     for path, value in (("model.vae_device", m.vae_device), ("model.te_device", m.te_device)):
@@ -124,12 +127,28 @@ def check_environment(cfg: TrainingConfig, device: torch.device) -> None:
             f"{ATTENTION_NEEDS[m.attention_backend]} and an NVIDIA GPU; training runs on "
             f"{device.type} — use 'auto' or 'native'"
         )
-    if cfg.runtime.num_processes > 1:
+    wanted = cfg.runtime.num_processes
+    if wanted != processes:
+        how = (
+            f"start it with `accelerate launch --multi_gpu --num_processes {wanted} -m trainer "
+            "run ...` (the studio does this)"
+            if processes == 1
+            else f"launch {wanted} processes, or set runtime.num_processes to {processes}"
+        )
         problems.append(
-            f"runtime.num_processes is {cfg.runtime.num_processes}: this trainer runs one "
-            f"process (multi-process data parallel training is not implemented; this machine "
-            f"has {cuda_count()} CUDA GPU(s)) — set it to 1; raise batch size or gradient "
-            "accumulation for a bigger effective batch"
+            f"runtime.num_processes is {wanted} but {processes} process(es) were started — {how}"
+        )
+    if processes > 1 and device.type == "cuda" and processes > cuda_count():
+        problems.append(
+            f"{processes} processes need one CUDA GPU each; this machine has {cuda_count()} — "
+            "lower runtime.num_processes"
+        )
+    if processes > 1 and device.type == "mps":
+        problems.append("Apple's MPS is one device: several processes cannot share it — use 1")
+    if processes > 1 and m.split_model_over_gpus:
+        problems.append(
+            "model.split_model_over_gpus spreads one model over the GPUs; it cannot be combined "
+            "with several training processes — use one or the other"
         )
     if problems:
         raise MemoryOptionError("; ".join(problems))

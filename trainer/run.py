@@ -1,7 +1,9 @@
 """One training run as a process: config in, MLflow run out, with stop, crash and resume handling.
 
 `python -m trainer run CONFIG [--set k=v] [--resume [CHECKPOINT]]` calls `run_job`; the studio
-launches exactly that as a subprocess with MLFLOW_TRACKING_URI and MLFLOW_RUN_ID set.
+launches exactly that as a subprocess with MLFLOW_TRACKING_URI and MLFLOW_RUN_ID set (through
+``accelerate launch`` when runtime.num_processes > 1: then every process runs `run_job`, the main
+one tracks the run, the others get a NullTracker and the main process's run id and job folder).
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ def run_job(
     job_dir: Path | None = None,
     tracking_uri: str | None = None,
 ) -> JobResult:
+    from trainer import distributed
     from trainer.loop import RunContext, StopSignal, train
-    from trainer.tracking import make_tracker
+    from trainer.tracking import NullTracker, make_tracker
 
     settings = load_settings()
     cfg = load_runnable_config(config_path, overrides or [])
@@ -102,16 +105,37 @@ def run_job(
         find_resume_point(resume, job_dir, settings.jobs_dir, cfg.name) if resume else None
     )
     stop = StopSignal().install()
-    tracker = make_tracker(cfg, tracking_uri or settings.tracking_uri)
-    run_id = os.environ.get("MLFLOW_RUN_ID") or (
-        _resume_run_id(resume_point) if resume_point else None
-    )
-    run_id = tracker.start(cfg, run_id=run_id, tags={"studio.resumed": str(bool(resume))})
-    if job_dir is None and resume_point is not None and resume != "latest":
-        job_dir = _job_of(resume_point)
-    job_dir = job_dir or settings.jobs_dir / (run_id or _local_id())
-    save_config(cfg, job_dir / "config.yaml")
-    ctx = RunContext(home=settings.home, job_dir=job_dir, tracker=tracker, stop=stop)
+    dist = distributed.start(cfg.runtime.device)  # Dist() when this is the only process
+    try:
+        uri = tracking_uri or settings.tracking_uri
+        tracker = make_tracker(cfg, uri) if dist.is_main else NullTracker()  # one voice
+        run_id = os.environ.get("MLFLOW_RUN_ID") or (
+            _resume_run_id(resume_point) if resume_point else None
+        )
+        if dist.is_main:
+            run_id = tracker.start(cfg, run_id=run_id, tags={"studio.resumed": str(bool(resume))})
+        if job_dir is None and resume_point is not None and resume != "latest":
+            job_dir = _job_of(resume_point)
+        job_dir = job_dir or settings.jobs_dir / (run_id or _local_id())
+        run_id, job_dir = dist.broadcast((run_id, job_dir))  # every rank: the main one's run
+        if dist.is_main:
+            save_config(cfg, job_dir / "config.yaml")
+        progress = None if dist.is_main else distributed.NullProgress()
+        ctx = RunContext(
+            home=settings.home,
+            job_dir=job_dir,
+            tracker=tracker,
+            stop=stop,
+            progress=progress,
+            dist=dist,
+        )
+        return _train_and_end(cfg, ctx, resume_point, run_id, train)
+    finally:
+        dist.close()
+
+
+def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
+    tracker, job_dir, stop, main = ctx.tracker, ctx.job_dir, ctx.stop, ctx.dist.is_main
     try:
         outcome = train(cfg, ctx, resume_point)
     except BaseException as err:  # every failure ends the run FAILED with a reason
@@ -127,12 +151,14 @@ def run_job(
         ctx.progress.close(phase="killed", step=outcome.step)
         tracker.set_description(note)
         tracker.end("KILLED")
-        print(note, flush=True)
+        if main:
+            print(note, flush=True)
         return JobResult(EXIT_STOPPED, run_id, job_dir, "KILLED", note)
     ctx.progress.close(phase="finished", step=outcome.step)
     tracker.end("FINISHED")
     files = ", ".join(str(f) for f in outcome.lora_files)
-    print(f"Finished {outcome.step} steps. LoRA: {files}", flush=True)
+    if main:
+        print(f"Finished {outcome.step} steps. LoRA: {files}", flush=True)
     return JobResult(EXIT_OK, run_id, job_dir, "FINISHED", files)
 
 

@@ -1,0 +1,91 @@
+"""One rank of a multi-process run, for tests/test_distributed.py (not collected by pytest).
+
+Launched as ``accelerate launch --multi_gpu --num_processes 2 tests/distributed_probe.py HOME OUT``.
+Each rank (1) checks the gradient average on a small model: its half of a batch plus
+``Dist.sync_gradients`` must give the full batch's gradient; (2) trains the tiny SD1.5 model
+through the real ``trainer.loop.train`` while recording the images of every micro-batch it trained
+on; then writes ``OUT/rank<r>.json`` with what it saw and a digest of its final LoRA weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+
+from options_support import tiny_config  # noqa: E402
+
+import trainer.loop as loop  # noqa: E402
+from trainer import distributed  # noqa: E402
+from trainer.tracking import NullTracker  # noqa: E402
+
+
+def gradient_average_error(dist: distributed.Dist) -> float:
+    """Largest |synced shard gradient - full-batch gradient| on a seeded Linear model."""
+    torch.manual_seed(0)  # same model and batch on every rank
+    model, x, y = torch.nn.Linear(3, 2), torch.randn(8, 3), torch.randn(8, 2)
+    reference = torch.nn.Linear(3, 2)
+    reference.load_state_dict(model.state_dict())
+    part = slice(dist.rank, None, dist.world)
+    ((model(x[part]) - y[part]) ** 2).mean().backward()
+    dist.sync_gradients(list(model.parameters()))
+    ((reference(x) - y) ** 2).mean().backward()
+    pairs = zip(model.parameters(), reference.parameters(), strict=True)
+    return max(float((p.grad - q.grad).abs().max()) for p, q in pairs)
+
+
+def main(home: Path, out: Path) -> None:
+    dist = distributed.start("cpu")
+    error = gradient_average_error(dist)
+    seen: list[list[str]] = []
+    archs: list = []
+    real_loss, real_load = loop.compute_loss, loop.load_arch
+
+    def recording_loss(arch, inputs, batch, *args, **kwargs):
+        seen.append(list(batch["paths"]))
+        return real_loss(arch, inputs, batch, *args, **kwargs)
+
+    def recording_load(*args, **kwargs):
+        archs.append(real_load(*args, **kwargs))
+        return archs[-1]
+
+    loop.compute_loss, loop.load_arch = recording_loss, recording_load
+    cfg = tiny_config(
+        train={"steps": 3, "batch_size": 2}, runtime={"device": "cpu", "num_processes": 2}
+    )
+    ctx = loop.RunContext(
+        home=home,
+        job_dir=out / "job",
+        tracker=NullTracker(),
+        progress=None if dist.is_main else distributed.NullProgress(),
+        dist=dist,
+    )
+    outcome = loop.train(cfg, ctx)
+    weights = {
+        f"{part}.{name}": tensor
+        for part, tensors in archs[0].lora_state_dicts().items()
+        for name, tensor in tensors.items()
+    }
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode() + weights[name].detach().float().contiguous().numpy().tobytes())
+    result = {
+        "rank": dist.rank,
+        "world": dist.world,
+        "gradient_error": error,
+        "batches": seen,
+        "weights_sha256": digest.hexdigest(),
+        "lora_files": [str(f) for f in outcome.lora_files],
+        "step": outcome.step,
+    }
+    (out / f"rank{dist.rank}.json").write_text(json.dumps(result))
+    dist.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,168 @@
+"""Data-parallel training under ``accelerate launch``: 2 CPU processes joined by gloo.
+
+- the real loop on 2 ranks (tests/distributed_probe.py): each rank trains a disjoint half of the
+  images, the synced gradient equals the full batch's, both ranks end with identical LoRA weights
+  and only the main one saves;
+- the studio's launcher (``trainer.jobs``): one MLflow run and one LoRA, the effective batch
+  logged, a stop ends every process together and a resume finishes the same run;
+- the round-robin shard of the batch plan, without processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import psutil
+import pytest
+from jobs_support import make_home, training_at, wait_for
+from options_support import tiny_config
+
+from trainer import jobs
+from trainer.config_io import load_config
+from trainer.distributed import Dist
+from trainer.settings import StudioSettings, load_settings
+from trainer.tracking import NullTracker, get_run_record, list_runs, lora_artifacts, metric_history
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "presets" / "demo_sd15.yaml"
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
+    home = make_home(tmp_path, demo_home)
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return load_settings()
+
+
+# ------------------------------------------------------------------------------------ fast
+def test_ranks_take_disjoint_round_robin_shares_of_the_plan(demo_home: Path) -> None:
+    from trainer.batching import micro_batch_plan
+    from trainer.loop import prepare_data
+
+    cfg = tiny_config(train={"batch_size": 2})
+
+    class Ctx:  # prepare_data only reports to the tracker
+        home = demo_home
+        tracker = NullTracker()
+
+        def dataset_report(self, *args) -> None:
+            pass
+
+    data = prepare_data(cfg, Ctx())
+    plan = micro_batch_plan(data, cfg.train, 0)
+    first = [keys for _, keys in (next(plan) for _ in range(12))]
+    shares = [
+        [
+            keys
+            for _, keys in islice(
+                Dist(rank=r, world=2).shard(micro_batch_plan(data, cfg.train, 0)), 6
+            )
+        ]
+        for r in (0, 1)
+    ]
+    assert [s[:6] for s in shares] == [first[0::2], first[1::2]]
+    epoch0 = [key for share in shares for keys in share[:3] for key in keys]
+    assert len(epoch0) == len(set(epoch0)) == 12  # one epoch: every image once, on one rank
+
+
+def test_the_launch_command_uses_accelerate_for_several_processes(tmp_path: Path) -> None:
+    one = jobs.train_command(tmp_path / "c.yaml", tmp_path)
+    assert one[1:3] == ["-m", "trainer"] and "accelerate" not in " ".join(one)
+    cmd = jobs.train_command(tmp_path / "c.yaml", tmp_path, resume="latest", processes=3, port=1234)
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert cmd[cmd.index("--num_processes") + 1] == "3" and "--multi_gpu" in cmd
+    assert cmd[cmd.index("--main_process_port") + 1] == "1234"
+    tail = cmd[cmd.index("-m", 3) :]
+    assert tail == ["-m", "trainer", "run", str(tmp_path / "c.yaml"), "--job-dir", str(tmp_path),
+                    "--resume"]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ slow
+@pytest.mark.slow
+def test_two_ranks_train_disjoint_shards_and_stay_identical(
+    demo_home: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "STUDIO_HOME": str(demo_home), "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_RUN_ID", None)
+    cmd = jobs.train_command("x", "y", processes=2)
+    launcher = cmd[: cmd.index("-m", 3)]  # python -m accelerate.commands.launch ... options
+    probe = [*launcher, str(ROOT / "tests" / "distributed_probe.py"), str(demo_home), str(tmp_path)]
+    done = subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["rank"], r["world"], r["step"]) for r in ranks] == [(0, 2, 3), (1, 2, 3)]
+    # Each rank's micro-batches: 3 steps x batch 2 = 6 images, none shared; together one epoch.
+    seen = [[Path(p).name for batch in r["batches"] for p in batch] for r in ranks]
+    assert [len(s) for s in seen] == [6, 6]
+    assert not set(seen[0]) & set(seen[1])
+    assert len(set(seen[0]) | set(seen[1])) == 12
+    # Gradients are averaged (DDP's mean): half batch per rank + sync == the whole batch.
+    assert all(r["gradient_error"] < 1e-6 for r in ranks)
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # the ranks stayed in sync
+    assert [len(r["lora_files"]) for r in ranks] == [1, 0]  # only the main process saves
+    assert sorted(p.name for p in (tmp_path / "job" / "lora").iterdir()) == ["t.safetensors"]
+    assert "effective batch 4 = batch 2 x 2 processes x 1 accumulation" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
+    settings: StudioSettings,
+) -> None:
+    cfg = load_config(
+        DEMO,
+        [
+            "runtime.num_processes=2",
+            "runtime.device=cpu",
+            "train.steps=60",
+            "train.gradient_accumulation_steps=2",
+            "sample.sample_every=0",
+            "save.save_every=2",
+            "save.save_format=webui",
+            "logging.run_name=two_procs",
+        ],
+    )
+    job = jobs.launch(settings, cfg)
+    assert "accelerate.commands.launch" in job.command
+    wait_for(training_at(job.job_dir, 2), 120, "step 2")
+    ranks = [
+        p for p in psutil.Process(job.pid).children(recursive=True) if "trainer" in p.cmdline()
+    ]
+    assert len(ranks) == 2  # two trainer processes under accelerate's launcher
+
+    assert jobs.stop(settings, job.run_id)
+    job.process.wait(timeout=60)
+    wait_for(lambda: jobs.read_exit(job.job_dir), 10, "exit.json")
+    assert jobs.read_exit(job.job_dir)["code"] == 3, jobs.log_tail(job.job_dir)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
+    record = get_run_record(settings.tracking_uri, job.run_id)
+    assert record.status == "KILLED"
+
+    again = jobs.resume(settings, job.run_id, record.status)
+    assert "accelerate.commands.launch" in again.command and "--resume" in again.command
+    again.process.wait(timeout=180)
+    log = jobs.log_tail(job.job_dir, lines=30)
+    assert jobs.wait_for_exit(settings, job.run_id, 10)
+    wait_for(lambda: jobs.read_exit(job.job_dir), 10, "exit.json")
+    assert jobs.read_exit(job.job_dir)["code"] == 0, log
+
+    runs = [r for r in list_runs(settings.tracking_uri) if r.name == "two_procs"]
+    assert len(runs) == 1 and runs[0].run_id == job.run_id
+    record = get_run_record(settings.tracking_uri, job.run_id)
+    assert record.status == "FINISHED"
+    assert record.params["effective_batch_size"] == "8"  # batch 2 x 2 processes x 2 accumulation
+    assert record.params["num_processes"] == "2"
+    history = metric_history(settings.tracking_uri, job.run_id, ["effective_batch_size", "loss"])
+    assert {value for _, value, _ in history["effective_batch_size"]} == {8.0}
+    assert [step for step, _, _ in history["loss"]][-1] == 60
+    loras = [a for a in lora_artifacts(settings.tracking_uri, job.run_id) if a.startswith("lora/")]
+    assert loras == ["lora/demo_sd15.safetensors"]
+    assert sorted(p.name for p in (job.job_dir / "lora").iterdir()) == ["demo_sd15.safetensors"]
+    text = (job.job_dir / jobs.LOG_FILE).read_text()
+    assert text.count("Finished 60 steps") == 1  # one voice: only the main process reports
