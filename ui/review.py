@@ -30,7 +30,8 @@ def render_editable_summary() -> None:
             f"{advice.label_of(f)}: {show_value(state.get_value(concrete_paths(f, n)[0]))}"
             for f in basic[:3]
         ]
-        with st.expander(f"{title} — " + " · ".join(values)):
+        # keyed: the label shows the values, and a changed label must not collapse it on edit
+        with st.expander(f"{title} — " + " · ".join(values), key=f"rv:summary:{step}"):
             for generic in basic:
                 for path in concrete_paths(generic, n):
                     render_field(path)
