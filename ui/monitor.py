@@ -23,6 +23,7 @@ from trainer.tracking import JobInfo, read_job, read_progress
 from ui.jobs import LaunchRefused, reconcile_on_load, resume_job, stop_job
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
+_PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
 FORCE_AFTER_S = 20.0
 PHASE_LABELS = {
     "starting": ("🚀", "Starting the trainer"),
@@ -160,13 +161,21 @@ def render_run_picker(settings: StudioSettings) -> str | None:
         return None
     labels = {r.run_id: _run_label(r) for r in records}
     requested = st.session_state.pop(MONITOR_RUN_KEY, None)
+    picked = st.session_state.get(PICK_KEY)
+    if requested not in labels and picked not in labels and picked:
+        # The browser sends a select box's value as its label; a run's label changes with its
+        # status, so a label from before the change is matched by the run id it ends with.
+        requested = next((r for r in labels if str(picked).endswith(f"· {r[:8]}")), None)
     if requested in labels:
         st.session_state[PICK_KEY] = requested
-    elif st.session_state.get(PICK_KEY) not in labels:
+    elif picked not in labels:
         st.session_state.pop(PICK_KEY, None)
+    picked = st.session_state.get(PICK_KEY)
+    if picked in labels and st.session_state.get(_PICKED_LABEL) != labels[picked]:
+        st.session_state[PICK_KEY] = picked  # set again, so the browser shows the new label
     active = [j.run_id for j in jobs.active_jobs(settings) if j.run_id in labels]
     default = active[0] if active else records[0].run_id
-    return st.selectbox(
+    choice = st.selectbox(
         "Run",
         list(labels),
         index=list(labels).index(default),
@@ -176,6 +185,8 @@ def render_run_picker(settings: StudioSettings) -> str | None:
         bind="query-params",
         persist_state="session",
     )
+    st.session_state[_PICKED_LABEL] = labels.get(choice)
+    return choice
 
 
 # ------------------------------------------------------------------------------------ the parts
@@ -193,7 +204,7 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.subheader(f"{view.name}")
     status = STATUS_LABELS.get(view.status, view.status)
-    if view.alive and view.status != "RUNNING":
+    if view.alive and view.status != "RUNNING" and view.phase != "finished":
         status = "🚀 resuming"  # until the relaunched trainer attaches to the run
     left.markdown(f"**Status:** {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
     right.link_button(
@@ -307,12 +318,13 @@ def render_charts(settings: StudioSettings, view: RunView) -> None:
         st.caption("The loss chart appears after the first training steps.")
         return
     loss = pd.DataFrame(rows)
+    step_axis = alt.Axis(format="d", tickMinStep=1)  # whole steps, also for a one-point chart
     left, right = st.columns(2)
     chart = (
         alt.Chart(loss, title="Loss")
         .mark_line(point=len(loss) < 60)
         .encode(
-            x=alt.X("step:Q", title="step"),
+            x=alt.X("step:Q", title="step", axis=step_axis),
             y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
             color=alt.Color("series:N", title=None),
             strokeDash=alt.StrokeDash("series:N", title=None),
@@ -326,7 +338,7 @@ def render_charts(settings: StudioSettings, view: RunView) -> None:
             alt.Chart(lr, title="Learning rate")
             .mark_line()
             .encode(
-                x=alt.X("step:Q", title="step"),
+                x=alt.X("step:Q", title="step", axis=step_axis),
                 y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
                 tooltip=["step", alt.Tooltip("lr:Q", format=".2e")],
             )
@@ -343,7 +355,8 @@ def render_samples(settings: StudioSettings, view: RunView) -> None:
     st.markdown(f"**Samples at step {steps[0]}** (latest)")
     _sample_row([s for s in samples if s.step == steps[0]], small=False)
     if len(steps) > 1:
-        with st.expander(f"Earlier samples ({len(steps) - 1} steps)"):
+        earlier = len(steps) - 1
+        with st.expander(f"Earlier samples ({earlier} step{'s' if earlier > 1 else ''})"):
             for step in steps[1:]:
                 st.caption(f"Step {step}")
                 _sample_row([s for s in samples if s.step == step], small=True)
