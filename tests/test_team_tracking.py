@@ -406,3 +406,43 @@ def test_same_losses_as_on_a_local_sqlite_store(
     assert [v for _, v, _ in local] == pytest.approx([v for _, v, _ in remote], rel=1e-5)
     with capsys.disabled():
         print("\nteam tracking timings: " + "; ".join(f"{k} {v:.1f} s" for k, v in TIMES.items()))
+
+
+def test_a_down_server_fails_fast_in_the_studio_not_in_the_trainer(tmp_path: Path) -> None:
+    """MLflow's defaults retry for ~250 s (measured) before a page would show an error."""
+    from mlflow.exceptions import MlflowException
+
+    import ui  # noqa: F401 - importing the studio's ui package sets the fail-fast defaults
+    from trainer.settings import STUDIO_HTTP_DEFAULTS
+
+    down = f"http://127.0.0.1:{_free_port()}"
+    started = time.perf_counter()
+    with pytest.raises(MlflowException, match="Max retries"):
+        tracking.list_runs(down)
+    assert time.perf_counter() - started < 15
+    env = jobs.trainer_env(load_settings(home=tmp_path, tracking_uri_override=down), "run1")
+    assert not set(STUDIO_HTTP_DEFAULTS) & set(env)  # the trainer keeps MLflow's retries
+    assert env["MLFLOW_TRACKING_URI"] == down
+
+
+def test_http_settings_the_user_chose_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.settings import (
+        STUDIO_HTTP_DEFAULTS,
+        use_studio_http_defaults,
+        without_studio_http_defaults,
+    )
+
+    for key in [*STUDIO_HTTP_DEFAULTS, "STUDIO_SET_MLFLOW_HTTP"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "77")
+    use_studio_http_defaults()
+    try:
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "77"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+        env = without_studio_http_defaults(dict(os.environ))
+        assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "77"
+        assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in env
+    finally:
+        for key in [*STUDIO_HTTP_DEFAULTS, "STUDIO_SET_MLFLOW_HTTP"]:
+            os.environ.pop(key, None)
+        use_studio_http_defaults()  # as the studio's ui package left it for the other tests

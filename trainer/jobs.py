@@ -171,8 +171,11 @@ def config_processes(config_path: Path) -> int:
 
 
 def trainer_env(settings: StudioSettings, run_id: str) -> dict[str, str]:
-    """The environment of the trainer: ours, plus where to track and which run to attach to."""
-    env = dict(os.environ)
+    """The environment of the trainer: ours (without the studio's fail-fast MLflow HTTP settings),
+    plus where to track and which run to attach to."""
+    from trainer.settings import without_studio_http_defaults
+
+    env = without_studio_http_defaults(dict(os.environ))
     env.update(
         STUDIO_HOME=str(settings.home),
         MLFLOW_TRACKING_URI=settings.tracking_uri,

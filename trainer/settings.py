@@ -6,6 +6,7 @@ STUDIO_PORT, STUDIO_EXPERIMENT.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -93,3 +94,35 @@ def load_settings(**overrides: object) -> StudioSettings:
     """
     fields = StudioSettings.model_fields
     return StudioSettings(**{fields[name].validation_alias: v for name, v in overrides.items()})
+
+
+# MLflow's HTTP client retries a failed request 7 times with a growing backoff: measured 250 s
+# before an error when the tracking server is down. The studio's pages read the server on every
+# render, so the studio process gives up after a few seconds instead (one retry, 20 s timeout);
+# trainers keep MLflow's patient defaults, so a run rides out a server restart.
+STUDIO_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+_SET_BY_STUDIO = "STUDIO_SET_MLFLOW_HTTP"
+
+
+def use_studio_http_defaults() -> None:
+    """Fail fast on an unreachable tracking server in this (the studio's) process; values the
+    user set are kept."""
+    ours = set(filter(None, os.environ.get(_SET_BY_STUDIO, "").split(",")))
+    for key, value in STUDIO_HTTP_DEFAULTS.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            ours.add(key)
+    if ours:
+        os.environ[_SET_BY_STUDIO] = ",".join(sorted(ours))
+
+
+def without_studio_http_defaults(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without what ``use_studio_http_defaults`` set (for a trainer's environment)."""
+    for key in env.pop(_SET_BY_STUDIO, "").split(","):
+        if key in STUDIO_HTTP_DEFAULTS:
+            env.pop(key, None)
+    return env

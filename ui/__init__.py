@@ -25,3 +25,12 @@ def _leave_pages_directory_mode() -> None:
 
 
 _leave_pages_directory_mode()
+
+
+def _fail_fast_on_a_down_tracking_server() -> None:
+    from trainer.settings import use_studio_http_defaults
+
+    use_studio_http_defaults()
+
+
+_fail_fast_on_a_down_tracking_server()
