@@ -18,10 +18,11 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-from options_support import tiny_config  # noqa: E402
+from options_support import StopAfter, tiny_config  # noqa: E402
 
 import trainer.loop as loop  # noqa: E402
 from trainer import distributed  # noqa: E402
+from trainer.loop import StopSignal  # noqa: E402
 from trainer.tracking import NullTracker  # noqa: E402
 
 
@@ -37,6 +38,18 @@ def gradient_average_error(dist: distributed.Dist) -> float:
     ((reference(x) - y) ** 2).mean().backward()
     pairs = zip(model.parameters(), reference.parameters(), strict=True)
     return max(float((p.grad - q.grad).abs().max()) for p, q in pairs)
+
+
+def weights_digest(arch) -> str:
+    weights = {
+        f"{part}.{name}": tensor
+        for part, tensors in arch.lora_state_dicts().items()
+        for name, tensor in tensors.items()
+    }
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode() + weights[name].detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def main(home: Path, out: Path) -> None:
@@ -66,23 +79,33 @@ def main(home: Path, out: Path) -> None:
         dist=dist,
     )
     outcome = loop.train(cfg, ctx)
-    weights = {
-        f"{part}.{name}": tensor
-        for part, tensors in archs[0].lora_state_dicts().items()
-        for name, tensor in tensors.items()
-    }
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        digest.update(name.encode() + weights[name].detach().float().contiguous().numpy().tobytes())
     result = {
         "rank": dist.rank,
         "world": dist.world,
         "gradient_error": error,
-        "batches": seen,
-        "weights_sha256": digest.hexdigest(),
+        "batches": list(seen),
+        "weights_sha256": weights_digest(archs[-1]),
         "lora_files": [str(f) for f in outcome.lora_files],
         "step": outcome.step,
     }
+    # A stop that only rank 0 sees (as after a SIGTERM to it alone) stops both ranks at the same
+    # step; a resume then loads the main process's checkpoint on both and finishes in sync.
+    cfg = tiny_config(
+        train={"steps": 6},
+        save={"save_every": 2},
+        runtime={"device": "cpu", "num_processes": 2},
+    )
+    ctx.job_dir, ctx.stop = out / "job2", StopAfter(2) if dist.is_main else StopSignal()
+    stopped = loop.train(cfg, ctx)
+    ctx.stop = StopSignal()
+    resumed = loop.train(cfg, ctx, resume=out / "job2")
+    result.update(
+        stopped_at=stopped.step,
+        stopped=stopped.stopped,
+        resumed_to=resumed.step,
+        resumed_sha256=weights_digest(archs[-1]),
+        resumed_files=[str(f) for f in resumed.lora_files],
+    )
     (out / f"rank{dist.rank}.json").write_text(json.dumps(result))
     dist.close()
 

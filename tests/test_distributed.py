@@ -2,7 +2,8 @@
 
 - the real loop on 2 ranks (tests/distributed_probe.py): each rank trains a disjoint half of the
   images, the synced gradient equals the full batch's, both ranks end with identical LoRA weights
-  and only the main one saves;
+  and only the main one saves; a stop seen by rank 0 alone stops both at the same step, and a
+  resume loads the same checkpoint on both;
 - the studio's launcher (``trainer.jobs``): one MLflow run and one LoRA, the effective batch
   logged, a stop ends every process together and a resume finishes the same run;
 - the round-robin shard of the batch plan, without processes.
@@ -109,6 +110,13 @@ def test_two_ranks_train_disjoint_shards_and_stay_identical(
     assert [len(r["lora_files"]) for r in ranks] == [1, 0]  # only the main process saves
     assert sorted(p.name for p in (tmp_path / "job" / "lora").iterdir()) == ["t.safetensors"]
     assert "effective batch 4 = batch 2 x 2 processes x 1 accumulation" in done.stdout
+    # Rank 0 alone asked to stop: both stopped at step 2 (no deadlock); both resumed from the
+    # main process's checkpoint to step 6 with identical weights; only the main one saved.
+    assert [(r["stopped_at"], r["stopped"], r["resumed_to"]) for r in ranks] == [(2, True, 6)] * 2
+    assert ranks[0]["resumed_sha256"] == ranks[1]["resumed_sha256"] != ranks[0]["weights_sha256"]
+    assert [len(r["resumed_files"]) for r in ranks] == [1, 0]
+    checkpoints = sorted(p.name for p in (tmp_path / "job2" / "checkpoints").iterdir())
+    assert checkpoints[0] == "step_00000002" and checkpoints[-1] == "step_00000006"
 
 
 @pytest.mark.slow

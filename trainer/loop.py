@@ -367,12 +367,13 @@ class RunContext:
                 **library_versions(),
             }
         )
-        if skipped:
+        if skipped and self.dist.is_main:  # one voice in the log, however many processes
             print(f"skipped {len(skipped)} unusable file(s): {skipped[:20]}", flush=True)
         # Augmentations / random crops turn latent caching off, flips cache per variant: say so.
         for index, folder, mode, note in report.cache_notes():
             self.tracker.set_tags({f"dataset.{index}.latent_cache": mode})
-            print(f"dataset {index} ({folder}): {note}", flush=True)
+            if self.dist.is_main:
+                print(f"dataset {index} ({folder}): {note}", flush=True)
 
 
 def library_versions() -> dict[str, str]:
