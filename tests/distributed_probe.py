@@ -40,6 +40,33 @@ def gradient_average_error(dist: distributed.Dist) -> float:
     return max(float((p.grad - q.grad).abs().max()) for p, q in pairs)
 
 
+def equivalence_config(processes: int):
+    """2 steps of 2 micro-batches of 2 images: on 2 processes one each, on 1 accumulated.
+
+    Noise per image (force_consistent_noise), no caption dropout and adafactor (its update is
+    a smooth function of the gradient, unlike Adam's sign-like first step), so the runs can only
+    differ by how the gradients of the two micro-batches are combined."""
+    return tiny_config(
+        train={
+            "steps": 2,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 2 // processes,
+            "optimizer": "adafactor",
+            "force_consistent_noise": True,
+        },
+        datasets=[{"caption_dropout_rate": 0.0}],
+        runtime={"device": "cpu", "num_processes": processes},
+    )
+
+
+def pin_timesteps(arch):
+    """Every image at t=500 (timesteps are otherwise drawn per batch from the run's generator)."""
+    arch.sample_timesteps = lambda n, generator=None: torch.full(
+        (n,), 500, dtype=torch.long, device=arch.device
+    )
+    return arch
+
+
 def weights_digest(arch) -> str:
     weights = {
         f"{part}.{name}": tensor
@@ -106,6 +133,22 @@ def main(home: Path, out: Path) -> None:
         resumed_sha256=weights_digest(archs[-1]),
         resumed_files=[str(f) for f in resumed.lora_files],
     )
+    # DDP's average equals accumulation over the union: record the first step's synced gradient.
+    grads: list[list[torch.Tensor]] = []
+    real_clip = loop.clip_gradients
+
+    def recording_clip(params, max_norm):
+        if not grads:
+            grads.append([p.grad.detach().clone() for p in params])
+        return real_clip(params, max_norm)
+
+    loop.clip_gradients = recording_clip
+    loop.load_arch = lambda *a, **k: pin_timesteps(recording_load(*a, **k))
+    ctx.job_dir = out / "job3"
+    equal = loop.train(equivalence_config(2), ctx)
+    if dist.is_main:
+        torch.save(grads[0], out / "grads_2proc.pt")
+    result["equivalence_files"] = [str(f) for f in equal.lora_files]
     (out / f"rank{dist.rank}.json").write_text(json.dumps(result))
     dist.close()
 

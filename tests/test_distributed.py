@@ -20,12 +20,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from jobs_support import make_home, training_at, wait_for
 from options_support import tiny_config
 
 from trainer import jobs
 from trainer.config_io import load_config
 from trainer.distributed import Dist
+from trainer.lora_io import read_lora_tensors
 from trainer.settings import StudioSettings, load_settings
 from trainer.tracking import NullTracker, get_run_record, list_runs, lora_artifacts, metric_history
 
@@ -88,7 +90,7 @@ def test_the_launch_command_uses_accelerate_for_several_processes(tmp_path: Path
 # ------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_two_ranks_train_disjoint_shards_and_stay_identical(
-    demo_home: Path, tmp_path: Path
+    demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {**os.environ, "STUDIO_HOME": str(demo_home), "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_RUN_ID", None)
@@ -117,6 +119,40 @@ def test_two_ranks_train_disjoint_shards_and_stay_identical(
     assert [len(r["resumed_files"]) for r in ranks] == [1, 0]
     checkpoints = sorted(p.name for p in (tmp_path / "job2" / "checkpoints").iterdir())
     assert checkpoints[0] == "step_00000002" and checkpoints[-1] == "step_00000006"
+    # 2 processes x 1 micro-batch == 1 process x 2 accumulated micro-batches over the same images:
+    # same first-step gradient and same LoRA after 2 steps (up to float summation order).
+    one_grads, one_files = _one_process_reference(demo_home, tmp_path / "reference", monkeypatch)
+    two_grads = torch.load(tmp_path / "grads_2proc.pt")
+    assert len(two_grads) == len(one_grads) > 0
+    assert any(float(g.abs().max()) > 0 for g in two_grads)
+    for two, one in zip(two_grads, one_grads, strict=True):
+        assert torch.allclose(two, one, rtol=1e-4, atol=1e-7), float((two - one).abs().max())
+    two_lora = read_lora_tensors(ranks[0]["equivalence_files"][0])
+    one_lora = read_lora_tensors(one_files[0])
+    assert two_lora.keys() == one_lora.keys()
+    for key, value in two_lora.items():
+        assert torch.allclose(value, one_lora[key], rtol=1e-4, atol=1e-6), key
+
+
+def _one_process_reference(home: Path, job: Path, monkeypatch: pytest.MonkeyPatch):
+    """The equivalence run on one process (in this test process): first gradient, LoRA files."""
+    from distributed_probe import equivalence_config, pin_timesteps
+    from options_support import run
+
+    import trainer.loop as loop
+
+    grads: list[list[torch.Tensor]] = []
+    real_clip, real_load = loop.clip_gradients, loop.load_arch
+
+    def recording_clip(params, max_norm):
+        if not grads:
+            grads.append([p.grad.detach().clone() for p in params])
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(loop, "clip_gradients", recording_clip)
+    monkeypatch.setattr(loop, "load_arch", lambda *a, **k: pin_timesteps(real_load(*a, **k)))
+    outcome, _ = run(equivalence_config(1), home, job)
+    return grads[0], outcome.lora_files
 
 
 @pytest.mark.slow
@@ -128,7 +164,7 @@ def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
         [
             "runtime.num_processes=2",
             "runtime.device=cpu",
-            "train.steps=60",
+            "train.steps=40",
             "train.gradient_accumulation_steps=2",
             "sample.sample_every=0",
             "save.save_every=2",
@@ -168,9 +204,9 @@ def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
     assert record.params["num_processes"] == "2"
     history = metric_history(settings.tracking_uri, job.run_id, ["effective_batch_size", "loss"])
     assert {value for _, value, _ in history["effective_batch_size"]} == {8.0}
-    assert [step for step, _, _ in history["loss"]][-1] == 60
+    assert [step for step, _, _ in history["loss"]][-1] == 40
     loras = [a for a in lora_artifacts(settings.tracking_uri, job.run_id) if a.startswith("lora/")]
     assert loras == ["lora/demo_sd15.safetensors"]
     assert sorted(p.name for p in (job.job_dir / "lora").iterdir()) == ["demo_sd15.safetensors"]
     text = (job.job_dir / jobs.LOG_FILE).read_text()
-    assert text.count("Finished 60 steps") == 1  # one voice: only the main process reports
+    assert text.count("Finished 40 steps") == 1  # one voice: only the main process reports
