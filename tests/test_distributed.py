@@ -3,7 +3,8 @@
 - the real loop on 2 ranks (tests/distributed_probe.py): each rank trains a disjoint half of the
   images, the synced gradient equals the full batch's, both ranks end with identical LoRA weights
   and only the main one saves; a stop seen by rank 0 alone stops both at the same step, and a
-  resume loads the same checkpoint on both;
+  resume loads the same checkpoint on both; 2 processes give the same gradient and LoRA as 1
+  process accumulating the same micro-batches;
 - the studio's launcher (``trainer.jobs``): one MLflow run and one LoRA, the effective batch
   logged, a stop ends every process together and a resume finishes the same run;
 - the round-robin shard of the batch plan, without processes.
