@@ -16,6 +16,8 @@ Use from a test module (``tests/`` is on ``sys.path`` like ``ui_support``)::
 - ``wait_idle(page)``: wait until Streamlit has finished running the script.
 - ``open_page(page, title)``: click the sidebar link of a page and wait for it to render.
 - ``shot(page, name)``: a full-page screenshot in ``test-artifacts/e2e/<name>.png``.
+- ``set_number(page, label, value)``, ``choose(page, label, option)``: fill a number input / pick
+  a select box option by their labels, then wait for the rerun.
 """
 
 from __future__ import annotations
@@ -307,3 +309,31 @@ def shot(page, name: str) -> Path:
 
 def clear_artifacts() -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
+
+def main_area(page):
+    return page.locator('[data-testid="stMain"]')
+
+
+def set_number(page, label: str, value: float, scope=None) -> None:
+    """Type a number into the input labelled ``label``, commit it with Enter, wait for the rerun."""
+    box = (scope or main_area(page)).get_by_role("spinbutton", name=label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+    shown = box.input_value()
+    assert float(shown) == float(value), f"{label}: shows {shown!r}, typed {value!r}"
+
+
+def choose(page, label: str, option, scope=None) -> None:
+    """Open the select box labelled ``label`` and click ``option`` (its text, or a pattern)."""
+    box = (scope or main_area(page)).get_by_role("combobox", name=label, exact=True)
+    box.click()
+    options = page.get_by_role("option")
+    try:
+        options.first.wait_for(timeout=2_000)
+    except Exception:  # a click on an already focused select box can leave it closed
+        box.press("ArrowDown")
+    exact = isinstance(option, str)
+    page.get_by_role("option", name=option, exact=exact if exact else None).first.click()
+    wait_idle(page)
