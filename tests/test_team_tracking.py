@@ -341,6 +341,8 @@ def test_monitor_page_shows_the_run_from_the_server(team: dict, as_studio) -> No
     charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     assert len(charts) == 2  # loss and learning rate, from the server's metric history
     assert len(at.get("image")) == 4  # 2 prompts at steps 0 and 10, downloaded from the server
+    downloads = team["home"] / "cache" / "downloads" / "artifacts" / team["run_id"]
+    assert len(list(downloads.rglob("*.png"))) == 4  # into the studio's home, not a shared /tmp
     assert "demo_sd15.safetensors" in text and at.get("download_button")  # the local files
     assert not any(b.key.startswith("dlm_") for b in at.get("download_button"))
     link = at.get("link_button")[0].proto.url

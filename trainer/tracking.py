@@ -1321,6 +1321,14 @@ _IMAGE_NAME = re.compile(
 )
 
 
+def _download_cache() -> Path:
+    """Where artifacts downloaded from a tracking server are kept: the studio home's cache
+    (runs may be private, so never a shared, world-readable temp folder)."""
+    from trainer.settings import load_settings
+
+    return load_settings().home / "cache" / "downloads"
+
+
 class _Artifacts:
     """Read a run's artifacts: straight from disk for a local store, via a cache otherwise."""
 
@@ -1334,7 +1342,7 @@ class _Artifacts:
             self.local = Path(local_file_uri_to_path(uri))
         else:  # downloads through a tracking server: no tqdm bar per file in the studio's log
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lora-studio-cache"
+        base = Path(cache_dir) if cache_dir else _download_cache()
         self.cache = base / "artifacts" / run_id
 
     def list(self, path: str) -> list[Any]:
