@@ -94,6 +94,8 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
     for number in range(1, 13):
         heading = wizard_heading(page)
         seen.append(heading)
+        broken = main.get_by_text(re.compile(r"could not show"))
+        assert not broken.count(), f"{heading}: {broken.all_inner_texts()}"
         expect(main.get_by_text(f"Step {number} of 12", exact=True)).to_be_visible()
         if heading == "Model":
             assert main.get_by_role("textbox", name="Base model").input_value() == "demo:sd15"
@@ -111,7 +113,8 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
             assert main.get_by_role("textbox", name="Resolution").input_value() == "64"
         elif heading == "Training core":
             set_number(page, "Training steps", 8)
-        elif heading == "Sampling":
+        elif heading == "Sampling":  # the prompts table (2 recommended prompts) is shown
+            expect(main.locator('[data-testid="stDataFrame"]').first).to_be_visible()
             set_number(page, "Sample every", 4)
             set_number(page, "Sample steps", 4)
         elif heading == "Save & logging":

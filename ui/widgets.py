@@ -458,6 +458,11 @@ def _table(path: str, s: Spec, value: Any, label: str) -> None:
     model = s.row_model
     columns = list(model.model_fields)
     frame = pd.DataFrame(ss[_BASE + path], columns=columns)
+    for name, info in model.model_fields.items():
+        # A text or choice column that no row fills is all-NaN, i.e. float, and the data editor
+        # refuses a text column over floats: keep such columns as objects (empty cells = None).
+        if _analyse(name, info).kind not in ("int", "float"):
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     st.markdown(f"**{label}**", help=_help(s))
     st.data_editor(
         frame,
