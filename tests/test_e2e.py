@@ -352,6 +352,9 @@ def accessibility_problems(page, where: str) -> list[str]:
     missing_alt = page.locator("img:not([alt])").count()
     if missing_alt:
         problems.append(f"{where}: {missing_alt} image(s) without alt text")
+    broken = main_area(page).get_by_text(re.compile(r"could not show|Traceback"))
+    problems += [f"{where}: {text}" for text in broken.all_inner_texts()]
+    problems += [f"{where}: exception" for _ in page.locator('[data-testid="stException"]').all()]
     return problems
 
 
