@@ -244,9 +244,12 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
     wait_idle(page)
     shot(page, "08-monitor-stopping")
 
+    statuses: list[str] = []
+
     def stopped() -> bool:
+        statuses.append(header_status(page))
         return (
-            "stopped" in header_status(page)
+            "stopped" in statuses[-1]
             and main.get_by_role("button", name=re.compile("Resume$")).count() > 0
         )
 
@@ -257,6 +260,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
             f"{err}\ntrainer log:\n{trainer_log(studio_server, run.run_id)}"
         ) from None
     wait_idle(page)
+    assert not [s for s in statuses if "resuming" in s], statuses  # nothing was resumed yet
     stopped_at, total = monitor_step(page)
     assert 3 <= stopped_at < total == 20, (stopped_at, total)
     checkpoints = main.get_by_text(re.compile(r"^Checkpoints: .*Resume continues from the newest"))

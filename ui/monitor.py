@@ -204,7 +204,8 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.subheader(f"{view.name}")
     status = STATUS_LABELS.get(view.status, view.status)
-    if view.alive and view.status != "RUNNING" and view.phase != "finished":
+    ended = ("finished", "killed", "failed")  # the trainer said so and is only exiting
+    if view.alive and view.status != "RUNNING" and view.phase not in ended:
         status = "🚀 resuming"  # until the relaunched trainer attaches to the run
     left.markdown(f"**Status:** {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
     right.link_button(
