@@ -1,5 +1,10 @@
 """The compare page's reads of the store, cached: the runs, the advisor's view of them, and the
-version number that a rating or note bumps so the next render reads the store again."""
+version number that a rating or note bumps so the next render reads the store again.
+
+A local SQLite store is read in bulk each time (fast); any other store (``mlflow server``) through
+one ``tracking.RunCache`` per tracking URI shared by all sessions, which re-reads only the runs
+that may have changed (new, running, just rated) and the whole store every few minutes or when
+``refresh`` is called."""
 
 from __future__ import annotations
 
@@ -13,10 +18,32 @@ from trainer.tracking import RunRecord
 VERSION_KEY = "cmp:version"
 
 
+FULL_EVERY_S = 300.0  # a server store is read in full this often (runs deleted elsewhere go)
+
+
+@st.cache_resource(show_spinner=False)
+def run_cache(tracking_uri: str) -> tracking.RunCache:
+    """The runs read so far from the store at ``tracking_uri`` (one holder per URI)."""
+    return tracking.RunCache(tracking_uri, full_every_s=FULL_EVERY_S)
+
+
 @st.cache_data(ttl=30, show_spinner=False)
 def load_runs(tracking_uri: str, version: int = 0) -> list[RunRecord]:
-    """All runs of the store, newest first (``version`` is bumped when a rating/note changes)."""
-    return tracking.list_all_runs(tracking_uri)
+    """All runs of the store, newest first (``version`` is bumped when a rating/note changes;
+    the rated run itself is read again, see ``tracking.mark_changed``)."""
+    return run_cache(tracking_uri).runs()
+
+
+def refresh(tracking_uri: str) -> None:
+    """Read the whole store again on the next render (the "Refresh" of the compare page)."""
+    run_cache(tracking_uri).invalidate()
+    bump()
+
+
+def updated(tracking_uri: str, run_id: str) -> None:
+    """Read one run again now (after the page changed it) and show it on the next render."""
+    run_cache(tracking_uri).update(run_id)
+    bump()
 
 
 @st.cache_resource(ttl=30, show_spinner=False)
