@@ -6,9 +6,11 @@ import streamlit as st
 
 from trainer.settings import load_settings
 from ui import compare
+from ui.compare_store import render_refresh
 
 settings = load_settings()
 st.title("Compare runs")
+render_refresh(settings.tracking_uri)
 
 records = compare.load_runs(settings.tracking_uri, compare.version())
 if not records:

@@ -196,3 +196,34 @@ def test_a_local_sqlite_store_is_read_in_bulk_each_time(store: dict, monkeypatch
 
     through_client = tracking.RunCache(uri, bulk_sql=False).runs()
     assert [same(r) for r in through_client] == [same(r) for r in cache.runs()]
+
+
+def test_compare_page_refreshes_incrementally_through_the_client(store: dict, monkeypatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setattr(tracking.RunCache, "_use_sql", lambda self: False)  # as for a server
+    uri, made = store["uri"], store["made"]
+    at = AppTest.from_file(str(root / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    from ui.compare_store import run_cache
+
+    cache = run_cache(uri)
+    assert cache.last.mode == "full" and len(at.dataframe[0].value) == 4
+
+    at.multiselect(key="cmp:picked").set_value([made[1]]).run()
+    key = made[1][:12]
+    at.selectbox(key=f"cmp:rate:{key}").set_value(3).run()
+    at.button(key=f"cmp:save:{key}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert cache.last.mode == "incremental" and cache.last.fetched == 1  # only the rated run
+    table = at.dataframe[0].value
+    assert table[table["run id"] == made[1]].iloc[0]["rating"] == 3
+
+    MlflowClient(uri).delete_run(made[0])
+    new = _make_run(store["settings"], 5)
+    at.button(key="cmp:refresh").click().run()
+    assert cache.last.mode == "full"
+    assert set(at.dataframe[0].value["run id"]) == {new, *made[1:]}

@@ -40,6 +40,19 @@ def refresh(tracking_uri: str) -> None:
     bump()
 
 
+def render_refresh(tracking_uri: str) -> None:
+    """A "Refresh" button: every run is read again (runs deleted elsewhere go, edits made in the
+    MLflow UI show); otherwise a server store is re-read in full every few minutes."""
+    st.button(
+        "Refresh runs",
+        key="cmp:refresh",
+        icon=":material/refresh:",
+        help="Read every run of the store again.",
+        on_click=refresh,
+        args=(tracking_uri,),
+    )
+
+
 def updated(tracking_uri: str, run_id: str) -> None:
     """Read one run again now (after the page changed it) and show it on the next render."""
     run_cache(tracking_uri).update(run_id)
