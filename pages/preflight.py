@@ -29,7 +29,7 @@ overrides = render_overrides(hw)
 st.subheader("2 · What you are training")
 answers = render_intent()
 
-if state.meta().get("preflight_done"):
+if state.meta().get("preflight_done") and st.session_state.get("pf:applied") is None:
     st.caption(
         "ℹ️ You confirmed preflight before. Confirming again replaces the recommended values "
         "(you can undo it in the wizard)."

@@ -205,6 +205,12 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
     assert [point[0] for point in loss] == list(range(1, 9)), loss  # log every step: 1..8
     assert all(value > 0 for _, value, _ in loss)
 
+    # ---- the run is on the compare page too
+    open_page(page, "Compare")
+    expect(main.get_by_text("my_lora").first).to_be_attached()  # a cell of the runs table
+    assert not page.locator('[data-testid="stException"]').count()
+    shot(page, "08-compare-one-run")
+
 
 def monitor_step(page) -> tuple[int, int]:
     """(step, total) from the monitor's Step metric; (0, 0) before the first step."""
