@@ -6,6 +6,7 @@ counted; runs are made by the tracking module (``create_run`` + ``MlflowTracker`
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -168,9 +169,40 @@ def test_deleted_runs_go_at_the_next_full_read(store: dict, monkeypatch) -> None
     assert set(_ids(cache.runs())) == set(made[1:])
     assert cache.last.mode == "full" and count.runs == 3
 
-    cache.full_every_s = 0  # the periodic full read
+    cache.full_every_s, cache.background = 0, False  # the periodic full read, in the foreground
     client.delete_run(made[1])
     assert set(_ids(cache.runs())) == set(made[2:]) and cache.last.mode == "full"
+
+
+def test_the_periodic_full_read_runs_in_the_background(store: dict, monkeypatch) -> None:
+    uri, made = store["uri"], store["made"]
+    cache = tracking.RunCache(uri, bulk_sql=False, full_every_s=3600)
+    assert len(cache.runs()) == 4
+    MlflowClient(uri).delete_run(made[0])
+    cache.full_every_s = 0  # due now
+    count = Counter(monkeypatch)
+    slow = threading.Event()
+    search = MlflowClient.search_runs
+
+    def held_full_read(client, *args, **kwargs):  # the full read returns when released
+        found = search(client, *args, **kwargs)
+        if not kwargs.get("filter_string"):
+            assert slow.wait(30)
+        return found
+
+    monkeypatch.setattr(MlflowClient, "search_runs", held_full_read)
+    served = cache.runs()  # not blocked by the full read: the records known so far
+    assert cache.last.mode == "incremental" and len(served) == 4
+    tracking.set_rating(uri, made[1], 2)  # rated after the full read's query
+    cache.full_every_s = 3600
+    assert {r.run_id: r for r in cache.runs()}[made[1]].rating == 2
+    slow.set()
+    cache.wait(30)
+    assert cache.last_full.mode == "full (background)" and cache.last_full.fetched == 3
+    runs = {r.run_id: r for r in cache.runs()}
+    assert set(runs) == set(made[1:])  # the deleted run is gone
+    assert runs[made[1]].rating == 2  # not lost to the older full read: read again
+    assert count.runs >= 3
 
 
 def test_runs_of_a_deleted_experiment_go_at_once(store: dict) -> None:

@@ -1324,8 +1324,10 @@ class RunCache:
     ``mlflow server`` is not read in full on every refresh (500 runs: ~9 MB of JSON, 6-12 s).
 
     A local SQLite file is read in bulk each time (``list_all_runs``: 0.2-0.6 s for 500 runs).
-    Any other store is read in full on the first call, on ``runs(full=True)`` and once
-    ``full_every_s`` has passed (which also drops runs deleted meanwhile); in between a refresh
+    Any other store is read in full on the first call, after ``invalidate()`` and on
+    ``runs(full=True)``, and again once ``full_every_s`` has passed (which also drops runs deleted
+    meanwhile) — in a background thread when ``background`` is set, so that no render waits for
+    it: the records read so far are refreshed incrementally until it is done. In between, a refresh
     asks only for runs that may have changed: runs started after the newest known one, runs
     RUNNING now (new, or a stopped run resumed), known runs that were RUNNING/SCHEDULED (finished
     meanwhile) and runs this process changed through this module (``set_rating``, ``set_note``,
@@ -1339,8 +1341,10 @@ class RunCache:
         full_every_s: float = 300.0,
         max_results: int = 5000,
         bulk_sql: bool | None = None,
+        background: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.background = background
         self.full_every_s = full_every_s
         self.max_results = max_results
         self._bulk_sql = bulk_sql
@@ -1349,7 +1353,10 @@ class RunCache:
         self._start_ms: dict[str, int] = {}
         self._full_at: float | None = None
         self._changes_seen = 0
+        self._generation = 0  # bumped by each full read installed
+        self._reader: threading.Thread | None = None
         self.last = RefreshStats()
+        self.last_full = RefreshStats()
 
     def _use_sql(self) -> bool:
         if self._bulk_sql is not None:
@@ -1370,8 +1377,14 @@ class RunCache:
             self.last = RefreshStats("sql", 1, len(records), time.perf_counter() - started)
             return records
         with self._lock:
-            stale = self._full_at is None or time.monotonic() - self._full_at > self.full_every_s
-            stats = self._read_all() if full or stale else self._read_changed()
+            due = self._full_at is not None and time.monotonic() - self._full_at > self.full_every_s
+            if due and self.background:
+                self._start_reader()
+            if full or self._full_at is None or (due and not self.background):
+                stats = self._read_all()
+                self.last_full = stats
+            else:
+                stats = self._read_changed()
             stats.seconds = time.perf_counter() - started
             self.last = stats
             order = sorted(self._records, key=lambda rid: (-self._start_ms[rid], rid))
@@ -1414,18 +1427,62 @@ class RunCache:
             )
         )
 
-    def _read_all(self) -> RefreshStats:
+    def _fetch_all(self) -> tuple[list[Any], int, float, RefreshStats]:
+        """Every active run (no lock needed), the latest change number and the time before."""
         client = _client(self.tracking_uri)
-        _, self._changes_seen = _changed_after(self.tracking_uri, self._changes_seen)
+        _, changes = _changed_after(self.tracking_uri, 0)
         full_at = time.monotonic()
         ids = self._experiments(client)
         runs = self._search(client, ids, "") if ids else []
+        return runs, changes, full_at, RefreshStats("full", 1 if ids else 0, len(runs))
+
+    def _install(self, runs: list[Any], changes: int, full_at: float) -> None:
         self._records.clear()
         self._start_ms.clear()
         for run in runs:
             self._keep(run)
         self._full_at = full_at
-        return RefreshStats("full", 1 if ids else 0, len(runs))
+        # Changes made after the read began (even those a refresh read meanwhile, when it ran in
+        # the background: their records are replaced by this older read) are read again.
+        self._changes_seen = changes
+        self._generation += 1
+
+    def _read_all(self) -> RefreshStats:
+        runs, changes, full_at, stats = self._fetch_all()
+        self._install(runs, changes, full_at)
+        return stats
+
+    def _start_reader(self) -> None:
+        if self._reader is not None and self._reader.is_alive():
+            return
+        self._reader = threading.Thread(
+            target=self._read_in_background,
+            args=(self._generation,),
+            name="run-cache-full-read",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _read_in_background(self, generation: int) -> None:
+        started = time.perf_counter()
+        try:
+            runs, changes, full_at, stats = self._fetch_all()
+        except Exception as err:  # the server is down: keep what we have, try again later
+            log.warning("full re-read of %s failed: %s", self.tracking_uri, err)
+            with self._lock:
+                self._full_at = time.monotonic()
+            return
+        stats.mode, stats.seconds = "full (background)", time.perf_counter() - started
+        with self._lock:
+            if self._generation == generation:  # no full read was installed meanwhile
+                self._install(runs, changes, full_at)
+                self.last_full = stats
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a background full read to finish (tests, benchmarks)."""
+        reader = self._reader
+        if reader is not None:
+            reader.join(timeout)
 
     def _read_changed(self) -> RefreshStats:
         client = _client(self.tracking_uri)
