@@ -156,3 +156,16 @@ def test_a_dead_trainer_is_reconciled_when_the_monitor_loads(settings: StudioSet
     assert any("killed" in e.value.lower() for e in at.error)
     assert at.button(key=f"resume_{job.run_id}").disabled  # killed before its first checkpoint
     assert "No checkpoint was saved" in texts(at)
+
+
+def test_a_stale_run_label_from_the_browser_still_picks_its_run(
+    settings: StudioSettings, finished_run: str
+) -> None:
+    # A browser sends a select box's value as the label it showed; a run's label changes with
+    # its status (running -> finished), so an old label must still mean the same run.
+    at = monitor(None)
+    at.session_state["run"] = f"monitor_done · 🟢 running · 2026-01-01 00:00 · {finished_run[:8]}"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="run").value == finished_run
+    assert "monitor_done" in texts(at) and "✅ finished" in texts(at)
