@@ -162,6 +162,16 @@ def bench_server(home: Path, runs: int, repeat: int) -> int:
             assert not at.exception, [e.value for e in at.exception]
         table = at.dataframe[0].value
         assert len(table) == runs
+        from ui.compare_store import run_cache
+
+        page_cache = run_cache(url)
+        page_cache.full_every_s = 0  # the periodic full read is due: read in the background
+        at.session_state["cmp:version"] = 3000
+        due_s, _ = timed(at.run)
+        page_cache.full_every_s = 3600
+        page_cache.wait(120)
+        background = page_cache.last_full
+        assert background.mode == "full (background)", background
         page_s = max(statistics.median(x) for x in (warm, reread, after_rating))
         print(f"compare page, first render (reads all {runs} runs): {page_first_s:.2f} s")
         print(f"compare page, 2 picked, warm:                   {statistics.median(warm):.2f} s")
@@ -170,7 +180,11 @@ def bench_server(home: Path, runs: int, repeat: int) -> int:
             f"compare page, after a rating (1 run re-read):   "
             f"{statistics.median(after_rating):.2f} s (target < {PAGE_S} s)"
         )
-        return 0 if page_s < PAGE_S else 1
+        print(
+            f"compare page, periodic full read due:         {due_s:.2f} s (the read itself:"
+            f" {background.seconds:.2f} s in the background, {background.fetched} runs)"
+        )
+        return 0 if max(page_s, due_s) < PAGE_S else 1
 
 
 def main() -> int:

@@ -259,3 +259,23 @@ def test_compare_page_refreshes_incrementally_through_the_client(store: dict, mo
     at.button(key="cmp:refresh").click().run()
     assert cache.last.mode == "full"
     assert set(at.dataframe[0].value["run id"]) == {new, *made[1:]}
+
+
+def test_a_paged_full_read_finds_every_run_even_with_equal_start_times(
+    store: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri, made = store["uri"], store["made"]
+    client = MlflowClient(uri)
+    experiment = client.get_run(made[0]).info.experiment_id
+    same = [client.create_run(experiment, start_time=1_000_000).info.run_id for _ in range(3)]
+    cache = tracking.RunCache(uri, bulk_sql=False)
+    runs, _, _, stats = cache._fetch_all(page=2)
+    assert sorted(r.info.run_id for r in runs) == sorted([*made, *same])
+    assert stats.queries >= 4  # 7 runs, 2 a page; the three equal start times read at once
+    monkeypatch.setattr(tracking, "BACKGROUND_PAGE", 2)
+    cache.full_every_s = 0
+    cache.runs()  # first read: in the foreground; then due
+    cache.runs()
+    cache.wait(30)
+    assert cache.last_full.mode == "full (background)" and cache.last_full.queries > 1
+    assert {r.run_id for r in cache.runs()} == {*made, *same}

@@ -1291,6 +1291,7 @@ _CHANGED_LOCK = threading.Lock()
 _CHANGES = iter(range(1, 2**62))
 OPEN_STATUSES = frozenset({"RUNNING", "SCHEDULED"})
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]+$")
+BACKGROUND_PAGE = 50  # runs per query of a background full read
 
 
 def mark_changed(tracking_uri: str, run_id: str) -> None:
@@ -1427,14 +1428,44 @@ class RunCache:
             )
         )
 
-    def _fetch_all(self) -> tuple[list[Any], int, float, RefreshStats]:
-        """Every active run (no lock needed), the latest change number and the time before."""
+    def _fetch_all(self, page: int = 0) -> tuple[list[Any], int, float, RefreshStats]:
+        """Every active run (no lock needed), the latest change number and the time before.
+        ``page``: read that many runs at a time, newest first, pausing between reads (so a
+        background read leaves the interpreter to the renders now and then)."""
         client = _client(self.tracking_uri)
         _, changes = _changed_after(self.tracking_uri, 0)
         full_at = time.monotonic()
         ids = self._experiments(client)
-        runs = self._search(client, ids, "") if ids else []
-        return runs, changes, full_at, RefreshStats("full", 1 if ids else 0, len(runs))
+        if not ids:
+            return [], changes, full_at, RefreshStats("full", 0, 0)
+        if not page:
+            runs = self._search(client, ids, "")
+            return runs, changes, full_at, RefreshStats("full", 1, len(runs))
+        found: dict[str, Any] = {}
+        stats = RefreshStats("full")
+        oldest: int | None = None
+        while len(found) < self.max_results:
+            # Keyset pages (start_time <= the oldest read so far; ties read twice): runs deleted
+            # or created meanwhile cannot shift a page the way offset pages would.
+            where = "" if oldest is None else f"attributes.start_time <= {oldest}"
+            runs = list(
+                client.search_runs(
+                    ids, where, max_results=page, order_by=["attributes.start_time DESC"]
+                )
+            )
+            stats.queries += 1
+            stats.fetched += len(runs)
+            new = [run for run in runs if run.info.run_id not in found]
+            found.update((run.info.run_id, run) for run in new)
+            if len(runs) < page:
+                break
+            if not new:  # a page of runs all started in the same millisecond: read at once
+                runs = self._search(client, ids, "")
+                found.update((run.info.run_id, run) for run in runs)
+                break
+            oldest = min(int(run.info.start_time or 0) for run in runs)
+            time.sleep(0.05)
+        return list(found.values()), changes, full_at, stats
 
     def _install(self, runs: list[Any], changes: int, full_at: float) -> None:
         self._records.clear()
@@ -1466,7 +1497,7 @@ class RunCache:
     def _read_in_background(self, generation: int) -> None:
         started = time.perf_counter()
         try:
-            runs, changes, full_at, stats = self._fetch_all()
+            runs, changes, full_at, stats = self._fetch_all(page=BACKGROUND_PAGE)
         except Exception as err:  # the server is down: keep what we have, try again later
             log.warning("full re-read of %s failed: %s", self.tracking_uri, err)
             with self._lock:
