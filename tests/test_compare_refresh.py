@@ -279,3 +279,26 @@ def test_a_paged_full_read_finds_every_run_even_with_equal_start_times(
     cache.wait(30)
     assert cache.last_full.mode == "full (background)" and cache.last_full.queries > 1
     assert {r.run_id for r in cache.runs()} == {*made, *same}
+
+
+def test_a_restarted_studio_starts_from_the_snapshot(store: dict, tmp_path: Path) -> None:
+    import time
+
+    uri, made = store["uri"], store["made"]
+    snapshot = tmp_path / "cache" / "runs" / "store.json"
+    first = tracking.RunCache(uri, bulk_sql=False, snapshot=snapshot).runs()
+    deadline = time.monotonic() + 20
+    while not snapshot.is_file() and time.monotonic() < deadline:  # written in a thread
+        time.sleep(0.05)
+    assert snapshot.stat().st_mode & 0o077 == 0  # the user's only
+    MlflowClient(uri).delete_run(made[0])
+    new = _make_run(store["settings"], 6)
+
+    restarted = tracking.RunCache(uri, bulk_sql=False, snapshot=snapshot)
+    runs = restarted.runs()
+    assert restarted.last.mode == "snapshot+incremental"
+    assert runs[1:] == first and runs[0].run_id == new  # the snapshot, plus the new run
+    assert restarted.last.queries == 2 and restarted.last.fetched == 4 + 1  # 4 from the file
+    restarted.wait(30)  # the full read, in the background
+    assert restarted.last_full.mode == "full (background)"
+    assert set(_ids(restarted.runs())) == {new, *made[1:]}  # the deleted run is gone

@@ -42,7 +42,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -1343,9 +1343,12 @@ class RunCache:
         max_results: int = 5000,
         bulk_sql: bool | None = None,
         background: bool = True,
+        snapshot: str | Path | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.background = background
+        self.snapshot = Path(snapshot) if snapshot else None
+        self._snapshot_tried = False
         self.full_every_s = full_every_s
         self.max_results = max_results
         self._bulk_sql = bulk_sql
@@ -1378,6 +1381,10 @@ class RunCache:
             self.last = RefreshStats("sql", 1, len(records), time.perf_counter() - started)
             return records
         with self._lock:
+            loaded = None
+            if self._full_at is None and not full and not self._snapshot_tried:
+                self._snapshot_tried = True
+                loaded = self._load_snapshot()
             due = self._full_at is not None and time.monotonic() - self._full_at > self.full_every_s
             if due and self.background:
                 self._start_reader()
@@ -1386,6 +1393,8 @@ class RunCache:
                 self.last_full = stats
             else:
                 stats = self._read_changed()
+            if loaded is not None:
+                stats.mode, stats.fetched = f"snapshot+{stats.mode}", stats.fetched + loaded
             stats.seconds = time.perf_counter() - started
             self.last = stats
             order = sorted(self._records, key=lambda rid: (-self._start_ms[rid], rid))
@@ -1481,7 +1490,48 @@ class RunCache:
     def _read_all(self) -> RefreshStats:
         runs, changes, full_at, stats = self._fetch_all()
         self._install(runs, changes, full_at)
+        self._save_snapshot()
         return stats
+
+    # -- the snapshot: the last full read, kept on disk so a restarted studio shows the runs
+    # at once (and reads the store in full in the background)
+    def _save_snapshot(self) -> None:
+        if self.snapshot is None:
+            return
+        runs = [
+            {**rec.to_dict(), "start_ms": self._start_ms[rid]} for rid, rec in self._records.items()
+        ]
+        threading.Thread(
+            target=self._write_snapshot, args=(runs,), name="run-cache-snapshot", daemon=True
+        ).start()
+
+    def _write_snapshot(self, runs: list[dict[str, Any]]) -> None:
+        try:
+            self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.snapshot.with_name(f".{self.snapshot.name}.{uuid.uuid4().hex}.tmp")
+            tmp.touch(mode=0o600)  # the runs may be private: readable by the user only
+            tmp.write_text(json.dumps({"version": 1, "runs": runs}, default=str), "utf-8")
+            os.replace(tmp, self.snapshot)
+        except (OSError, TypeError, ValueError) as err:
+            log.info("could not write the runs snapshot %s: %s", self.snapshot, err)
+
+    def _load_snapshot(self) -> int | None:
+        """Install the snapshot's runs (the full read then due at once); how many, or None."""
+        if self.snapshot is None or not self.snapshot.is_file():
+            return None
+        try:
+            data = json.loads(self.snapshot.read_text(encoding="utf-8"))
+            if data.get("version") != 1:
+                return None
+            kept = [(_record_from_dict(d), int(d["start_ms"])) for d in data["runs"]]
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            log.info("ignoring the runs snapshot %s: %s", self.snapshot, err)
+            return None
+        self._records = {rec.run_id: rec for rec, _ in kept}
+        self._start_ms = {rec.run_id: ms for rec, ms in kept}
+        self._full_at = -math.inf  # due: read in full (in the background) now
+        self._changes_seen = 0  # read again whatever this process changed
+        return len(kept)
 
     def _start_reader(self) -> None:
         if self._reader is not None and self._reader.is_alive():
@@ -1508,6 +1558,7 @@ class RunCache:
             if self._generation == generation:  # no full read was installed meanwhile
                 self._install(runs, changes, full_at)
                 self.last_full = stats
+                self._save_snapshot()
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a background full read to finish (tests, benchmarks)."""
@@ -1548,6 +1599,16 @@ class RunCache:
         for run in found.values():
             self._keep(run)
         return stats
+
+
+def _record_from_dict(data: Mapping[str, Any]) -> RunRecord:
+    """A ``RunRecord`` from its ``to_dict()`` written as JSON."""
+    names = {f.name for f in fields(RunRecord)}
+    values = {k: v for k, v in data.items() if k in names}
+    for key in ("start_time", "end_time"):
+        values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
+    values["datasets"] = [tuple(d) for d in values.get("datasets") or []]
+    return RunRecord(**values)
 
 
 def get_run_record(tracking_uri: str, run_id: str) -> RunRecord:

@@ -8,6 +8,7 @@ that may have changed (new, running, just rated) and the whole store every few m
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import streamlit as st
@@ -23,8 +24,16 @@ FULL_EVERY_S = 300.0  # a server store is read in full this often (runs deleted 
 
 @st.cache_resource(show_spinner=False)
 def run_cache(tracking_uri: str) -> tracking.RunCache:
-    """The runs read so far from the store at ``tracking_uri`` (one holder per URI)."""
-    return tracking.RunCache(tracking_uri, full_every_s=FULL_EVERY_S)
+    """The runs read so far from the store at ``tracking_uri`` (one holder per URI), with the
+    last full read of a server store kept in ``<home>/cache/runs/`` so that a restarted studio
+    shows them at once (and reads the store again in the background)."""
+    snapshot = None
+    if tracking.sqlite_path(tracking_uri) is None:
+        from trainer.settings import load_settings
+
+        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]  # no URI in clear
+        snapshot = load_settings().home / "cache" / "runs" / f"{digest}.json"
+    return tracking.RunCache(tracking_uri, full_every_s=FULL_EVERY_S, snapshot=snapshot)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
