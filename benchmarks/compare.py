@@ -12,7 +12,7 @@ between invocations (creating 500 runs takes a minute or two). Exit status 1 whe
 every read goes through ``MlflowClient`` over HTTP: the first read of all runs against the
 incremental refresh of ``tracking.RunCache`` (new / running / rated runs only), side by side, both
 directly and as compare page renders (first render, re-render after the cache's 30 s, after a
-rating).
+rating, while the periodic full read runs in the background, after a restart from the snapshot).
 """
 
 from __future__ import annotations
@@ -184,7 +184,19 @@ def bench_server(home: Path, runs: int, repeat: int) -> int:
             f"compare page, periodic full read due:         {due_s:.2f} s (the read itself:"
             f" {background.seconds:.2f} s in the background, {background.fetched} runs)"
         )
-        return 0 if max(page_s, due_s) < PAGE_S else 1
+        from ui.compare_store import load_runs
+
+        run_cache.clear()  # a restarted studio: only the snapshot on disk is left
+        load_runs.clear()
+        again = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180)
+        again.run()
+        restart_s, _ = timed(lambda: again.switch_page("pages/compare.py").run())
+        assert not again.exception and len(again.dataframe[0].value) == runs
+        restarted = run_cache(url)
+        mode = restarted.last.mode
+        restarted.wait(120)
+        print(f"compare page, restarted studio (snapshot):     {restart_s:.2f} s ({mode})")
+        return 0 if max(page_s, due_s, restart_s) < PAGE_S else 1
 
 
 def main() -> int:
