@@ -213,12 +213,15 @@ def test_sigkill_is_reconciled_and_resume_loses_at_most_save_every_steps(
 ) -> None:
     from ui.jobs import launch_draft, reconcile_on_load, resume_job
 
-    save_every, steps = 5, 24
+    # Enough steps that the kill lands mid-training on a fast machine (the progress file is
+    # written about once a second, so a short run can finish between two readings).
+    save_every, steps = 5, 400
     job = launch_draft(long_config("kill_resume", steps, save_every), settings)
     wait_for(training_at(job.job_dir, 9), 240, "step 9")
     os.killpg(job.pid, signal.SIGKILL)
     job.process.wait(timeout=10)
     killed_at = read_progress(job.job_dir)["step"]  # the last step the studio saw done
+    assert killed_at < steps
 
     assert reconcile_on_load(settings, force=True) == [job.run_id]
     record = get_run_record(settings.tracking_uri, job.run_id)
@@ -226,7 +229,9 @@ def test_sigkill_is_reconciled_and_resume_loses_at_most_save_every_steps(
     saved = load_checkpoint(list_checkpoints(job.job_dir / "checkpoints")[-1]).step
     lost = killed_at - saved
     print(f"\nSIGKILL at step {killed_at}; last checkpoint step {saved}; {lost} steps lost")
-    assert 0 <= lost <= save_every
+    # The progress file lags the trainer by up to a second, so the checkpoint may be newer than
+    # the last step the studio saw (nothing it knew of was lost); never more than save_every.
+    assert lost <= save_every and saved >= 5
 
     again = resume_job(job.run_id, record.status, settings)
     assert again.process.wait(timeout=300) == 0, jobs.log_tail(job.job_dir)

@@ -145,7 +145,10 @@ def test_a_dead_trainer_is_reconciled_when_the_monitor_loads(settings: StudioSet
     import os
     import signal
 
-    cfg = load_config(DEMO, ["train.steps=200", "logging.run_name=monitor_dead"])
+    # No checkpoint before the kill however fast the machine trains: the first save is far away.
+    cfg = load_config(
+        DEMO, ["train.steps=200", "save.save_every=1000", "logging.run_name=monitor_dead"]
+    )
     job = jobs.launch(settings, cfg)
     wait_for(lambda: ((read_progress(job.job_dir) or {}).get("step") or 0) >= 1, 180, "step 1")
     os.killpg(job.pid, signal.SIGKILL)
