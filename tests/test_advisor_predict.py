@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from test_advisor_cases import PROFILES, make
 
@@ -13,7 +15,9 @@ from advisor.predict import predict
 from advisor.runs import config_from_params
 from advisor.timing import step_time
 from advisor.workload import workload
-from trainer.config_io import flatten
+from trainer.config_io import flatten, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RTX4090 = PROFILES["rtx4090"]
 
@@ -90,6 +94,7 @@ def test_prediction_has_ranges_parts_and_assumptions() -> None:
         assert estimate.parts and estimate.source == "prior"
     assert set(pred.vram.parts) >= {"denoiser weights", "LoRA + optimizer", "activations"}
     assert set(pred.total_time.parts) == {
+        "starting the trainer",
         "loading models",
         "caching",
         "training",
@@ -129,6 +134,15 @@ def test_disk_prediction_counts_caches_checkpoints_and_mlflow_copies() -> None:
 def test_flux_quantize_on_load_needs_about_50_gb_ram() -> None:
     ram = predict(make("model.quantize=true", arch="flux"), RTX4090).ram
     assert 42 < ram.value < 55 and ram.parts["loading peak"] > 40
+
+
+def test_the_demo_prediction_is_near_what_the_demo_measures() -> None:
+    # Measured: the demo SD1.5 preset trains at 0.03 s/step on a quiet core and 0.14-0.57 s/step
+    # on a loaded 2-core machine; an 8-step studio run took ~10 s from launch to exit.
+    pred = predict(load_config(ROOT / "presets" / "demo_sd15.yaml"), PROFILES["cpu"])
+    assert 0.03 <= pred.step_time.value <= 0.3
+    assert pred.total_time.parts["starting the trainer"] >= 3
+    assert pred.total_time.parts["caching"] < 1 and pred.total_time.parts["sampling"] < 5
 
 
 def test_demo_models_predict_small_numbers() -> None:
