@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,7 @@ class FolderInfo:
     notes: tuple[tuple[str, str], ...] = ()
     with_alpha: int = 0
     folder: str = ""
+    caption_trigger: str | None = None  # a rare token every caption contains already
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,34 @@ def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo |
     return DatasetInfo(tuple(folders))
 
 
+# Words captions share for reasons other than a trigger ("a photo of ..., ... background").
+_COMMON_CAPTION_WORDS = (
+    "a an the of on in at with and or to by for from is are this that photo picture image "
+    "portrait painting drawing render style art person man woman girl boy people face close "
+    "up view front side shot background white black"
+)
+_CAPTION_WORDS = frozenset(_COMMON_CAPTION_WORDS.split())
+_MIN_CAPTIONS = 3  # with fewer captions, every word of the subject is "shared"
+_MAX_TRIGGER_LENGTH = 8  # rare tokens are short ('sks', 'ohwx', 'zwx'); long words are subjects
+
+
+def caption_trigger(captions: Iterable[str]) -> str | None:
+    """The one rare token that every caption contains, if there is exactly one such word."""
+    captions = list(captions)
+    if len(captions) < _MIN_CAPTIONS:
+        return None
+    shared: set[str] | None = None
+    for caption in captions:
+        words = {w.strip(".,;:!?()[]\"'").lower() for w in caption.split()}
+        shared = words if shared is None else shared & words
+        if not shared:
+            return None
+    found = {
+        w for w in shared or () if w and w not in _CAPTION_WORDS and len(w) <= _MAX_TRIGGER_LENGTH
+    }
+    return found.pop() if len(found) == 1 else None
+
+
 def folder_info(scan: DatasetScan) -> FolderInfo:
     """A ``FolderInfo`` from a ``trainer.data.DatasetScan``."""
     images = scan.images
@@ -197,4 +227,5 @@ def folder_info(scan: DatasetScan) -> FolderInfo:
         notes=tuple(scan.notes),
         with_alpha=sum(i.has_alpha for i in images),
         folder=str(scan.folder),
+        caption_trigger=caption_trigger(i.caption for i in images if i.caption_from_file),
     )

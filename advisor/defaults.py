@@ -179,7 +179,12 @@ def _captions(d: Draft) -> None:
     trigger = d.intent.trigger_word
     for i in d.datasets():
         if trigger or (not d.data["datasets"][i].get("trigger_word") and not d.only_auto):
-            d.set(f"datasets.{i}.trigger_word", trigger or "ohwx", "a rare token", NOTES)
+            found = d.info.folder(i) if d.info else None
+            if not trigger and found and found.caption_trigger:
+                why = f"every caption already contains '{found.caption_trigger}'"
+                d.set(f"datasets.{i}.trigger_word", found.caption_trigger, why, "your dataset")
+            else:
+                d.set(f"datasets.{i}.trigger_word", trigger or "ohwx", "a rare token", NOTES)
         flip = prior.flip_x
         why = "mirroring doubles variety" if flip else "faces, text and logos are asymmetric"
         d.set(f"datasets.{i}.flip_x", flip, why, NOTES)

@@ -240,3 +240,41 @@ def test_resolve_autos_answers_only_the_autos() -> None:
     changed = set(config_diff(cfg, out))
     assert changed == {r.path for r in result.recommendations if get_path(cfg, r.path) == "auto"}
     assert "train.dtype" not in changed
+
+
+CAPTIONS = [
+    "a photo of sks white square on a black background",
+    "a photo of sks yellow circle on a green background",
+    "a photo of sks red star on a blue background",
+]
+
+
+def test_the_rare_token_every_caption_contains_is_found() -> None:
+    from advisor.dataset import caption_trigger
+
+    assert caption_trigger(CAPTIONS) == "sks"
+    assert caption_trigger(["ohwx, smiling", "ohwx in a car", "OHWX."]) == "ohwx"
+    assert caption_trigger(["a dog", "a cat", "a cow"]) is None  # only common words shared
+    assert caption_trigger(CAPTIONS[:2]) is None  # too few captions to tell
+    assert caption_trigger(["sks zwx dog", "sks zwx cat", "sks zwx cow"]) is None  # ambiguous
+
+
+def test_the_trigger_word_follows_what_the_captions_already_use() -> None:
+    from advisor.dataset import FolderInfo, caption_trigger
+
+    info = DatasetInfo((FolderInfo(3, captioned=3, caption_trigger=caption_trigger(CAPTIONS)),))
+    found = recommend(UserIntent("object"), "sd15", PROFILES["rtx4090"], info)
+    assert found.config.datasets[0].trigger_word == "sks"
+    assert "already contains 'sks'" in found.get("datasets.0.trigger_word").reason
+    told = recommend(UserIntent("object", trigger_word="zkw"), "sd15", PROFILES["rtx4090"], info)
+    assert told.config.datasets[0].trigger_word == "zkw"  # what the person said comes first
+    plain = recommend(UserIntent("object"), "sd15", PROFILES["rtx4090"], DatasetInfo.counts(3))
+    assert plain.config.datasets[0].trigger_word == "ohwx"
+
+
+def test_the_demo_dataset_scan_finds_its_trigger(demo_dataset) -> None:
+    import advisor.dataset as dataset_mod
+    from ui.advice import _count_folder
+
+    folder = _count_folder(dataset_mod, str(demo_dataset), 0, "txt")
+    assert folder.caption_trigger == "sks" and folder.captioned == folder.images > 0

@@ -310,8 +310,19 @@ def _count_folder(dataset_mod: Any, name: str, stamp: int, caption_ext: str) -> 
         except Exception:
             continue
     ext = "." + caption_ext.lstrip(".")
-    captioned = sum(p.with_suffix(ext).exists() for p in images)
-    return dataset_mod.FolderInfo(len(sizes), tuple(sizes), captioned, folder=str(folder))
+    captions = [_read_caption(p.with_suffix(ext)) for p in images[:2000]]
+    captioned = sum(c is not None for c in captions)
+    trigger = dataset_mod.caption_trigger(c for c in captions if c is not None)
+    return dataset_mod.FolderInfo(
+        len(sizes), tuple(sizes), captioned, folder=str(folder), caption_trigger=trigger
+    )
+
+
+def _read_caption(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _preset_for(arch: str, what: str, demo: bool) -> str | None:
