@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from trainer.settings import StudioSettings, load_settings
 from trainer.tracking import read_progress
 
 
@@ -19,6 +20,14 @@ def make_home(tmp: Path, demo_home: Path) -> Path:
     for name in ("models", "datasets"):
         (home / name).symlink_to(demo_home / name, target_is_directory=True)
     return home
+
+
+def fresh_settings(tmp: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
+    """The studio's settings on a fresh home (``make_home``) with the local SQLite store."""
+    monkeypatch.setenv("STUDIO_HOME", str(make_home(tmp, demo_home)))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return load_settings()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:

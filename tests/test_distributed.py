@@ -22,14 +22,14 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from jobs_support import make_home, training_at, wait_for
+from jobs_support import fresh_settings, training_at, wait_for
 from options_support import tiny_config
 
 from trainer import jobs
 from trainer.config_io import load_config
 from trainer.distributed import Dist
 from trainer.lora_io import read_lora_tensors
-from trainer.settings import StudioSettings, load_settings
+from trainer.settings import StudioSettings
 from trainer.tracking import NullTracker, get_run_record, list_runs, lora_artifacts, metric_history
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,11 +38,7 @@ DEMO = ROOT / "presets" / "demo_sd15.yaml"
 
 @pytest.fixture()
 def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
-    home = make_home(tmp_path, demo_home)
-    monkeypatch.setenv("STUDIO_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return load_settings()
+    return fresh_settings(tmp_path, demo_home, monkeypatch)
 
 
 # ------------------------------------------------------------------------------------ fast

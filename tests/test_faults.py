@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from jobs_support import make_home, training_at, wait_for
+from jobs_support import fresh_settings, make_home, training_at, wait_for
 from options_support import run, tiny_config
 
 from trainer import jobs
 from trainer.checkpoint import list_checkpoints, load_checkpoint
 from trainer.config_io import atomic_write_text, load_config, save_config
-from trainer.settings import StudioSettings, load_settings
+from trainer.settings import StudioSettings
 from trainer.tracking import get_run_record, read_progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +33,7 @@ DEMO = ROOT / "presets" / "demo_sd15.yaml"
 
 @pytest.fixture()
 def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
-    monkeypatch.setenv("STUDIO_HOME", str(make_home(tmp_path, demo_home)))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return load_settings()
+    return fresh_settings(tmp_path, demo_home, monkeypatch)
 
 
 def no_space(*_args, **_kwargs):

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from jobs_support import make_home, training_at, wait_for
+from jobs_support import fresh_settings, training_at, wait_for
 
 from trainer import jobs
 from trainer.config_io import load_config
-from trainer.settings import StudioSettings, load_settings
+from trainer.settings import StudioSettings
 from trainer.tracking import get_run_record, list_runs, lora_artifacts, read_job, read_progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,11 +22,7 @@ DEMO = ROOT / "presets" / "demo_sd15.yaml"
 
 @pytest.fixture()
 def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
-    home = make_home(tmp_path, demo_home)
-    monkeypatch.setenv("STUDIO_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return load_settings()
+    return fresh_settings(tmp_path, demo_home, monkeypatch)
 
 
 def long_config(name: str):

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from jobs_support import make_home
 from streamlit.testing.v1 import AppTest
 
 from trainer import jobs, tracking
@@ -199,14 +200,6 @@ def server(postgres: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 # ------------------------------------------------------------------------------------ training
-def make_home(root: Path, demo_home: Path) -> Path:
-    home = root / "home"
-    home.mkdir()
-    for name in ("models", "datasets"):
-        (home / name).symlink_to(demo_home / name, target_is_directory=True)
-    return home
-
-
 def train(settings: StudioSettings, name: str, *extra: str) -> tuple[str, Path]:
     """Launch the demo the way the studio does (``python -m trainer run`` in a subprocess)."""
     cfg = load_config(DEMO, [*OVERRIDES, f"logging.run_name={name}", *extra])
