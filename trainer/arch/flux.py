@@ -77,7 +77,10 @@ class FluxArch(Arch):
     def text_mask(self, prompts: list[str], length: int) -> Tensor:
         """1 for real T5 tokens, 0 for padding (what model.attn_masking hides from attention)."""
         tokens = self.pipe.tokenizer_2(
-            prompts, padding="max_length", max_length=length, truncation=True,
+            prompts,
+            padding="max_length",
+            max_length=length,
+            truncation=True,
             return_tensors="pt",
         )
         return tokens.attention_mask.float()
