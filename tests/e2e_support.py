@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from jobs_support import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
@@ -116,19 +117,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 def _stop_trainers(home: Path) -> None:
     """Trainer subprocesses have their own session: end any still alive in this home."""
     from trainer.jobs import job_alive
@@ -194,7 +182,7 @@ def start_studio(home: Path, demo_home: Path | None = None) -> Iterator[Studio]:
             time.sleep(0.25)
         yield studio
     finally:
-        _stop(process)
+        stop_process_group(process)
         _stop_trainers(home)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,3 +53,18 @@ def training_at(job_dir: Path, step: int) -> Callable[[], bool]:
         return progress.get("phase") == "training" and (progress.get("step") or 0) >= step
 
     return check
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a process started with ``start_new_session=True`` and its children: SIGTERM to the
+    group, then SIGKILL when it has not exited after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

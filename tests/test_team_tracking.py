@@ -17,7 +17,6 @@ import glob
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from jobs_support import make_home
+from jobs_support import make_home, stop_process_group
 from streamlit.testing.v1 import AppTest
 
 from trainer import jobs, tracking
@@ -189,14 +188,7 @@ def server(postgres: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
         TIMES["mlflow server start (tables + /health)"] = time.perf_counter() - started
         yield {"url": url, "artifacts": artifacts, "postgres": postgres}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc, grace=20)  # the server and its uvicorn worker
 
 
 # ------------------------------------------------------------------------------------ training
