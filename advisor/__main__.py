@@ -57,7 +57,7 @@ def _studio_home() -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from advisor.dataset import scan_folders
     from advisor.report import build_report
-    from trainer.config_io import ConfigError, load_config
+    from trainer.config.io import ConfigError, load_config
 
     try:
         cfg = load_config(args.config)

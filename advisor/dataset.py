@@ -3,10 +3,10 @@
 ``DatasetInfo`` is plain data: per dataset folder the number of usable images and, when the
 folder was scanned, their sizes, captions and the files that were skipped. With sizes the step
 arithmetic is exact and bucket-aware (the trainer's own ``make_buckets`` / ``bucket_for`` /
-``steps_per_epoch`` from ``trainer.data``); without them it uses ``ceil(images × repeats /
+``steps_per_epoch`` from ``trainer.data.pipeline``); without them it uses ``ceil(images × repeats /
 (batch × accumulation))`` (ADVISOR-NOTES, "Step arithmetic").
 
-``trainer.data`` imports torch, so it is imported only when sizes are known or a folder is
+``trainer.data.pipeline`` imports torch, so it is imported only when sizes are known or a folder is
 scanned; everything else here is plain Python.
 """
 
@@ -20,10 +20,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.config import ARCH_DEFAULTS, DatasetConfig, TrainingConfig
+from trainer.config.schema import ARCH_DEFAULTS, DatasetConfig, TrainingConfig
 
 if TYPE_CHECKING:
-    from trainer.data import DatasetScan  # imports torch: for type checkers only
+    from trainer.data.pipeline import DatasetScan  # imports torch: for type checkers only
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _bucket_table(
     sizes: tuple[tuple[int, int], ...],
     arch: str,
 ) -> tuple[tuple[tuple[int, int], int], ...]:
-    from trainer.data import bucket_for, make_buckets
+    from trainer.data.pipeline import bucket_for, make_buckets
 
     multiple = ARCH_DEFAULTS[arch]["size_multiple"]
     counts: Counter[tuple[int, int]] = Counter()
@@ -113,7 +113,7 @@ def steps_per_epoch(cfg: TrainingConfig, info: DatasetInfo, batch: int | None = 
     for ds, folder in zip(cfg.datasets, info.folders, strict=False):
         counts.update(bucket_counts(ds, folder, cfg.model.arch))
     if any(f.sizes for f in info.folders):
-        from trainer.data import steps_per_epoch as trainer_steps
+        from trainer.data.pipeline import steps_per_epoch as trainer_steps
 
         return max(1, trainer_steps(dict(counts), batch, accum))
     return max(1, math.ceil(sum(counts.values()) / (batch * accum)))
@@ -162,7 +162,7 @@ def _steps(cfg: TrainingConfig) -> int:
 
 # ------------------------------------------------------------------------------------ scanning
 def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo | None:
-    """Scan every dataset folder that exists on disk (via ``trainer.data.scan_dataset``).
+    """Scan every dataset folder that exists on disk (via ``trainer.data.pipeline.scan_dataset``).
 
     Relative folders are read from ``root`` (default: the working directory, as the trainer
     does). Returns None when a folder cannot be read (e.g. a config written for another machine)
@@ -174,7 +174,10 @@ def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo |
     paths = [root / p if root is not None and not p.is_absolute() else p for p in paths]
     if not all(p.is_dir() for p in paths):
         return None
-    from trainer.data import DatasetError, scan_dataset  # imports torch: only when scanning
+    from trainer.data.pipeline import (  # imports torch: only when scanning
+        DatasetError,
+        scan_dataset,
+    )
 
     folders = []
     for ds, path in zip(cfg.datasets, paths, strict=True):
@@ -216,7 +219,7 @@ def caption_trigger(captions: Iterable[str]) -> str | None:
 
 
 def folder_info(scan: DatasetScan) -> FolderInfo:
-    """A ``FolderInfo`` from a ``trainer.data.DatasetScan``."""
+    """A ``FolderInfo`` from a ``trainer.data.pipeline.DatasetScan``."""
     images = scan.images
     return FolderInfo(
         images=len(images),

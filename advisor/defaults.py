@@ -27,10 +27,10 @@ from advisor.models import FLUX_TARGETS, GIB, SD_TARGETS
 from advisor.patch import default_of, set_in
 from advisor.profile import SystemProfile
 from advisor.workload import resolved_dtype, variants, workload
-from trainer.config import ARCH_DEFAULTS, TrainingConfig
+from trainer.config.schema import ARCH_DEFAULTS, TrainingConfig
 
 VRAM_SOURCE = "advisor VRAM model (calibrated on ADVISOR-NOTES figures)"
-SCHEMA = "trainer/config.py ARCH_DEFAULTS"
+SCHEMA = "trainer/config/schema.py ARCH_DEFAULTS"
 
 
 @dataclass(frozen=True)

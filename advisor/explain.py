@@ -15,8 +15,8 @@ from functools import cache
 
 from advisor import rules
 from advisor.explain_table import FIELDS, STEPS, Text
-from trainer.config import WIZARD_STEPS, field_meta, iter_fields
-from trainer.config_io import literal_choices
+from trainer.config.io import literal_choices
+from trainer.config.schema import WIZARD_STEPS, field_meta, iter_fields
 
 LEVELS = ("beginner", "intermediate", "advanced")
 AFFECT_WORDS = {

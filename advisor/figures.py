@@ -21,7 +21,7 @@ from advisor.models import kohya_swap_share
 from advisor.profile import SystemProfile, synthetic_profile
 from advisor.timing import step_time
 from advisor.workload import Workload, workload
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 RTX_4090 = synthetic_profile("NVIDIA GeForce RTX 4090", 24.0, ram_gb=64.0)
 BIG_GPU = synthetic_profile("NVIDIA A100-SXM4-80GB", 80.0, ram_gb=128.0)

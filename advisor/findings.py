@@ -18,7 +18,7 @@ from advisor.models import is_demo
 from advisor.predict import Prediction, predict
 from advisor.profile import SystemProfile
 from advisor.workload import Workload, workload
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 Severity = Literal["error", "warning", "suggestion"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "suggestion")

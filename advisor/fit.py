@@ -17,7 +17,7 @@ from advisor.memory import peak_ram, peak_vram
 from advisor.patch import Patch, changed, try_patch
 from advisor.profile import SystemProfile
 from advisor.workload import latent_mode, workload
-from trainer.config import ARCH_DEFAULTS, TrainingConfig
+from trainer.config.schema import ARCH_DEFAULTS, TrainingConfig
 
 SAFETY = 0.95  # keep 5% of the budget free: drivers, the desktop, fragmentation spikes
 

@@ -161,7 +161,7 @@ FACTS: dict[str, ModelFacts] = {
 }
 
 
-# The tiny built-in demo models (trainer/tiny.py: 3-11 MB each, 64 px): rough sizes, so
+# The tiny built-in demo models (trainer/demo/tiny.py: 3-11 MB each, 64 px): rough sizes, so
 # predictions for a demo run are small instead of those of the real model.
 DEMO_FACTS: dict[str, ModelFacts] = {
     arch: replace(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from trainer.config import TrainingConfig, field_info, get_path
+from trainer.config.schema import TrainingConfig, field_info, get_path
 
 Patch = dict[str, Any]
 

@@ -20,7 +20,7 @@ from advisor.profile import SystemProfile, detect_profile
 from advisor.runs import PastRun, as_runs, median, same_setup
 from advisor.timing import run_parts, step_time
 from advisor.workload import Workload, workload
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 VRAM_RANGE = (0.9, 1.15)
 RAM_RANGE = (0.85, 1.25)

@@ -7,7 +7,7 @@ Rules live in ``checks_hardware``, ``checks_training``, ``checks_data`` and ``ch
 importing this module registers them all in ``RULES``. Combinations the schema itself refuses
 (unload_text_encoder without cached embeddings, a trained text encoder with cached embeddings,
 shuffled tags with cached embeddings, preservation without a class word, warmup_steps ≥ steps,
-persistent workers without workers...) never reach the rules: ``trainer.config`` rejects them
+persistent workers without workers...) never reach the rules: ``trainer.config.schema`` rejects them
 with a dotted path and the fix in the message.
 """
 
@@ -23,7 +23,7 @@ from advisor.findings import RULES, SEVERITIES, Context, Finding, Rule
 from advisor.patch import try_patch
 from advisor.profile import SystemProfile
 from advisor.runs import as_runs
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 __all__ = ["RULES", "SUGGESTION_ONLY", "FixResult", "Rule", "apply_fixes", "errors", "validate"]
 

@@ -1,6 +1,6 @@
-"""Past runs as plain data: ``trainer.tracking.RunRecord`` objects or dicts, never MLflow objects.
+"""Past runs as plain data: ``trainer.tracking.store.RunRecord`` objects or dicts, never MLflow objects.
 
-A run's config is rebuilt from its flattened params (``trainer.config_io.flatten``), so the
+A run's config is rebuilt from its flattened params (``trainer.config.io.flatten``), so the
 advisor can re-predict it, compare it and learn from it.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
-from trainer.config import TrainingConfig, field_info
+from trainer.config.schema import TrainingConfig, field_info
 
 TAG_DEVICE = "studio.device"  # the profile's device label, set when a run is launched
 TAG_RATING = "studio.rating"
@@ -94,7 +94,7 @@ def as_runs(records: Iterable[Any] | None) -> list[PastRun]:
 
 # ---------------------------------------------------------------------------------- params
 def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """The same dotted layout as ``trainer.config_io.flatten`` for a plain config dict."""
+    """The same dotted layout as ``trainer.config.io.flatten`` for a plain config dict."""
     flat: dict[str, str] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import trainer.data  # noqa: F401 - imported here: bucket arithmetic uses it (imports torch)
+import trainer.data.pipeline  # noqa: F401 - imported here: bucket arithmetic uses it (imports torch)
 from advisor.dataset import DatasetInfo, FolderInfo
 from advisor.figures import figure_table
 from advisor.profile import synthetic_profile
 from advisor.report import build_report
-from trainer.config_io import flatten, load_config
+from trainer.config.io import flatten, load_config
 
 BUDGET_MS = 50.0
 PRESETS = ("person_flux", "character_sdxl", "style_sd15", "concept_flux")

@@ -39,9 +39,9 @@ DIFF_S = 0.2
 
 
 def fill(home: Path, count: int) -> None:
-    from trainer import tracking
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
     from trainer.settings import load_settings
+    from trainer.tracking import store as tracking
 
     settings = load_settings(home=home, tracking_uri_override=None)
     have = len(tracking.list_all_runs(settings.tracking_uri))
@@ -115,7 +115,7 @@ def bench_server(home: Path, runs: int, repeat: int) -> int:
     """First read vs incremental refresh against ``mlflow server`` (see the module docstring)."""
     from streamlit.testing.v1 import AppTest
 
-    from trainer import tracking
+    from trainer.tracking import store as tracking
 
     with mlflow_server(home) as url:
         os.environ["MLFLOW_TRACKING_URI"] = url
@@ -218,8 +218,8 @@ def main() -> int:
 
     from streamlit.testing.v1 import AppTest
 
-    from trainer import tracking
     from trainer.settings import load_settings
+    from trainer.tracking import store as tracking
     from ui.compare import diff_rows
 
     records = tracking.list_all_runs(load_settings().tracking_uri)

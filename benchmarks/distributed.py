@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/distributed.py [--steps 60] [--repeat 1]
 
 Each case is a real ``python -m trainer run`` launched the way the studio launches it
-(``trainer.jobs.train_command``: through ``accelerate launch`` for 2 processes), with MLflow,
+(``trainer.jobs.launch.train_command``: through ``accelerate launch`` for 2 processes), with MLflow,
 previews and checkpoints off so only training is timed. Throughput is the trainer's own
 ``images_per_s`` (all processes' images over the timed steps; the first step, one-time set-up, is
 left out) and the wall-clock time of the whole command (start-up included).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.jobs import train_command
+from trainer.jobs.launch import train_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    from trainer.tiny import build_all
+    from trainer.demo.tiny import build_all
 
     with tempfile.TemporaryDirectory(prefix="bench_distributed_") as tmp:
         home = Path(tmp) / "home"

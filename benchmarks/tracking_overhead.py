@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trainer import tracking  # noqa: E402
-from trainer.config import TrainingConfig  # noqa: E402
+from trainer.config.schema import TrainingConfig  # noqa: E402
+from trainer.tracking import store as tracking  # noqa: E402
 
 STEP_S = 0.1
 FLUSH_EVERY = 10

@@ -23,10 +23,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trainer.config import TrainingConfig  # noqa: E402
-from trainer.loop import RunContext, train  # noqa: E402
-from trainer.tiny import build_all  # noqa: E402
-from trainer.tracking import MlflowTracker, NullTracker, read_progress  # noqa: E402
+from trainer.config.schema import TrainingConfig  # noqa: E402
+from trainer.demo.tiny import build_all  # noqa: E402
+from trainer.engine.loop import RunContext, train  # noqa: E402
+from trainer.tracking.store import MlflowTracker, NullTracker, read_progress  # noqa: E402
 
 
 def config(steps: int, cached: bool, mlflow: bool) -> TrainingConfig:

@@ -32,7 +32,7 @@ with right:
     if not all(status.demo.values()) and st.button(
         "Build demo models and dataset", key="build_demo"
     ):
-        from trainer.tiny import build_all
+        from trainer.demo.tiny import build_all
 
         with st.spinner("Building tiny SD1.5, SDXL and Flux pipelines and a demo dataset..."):
             build_all(settings.home)

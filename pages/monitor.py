@@ -22,7 +22,7 @@ live = st.fragment(render_live, run_every="2s" if active else None)
 live(settings, run_id, was_active=active)
 
 with st.expander("Reuse this run"):
-    from trainer.tracking import get_run_record
+    from trainer.tracking.store import get_run_record
     from ui.compare import render_reuse
 
     render_reuse(settings, get_run_record(settings.tracking_uri, run_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trainer.config import WIZARD_STEPS
+from trainer.config.schema import WIZARD_STEPS
 from ui import state
 from ui.advisor_column import render_advisor_column
 from ui.context import studio_context

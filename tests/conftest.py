@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - torch is a runtime requirement
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A studio home whose demo models and dataset are built once for the whole session."""
-    from trainer.tiny import build_all
+    from trainer.demo.tiny import build_all
 
     home = tmp_path_factory.mktemp("studio_home")
     build_all(home)
@@ -38,7 +38,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_dataset(demo_home: Path) -> Path:
-    from trainer.tiny import ensure_demo
+    from trainer.demo.tiny import ensure_demo
 
     return ensure_demo(demo_home, "dataset")
 

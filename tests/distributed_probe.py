@@ -3,7 +3,7 @@
 Launched as ``accelerate launch --multi_gpu --num_processes 2 tests/distributed_probe.py HOME OUT``.
 Each rank (1) checks the gradient average on a small model: its half of a batch plus
 ``Dist.sync_gradients`` must give the full batch's gradient; (2) trains the tiny SD1.5 model
-through the real ``trainer.loop.train`` while recording the images of every micro-batch it trained
+through the real ``trainer.engine.loop.train`` while recording the images of every micro-batch it trained
 on; then writes ``OUT/rank<r>.json`` with what it saw and a digest of its final LoRA weights.
 """
 
@@ -20,10 +20,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from options_support import StopAfter, tiny_config  # noqa: E402
 
-import trainer.loop as loop  # noqa: E402
-from trainer import distributed  # noqa: E402
-from trainer.loop import StopSignal  # noqa: E402
-from trainer.tracking import NullTracker  # noqa: E402
+import trainer.engine.loop as loop  # noqa: E402
+from trainer.engine import distributed  # noqa: E402
+from trainer.engine.loop import StopSignal  # noqa: E402
+from trainer.tracking.store import NullTracker  # noqa: E402
 
 
 def gradient_average_error(dist: distributed.Dist) -> float:

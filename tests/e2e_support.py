@@ -81,7 +81,7 @@ def free_port() -> int:
 
 def link_demo(home: Path, demo_home: Path) -> None:
     """Make ``home`` see ``demo_home``'s built demo models and dataset (symlinks, no copies)."""
-    from trainer.tiny import _demo_target, _valid_demo_names, demo_is_built
+    from trainer.demo.tiny import _demo_target, _valid_demo_names, demo_is_built
 
     for what in _valid_demo_names():
         source = _demo_target(demo_home, what)
@@ -119,8 +119,8 @@ def _healthy(url: str) -> bool:
 
 def _stop_trainers(home: Path) -> None:
     """Trainer subprocesses have their own session: end any still alive in this home."""
-    from trainer.jobs import job_alive
-    from trainer.tracking import read_job
+    from trainer.jobs.launch import job_alive
+    from trainer.tracking.store import read_job
 
     for job_file in (home / "jobs").glob("*/job.json"):
         job = read_job(job_file.parent)

@@ -1,6 +1,6 @@
 """Shared helpers for the option proofs (test_options_objective.py, test_options_regularisation.py).
 
-Unit-level proofs call ``trainer.objective`` functions on the tiny demo models with hand-made
+Unit-level proofs call ``trainer.engine.objective`` functions on the tiny demo models with hand-made
 batches; each group also trains a few steps in-process and compares the logged losses.
 """
 
@@ -14,8 +14,8 @@ from options_support import run as run_in_process
 from PIL import Image
 
 from trainer.arch import Arch, load_arch
-from trainer.config import TrainingConfig
-from trainer.loop import ModelInputs
+from trainer.config.schema import TrainingConfig
+from trainer.engine.loop import ModelInputs
 
 SIZE = 64  # pixels; latents are 8x8 for every tiny model
 
@@ -67,7 +67,7 @@ def batch(
     multipliers: list[float] | None = None,
     keys: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A batch as ``trainer.data.collate_batch`` makes it, with seeded random pixels."""
+    """A batch as ``trainer.data.pipeline.collate_batch`` makes it, with seeded random pixels."""
     pixels = torch.rand((n, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(seed)) * 2 - 1
     return {
         "pixels": pixels,

@@ -10,9 +10,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from trainer.config import TrainingConfig
-from trainer.loop import RunContext, StopSignal, train
-from trainer.tracking import NullTracker
+from trainer.config.schema import TrainingConfig
+from trainer.engine.loop import RunContext, StopSignal, train
+from trainer.tracking.store import NullTracker
 
 
 class RecordingTracker(NullTracker):

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from advisor.dataset import DatasetInfo, FolderInfo
 from advisor.profile import SystemProfile, synthetic_profile
-from trainer.config import TrainingConfig
-from trainer.config_io import apply_overrides
+from trainer.config.io import apply_overrides
+from trainer.config.schema import TrainingConfig
 
 PROFILES: dict[str, SystemProfile] = {
     "rtx4090": synthetic_profile("NVIDIA GeForce RTX 4090", 24.0, ram_gb=64.0),

@@ -14,7 +14,7 @@ from test_advisor_cases import PROFILES, make
 from advisor.__main__ import main
 from advisor.dataset import DatasetInfo
 from advisor.report import build_report
-from trainer.config_io import save_config
+from trainer.config.io import save_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RTX3060 = {

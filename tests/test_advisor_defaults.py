@@ -14,7 +14,7 @@ from advisor.fit import budget_gb, predicted_gb
 from advisor.patch import config_diff
 from advisor.profile import synthetic_profile
 from advisor.rules import errors, validate
-from trainer.config import TrainingConfig, get_path, unresolved_autos
+from trainer.config.schema import TrainingConfig, get_path, unresolved_autos
 
 TECHNICAL_AUTOS = (
     "train.dtype",

@@ -6,7 +6,7 @@ import pytest
 
 from advisor.explain import LEVELS, explain_field, explain_step, field_paths, field_step
 from advisor.explain_table import FIELDS, STEPS
-from trainer.config import WIZARD_STEPS, iter_fields
+from trainer.config.schema import WIZARD_STEPS, iter_fields
 
 PATHS = [path for path, _ in iter_fields()]
 

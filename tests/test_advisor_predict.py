@@ -15,7 +15,7 @@ from advisor.predict import predict
 from advisor.runs import config_from_params
 from advisor.timing import step_time
 from advisor.workload import workload
-from trainer.config_io import flatten, load_config
+from trainer.config.io import flatten, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -526,7 +526,7 @@ def test_every_fix_alone_gives_a_valid_config(cfg, profile, info) -> None:
 def test_reports_and_auto_resolution_never_fail(cfg, profile, info) -> None:
     from advisor.defaults import resolve_autos
     from advisor.report import build_report
-    from trainer.config import unresolved_autos
+    from trainer.config.schema import unresolved_autos
 
     if cfg is None:
         return

@@ -12,7 +12,7 @@ import torch
 
 from trainer.arch import ModelLoadError, load_arch
 from trainer.arch.base import Arch, draw_unit_timesteps
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 ARCHS = ("sd15", "sdxl", "flux")
 CPU = torch.device("cpu")

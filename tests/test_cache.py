@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.cache import (
+from trainer.config.schema import DatasetConfig
+from trainer.data.pipeline import BucketBatches, scan_dataset
+from trainer.engine.cache import (
     LatentCache,
     TextEmbeddingCache,
     cache_key,
@@ -18,8 +20,6 @@ from trainer.cache import (
     latent_key,
     text_key,
 )
-from trainer.config import DatasetConfig
-from trainer.data import BucketBatches, scan_dataset
 
 MODEL = fingerprint("sd15", "/models/demo", '{"latent_channels": 4}')
 

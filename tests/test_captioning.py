@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer import captioning
-from trainer import datasets as dm
+from trainer.data import captioning
+from trainer.data import library as dm
 
 
 def png(seed: int) -> bytes:

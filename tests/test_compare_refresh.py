@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from trainer import tracking
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 from trainer.settings import StudioSettings, load_settings
+from trainer.tracking import store as tracking
 
 
 def _make_run(settings: StudioSettings, i: int, status: str | None = "FINISHED") -> str:

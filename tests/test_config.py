@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.config import (
-    WIZARD_STEPS,
-    TrainingConfig,
-    field_meta,
-    iter_fields,
-    resolved,
-    unresolved_autos,
-)
-from trainer.config_io import (
+from trainer.config.io import (
     ConfigError,
     apply_overrides,
     dump_yaml,
@@ -26,6 +18,14 @@ from trainer.config_io import (
     load_config,
     loads_config,
     save_config,
+)
+from trainer.config.schema import (
+    WIZARD_STEPS,
+    TrainingConfig,
+    field_meta,
+    iter_fields,
+    resolved,
+    unresolved_autos,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

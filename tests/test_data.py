@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer import data as D
-from trainer.config import DatasetConfig
-from trainer.data import (
+from trainer.config.schema import DatasetConfig
+from trainer.data import pipeline as D
+from trainer.data.pipeline import (
     BucketBatches,
     DatasetError,
     assign_bucket,
@@ -616,7 +616,7 @@ def test_report_summarises_for_mlflow(tmp_path):
 
 
 def test_the_generated_demo_dataset_scans_cleanly(tmp_path):
-    tiny = pytest.importorskip("trainer.tiny")
+    tiny = pytest.importorskip("trainer.demo.tiny")
     folder = tiny.build_demo_dataset(tmp_path / "demo")
     result = scan_dataset(config(folder, trigger_word="sks"), folder)
     assert len(result.images) >= 3 and result.skipped == []

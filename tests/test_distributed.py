@@ -5,7 +5,7 @@
   and only the main one saves; a stop seen by rank 0 alone stops both at the same step, and a
   resume loads the same checkpoint on both; 2 processes give the same gradient and LoRA as 1
   process accumulating the same micro-batches;
-- the studio's launcher (``trainer.jobs``): one MLflow run and one LoRA, the effective batch
+- the studio's launcher (``trainer.jobs.launch``): one MLflow run and one LoRA, the effective batch
   logged, a stop ends every process together and a resume finishes the same run;
 - the round-robin shard of the batch plan, without processes.
 """
@@ -25,12 +25,18 @@ import torch
 from jobs_support import fresh_settings, training_at, wait_for
 from options_support import tiny_config
 
-from trainer import jobs
-from trainer.config_io import load_config
-from trainer.distributed import Dist
-from trainer.lora_io import read_lora_tensors
+from trainer.config.io import load_config
+from trainer.engine.distributed import Dist
+from trainer.jobs import launch as jobs
+from trainer.lora.io import read_lora_tensors
 from trainer.settings import StudioSettings
-from trainer.tracking import NullTracker, get_run_record, list_runs, lora_artifacts, metric_history
+from trainer.tracking.store import (
+    NullTracker,
+    get_run_record,
+    list_runs,
+    lora_artifacts,
+    metric_history,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -43,8 +49,8 @@ def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -
 
 # ------------------------------------------------------------------------------------ fast
 def test_ranks_take_disjoint_round_robin_shares_of_the_plan(demo_home: Path) -> None:
-    from trainer.batching import micro_batch_plan
-    from trainer.loop import prepare_data
+    from trainer.engine.batching import micro_batch_plan
+    from trainer.engine.loop import prepare_data
 
     cfg = tiny_config(train={"batch_size": 2})
 
@@ -136,7 +142,7 @@ def _one_process_reference(home: Path, job: Path, monkeypatch: pytest.MonkeyPatc
     from distributed_probe import equivalence_config, pin_timesteps
     from options_support import run
 
-    import trainer.loop as loop
+    import trainer.engine.loop as loop
 
     grads: list[list[torch.Tensor]] = []
     real_clip, real_load = loop.clip_gradients, loop.load_arch

@@ -81,7 +81,7 @@ def preflight(page) -> None:
 def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
     studio_page, studio_server: Studio
 ) -> None:
-    from trainer.tracking import list_runs, metric_history
+    from trainer.tracking.store import list_runs, metric_history
 
     page, main = studio_page, main_area(studio_page)
     main.get_by_role("heading", name="LoRA Studio", level=1).wait_for()
@@ -224,7 +224,7 @@ def monitor_step(page) -> tuple[int, int]:
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: Studio) -> None:
-    from trainer.tracking import list_runs, metric_history
+    from trainer.tracking.store import list_runs, metric_history
 
     page, main = studio_page, main_area(studio_page)
     preflight(page)

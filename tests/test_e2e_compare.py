@@ -27,9 +27,9 @@ SAMPLE = {
 
 def train_two_runs(home: Path, demo_home: Path) -> list[str]:
     """Two real tiny trainings (lr 1e-3 and 3e-3) logged to ``home``'s MLflow store."""
-    from trainer import tracking
-    from trainer.loop import RunContext, train
+    from trainer.engine.loop import RunContext, train
     from trainer.settings import load_settings
+    from trainer.tracking import store as tracking
 
     link_demo(home, demo_home)
     settings = load_settings(home=home, tracking_uri_override=None)

@@ -21,11 +21,11 @@ import torch
 from jobs_support import fresh_settings, make_home, training_at, wait_for
 from options_support import run, tiny_config
 
-from trainer import jobs
-from trainer.checkpoint import list_checkpoints, load_checkpoint
-from trainer.config_io import atomic_write_text, load_config, save_config
+from trainer.config.io import atomic_write_text, load_config, save_config
+from trainer.engine.checkpoint import list_checkpoints, load_checkpoint
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings
-from trainer.tracking import get_run_record, read_progress
+from trainer.tracking.store import get_run_record, read_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -51,7 +51,7 @@ def test_a_failed_config_write_leaves_the_previous_file_intact(
     caption = tmp_path / "data" / "img_000.txt"
     atomic_write_text(caption, "a photo of sks")
 
-    from trainer import config_io
+    from trainer.config import io as config_io
 
     monkeypatch.setattr(config_io.os, "fsync", no_space)  # the data never reaches the disk
     with pytest.raises(OSError) as err:
@@ -72,7 +72,7 @@ def test_disk_full_while_saving_a_checkpoint(
 ) -> None:
     """The second checkpoint fails half-written: the first is intact and resumes; the run ends
     FAILED with a note that says the disk is full and the last checkpoint is intact."""
-    from trainer.run import run_job
+    from trainer.engine.run import run_job
 
     home = make_home(tmp_path, demo_home)
     monkeypatch.setenv("STUDIO_HOME", str(home))
@@ -118,8 +118,8 @@ def test_disk_full_while_writing_the_lora_keeps_the_old_file_and_the_checkpoint(
 ) -> None:
     import safetensors.torch
 
-    from trainer.lora_io import atomic_save_file
-    from trainer.run import run_job
+    from trainer.engine.run import run_job
+    from trainer.lora.io import atomic_save_file
 
     real = safetensors.torch.save_file
 
@@ -273,7 +273,7 @@ def test_two_launches_at_once_then_a_studio_restart_finds_the_job(
         # A new studio process (nothing in memory) finds the running job from its folder.
         probe = (
             "import json; from trainer import jobs; from trainer.settings import load_settings;"
-            "from trainer.tracking import read_job, pid_alive; s = load_settings();"
+            "from trainer.tracking.store import read_job, pid_alive; s = load_settings();"
             "[a] = jobs.active_jobs(s); info = read_job(s.jobs_dir / a.run_id);"
             "print(json.dumps({'run_id': a.run_id, 'phase': a.phase, 'pid': info.pid,"
             "'alive': pid_alive(info.pid, info.create_time), 'reconciled': jobs.reconcile(s),"
@@ -301,7 +301,7 @@ def test_a_failed_caption_edit_in_the_dataset_manager_keeps_the_old_caption(
 
     from PIL import Image
 
-    from trainer import datasets as dm
+    from trainer.data import library as dm
 
     buffer = _io.BytesIO()
     Image.new("RGB", (16, 16)).save(buffer, format="PNG")

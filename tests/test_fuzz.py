@@ -25,9 +25,9 @@ from test_advisor_cases import CHOICES
 from advisor.dataset import DatasetInfo
 from advisor.profile import synthetic_profile
 from advisor.report import build_report
-from trainer.config import DatasetConfig, TrainingConfig, iter_fields
-from trainer.config_io import ConfigError, loads_config
-from trainer.data import scan_dataset
+from trainer.config.io import ConfigError, loads_config
+from trainer.config.schema import DatasetConfig, TrainingConfig, iter_fields
+from trainer.data.pipeline import scan_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -251,7 +251,7 @@ def test_malformed_images_and_captions_are_skipped_with_a_report(tmp_path: Path)
 
 
 def test_a_folder_of_only_broken_images_is_a_clear_error(tmp_path: Path) -> None:
-    from trainer.data import DatasetError
+    from trainer.data.pipeline import DatasetError
 
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "b.png").write_bytes(_png(64, 64)[:100])
@@ -261,7 +261,7 @@ def test_a_folder_of_only_broken_images_is_a_clear_error(tmp_path: Path) -> None
 
 
 def test_the_dataset_manager_reads_non_utf8_captions_without_crashing(tmp_path: Path) -> None:
-    from trainer import datasets as dm
+    from trainer.data import library as dm
 
     folder = dm.import_files(tmp_path, "set", [("a.png", _png(16, 16))]).folder
     (folder / "a.txt").write_bytes(b"caf\xe9 \xff")

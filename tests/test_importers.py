@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.config_io import load_config
-from trainer.importers import import_file, import_text
+from trainer.config.importers import import_file, import_text
+from trainer.config.io import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parent / "import_samples"

@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 from jobs_support import fresh_settings, training_at, wait_for
 
-from trainer import jobs
-from trainer.config_io import load_config
+from trainer.config.io import load_config
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings
-from trainer.tracking import get_run_record, list_runs, lora_artifacts, read_job, read_progress
+from trainer.tracking.store import (
+    get_run_record,
+    list_runs,
+    lora_artifacts,
+    read_job,
+    read_progress,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import lora_io
 from trainer.arch import load_arch
 from trainer.arch.base import Arch, tuner_layers
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
+from trainer.lora import io as lora_io
 
 CPU = torch.device("cpu")
 PROMPT = "a photo of sks"

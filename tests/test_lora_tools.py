@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import lora_io, lora_tools
 from trainer.__main__ import main
+from trainer.lora import io as lora_io
+from trainer.lora import tools as lora_tools
 
 PROMPT = "a photo of sks"
 

@@ -1,4 +1,4 @@
-"""trainer.optim: optimizers, schedules, batch-size ramp and clipping, on tiny CPU models."""
+"""trainer.engine.optim: optimizers, schedules, batch-size ramp and clipping, on tiny CPU models."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.config import TrainConfig
-from trainer.optim import (
+from trainer.config.schema import TrainConfig
+from trainer.engine.optim import (
     SCHEDULES,
     MissingOptimizerPackage,
     OptimizerConfigError,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from options_support import run, tiny_config
 
-import trainer.loop as loop
-from trainer.optim import lr_at
+import trainer.engine.loop as loop
+from trainer.engine.optim import lr_at
 
 PROVES = {
     "train.optimizer": "test_optimizer_choice_is_the_optimizer_that_steps",
@@ -231,8 +231,8 @@ def test_verbose_logs_every_step(demo_home, tmp_path, capsys) -> None:
 
 
 def test_run_identity_reaches_mlflow(demo_home, tmp_path, monkeypatch) -> None:
-    from trainer.loop import RunContext, train
-    from trainer.tracking import MlflowTracker, NullTracker, list_runs, make_tracker
+    from trainer.engine.loop import RunContext, train
+    from trainer.tracking.store import MlflowTracker, NullTracker, list_runs, make_tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = tiny_config(

@@ -18,8 +18,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from trainer.arch.base import Arch
-from trainer.config import DatasetConfig
-from trainer.data import BucketBatches, latent_cache_mode, scan_dataset
+from trainer.config.schema import DatasetConfig
+from trainer.data.pipeline import BucketBatches, latent_cache_mode, scan_dataset
 
 PROVES = {
     "datasets.0.augmentations": [

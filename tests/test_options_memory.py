@@ -10,9 +10,9 @@ the training device; afterwards it is the storage again. Device options (vae_dev
 te_device) are proven with the "meta" device as the training device: the denoiser goes there,
 while a VAE or text encoder asked to stay on "cpu" keeps real weights.
 
-Runs go through ``trainer.loop.train`` (the ``captured`` fixture keeps the run's Arch for
+Runs go through ``trainer.engine.loop.train`` (the ``captured`` fixture keeps the run's Arch for
 inspection); component tests load the tiny models with ``load_arch`` and the same
-``trainer.memory`` entry points the loop calls.
+``trainer.engine.memory`` entry points the loop calls.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch
 from options_support import RecordingTracker, run, tiny_config
 from pydantic import ValidationError
 
-from trainer import loop, memory
 from trainer.arch import load_arch
 from trainer.arch.base import Arch, tuner_layers
-from trainer.batching import batch_stream, micro_batch_plan, prefetched
-from trainer.config import TrainingConfig
-from trainer.lora_io import read_lora_tensors, save_lora
-from trainer.optim import batch_size_at
+from trainer.config.schema import TrainingConfig
+from trainer.engine import loop, memory
+from trainer.engine.batching import batch_stream, micro_batch_plan, prefetched
+from trainer.engine.optim import batch_size_at
+from trainer.lora.io import read_lora_tensors, save_lora
 
 PROVES = {
     "train.auto_scale_batch_size": "test_batch_size_warmup_follows_batch_size_at",
@@ -404,7 +404,7 @@ def test_vae_and_text_encoder_devices_are_honoured(demo_home: Path) -> None:
 
 
 def test_vae_path_loads_a_different_vae(demo_home: Path, tmp_path: Path) -> None:
-    from trainer.tiny import _vae
+    from trainer.demo.tiny import _vae
 
     own = load_arch(cfg_for(), demo_home, CPU, torch.float32)
     other_vae = _vae(123, latent_channels=4, scaling_factor=0.18215, shift_factor=None)
@@ -419,7 +419,7 @@ def test_vae_path_loads_a_different_vae(demo_home: Path, tmp_path: Path) -> None
 
 
 def test_te_name_or_path_loads_a_different_text_encoder(demo_home: Path, tmp_path: Path) -> None:
-    from trainer.tiny import _clip_text_model
+    from trainer.demo.tiny import _clip_text_model
 
     own = load_arch(cfg_for(), demo_home, CPU, torch.float32)
     other = _clip_text_model(7, "text_encoder", 32)

@@ -16,11 +16,11 @@ import torch
 from options_support import run, tiny_config
 from pydantic import ValidationError
 
-from trainer import loop
 from trainer.arch import load_arch
 from trainer.arch.base import Arch, tuner_layers
-from trainer.config import TrainingConfig
-from trainer.lora_io import load_lora_file, read_lora_metadata, read_lora_tensors
+from trainer.config.schema import TrainingConfig
+from trainer.engine import loop
+from trainer.lora.io import load_lora_file, read_lora_metadata, read_lora_tensors
 
 PROVES = {
     "network.type": [

@@ -1,4 +1,4 @@
-"""Proofs that the Objective options of issue 4 do what they say (trainer/objective.py).
+"""Proofs that the Objective options of issue 4 do what they say (trainer/engine/objective.py).
 
 Every test fails if its option is ignored: unit tests check the small functions against the
 documented formula on the tiny models, and one parametrised in-process run per option shows it
@@ -15,9 +15,9 @@ import pytest
 import torch
 from objective_support import batch, config, inputs_for, load, perturb_lora, run
 
-from trainer import objective
-from trainer.config import TrainingConfig
-from trainer.objective import (
+from trainer.config.schema import TrainingConfig
+from trainer.engine import objective
+from trainer.engine.objective import (
     LearnableSNRWeights,
     ObjectiveState,
     compute_loss,
@@ -321,8 +321,8 @@ def test_optimal_noise_pairing_picks_the_closest_draw() -> None:
 
 
 def test_force_consistent_noise_repeats_per_image(demo_home: Path) -> None:
-    from trainer.data import BucketBatches, scan_dataset
-    from trainer.tiny import resolve_demo_ref
+    from trainer.data.pipeline import BucketBatches, scan_dataset
+    from trainer.demo.tiny import resolve_demo_ref
 
     latents = torch.zeros((2, 4, 8, 8))
     keys = _keys(2)

@@ -19,10 +19,10 @@ import torch
 from options_support import RecordingTracker, StopAfter, run, tiny_config
 from pydantic import ValidationError
 
-from trainer import loop
 from trainer.arch import load_arch
 from trainer.arch.base import SAMPLERS, Arch
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
+from trainer.engine import loop
 
 PROVES = {
     "sample.sampler": "test_sampler_sets_the_scheduler_and_changes_the_image",

@@ -13,10 +13,10 @@ import pytest
 import torch
 from options_support import run, tiny_config
 
-from trainer.checkpoint import list_checkpoints
-from trainer.config_io import save_config
-from trainer.hub import HubUploadError, push_lora_folder
-from trainer.lora_io import WEIGHTS_NAME, read_lora_tensors
+from trainer.config.io import save_config
+from trainer.engine.checkpoint import list_checkpoints
+from trainer.lora.hub import HubUploadError, push_lora_folder
+from trainer.lora.io import WEIGHTS_NAME, read_lora_tensors
 
 PROVES = {
     "save.dtype": "test_save_format_and_dtype_decide_the_files",
@@ -146,8 +146,8 @@ def test_push_to_hub_offline_saves_then_fails_clearly_and_never_leaks_the_token(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from trainer.run import EXIT_FAILED, run_job
-    from trainer.tracking import lora_artifacts
+    from trainer.engine.run import EXIT_FAILED, run_job
+    from trainer.tracking.store import lora_artifacts
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

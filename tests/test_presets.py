@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import ARCH_DEFAULTS, TrainingConfig, resolved, unresolved_autos
-from trainer.config_io import dump_yaml, load_config, loads_config
+from trainer.config.io import dump_yaml, load_config, loads_config
+from trainer.config.schema import ARCH_DEFAULTS, TrainingConfig, resolved, unresolved_autos
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = ROOT / "presets"

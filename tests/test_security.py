@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import jobs
-from trainer.config_io import ConfigError, load_config, loads_config
+from trainer.config.io import ConfigError, load_config, loads_config
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def _checkpoint(tmp_path: Path, demo_home: Path) -> Path:
 
     cfg = tiny_config(train={"steps": 1}, save={"save_every": 1})
     run(cfg, demo_home, tmp_path / "job")
-    from trainer.checkpoint import latest_checkpoint
+    from trainer.engine.checkpoint import latest_checkpoint
 
     found = latest_checkpoint(tmp_path / "job" / "checkpoints")
     assert found is not None
@@ -120,7 +120,7 @@ def _checkpoint(tmp_path: Path, demo_home: Path) -> Path:
 def test_checkpoint_state_loads_weights_only_and_refuses_pickled_code(
     tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainer.checkpoint import STATE_FILE, CheckpointError, load_checkpoint
+    from trainer.engine.checkpoint import STATE_FILE, CheckpointError, load_checkpoint
 
     monkeypatch.setenv("STUDIO_HOME", str(demo_home))
     folder = _checkpoint(tmp_path, demo_home)
@@ -187,7 +187,7 @@ def test_exported_preset_names_stay_in_the_presets_folder(
 
 
 def test_experiment_folders_stay_under_the_artifact_root(tmp_path: Path) -> None:
-    from trainer.tracking import ensure_experiment
+    from trainer.tracking.store import ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ensure_experiment(uri, "../../escape", artifact_root=tmp_path / "art")
@@ -218,7 +218,7 @@ def test_tokens_never_reach_the_store_artifacts_logs_or_presets(
 ) -> None:
     from datetime import datetime
 
-    from trainer.tracking import get_run_record
+    from trainer.tracking.store import get_run_record
     from ui import compare
     from ui.jobs import launch_draft
 
@@ -269,7 +269,7 @@ def _png() -> bytes:
 def test_dataset_manager_names_cannot_escape_the_datasets_folder(tmp_path: Path, bad: str) -> None:
     import zipfile
 
-    from trainer import datasets as dm
+    from trainer.data import library as dm
 
     root = tmp_path / "datasets"
     root.mkdir()

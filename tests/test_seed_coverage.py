@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import TrainingConfig, field_info, iter_fields
+from trainer.config.schema import TrainingConfig, field_info, iter_fields
 
 # Seed 000 ("config gaps"): option name as the seed writes it -> dotted schema path.
 SEED_000 = {

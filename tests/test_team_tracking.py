@@ -3,7 +3,7 @@
 Starts Debian's PostgreSQL (throwaway data directory, 127.0.0.1, a free port) and a lean MLflow
 server on it that serves artifacts, launches a demo training the way the studio does, with
 ``MLFLOW_TRACKING_URI=http://127.0.0.1:<port>``, and reads everything back: through
-``trainer.tracking``, the monitor page and the compare page — from the home that trained it and
+``trainer.tracking.store``, the monitor page and the compare page — from the home that trained it and
 from a teammate's home that has no job folder. The same config is trained on a local SQLite store
 too: both runs must log the same losses (the trainer runs unchanged).
 
@@ -29,9 +29,10 @@ import pytest
 from jobs_support import make_home, stop_process_group
 from streamlit.testing.v1 import AppTest
 
-from trainer import jobs, tracking
-from trainer.config_io import load_config, loads_config
+from trainer.config.io import load_config, loads_config
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings, load_settings
+from trainer.tracking import store as tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"

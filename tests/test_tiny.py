@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from trainer import tiny
+from trainer.demo import tiny
 
 PIPELINE_CLASSES = {
     "sd15": "StableDiffusionPipeline",

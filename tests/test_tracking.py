@@ -1,4 +1,4 @@
-"""trainer.tracking against a real SQLite MLflow store (one per module: creating one takes ~3 s)."""
+"""trainer.tracking.store against a real SQLite MLflow store (one per module: creating one takes ~3 s)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import psutil
 import pytest
 from PIL import Image
 
-from trainer import tracking
-from trainer.config import TrainingConfig
-from trainer.config_io import loads_config
+from trainer.config.io import loads_config
+from trainer.config.schema import TrainingConfig
 from trainer.settings import StudioSettings, load_settings
+from trainer.tracking import store as tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"  # shaped like a Hugging Face token
@@ -73,7 +73,9 @@ def artifact_files(uri: str, run_id: str) -> dict[str, bytes]:
 
 # --------------------------------------------------------------------------------------- tests
 def test_import_does_not_import_mlflow() -> None:
-    code = "import sys, trainer.tracking; print('mlflow' in sys.modules, 'PIL' in sys.modules)"
+    code = (
+        "import sys, trainer.tracking.store; print('mlflow' in sys.modules, 'PIL' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

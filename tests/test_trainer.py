@@ -14,12 +14,12 @@ import torch
 from options_support import StopAfter, run
 from PIL import Image
 
-from trainer.checkpoint import CheckpointError, list_checkpoints
-from trainer.config import TrainingConfig
-from trainer.config_io import loads_config
-from trainer.data import DatasetError
-from trainer.failures import NonFiniteLoss
-from trainer.tracking import read_progress
+from trainer.config.io import loads_config
+from trainer.config.schema import TrainingConfig
+from trainer.data.pipeline import DatasetError
+from trainer.engine.checkpoint import CheckpointError, list_checkpoints
+from trainer.engine.failures import NonFiniteLoss
+from trainer.tracking.store import read_progress
 
 
 def tiny_config(**sections: Any) -> TrainingConfig:
@@ -264,7 +264,7 @@ def test_saved_lora_changes_the_pipeline_output(demo_home: Path, tmp_path: Path)
 
 
 def test_yaml_config_runs_through_run_job(demo_home, tmp_path, monkeypatch) -> None:
-    from trainer.run import EXIT_OK, run_job
+    from trainer.engine.run import EXIT_OK, run_job
 
     monkeypatch.setenv("STUDIO_HOME", str(demo_home))
     path = tmp_path / "c.yaml"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from trainer.tracking import (
+from trainer.tracking.store import (
     list_runs,
     lora_artifacts,
     metric_history,

@@ -1,5 +1,5 @@
 """The compare page in AppTest on a real SQLite store: tiny runs trained in-process with
-``MlflowTracker`` plus runs created by ``trainer.tracking`` and logged through the same tracker."""
+``MlflowTracker`` plus runs created by ``trainer.tracking.store`` and logged through the same tracker."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from options_support import tiny_config
 from streamlit.testing.v1 import AppTest
 
-from trainer import tracking
-from trainer.loop import RunContext, train
+from trainer.engine.loop import RunContext, train
 from trainer.settings import load_settings
+from trainer.tracking import store as tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -181,7 +181,7 @@ def test_reuse_as_preset_and_as_draft(app: AppTest, store: dict) -> None:
     preset = store["settings"].presets_dir / "my_best.yaml"
     text = preset.read_text()
     assert text.startswith("# Preset 'my best'") and rid in text
-    from trainer.config_io import loads_config
+    from trainer.config.io import loads_config
 
     assert loads_config(text).train.lr == pytest.approx(3e-3)
     app.button(key=f"cmp:draft:{key}").click().run()

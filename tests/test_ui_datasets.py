@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from trainer import datasets as dm
+from trainer.data import library as dm
 
 ROOT = Path(__file__).resolve().parent.parent
 

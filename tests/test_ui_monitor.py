@@ -8,10 +8,10 @@ import pytest
 from jobs_support import make_home, wait_for
 from streamlit.testing.v1 import AppTest
 
-from trainer import jobs
-from trainer.config_io import load_config
+from trainer.config.io import load_config
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking import get_run_record, read_progress
+from trainer.tracking.store import get_run_record, read_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ui_support import draft, go_to_step, open_page, texts, widget
 
-from trainer.config_io import loads_config
+from trainer.config.io import loads_config
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from trainer import lora_tools
+from trainer.lora import tools as lora_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def test_xy_grid_and_convert_on_the_demo_model(
     from mlflow import MlflowClient
     from test_lora_io import make_arch
 
-    from trainer import lora_io
+    from trainer.lora import io as lora_io
 
     monkeypatch.setenv("STUDIO_HOME", str(demo_home))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ui_support import draft, go_to_step, keys, new_app, open_page, texts, widget
 
-from trainer.config import WIZARD_STEPS, field_meta, iter_fields
+from trainer.config.schema import WIZARD_STEPS, field_meta, iter_fields
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +168,7 @@ def test_dataset_step_analyses_the_demo_dataset() -> None:
 
 
 def test_table_edits_become_config_rows() -> None:
-    from trainer.config import Augmentation, SamplePrompt
+    from trainer.config.schema import Augmentation, SamplePrompt
     from ui.widgets import table_rows
 
     base = [{"prompt": "a [trigger]", "seed": None}, {"prompt": "old"}]

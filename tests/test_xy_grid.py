@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import lora_io
-from trainer.xy_grid import LABEL_H, LABEL_W, GridSpec, generate_grid, log_grid
+from trainer.lora import io as lora_io
+from trainer.lora.xy_grid import LABEL_H, LABEL_W, GridSpec, generate_grid, log_grid
 
 
 @pytest.fixture(scope="module")

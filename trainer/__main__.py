@@ -45,15 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imports.add_argument("file", help="ai-toolkit job .yaml, sd-scripts .toml or kohya_ss .json")
     imports.add_argument("-o", "--output", help="write the studio config YAML here")
-    from trainer.lora_cli import add_cli as add_lora_cli
+    from trainer.lora.cli import add_cli as add_lora_cli
 
     add_lora_cli(commands)
     return parser
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from trainer.config import unresolved_autos
-    from trainer.config_io import ConfigError, load_config
+    from trainer.config.io import ConfigError, load_config
+    from trainer.config.schema import unresolved_autos
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -71,8 +71,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from trainer.config_io import ConfigError
-    from trainer.run import run_job
+    from trainer.config.io import ConfigError
+    from trainer.engine.run import run_job
 
     try:
         result = run_job(
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
 
     print(json.dumps(TrainingConfig.model_json_schema(), indent=args.indent))
     return EXIT_OK
@@ -98,8 +98,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from trainer.demo.tiny import build_all
     from trainer.settings import load_settings
-    from trainer.tiny import build_all
 
     home = Path(args.home).resolve() if args.home else load_settings().home
     for name, path in build_all(home).items():
@@ -110,8 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from trainer.config_io import ConfigError, dump_yaml
-    from trainer.importers import import_file
+    from trainer.config.importers import import_file
+    from trainer.config.io import ConfigError, dump_yaml
 
     try:
         imported = import_file(args.file)
@@ -128,7 +128,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_lora(args: argparse.Namespace) -> int:
-    from trainer.lora_cli import cmd_lora as run_lora
+    from trainer.lora.cli import cmd_lora as run_lora
 
     return run_lora(args)
 

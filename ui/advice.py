@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from advisor.patch import set_in
-from trainer.config import (
+from trainer.config.io import ConfigError, Problem, config_from_dict
+from trainer.config.schema import (
     ARCH_DEFAULTS,
     DECISION_AUTOS,
     WIZARD_STEPS,
@@ -29,7 +30,6 @@ from trainer.config import (
     field_info,
     iter_fields,
 )
-from trainer.config_io import ConfigError, Problem, config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ROOT / "presets"
@@ -288,8 +288,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 def _folder_of(ref: str) -> Path | None:
     if ref.startswith("demo:"):
+        from trainer.demo.tiny import ensure_demo
         from trainer.settings import load_settings
-        from trainer.tiny import ensure_demo
 
         return ensure_demo(load_settings().home, "dataset") if ref == "demo:dataset" else None
     path = Path(ref).expanduser()

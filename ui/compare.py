@@ -8,12 +8,12 @@
 - ``compare_actions``: rating and note, reuse as preset / new run, MLflow UI links, adapters;
 - ``compare_history``: what the advisor learns from the runs ("based on N similar runs…").
 
-Everything is read through ``trainer.tracking`` (the one place that knows the MLflow layout).
+Everything is read through ``trainer.tracking.store`` (the one place that knows the MLflow layout).
 """
 
 from __future__ import annotations
 
-from trainer import tracking
+from trainer.tracking import store as tracking
 from ui.compare_actions import (
     draft_from_run,
     preset_from_run,

@@ -8,9 +8,9 @@ from typing import Any
 
 import streamlit as st
 
-from trainer import tracking
 from trainer.settings import StudioSettings
-from trainer.tracking import RunRecord
+from trainer.tracking import store as tracking
+from trainer.tracking.store import RunRecord
 from ui.compare_store import bump
 
 
@@ -49,7 +49,7 @@ def _save_rating(tracking_uri: str, rec: RunRecord, key: str) -> None:
 
 def preset_from_run(settings: StudioSettings, rec: RunRecord, name: str) -> Path:
     """Write the run's config as ``<home>/presets/<name>.yaml`` with a source comment."""
-    from trainer.config_io import atomic_write_text
+    from trainer.config.io import atomic_write_text
 
     text = tracking.load_run_config(settings.tracking_uri, rec.run_id)
     when = rec.start_time.strftime("%Y-%m-%d %H:%M UTC") if rec.start_time else "?"
@@ -60,7 +60,7 @@ def preset_from_run(settings: StudioSettings, rec: RunRecord, name: str) -> Path
 
 
 def draft_from_run(settings: StudioSettings, rec: RunRecord) -> dict[str, Any]:
-    from trainer.config_io import loads_config
+    from trainer.config.io import loads_config
 
     cfg = loads_config(tracking.load_run_config(settings.tracking_uri, rec.run_id))
     return cfg.model_dump(mode="json")

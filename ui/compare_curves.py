@@ -7,8 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer import tracking
-from trainer.tracking import RunRecord
+from trainer.tracking import store as tracking
+from trainer.tracking.store import RunRecord
 
 CURVE_KEYS = ("loss", "loss_smoothed", "lr")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.config import WIZARD_STEPS
-from trainer.tracking import RunRecord
+from trainer.config.schema import WIZARD_STEPS
+from trainer.tracking.store import RunRecord
 
 
 def diff_rows(base: RunRecord, other: RunRecord, level: str = "beginner") -> list[dict[str, Any]]:

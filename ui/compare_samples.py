@@ -7,8 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer import tracking
-from trainer.tracking import RunRecord, SampleImage
+from trainer.tracking import store as tracking
+from trainer.tracking.store import RunRecord, SampleImage
 from ui.compare_store import bump
 
 SHOW_MIN_PX = 384  # tiny demo samples (64 px) are scaled up, pixel for pixel, to be seen

@@ -13,8 +13,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer import tracking
-from trainer.tracking import RunRecord
+from trainer.tracking import store as tracking
+from trainer.tracking.store import RunRecord
 
 VERSION_KEY = "cmp:version"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer import tracking
-from trainer.tracking import RunRecord
+from trainer.tracking import store as tracking
+from trainer.tracking.store import RunRecord
 
 ANY = "(any)"
 STATUSES = ("FINISHED", "RUNNING", "FAILED", "KILLED")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from trainer import datasets as dm
+from trainer.data import library as dm
 from ui.dataset_manager import thumbnail
 
 
@@ -56,7 +56,7 @@ def render_captions(folder: Path) -> None:
 
 
 def render_autocaption(folder: Path, home: Path) -> None:
-    from trainer import captioning
+    from trainer.data import captioning
 
     st.subheader("Auto-caption")
     found = [str(p) for p in captioning.captioner_folders(home)]

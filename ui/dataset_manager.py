@@ -1,6 +1,6 @@
 """Datasets page parts: create (zip / files / folder), analyse, de-duplicate, edit captions.
 
-All work is done by ``trainer.datasets``; this module only draws widgets and reports results.
+All work is done by ``trainer.data.library``; this module only draws widgets and reports results.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from trainer import datasets as dm
+from trainer.data import library as dm
 
 
 def render_create(root: Path) -> None:

@@ -1,6 +1,6 @@
 """Dataset analysis for the wizard: images, sizes, captions, buckets and steps per epoch.
 
-Uses the trainer's own scan and bucketing (``trainer.data``), so the numbers are the ones the run
+Uses the trainer's own scan and bucketing (``trainer.data.pipeline``), so the numbers are the ones the run
 will see. The result is cached per folder state and settings.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.config import ARCH_DEFAULTS
+from trainer.config.schema import ARCH_DEFAULTS
 
 SCAN_FIELDS = (
     "caption_ext",
@@ -40,8 +40,8 @@ def analyse(folder: Path, ds: dict[str, Any], numbers: dict[str, Any]) -> dict[s
 def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> dict[str, Any]:
     from pydantic import ValidationError
 
-    from trainer.config import DatasetConfig
-    from trainer.data import BucketBatches, DatasetError, build_report, scan_dataset
+    from trainer.config.schema import DatasetConfig
+    from trainer.data.pipeline import BucketBatches, DatasetError, build_report, scan_dataset
 
     relevant = json.loads(relevant_json)
     numbers = json.loads(numbers_json)

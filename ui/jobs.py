@@ -1,4 +1,4 @@
-"""Launch, stop and resume training runs from the studio (thin: the work is in trainer/jobs.py).
+"""Launch, stop and resume training runs from the studio (thin: the work is in trainer/jobs/launch.py).
 
 The review page's Launch button calls ``launch_draft(cfg)``; it raises ``LaunchRefused`` with a
 message fit for ``st.error`` when the run cannot start (settings still 'auto', device busy).
@@ -12,11 +12,11 @@ import time
 
 import streamlit as st
 
-from trainer import jobs
-from trainer.config import TrainingConfig
-from trainer.jobs import ActiveJob, LaunchedJob, LaunchRefused
+from trainer.config.schema import TrainingConfig
+from trainer.jobs import launch as jobs
+from trainer.jobs.launch import ActiveJob, LaunchedJob, LaunchRefused
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking import TAG_PREDICTED_TOTAL
+from trainer.tracking.store import TAG_PREDICTED_TOTAL
 
 __all__ = [
     "MONITOR_PAGE",

@@ -1,4 +1,4 @@
-"""Utilities page parts: inspect, resize, convert and merge LoRA files (``trainer.lora_tools``)."""
+"""Utilities page parts: inspect, resize, convert and merge LoRA files (``trainer.lora.tools``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from trainer import lora_tools as lt
+from trainer.lora import tools as lt
 
 RESIZE_HELP = {
     "rank": "the new rank (a whole number)",
@@ -132,7 +132,7 @@ def render_merge(path: Path, home: Path) -> None:
 
 def render_grid(path: Path, home: Path, tracking_uri: str) -> None:
     """X/Y grid: this LoRA (plus other checkpoints) × prompts × strengths, logged to MLflow."""
-    from trainer.xy_grid import GridSpec, generate_grid, log_grid
+    from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
 
     more = st.text_area("Other checkpoints (one path per line)", key="lu:gridmore")
     prompts = st.text_area("Prompts (one per line)", "a photo of sks", key="lu:gridprompts")

@@ -17,9 +17,9 @@ from typing import Any
 
 import streamlit as st
 
-from trainer import jobs
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings
-from trainer.tracking import JobInfo, read_job, read_progress
+from trainer.tracking.store import JobInfo, read_job, read_progress
 from ui.jobs import LaunchRefused, reconcile_on_load, resume_job, stop_job
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
@@ -91,7 +91,7 @@ class RunView:
 
 
 def load_view(settings: StudioSettings, run_id: str) -> RunView:
-    from trainer.tracking import get_run_record
+    from trainer.tracking.store import get_run_record
 
     record = get_run_record(settings.tracking_uri, run_id)
     folder = jobs.job_folder(settings, run_id)
@@ -116,21 +116,21 @@ def load_view(settings: StudioSettings, run_id: str) -> RunView:
 # ------------------------------------------------------------------------------------ cached data
 @st.cache_data(show_spinner=False, max_entries=64)
 def _history(uri: str, run_id: str, marker: Any) -> dict[str, list[tuple[int, float, int]]]:
-    from trainer.tracking import metric_history
+    from trainer.tracking.store import metric_history
 
     return metric_history(uri, run_id, ["loss", "loss_smoothed", "lr"])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _samples(uri: str, run_id: str, marker: Any) -> list[Any]:
-    from trainer.tracking import sample_images
+    from trainer.tracking.store import sample_images
 
     return sample_images(uri, run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _loras(uri: str, run_id: str, marker: Any) -> list[str]:
-    from trainer.tracking import lora_artifacts
+    from trainer.tracking.store import lora_artifacts
 
     return lora_artifacts(uri, run_id)
 
@@ -151,7 +151,7 @@ def _run_label(record: Any) -> str:
 
 def render_run_picker(settings: StudioSettings) -> str | None:
     """A select box of the studio's runs, newest first; the launched/active one by default."""
-    from trainer.tracking import list_runs
+    from trainer.tracking.store import list_runs
     from ui.jobs import MONITOR_RUN_KEY
 
     if settings.uses_local_store and not (settings.home / "mlflow.db").exists():
@@ -383,7 +383,7 @@ def render_log(view: RunView) -> None:
 
 
 def render_files(settings: StudioSettings, view: RunView) -> None:
-    from trainer.checkpoint import list_checkpoints
+    from trainer.engine.checkpoint import list_checkpoints
 
     lora_dir = view.job_dir / "lora"
     files = sorted(p for p in lora_dir.rglob("*.safetensors")) if lora_dir.is_dir() else []
@@ -418,7 +418,7 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
 
 def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) -> None:
     """Download buttons for the run's final LoRA files, fetched from MLflow on click."""
-    from trainer.tracking import fetch_artifact
+    from trainer.tracking.store import fetch_artifact
 
     uri, cache = settings.tracking_uri, settings.cache_dir
     for artifact in finals:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from trainer.config_io import ConfigError, atomic_write_text, loads_config
+from trainer.config.io import ConfigError, atomic_write_text, loads_config
 from trainer.settings import StudioSettings
 
 BUILT_IN = Path(__file__).resolve().parent.parent / "presets"
@@ -164,7 +164,7 @@ def render_import(settings: StudioSettings) -> None:
 
 
 def _import_other() -> None:
-    from trainer.importers import import_text
+    from trainer.config.importers import import_text
     from ui.state import replace_draft
 
     upload = st.session_state.get("pre:other_upload")

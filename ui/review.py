@@ -6,8 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.config import WIZARD_STEPS, unresolved_autos
-from trainer.config_io import ConfigError, loads_config
+from trainer.config.io import ConfigError, loads_config
+from trainer.config.schema import WIZARD_STEPS, unresolved_autos
 from ui import advice, state
 from ui.advisor_column import render_findings, show_value
 from ui.context import StudioContext, apply_fix

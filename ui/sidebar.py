@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trainer import jobs
+from trainer.jobs import launch as jobs
 from trainer.settings import StudioSettings, load_settings
 from ui.jobs import MONITOR_PAGE, stop_job
 from ui.monitor import PHASE_LABELS

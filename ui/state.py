@@ -22,8 +22,7 @@ from typing import Any
 import streamlit as st
 import yaml
 
-from trainer.config import TrainingConfig
-from trainer.config_io import (
+from trainer.config.io import (
     ConfigError,
     Problem,
     atomic_write_text,
@@ -31,6 +30,7 @@ from trainer.config_io import (
     dump_yaml,
     parse_yaml,
 )
+from trainer.config.schema import TrainingConfig
 from trainer.settings import load_settings
 
 DRAFT = "draft"  # dict: the config being edited

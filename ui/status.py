@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.demo.tiny import DEMO_ARCHS, demo_is_built
 from trainer.settings import StudioSettings
-from trainer.tiny import DEMO_ARCHS, demo_is_built
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from trainer.config import ARCH_DEFAULTS, _nested_model, field_meta, iter_fields
+from trainer.config.schema import ARCH_DEFAULTS, _nested_model, field_meta, iter_fields
 from ui import state
 from ui.advice import explain_field, label_of, short_value
 

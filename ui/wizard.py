@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.config import WIZARD_STEPS
+from trainer.config.schema import WIZARD_STEPS
 from trainer.settings import load_settings
 from ui import state
 from ui.context import StudioContext
@@ -242,7 +242,7 @@ def _toggle_demo_dataset(index: int) -> None:
 
 def dataset_folder(ref: str) -> Path:
     if ref == "demo:dataset":
-        from trainer.tiny import ensure_demo
+        from trainer.demo.tiny import ensure_demo
 
         return ensure_demo(load_settings().home, "dataset")
     return Path(ref).expanduser()
@@ -260,7 +260,9 @@ def render_dataset_analysis(index: int) -> None:
         st.markdown(f":material/warning: **Folder not found:** `{ref}`")
         return
     key = f"wiz:analyse:{index}"
-    ready = "trainer.data" in sys.modules  # once loaded, analysing is instant: do it always
+    ready = (
+        "trainer.data.pipeline" in sys.modules
+    )  # once loaded, analysing is instant: do it always
     if not ready and not st.button("Analyse dataset", key=key, icon=":material/analytics:"):
         st.caption("Analyse to see image count, sizes, captions and steps per epoch.")
         return

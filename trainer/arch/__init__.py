@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from trainer.arch.base import Arch, ModelLoadError
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 
 def arch_class(name: str) -> type[Arch]:

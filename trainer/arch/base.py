@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from trainer.config import ARCH_DEFAULTS, NetworkConfig, TrainingConfig, resolved
+from trainer.config.schema import ARCH_DEFAULTS, NetworkConfig, TrainingConfig, resolved
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -349,7 +349,7 @@ class Arch(ABC):
         cls, cfg: TrainingConfig, home: Path, device: torch.device, dtype: torch.dtype
     ) -> Arch:
         """Load the base model named by ``cfg.model`` (see module docstring for what it accepts)."""
-        from trainer.tiny import resolve_demo_ref
+        from trainer.demo.tiny import resolve_demo_ref
 
         ref = cfg.model.name_or_path
         try:
@@ -382,7 +382,7 @@ class Arch(ABC):
     @classmethod
     def _component_overrides(cls, cfg: TrainingConfig, home: Path, dtype: torch.dtype) -> dict:
         """A different VAE and/or text encoder(s), loaded from model.vae_path / te_name_or_path."""
-        from trainer.tiny import resolve_demo_ref
+        from trainer.demo.tiny import resolve_demo_ref
 
         overrides: dict[str, Any] = {}
         if cfg.model.vae_path:
@@ -623,7 +623,7 @@ class Arch(ABC):
         from diffusers.utils.peft_utils import scale_lora_layers, unscale_lora_layers
 
         if getattr(self, "frozen_adapter", None):  # an accuracy recovery adapter stays at 1
-            from trainer.memory import scale_trained_adapter
+            from trainer.engine.memory import scale_trained_adapter
 
             with scale_trained_adapter(self, scale):
                 yield
@@ -734,7 +734,7 @@ class Arch(ABC):
 
         ``with_grad=True`` keeps the graph (needed when a text-encoder LoRA is trained).
         """
-        store = getattr(self, "prompt_store", None)  # text encoders unloaded: trainer.memory
+        store = getattr(self, "prompt_store", None)  # text encoders unloaded: trainer.engine.memory
         if store is not None:
             return store.lookup(list(prompts), self.device, self.dtype)
         context = contextlib.nullcontext() if with_grad else torch.no_grad()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.config import TrainConfig
+from trainer.config.schema import TrainConfig
 
 
 class LoraEMA:

@@ -1,7 +1,7 @@
 """Dataset manager (engine side): create, analyse, de-duplicate, curate and caption datasets.
 
 Datasets live in ``<studio home>/datasets/<name>/`` as a flat folder of images and caption files
-(what ``trainer.data.scan_dataset`` reads) plus a hidden ``.manifest.json``. Creation sources: a zip upload,
+(what ``trainer.data.pipeline.scan_dataset`` reads) plus a hidden ``.manifest.json``. Creation sources: a zip upload,
 many uploaded files, or a local folder. Uploads are checked before anything is written: entries
 with absolute paths, ``..`` or drive letters, and symlinks are refused (no zip-slip); file count,
 per-file and total sizes are bounded (counted while reading, not trusted from headers); non-image
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from trainer.data import IMAGE_EXTENSIONS, bucket_for, make_buckets, steps_per_epoch
+from trainer.data.pipeline import IMAGE_EXTENSIONS, bucket_for, make_buckets, steps_per_epoch
 
 MANIFEST = ".manifest.json"  # hidden: the trainer's scan ignores it
 REMOVED = ".removed"

@@ -14,9 +14,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import TrainingConfig, unresolved_autos
-from trainer.config_io import ConfigError, Problem, load_config, save_config
-from trainer.failures import explain_failure
+from trainer.config.io import ConfigError, Problem, load_config, save_config
+from trainer.config.schema import TrainingConfig, unresolved_autos
+from trainer.engine.failures import explain_failure
 from trainer.settings import load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
@@ -52,7 +52,7 @@ def find_resume_point(resume: str, job_dir: Path | None, jobs_dir: Path, name: s
         return Path(resume)
     if job_dir is not None:
         return job_dir
-    from trainer.checkpoint import latest_checkpoint
+    from trainer.engine.checkpoint import latest_checkpoint
 
     candidates = []
     for folder in jobs_dir.glob("*/checkpoints"):
@@ -75,7 +75,7 @@ def _config_name(path: Path) -> str | None:
 
 
 def _resume_run_id(point: Path) -> str | None:
-    from trainer.checkpoint import latest_checkpoint, load_checkpoint
+    from trainer.engine.checkpoint import latest_checkpoint, load_checkpoint
 
     folder = point if (point / "training_state.pt").exists() else None
     folder = folder or latest_checkpoint(point / "checkpoints") or latest_checkpoint(point)
@@ -95,9 +95,9 @@ def run_job(
     job_dir: Path | None = None,
     tracking_uri: str | None = None,
 ) -> JobResult:
-    from trainer import distributed
-    from trainer.loop import RunContext, StopSignal, train
-    from trainer.tracking import NullTracker, make_tracker
+    from trainer.engine import distributed
+    from trainer.engine.loop import RunContext, StopSignal, train
+    from trainer.tracking.store import NullTracker, make_tracker
 
     settings = load_settings()
     cfg = load_runnable_config(config_path, overrides or [])

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from trainer.config import TrainingConfig
-from trainer.config_io import ConfigError, config_from_dict
+from trainer.config.io import ConfigError, config_from_dict
+from trainer.config.schema import TrainingConfig
 
 Kind = str  # "ai-toolkit" | "kohya-toml" | "kohya-json"
 
@@ -66,7 +66,7 @@ class _Draft:
         self.mapped[source] = path
 
     def skip(self, source: str, value: Any, reason: str) -> None:
-        from trainer.tracking import REDACTED, is_secret_key
+        from trainer.tracking.store import REDACTED, is_secret_key
 
         shown = REDACTED if is_secret_key(source) and not _empty(value) else value
         self.unmapped.append(Unmapped(source, shown, reason))

@@ -6,7 +6,7 @@ The studio (and anything else) launches a run the same way a person would from a
         python -m trainer run <home>/jobs/<run id>/config.yaml --job-dir <home>/jobs/<run id>
 
 With ``runtime.num_processes`` > 1 the same command runs under accelerate's launcher, one
-trainer process per GPU (or CPU processes joined by gloo; ``trainer.distributed``)::
+trainer process per GPU (or CPU processes joined by gloo; ``trainer.engine.distributed``)::
 
     python -m accelerate.commands.launch --multi_gpu --num_processes N --num_machines 1 \
         --mixed_precision no --dynamo_backend no --main_process_port <free port> \
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.tracking import (
+from trainer.tracking.store import (
     TERMINAL_PHASES,
     JobInfo,
     pid_alive,
@@ -51,11 +51,11 @@ from trainer.tracking import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
     from trainer.settings import StudioSettings
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
 EXIT_FILE = "exit.json"
@@ -162,7 +162,7 @@ def free_port() -> int:
 
 def config_processes(config_path: Path) -> int:
     """runtime.num_processes of a saved job config (1 when it cannot be read)."""
-    from trainer.config_io import ConfigError, load_config
+    from trainer.config.io import ConfigError, load_config
 
     try:
         return load_config(config_path).runtime.num_processes
@@ -375,9 +375,9 @@ def launch(
 
     Refuses (``LaunchRefused``) a config with decisions still 'auto' or a device already busy.
     """
-    from trainer.config import unresolved_autos
-    from trainer.config_io import save_config
-    from trainer.tracking import create_run
+    from trainer.config.io import save_config
+    from trainer.config.schema import unresolved_autos
+    from trainer.tracking.store import create_run
 
     autos = unresolved_autos(cfg)
     if autos:
@@ -473,7 +473,7 @@ def _spawn(
 def _fail_run(settings: StudioSettings, run_id: str, note: str) -> None:
     from mlflow import MlflowClient
 
-    from trainer.tracking import set_note
+    from trainer.tracking.store import set_note
 
     with contextlib.suppress(Exception):
         set_note(settings.tracking_uri, run_id, note)
@@ -532,7 +532,7 @@ def wait_for_exit(settings: StudioSettings, run_id: str, timeout: float = 60.0) 
 
 def resumable(settings: StudioSettings, run_id: str, status: str | None = None) -> str | None:
     """Why the job cannot be resumed, or None when it can (``status``: its MLflow status)."""
-    from trainer.checkpoint import list_checkpoints
+    from trainer.engine.checkpoint import list_checkpoints
 
     folder = job_folder(settings, run_id)
     if not (folder / CONFIG_FILE).exists():
@@ -602,7 +602,7 @@ def reconcile(settings: StudioSettings) -> list[str]:
     When this studio process saw the trainer exit, its exit code and last log lines go into the
     note. Skipped on a fresh home whose local store does not exist yet (creating it takes seconds).
     """
-    from trainer.tracking import reconcile_dead_runs, write_progress
+    from trainer.tracking.store import reconcile_dead_runs, write_progress
 
     if settings.uses_local_store and not (settings.home / "mlflow.db").exists():
         return []

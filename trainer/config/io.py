@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from trainer.config import FieldProblems, TrainingConfig, _nested_model
+from trainer.config.schema import FieldProblems, TrainingConfig, _nested_model
 
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
 HEADER = (

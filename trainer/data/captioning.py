@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainer import datasets as dm
+from trainer.data import library as dm
 
 HOW_TO = (
     "Download a captioner to a local folder first (e.g. Salesforce/blip-image-captioning-base "

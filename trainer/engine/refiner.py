@@ -25,7 +25,7 @@ class Refiner:
             from diffusers import StableDiffusionXLImg2ImgPipeline
 
             from trainer.arch.base import classify_source, load_error
-            from trainer.tiny import resolve_demo_ref
+            from trainer.demo.tiny import resolve_demo_ref
 
             path = resolve_demo_ref(self.ref, self.home)
             try:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainer.config import TrainConfig
+from trainer.config.schema import TrainConfig
 
 __all__ = [
     "OPTIMIZERS",

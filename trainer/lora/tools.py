@@ -1,6 +1,6 @@
 """LoRA utilities on saved files: inspect, resize (SVD), convert layouts, merge.
 
-Works on the two layouts ``trainer.lora_io`` writes (and other tools use):
+Works on the two layouts ``trainer.lora.io`` writes (and other tools use):
 
 - **peft / diffusers**: ``<component>.<module>.lora_A.weight`` / ``.lora_B.weight``; rank and
   alpha per component (plus ``rank_pattern`` / ``alpha_pattern``) in the header's
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer import lora_io
+from trainer.lora import io as lora_io
 
 PEFT, KOHYA = "peft", "kohya"
 RESIZE_METHODS = ("rank", "sv_ratio", "sv_fro", "sv_cumulative")
@@ -450,7 +450,7 @@ def to_peft(lora: LoraFile, pipe: Any, arch: str | None = None) -> LoraFile:
 def load_base_pipeline(arch: str, base: str, home: Path) -> Any:
     """The base pipeline (float32, CPU) for ``base``: a demo ref, folder, file or Hub id."""
     from trainer.arch import load_arch
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
 
     cfg = TrainingConfig.model_validate(
         {

@@ -2,8 +2,8 @@
 
 Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
 Everything architecture-specific sits behind `trainer.arch.Arch`; data behind
-`trainer.data.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it).
-Under ``accelerate launch`` with several processes, `ctx.dist` (trainer.distributed) shards the
+`trainer.data.pipeline.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it).
+Under ``accelerate launch`` with several processes, `ctx.dist` (trainer.engine.distributed) shards the
 data, averages the gradients and lets only the main process log, sample and save.
 """
 
@@ -22,8 +22,10 @@ import torch
 from torch import Tensor
 
 from trainer.arch import Arch, load_arch
-from trainer.cache import LatentCache, TextEmbeddingCache, latent_key, text_key
-from trainer.checkpoint import (
+from trainer.config.schema import TrainingConfig, resolved
+from trainer.data.pipeline import BucketBatches, build_report, check_enough, scan_dataset
+from trainer.engine.cache import LatentCache, TextEmbeddingCache, latent_key, text_key
+from trainer.engine.checkpoint import (
     CheckpointError,
     incompatibilities,
     latest_checkpoint,
@@ -32,20 +34,20 @@ from trainer.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from trainer.config import TrainingConfig, resolved
-from trainer.data import BucketBatches, build_report, check_enough, scan_dataset
-from trainer.distributed import Dist, rank_seed
-from trainer.ema import build_ema, ema_weights
-from trainer.failures import NonFiniteLoss
-from trainer.lora_io import load_lora_file, save_lora
-from trainer.memory import check_environment, prepare_base, prepare_training, unload_for_run
-from trainer.objective import ObjectiveState, compute_loss, needs_unaugmented
-from trainer.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
+from trainer.engine.distributed import Dist, rank_seed
+from trainer.engine.ema import build_ema, ema_weights
+from trainer.engine.failures import NonFiniteLoss
+from trainer.engine.memory import check_environment, prepare_base, prepare_training, unload_for_run
+from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugmented
+from trainer.engine.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
+from trainer.lora.io import load_lora_file, save_lora
 
 
 # ------------------------------------------------------------------------------- the loop
 def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> Outcome:
-    dist = ctx.dist  # one process, or this rank of an `accelerate launch` (trainer.distributed)
+    dist = (
+        ctx.dist
+    )  # one process, or this rank of an `accelerate launch` (trainer.engine.distributed)
     device = dist.device or pick_device(cfg.runtime.device)
     dtype = pick_dtype(cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
@@ -59,7 +61,7 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     if cfg.model.lora_path:
         load_lora_file(arch, cfg.model.lora_path)
     arch.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
-    prepare_training(arch, cfg)  # layer offloading, low_vram, compile (trainer.memory)
+    prepare_training(arch, cfg)  # layer offloading, low_vram, compile (trainer.engine.memory)
     objective = ObjectiveState.for_run(cfg, device)  # learnable SNR weights, when on
     optimizer = build_optimizer(
         cfg.train, param_groups(cfg.train, groups) + objective.param_groups()
@@ -188,7 +190,7 @@ class ModelInputs:
 # ---------------------------------------------------------------------------- data
 def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
     """Scan every dataset and stop before training if any is unusable."""
-    from trainer.tiny import resolve_demo_ref
+    from trainer.demo.tiny import resolve_demo_ref
 
     scans = [
         scan_dataset(ds, Path(resolve_demo_ref(ds.folder_path, ctx.home)).expanduser())
@@ -242,10 +244,10 @@ def stream_batches(
 ) -> Iterator[dict]:
     """Endless batches, starting where `state.micro_batches` says (resume skips exactly).
 
-    Per-step batch sizes (auto-scale), loader workers and prefetching: `trainer.batching`.
+    Per-step batch sizes (auto-scale), loader workers and prefetching: `trainer.engine.batching`.
     Several processes: this rank's round-robin share of the global plan (`Dist.shard`).
     """
-    from trainer.batching import batch_stream
+    from trainer.engine.batching import batch_stream
 
     return batch_stream(data, cfg, state.micro_batches, device, shard=dist or Dist())
 
@@ -295,7 +297,7 @@ class LoopState:
     micro_batches: int = 0
     meter: Meter = field(default_factory=Meter)
     objective: ObjectiveState = field(default_factory=ObjectiveState)
-    ema: Any = None  # trainer.ema.LoraEMA when train.use_ema is on
+    ema: Any = None  # trainer.engine.ema.LoraEMA when train.use_ema is on
 
 
 @dataclass
@@ -337,7 +339,7 @@ class RunContext:
     refiner: Any = None  # loaded on the first preview when model.refiner_name_or_path is set
 
     def __post_init__(self) -> None:
-        from trainer.tracking import ProgressWriter
+        from trainer.tracking.store import ProgressWriter
 
         self.job_dir.mkdir(parents=True, exist_ok=True)
         if self.progress is None:
@@ -355,7 +357,7 @@ class RunContext:
         self.progress.update(phase=name, **values)
 
     def dataset_report(self, report: Any, fingerprint: str) -> None:
-        from trainer.tracking import TAG_DATASET
+        from trainer.tracking.store import TAG_DATASET
 
         summary = report.to_dict()
         self.tracker.log_text(json.dumps(summary, indent=2, default=str), "dataset/report.json")
@@ -493,7 +495,7 @@ def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) 
 
 
 def refine_previews(arch: Arch, cfg: TrainingConfig, ctx: RunContext, images, prompts) -> list:
-    from trainer.refiner import Refiner
+    from trainer.engine.refiner import Refiner
 
     if ctx.refiner is None:
         ctx.refiner = Refiner(cfg.model.refiner_name_or_path, ctx.home, arch.device, arch.dtype)
@@ -519,7 +521,7 @@ def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState
 
 
 def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> Path | None:
-    from trainer.lora_io import save_lora as _save
+    from trainer.lora.io import save_lora as _save
 
     if not ctx.dist.is_main:
         return None
@@ -557,7 +559,7 @@ def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> l
         else:  # the diffusers layout is a folder of its own
             ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
     if cfg.save.push_to_hub:  # only after the local save: a failed upload keeps the files
-        from trainer.hub import push_lora_folder
+        from trainer.lora.hub import push_lora_folder
 
         ctx.tracker.flush()
         url = push_lora_folder(out, cfg)

@@ -1,7 +1,7 @@
 """Several processes, one run: data-parallel training under ``accelerate launch``.
 
 The trainer runs unchanged under a multi-process launch (the studio does this when
-``runtime.num_processes`` > 1; ``trainer.jobs.train_command``)::
+``runtime.num_processes`` > 1; ``trainer.jobs.launch.train_command``)::
 
     python -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 \\
         -m trainer run CONFIG --job-dir JOB

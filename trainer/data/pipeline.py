@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainer.config import Augmentation, DatasetConfig
+from trainer.config.schema import Augmentation, DatasetConfig
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Image formats people drop into datasets that we do not train on: named in the skip reason.

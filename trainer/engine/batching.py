@@ -20,7 +20,7 @@
 - **Prefetch** (``runtime.gpu_prefetch_batches``): the next N batches are already moved to the
   training device (``non_blocking`` from pinned memory on CUDA) while the current one trains;
   they come out in the same order.
-- **Several processes** (``shard``, a ``trainer.distributed.Dist``): every rank generates the same
+- **Several processes** (``shard``, a ``trainer.engine.distributed.Dist``): every rank generates the same
   global plan and trains its round-robin share (micro-batches ``rank, rank + N, ...``); ``start``
   counts global micro-batches, and batch-size warmup advances per optimizer step of all ranks.
 """
@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-from trainer.config import TrainConfig, TrainingConfig
-from trainer.data import BucketBatches, ItemKey, collate_batch
-from trainer.optim import batch_size_at
+from trainer.config.schema import TrainConfig, TrainingConfig
+from trainer.data.pipeline import BucketBatches, ItemKey, collate_batch
+from trainer.engine.optim import batch_size_at
 
 Plan = Iterator[tuple[int, list[ItemKey]]]
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.config import TrainingConfig
-from trainer.config_io import dump_yaml, loads_config
+from trainer.config.io import dump_yaml, loads_config
+from trainer.config.schema import TrainingConfig
 
 PREFIX = "step_"
 LORA_FILE = "lora_state.safetensors"
@@ -171,7 +171,7 @@ _MUST_MATCH = {
 
 def incompatibilities(saved: TrainingConfig, current: TrainingConfig) -> list[str]:
     """Why a checkpoint cannot continue this config (empty when it can)."""
-    from trainer.config import get_path
+    from trainer.config.schema import get_path
 
     problems = []
     for path, label in _MUST_MATCH.items():

@@ -5,7 +5,7 @@
 memory). ``TextEmbeddingCache`` does the same for a dict of tensors per caption.
 
 Keys are sha256 digests of everything that changes the result, built by ``latent_key`` /
-``text_key``: the item key from ``trainer.data`` (file content hash, bucket, crop/flip variant),
+``text_key``: the item key from ``trainer.data.pipeline`` (file content hash, bucket, crop/flip variant),
 a model fingerprint the caller passes (e.g. ``fingerprint(arch, model path, vae config)``) and the
 dtype. Any change there is a different key, hence a miss; stale files are simply never read.
 
@@ -57,7 +57,7 @@ def fingerprint(*parts: object) -> str:
 def latent_key(item_key: str, model_fingerprint: str, dtype: torch.dtype | str) -> str:
     """Key of one image variant's latent.
 
-    ``item_key`` is ``trainer.data.item_key(...)``: content hash, bucket and crop/flip variant.
+    ``item_key`` is ``trainer.data.pipeline.item_key(...)``: content hash, bucket and crop/flip variant.
     """
     return cache_key("latent", item_key, model_fingerprint, _dtype_name(dtype))
 

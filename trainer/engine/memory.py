@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 if TYPE_CHECKING:
     from trainer.arch.base import Arch
@@ -106,7 +106,7 @@ def device_available(kind: str) -> bool:
 def check_environment(cfg: TrainingConfig, device: torch.device, processes: int = 1) -> None:
     """Refuse, before anything loads, what this machine cannot do (devices, GPUs, processes).
 
-    ``processes``: how many the launcher started (``trainer.distributed``); it must be the
+    ``processes``: how many the launcher started (``trainer.engine.distributed``); it must be the
     config's ``runtime.num_processes``, which is what the studio launches with."""
     problems = []
     m = cfg.model
@@ -794,7 +794,7 @@ def unload_for_run(
 ) -> list[weakref.ref]:
     """``train.unload_text_encoder``: encode what the next ``steps`` steps and the previews need
     (through the loop's text cache, so each caption is encoded once), then free the encoders."""
-    from trainer.batching import planned_captions
+    from trainer.engine.batching import planned_captions
 
     captions = planned_captions(data, cfg.train, start, steps)
     return release_text_encoders(arch, planned_prompts(cfg, captions), encode=inputs._one_text)
@@ -806,13 +806,13 @@ def planned_prompts(cfg: TrainingConfig, captions: Iterable[str]) -> list[str]:
     out.append("")
     train = cfg.train
     if train.diff_output_preservation:
-        from trainer.objective import class_prompts
+        from trainer.engine.objective import class_prompts
 
         captions = list(out)
         for trigger in {ds.trigger_word for ds in cfg.datasets if ds.trigger_word}:
             out += class_prompts(captions, [trigger] * len(captions), train)
     if cfg.sample.prompts and cfg.sample.sample_every:
-        from trainer.loop import sample_prompts
+        from trainer.engine.loop import sample_prompts
 
         for spec in sample_prompts(cfg):
             out.append(spec["prompt"])

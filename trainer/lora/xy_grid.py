@@ -87,7 +87,7 @@ def log_grid(
     """Log the grid as ``xy_grid.png`` in a new MLflow run; returns the run id."""
     from mlflow import MlflowClient
 
-    from trainer.tracking import ensure_experiment
+    from trainer.tracking.store import ensure_experiment
 
     client = MlflowClient(tracking_uri)
     run = client.create_run(ensure_experiment(tracking_uri, experiment))

@@ -1480,7 +1480,7 @@ def _cross_section_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
 
 
 def _objective_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
-    """Loss options that cannot do anything for this architecture or data (trainer.objective)."""
+    """Loss options that cannot do anything for this architecture or data (trainer.engine.objective)."""
     arch, train = cfg.model.arch, cfg.train
     if arch == "flux":
         for path, value in (
@@ -1521,7 +1521,7 @@ BNB_QTYPES = ("int8", "nf4", "fp4")
 
 
 def _memory_problems(cfg: TrainingConfig) -> Iterator[tuple[str, str]]:
-    """Memory/speed combinations that cannot work (trainer/memory.py says why in detail)."""
+    """Memory/speed combinations that cannot work (trainer/engine/memory.py says why in detail)."""
     model, net, device = cfg.model, cfg.network, cfg.runtime.device
     if model.quantize and model.qtype == "float8" and net.type == "dora":
         yield (

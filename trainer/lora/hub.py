@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -26,7 +26,7 @@ def hub_offline() -> bool:
 
 
 def _scrub(text: str, token: str | None) -> str:
-    from trainer.tracking import redact_text
+    from trainer.tracking.store import redact_text
 
     if token:
         text = text.replace(token, "***")

@@ -1,4 +1,4 @@
-"""CLI for ``python -m trainer lora inspect|resize|convert|merge`` (see ``trainer.lora_tools``).
+"""CLI for ``python -m trainer lora inspect|resize|convert|merge`` (see ``trainer.lora.tools``).
 
 Kept apart from ``lora_tools`` so building the parser does not import torch.
 """
@@ -49,7 +49,7 @@ def _home(args: Any) -> Path:
 
 
 def _base_for(args: Any, lora: Any) -> tuple[str, str]:
-    from trainer.lora_tools import LoraToolError, file_arch
+    from trainer.lora.tools import LoraToolError, file_arch
 
     arch = file_arch(lora, args.arch)
     base = getattr(args, "into_base", None) or args.base or lora.metadata.get("base_model")
@@ -59,7 +59,7 @@ def _base_for(args: Any, lora: Any) -> tuple[str, str]:
 
 
 def cmd_lora(args: Any) -> int:
-    from trainer.lora_tools import LoraToolError
+    from trainer.lora.tools import LoraToolError
 
     try:
         return _run_cli(args)
@@ -69,7 +69,7 @@ def cmd_lora(args: Any) -> int:
 
 
 def _run_cli(args: Any) -> int:
-    from trainer.lora_tools import (
+    from trainer.lora.tools import (
         LoraToolError,
         inspect,
         load,

@@ -22,7 +22,7 @@ Next to MLflow, each job launched by the studio has a folder ``<home>/jobs/<run 
 monitor page reads it without touching MLflow).
 
 ``import mlflow`` takes 1-2 s, so nothing here imports it at module level: ``import
-trainer.tracking`` stays cheap for pages and tools that only read progress files.
+trainer.tracking.store`` stays cheap for pages and tools that only read progress files.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
     from PIL.Image import Image
 
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
     from trainer.settings import StudioSettings
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def create_run(
 # ------------------------------------------------------------------------------- write: config
 def config_params(cfg: TrainingConfig) -> dict[str, str]:
     """Flattened config as MLflow params: secrets dropped, values ≤ 6000, keys ≤ 250 chars."""
-    from trainer.config_io import flatten
+    from trainer.config.io import flatten
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pydantic union serializer noise
@@ -330,7 +330,7 @@ def numeric_hparams(cfg: TrainingConfig) -> dict[str, float]:
 
 def config_yaml(cfg: TrainingConfig) -> str:
     """The exact YAML of the config (comments included), tokens redacted."""
-    from trainer.config_io import dump_yaml
+    from trainer.config.io import dump_yaml
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -1743,7 +1743,7 @@ def _int(value: Any) -> int | None:
 
 def load_run_config(tracking_uri: str, run_id: str) -> str:
     """The YAML text logged as ``config/train_config.yaml`` (load it with
-    ``trainer.config_io.loads_config``)."""
+    ``trainer.config.io.loads_config``)."""
     store = _Artifacts(_client(tracking_uri), run_id, None)
     if store.local is not None:
         return (store.local / CONFIG_ARTIFACT).read_text(encoding="utf-8")
