@@ -16,20 +16,18 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.config.schema import DatasetConfig
-from trainer.data import pipeline as D
-from trainer.data.pipeline import (
-    BucketBatches,
-    DatasetError,
+from trainer.config.sections.datasets import DatasetConfig
+from trainer.data import scanning
+from trainer.data.batches import BucketBatches, build_report
+from trainer.data.buckets import (
     assign_bucket,
+    batches_per_epoch,
     bucket_for,
-    build_caption,
-    build_report,
-    check_enough,
     make_buckets,
-    scan_dataset,
     steps_per_epoch,
 )
+from trainer.data.captions import build_caption
+from trainer.data.scanning import DatasetError, DatasetScan, check_enough, scan_dataset
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -62,7 +60,7 @@ def config(folder: Path, **overrides) -> DatasetConfig:
     return DatasetConfig(**(values | overrides))
 
 
-def scan(folder: Path, **overrides) -> D.DatasetScan:
+def scan(folder: Path, **overrides) -> DatasetScan:
     return scan_dataset(config(folder, **overrides), folder)
 
 
@@ -92,7 +90,7 @@ def test_scan_skips_and_reports_every_bad_file_by_name(tmp_path, monkeypatch):
     (folder / "notes.md").write_text("# notes", encoding="utf-8")
     (folder / "orphan.txt").write_text("caption of nothing", encoding="utf-8")
     (folder / ".DS_Store").write_bytes(b"\0")  # hidden: ignored, not reported
-    monkeypatch.setattr(D, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(scanning, "MAX_PIXELS", 100 * 100)
     put(folder, "huge.png", noise(120, 100))
 
     result = scan(folder, default_caption="a photo")
@@ -384,7 +382,7 @@ def test_no_upscale_keeps_small_images_at_their_own_size():
 def test_steps_per_epoch_matches_hand_computation():
     counts = {(64, 64): 5, (72, 56): 3, (56, 72): 1}
     # batch 2: ceil(5/2) + ceil(3/2) + ceil(1/2) = 3 + 2 + 1 = 6 batches
-    assert D.batches_per_epoch(counts, 2) == 6
+    assert batches_per_epoch(counts, 2) == 6
     assert steps_per_epoch(counts, 2) == 6
     assert steps_per_epoch(counts, 2, grad_accum=4) == 2  # ceil(6 / 4)
     # repeats 3: ceil(15/2) + ceil(9/2) + ceil(3/2) = 8 + 5 + 2 = 15; accum 2 -> 8

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trainer.config.sections.datasets import DatasetConfig
 from trainer.data import library as dm
+from trainer.data.scanning import scan_dataset
 
 
 def png(width: int, height: int, seed: int = 0, mode: str = "RGB") -> bytes:
@@ -153,9 +155,6 @@ def test_removal_moves_aside_and_undo_restores(dataset: Path) -> None:
     assert [p.name for p in dm.images_in(dataset)] == ["b.png", "d.png"]
     assert sorted(dm.undo_removal(dataset)) == ["a.png", "a.txt", "c.png"]
     assert sorted(p.name for p in dataset.iterdir() if p.name != ".removed") == before
-    from trainer.config.schema import DatasetConfig
-    from trainer.data.pipeline import scan_dataset
-
     scan = scan_dataset(DatasetConfig(folder_path=str(dataset)), dataset)  # what training sees
     assert (len(scan.images), scan.skipped) == (4, [])
     assert json.loads((dataset / dm.MANIFEST).read_text())["removals"] == []

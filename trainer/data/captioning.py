@@ -13,12 +13,16 @@ model is found, ``CaptionerUnavailable`` says what to put where.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainer.data import library as dm
+import numpy as np
+from PIL import Image
+
+from trainer.data.library import read_captions, set_caption
 
 HOW_TO = (
     "Download a captioner to a local folder first (e.g. Salesforce/blip-image-captioning-base "
@@ -43,14 +47,17 @@ def _model_type(folder: Path) -> str:
 
 class BlipCaptioner:
     def __init__(self, folder: Path, max_new_tokens: int = 40) -> None:
-        from transformers import BlipForConditionalGeneration, BlipProcessor
+        from transformers import (  # transformers: seconds to import, only for BLIP
+            BlipForConditionalGeneration,
+            BlipProcessor,
+        )
 
         self.processor = BlipProcessor.from_pretrained(str(folder))
         self.model = BlipForConditionalGeneration.from_pretrained(str(folder)).eval()
         self.max_new_tokens = max_new_tokens
 
     def caption(self, images: list[Any]) -> list[str]:
-        import torch
+        import torch  # torch: 1-2 s to import, only when BLIP captions
 
         inputs = self.processor(images=[i.convert("RGB") for i in images], return_tensors="pt")
         with torch.no_grad():
@@ -60,7 +67,10 @@ class BlipCaptioner:
 
 class FlorenceCaptioner:
     def __init__(self, folder: Path, task: str = "<DETAILED_CAPTION>") -> None:
-        from transformers import AutoModelForCausalLM, AutoProcessor
+        from transformers import (  # transformers: seconds to import, only for Florence-2
+            AutoModelForCausalLM,
+            AutoProcessor,
+        )
 
         self.processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=True)
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True)
@@ -80,22 +90,18 @@ class FlorenceCaptioner:
 class WD14Tagger:
     def __init__(self, folder: Path, threshold: float = 0.35) -> None:
         try:
-            import onnxruntime
+            import onnxruntime  # optional dependency, only for WD14 taggers
         except ImportError as exc:
             raise CaptionerUnavailable(
                 f"{folder} is a WD14-style tagger, which needs onnxruntime (not installed here): "
                 "`pip install onnxruntime`, or use a BLIP folder instead."
             ) from exc
-        import csv
-
         self.session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
         with open(folder / "selected_tags.csv", newline="", encoding="utf-8") as handle:
             self.tags = [row["name"] for row in csv.DictReader(handle)]
         self.threshold = threshold
 
     def caption(self, images: list[Any]) -> list[str]:
-        import numpy as np
-
         model_input = self.session.get_inputs()[0]
         size = int(model_input.shape[1])
         out = []
@@ -174,9 +180,7 @@ def auto_caption(
 ) -> dict[str, str]:
     """Caption the dataset's images (those without captions unless ``overwrite``), saved
     atomically; ``prefix`` (e.g. the trigger word) goes first. Returns what was written."""
-    from PIL import Image
-
-    existing = dm.read_captions(folder, ext)
+    existing = read_captions(folder, ext)
     todo = [name for name, text in existing.items() if overwrite or not text]
     written: dict[str, str] = {}
     for start in range(0, len(todo), batch_size):
@@ -187,6 +191,6 @@ def auto_caption(
                 images.append(image.convert("RGB"))
         for name, text in zip(names, captioner.caption(images), strict=True):
             caption = ", ".join(p for p in (prefix.strip(), text.strip()) if p)
-            dm.set_caption(folder, name, caption, ext)
+            set_caption(folder, name, caption, ext)
             written[name] = caption
     return written

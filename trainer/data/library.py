@@ -1,14 +1,17 @@
 """Dataset manager (engine side): create, analyse, de-duplicate, curate and caption datasets.
 
 Datasets live in ``<studio home>/datasets/<name>/`` as a flat folder of images and caption files
-(what ``trainer.data.pipeline.scan_dataset`` reads) plus a hidden ``.manifest.json``. Creation sources: a zip upload,
-many uploaded files, or a local folder. Uploads are checked before anything is written: entries
-with absolute paths, ``..`` or drive letters, and symlinks are refused (no zip-slip); file count,
-per-file and total sizes are bounded (counted while reading, not trusted from headers); non-image
-files are listed and skipped. A dataset is built in a temporary folder and renamed into place.
+(what ``trainer.data.scanning.scan_dataset`` reads) plus a hidden ``.manifest.json``. Creation
+sources: a zip upload, many uploaded files, or a local folder. Uploads are checked before anything
+is written: entries with absolute paths, ``..`` or drive letters, and symlinks are refused (no
+zip-slip); file count, per-file and total sizes are bounded (counted while reading, not trusted
+from headers); non-image files are listed and skipped. A dataset is built in a temporary folder
+and renamed into place.
 
-Removing images never deletes them: they move to ``.removed/<batch>/`` and ``undo_removal`` puts
-the last batch back. Caption edits are written atomically (temp file + ``os.replace``).
+Near-duplicates are found with ``imagehash``'s 64-bit perceptual (phash) or difference (dhash)
+hashes. Removing images never deletes them: they move to ``.removed/<batch>/`` and
+``undo_removal`` puts the last batch back. Caption and manifest edits are written atomically
+(``trainer.files.atomic_write_text``, fsynced).
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import imagehash
 import numpy as np
 from PIL import Image
 
-from trainer.data.pipeline import IMAGE_EXTENSIONS, bucket_for, make_buckets, steps_per_epoch
+from trainer.data.buckets import bucket_for, make_buckets, steps_per_epoch
+from trainer.data.scanning import IMAGE_EXTENSIONS
+from trainer.files import atomic_write_text
 
 MANIFEST = ".manifest.json"  # hidden: the trainer's scan ignores it
 REMOVED = ".removed"
@@ -342,40 +348,20 @@ def analyse(
 # ---------------------------------------------------------------------------------- duplicates
 
 
-def dhash(image: Image.Image, size: int = 8) -> int:
-    """Difference hash: (size x size) bits, brightness of each pixel vs its right neighbour."""
-    gray = np.asarray(image.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS))
-    bits = (gray[:, 1:] > gray[:, :-1]).flatten()
-    return int("".join("1" if b else "0" for b in bits), 2)
-
-
-def phash(image: Image.Image, size: int = 8, scale: int = 4) -> int:
-    """Perceptual hash: signs of the low-frequency DCT of a 32x32 gray image vs their median."""
-    n = size * scale
-    gray = np.asarray(image.convert("L").resize((n, n), Image.Resampling.LANCZOS), dtype=float)
-    k = np.arange(n)
-    basis = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))
-    dct = basis @ gray @ basis.T
-    low = dct[:size, :size].flatten()
-    bits = low > np.median(low[1:])
-    return int("".join("1" if b else "0" for b in bits), 2)
-
-
-def hamming(a: int, b: int) -> int:
-    return bin(a ^ b).count("1")
-
-
 def near_duplicates(folder: Path, threshold: int = 6, method: str = "phash") -> list[dict]:
-    """Pairs of images whose hashes differ in at most ``threshold`` of 64 bits, closest first."""
-    hasher = phash if method == "phash" else dhash
+    """Pairs of images whose 64-bit hashes differ in at most ``threshold`` bits, closest first.
+
+    ``method`` "phash" (DCT perceptual hash) or "dhash" (difference hash), both 8x8 bits.
+    """
+    hasher = imagehash.phash if method == "phash" else imagehash.dhash
     hashes = []
     for path in images_in(folder):
         with Image.open(path) as image:
-            hashes.append((path.name, hasher(image)))
+            hashes.append((path.name, hasher(image, hash_size=8)))
     pairs = []
     for i, (a, ha) in enumerate(hashes):
         for b, hb in hashes[i + 1 :]:
-            distance = hamming(ha, hb)
+            distance = int(ha - hb)  # Hamming distance between the two hashes
             if distance <= threshold:
                 pairs.append({"a": a, "b": b, "distance": distance})
     return sorted(pairs, key=lambda p: (p["distance"], p["a"], p["b"]))
@@ -388,7 +374,7 @@ def _update_manifest(folder: Path, change: Callable[[dict], None]) -> None:
     path = Path(folder) / MANIFEST
     manifest = json.loads(path.read_text()) if path.is_file() else {"removals": []}
     change(manifest)
-    write_text_atomic(path, json.dumps(manifest, indent=2))
+    atomic_write_text(path, json.dumps(manifest, indent=2))
 
 
 def remove_images(folder: Path, names: Iterable[str]) -> str:
@@ -444,21 +430,6 @@ def undo_removal(folder: Path) -> list[str]:
 # ---------------------------------------------------------------------------------- captions
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_captions(folder: Path, ext: str = ".txt") -> dict[str, str]:
     out = {}
     for image in images_in(folder):
@@ -473,7 +444,7 @@ def read_captions(folder: Path, ext: str = ".txt") -> dict[str, str]:
 def set_caption(folder: Path, image: str, text: str, ext: str = ".txt") -> None:
     if _safe_member(image) != image or not (Path(folder) / image).is_file():
         raise DatasetUploadError(f"{image!r} is not an image of this dataset")
-    write_text_atomic(caption_path(Path(folder) / image, ext), text.strip() + "\n")
+    atomic_write_text(caption_path(Path(folder) / image, ext), text.strip() + "\n")
 
 
 def insert_trigger(caption: str, trigger: str) -> str:
