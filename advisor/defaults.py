@@ -24,13 +24,15 @@ from advisor.fit import budget_gb, fit_to_memory, predicted_gb
 from advisor.intents import NOTES, IntentPrior
 from advisor.memory import latent_bytes, text_bytes
 from advisor.models import FLUX_TARGETS, GIB, SD_TARGETS
-from advisor.patch import default_of, set_in
+from advisor.patch import default_of
 from advisor.profile import SystemProfile
 from advisor.workload import resolved_dtype, variants, workload
-from trainer.config.schema import ARCH_DEFAULTS, TrainingConfig
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.paths import get_path, set_path
+from trainer.config.schema import TrainingConfig
 
-VRAM_SOURCE = "advisor VRAM model (calibrated on ADVISOR-NOTES figures)"
-SCHEMA = "trainer/config/schema.py ARCH_DEFAULTS"
+VRAM_SOURCE = "advisor VRAM model (calibrated on docs/sources.md#published-memory-figures)"
+SCHEMA = "trainer/config/fields.py ARCH_DEFAULTS"
 
 
 @dataclass(frozen=True)
@@ -88,18 +90,15 @@ class Draft:
         return str(self.data["model"]["name_or_path"]).startswith("demo:")
 
     def get(self, path: str) -> Any:
-        node: Any = self.data
-        for part in path.split("."):
-            node = node[int(part)] if part.isdigit() else node[part]
-        return node
+        return get_path(self.data, path)
 
     def set(self, path: str, value: Any, reason: str, source: str) -> None:
         if self.only_auto and self.get(path) != "auto":
             return
         before = copy.deepcopy(self.get(path))
-        set_in(self.data, path, value)
+        set_path(self.data, path, value)
         if self.only_auto and not self._valid():
-            set_in(self.data, path, before)  # an answer that clashes with a choice the user made
+            set_path(self.data, path, before)  # an answer that clashes with a choice the user made
             return
         self.recs[path] = Recommendation(path, value, reason, source)
 
@@ -151,10 +150,10 @@ def _precision(d: Draft) -> None:
         dtype, why = "fp32", "no bf16 on this GPU, and fp16 Flux gives NaN/black images"
     else:
         dtype, why = "fp16", "no bf16 on this GPU; fp16 halves memory"
-    d.set("train.dtype", dtype, why, "ADVISOR-NOTES: NaN / black images")
+    d.set("train.dtype", dtype, why, "docs/sources.md#nan-and-black-images")
     vae = "fp32" if d.arch == "sdxl" and dtype == "fp16" else dtype
     vae_why = "SDXL's VAE gives NaN in fp16" if vae != dtype else "same as training"
-    d.set("model.vae_dtype", vae, vae_why, "ADVISOR-NOTES: NaN / black images")
+    d.set("model.vae_dtype", vae, vae_why, "docs/sources.md#nan-and-black-images")
     d.set("model.te_dtype", dtype, "same as training", SCHEMA)
 
 
@@ -230,10 +229,10 @@ def _text_encoder(d: Draft) -> None:
     if not unload:
         d.set("train.unload_text_encoder", False, "the encoders are needed", NOTES)
     if not cache:
-        d.set("train.cache_text_embeddings", False, reason, "ADVISOR-NOTES: caching rules")
+        d.set("train.cache_text_embeddings", False, reason, "docs/sources.md#caching-rules")
     d.set("train.train_text_encoder", train, why, NOTES)
     if cache:
-        d.set("train.cache_text_embeddings", True, reason, "ADVISOR-NOTES: caching rules")
+        d.set("train.cache_text_embeddings", True, reason, "docs/sources.md#caching-rules")
     if unload:
         d.set("train.unload_text_encoder", True, "frees the encoders' VRAM after caching", NOTES)
 
@@ -274,10 +273,10 @@ def _batch(d: Draft) -> None:
     d.set("train.batch_size", batch, why, src)
     auto = seed.auto_scale and most > batch
     d.set("train.auto_scale_batch_size", auto, _auto_reason(d, auto), seed_formulas.SOURCE)
-    d.set("train.min_batch_size", 1, "the seed's ramp start", seed_formulas.SOURCE)
+    d.set("train.min_batch_size", 1, "an auto-scaled batch starts its ramp at 1", seed_formulas.SOURCE)
     d.set("train.max_batch_size", max(most, batch), "the largest batch that fits", src)
     d.set(
-        "train.batch_size_warmup_steps", seed.warmup_steps, "the seed's ramp", seed_formulas.SOURCE
+        "train.batch_size_warmup_steps", seed.warmup_steps, "the batch ramps up over the first 100 steps", seed_formulas.SOURCE
     )
 
 
@@ -388,7 +387,7 @@ def _steps(d: Draft) -> None:
     images = info.total_images
     scanned = "bucket-aware" if any(f.sizes for f in info.folders) else "no bucket sizes"
     why = f"≈{target} repeats per image over {images} images ({scanned})"
-    d.set("train.steps", steps, why, "ADVISOR-NOTES: step arithmetic")
+    d.set("train.steps", steps, why, "docs/sources.md#step-arithmetic")
 
 
 def _typical_images(d: Draft) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 GB = 2**30
-UNIFIED_GPU_SHARE = 0.7  # seed 001: unified memory keeps 30% for the system
+UNIFIED_GPU_SHARE = 0.7  # unified memory keeps 30% for the system (docs/sources.md#smart-default-rules-of-thumb)
 
 
 @dataclass(frozen=True)

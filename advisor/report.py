@@ -18,9 +18,10 @@ from advisor.predict import Prediction, duration, predict
 from advisor.profile import SystemProfile
 from advisor.rules import apply_fixes, validate
 from advisor.runs import as_runs
-from trainer.config.schema import TrainingConfig, get_path
+from trainer.config.paths import get_path
+from trainer.config.schema import TrainingConfig
 
-# The settings the comparison view lines up against the smart defaults (seed 001, "Review").
+# The settings the comparison view lines up against the smart defaults (the Review step).
 COMPARED = (
     "network.type",
     "network.linear",

@@ -1,4 +1,4 @@
-"""The smart-default formulas of seed 001 ("Smart Defaults Engine"), as pure functions.
+"""The smart-default rules of thumb (docs/sources.md#smart-default-rules-of-thumb), as pure functions.
 
 They are hardware rules of thumb that do not know the model; ``advisor.defaults`` starts from
 them and then checks the result against the VRAM model (a batch of 4 at 1024 px fits an SDXL
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from advisor.profile import SystemProfile
 
-SOURCE = "seed 001: smart defaults engine"
+SOURCE = "docs/sources.md#smart-default-rules-of-thumb"
 OS_RESERVE_GB = 8.0
 RAM_CACHE_SHARE = 0.7
-SEED_CACHE_MB_PER_IMAGE = 6.0  # the seed's flat estimate; the advisor uses model facts instead
+SEED_CACHE_MB_PER_IMAGE = 6.0  # a flat estimate; the advisor uses model facts instead
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class CacheDefaults:
 
 
 def caching_defaults(profile: SystemProfile, cache_gb: float) -> CacheDefaults:
-    """calculateCachingStrategy. The seed turns cache_latents off for the disk case; here
+    """Caching: the original rule turns cache_latents off for the disk case; here
     cache_latents stays on, because the schema reads cache_latents_to_disk as "cache, on disk"."""
     available = profile.ram_available_gb - OS_RESERVE_GB
     if profile.unified:
@@ -69,7 +69,7 @@ def caching_defaults(profile: SystemProfile, cache_gb: float) -> CacheDefaults:
 
 def prefetch_defaults(profile: SystemProfile, priority: str) -> int:
     """calculatePrefetching: slower disks prefetch more; unified memory gains little.
-    (No GPU: nothing to prefetch to, so 0 — the seed does not cover CPU-only.)"""
+    (No GPU: nothing to prefetch to, so 0 — these rules do not cover CPU-only.)"""
     if profile.kind == "cpu":
         return 0
     if profile.unified:
