@@ -8,15 +8,15 @@ from the hand-written table in ``explain_table`` for the settings that matter mo
 
 from __future__ import annotations
 
-import re
 import typing
 from dataclasses import dataclass
 from functools import cache
 
 from advisor import rules
 from advisor.explain_table import FIELDS, STEPS, Text
-from trainer.config.io import literal_choices
-from trainer.config.schema import WIZARD_STEPS, field_meta, iter_fields
+from trainer.config.fields import WIZARD_STEPS
+from trainer.config.introspection import bounds_text, field_meta, iter_fields, literal_choices
+from trainer.config.paths import generic_path
 
 LEVELS = ("beginner", "intermediate", "advanced")
 AFFECT_WORDS = {
@@ -44,7 +44,7 @@ def _level(text: Text, level: str) -> str:
 def _generic(path: str) -> str:
     """datasets.3.flip_x → datasets.0.flip_x (explanations are per field, not per item);
     sample.prompts.2.seed → sample.prompts (the table of prompts is one setting)."""
-    key = re.sub(r"\.\d+(\.|$)", r".0\1", path)
+    key = generic_path(path)
     while key not in _fields() and "." in key:
         key = key.rsplit(".", 1)[0]
     return key
@@ -68,28 +68,6 @@ def field_step(path: str) -> str:
 @cache
 def _related_rules(path: str) -> tuple[rules.Rule, ...]:
     return tuple(r for r in rules.RULES.values() if path in {_generic(p) for p in r.paths})
-
-
-def _bounds_text(info: typing.Any) -> str:
-    items = list(info.metadata)
-    for arg in typing.get_args(info.annotation):  # Annotated members of a union (int | "auto")
-        for inner in getattr(arg, "__metadata__", ()):
-            items += [inner, *getattr(inner, "metadata", ())]
-    low = next(
-        (getattr(m, k) for m in items for k in ("ge", "gt") if getattr(m, k, None) is not None),
-        None,
-    )
-    high = next(
-        (getattr(m, k) for m in items for k in ("le", "lt") if getattr(m, k, None) is not None),
-        None,
-    )
-    if low is None and high is None:
-        return ""
-    if high is None:
-        return f"use a value of at least {low}"
-    if low is None:
-        return f"use a value up to {high}"
-    return f"use a value between {low} and {high}"
 
 
 # ------------------------------------------------------------------------------------ fields
@@ -127,7 +105,7 @@ def _what(path: str, info: typing.Any, level: str) -> str:
         return text + more
     archs = meta.get("archs")
     where = f" Applies to {', '.join(archs)} only." if archs else ""
-    bounds = _bounds_text(info)
+    bounds = bounds_text(info)
     return (
         f"{text}{more}{where}"
         + (f" Range: {bounds.removeprefix('use ')}." if bounds else "")
@@ -169,7 +147,7 @@ def _watch(path: str, info: typing.Any, level: str, curated: dict[str, Text]) ->
         if affects:
             return f"Changing it changes {_join([AFFECT_WORDS[a] for a in affects])}."
         return f"The default ({default!r}) suits most runs."
-    bounds = _bounds_text(info)
+    bounds = bounds_text(info)
     base = f"Default {default!r}" + (f"; {bounds}" if bounds else "") + "."
     if meta.get("level") == "expert":
         base += " An expert setting: change it only for a reason you can test."

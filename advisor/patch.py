@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from trainer.config.schema import TrainingConfig, field_info, get_path
+from trainer.config.introspection import field_info
+from trainer.config.paths import get_path, set_path
+from trainer.config.schema import TrainingConfig
 
 Patch = dict[str, Any]
 
@@ -27,25 +29,13 @@ def default_of(path: str) -> Any:
     return copy.deepcopy(_default(path))
 
 
-def set_in(data: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node: Any = data
-    for part in parts[:-1]:
-        node = node[int(part)] if part.isdigit() else node[part]
-    last = parts[-1]
-    if last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 def apply_patch(cfg: TrainingConfig, patch: Mapping[str, Any]) -> TrainingConfig:
     """A new config with the patch applied; raises pydantic's ValidationError when invalid."""
     if not patch:
         return cfg
     data = cfg.model_dump()
     for path, value in patch.items():
-        set_in(data, path, default_of(path) if value is None else copy.deepcopy(value))
+        set_path(data, path, default_of(path) if value is None else copy.deepcopy(value))
     return TrainingConfig.model_validate(data)
 
 

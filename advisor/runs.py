@@ -1,6 +1,6 @@
-"""Past runs as plain data: ``trainer.tracking.store.RunRecord`` objects or dicts, never MLflow objects.
+"""Past runs as plain data: ``trainer.tracking.records.RunRecord`` objects or dicts, never MLflow objects.
 
-A run's config is rebuilt from its flattened params (``trainer.config.io.flatten``), so the
+A run's config is rebuilt from its flattened params (``trainer.config.paths.flatten``), so the
 advisor can re-predict it, compare it and learn from it.
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
-from trainer.config.schema import TrainingConfig, field_info
+from trainer.config.introspection import field_info
+from trainer.config.paths import flatten, generic_path, unflatten
+from trainer.config.schema import TrainingConfig
+from trainer.tracking.layout import TAG_DEVICE, TAG_HOST, TAG_RATING
 
-TAG_DEVICE = "studio.device"  # the profile's device label, set when a run is launched
-TAG_RATING = "studio.rating"
-TAG_HOST = "studio.host"
 METRIC_STEP = "s_per_step"
 METRIC_PEAK_MB = "peak_memory_mb"
 _DEVICE_KIND = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
@@ -71,7 +71,7 @@ def as_run(record: Any) -> PastRun:
     tags = {str(k): str(v) for k, v in (data.get("tags") or {}).items()}
     params = {str(k): str(v) for k, v in (data.get("params") or {}).items()}
     if "config" in data and isinstance(data["config"], Mapping):
-        params = {**flatten_dict(data["config"]), **params}
+        params = {**flatten(data["config"]), **params}
     rating = data.get("rating")
     if rating is None and tags.get(TAG_RATING, "").isdigit():
         rating = int(tags[TAG_RATING])
@@ -93,21 +93,6 @@ def as_runs(records: Iterable[Any] | None) -> list[PastRun]:
 
 
 # ---------------------------------------------------------------------------------- params
-def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """The same dotted layout as ``trainer.config.io.flatten`` for a plain config dict."""
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_dict(value, f"{path}."))
-        elif isinstance(value, list) and value and all(isinstance(i, Mapping) for i in value):
-            for index, item in enumerate(value):
-                flat.update(flatten_dict(item, f"{path}.{index}."))
-        else:
-            flat[path] = value if isinstance(value, str) else json.dumps(value)
-    return flat
-
-
 def config_from_params(params: Mapping[str, str]) -> TrainingConfig | None:
     """Rebuild a run's config from its MLflow params; None when they do not form a valid one.
 
@@ -121,22 +106,21 @@ def config_from_params(params: Mapping[str, str]) -> TrainingConfig | None:
 
 @lru_cache(maxsize=1024)
 def _config_from_items(items: tuple[tuple[str, str], ...]) -> TrainingConfig | None:
-    data: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for path, raw in items:
         try:
-            value = _param_value(path, raw)
+            values[path] = _param_value(path, raw)
         except KeyError:
             continue  # a param that is not a config field (e.g. logged extras)
-        _put(data, path.split("."), value)
     with contextlib.suppress(ValueError):
-        return TrainingConfig.model_validate(_lists(data))
+        return TrainingConfig.model_validate(unflatten(values))
     return None
 
 
 def _param_value(path: str, raw: str) -> Any:
     if raw == "null":
         return None
-    if _is_text(re.sub(r"\.\d+(\.|$)", r".0\1", path)):
+    if _is_text(generic_path(path)):
         return raw
     try:
         return json.loads(raw)
@@ -148,23 +132,6 @@ def _param_value(path: str, raw: str) -> Any:
 def _is_text(path: str) -> bool:
     """Whether a field holds text (kept as is) rather than JSON; KeyError for unknown paths."""
     return field_info(path).annotation in (str, str | None)
-
-
-def _put(node: dict[str, Any], parts: list[str], value: Any) -> None:
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
-def _lists(node: Any) -> Any:
-    """Dicts whose keys are 0..n-1 become lists (datasets.0.x → datasets[0].x)."""
-    if not isinstance(node, dict):
-        return node
-    converted = {k: _lists(v) for k, v in node.items()}
-    keys = list(converted)
-    if keys and all(k.isdigit() for k in keys):
-        return [converted[str(i)] for i in range(len(keys)) if str(i) in converted]
-    return converted
 
 
 # -------------------------------------------------------------------------------- matching

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,11 @@ PATTERN = "test_options_*.py"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Imported once ROOT is on sys.path, so the script runs from any folder.
+from trainer.config.fields import WIZARD_STEPS  # noqa: E402
+from trainer.config.introspection import field_meta, iter_fields  # noqa: E402
+from trainer.config.paths import generic_path  # noqa: E402
+
 
 @dataclass
 class Option:
@@ -47,7 +51,7 @@ class Option:
 
     @property
     def shown(self) -> str:
-        return re.sub(r"\.\d+(?=\.|$)", "[]", self.path)
+        return generic_path(self.path, "[]")
 
 
 def normalise(key: str) -> str:
@@ -57,8 +61,6 @@ def normalise(key: str) -> str:
 
 
 def schema_options() -> list[Option]:
-    from trainer.config.schema import field_meta, iter_fields
-
     found = []
     for path, info in iter_fields():
         meta = field_meta(info)
@@ -160,8 +162,6 @@ def _proof_cell(option: Option) -> str:
 
 
 def render(options: list[Option] | None = None, problems: list[str] | None = None) -> str:
-    from trainer.config.schema import WIZARD_STEPS
-
     if options is None:
         options = schema_options()
         problems = collect(options)

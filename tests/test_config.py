@@ -10,23 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trainer.config.fields import WIZARD_STEPS
+from trainer.config.introspection import field_meta, iter_fields, resolved, unresolved_autos
 from trainer.config.io import (
     ConfigError,
     apply_overrides,
     dump_yaml,
-    flatten,
     load_config,
     loads_config,
     save_config,
 )
-from trainer.config.schema import (
-    WIZARD_STEPS,
-    TrainingConfig,
-    field_meta,
-    iter_fields,
-    resolved,
-    unresolved_autos,
-)
+from trainer.config.paths import flatten
+from trainer.config.schema import TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

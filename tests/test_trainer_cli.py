@@ -14,13 +14,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from trainer.tracking.store import (
-    list_runs,
-    lora_artifacts,
-    metric_history,
-    read_progress,
-    sample_images,
-)
+from trainer.tracking.artifacts import lora_artifacts, sample_images
+from trainer.tracking.progress import read_progress
+from trainer.tracking.records import list_runs, metric_history
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -18,8 +18,11 @@ from typing import Any
 
 import yaml
 
+from trainer.config.introspection import nested_model
 from trainer.config.io import ConfigError, config_from_dict
+from trainer.config.paths import pop_path, set_path
 from trainer.config.schema import TrainingConfig
+from trainer.redaction import REDACTED, is_secret_key
 
 Kind = str  # "ai-toolkit" | "kohya-toml" | "kohya-json"
 
@@ -58,16 +61,10 @@ class _Draft:
         self.unmapped: list[Unmapped] = []
 
     def set(self, source: str, path: str, value: Any) -> None:
-        node: Any = self.data
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        node[parts[-1]] = value
+        set_path(self.data, path, value, create=True)
         self.mapped[source] = path
 
     def skip(self, source: str, value: Any, reason: str) -> None:
-        from trainer.tracking.store import REDACTED, is_secret_key
-
         shown = REDACTED if is_secret_key(source) and not _empty(value) else value
         self.unmapped.append(Unmapped(source, shown, reason))
 
@@ -88,22 +85,15 @@ class _Draft:
         for path, text in problems:
             sources = [s for s, p in self.mapped.items() if p == path or path.startswith(p + ".")]
             for source in sources:
-                value = self._pop(self.mapped.pop(source))
+                value = pop_path(self.data, self.mapped.pop(source))
                 self.skip(source, value, f"value not accepted by the studio ({text})")
                 dropped = True
         return dropped
 
-    def _pop(self, path: str) -> Any:
-        node: Any = self.data
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        return node.pop(parts[-1], None)
-
 
 def _fields(section: str) -> set[str]:
-    info = TrainingConfig.model_fields[section].annotation
-    model = getattr(info, "__args__", [info])[0] if section == "datasets" else info
+    model = nested_model(TrainingConfig.model_fields[section])
+    assert model is not None, section
     return set(model.model_fields)
 
 

@@ -1,4 +1,4 @@
-"""Configs in and out: YAML with comments, command-line overrides, readable errors, MLflow params.
+"""Configs in and out: YAML with comments, command-line overrides and readable errors.
 
 Every problem is reported as ``dotted.path: what is wrong — how to fix it``.
 """
@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
-import tempfile
 import textwrap
-import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from trainer.config.schema import FieldProblems, TrainingConfig, _nested_model
+from trainer.config.fields import FieldProblems
+from trainer.config.introspection import bounds_text, literal_choices, nested_model
+from trainer.config.paths import PathError, set_path
+from trainer.config.schema import TrainingConfig
+from trainer.files import atomic_write_text
 
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
 HEADER = (
@@ -204,7 +205,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     for item in overrides:
         try:
             _set_dotted(data, item)
-        except ValueError as err:
+        except (ValueError, PathError) as err:
             problems.append(
                 Problem(
                     item.partition("=")[0] or item,
@@ -225,44 +226,7 @@ def _set_dotted(data: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    parts = key.strip().split(".")
-    node: Any = data
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        if isinstance(node, list):
-            node = _list_slot(node, part, ".".join(parts[:depth]), last, value)
-            if last:
-                return
-            continue
-        if not isinstance(node, dict):
-            raise ValueError(
-                f"cannot go into {'.'.join(parts[:depth])}, which is a value — shorten the key"
-            )
-        if last:
-            node[part] = value
-            return
-        next_is_index = parts[depth + 1].isdigit()
-        if part not in node or node[part] is None:
-            node[part] = [] if next_is_index else {}
-        node = node[part]
-
-
-def _list_slot(node: list[Any], part: str, where: str, last: bool, value: Any) -> Any:
-    if not part.isdigit():
-        raise ValueError(
-            f"is a list, so the next part must be an index, not '{part}' — write {where}.0..."
-        )
-    index = int(part)
-    if index > len(node):
-        raise ValueError(
-            f"has {len(node)} item(s); index {index} is out of range — use "
-            f"0..{len(node)} ({len(node)} adds a new item)"
-        )
-    if index == len(node):
-        node.append({} if not last else value)
-    if last:
-        node[index] = value
-    return node[index]
+    set_path(data, key.strip(), value, create=True)
 
 
 # ----------------------------------------------------------------------------------- messages
@@ -318,7 +282,7 @@ def _describe(
     kind: str, value: Any, ctx: dict[str, Any], info: FieldInfo | None, msg: str
 ) -> tuple[str, str]:
     shown = _show(value)
-    bounds = _bounds_text(info)
+    bounds = bounds_text(info)
     if kind == "missing":
         return "is required but missing", _help(info) or "add it"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
@@ -377,7 +341,7 @@ def _unknown_key(loc: list[Any]) -> Problem:
 
 def _section_holding(key: str) -> str | None:
     for section, info in TrainingConfig.model_fields.items():
-        nested = _nested_model(info)
+        nested = nested_model(info)
         if nested and key in nested.model_fields:
             return f"{section}[]" if section == "datasets" else section
     return None
@@ -390,7 +354,7 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
             continue
         if part not in model.model_fields:
             return None
-        model = _nested_model(model.model_fields[part])
+        model = nested_model(model.model_fields[part])
     return model
 
 
@@ -403,50 +367,8 @@ def _field_at(loc: Sequence[Any]) -> FieldInfo | None:
         if model is None or part not in model.model_fields:
             return info
         info = model.model_fields[part]
-        model = _nested_model(info)
+        model = nested_model(info)
     return info
-
-
-def literal_choices(info: FieldInfo | None) -> list[str]:
-    """The allowed words of a field whose type is (or contains) a ``Literal``."""
-    if info is None:
-        return []
-    found: list[str] = []
-    stack = [info.annotation]
-    while stack:
-        annotation = stack.pop()
-        if typing.get_origin(annotation) is typing.Literal:
-            found.extend(str(arg) for arg in typing.get_args(annotation))
-        else:
-            stack.extend(typing.get_args(annotation))
-    return found
-
-
-def _constraints(info: FieldInfo) -> list[Any]:
-    found = list(info.metadata)
-    for arg in typing.get_args(info.annotation):  # Annotated members of a union (int | "auto")
-        found.extend(getattr(arg, "__metadata__", ()))
-        for inner in getattr(arg, "__metadata__", ()):
-            found.extend(getattr(inner, "metadata", ()))
-    return found
-
-
-def _bounds_text(info: FieldInfo | None) -> str:
-    if info is None:
-        return ""
-    low = high = None
-    for item in _constraints(info):
-        for name in ("ge", "gt"):
-            low = getattr(item, name, None) if getattr(item, name, None) is not None else low
-        for name in ("le", "lt"):
-            high = getattr(item, name, None) if getattr(item, name, None) is not None else high
-    if low is None and high is None:
-        return ""
-    if high is None:
-        return f"use a value of at least {low}"
-    if low is None:
-        return f"use a value up to {high}"
-    return f"use a value between {low} and {high}"
 
 
 def _pattern_fix(info: FieldInfo | None) -> str:
@@ -504,39 +426,3 @@ def _scalar(value: Any) -> str:
 
 def save_config(cfg: TrainingConfig, path: str | Path, comments: bool = True) -> Path:
     return atomic_write_text(Path(path), dump_yaml(cfg, comments))
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-# ------------------------------------------------------------------------------------- MLflow
-def flatten(cfg: TrainingConfig) -> dict[str, str]:
-    """Dotted params for MLflow: scalars as text, lists and dicts as compact JSON."""
-    flat: dict[str, str] = {}
-
-    def walk(value: Any, prefix: str) -> None:
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            for key, item in value.items():
-                walk(item, f"{prefix}.{key}" if prefix else key)
-        elif isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
-            for index, item in enumerate(value):
-                walk(item, f"{prefix}.{index}")
-        else:
-            text = value if isinstance(value, str) else json.dumps(value)
-            flat[prefix] = text[:6000]
-
-    walk(cfg.model_dump(mode="json"), "")
-    return flat
