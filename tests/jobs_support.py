@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking.store import read_progress
+from trainer.tracking.progress import read_progress
 
 
 def make_home(tmp: Path, demo_home: Path) -> Path:

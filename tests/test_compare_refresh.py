@@ -1,4 +1,4 @@
-"""``tracking.RunCache``: a store served by ``mlflow server`` is read in full once, then only the
+"""``RunCache``: a store served by ``mlflow server`` is read in full once, then only the
 runs that may have changed are read again. A real SQLite store forced through the
 ``MlflowClient`` path (what every non-SQLite store takes), with ``search_runs`` / ``get_run``
 counted; runs are made by the tracking module (``create_run`` + ``MlflowTracker``)."""
@@ -14,7 +14,12 @@ from mlflow import MlflowClient
 
 from trainer.config.schema import TrainingConfig
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking import store as tracking
+from trainer.tracking.layout import TAG_RATING
+from trainer.tracking.mlflow_tracker import MlflowTracker
+from trainer.tracking.new_run import create_run
+from trainer.tracking.ratings import sample_ratings, set_note, set_rating, set_sample_rating
+from trainer.tracking.records import RunRecord, list_all_runs
+from trainer.tracking.run_cache import RunCache
 
 
 def _make_run(settings: StudioSettings, i: int, status: str | None = "FINISHED") -> str:
@@ -27,8 +32,8 @@ def _make_run(settings: StudioSettings, i: int, status: str | None = "FINISHED")
             "logging": {"log_system_metrics": False},
         }
     )
-    run_id = tracking.create_run(settings, cfg, {"team": "ab"[i % 2]})
-    tracker = tracking.MlflowTracker(settings.tracking_uri, background=False)
+    run_id = create_run(settings, cfg, {"team": "ab"[i % 2]})
+    tracker = MlflowTracker(settings.tracking_uri, background=False)
     tracker.start(cfg, run_id=run_id)
     for step in range(3):
         tracker.log_metrics({"loss": 1 / (1 + step) + i, "lr": cfg.train.lr}, step)
@@ -75,18 +80,18 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     return {"settings": settings, "uri": settings.tracking_uri, "made": made}
 
 
-def _ids(records: list[tracking.RunRecord]) -> list[str]:
+def _ids(records: list[RunRecord]) -> list[str]:
     return [r.run_id for r in records]
 
 
 def test_second_refresh_reads_no_run_and_a_new_run_appears(store: dict, monkeypatch) -> None:
     uri = store["uri"]
-    cache = tracking.RunCache(uri, bulk_sql=False)
+    cache = RunCache(uri, bulk_sql=False)
     count = Counter(monkeypatch)
     first = cache.runs()
     assert cache.last.mode == "full" and count.runs == 4 and count.filters == [""]
     assert _ids(first) == store["made"][::-1]  # newest first
-    assert first == tracking.list_all_runs(uri)  # the same records as the bulk SQL read
+    assert first == list_all_runs(uri)  # the same records as the bulk SQL read
 
     count.reset()
     again = cache.runs()
@@ -108,24 +113,24 @@ def test_second_refresh_reads_no_run_and_a_new_run_appears(store: dict, monkeypa
 
 def test_a_rating_or_note_rereads_only_that_run(store: dict, monkeypatch) -> None:
     uri, (a, b, *_) = store["uri"], store["made"]
-    cache = tracking.RunCache(uri, bulk_sql=False)
+    cache = RunCache(uri, bulk_sql=False)
     before = {r.run_id: r for r in cache.runs()}
     count = Counter(monkeypatch)
-    tracking.set_rating(uri, a, 4)  # what the compare page's "Save rating and note" calls
-    tracking.set_note(uri, a, "sharper eyes")
-    tracking.set_sample_rating(uri, b, 2, "sample_0", 3)
+    set_rating(uri, a, 4)  # what the compare page's "Save rating and note" calls
+    set_note(uri, a, "sharper eyes")
+    set_sample_rating(uri, b, 2, "sample_0", 3)
     count.reset()
     runs = {r.run_id: r for r in cache.runs()}
     assert count.runs == 2 and cache.last.fetched == 2  # just a and b
     assert any("attributes.run_id IN" in f and a in f and b in f for f in count.filters)
     assert runs[a].rating == 4 and runs[a].note == "sharper eyes"
-    assert tracking.sample_ratings(runs[b].tags) == {(2, "sample_0"): 3}
+    assert sample_ratings(runs[b].tags) == {(2, "sample_0"): 3}
     assert all(runs[r] is before[r] for r in runs if r not in (a, b))  # others untouched
     count.reset()
     cache.runs()
     assert count.runs == 0  # read once, not on every refresh
 
-    MlflowClient(uri).set_tag(a, tracking.TAG_RATING, "1")  # not through the tracking module
+    MlflowClient(uri).set_tag(a, TAG_RATING, "1")  # not through the tracking module
     assert cache.update(a).rating == 1 and count.get_run == 1 and count.runs == 0
     assert {r.run_id: r for r in cache.runs()}[a].rating == 1
 
@@ -133,7 +138,7 @@ def test_a_rating_or_note_rereads_only_that_run(store: dict, monkeypatch) -> Non
 def test_a_running_run_is_followed_until_it_ends(store: dict, monkeypatch) -> None:
     uri, settings = store["uri"], store["settings"]
     running = _make_run(settings, 7, status=None)
-    cache = tracking.RunCache(uri, bulk_sql=False)
+    cache = RunCache(uri, bulk_sql=False)
     assert {r.run_id: r.status for r in cache.runs()}[running] == "RUNNING"
     count = Counter(monkeypatch)
     assert {r.run_id: r.status for r in cache.runs()}[running] == "RUNNING"
@@ -159,7 +164,7 @@ def test_deleted_runs_go_at_the_next_full_read(store: dict, monkeypatch) -> None
     uri, made = store["uri"], store["made"]
     client = MlflowClient(uri)
     open_run = _make_run(store["settings"], 8, status=None)
-    cache = tracking.RunCache(uri, bulk_sql=False, full_every_s=3600)
+    cache = RunCache(uri, bulk_sql=False, full_every_s=3600)
     assert len(cache.runs()) == 5
     client.delete_run(made[0])  # finished: only a full read notices
     client.delete_run(open_run)  # was running: its re-read finds it gone
@@ -176,7 +181,7 @@ def test_deleted_runs_go_at_the_next_full_read(store: dict, monkeypatch) -> None
 
 def test_the_periodic_full_read_runs_in_the_background(store: dict, monkeypatch) -> None:
     uri, made = store["uri"], store["made"]
-    cache = tracking.RunCache(uri, bulk_sql=False, full_every_s=3600)
+    cache = RunCache(uri, bulk_sql=False, full_every_s=3600)
     assert len(cache.runs()) == 4
     MlflowClient(uri).delete_run(made[0])
     cache.full_every_s = 0  # due now
@@ -193,7 +198,7 @@ def test_the_periodic_full_read_runs_in_the_background(store: dict, monkeypatch)
     monkeypatch.setattr(MlflowClient, "search_runs", held_full_read)
     served = cache.runs()  # not blocked by the full read: the records known so far
     assert cache.last.mode == "incremental" and len(served) == 4
-    tracking.set_rating(uri, made[1], 2)  # rated after the full read's query
+    set_rating(uri, made[1], 2)  # rated after the full read's query
     cache.full_every_s = 3600
     assert {r.run_id: r for r in cache.runs()}[made[1]].rating == 2
     slow.set()
@@ -207,7 +212,7 @@ def test_the_periodic_full_read_runs_in_the_background(store: dict, monkeypatch)
 
 def test_runs_of_a_deleted_experiment_go_at_once(store: dict) -> None:
     uri = store["uri"]
-    cache = tracking.RunCache(uri, bulk_sql=False, full_every_s=3600)
+    cache = RunCache(uri, bulk_sql=False, full_every_s=3600)
     experiment = cache.runs()[0].experiment_id
     MlflowClient(uri).delete_experiment(experiment)
     assert cache.runs() == [] and cache.last.mode == "incremental"
@@ -215,18 +220,18 @@ def test_runs_of_a_deleted_experiment_go_at_once(store: dict) -> None:
 
 def test_a_local_sqlite_store_is_read_in_bulk_each_time(store: dict, monkeypatch) -> None:
     uri = store["uri"]
-    cache = tracking.RunCache(uri)
+    cache = RunCache(uri)
     count = Counter(monkeypatch)
     runs = cache.runs()
     assert cache.last.mode == "sql" and count.runs == 0 and len(runs) == 4
-    tracking.set_rating(uri, store["made"][2], 5)
+    set_rating(uri, store["made"][2], 5)
     rated = {r.run_id: r for r in cache.runs()}[store["made"][2]]
     assert rated.rating == 5
 
-    def same(rec: tracking.RunRecord) -> tracking.RunRecord:
+    def same(rec: RunRecord) -> RunRecord:
         return dataclasses.replace(rec, duration_s=None)
 
-    through_client = tracking.RunCache(uri, bulk_sql=False).runs()
+    through_client = RunCache(uri, bulk_sql=False).runs()
     assert [same(r) for r in through_client] == [same(r) for r in cache.runs()]
 
 
@@ -234,7 +239,7 @@ def test_compare_page_refreshes_incrementally_through_the_client(store: dict, mo
     from streamlit.testing.v1 import AppTest
 
     root = Path(__file__).resolve().parent.parent
-    monkeypatch.setattr(tracking.RunCache, "_use_sql", lambda self: False)  # as for a server
+    monkeypatch.setattr(RunCache, "_use_sql", lambda self: False)  # as for a server
     uri, made = store["uri"], store["made"]
     at = AppTest.from_file(str(root / "streamlit_app.py"), default_timeout=60)
     at.run()
@@ -268,11 +273,11 @@ def test_a_paged_full_read_finds_every_run_even_with_equal_start_times(
     client = MlflowClient(uri)
     experiment = client.get_run(made[0]).info.experiment_id
     same = [client.create_run(experiment, start_time=1_000_000).info.run_id for _ in range(3)]
-    cache = tracking.RunCache(uri, bulk_sql=False)
+    cache = RunCache(uri, bulk_sql=False)
     runs, _, _, stats = cache._fetch_all(page=2)
     assert sorted(r.info.run_id for r in runs) == sorted([*made, *same])
     assert stats.queries >= 4  # 7 runs, 2 a page; the three equal start times read at once
-    monkeypatch.setattr(tracking, "BACKGROUND_PAGE", 2)
+    monkeypatch.setattr("trainer.tracking.run_cache.BACKGROUND_PAGE", 2)
     cache.full_every_s = 0
     cache.runs()  # first read: in the foreground; then due
     cache.runs()
@@ -286,7 +291,7 @@ def test_a_restarted_studio_starts_from_the_snapshot(store: dict, tmp_path: Path
 
     uri, made = store["uri"], store["made"]
     snapshot = tmp_path / "cache" / "runs" / "store.json"
-    first = tracking.RunCache(uri, bulk_sql=False, snapshot=snapshot).runs()
+    first = RunCache(uri, bulk_sql=False, snapshot=snapshot).runs()
     deadline = time.monotonic() + 20
     while not snapshot.is_file() and time.monotonic() < deadline:  # written in a thread
         time.sleep(0.05)
@@ -294,7 +299,7 @@ def test_a_restarted_studio_starts_from_the_snapshot(store: dict, tmp_path: Path
     MlflowClient(uri).delete_run(made[0])
     new = _make_run(store["settings"], 6)
 
-    restarted = tracking.RunCache(uri, bulk_sql=False, snapshot=snapshot)
+    restarted = RunCache(uri, bulk_sql=False, snapshot=snapshot)
     runs = restarted.runs()
     assert restarted.last.mode == "snapshot+incremental"
     assert runs[1:] == first and runs[0].run_id == new  # the snapshot, plus the new run

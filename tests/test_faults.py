@@ -21,11 +21,14 @@ import torch
 from jobs_support import fresh_settings, make_home, training_at, wait_for
 from options_support import run, tiny_config
 
-from trainer.config.io import atomic_write_text, load_config, save_config
+from trainer.config.io import load_config, save_config
 from trainer.engine.checkpoint import list_checkpoints, load_checkpoint
-from trainer.jobs import launch as jobs
+from trainer.files import atomic_write_text
+from trainer.jobs.folder import LOG_FILE, LaunchRefused, log_tail
+from trainer.jobs.launch import LaunchedJob, launch
 from trainer.settings import StudioSettings
-from trainer.tracking.store import get_run_record, read_progress
+from trainer.tracking.progress import read_progress
+from trainer.tracking.records import get_run_record
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -51,9 +54,9 @@ def test_a_failed_config_write_leaves_the_previous_file_intact(
     caption = tmp_path / "data" / "img_000.txt"
     atomic_write_text(caption, "a photo of sks")
 
-    from trainer.config import io as config_io
+    from trainer import files
 
-    monkeypatch.setattr(config_io.os, "fsync", no_space)  # the data never reaches the disk
+    monkeypatch.setattr(files.os, "fsync", no_space)  # the data never reaches the disk
     with pytest.raises(OSError) as err:
         save_config(load_config(DEMO, ["train.steps=99"]), path)
     assert err.value.errno == errno.ENOSPC
@@ -231,10 +234,10 @@ def test_sigkill_is_reconciled_and_resume_loses_at_most_save_every_steps(
     assert lost <= save_every and saved >= 5
 
     again = resume_job(job.run_id, record.status, settings)
-    assert again.process.wait(timeout=300) == 0, jobs.log_tail(job.job_dir)
+    assert again.process.wait(timeout=300) == 0, log_tail(job.job_dir)
     assert get_run_record(settings.tracking_uri, job.run_id).status == "FINISHED"
     assert read_progress(job.job_dir)["step"] == steps
-    log = (job.job_dir / jobs.LOG_FILE).read_text()
+    log = (job.job_dir / LOG_FILE).read_text()
     assert "resuming run" in log and f"Finished {steps} steps" in log
 
 
@@ -247,21 +250,21 @@ def test_two_launches_at_once_then_a_studio_restart_finds_the_job(
     results: list[object] = []
     barrier = threading.Barrier(2)
 
-    def launch(name: str) -> None:
+    def launch_twin(name: str) -> None:
         cfg = long_config(name, 200, 1000)
         barrier.wait()
         try:
-            results.append(jobs.launch(settings, cfg))
-        except jobs.LaunchRefused as err:
+            results.append(launch(settings, cfg))
+        except LaunchRefused as err:
             results.append(err)
 
-    threads = [threading.Thread(target=launch, args=(f"twin{i}",)) for i in range(2)]
+    threads = [threading.Thread(target=launch_twin, args=(f"twin{i}",)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    launched = [r for r in results if isinstance(r, jobs.LaunchedJob)]
-    refused = [r for r in results if isinstance(r, jobs.LaunchRefused)]
+    launched = [r for r in results if isinstance(r, LaunchedJob)]
+    refused = [r for r in results if isinstance(r, LaunchRefused)]
     assert len(launched) == 1 and len(refused) == 1, results
     assert "already training on cpu" in str(refused[0])
     [job] = launched
@@ -272,12 +275,13 @@ def test_two_launches_at_once_then_a_studio_restart_finds_the_job(
 
         # A new studio process (nothing in memory) finds the running job from its folder.
         probe = (
-            "import json; from trainer import jobs; from trainer.settings import load_settings;"
-            "from trainer.tracking.store import read_job, pid_alive; s = load_settings();"
-            "[a] = jobs.active_jobs(s); info = read_job(s.jobs_dir / a.run_id);"
+            "import json; from trainer.jobs.active import active_jobs, busy_reason;"
+            "from trainer.jobs.control import reconcile; from trainer.settings import load_settings;"
+            "from trainer.tracking.job_file import read_job, pid_alive; s = load_settings();"
+            "[a] = active_jobs(s); info = read_job(s.jobs_dir / a.run_id);"
             "print(json.dumps({'run_id': a.run_id, 'phase': a.phase, 'pid': info.pid,"
-            "'alive': pid_alive(info.pid, info.create_time), 'reconciled': jobs.reconcile(s),"
-            "'busy': jobs.busy_reason(s, 'cpu')}))"
+            "'alive': pid_alive(info.pid, info.create_time), 'reconciled': reconcile(s),"
+            "'busy': busy_reason(s, 'cpu')}))"
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         out = subprocess.run(

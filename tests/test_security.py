@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from trainer.config.io import ConfigError, load_config, loads_config
-from trainer.jobs import launch as jobs
+from trainer.jobs.folder import LaunchRefused, job_folder, log_tail
+from trainer.jobs.launch import trainer_env
 from trainer.settings import StudioSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,15 +161,15 @@ BAD_IDS = ["../x", "../../etc", "a/b", "/abs", "..", ".", "", "a\\..\\b", "x\x00
 def test_run_ids_cannot_leave_the_jobs_folder(settings: StudioSettings, run_id: str) -> None:
     from ui.jobs import resume_job, stop_job
 
-    with pytest.raises(jobs.LaunchRefused, match="not a run id"):
-        jobs.job_folder(settings, run_id)
-    with pytest.raises(jobs.LaunchRefused):
+    with pytest.raises(LaunchRefused, match="not a run id"):
+        job_folder(settings, run_id)
+    with pytest.raises(LaunchRefused):
         stop_job(run_id, settings=settings)
-    with pytest.raises(jobs.LaunchRefused):
+    with pytest.raises(LaunchRefused):
         resume_job(run_id, "KILLED", settings)
     # Real ids (MLflow hex ids, the trainer's own ids) are fine.
     for good in ("0f3a9c", "busy_run", "a" * 32):
-        assert jobs.job_folder(settings, good).parent == settings.jobs_dir
+        assert job_folder(settings, good).parent == settings.jobs_dir
 
 
 @pytest.mark.parametrize("name", ["../../evil", "/etc/passwd", "a/../../b", "..", "x\x00"])
@@ -179,7 +180,7 @@ def test_exported_preset_names_stay_in_the_presets_folder(
 
     from ui import compare
 
-    monkeypatch.setattr(compare.tracking, "load_run_config", lambda uri, run_id: "name: t\n")
+    monkeypatch.setattr("ui.compare_actions.load_run_config", lambda uri, run_id: "name: t\n")
     rec = type("Rec", (), {"start_time": datetime(2026, 1, 1), "name": "r", "run_id": "abc"})()
     written = compare.preset_from_run(settings, rec, name)
     assert written.parent == settings.presets_dir and written.exists()
@@ -187,7 +188,7 @@ def test_exported_preset_names_stay_in_the_presets_folder(
 
 
 def test_experiment_folders_stay_under_the_artifact_root(tmp_path: Path) -> None:
-    from trainer.tracking.store import ensure_experiment
+    from trainer.tracking.new_run import ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ensure_experiment(uri, "../../escape", artifact_root=tmp_path / "art")
@@ -218,7 +219,7 @@ def test_tokens_never_reach_the_store_artifacts_logs_or_presets(
 ) -> None:
     from datetime import datetime
 
-    from trainer.tracking.store import get_run_record
+    from trainer.tracking.records import get_run_record
     from ui import compare
     from ui.jobs import launch_draft
 
@@ -237,7 +238,7 @@ def test_tokens_never_reach_the_store_artifacts_logs_or_presets(
         ["train.steps=4", "save.save_every=2", "sample.sample_every=2", "logging.run_name=leak"],
     )
     job = launch_draft(cfg, settings)
-    assert job.process.wait(timeout=300) == 0, jobs.log_tail(job.job_dir)
+    assert job.process.wait(timeout=300) == 0, log_tail(job.job_dir)
     record = get_run_record(settings.tracking_uri, job.run_id)
     assert record.status == "FINISHED"
     rec = type("Rec", (), {"start_time": datetime(2026, 1, 1), "name": "leak"})()
@@ -251,7 +252,7 @@ def test_tokens_never_reach_the_store_artifacts_logs_or_presets(
     assert not hits, hits
     # The trainer did see the token (its environment is ours): the absence above is redaction
     # or never logging it, not a missing variable.
-    assert "HF_TOKEN" in jobs.trainer_env(settings, job.run_id)
+    assert "HF_TOKEN" in trainer_env(settings, job.run_id)
     # And the scan would see a leak (a positive control).
     (home / "jobs" / "control.txt").write_text(SECRETS["HF_TOKEN"], encoding="utf-8")
     assert _scan(home, SECRETS) == [f"{home / 'jobs' / 'control.txt'}: HF_TOKEN"]

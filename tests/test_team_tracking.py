@@ -3,7 +3,7 @@
 Starts Debian's PostgreSQL (throwaway data directory, 127.0.0.1, a free port) and a lean MLflow
 server on it that serves artifacts, launches a demo training the way the studio does, with
 ``MLFLOW_TRACKING_URI=http://127.0.0.1:<port>``, and reads everything back: through
-``trainer.tracking.store``, the monitor page and the compare page — from the home that trained it and
+``trainer.tracking``, the monitor page and the compare page — from the home that trained it and
 from a teammate's home that has no job folder. The same config is trained on a local SQLite store
 too: both runs must log the same losses (the trainer runs unchanged).
 
@@ -30,9 +30,17 @@ from jobs_support import make_home, stop_process_group
 from streamlit.testing.v1 import AppTest
 
 from trainer.config.io import load_config, loads_config
-from trainer.jobs import launch as jobs
+from trainer.jobs.folder import log_tail
+from trainer.jobs.launch import launch, trainer_env
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking import store as tracking
+from trainer.tracking.artifacts import (
+    fetch_artifact,
+    load_run_config,
+    lora_artifacts,
+    sample_images,
+)
+from trainer.tracking.ratings import set_note, set_rating
+from trainer.tracking.records import get_run_record, list_all_runs, list_runs, metric_history
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -197,8 +205,8 @@ def train(settings: StudioSettings, name: str, *extra: str) -> tuple[str, Path]:
     """Launch the demo the way the studio does (``python -m trainer run`` in a subprocess)."""
     cfg = load_config(DEMO, [*OVERRIDES, f"logging.run_name={name}", *extra])
     started = time.perf_counter()
-    job = jobs.launch(settings, cfg)
-    assert job.process.wait(timeout=300) == 0, jobs.log_tail(job.job_dir, 60)
+    job = launch(settings, cfg)
+    assert job.process.wait(timeout=300) == 0, log_tail(job.job_dir, 60)
     TIMES[f"training {name} (launch to exit)"] = time.perf_counter() - started
     return job.run_id, job.job_dir
 
@@ -253,7 +261,7 @@ def test_the_run_is_in_postgres_and_its_artifacts_on_the_server(team: dict) -> N
     served = sorted(p.name for p in team["artifacts"].rglob("*.safetensors"))
     assert "demo_sd15.safetensors" in served  # uploaded through the server's artifact proxy
 
-    record = tracking.get_run_record(uri, rid)
+    record = get_run_record(uri, rid)
     assert record.artifact_uri.startswith("mlflow-artifacts:/")
     assert record.status == "FINISHED" and record.arch == "sd15"
     assert record.params["train.steps"] == str(STEPS)
@@ -263,15 +271,15 @@ def test_the_run_is_in_postgres_and_its_artifacts_on_the_server(team: dict) -> N
 def test_tracking_reads_everything_back_through_the_server(team: dict, tmp_path: Path) -> None:
     uri, rid = team["url"], team["run_id"]
     both = [team["mate_run"], rid]  # newest first
-    assert [r.run_id for r in tracking.list_runs(uri)] == both
-    fast = tracking.list_all_runs(uri)  # no SQLite file: through MlflowClient
+    assert [r.run_id for r in list_runs(uri)] == both
+    fast = list_all_runs(uri)  # no SQLite file: through MlflowClient
     assert [r.run_id for r in fast] == both and fast[1].name == "team_a"
 
-    history = tracking.metric_history(uri, rid, ["loss", "lr", "loss_smoothed"])
+    history = metric_history(uri, rid, ["loss", "lr", "loss_smoothed"])
     assert [s for s, _, _ in history["loss"]] == list(range(1, STEPS + 1))
     assert {v for _, v, _ in history["lr"]} == {1e-3}
 
-    samples = tracking.sample_images(uri, rid, cache_dir=tmp_path)
+    samples = sample_images(uri, rid, cache_dir=tmp_path)
     assert {(s.step, s.key) for s in samples} == {
         (step, f"sample_{i}") for step in (0, 10) for i in (0, 1)
     }
@@ -284,20 +292,20 @@ def test_tracking_reads_everything_back_through_the_server(team: dict, tmp_path:
             assert image.size == (64, 64)
         assert sample.compressed_path and Path(sample.compressed_path).is_file()
 
-    loras = tracking.lora_artifacts(uri, rid)
+    loras = lora_artifacts(uri, rid)
     assert "lora/demo_sd15.safetensors" in loras
     assert "checkpoints/step_00000010/demo_sd15.safetensors" in loras
-    got = tracking.fetch_artifact(uri, rid, "lora/demo_sd15.safetensors", tmp_path)
+    got = fetch_artifact(uri, rid, "lora/demo_sd15.safetensors", tmp_path)
     assert got.is_relative_to(tmp_path)  # downloaded through the server into the cache
     local = team["job_dir"] / "lora" / "demo_sd15.safetensors"
     assert got.read_bytes() == local.read_bytes()
 
-    cfg = loads_config(tracking.load_run_config(uri, rid))
+    cfg = loads_config(load_run_config(uri, rid))
     assert cfg.train.steps == STEPS and cfg.logging.run_name == "team_a"
 
-    tracking.set_rating(uri, rid, 4)
-    tracking.set_note(uri, rid, "sharp enough")
-    again = tracking.get_run_record(uri, rid)
+    set_rating(uri, rid, 4)
+    set_note(uri, rid, "sharp enough")
+    again = get_run_record(uri, rid)
     assert (again.rating, again.note) == (4, "sharp enough")
     tags = dict(sql(team["postgres"], "SELECT key, value FROM tags WHERE run_uuid = %s", rid))
     assert tags["studio.rating"] == "4" and tags["mlflow.note.content"] == "sharp enough"
@@ -345,7 +353,7 @@ def test_monitor_page_shows_the_run_from_the_server(team: dict, as_studio) -> No
     assert "In MLflow: `lora/demo_sd15.safetensors`" in text
     [download] = at.get("download_button")  # the LoRA, fetched from the server on click
     assert download.proto.label == "Download demo_sd15.safetensors"
-    assert tracking.get_run_record(team["url"], team["run_id"]).status == "FINISHED"  # not reaped
+    assert get_run_record(team["url"], team["run_id"]).status == "FINISHED"  # not reaped
 
 
 def test_compare_page_lists_diffs_and_rates_through_the_server(team: dict, as_studio) -> None:
@@ -388,8 +396,8 @@ def test_same_losses_as_on_a_local_sqlite_store(
 ) -> None:
     settings = load_settings(home=make_home(tmp_path, demo_home), tracking_uri_override=None)
     rid, _ = train(settings, "team_a_sqlite")
-    local = tracking.metric_history(settings.tracking_uri, rid, ["loss"])["loss"]
-    remote = tracking.metric_history(team["url"], team["run_id"], ["loss"])["loss"]
+    local = metric_history(settings.tracking_uri, rid, ["loss"])["loss"]
+    remote = metric_history(team["url"], team["run_id"], ["loss"])["loss"]
     assert [s for s, _, _ in local] == [s for s, _, _ in remote]
     assert [v for _, v, _ in local] == pytest.approx([v for _, v, _ in remote], rel=1e-5)
     with capsys.disabled():
@@ -400,15 +408,15 @@ def test_a_down_server_fails_fast_in_the_studio_not_in_the_trainer(tmp_path: Pat
     """MLflow's defaults retry for ~250 s (measured) before a page would show an error."""
     from mlflow.exceptions import MlflowException
 
-    import ui  # noqa: F401 - importing the studio's ui package sets the fail-fast defaults
-    from trainer.settings import STUDIO_HTTP_DEFAULTS
+    from trainer.settings import STUDIO_HTTP_DEFAULTS, use_studio_http_defaults
 
+    use_studio_http_defaults()  # what the router (streamlit_app.py) does in the studio's process
     down = f"http://127.0.0.1:{_free_port()}"
     started = time.perf_counter()
     with pytest.raises(MlflowException, match="Max retries"):
-        tracking.list_runs(down)
+        list_runs(down)
     assert time.perf_counter() - started < 15
-    env = jobs.trainer_env(load_settings(home=tmp_path, tracking_uri_override=down), "run1")
+    env = trainer_env(load_settings(home=tmp_path, tracking_uri_override=down), "run1")
     assert not set(STUDIO_HTTP_DEFAULTS) & set(env)  # the trainer keeps MLflow's retries
     assert env["MLFLOW_TRACKING_URI"] == down
 
@@ -433,4 +441,4 @@ def test_http_settings_the_user_chose_reach_the_trainer(monkeypatch: pytest.Monk
     finally:
         for key in [*STUDIO_HTTP_DEFAULTS, "STUDIO_SET_MLFLOW_HTTP"]:
             os.environ.pop(key, None)
-        use_studio_http_defaults()  # as the studio's ui package left it for the other tests
+        use_studio_http_defaults()  # as the router left it for the other tests

@@ -1,4 +1,4 @@
-"""trainer.tracking.store against a real SQLite MLflow store (one per module: creating one takes ~3 s)."""
+"""trainer.tracking against a real SQLite MLflow store (one per module: creating one takes ~3 s)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,18 @@ from PIL import Image
 
 from trainer.config.io import loads_config
 from trainer.config.schema import TrainingConfig
+from trainer.redaction import redact
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking import store as tracking
+from trainer.tracking.artifacts import _Artifacts, load_run_config, lora_artifacts, sample_images
+from trainer.tracking.connect import check_tracking_uri, default_artifact_root
+from trainer.tracking.dead_runs import reconcile_dead_runs
+from trainer.tracking.job_file import pid_alive, read_job, write_job
+from trainer.tracking.mlflow_tracker import MlflowTracker, NotStartedError
+from trainer.tracking.new_run import config_params, create_run, ensure_experiment
+from trainer.tracking.progress import PROGRESS_KEYS, ProgressWriter, read_progress, write_progress
+from trainer.tracking.ratings import set_note, set_rating
+from trainer.tracking.records import RunRecord, get_run_record, list_runs, metric_history
+from trainer.tracking.tracker import NullTracker, Tracker, make_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"  # shaped like a Hugging Face token
@@ -32,7 +42,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def uri(home: Path) -> str:
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    tracking.ensure_experiment(uri, "lora-studio")  # creates the tables once
+    ensure_experiment(uri, "lora-studio")  # creates the tables once
     return uri
 
 
@@ -74,7 +84,10 @@ def artifact_files(uri: str, run_id: str) -> dict[str, bytes]:
 # --------------------------------------------------------------------------------------- tests
 def test_import_does_not_import_mlflow() -> None:
     code = (
-        "import sys, trainer.tracking.store; print('mlflow' in sys.modules, 'PIL' in sys.modules)"
+        "import sys, importlib, pkgutil, trainer.tracking as t;"
+        "[importlib.import_module('trainer.tracking.' + m.name)"
+        " for m in pkgutil.iter_modules(t.__path__)];"
+        "print('mlflow' in sys.modules, 'PIL' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
@@ -83,22 +96,22 @@ def test_import_does_not_import_mlflow() -> None:
 
 
 def test_tracking_uri_checks() -> None:
-    assert tracking.check_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
-    assert tracking.check_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert check_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    assert check_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     with pytest.raises(ValueError, match="relative SQLite"):
-        tracking.check_tracking_uri("sqlite:///mlflow.db")
+        check_tracking_uri("sqlite:///mlflow.db")
     with pytest.raises(ValueError, match="file store"):
-        tracking.check_tracking_uri("./mlruns")
-    assert tracking.default_artifact_root("sqlite:////x/y/mlflow.db") == Path("/x/y/mlartifacts")
+        check_tracking_uri("./mlruns")
+    assert default_artifact_root("sqlite:////x/y/mlflow.db") == Path("/x/y/mlartifacts")
 
 
 def test_ensure_experiment_uses_absolute_artifact_location(uri: str, home: Path) -> None:
-    exp_id = tracking.ensure_experiment(uri, "my project")
+    exp_id = ensure_experiment(uri, "my project")
     location = client(uri).get_experiment(exp_id).artifact_location
     assert location == (home / "mlartifacts" / "my_project").as_uri()
-    assert tracking.ensure_experiment(uri, "my project") == exp_id  # idempotent
+    assert ensure_experiment(uri, "my project") == exp_id  # idempotent
     client(uri).delete_experiment(exp_id)
-    assert tracking.ensure_experiment(uri, "my project") == exp_id  # restored
+    assert ensure_experiment(uri, "my project") == exp_id  # restored
     assert client(uri).get_experiment(exp_id).lifecycle_stage == "active"
 
 
@@ -107,7 +120,7 @@ def test_start_logs_params_yaml_and_hparams(uri: str, home: Path) -> None:
     cfg.model.arch = "sdxl"
     cfg.model.name_or_path = "demo:sdxl"
     cfg.train.lr = 3e-4
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(cfg, tags={"studio.dataset_fingerprint": "abc123"})
     tracker.end("FINISHED")
 
@@ -116,11 +129,11 @@ def test_start_logs_params_yaml_and_hparams(uri: str, home: Path) -> None:
     assert run.info.run_name == "cfg_roundtrip"
     assert run.info.artifact_uri.startswith((home / "mlartifacts").as_uri())
     params = run.data.params
-    assert params == tracking.config_params(cfg)
+    assert params == config_params(cfg)
     assert params["train.lr"] == "0.0003"
     assert params["model.arch"] == "sdxl"
     assert params["datasets.0.resolution"] == "[512]"
-    assert loads_config(tracking.load_run_config(uri, run_id)) == cfg
+    assert loads_config(load_run_config(uri, run_id)) == cfg
     assert run.data.metrics["hparam/train.lr"] == pytest.approx(3e-4)
     assert run.data.metrics["hparam/network.linear"] == 16.0
     assert not any(k.startswith("hparam/train.gradient_checkpointing") for k in run.data.metrics)
@@ -131,7 +144,7 @@ def test_start_logs_params_yaml_and_hparams(uri: str, home: Path) -> None:
     assert run.data.tags["studio.dataset_fingerprint"] == "abc123"
     assert run.data.tags["studio.pid"] == str(os.getpid())
     # numeric filtering works on the hparam metrics, not on the text params
-    found = tracking.list_runs(uri, ["lora-studio"], "metrics.`hparam/train.lr` > 0.0002")
+    found = list_runs(uri, ["lora-studio"], "metrics.`hparam/train.lr` > 0.0002")
     assert run_id in [r.run_id for r in found]
 
 
@@ -140,7 +153,7 @@ def test_create_run_then_attach_with_system_metrics(
 ) -> None:
     cfg = make_cfg(name="attach_me")
     cfg.logging.run_name = "studio named"
-    run_id = tracking.create_run(settings, cfg, {"studio.launched_by": "test"})
+    run_id = create_run(settings, cfg, {"studio.launched_by": "test"})
     run = client(uri).get_run(run_id)
     assert run.info.status == "RUNNING"
     assert run.info.run_name == "studio named"
@@ -150,7 +163,7 @@ def test_create_run_then_attach_with_system_metrics(
     monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.3")
     cfg.logging.log_system_metrics = True
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     assert tracker.start(cfg) == run_id
     assert tracker.attached
     assert tracker._monitor is not None
@@ -169,7 +182,7 @@ def test_create_run_then_attach_with_system_metrics(
     )  # attached, no second run created
 
     # attaching again (resume) sets it RUNNING; identical params are fine, changed ones refused
-    again = tracking.MlflowTracker(uri)
+    again = MlflowTracker(uri)
     assert again.start(make_cfg(name="attach_me"), run_id=run_id) == run_id
     assert client(uri).get_run(run_id).info.status == "RUNNING"
     assert again.log_params({"name": "attach_me", "extra.thing": 1}) == []
@@ -183,7 +196,7 @@ def test_create_run_then_attach_with_system_metrics(
 
 
 def test_metrics_are_buffered_until_flush(uri: str) -> None:
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(make_cfg(name="buffered"))
     mlflow_client = client(uri)
     for step in range(50):
@@ -193,7 +206,7 @@ def test_metrics_are_buffered_until_flush(uri: str) -> None:
     assert mlflow_client.get_metric_history(run_id, "loss") == []
     tracker.flush(wait=True)
     assert tracker.pending == 0
-    loss = tracking.metric_history(uri, run_id, ["loss", "lr", "never"])
+    loss = metric_history(uri, run_id, ["loss", "lr", "never"])
     assert [s for s, _, _ in loss["loss"]] == list(range(50))
     assert [v for _, v, _ in loss["loss"]] == pytest.approx([1.0 / (s + 1) for s in range(50)])
     assert loss["lr"][10][1] == pytest.approx(1e-3)
@@ -216,7 +229,7 @@ def test_metrics_are_buffered_until_flush(uri: str) -> None:
 
 def test_metrics_flush_every_n_steps_in_order(uri: str) -> None:
     cfg = make_cfg(name="log_every")
-    tracker = tracking.MlflowTracker(uri, flush_every_steps=5)
+    tracker = MlflowTracker(uri, flush_every_steps=5)
     run_id = tracker.start(cfg)
     for step in range(1, 6):
         tracker.log_metrics({"loss": float(step)}, step)
@@ -234,7 +247,7 @@ def test_metrics_flush_every_n_steps_in_order(uri: str) -> None:
 
 
 def test_metrics_are_batched_by_time_by_default(uri: str) -> None:
-    tracker = tracking.MlflowTracker(uri, max_latency_s=60.0)
+    tracker = MlflowTracker(uri, max_latency_s=60.0)
     run_id = tracker.start(make_cfg(name="by_time"))
     for step in range(1, 40):  # a fast loop: nothing is written per step
         tracker.log_metrics({"loss": float(step)}, step)
@@ -246,7 +259,7 @@ def test_metrics_are_batched_by_time_by_default(uri: str) -> None:
 
 
 def test_flush_does_not_wait_for_a_slow_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(make_cfg(name="slow_store"))
     real = tracker.client.log_batch
 
@@ -270,7 +283,7 @@ def test_flush_does_not_wait_for_a_slow_store(uri: str, monkeypatch: pytest.Monk
 
 
 def test_metrics_survive_a_failing_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = tracking.MlflowTracker(uri, background=False)
+    tracker = MlflowTracker(uri, background=False)
     run_id = tracker.start(make_cfg(name="flaky"))
     real = tracker.client.log_batch
     failures = iter([True, False])
@@ -297,7 +310,7 @@ def _image(color: str, size: int = 24) -> Image.Image:
 
 
 def test_images_read_back_with_prompt_and_seed(uri: str) -> None:
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(make_cfg(name="images"))
     extra = {"sampler": "euler", "steps": 4}
     tracker.log_image(_image("red"), "sample/0", 10, {"prompt": "a red dog", "seed": 7, **extra})
@@ -305,7 +318,7 @@ def test_images_read_back_with_prompt_and_seed(uri: str) -> None:
     tracker.log_image(_image("green", 32), "sample/0", 20, {"prompt": "a red dog", "seed": 7})
     tracker.end("FINISHED")
 
-    samples = tracking.sample_images(uri, run_id)
+    samples = sample_images(uri, run_id)
     assert [(s.step, s.key, s.prompt, s.seed) for s in samples] == [
         (10, "sample/0", "a red dog", 7),
         (10, "sample/1", "a blue cat", 8),
@@ -327,27 +340,27 @@ def test_sample_images_through_download_cache(
     uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The path taken for a tracking server: artifacts downloaded once into a cache folder."""
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(make_cfg(name="remote_images"))
     tracker.log_image(_image("white"), "preview", 3, {"prompt": "p", "seed": 1})
     tracker.end("FINISHED")
-    original = tracking._Artifacts.__init__
+    original = _Artifacts.__init__
 
     def as_remote(self, *args, **kwargs):
         original(self, *args, **kwargs)
         self.local = None
 
-    monkeypatch.setattr(tracking._Artifacts, "__init__", as_remote)
-    samples = tracking.sample_images(uri, run_id, cache_dir=tmp_path)
+    monkeypatch.setattr(_Artifacts, "__init__", as_remote)
+    samples = sample_images(uri, run_id, cache_dir=tmp_path)
     assert [(s.step, s.key, s.prompt, s.seed) for s in samples] == [(3, "preview", "p", 1)]
     assert Path(samples[0].path_or_uri).is_relative_to(tmp_path)
     assert Path(samples[0].path_or_uri).stat().st_size > 0
-    assert "name: remote_images" in tracking.load_run_config(uri, run_id)
+    assert "name: remote_images" in load_run_config(uri, run_id)
 
 
 @pytest.mark.parametrize("status", ["FINISHED", "FAILED", "KILLED"])
 def test_end_statuses(uri: str, status: str) -> None:
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(make_cfg(name=f"end_{status.lower()}"))
     tracker.log_metrics({"loss": 0.25}, 1)
     tracker.end(status)  # type: ignore[arg-type]
@@ -359,15 +372,15 @@ def test_end_statuses(uri: str, status: str) -> None:
 
 
 def test_end_rejects_unknown_status(uri: str) -> None:
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     with pytest.raises(ValueError, match="FINISHED"):
         tracker.end("DONE")  # type: ignore[arg-type]
-    with pytest.raises(tracking.NotStartedError):
+    with pytest.raises(NotStartedError):
         tracker.log_text("x", "a.txt")
 
 
 def test_redact_rules() -> None:
-    cleaned = tracking.redact(
+    cleaned = redact(
         {
             "hf_token": TOKEN,
             "auth.api_key": "k",
@@ -391,7 +404,7 @@ def test_secrets_never_reach_params_tags_or_artifacts(uri: str) -> None:
     cfg = make_cfg(name="secretive")
     cfg.model.name_or_path = f"https://user:{TOKEN}@huggingface.co/some/model"
     cfg.datasets[0].default_caption = f"a photo {TOKEN}"
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(cfg, tags={"hf_token": TOKEN, "origin": f"cli --token {TOKEN}"})
     tracker.set_tags({"HF_TOKEN": TOKEN, "api_key": "plain-secret"})
     tracker.log_params({"upload.password": "hunter2", "cmd": f"x {TOKEN}"})
@@ -425,26 +438,24 @@ def _dead_pid() -> tuple[int, float]:
 def test_reconcile_dead_runs(settings: StudioSettings, uri: str, tmp_path: Path) -> None:
     project = "reconcile"
     cfg = make_cfg(project=project, name="rec")
-    exp_id = tracking.ensure_experiment(uri, project)
+    exp_id = ensure_experiment(uri, project)
     jobs = tmp_path / "jobs"
-    dead, live, reused, stopping, orphan, finished = (
-        tracking.create_run(settings, cfg) for _ in range(6)
-    )
+    dead, live, reused, stopping, orphan, finished = (create_run(settings, cfg) for _ in range(6))
     pid, started = _dead_pid()
     own_start = psutil.Process().create_time()
     command = [sys.executable, "-m", "trainer", "run", "cfg.yaml"]
-    tracking.write_job(jobs / dead, pid, dead, started, command, "cfg.yaml")
-    tracking.write_progress(jobs / dead, {"phase": "training", "step": 12, "total_steps": 40})
-    tracking.write_job(jobs / live, os.getpid(), live, own_start, command, "cfg.yaml")
-    reused_job = tracking.write_job(jobs / reused, os.getpid(), reused, own_start, command, "c")
+    write_job(jobs / dead, pid, dead, started, command, "cfg.yaml")
+    write_progress(jobs / dead, {"phase": "training", "step": 12, "total_steps": 40})
+    write_job(jobs / live, os.getpid(), live, own_start, command, "cfg.yaml")
+    reused_job = write_job(jobs / reused, os.getpid(), reused, own_start, command, "c")
     reused_job.create_time = own_start - 3600  # this pid belonged to another, older process
     (jobs / reused / "job.json").write_text(json.dumps(reused_job.__dict__))
-    tracking.write_job(jobs / stopping, pid, stopping, started, command, "cfg.yaml")
-    tracking.write_progress(jobs / stopping, {"phase": "stopping", "step": 5})
-    tracking.write_job(jobs / finished, pid, finished, started, command, "cfg.yaml")
-    tracking.write_progress(jobs / finished, {"phase": "finished", "step": 40})
+    write_job(jobs / stopping, pid, stopping, started, command, "cfg.yaml")
+    write_progress(jobs / stopping, {"phase": "stopping", "step": 5})
+    write_job(jobs / finished, pid, finished, started, command, "cfg.yaml")
+    write_progress(jobs / finished, {"phase": "finished", "step": 40})
 
-    changed = tracking.reconcile_dead_runs(uri, jobs, experiment_ids=[exp_id])
+    changed = reconcile_dead_runs(uri, jobs, experiment_ids=[exp_id])
     assert set(changed) == {dead, reused, stopping, finished}
     status = {rid: client(uri).get_run(rid).info.status for rid in [*changed, live, orphan]}
     assert status == {
@@ -459,18 +470,16 @@ def test_reconcile_dead_runs(settings: StudioSettings, uri: str, tmp_path: Path)
     assert f"pid {pid}" in note
     assert "disappeared" in note
     assert "step 12/40" in note
-    progress = tracking.read_progress(jobs / dead)
+    progress = read_progress(jobs / dead)
     assert progress is not None
     assert progress["phase"] == "failed"
     assert progress["step"] == 12
     assert "disappeared" in progress["last_error"]
-    assert tracking.read_progress(jobs / stopping)["phase"] == "killed"
+    assert read_progress(jobs / stopping)["phase"] == "killed"
 
     # second pass: nothing left to do, then the job-less run once it is old enough
-    assert tracking.reconcile_dead_runs(uri, jobs, experiment_ids=[exp_id]) == []
-    changed = tracking.reconcile_dead_runs(
-        client(uri), jobs, experiment_ids=[exp_id], stale_after_minutes=0
-    )
+    assert reconcile_dead_runs(uri, jobs, experiment_ids=[exp_id]) == []
+    changed = reconcile_dead_runs(client(uri), jobs, experiment_ids=[exp_id], stale_after_minutes=0)
     assert changed == [orphan]
     assert client(uri).get_run(orphan).info.status == "FAILED"
     assert client(uri).get_run(live).info.status == "RUNNING"
@@ -479,29 +488,29 @@ def test_reconcile_dead_runs(settings: StudioSettings, uri: str, tmp_path: Path)
 
 def test_pid_alive() -> None:
     me = psutil.Process()
-    assert tracking.pid_alive(os.getpid())
-    assert tracking.pid_alive(os.getpid(), me.create_time() + 1.5)
-    assert not tracking.pid_alive(os.getpid(), me.create_time() + 10)
+    assert pid_alive(os.getpid())
+    assert pid_alive(os.getpid(), me.create_time() + 1.5)
+    assert not pid_alive(os.getpid(), me.create_time() + 10)
     pid, started = _dead_pid()
-    assert not tracking.pid_alive(pid, started)
+    assert not pid_alive(pid, started)
 
 
 def test_progress_file_atomic_and_tolerant(tmp_path: Path) -> None:
     job = tmp_path / "job"
-    assert tracking.read_progress(job) is None  # missing
-    written = tracking.write_progress(job, {"phase": "training", "step": 3, "loss": 0.5})
-    read = tracking.read_progress(job)
-    assert read == {**dict.fromkeys(tracking.PROGRESS_KEYS), **written}
+    assert read_progress(job) is None  # missing
+    written = write_progress(job, {"phase": "training", "step": 3, "loss": 0.5})
+    read = read_progress(job)
+    assert read == {**dict.fromkeys(PROGRESS_KEYS), **written}
     assert read["step"] == 3
     assert read["eta_s"] is None
     assert abs(read["updated"] - time.time()) < 5
     assert sorted(p.name for p in job.iterdir()) == ["progress.json"]  # no temp file left
     with pytest.raises(ValueError, match="phase"):
-        tracking.write_progress(job, {"phase": "dancing"})
+        write_progress(job, {"phase": "dancing"})
     (job / "progress.json").write_text('{"phase": "train')  # a torn write
-    assert tracking.read_progress(job) is None
+    assert read_progress(job) is None
     (job / "progress.json").write_text("[1, 2]")
-    assert tracking.read_progress(job) is None
+    assert read_progress(job) is None
 
     # a reader never sees a partial file while a writer rewrites it continuously
     stop = threading.Event()
@@ -509,14 +518,14 @@ def test_progress_file_atomic_and_tolerant(tmp_path: Path) -> None:
     def writer() -> None:
         step = 0
         while not stop.is_set():
-            tracking.write_progress(job, {"phase": "training", "step": step, "pad": "x" * 5000})
+            write_progress(job, {"phase": "training", "step": step, "pad": "x" * 5000})
             step += 1
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
         time.sleep(0.01)
-        reads = [tracking.read_progress(job) for _ in range(500)]
+        reads = [read_progress(job) for _ in range(500)]
     finally:
         stop.set()
         thread.join()
@@ -524,22 +533,22 @@ def test_progress_file_atomic_and_tolerant(tmp_path: Path) -> None:
 
 
 def test_progress_writer_throttles(tmp_path: Path) -> None:
-    writer = tracking.ProgressWriter(tmp_path, min_interval_s=60)
+    writer = ProgressWriter(tmp_path, min_interval_s=60)
     assert writer.update(phase="training", step=1, total_steps=9)
     assert not writer.update(phase="training", step=2)  # too soon: kept in memory
-    assert tracking.read_progress(tmp_path)["step"] == 1
+    assert read_progress(tmp_path)["step"] == 1
     assert writer.update(phase="sampling", step=3)  # a phase change is written at once
-    assert tracking.read_progress(tmp_path)["phase"] == "sampling"
+    assert read_progress(tmp_path)["phase"] == "sampling"
     assert writer.update(step=4, last_error="boom")  # so is an error
     assert not writer.update(step=5)
     writer.close(phase="finished")
-    final = tracking.read_progress(tmp_path)
+    final = read_progress(tmp_path)
     assert (final["phase"], final["step"], final["total_steps"]) == ("finished", 5, 9)
 
 
 def test_job_file_roundtrip(tmp_path: Path) -> None:
     started = time.time()
-    info = tracking.write_job(
+    info = write_job(
         tmp_path / "j",
         os.getpid(),
         "run123",
@@ -549,13 +558,13 @@ def test_job_file_roundtrip(tmp_path: Path) -> None:
         log_path="train.log",
     )
     assert info.create_time == pytest.approx(psutil.Process().create_time())
-    read = tracking.read_job(tmp_path / "j")
+    read = read_job(tmp_path / "j")
     assert read == info
     assert read.command == ["python", "-m", "trainer"]
     assert read.extra == {"log_path": "train.log"}
     (tmp_path / "j" / "job.json").write_text('{"pid": ')
-    assert tracking.read_job(tmp_path / "j") is None
-    assert tracking.read_job(tmp_path / "missing") is None
+    assert read_job(tmp_path / "j") is None
+    assert read_job(tmp_path / "missing") is None
 
 
 def test_list_runs_rating_note_and_lora_artifacts(uri: str, tmp_path: Path) -> None:
@@ -565,20 +574,20 @@ def test_list_runs_rating_note_and_lora_artifacts(uri: str, tmp_path: Path) -> N
         cfg = make_cfg(project=project, name=f"list_{arch}", intent=intent)
         cfg.model.arch = arch
         cfg.model.name_or_path = f"demo:{arch}"
-        tracker = tracking.MlflowTracker(uri)
+        tracker = MlflowTracker(uri)
         ids.append(tracker.start(cfg, tags={"studio.dataset_fingerprint": f"fp-{arch}"}))
         tracker.log_metrics({"loss": 0.1}, 5)
         tracker.end("FINISHED")
         time.sleep(0.01)
-    tracking.set_rating(uri, ids[1], 4)
-    tracking.set_note(uri, ids[1], "crisp style")
+    set_rating(uri, ids[1], 4)
+    set_note(uri, ids[1], "crisp style")
     with pytest.raises(ValueError, match="1 to 5"):
-        tracking.set_rating(uri, ids[0], 6)
+        set_rating(uri, ids[0], 6)
 
-    records = tracking.list_runs(uri, [project])
+    records = list_runs(uri, [project])
     assert [r.run_id for r in records] == ids[::-1]  # newest first
     flux = records[0]
-    assert isinstance(flux, tracking.RunRecord)
+    assert isinstance(flux, RunRecord)
     assert (flux.arch, flux.intent, flux.rating, flux.note) == ("flux", "style", 4, "crisp style")
     assert flux.dataset_fingerprint == "fp-flux"
     assert flux.status == "FINISHED"
@@ -588,29 +597,29 @@ def test_list_runs_rating_note_and_lora_artifacts(uri: str, tmp_path: Path) -> N
     assert flux.duration_s >= 0
     assert records[1].rating is None
     assert records[1].intent == "person"
-    only_flux = tracking.list_runs(uri, [project], "tags.`studio.arch` = 'flux'")
+    only_flux = list_runs(uri, [project], "tags.`studio.arch` = 'flux'")
     assert [r.run_id for r in only_flux] == [ids[1]]
-    assert tracking.list_runs(uri, ["no such experiment"]) == []
+    assert list_runs(uri, ["no such experiment"]) == []
 
     lora = tmp_path / "out"
     (lora / "step_10").mkdir(parents=True)
     (lora / "step_10" / "pytorch_lora_weights.safetensors").write_bytes(b"x")
     (lora / "final.safetensors").write_bytes(b"y")
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     tracker.run_id = ids[0]
     tracker.log_artifact(lora / "final.safetensors", "lora")
     tracker.log_artifacts(lora / "step_10", "checkpoints/step_10")
     tracker.log_text("not a lora", "other/readme.txt")
     assert tracker.errors == []
-    assert tracking.lora_artifacts(uri, ids[0]) == [
+    assert lora_artifacts(uri, ids[0]) == [
         "checkpoints/step_10/pytorch_lora_weights.safetensors",
         "lora/final.safetensors",
     ]
-    assert tracking.lora_artifacts(uri, ids[1]) == []
+    assert lora_artifacts(uri, ids[1]) == []
 
 
 def test_dataset_input(uri: str) -> None:
-    tracker = tracking.MlflowTracker(uri)
+    tracker = MlflowTracker(uri)
     run_id = tracker.start(make_cfg(name="with_dataset"))
     tracker.log_dataset_input("demo", "d1g3st", "/data/demo", {"images": 12})
     tracker.end("FINISHED")
@@ -618,14 +627,14 @@ def test_dataset_input(uri: str) -> None:
     inputs = run.inputs.dataset_inputs
     assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("demo", "d1g3st")]
     assert json.loads(inputs[0].dataset.profile) == {"images": 12}
-    assert tracking.get_run_record(uri, run_id).dataset_fingerprint == "d1g3st"
+    assert get_run_record(uri, run_id).dataset_fingerprint == "d1g3st"
 
 
 def test_null_tracker_records_nothing(uri: str) -> None:
-    before = len(tracking.list_runs(uri))
-    tracker = tracking.NullTracker()
-    assert isinstance(tracker, tracking.Tracker)
-    assert isinstance(tracking.MlflowTracker(uri), tracking.Tracker)
+    before = len(list_runs(uri))
+    tracker = NullTracker()
+    assert isinstance(tracker, Tracker)
+    assert isinstance(MlflowTracker(uri), Tracker)
     cfg = make_cfg(name="null")
     run_id = tracker.start(cfg, tags={"a": "b"})
     assert run_id.startswith("local-")
@@ -642,10 +651,10 @@ def test_null_tracker_records_nothing(uri: str) -> None:
     tracker.set_description("d")
     tracker.log_dataset_input("n", "d", "s")
     tracker.end("FAILED")
-    assert len(tracking.list_runs(uri)) == before
+    assert len(list_runs(uri)) == before
     cfg.logging.use_mlflow = False
-    assert isinstance(tracking.make_tracker(cfg, uri), tracking.NullTracker)
+    assert isinstance(make_tracker(cfg, uri), NullTracker)
     cfg.logging.use_mlflow = True
-    made = tracking.make_tracker(cfg, uri)
-    assert isinstance(made, tracking.MlflowTracker)
+    made = make_tracker(cfg, uri)
+    assert isinstance(made, MlflowTracker)
     assert made.tracking_uri == uri
