@@ -22,8 +22,8 @@ from options_support import StopAfter, tiny_config  # noqa: E402
 
 import trainer.engine.loop as loop  # noqa: E402
 from trainer.engine import distributed  # noqa: E402
-from trainer.engine.loop import StopSignal  # noqa: E402
-from trainer.tracking.store import NullTracker  # noqa: E402
+from trainer.engine.context import RunContext, StopSignal  # noqa: E402
+from trainer.tracking.tracker import NullTracker  # noqa: E402
 
 
 def gradient_average_error(dist: distributed.Dist) -> float:
@@ -98,7 +98,7 @@ def main(home: Path, out: Path) -> None:
     cfg = tiny_config(
         train={"steps": 3, "batch_size": 2}, runtime={"device": "cpu", "num_processes": 2}
     )
-    ctx = loop.RunContext(
+    ctx = RunContext(
         home=home,
         job_dir=out / "job",
         tracker=NullTracker(),

@@ -13,7 +13,8 @@ import torch
 from options_support import run as run_in_process
 from PIL import Image
 
-from trainer.arch import Arch, load_arch
+from trainer.arch.base import Arch
+from trainer.arch.registry import load_arch
 from trainer.config.schema import TrainingConfig
 from trainer.engine.loop import ModelInputs
 
@@ -67,7 +68,7 @@ def batch(
     multipliers: list[float] | None = None,
     keys: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A batch as ``trainer.data.pipeline.collate_batch`` makes it, with seeded random pixels."""
+    """A batch as ``trainer.data.batches.collate_batch`` makes it, with seeded random pixels."""
     pixels = torch.rand((n, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(seed)) * 2 - 1
     return {
         "pixels": pixels,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config.schema import TrainingConfig
-from trainer.engine.loop import RunContext, StopSignal, train
-from trainer.tracking.store import NullTracker
+from trainer.engine.context import RunContext, StopSignal
+from trainer.engine.loop import train
+from trainer.tracking.tracker import NullTracker
 
 
 class RecordingTracker(NullTracker):

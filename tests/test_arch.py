@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.arch import ModelLoadError, load_arch
-from trainer.arch.base import Arch, draw_unit_timesteps
+from trainer.arch.base import Arch
+from trainer.arch.registry import load_arch
+from trainer.arch.sources import ModelLoadError
+from trainer.arch.tensors import draw_unit_timesteps
 from trainer.config.schema import TrainingConfig
 
 ARCHS = ("sd15", "sdxl", "flux")

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.config.schema import DatasetConfig
-from trainer.data.pipeline import BucketBatches, scan_dataset
+from trainer.config.sections.datasets import DatasetConfig
+from trainer.data.batches import BucketBatches
+from trainer.data.scanning import scan_dataset
 from trainer.engine.cache import (
     LatentCache,
     TextEmbeddingCache,

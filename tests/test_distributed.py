@@ -27,16 +27,14 @@ from options_support import tiny_config
 
 from trainer.config.io import load_config
 from trainer.engine.distributed import Dist
-from trainer.jobs import launch as jobs
+from trainer.jobs.control import stop, wait_for_exit
+from trainer.jobs.folder import LOG_FILE, log_tail, read_exit
+from trainer.jobs.launch import launch, resume, train_command
 from trainer.lora.io import read_lora_tensors
 from trainer.settings import StudioSettings
-from trainer.tracking.store import (
-    NullTracker,
-    get_run_record,
-    list_runs,
-    lora_artifacts,
-    metric_history,
-)
+from trainer.tracking.artifacts import lora_artifacts
+from trainer.tracking.records import get_run_record, list_runs, metric_history
+from trainer.tracking.tracker import NullTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -79,9 +77,9 @@ def test_ranks_take_disjoint_round_robin_shares_of_the_plan(demo_home: Path) -> 
 
 
 def test_the_launch_command_uses_accelerate_for_several_processes(tmp_path: Path) -> None:
-    one = jobs.train_command(tmp_path / "c.yaml", tmp_path)
+    one = train_command(tmp_path / "c.yaml", tmp_path)
     assert one[1:3] == ["-m", "trainer"] and "accelerate" not in " ".join(one)
-    cmd = jobs.train_command(tmp_path / "c.yaml", tmp_path, resume="latest", processes=3, port=1234)
+    cmd = train_command(tmp_path / "c.yaml", tmp_path, resume="latest", processes=3, port=1234)
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "3" and "--multi_gpu" in cmd
     assert cmd[cmd.index("--main_process_port") + 1] == "1234"
@@ -97,7 +95,7 @@ def test_two_ranks_train_disjoint_shards_and_stay_identical(
 ) -> None:
     env = {**os.environ, "STUDIO_HOME": str(demo_home), "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_RUN_ID", None)
-    cmd = jobs.train_command("x", "y", processes=2)
+    cmd = train_command("x", "y", processes=2)
     launcher = cmd[: cmd.index("-m", 3)]  # python -m accelerate.commands.launch ... options
     probe = [*launcher, str(ROOT / "tests" / "distributed_probe.py"), str(demo_home), str(tmp_path)]
     done = subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
@@ -175,7 +173,7 @@ def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
             "logging.run_name=two_procs",
         ],
     )
-    job = jobs.launch(settings, cfg)
+    job = launch(settings, cfg)
     assert "accelerate.commands.launch" in job.command
     wait_for(training_at(job.job_dir, 2), 120, "step 2")
     ranks = [
@@ -183,21 +181,21 @@ def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
     ]
     assert len(ranks) == 2  # two trainer processes under accelerate's launcher
 
-    assert jobs.stop(settings, job.run_id)
+    assert stop(settings, job.run_id)
     job.process.wait(timeout=60)
-    wait_for(lambda: jobs.read_exit(job.job_dir), 10, "exit.json")
-    assert jobs.read_exit(job.job_dir)["code"] == 3, jobs.log_tail(job.job_dir)
+    wait_for(lambda: read_exit(job.job_dir), 10, "exit.json")
+    assert read_exit(job.job_dir)["code"] == 3, log_tail(job.job_dir)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
     record = get_run_record(settings.tracking_uri, job.run_id)
     assert record.status == "KILLED"
 
-    again = jobs.resume(settings, job.run_id, record.status)
+    again = resume(settings, job.run_id, record.status)
     assert "accelerate.commands.launch" in again.command and "--resume" in again.command
     again.process.wait(timeout=180)
-    log = jobs.log_tail(job.job_dir, lines=30)
-    assert jobs.wait_for_exit(settings, job.run_id, 10)
-    wait_for(lambda: jobs.read_exit(job.job_dir), 10, "exit.json")
-    assert jobs.read_exit(job.job_dir)["code"] == 0, log
+    log = log_tail(job.job_dir, lines=30)
+    assert wait_for_exit(settings, job.run_id, 10)
+    wait_for(lambda: read_exit(job.job_dir), 10, "exit.json")
+    assert read_exit(job.job_dir)["code"] == 0, log
 
     runs = [r for r in list_runs(settings.tracking_uri) if r.name == "two_procs"]
     assert len(runs) == 1 and runs[0].run_id == job.run_id
@@ -211,5 +209,5 @@ def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
     loras = [a for a in lora_artifacts(settings.tracking_uri, job.run_id) if a.startswith("lora/")]
     assert loras == ["lora/demo_sd15.safetensors"]
     assert sorted(p.name for p in (job.job_dir / "lora").iterdir()) == ["demo_sd15.safetensors"]
-    text = (job.job_dir / jobs.LOG_FILE).read_text()
+    text = (job.job_dir / LOG_FILE).read_text()
     assert text.count("Finished 40 steps") == 1  # one voice: only the main process reports

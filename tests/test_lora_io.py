@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.arch import load_arch
-from trainer.arch.base import Arch, tuner_layers
+from trainer.arch.adapters import tuner_layers
+from trainer.arch.base import Arch
+from trainer.arch.registry import load_arch
 from trainer.config.schema import TrainingConfig
 from trainer.lora import io as lora_io
+from trainer.lora.keys import classic_prefix
 
 CPU = torch.device("cpu")
 PROMPT = "a photo of sks"
@@ -143,7 +145,7 @@ def test_kohya_keys_match_diffusers_converter(demo_home: Path) -> None:
     sds = model.lora_state_dicts()
     prefixed = {f"unet.{k}": v for k, v in sds["unet"].items()}
     # Files use the classic CLIP names (text_model.encoder...) even on transformers 5.
-    classic = lora_io.classic_prefix(model.pipe.text_encoder)
+    classic = classic_prefix(model.pipe.text_encoder)
     prefixed |= {f"text_encoder.{classic}{k}": v for k, v in sds["text_encoder"].items()}
     theirs = convert_state_dict_to_kohya(prefixed)
     renamed = {k.replace("lora_te1_", "lora_te_"): v for k, v in theirs.items()}

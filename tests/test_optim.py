@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.config.schema import TrainConfig
+from trainer.config.sections.train import TrainConfig
 from trainer.engine.optim import (
     SCHEDULES,
     MissingOptimizerPackage,
@@ -107,7 +107,8 @@ def test_adamw8bit_is_bitsandbytes_with_uint8_state() -> None:
     assert big["state1"].dtype == torch.uint8
     assert big["state2"].dtype == torch.uint8
     assert big["absmax1"].dtype == torch.float32
-    # Below min_8bit_size (4096) bitsandbytes keeps 32-bit moments, as STACK.md says.
+    # Below min_8bit_size (4096) bitsandbytes keeps 32-bit moments
+    # (docs/sources.md#bitsandbytes-on-cpu).
     assert opt.state[model.bias]["state1"].dtype == torch.float32
 
 

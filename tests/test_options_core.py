@@ -231,8 +231,11 @@ def test_verbose_logs_every_step(demo_home, tmp_path, capsys) -> None:
 
 
 def test_run_identity_reaches_mlflow(demo_home, tmp_path, monkeypatch) -> None:
-    from trainer.engine.loop import RunContext, train
-    from trainer.tracking.store import MlflowTracker, NullTracker, list_runs, make_tracker
+    from trainer.engine.context import RunContext
+    from trainer.engine.loop import train
+    from trainer.tracking.mlflow_tracker import MlflowTracker
+    from trainer.tracking.records import list_runs
+    from trainer.tracking.tracker import NullTracker, make_tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = tiny_config(
@@ -259,7 +262,7 @@ def test_run_identity_reaches_mlflow(demo_home, tmp_path, monkeypatch) -> None:
 
 
 def test_attn_masking_hides_t5_padding_from_flux(demo_home) -> None:
-    from trainer.arch import load_arch
+    from trainer.arch.registry import load_arch
 
     changes = {}
     for masking in (True, False):

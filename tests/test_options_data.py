@@ -18,8 +18,9 @@ from PIL import Image
 from pydantic import ValidationError
 
 from trainer.arch.base import Arch
-from trainer.config.schema import DatasetConfig
-from trainer.data.pipeline import BucketBatches, latent_cache_mode, scan_dataset
+from trainer.config.sections.datasets import DatasetConfig
+from trainer.data.batches import BucketBatches, latent_cache_mode
+from trainer.data.scanning import scan_dataset
 
 PROVES = {
     "datasets.0.augmentations": [

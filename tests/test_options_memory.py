@@ -12,7 +12,7 @@ while a VAE or text encoder asked to stay on "cpu" keeps real weights.
 
 Runs go through ``trainer.engine.loop.train`` (the ``captured`` fixture keeps the run's Arch for
 inspection); component tests load the tiny models with ``load_arch`` and the same
-``trainer.engine.memory`` entry points the loop calls.
+``trainer.engine.memory.prepare`` entry points the loop calls.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ import torch
 from options_support import RecordingTracker, run, tiny_config
 from pydantic import ValidationError
 
-from trainer.arch import load_arch
-from trainer.arch.base import Arch, tuner_layers
+from trainer.arch.adapters import tuner_layers
+from trainer.arch.base import Arch
+from trainer.arch.registry import load_arch
 from trainer.config.schema import TrainingConfig
-from trainer.engine import loop, memory
+from trainer.engine import failures, loop
 from trainer.engine.batching import batch_stream, micro_batch_plan, prefetched
+from trainer.engine.context import RunContext
+from trainer.engine.memory import multi_gpu, offload, prepare, prompts, quantize
 from trainer.engine.optim import batch_size_at
 from trainer.lora.io import read_lora_tensors, save_lora
 
@@ -130,10 +133,10 @@ def cfg_for(arch: str = "sd15", network: dict | None = None, **model: Any) -> Tr
 def build(cfg: TrainingConfig, home: Path, device: torch.device = CPU) -> tuple[Arch, dict]:
     """Load, prepare and add adapters the way the loop does (seeded adapter init)."""
     arch = load_arch(cfg, home, device, torch.float32)
-    memory.prepare_base(arch, cfg)
+    prepare.prepare_base(arch, cfg)
     torch.manual_seed(0)
     groups = arch.add_lora(cfg.network)
-    memory.prepare_training(arch, cfg)
+    prepare.prepare_training(arch, cfg)
     return arch, groups
 
 
@@ -161,7 +164,7 @@ def lora_up_moved(arch: Arch) -> bool:
 
 
 def demo_data(cfg: TrainingConfig, home: Path, job: Path):
-    ctx = loop.RunContext(home=home, job_dir=job, tracker=RecordingTracker())
+    ctx = RunContext(home=home, job_dir=job, tracker=RecordingTracker())
     return loop.prepare_data(cfg, ctx)
 
 
@@ -177,16 +180,16 @@ def test_float8_base_is_stored_in_float8_and_still_trains(
     cfg = cfg_for(quantize=True, qtype="float8")
     _, rec = run(cfg, demo_home, tmp_path / "job")
     arch = captured[0]
-    layers = [m for m in arch.denoiser.modules() if isinstance(m, memory.Float8Linear)]
-    convs = [m for m in arch.denoiser.modules() if isinstance(m, memory.Float8Conv2d)]
+    layers = [m for m in arch.denoiser.modules() if isinstance(m, quantize.Float8Linear)]
+    convs = [m for m in arch.denoiser.modules() if isinstance(m, quantize.Float8Conv2d)]
     assert len(layers) > 30 and len(convs) > 10
     assert all(m.weight.dtype == torch.float8_e4m3fn for m in layers + convs)
     # Every eligible layer was converted; none is left in fp32 behind a LoRA wrapper.
-    left = memory.quantizable_layers(arch.denoiser, (torch.nn.Linear, torch.nn.Conv2d))
-    assert not [n for n, m in left if "lora_" not in n and not memory.is_quantized(m)]
+    left = quantize.quantizable_layers(arch.denoiser, (torch.nn.Linear, torch.nn.Conv2d))
+    assert not [n for n, m in left if "lora_" not in n and not quantize.is_quantized(m)]
     report = arch.memory_report.quantized[0]
     assert report.bytes_after < 0.3 * report.bytes_before  # fp32 -> 1 byte + a scale per row
-    assert report.bytes_before == memory.parameter_bytes(plain.denoiser)
+    assert report.bytes_before == quantize.parameter_bytes(plain.denoiser)
     # Trains: losses are finite and close to, but not the same as, full precision.
     assert rec.losses() != baseline.losses()
     assert rec.losses() == pytest.approx(baseline.losses(), rel=0.05)
@@ -215,18 +218,18 @@ def test_bitsandbytes_base_is_stored_in_int8_or_4bit_and_still_trains(
 
 def test_bitsandbytes_names_a_device_it_cannot_serve() -> None:
     # "mps" cannot be used on this machine: the probe fails and the message names the device.
-    with pytest.raises(memory.MemoryOptionError, match=r"cannot run nf4 on the mps device"):
-        memory.probe_bitsandbytes("nf4", torch.device("mps"), "model.qtype")
+    with pytest.raises(failures.MemoryOptionError, match=r"cannot run nf4 on the mps device"):
+        quantize.probe_bitsandbytes("nf4", torch.device("mps"), "model.qtype")
 
 
 def test_quantize_te_stores_the_text_encoders_in_float8(demo_home: Path) -> None:
     plain = load_arch(cfg_for("sdxl"), demo_home, CPU, torch.float32)
     quant, _ = build(cfg_for("sdxl", quantize_te=True, qtype_te="float8"), demo_home)
     for name, te in quant.text_encoders.items():
-        linears = [m for m in te.modules() if isinstance(m, memory.Float8Linear)]
+        linears = [m for m in te.modules() if isinstance(m, quantize.Float8Linear)]
         assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
-        assert memory.parameter_bytes(te) < memory.parameter_bytes(plain.text_encoders[name])
-    assert not any(isinstance(m, memory.Float8Linear) for m in quant.denoiser.modules())
+        assert quantize.parameter_bytes(te) < quantize.parameter_bytes(plain.text_encoders[name])
+    assert not any(isinstance(m, quantize.Float8Linear) for m in quant.denoiser.modules())
     a = plain.encode_prompts(["a red circle"])["prompt_embeds"]
     b = quant.encode_prompts(["a red circle"])["prompt_embeds"]
     assert not torch.equal(a, b)
@@ -242,9 +245,9 @@ def test_layer_offloading_keeps_a_share_of_layers_in_offload_storage(demo_home: 
     )
     arch, _ = build(cfg, demo_home)
     den, te = arch.offloaders["denoiser"], arch.offloaders["text_encoder"]
-    candidates = memory.offload_units(arch.denoiser)
+    candidates = offload.offload_units(arch.denoiser)
     assert len(den.units) == round(0.5 * len(candidates)) > 10
-    assert len(te.units) == len(memory.offload_units(arch.pipe.text_encoder))
+    assert len(te.units) == len(offload.offload_units(arch.pipe.text_encoder))
     managed = {id(p) for unit in den.units for p in unit.parameters() if not p.requires_grad}
     resident = [p for p in arch.denoiser.parameters() if id(p) not in managed]
     trainable = [p for p in arch.denoiser.parameters() if p.requires_grad]
@@ -256,7 +259,7 @@ def test_layer_offloading_keeps_a_share_of_layers_in_offload_storage(demo_home: 
     def base(unit):
         return unit.get_base_layer() if hasattr(unit, "get_base_layer") else unit
 
-    stored = {id(unit): den.storage[memory._slot_key(base(unit), "weight")] for unit in den.units}
+    stored = {id(unit): den.storage[offload._slot_key(base(unit), "weight")] for unit in den.units}
     seen: list[tuple[bool, bool, torch.device]] = []
 
     def inside(unit, _args):  # registered after the offloader's hook: sees what the layer uses
@@ -313,7 +316,7 @@ def test_compile_runs_the_denoiser_through_torch_compile(
         graphs.append(len(gm.graph.nodes))
         return gm.forward
 
-    monkeypatch.setattr(memory, "COMPILE_BACKEND", counting_backend)
+    monkeypatch.setattr(prepare, "COMPILE_BACKEND", counting_backend)
     eager, _ = build(cfg_for(), demo_home)
     compiled, groups = build(cfg_for(compile=True), demo_home)
     assert compiled.denoiser._compiled_call_impl is not None
@@ -345,7 +348,7 @@ def test_attention_backend_routes_attention_through_the_chosen_kernel(
         arch = load_arch(
             cfg_for(arch_name, attention_backend=choice), demo_home, CPU, torch.float32
         )
-        memory.prepare_base(arch, arch.cfg)
+        prepare.prepare_base(arch, arch.cfg)
         calls.clear()
         outputs[choice] = step(arch, backward=False)
         if choice == "math":
@@ -364,8 +367,8 @@ def test_gpu_only_attention_backends_are_refused_here(demo_home: Path) -> None:
         with pytest.raises(ValidationError, match="needs an NVIDIA GPU"):
             tiny_config(model={"attention_backend": choice}, runtime={"device": "cpu"})
         cfg = tiny_config(model={"attention_backend": choice})  # device auto: refused at start
-        with pytest.raises(memory.MemoryOptionError, match=f"'{choice}' needs .* NVIDIA GPU"):
-            memory.check_environment(cfg, CPU)
+        with pytest.raises(failures.MemoryOptionError, match=f"'{choice}' needs .* NVIDIA GPU"):
+            prepare.check_environment(cfg, CPU)
 
 
 # ------------------------------------------------------------------- components and devices
@@ -397,10 +400,10 @@ def test_vae_and_text_encoder_devices_are_honoured(demo_home: Path) -> None:
     latents = kept.encode_images(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert latents.device == meta and latents.shape == (1, 4, 8, 8)
     # A device this machine lacks is refused before loading, naming the option.
-    with pytest.raises(memory.MemoryOptionError, match=r"model\.vae_device is 'cuda'"):
-        memory.check_environment(cfg_for(vae_device="cuda"), CPU)
-    with pytest.raises(memory.MemoryOptionError, match=r"model\.te_device is 'mps'"):
-        memory.check_environment(cfg_for(te_device="mps"), CPU)
+    with pytest.raises(failures.MemoryOptionError, match=r"model\.vae_device is 'cuda'"):
+        prepare.check_environment(cfg_for(vae_device="cuda"), CPU)
+    with pytest.raises(failures.MemoryOptionError, match=r"model\.te_device is 'mps'"):
+        prepare.check_environment(cfg_for(te_device="mps"), CPU)
 
 
 def test_vae_path_loads_a_different_vae(demo_home: Path, tmp_path: Path) -> None:
@@ -474,8 +477,10 @@ def test_split_model_over_gpus_spreads_blocks_or_is_refused(demo_home: Path) -> 
     with pytest.raises(ValidationError, match="split_model_over_gpus"):
         tiny_config(model=flux, runtime={"device": "cpu"})
     cfg = cfg_for("flux", split_model_over_gpus=True)
-    with pytest.raises(memory.MemoryOptionError, match=r"at least 2 CUDA GPUs; this machine has 0"):
-        memory.check_environment(cfg, CPU)
+    with pytest.raises(
+        failures.MemoryOptionError, match=r"at least 2 CUDA GPUs; this machine has 0"
+    ):
+        prepare.check_environment(cfg, CPU)
     # The split itself (accelerate's dispatch_model) on stand-in devices: blocks in order, same
     # output. Real GPUs are not available here; this runs the same code with two CPU slots.
     arch = load_arch(cfg_for("flux"), demo_home, CPU, torch.float32)
@@ -483,9 +488,9 @@ def test_split_model_over_gpus_spreads_blocks_or_is_refused(demo_home: Path) -> 
     latents, t = torch.randn(1, 16, 8, 8, generator=gen), torch.tensor([300.0])
     cond = arch.encode_prompts(["a red circle"])
     before = arch.predict(latents, t, cond, {})
-    plan = memory.split_plan([f"b{i}" for i in range(5)], ["gpu0", "gpu1"])
+    plan = multi_gpu.split_plan([f"b{i}" for i in range(5)], ["gpu0", "gpu1"])
     assert list(plan.values()) == ["gpu0", "gpu0", "gpu0", "gpu1", "gpu1"]
-    device_map = memory.split_over_devices(arch.denoiser, [CPU, CPU])
+    device_map = multi_gpu.split_over_devices(arch.denoiser, [CPU, CPU])
     assert "transformer_blocks.0" in device_map and "single_transformer_blocks.0" in device_map
     assert torch.equal(arch.predict(latents, t, cond, {}), before)
 
@@ -494,11 +499,11 @@ def test_num_processes_must_match_the_processes_launched() -> None:
     # Valid in the schema (the studio launches it through accelerate; tests/test_distributed.py
     # trains on 2 processes); the trainer refuses a count that differs from what was launched.
     cfg = tiny_config(runtime={"num_processes": 2})
-    with pytest.raises(memory.MemoryOptionError, match=r"is 2 but 1 process.*accelerate launch"):
-        memory.check_environment(cfg, CPU)
-    memory.check_environment(cfg, CPU, processes=2)
-    with pytest.raises(memory.MemoryOptionError, match="one CUDA GPU each; this machine has 0"):
-        memory.check_environment(cfg, torch.device("cuda"), processes=2)
+    with pytest.raises(failures.MemoryOptionError, match=r"is 2 but 1 process.*accelerate launch"):
+        prepare.check_environment(cfg, CPU)
+    prepare.check_environment(cfg, CPU, processes=2)
+    with pytest.raises(failures.MemoryOptionError, match="one CUDA GPU each; this machine has 0"):
+        prepare.check_environment(cfg, torch.device("cuda"), processes=2)
     flux = {"arch": "flux", "name_or_path": "demo:flux", "split_model_over_gpus": True}
     with pytest.raises(ValidationError, match="several data-parallel processes"):
         tiny_config(model=flux, runtime={"num_processes": 2, "device": "cuda"})
@@ -556,13 +561,13 @@ def test_unload_text_encoder_frees_the_encoders_and_training_goes_on(
     demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured
 ) -> None:
     refs: list = []
-    original = memory.release_text_encoders
+    original = prompts.release_text_encoders
 
     def recording(*args, **kwargs):
         refs.extend(original(*args, **kwargs))
         return refs
 
-    monkeypatch.setattr(memory, "release_text_encoders", recording)
+    monkeypatch.setattr(prompts, "release_text_encoders", recording)
     sample = {"sample_every": 1, "prompts": ["[trigger] circle"], "sample_steps": 2}
     sample.update(width=64, height=64)
     kept_cfg = tiny_config(train={"cache_text_embeddings": True}, sample=sample)
@@ -581,7 +586,7 @@ def test_unload_text_encoder_frees_the_encoders_and_training_goes_on(
     images = lambda rec: [(s, list(img.getdata())) for _, s, _, img in rec.images]  # noqa: E731
     assert [s for s, _ in images(freed)] == [0, 1, 2]
     assert images(freed) == images(kept)
-    with pytest.raises(memory.MemoryOptionError, match="unload_text_encoder"):
+    with pytest.raises(failures.MemoryOptionError, match="unload_text_encoder"):
         arch.encode_prompts(["a prompt nobody planned"])
 
 

@@ -16,8 +16,9 @@ import torch
 from options_support import run, tiny_config
 from pydantic import ValidationError
 
-from trainer.arch import load_arch
-from trainer.arch.base import Arch, tuner_layers
+from trainer.arch.adapters import tuner_layers
+from trainer.arch.base import Arch
+from trainer.arch.registry import load_arch
 from trainer.config.schema import TrainingConfig
 from trainer.engine import loop
 from trainer.lora.io import load_lora_file, read_lora_metadata, read_lora_tensors

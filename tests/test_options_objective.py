@@ -321,7 +321,8 @@ def test_optimal_noise_pairing_picks_the_closest_draw() -> None:
 
 
 def test_force_consistent_noise_repeats_per_image(demo_home: Path) -> None:
-    from trainer.data.pipeline import BucketBatches, scan_dataset
+    from trainer.data.batches import BucketBatches
+    from trainer.data.scanning import scan_dataset
     from trainer.demo.tiny import resolve_demo_ref
 
     latents = torch.zeros((2, 4, 8, 8))

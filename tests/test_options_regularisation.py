@@ -1,8 +1,9 @@
 """Proofs that the Regularisation options of issue 4 do what they say.
 
 Preservation losses, masks and dataset weights live in trainer/engine/objective.py, the EMA in
-trainer/engine/ema.py, masks and caption/token dropout come from trainer/data/pipeline.py. Every test fails if
-its option is ignored; ``PROVES`` maps each config path to the test that proves it.
+trainer/engine/ema.py, masks and caption/token dropout come from trainer/data/transforms.py and
+trainer/data/captions.py. Every test fails if its option is ignored; ``PROVES`` maps each config
+path to the test that proves it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from objective_support import (
 from safetensors.torch import load_file
 from torch import nn
 
-from trainer.data.pipeline import BucketBatches, scan_dataset
+from trainer.data.batches import BucketBatches
+from trainer.data.scanning import scan_dataset
 from trainer.engine import loop
+from trainer.engine.context import StopSignal
 from trainer.engine.ema import LoraEMA, build_ema
-from trainer.engine.loop import StopSignal
 from trainer.engine.objective import (
     base_prediction,
     batch_triggers,
@@ -432,7 +434,8 @@ class _StopAfter(StopSignal):
 def test_resume_continues_the_ema_and_learned_snr_weights(demo_home: Path, tmp_path: Path) -> None:
     from options_support import RecordingTracker
 
-    from trainer.engine.loop import RunContext, train
+    from trainer.engine.context import RunContext
+    from trainer.engine.loop import train
 
     cfg = config(train={"use_ema": True, "ema_decay": 0.8, "learnable_snr_gos": True, "steps": 4})
     run(cfg, demo_home, tmp_path / "whole")

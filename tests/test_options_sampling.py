@@ -19,10 +19,12 @@ import torch
 from options_support import RecordingTracker, StopAfter, run, tiny_config
 from pydantic import ValidationError
 
-from trainer.arch import load_arch
-from trainer.arch.base import SAMPLERS, Arch
+from trainer.arch.base import Arch
+from trainer.arch.pipelines import SAMPLERS
+from trainer.arch.registry import load_arch
 from trainer.config.schema import TrainingConfig
-from trainer.engine import loop
+from trainer.engine.context import RunContext
+from trainer.engine.previews import sample_and_log
 
 PROVES = {
     "sample.sampler": "test_sampler_sets_the_scheduler_and_changes_the_image",
@@ -114,9 +116,9 @@ def previews(arch: Arch, cfg: TrainingConfig, tmp_path: Path, monkeypatch) -> Pr
     calls = []
     hook = arch.denoiser.register_forward_hook(lambda *_: calls.append(1))
     tracker = RecordingTracker()
-    ctx = loop.RunContext(home=tmp_path, job_dir=tmp_path / "job", tracker=tracker)
+    ctx = RunContext(home=tmp_path, job_dir=tmp_path / "job", tracker=tracker)
     try:
-        loop.sample_and_log(arch, cfg, ctx, step=0)
+        sample_and_log(arch, cfg, ctx, step=0)
     finally:
         hook.remove()
         monkeypatch.undo()

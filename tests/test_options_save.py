@@ -147,7 +147,7 @@ def test_push_to_hub_offline_saves_then_fails_clearly_and_never_leaks_the_token(
     from mlflow.tracking import MlflowClient
 
     from trainer.engine.run import EXIT_FAILED, run_job
-    from trainer.tracking.store import lora_artifacts
+    from trainer.tracking.artifacts import lora_artifacts
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from trainer.demo import tiny
+from trainer.demo.dataset import build_demo_dataset
 
 PIPELINE_CLASSES = {
     "sd15": "StableDiffusionPipeline",
@@ -186,7 +187,7 @@ def test_unknown_arch_is_rejected(tmp_path: Path) -> None:
 
 
 def test_demo_dataset_has_captioned_images_in_several_ratios(tmp_path: Path) -> None:
-    folder = tiny.build_demo_dataset(tmp_path / "ds")
+    folder = build_demo_dataset(tmp_path / "ds")
     images = sorted(folder.glob("*.png"))
     assert len(images) >= 12
     ratios = set()
@@ -202,7 +203,7 @@ def test_demo_dataset_has_captioned_images_in_several_ratios(tmp_path: Path) -> 
 
 def test_demo_dataset_is_deterministic_and_seeded(tmp_path: Path) -> None:
     def contents(seed: int, name: str) -> dict[str, bytes]:
-        folder = tiny.build_demo_dataset(tmp_path / name, seed=seed, count=6)
+        folder = build_demo_dataset(tmp_path / name, seed=seed, count=6)
         return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
     first = contents(0, "a")

@@ -16,10 +16,10 @@ from PIL import Image
 
 from trainer.config.io import loads_config
 from trainer.config.schema import TrainingConfig
-from trainer.data.pipeline import DatasetError
+from trainer.data.scanning import DatasetError
 from trainer.engine.checkpoint import CheckpointError, list_checkpoints
 from trainer.engine.failures import NonFiniteLoss
-from trainer.tracking.store import read_progress
+from trainer.tracking.progress import read_progress
 
 
 def tiny_config(**sections: Any) -> TrainingConfig:

@@ -6,6 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from trainer.config.importers import import_file
+from trainer.config.introspection import unresolved_autos
+from trainer.config.io import ConfigError, dump_yaml, load_config
+from trainer.config.schema import TrainingConfig
+from trainer.demo.tiny import build_all
+from trainer.lora.cli import add_cli as add_lora_cli
+from trainer.lora.cli import cmd_lora
+from trainer.settings import load_settings
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -45,16 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imports.add_argument("file", help="ai-toolkit job .yaml, sd-scripts .toml or kohya_ss .json")
     imports.add_argument("-o", "--output", help="write the studio config YAML here")
-    from trainer.lora.cli import add_cli as add_lora_cli
-
     add_lora_cli(commands)
     return parser
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from trainer.config.io import ConfigError, load_config
-    from trainer.config.schema import unresolved_autos
-
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -69,10 +74,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from trainer.config.io import ConfigError
-    from trainer.engine.run import run_job
+    from trainer.engine.run import run_job  # torch and the whole trainer: seconds; only for `run`
 
     try:
         result = run_job(
@@ -89,18 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from trainer.config.schema import TrainingConfig
-
     print(json.dumps(TrainingConfig.model_json_schema(), indent=args.indent))
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from trainer.demo.tiny import build_all
-    from trainer.settings import load_settings
-
     home = Path(args.home).resolve() if args.home else load_settings().home
     for name, path in build_all(home).items():
         print(f"{name}: {path}")
@@ -108,11 +103,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from trainer.config.importers import import_file
-    from trainer.config.io import ConfigError, dump_yaml
-
     try:
         imported = import_file(args.file)
     except (OSError, ValueError, ConfigError) as err:
@@ -125,12 +115,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(text)
     print(imported.report(), file=sys.stderr)
     return 0
-
-
-def cmd_lora(args: argparse.Namespace) -> int:
-    from trainer.lora.cli import cmd_lora as run_lora
-
-    return run_lora(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from trainer.arch.base import FLUX_TARGETS, Arch, expand_like, unit_sigma
+from trainer.arch.adapters import FLUX_TARGETS
+from trainer.arch.base import Arch
+from trainer.arch.tensors import expand_like, unit_sigma
 
 
 class FluxArch(Arch):

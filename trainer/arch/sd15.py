@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from trainer.arch.base import Arch, expand_like
+from trainer.arch.base import Arch
+from trainer.arch.tensors import expand_like
 
 
 class StableDiffusionFamily(Arch):

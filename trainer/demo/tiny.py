@@ -4,7 +4,7 @@ No machine here can fetch weights from a model hub, yet the whole flow (wizard, 
 LoRA save/load) should run on a CPU in about a minute. So this module builds, from configs alone,
 tiny pipelines with the *real* diffusers/transformers classes (saved with ``save_pretrained``,
 loaded with ``from_pretrained(folder, dtype=torch.float32)``), plus a small procedurally drawn
-dataset captioned with the trigger word ``sks``.
+dataset captioned with the trigger word ``sks`` (``trainer.demo.dataset``).
 
 Shapes mirror the real models where code could depend on them (VAE scale factor 8, SDXL's two
 text encoders and "text_time" conditioning, a FLUX.1-dev style guidance-distilled transformer with
@@ -17,19 +17,22 @@ numbers (e.g. SDXL text encoders of width 32 and 48), so code that mixes them up
     demo:dataset -> <home>/datasets/demo          (PNG + .txt captions, two+ aspect ratios)
 
 Building is deterministic (bit-identical weights for the same seed) and ``ensure_demo`` builds
-each folder once, atomically, and safely when several processes ask at the same time.
+each folder once, atomically, and safely when several processes ask at the same time. torch,
+diffusers and transformers are imported inside the builders ("heavy: building only"): the studio
+imports this module on every page to ask whether the demo is built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from trainer.demo.dataset import CAPTION_WORDS, build_demo_dataset
 
 try:  # POSIX only; elsewhere the build-to-temp-then-rename step alone keeps folders whole.
     import fcntl
@@ -39,7 +42,6 @@ except ImportError:  # pragma: no cover - Windows
 DEMO_ARCHS = ("sd15", "sdxl", "flux")
 DEMO_DATASET = "dataset"
 DEMO_PREFIX = "demo:"
-TRIGGER_WORD = "sks"
 
 # Bump to make every existing demo folder count as stale and be rebuilt on next use.
 DEMO_VERSION = "tiny-v1"
@@ -47,21 +49,6 @@ MARKER_NAME = ".complete"
 
 CLIP_MAX_LENGTH = 77  # what SD/SDXL/Flux pipelines pad CLIP prompts to
 T5_MAX_LENGTH = 512  # FluxPipeline refuses longer; trainers may pass a smaller one
-
-# Words the tokenizers get whole-word entries for: the demo captions' vocabulary.
-_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 70),
-    "blue": (40, 80, 210),
-    "yellow": (235, 205, 40),
-    "purple": (140, 60, 180),
-    "orange": (240, 140, 30),
-    "white": (245, 245, 245),
-    "black": (20, 20, 20),
-}
-_SHAPES = ("circle", "square", "triangle")
-_SIZES = ((64, 64), (96, 64), (64, 96))  # (width, height): square, landscape, portrait
-_CAPTION_WORDS = ("a", "photo", "of", TRIGGER_WORD, "on", "background", *_COLOURS, *_SHAPES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +82,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     byte_chars = _bytes_to_unicode()
     tokens = byte_chars + [c + "</w>" for c in byte_chars]
     merges: list[tuple[str, str]] = []
-    for word in _CAPTION_WORDS:
+    for word in CAPTION_WORDS:
         pieces = [*word[:-1], word[-1] + "</w>"]
         merged = pieces[0]
         for piece in pieces[1:]:
@@ -110,7 +97,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def _clip_tokenizer():
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # heavy: building only
 
     vocab, merges = _clip_vocab_and_merges()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)
@@ -125,12 +112,12 @@ def _t5_vocab() -> list[tuple[str, float]]:
     specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"-()"
     chars = [(c, -5.0) for c in alphabet] + [("▁" + c, -5.5) for c in alphabet]
-    words = [("▁" + w, -3.0) for w in _CAPTION_WORDS]
+    words = [("▁" + w, -3.0) for w in CAPTION_WORDS]
     return specials + chars + words
 
 
 def _t5_tokenizer():
-    from transformers import T5Tokenizer
+    from transformers import T5Tokenizer  # heavy: building only
 
     # extra_ids=0: the 100 <extra_id_*> sentinels are for span corruption, useless to an encoder.
     return T5Tokenizer(vocab=_t5_vocab(), extra_ids=0, model_max_length=T5_MAX_LENGTH)
@@ -142,14 +129,14 @@ def _t5_tokenizer():
 
 
 def _seed_for(seed: int, component: str) -> None:
-    """Seed torch per component, so changing one component's shape never shifts another's weights."""
-    import torch
+    """Seed torch per component: changing one component's shape never shifts another's weights."""
+    import torch  # heavy: building only
 
     torch.manual_seed(zlib.crc32(f"{seed}:{component}".encode()))
 
 
 def _clip_config(hidden: int, projection_dim: int | None = None):
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # heavy: building only
 
     vocab, _ = _clip_vocab_and_merges()
     # bos/eos/pad must match the tokenizer: CLIP pools the hidden state at the first eos token.
@@ -169,21 +156,21 @@ def _clip_config(hidden: int, projection_dim: int | None = None):
 
 
 def _clip_text_model(seed: int, name: str, hidden: int):
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel  # heavy: building only
 
     _seed_for(seed, name)
     return CLIPTextModel(_clip_config(hidden)).eval()
 
 
 def _clip_text_model_with_projection(seed: int, name: str, hidden: int, projection_dim: int):
-    from transformers import CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection  # heavy: building only
 
     _seed_for(seed, name)
     return CLIPTextModelWithProjection(_clip_config(hidden, projection_dim)).eval()
 
 
 def _t5_encoder(seed: int, d_model: int):
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel  # heavy: building only
 
     _seed_for(seed, "text_encoder_2")
     config = T5Config(
@@ -205,7 +192,7 @@ def _t5_encoder(seed: int, d_model: int):
 
 
 def _vae(seed: int, latent_channels: int, scaling_factor: float, shift_factor: float | None):
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # heavy: building only
 
     _seed_for(seed, "vae")
     # Four levels give the real models' 8x downscale, so bucket and latent-size maths is the same.
@@ -228,7 +215,7 @@ def _vae(seed: int, latent_channels: int, scaling_factor: float, shift_factor: f
 
 
 def _sd15_unet(seed: int, cross_attention_dim: int):
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # heavy: building only
 
     _seed_for(seed, "unet")
     # Same layout as SD1.5 in miniature: attention in the high-resolution blocks, a plain block
@@ -247,7 +234,7 @@ def _sd15_unet(seed: int, cross_attention_dim: int):
 
 
 def _sdxl_unet(seed: int, cross_attention_dim: int, pooled_dim: int):
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # heavy: building only
 
     _seed_for(seed, "unet")
     addition_time_embed_dim = 8
@@ -272,7 +259,7 @@ def _sdxl_unet(seed: int, cross_attention_dim: int, pooled_dim: int):
 
 
 def _flux_transformer(seed: int, latent_channels: int, t5_dim: int, clip_dim: int):
-    from diffusers import FluxTransformer2DModel
+    from diffusers import FluxTransformer2DModel  # heavy: building only
 
     _seed_for(seed, "transformer")
     head_dim = 16
@@ -296,7 +283,7 @@ def _flux_transformer(seed: int, latent_channels: int, t5_dim: int, clip_dim: in
 
 
 def _sd15_pipeline(seed: int):
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler, StableDiffusionPipeline  # heavy: building only
 
     hidden = 32
     # The scheduler config of runwayml/stable-diffusion-v1-5.
@@ -322,7 +309,7 @@ def _sd15_pipeline(seed: int):
 
 
 def _sdxl_pipeline(seed: int):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline  # heavy: building only
 
     te1_hidden, te2_hidden, te2_projection = 32, 48, 40
     # The scheduler config of stabilityai/stable-diffusion-xl-base-1.0.
@@ -351,7 +338,7 @@ def _sdxl_pipeline(seed: int):
 
 
 def _flux_pipeline(seed: int):
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline  # heavy: building only
 
     latent_channels, clip_hidden, t5_dim = 16, 32, 48
     # The scheduler config of black-forest-labs/FLUX.1-dev (resolution-dependent shift).
@@ -390,54 +377,6 @@ def build_tiny_pipeline(arch: str, out_dir: Path, seed: int = 0) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline = _PIPELINE_BUILDERS[arch](seed)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
-
-
-# --------------------------------------------------------------------------------------------
-# Dataset
-# --------------------------------------------------------------------------------------------
-
-
-def _draw_shape(draw, shape: str, box: tuple[int, int, int, int], fill: tuple[int, int, int]):
-    left, top, right, bottom = box
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon([((left + right) // 2, top), (right, bottom), (left, bottom)], fill=fill)
-
-
-def _demo_image(rng: random.Random, size: tuple[int, int]):
-    """One picture and its caption: a coloured shape on a plain background of another colour."""
-    from PIL import Image, ImageDraw
-
-    shape = rng.choice(_SHAPES)
-    colour, background = rng.sample(sorted(_COLOURS), 2)
-    width, height = size
-    image = Image.new("RGB", size, _COLOURS[background])
-    extent = rng.randint(min(size) // 3, min(size) * 3 // 4)
-    left = rng.randint(2, width - extent - 2)
-    top = rng.randint(2, height - extent - 2)
-    _draw_shape(
-        ImageDraw.Draw(image), shape, (left, top, left + extent, top + extent), _COLOURS[colour]
-    )
-    caption = f"a photo of {TRIGGER_WORD} {colour} {shape} on a {background} background"
-    return image, caption
-
-
-def build_demo_dataset(out_dir: Path, seed: int = 0, count: int = 12) -> Path:
-    """Write ``count`` captioned PNGs (``img_000.png`` + ``img_000.txt``...) cycling aspect ratios."""
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for index in range(count):
-        image, caption = _demo_image(rng, _SIZES[index % len(_SIZES)])
-        stem = out_dir / f"img_{index:03d}"
-        image.save(stem.with_suffix(".png"))
-        stem.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
     return out_dir
 
 

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-from trainer.config.schema import TrainConfig, TrainingConfig
-from trainer.data.pipeline import BucketBatches, ItemKey, collate_batch
+from trainer.config.schema import TrainingConfig
+from trainer.config.sections.train import TrainConfig
+from trainer.data.batches import BucketBatches, ItemKey, collate_batch
 from trainer.engine.optim import batch_size_at
 
 Plan = Iterator[tuple[int, list[ItemKey]]]

@@ -5,11 +5,12 @@
 memory). ``TextEmbeddingCache`` does the same for a dict of tensors per caption.
 
 Keys are sha256 digests of everything that changes the result, built by ``latent_key`` /
-``text_key``: the item key from ``trainer.data.pipeline`` (file content hash, bucket, crop/flip variant),
-a model fingerprint the caller passes (e.g. ``fingerprint(arch, model path, vae config)``) and the
-dtype. Any change there is a different key, hence a miss; stale files are simply never read.
+``text_key``: the item key from ``trainer.data.batches`` (file content hash, bucket, crop/flip
+variant), a model fingerprint the caller passes (e.g. ``fingerprint(arch, model path, vae
+config)``) and the dtype. Any change there is a different key, hence a miss; stale files are
+simply never read.
 
-Files are written to a temp file and moved into place with ``os.replace``, so readers never see
+Files are written to a temp file and moved into place (``trainer.files``), so readers never see
 half a file. Each file carries its key and a checksum of its tensors; a file that is truncated,
 garbage or does not match is deleted and recomputed, never trained on.
 """
@@ -19,15 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
+
+from trainer.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def fingerprint(*parts: object) -> str:
 def latent_key(item_key: str, model_fingerprint: str, dtype: torch.dtype | str) -> str:
     """Key of one image variant's latent.
 
-    ``item_key`` is ``trainer.data.pipeline.item_key(...)``: content hash, bucket and crop/flip variant.
+    ``item_key`` is ``trainer.data.batches.item_key(...)``: content hash, bucket, crop/flip variant.
     """
     return cache_key("latent", item_key, model_fingerprint, _dtype_name(dtype))
 
@@ -196,16 +197,9 @@ def _checksum(tensors: Tensors) -> str:
 
 
 def _write_atomic(path: Path, tensors: Tensors, key: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": CACHE_FORMAT, "key": key, "checksum": _checksum(tensors)}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:12]}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temp, metadata=metadata)
-        os.replace(temp, path)  # atomic: readers see the old state or the whole new file
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:  # readers see the old state or the whole new file
+        save_file(tensors, str(temp), metadata=metadata)
 
 
 def _read_verified(path: Path, key: str) -> Tensors | None:

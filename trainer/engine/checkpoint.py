@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainer.config.io import dump_yaml, loads_config
+from trainer.config.paths import get_path
 from trainer.config.schema import TrainingConfig
 
 PREFIX = "step_"
@@ -171,8 +172,6 @@ _MUST_MATCH = {
 
 def incompatibilities(saved: TrainingConfig, current: TrainingConfig) -> list[str]:
     """Why a checkpoint cannot continue this config (empty when it can)."""
-    from trainer.config.schema import get_path
-
     problems = []
     for path, label in _MUST_MATCH.items():
         before, now = get_path(saved, path), get_path(current, path)

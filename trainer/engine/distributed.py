@@ -86,7 +86,7 @@ class Dist:
         """The main process's ``value`` on every rank (any picklable object)."""
         if not self.active:
             return value
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import broadcast_object_list  # only with several processes
 
         box = [value]
         broadcast_object_list(box, from_process=0)
@@ -152,7 +152,7 @@ def start(device_setting: str = "auto") -> Dist:
     """Join the launcher's process group, or the single-process ``Dist()`` when run alone."""
     if launched_world_size() <= 1:
         return Dist()
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # only with several processes
 
     cpu = device_setting == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu)

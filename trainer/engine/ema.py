@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.config.schema import TrainConfig
+from trainer.config.sections.train import TrainConfig
 
 
 class LoraEMA:
     """An exponential moving average of a fixed list of (adapter) parameters."""
 
     def __init__(self, params: Iterable[nn.Parameter], decay: float) -> None:
-        from diffusers.training_utils import EMAModel
+        from diffusers.training_utils import EMAModel  # diffusers: seconds; only with use_ema
 
         self.params = [p for p in params if p.requires_grad]
         self.decay = decay

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class MemoryOptionError(ValueError):
+    """A memory/speed option this machine or model cannot honour; the message says why and how."""
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite: training cannot recover from it."""
 

@@ -1,29 +1,35 @@
 """The training loop: read it top to bottom in `train()`.
 
 Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
-Everything architecture-specific sits behind `trainer.arch.Arch`; data behind
-`trainer.data.pipeline.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it).
-Under ``accelerate launch`` with several processes, `ctx.dist` (trainer.engine.distributed) shards the
-data, averages the gradients and lets only the main process log, sample and save.
+Everything architecture-specific sits behind `trainer.arch.base.Arch`; data behind
+`trainer.data.batches.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it),
+reached through the run's `RunContext` (trainer.engine.context). Memory options:
+`trainer.engine.memory.prepare`; previews: `trainer.engine.previews`.
+Under ``accelerate launch`` with several processes, `ctx.dist` (trainer.engine.distributed) shards
+the data, averages the gradients and lets only the main process log, sample and save.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from torch import Tensor
 
-from trainer.arch import Arch, load_arch
-from trainer.config.schema import TrainingConfig, resolved
-from trainer.data.pipeline import BucketBatches, build_report, check_enough, scan_dataset
+from trainer.arch.base import Arch
+from trainer.arch.registry import load_arch
+from trainer.config.schema import TrainingConfig
+from trainer.data.batches import BucketBatches, build_report
+from trainer.data.scanning import check_enough, scan_dataset
+from trainer.demo.tiny import resolve_demo_ref
+from trainer.engine.batching import batch_stream
 from trainer.engine.cache import LatentCache, TextEmbeddingCache, latent_key, text_key
 from trainer.engine.checkpoint import (
     CheckpointError,
@@ -34,20 +40,22 @@ from trainer.engine.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from trainer.engine.context import RunContext
 from trainer.engine.distributed import Dist, rank_seed
 from trainer.engine.ema import build_ema, ema_weights
 from trainer.engine.failures import NonFiniteLoss
-from trainer.engine.memory import check_environment, prepare_base, prepare_training, unload_for_run
+from trainer.engine.memory.prepare import check_environment, prepare_base, prepare_training
+from trainer.engine.memory.prompts import unload_for_run
 from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugmented
 from trainer.engine.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
+from trainer.engine.previews import sample_and_log, sample_due, wants_first_sample
+from trainer.lora.hub import push_lora_folder
 from trainer.lora.io import load_lora_file, save_lora
 
 
 # ------------------------------------------------------------------------------- the loop
 def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> Outcome:
-    dist = (
-        ctx.dist
-    )  # one process, or this rank of an `accelerate launch` (trainer.engine.distributed)
+    dist = ctx.dist  # one process, or this rank of an `accelerate launch` (engine.distributed)
     device = dist.device or pick_device(cfg.runtime.device)
     dtype = pick_dtype(cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
@@ -190,8 +198,6 @@ class ModelInputs:
 # ---------------------------------------------------------------------------- data
 def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
     """Scan every dataset and stop before training if any is unusable."""
-    from trainer.demo.tiny import resolve_demo_ref
-
     scans = [
         scan_dataset(ds, Path(resolve_demo_ref(ds.folder_path, ctx.home)).expanduser())
         for ds in cfg.datasets
@@ -226,8 +232,6 @@ def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
 
 def dataset_fingerprint(scans: list) -> str:
     """Same images and captions → same fingerprint, wherever the folder lives."""
-    import hashlib
-
     digest = hashlib.sha256()
     for scan in scans:
         for info in sorted(scan.images, key=lambda i: i.content_hash):
@@ -247,8 +251,6 @@ def stream_batches(
     Per-step batch sizes (auto-scale), loader workers and prefetching: `trainer.engine.batching`.
     Several processes: this rank's round-robin share of the global plan (`Dist.shard`).
     """
-    from trainer.engine.batching import batch_stream
-
     return batch_stream(data, cfg, state.micro_batches, device, shard=dist or Dist())
 
 
@@ -308,88 +310,6 @@ class Outcome:
     lora_files: list[Path]
 
 
-class StopSignal:
-    """Set by SIGTERM/SIGINT; the loop checks it between steps, checkpoints and ends KILLED."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signal_name = ""
-
-    def install(self) -> StopSignal:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-
-
-@dataclass
-class RunContext:
-    """Where the run writes: studio home, job folder, tracker, stop flag, progress file."""
-
-    home: Path
-    job_dir: Path
-    tracker: Any
-    stop: StopSignal = field(default_factory=StopSignal)
-    progress: Any = None
-    verbose: bool = False  # logging.verbose: one log line per step
-    dist: Dist = field(default_factory=Dist)  # this process's rank when several train together
-    refiner: Any = None  # loaded on the first preview when model.refiner_name_or_path is set
-
-    def __post_init__(self) -> None:
-        from trainer.tracking.store import ProgressWriter
-
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        if self.progress is None:
-            self.progress = ProgressWriter(self.job_dir)
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.home / "cache"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.job_dir / "checkpoints"
-
-    def phase(self, name: str, **values: Any) -> None:
-        self.progress.update(phase=name, **values)
-
-    def dataset_report(self, report: Any, fingerprint: str) -> None:
-        from trainer.tracking.store import TAG_DATASET
-
-        summary = report.to_dict()
-        self.tracker.log_text(json.dumps(summary, indent=2, default=str), "dataset/report.json")
-        skipped = summary.get("skipped") or []
-        self.tracker.set_tags(
-            {
-                "dataset.skipped_files": str(len(skipped)),
-                TAG_DATASET: fingerprint,
-                **library_versions(),
-            }
-        )
-        if skipped and self.dist.is_main:  # one voice in the log, however many processes
-            print(f"skipped {len(skipped)} unusable file(s): {skipped[:20]}", flush=True)
-        # Augmentations / random crops turn latent caching off, flips cache per variant: say so.
-        for index, folder, mode, note in report.cache_notes():
-            self.tracker.set_tags({f"dataset.{index}.latent_cache": mode})
-            if self.dist.is_main:
-                print(f"dataset {index} ({folder}): {note}", flush=True)
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("torch", "diffusers", "transformers", "peft", "accelerate", "mlflow"):
-        try:
-            found[f"versions.{package}"] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
 # ---------------------------------------------------------------------- reporting
 def report(
     ctx: RunContext, state: LoopState, total: int, lr: float, inputs: ModelInputs, log_every: int
@@ -425,91 +345,7 @@ def report(
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import psutil
-
     return psutil.Process().memory_info().rss / 2**20
-
-
-# ---------------------------------------------------------------------- sampling
-def wants_first_sample(cfg: TrainingConfig, resumed: bool) -> bool:
-    if not cfg.sample.prompts or cfg.sample.sample_every == 0:
-        return False
-    if cfg.sample.skip_first_sample:
-        return False
-    # Step 0 is "before sample_start_step" unless that is 0; force_first_sample overrides both.
-    return cfg.sample.force_first_sample or (not resumed and cfg.sample.sample_start_step == 0)
-
-
-def sample_due(cfg: TrainingConfig, step: int, total: int) -> bool:
-    every = cfg.sample.sample_every
-    if not cfg.sample.prompts or every == 0 or step < cfg.sample.sample_start_step:
-        return False
-    return step % every == 0 or step == total
-
-
-def sample_prompts(cfg: TrainingConfig) -> list[dict[str, Any]]:
-    trigger = next((ds.trigger_word for ds in cfg.datasets if ds.trigger_word), "") or ""
-    prompts = []
-    for item in cfg.sample.prompts:
-        spec = item.model_dump(exclude_none=True)
-        spec["prompt"] = spec["prompt"].replace("[trigger]", trigger)
-        prompts.append(spec)
-    return prompts
-
-
-def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) -> None:
-    if not ctx.dist.is_main:  # previews come from the main process only
-        return
-    ctx.phase("sampling", step=step)
-    s = cfg.sample
-    prompts = sample_prompts(cfg)
-    if s.walk_seed:
-        prompts = [{"seed": s.seed + i, **p} for i, p in enumerate(prompts)]
-    sampler = resolved(cfg, "sampler")
-    images = arch.sample(
-        prompts,
-        sampler=sampler,
-        steps=s.sample_steps,
-        guidance_scale=resolved(cfg, "guidance_scale"),
-        width=s.width,
-        height=s.height,
-        seed=s.seed,
-        neg=s.neg,
-        lora_scale=s.network_multiplier,
-    )
-    if cfg.model.refiner_name_or_path:
-        images = refine_previews(arch, cfg, ctx, images, prompts)
-    for index, (image, spec) in enumerate(zip(images, prompts, strict=True)):
-        ctx.tracker.log_image(
-            image,
-            key=f"sample_{index}",
-            step=step,
-            extra={
-                "prompt": spec["prompt"],
-                "seed": spec.get("seed", s.seed),
-                "sampler": sampler,
-                "sample_steps": spec.get("sample_steps", s.sample_steps),
-            },
-        )
-    ctx.progress.update(samples=(ctx.progress.last.get("samples") or 0) + len(images))
-
-
-def refine_previews(arch: Arch, cfg: TrainingConfig, ctx: RunContext, images, prompts) -> list:
-    from trainer.engine.refiner import Refiner
-
-    if ctx.refiner is None:
-        ctx.refiner = Refiner(cfg.model.refiner_name_or_path, ctx.home, arch.device, arch.dtype)
-    s = cfg.sample
-    return [
-        ctx.refiner.refine(
-            image,
-            spec["prompt"],
-            spec.get("seed", s.seed),
-            spec.get("sample_steps", s.sample_steps),
-            float(resolved(cfg, "guidance_scale")),
-        )
-        for image, spec in zip(images, prompts, strict=True)
-    ]
 
 
 # ---------------------------------------------------------------------- saving
@@ -521,8 +357,6 @@ def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState
 
 
 def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> Path | None:
-    from trainer.lora.io import save_lora as _save
-
     if not ctx.dist.is_main:
         return None
     path = save_checkpoint(
@@ -544,7 +378,9 @@ def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> 
         keep=cfg.save.max_step_saves_to_keep,
     )
     with ema_weights(state.ema):  # the checkpoint's LoRA file holds the average, if any
-        files = _save(arch, path / "lora", cfg.name, "webui", cfg.save.dtype, {"steps": state.step})
+        files = save_lora(
+            arch, path / "lora", cfg.name, "webui", cfg.save.dtype, {"steps": state.step}
+        )
     for file in files:
         ctx.tracker.log_artifact(file, f"checkpoints/{path.name}")
     return path
@@ -559,8 +395,6 @@ def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> l
         else:  # the diffusers layout is a folder of its own
             ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
     if cfg.save.push_to_hub:  # only after the local save: a failed upload keeps the files
-        from trainer.lora.hub import push_lora_folder
-
         ctx.tracker.flush()
         url = push_lora_folder(out, cfg)
         ctx.tracker.set_tags({"hub.repo_id": cfg.save.hf_repo_id, "hub.url": url})

@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.arch import Arch
-from trainer.arch.base import expand_like
-from trainer.config.schema import TrainConfig, TrainingConfig
-from trainer.data.pipeline import derive_seed
+from trainer.arch.base import Arch
+from trainer.arch.tensors import expand_like
+from trainer.config.schema import TrainingConfig
+from trainer.config.sections.train import TrainConfig
+from trainer.data.batches import derive_seed
 
 # loss_target values that need the image before colour augmentations (``batch["unaugmented"]``).
 NEEDS_UNAUGMENTED = ("unaugmented", "differential_noise")
@@ -141,7 +142,7 @@ def optimal_noise(latent: Tensor, samples: int, gen: torch.Generator) -> Tensor:
 def noise_identity(key: str) -> str:
     """The part of an item key that names the image as trained: content, size, crop and flips.
 
-    Item keys are ``hash|version|geometry|flips[|augmentations]`` (``trainer.data.pipeline.item_key``);
+    Item keys are ``hash|version|geometry|flips[|augmentations]`` (``trainer.data.batches.item_key``);
     the random colour/geometry augmentation draw is left out, so an image keeps its noise
     across epochs even when its augmentations change (ai-toolkit: same image at a given size).
     """
@@ -282,7 +283,7 @@ def masked_mean(per_element: Tensor, masks: Tensor | None) -> Tensor:
     """Mean loss per sample, weighted by the mask (pixel size, scaled to the latents by area).
 
     Masks come from ``mask_path`` or ``alpha_mask`` (``invert_mask`` swaps them,
-    ``mask_min_value`` keeps a floor; see ``trainer.data.pipeline``). A zero-weight area adds nothing to
+    ``mask_min_value`` keeps a floor; see ``trainer.data.transforms``). A zero-weight area adds nothing to
     the loss and gets no gradient.
     """
     if masks is None:

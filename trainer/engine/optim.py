@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainer.config.schema import TrainConfig
+from trainer.config.sections.train import TrainConfig
 
 __all__ = [
     "OPTIMIZERS",

@@ -12,6 +12,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from trainer.arch.sources import classify_source, load_error
+from trainer.demo.tiny import resolve_demo_ref
+
 REFINE_STRENGTH = 0.3  # the refiner redraws the last 30% of the noise schedule
 
 
@@ -22,10 +25,8 @@ class Refiner:
 
     def pipe(self) -> Any:
         if self._pipe is None:
+            # diffusers: seconds to import; only when a refiner is configured.
             from diffusers import StableDiffusionXLImg2ImgPipeline
-
-            from trainer.arch.base import classify_source, load_error
-            from trainer.demo.tiny import resolve_demo_ref
 
             path = resolve_demo_ref(self.ref, self.home)
             try:

@@ -11,13 +11,20 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, Problem, load_config, save_config
-from trainer.config.schema import TrainingConfig, unresolved_autos
+from trainer.config.schema import TrainingConfig
+from trainer.engine import distributed
+from trainer.engine.checkpoint import latest_checkpoint, load_checkpoint
+from trainer.engine.context import RunContext, StopSignal
 from trainer.engine.failures import explain_failure
+from trainer.engine.loop import train
 from trainer.settings import load_settings
+from trainer.tracking.tracker import NullTracker, make_tracker
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -52,8 +59,6 @@ def find_resume_point(resume: str, job_dir: Path | None, jobs_dir: Path, name: s
         return Path(resume)
     if job_dir is not None:
         return job_dir
-    from trainer.engine.checkpoint import latest_checkpoint
-
     candidates = []
     for folder in jobs_dir.glob("*/checkpoints"):
         found = latest_checkpoint(folder)
@@ -75,8 +80,6 @@ def _config_name(path: Path) -> str | None:
 
 
 def _resume_run_id(point: Path) -> str | None:
-    from trainer.engine.checkpoint import latest_checkpoint, load_checkpoint
-
     folder = point if (point / "training_state.pt").exists() else None
     folder = folder or latest_checkpoint(point / "checkpoints") or latest_checkpoint(point)
     if folder is None:
@@ -95,10 +98,6 @@ def run_job(
     job_dir: Path | None = None,
     tracking_uri: str | None = None,
 ) -> JobResult:
-    from trainer.engine import distributed
-    from trainer.engine.loop import RunContext, StopSignal, train
-    from trainer.tracking.store import NullTracker, make_tracker
-
     settings = load_settings()
     cfg = load_runnable_config(config_path, overrides or [])
     resume_point = (
@@ -168,6 +167,4 @@ def _job_of(point: Path) -> Path:
 
 
 def _local_id() -> str:
-    import uuid
-
     return uuid.uuid4().hex

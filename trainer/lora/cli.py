@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.settings import load_settings
+
 RESIZE_METHODS = ("rank", "sv_ratio", "sv_fro", "sv_cumulative")
 
 
@@ -43,13 +45,11 @@ def add_cli(commands: Any) -> None:
 
 
 def _home(args: Any) -> Path:
-    from trainer.settings import load_settings
-
     return Path(args.home).resolve() if args.home else load_settings().home
 
 
 def _base_for(args: Any, lora: Any) -> tuple[str, str]:
-    from trainer.lora.tools import LoraToolError, file_arch
+    from trainer.lora.tools import LoraToolError, file_arch  # torch: not while building the parser
 
     arch = file_arch(lora, args.arch)
     base = getattr(args, "into_base", None) or args.base or lora.metadata.get("base_model")
@@ -59,7 +59,7 @@ def _base_for(args: Any, lora: Any) -> tuple[str, str]:
 
 
 def cmd_lora(args: Any) -> int:
-    from trainer.lora.tools import LoraToolError
+    from trainer.lora.tools import LoraToolError  # torch: not while building the parser
 
     try:
         return _run_cli(args)
@@ -69,7 +69,7 @@ def cmd_lora(args: Any) -> int:
 
 
 def _run_cli(args: Any) -> int:
-    from trainer.lora.tools import (
+    from trainer.lora.tools import (  # torch: not while building the parser
         LoraToolError,
         inspect,
         load,

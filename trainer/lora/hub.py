@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trainer.arch.sources import hub_offline
 from trainer.config.schema import TrainingConfig
+from trainer.redaction import redact_text
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -21,13 +23,7 @@ class HubUploadError(RuntimeError):
     """The LoRA is saved locally but could not be uploaded; the message says why and what to do."""
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _scrub(text: str, token: str | None) -> str:
-    from trainer.tracking.store import redact_text
-
     if token:
         text = text.replace(token, "***")
     return redact_text(text)
@@ -54,7 +50,7 @@ def push_lora_folder(folder: Path, cfg: TrainingConfig) -> str:
         )
     token = os.environ.get(TOKEN_ENV) or None
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi  # optional upload path: only with save.push_to_hub
 
         api = HfApi(token=token)
         api.create_repo(repo_id, private=save.hf_private, exist_ok=True, repo_type="model")

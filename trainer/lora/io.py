@@ -10,10 +10,10 @@ Two layouts (``save.save_format``):
   SD1.5 / SDXL LoRA, LoCon and DoRA as kohya keys (``lora_unet_<module>.lora_down.weight``,
   ``.lora_up.weight``, ``.alpha``, ``.dora_scale``; the same keys diffusers'
   ``convert_state_dict_to_kohya`` makes, ``lora_te_`` / ``lora_te1_`` / ``lora_te2_`` for text
-  encoders); LoHa / LoKr in the LyCORIS layout (``.hada_w1_a`` ..., ``.lokr_w1`` ...). Flux LoRA
-  in the sd-scripts/BFL layout ComfyUI and diffusers read (``lora_unet_double_blocks_0_img_attn_qkv``
-  with Q/K/V fused block-diagonally, ``single_blocks_N_linear1`` = Q/K/V/MLP); other Flux adapter
-  types as ComfyUI's ``lycoris_<module>`` keys.
+  encoders); LoHa / LoKr in the LyCORIS layout (``.hada_w1_a`` ..., ``.lokr_w1`` ...): the
+  per-module keys are ``trainer.lora.keys``. Flux LoRA in the sd-scripts/BFL layout ComfyUI and
+  diffusers read, with Q/K/V fused block-diagonally (``trainer.lora.flux_bfl``); other Flux
+  adapter types as ComfyUI's ``lycoris_<module>`` keys.
 
 Both carry the same string metadata: base model, arch, trigger word, network type, rank, alpha,
 steps, resolution, and the ``ss_*`` / ``modelspec.*`` keys kohya tools and web UIs read.
@@ -25,51 +25,34 @@ steps, resolution, and the ``ss_*`` / ``modelspec.*`` keys kohya tools and web U
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import Tensor
 
-from trainer.arch.base import ADAPTER_NAME, DTYPES, tuner_layers
-
-if TYPE_CHECKING:
-    from trainer.arch.base import Arch
+from trainer.arch.adapters import ADAPTER_NAME, tuner_layers
+from trainer.arch.base import Arch
+from trainer.arch.tensors import DTYPES
+from trainer.files import atomic_path
+from trainer.lora.flux_bfl import flux_from_bfl, flux_to_bfl
+from trainer.lora.keys import (
+    KOHYA_PREFIXES,
+    classic_prefix,
+    group_by_module,
+    kohya_name,
+    layer_scale,
+    module_from_webui,
+    module_to_webui,
+)
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # what diffusers reads the peft config from
 SAVE_FORMATS = ("both", "webui", "diffusers")
 
-# peft parameter suffix -> webui suffix
-LORA_SUFFIXES = {
-    "lora_A.weight": "lora_down.weight",
-    "lora_B.weight": "lora_up.weight",
-    "lora_magnitude_vector": "dora_scale",
-}
-LYCORIS_SUFFIXES = (
-    "hada_w1_a",
-    "hada_w1_b",
-    "hada_w2_a",
-    "hada_w2_b",
-    "hada_t1",
-    "hada_t2",
-    "lokr_w1",
-    "lokr_w1_a",
-    "lokr_w1_b",
-    "lokr_w2",
-    "lokr_w2_a",
-    "lokr_w2_b",
-    "lokr_t2",
-)
-PEFT_SUFFIXES = (*LORA_SUFFIXES, *LYCORIS_SUFFIXES)
 
-KOHYA_PREFIXES = {
-    "sd15": {"unet": "lora_unet", "text_encoder": "lora_te"},
-    "sdxl": {"unet": "lora_unet", "text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
-    "flux": {"transformer": "lycoris", "text_encoder": "lora_te1"},
-}
 BASE_MODEL_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
 MODELSPEC_ARCH = {
     "sd15": "stable-diffusion-v1/lora",
@@ -77,57 +60,19 @@ MODELSPEC_ARCH = {
     "flux": "flux-1-dev/lora",
 }
 
-# Flux (diffusers module name inside a block) -> BFL / sd-scripts name. Fused groups list the
-# diffusers modules whose weights BFL concatenates (in output-row order).
-FLUX_DOUBLE = {
-    "attn.to_out.0": "img_attn_proj",
-    "attn.to_add_out": "txt_attn_proj",
-    "ff.net.0.proj": "img_mlp_0",
-    "ff.net.2": "img_mlp_2",
-    "ff_context.net.0.proj": "txt_mlp_0",
-    "ff_context.net.2": "txt_mlp_2",
-    "norm1.linear": "img_mod_lin",
-    "norm1_context.linear": "txt_mod_lin",
-}
-FLUX_DOUBLE_FUSED = {
-    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
-}
-FLUX_SINGLE = {"proj_out": "linear2", "norm.linear": "modulation_lin"}
-FLUX_SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
-FLUX_GLOBAL = {
-    "x_embedder": "img_in",
-    "context_embedder": "txt_in",
-    "proj_out": "final_layer_linear",
-    "norm_out.linear": "final_layer_adaLN_modulation_1",
-    "time_text_embed.timestep_embedder.linear_1": "time_in_in_layer",
-    "time_text_embed.timestep_embedder.linear_2": "time_in_out_layer",
-    "time_text_embed.text_embedder.linear_1": "vector_in_in_layer",
-    "time_text_embed.text_embedder.linear_2": "vector_in_out_layer",
-    "time_text_embed.guidance_embedder.linear_1": "guidance_in_in_layer",
-    "time_text_embed.guidance_embedder.linear_2": "guidance_in_out_layer",
-}
-
 
 # ---------------------------------------------------------------------------------- files
 
 
 def atomic_save_file(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    """Write a .safetensors file via a temp file in the same folder and os.replace."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata={k: str(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a .safetensors file whole or not at all (``trainer.files.atomic_path``)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        # Looked up on the module at call time: the fault tests swap in a failing writer.
+        safetensors.torch.save_file(
+            tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()}
+        )
+    return Path(path)
 
 
 def lora_file(path: str | Path) -> Path:
@@ -148,16 +93,12 @@ def lora_file(path: str | Path) -> Path:
 
 def read_lora_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata in a LoRA's safetensors header (file or diffusers folder)."""
-    from safetensors import safe_open
-
-    with safe_open(str(lora_file(path)), framework="pt") as handle:
+    with safetensors.safe_open(str(lora_file(path)), framework="pt") as handle:
         return dict(handle.metadata() or {})
 
 
 def read_lora_tensors(path: str | Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(lora_file(path)))
+    return safetensors.torch.load_file(str(lora_file(path)))
 
 
 # ---------------------------------------------------------------------------------- metadata
@@ -310,71 +251,9 @@ def _json_default(value: Any) -> Any:
 # ---------------------------------------------------------------------------------- webui keys
 
 
-def _split_key(key: str) -> tuple[str, str]:
-    """peft key -> (module name, parameter suffix)."""
-    for suffix in PEFT_SUFFIXES:
-        if key.endswith("." + suffix):
-            return key[: -len(suffix) - 1], suffix
-    raise ValueError(f"unrecognised adapter parameter {key!r}")
-
-
-def _group_by_module(state: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-    modules: dict[str, dict[str, Tensor]] = {}
-    for key, value in state.items():
-        module, suffix = _split_key(key)
-        modules.setdefault(module, {})[suffix] = value
-    return modules
-
-
-def _layer_scale(layer: Any) -> tuple[int, float]:
-    """(rank, scale) of a peft layer's default adapter."""
-    return int(layer.r[ADAPTER_NAME]), float(layer.scaling[ADAPTER_NAME])
-
-
-def _module_to_webui(params: dict[str, Tensor], rank: int, scale: float) -> dict[str, Tensor]:
-    """One adapted module's tensors in kohya / LyCORIS naming (without the module prefix)."""
-    out: dict[str, Tensor] = {}
-    if "lora_A.weight" in params:
-        down, up = params["lora_A.weight"], params["lora_B.weight"]
-        out["lora_down.weight"] = down
-        out["lora_up.weight"] = up
-        out["alpha"] = torch.tensor(scale * down.shape[0])
-        if "lora_magnitude_vector" in params:
-            # kohya / LyCORIS keep DoRA's magnitude per output row as (out, 1[, 1, 1]).
-            magnitude = params["lora_magnitude_vector"]
-            out["dora_scale"] = magnitude.reshape(-1, *([1] * (down.dim() - 1)))
-        return out
-    if "hada_w1_a" in params:
-        out.update(params)
-        out["alpha"] = torch.tensor(scale * rank)
-        return out
-    # LoKr: LyCORIS (and ComfyUI) use scale 1 when neither factor is decomposed; bake ours in.
-    out.update(params)
-    if "lokr_w1" in params and "lokr_w2" in params:
-        out["lokr_w1"] = params["lokr_w1"] * scale
-        out["alpha"] = torch.tensor(float(rank))
-    else:
-        out["alpha"] = torch.tensor(scale * rank)
-    return out
-
-
 def _webui_prefixes(arch: Arch) -> dict[str, str]:
     prefixes = KOHYA_PREFIXES[arch.name]
     return {name: prefixes[name] for name in arch.adapted_components()}
-
-
-def classic_prefix(module: torch.nn.Module) -> str:
-    """The prefix ``text_model.`` for a flattened (transformers 5) CLIPTextModel, else "".
-
-    Files keep the classic module names (``text_model.encoder.layers.0...``) that kohya tools,
-    web UIs and older diffusers/transformers expect; diffusers strips the prefix when loading.
-    """
-    flattened = type(module).__name__ == "CLIPTextModel" and not hasattr(module, "text_model")
-    return "text_model." if flattened else ""
-
-
-def _kohya_name(prefix: str, module: str) -> str:
-    return f"{prefix}_{module.replace('.', '_')}"
 
 
 def webui_state_dict(arch: Arch) -> dict[str, Tensor]:
@@ -390,96 +269,11 @@ def webui_state_dict(arch: Arch) -> dict[str, Tensor]:
     for comp, prefix in _webui_prefixes(arch).items():
         layers = dict(tuner_layers(parts[comp]))
         classic = classic_prefix(parts[comp])
-        for module, params in _group_by_module(state_dicts[comp]).items():
-            rank, scale = _layer_scale(layers[module])
-            name = _kohya_name(prefix, classic + module)
-            for suffix, value in _module_to_webui(params, rank, scale).items():
+        for module, params in group_by_module(state_dicts[comp]).items():
+            rank, scale = layer_scale(layers[module])
+            name = kohya_name(prefix, classic + module)
+            for suffix, value in module_to_webui(params, rank, scale).items():
                 out[f"{name}.{suffix}"] = value.float()
-    return out
-
-
-def _flux_bfl_plan(arch: Arch) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
-    """(single module -> BFL name, fused BFL name -> member modules) for this transformer."""
-    config = arch.denoiser.config
-    single: dict[str, str] = {}
-    fused: dict[str, tuple[str, ...]] = {}
-    for i in range(config.num_layers):
-        for module, bfl in FLUX_DOUBLE.items():
-            single[f"transformer_blocks.{i}.{module}"] = f"lora_unet_double_blocks_{i}_{bfl}"
-        for bfl, members in FLUX_DOUBLE_FUSED.items():
-            fused[f"lora_unet_double_blocks_{i}_{bfl}"] = tuple(
-                f"transformer_blocks.{i}.{m}" for m in members
-            )
-    for i in range(config.num_single_layers):
-        for module, bfl in FLUX_SINGLE.items():
-            single[f"single_transformer_blocks.{i}.{module}"] = f"lora_unet_single_blocks_{i}_{bfl}"
-        for bfl, members in FLUX_SINGLE_FUSED.items():
-            fused[f"lora_unet_single_blocks_{i}_{bfl}"] = tuple(
-                f"single_transformer_blocks.{i}.{m}" for m in members
-            )
-    for module, bfl in FLUX_GLOBAL.items():
-        single[module] = f"lora_unet_{bfl}"
-    return single, fused
-
-
-def flux_to_bfl(arch: Arch) -> dict[str, Tensor]:
-    """Flux LoRA in the sd-scripts / BFL layout; Q/K/V(/MLP) are fused block-diagonally.
-
-    A fused LoRA has rank = sum of member ranks, ``down`` = members' downs stacked, ``up`` =
-    block-diagonal (zero blocks for members without a LoRA), so ``up @ down`` is exactly the
-    members' deltas stacked; alpha keeps the members' common scale (or scale 1, baked in).
-    """
-    transformer = arch.denoiser
-    layers = dict(tuner_layers(transformer))
-    modules = _group_by_module(arch.lora_state_dicts()["transformer"])
-    single, fused = _flux_bfl_plan(arch)
-    out: dict[str, Tensor] = {}
-    done: set[str] = set()
-    for name, params in modules.items():
-        if name in single:
-            rank, scale = _layer_scale(layers[name])
-            for suffix, value in _module_to_webui(params, rank, scale).items():
-                out[f"{single[name]}.{suffix}"] = value.float()
-            done.add(name)
-    submodules = dict(transformer.named_modules())
-    for bfl, members in fused.items():
-        present = [m for m in members if m in modules]
-        if not present:
-            continue
-        ranks = {m: _layer_scale(layers[m])[0] for m in present}
-        scales = {m: _layer_scale(layers[m])[1] for m in present}
-        pad_rank = max(ranks.values())
-        common = len(set(scales.values())) == 1
-        downs, ups, total_rank = [], [], 0
-        out_rows = [submodules[m].out_features for m in members]
-        for m in members:
-            in_features = submodules[m].in_features
-            if m in modules:
-                down = modules[m]["lora_A.weight"].float()
-                up = modules[m]["lora_B.weight"].float() * (1.0 if common else scales[m])
-            else:
-                down = torch.zeros(pad_rank, in_features)
-                up = torch.zeros(submodules[m].out_features, pad_rank)
-            downs.append(down)
-            ups.append((up, down.shape[0]))
-            total_rank += down.shape[0]
-        up_full = torch.zeros(sum(out_rows), total_rank)
-        row = col = 0
-        for (up, rank), rows in zip(ups, out_rows, strict=True):
-            up_full[row : row + rows, col : col + rank] = up
-            row += rows
-            col += rank
-        scale = next(iter(scales.values())) if common else 1.0
-        out[f"{bfl}.lora_down.weight"] = torch.cat(downs, dim=0)
-        out[f"{bfl}.lora_up.weight"] = up_full
-        out[f"{bfl}.alpha"] = torch.tensor(scale * total_rank)
-        done.update(present)
-    missing = sorted(set(modules) - done)
-    if missing:
-        raise ValueError(
-            f"these Flux LoRA layers have no web-UI (BFL) name: {missing[:5]} — save with "
-            f"save_format 'diffusers', or train the default target modules"
-        )
     return out
 
 
@@ -512,13 +306,13 @@ def state_dicts_from_file(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, d
 def from_webui(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
     """Invert ``webui_state_dict`` for this arch's adapters (scales are re-expressed)."""
     if arch.name == "flux" and arch.network is not None and arch.network.type == "lora":
-        return _from_bfl(arch, tensors)
+        return flux_from_bfl(arch, tensors)
     parts = arch.adapted_components()
     by_name: dict[str, tuple[str, str, Any]] = {}
     for comp, prefix in _webui_prefixes(arch).items():
         classic = classic_prefix(parts[comp])
         for module, layer in tuner_layers(parts[comp]):
-            by_name[_kohya_name(prefix, classic + module)] = (comp, module, layer)
+            by_name[kohya_name(prefix, classic + module)] = (comp, module, layer)
     grouped: dict[str, dict[str, Tensor]] = {}
     for key, value in tensors.items():
         name, suffix = key.split(".", 1)
@@ -529,74 +323,8 @@ def from_webui(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, dict[str, Te
     out: dict[str, dict[str, Tensor]] = {}
     for name, params in grouped.items():
         comp, module, layer = by_name[name]
-        _, scale = _layer_scale(layer)
+        _, scale = layer_scale(layer)
         target = out.setdefault(comp, {})
-        for suffix, value in _module_from_webui(params, scale).items():
+        for suffix, value in module_from_webui(params, scale).items():
             target[f"{module}.{suffix}"] = value
     return out
-
-
-def _module_from_webui(params: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
-    alpha = params.get("alpha")
-    if "lora_down.weight" in params:
-        down, up = params["lora_down.weight"], params["lora_up.weight"]
-        file_scale = float(alpha) / down.shape[0] if alpha is not None else 1.0
-        out = {"lora_A.weight": down, "lora_B.weight": up * (file_scale / scale)}
-        if "dora_scale" in params:
-            out["lora_magnitude_vector"] = params["dora_scale"].reshape(-1)
-        return out
-    out = {k: v for k, v in params.items() if k != "alpha"}
-    if "hada_w1_a" in params:
-        rank = params["hada_w1_b"].shape[0]
-        file_scale = float(alpha) / rank if alpha is not None else 1.0
-        out["hada_w1_a"] = params["hada_w1_a"] * (file_scale / scale)
-        return out
-    if "lokr_w1" in params and "lokr_w2" in params:
-        file_scale = 1.0
-    else:
-        dim = (params.get("lokr_w2_b") if "lokr_w2_b" in params else params["lokr_w1_b"]).shape[0]
-        file_scale = float(alpha) / dim if alpha is not None else 1.0
-    key = "lokr_w1" if "lokr_w1" in params else "lokr_w1_a"
-    out[key] = params[key] * (file_scale / scale)
-    return out
-
-
-def _from_bfl(arch: Arch, tensors: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-    layers = dict(tuner_layers(arch.denoiser))
-    single, fused = _flux_bfl_plan(arch)
-    inverse = {bfl: module for module, bfl in single.items()}
-    submodules = dict(arch.denoiser.named_modules())
-    grouped: dict[str, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        name, suffix = key.split(".", 1)
-        grouped.setdefault(name, {})[suffix] = value.float()
-    out: dict[str, Tensor] = {}
-    for name, params in grouped.items():
-        if name in inverse:
-            module = inverse[name]
-            _, scale = _layer_scale(layers[module])
-            for suffix, value in _module_from_webui(params, scale).items():
-                out[f"{module}.{suffix}"] = value
-            continue
-        if name not in fused:
-            raise ValueError(f"unknown Flux LoRA layer {name!r}")
-        members = fused[name]
-        present = [m for m in members if m in layers]
-        down, up = params["lora_down.weight"], params["lora_up.weight"]
-        file_scale = float(params["alpha"]) / down.shape[0] if "alpha" in params else 1.0
-        ranks = [_layer_scale(layers[m])[0] if m in layers else None for m in members]
-        known = sum(r for r in ranks if r is not None)
-        absent = [i for i, r in enumerate(ranks) if r is None]
-        pad = (down.shape[0] - known) // len(absent) if absent else 0
-        row = col = 0
-        for member, rank in zip(members, ranks, strict=True):
-            rows = submodules[member].out_features
-            width = rank if rank is not None else pad
-            if member in present:
-                _, scale = _layer_scale(layers[member])
-                out[f"{member}.lora_A.weight"] = down[col : col + width]
-                block = up[row : row + rows, col : col + width]
-                out[f"{member}.lora_B.weight"] = block * (file_scale / scale)
-            row += rows
-            col += width
-    return {"transformer": out}

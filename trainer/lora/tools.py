@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trainer.arch.registry import load_arch
+from trainer.config.schema import TrainingConfig
 from trainer.lora import io as lora_io
+from trainer.lora.keys import KOHYA_PREFIXES, PEFT_SUFFIXES, classic_prefix
 
 PEFT, KOHYA = "peft", "kohya"
 RESIZE_METHODS = ("rank", "sv_ratio", "sv_fro", "sv_cumulative")
@@ -91,8 +95,6 @@ def _adapter_meta(metadata: dict[str, str]) -> dict[str, Any]:
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    import re
-
     for key, value in patterns.items():
         if re.match(rf"(.*\.)?({key})$", module):
             return value
@@ -123,7 +125,7 @@ def load(path: str | Path) -> LoraFile:
     adapter = _adapter_meta(metadata)
     grouped = {}
     for key, value in tensors.items():
-        for suffix in lora_io.PEFT_SUFFIXES:
+        for suffix in PEFT_SUFFIXES:
             if key.endswith("." + suffix):
                 grouped.setdefault(key[: -len(suffix) - 1], {})[suffix] = value
                 break
@@ -354,14 +356,14 @@ def merge(loras: list[LoraFile], weights: list[float]) -> LoraFile:
 
 
 def _kohya_prefixes(arch: str) -> dict[str, str]:
-    if arch not in lora_io.KOHYA_PREFIXES:
+    if arch not in KOHYA_PREFIXES:
         raise LoraToolError(f"unknown arch {arch!r}")
     if arch == "flux":
         raise LoraToolError(
             "Flux files use the BFL layout (fused Q/K/V); convert them by re-saving from the "
             "trainer (save_format both) instead"
         )
-    return lora_io.KOHYA_PREFIXES[arch]
+    return KOHYA_PREFIXES[arch]
 
 
 def file_arch(lora: LoraFile, arch: str | None = None) -> str:
@@ -407,7 +409,7 @@ def base_module_names(pipe: Any, arch: str) -> dict[str, str]:
         part = getattr(pipe, comp, None)
         if part is None:
             continue
-        classic = lora_io.classic_prefix(part)
+        classic = classic_prefix(part)
         for module, layer in part.named_modules():
             if isinstance(layer, torch.nn.Linear | torch.nn.Conv2d):
                 full = classic + module.removesuffix(".base_layer")  # peft-wrapped layers
@@ -449,9 +451,6 @@ def to_peft(lora: LoraFile, pipe: Any, arch: str | None = None) -> LoraFile:
 
 def load_base_pipeline(arch: str, base: str, home: Path) -> Any:
     """The base pipeline (float32, CPU) for ``base``: a demo ref, folder, file or Hub id."""
-    from trainer.arch import load_arch
-    from trainer.config.schema import TrainingConfig
-
     cfg = TrainingConfig.model_validate(
         {
             "name": "lora_tools",
