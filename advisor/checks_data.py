@@ -10,7 +10,7 @@ from advisor.findings import Context, Finding, finding, rule, user_datasets
 from advisor.memory import latent_bytes
 from advisor.models import GIB
 from advisor.workload import FLIPS, variants
-from trainer.config.schema import DatasetConfig
+from trainer.config.sections.datasets import DatasetConfig
 
 _COMMON = (
     "man woman girl boy person people dog cat style art photo painting anime face car house "

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from advisor import intents
 from advisor.dataset import repeats_per_image, steps_for_repeats
 from advisor.findings import Context, Finding, finding, rule
-from trainer.config.schema import ARCH_DEFAULTS, unresolved_autos
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.introspection import unresolved_autos
 
 LR_HIGH = {"sd15": 1e-3, "sdxl": 5e-4, "flux": 5e-4}
 LR_LOW = 1e-5

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 
 from advisor.findings import Context, Finding, finding, rule
 from advisor.patch import default_of
-from trainer.config.schema import TrainingConfig, get_path, resolved
+from trainer.config.introspection import resolved
+from trainer.config.paths import get_path
+from trainer.config.schema import TrainingConfig
 
 # (setting, the switch it needs as text, is the switch on?)
 UNUSED: tuple[tuple[str, str, Callable[[TrainingConfig], bool]], ...] = (

@@ -3,11 +3,11 @@
 ``DatasetInfo`` is plain data: per dataset folder the number of usable images and, when the
 folder was scanned, their sizes, captions and the files that were skipped. With sizes the step
 arithmetic is exact and bucket-aware (the trainer's own ``make_buckets`` / ``bucket_for`` /
-``steps_per_epoch`` from ``trainer.data.pipeline``); without them it uses ``ceil(images × repeats /
-(batch × accumulation))`` (ADVISOR-NOTES, "Step arithmetic").
+``steps_per_epoch`` from ``trainer.data.buckets``, plain Python); without them it uses
+``ceil(images × repeats / (batch × accumulation))`` (docs/sources.md#step-arithmetic).
 
-``trainer.data.pipeline`` imports torch, so it is imported only when sizes are known or a folder is
-scanned; everything else here is plain Python.
+Scanning a folder (``trainer.data.scanning``) decodes images with PIL, so that module is imported
+only when a folder is scanned.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.config.schema import ARCH_DEFAULTS, DatasetConfig, TrainingConfig
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.schema import TrainingConfig
+from trainer.config.sections.datasets import DatasetConfig
+from trainer.data.buckets import bucket_for, make_buckets
+from trainer.data.buckets import steps_per_epoch as trainer_steps
 
 if TYPE_CHECKING:
-    from trainer.data.pipeline import DatasetScan  # imports torch: for type checkers only
+    from trainer.data.scanning import DatasetScan  # imports PIL: for type checkers only
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,6 @@ def _bucket_table(
     sizes: tuple[tuple[int, int], ...],
     arch: str,
 ) -> tuple[tuple[tuple[int, int], int], ...]:
-    from trainer.data.pipeline import bucket_for, make_buckets
-
     multiple = ARCH_DEFAULTS[arch]["size_multiple"]
     counts: Counter[tuple[int, int]] = Counter()
     for resolution in resolutions:
@@ -113,8 +115,6 @@ def steps_per_epoch(cfg: TrainingConfig, info: DatasetInfo, batch: int | None = 
     for ds, folder in zip(cfg.datasets, info.folders, strict=False):
         counts.update(bucket_counts(ds, folder, cfg.model.arch))
     if any(f.sizes for f in info.folders):
-        from trainer.data.pipeline import steps_per_epoch as trainer_steps
-
         return max(1, trainer_steps(dict(counts), batch, accum))
     return max(1, math.ceil(sum(counts.values()) / (batch * accum)))
 
@@ -162,7 +162,7 @@ def _steps(cfg: TrainingConfig) -> int:
 
 # ------------------------------------------------------------------------------------ scanning
 def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo | None:
-    """Scan every dataset folder that exists on disk (via ``trainer.data.pipeline.scan_dataset``).
+    """Scan every dataset folder that exists on disk (via ``trainer.data.scanning.scan_dataset``).
 
     Relative folders are read from ``root`` (default: the working directory, as the trainer
     does). Returns None when a folder cannot be read (e.g. a config written for another machine)
@@ -174,10 +174,7 @@ def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo |
     paths = [root / p if root is not None and not p.is_absolute() else p for p in paths]
     if not all(p.is_dir() for p in paths):
         return None
-    from trainer.data.pipeline import (  # imports torch: only when scanning
-        DatasetError,
-        scan_dataset,
-    )
+    from trainer.data.scanning import DatasetError, scan_dataset  # PIL: only when scanning
 
     folders = []
     for ds, path in zip(cfg.datasets, paths, strict=True):
@@ -219,7 +216,7 @@ def caption_trigger(captions: Iterable[str]) -> str | None:
 
 
 def folder_info(scan: DatasetScan) -> FolderInfo:
-    """A ``FolderInfo`` from a ``trainer.data.pipeline.DatasetScan``."""
+    """A ``FolderInfo`` from a ``trainer.data.scanning.DatasetScan``."""
     images = scan.images
     return FolderInfo(
         images=len(images),

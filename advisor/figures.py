@@ -1,7 +1,9 @@
-"""Every published figure in ADVISOR-NOTES.md as a scenario, and what the predictors say.
+"""Every published figure in docs/sources.md as a scenario, and what the predictors say.
 
-The notes give the figures without every setting behind them; each scenario states the
-settings we assume (``setup``). "more than X GB" figures are compared with X. The test
+The figures (docs/sources.md#published-memory-figures, docs/sources.md#block-swapping-on-flux,
+docs/sources.md#memory-saving-trade-offs, docs/sources.md#system-ram-for-quantizing,
+docs/sources.md#published-speed-figures) come without every setting behind them; each scenario
+states the settings we assume (``setup``). "more than X GB" figures are compared with X. The test
 ``tests/test_advisor_figures.py`` requires every prediction within ±25% of the figure and
 ``benchmarks/advisor.py`` prints the errors.
 
@@ -21,6 +23,7 @@ from advisor.models import kohya_swap_share
 from advisor.profile import SystemProfile, synthetic_profile
 from advisor.timing import step_time
 from advisor.workload import Workload, workload
+from trainer.config.paths import set_path
 from trainer.config.schema import TrainingConfig
 
 RTX_4090 = synthetic_profile("NVIDIA GeForce RTX 4090", 24.0, ram_gb=64.0)
@@ -30,7 +33,7 @@ BIG_GPU = synthetic_profile("NVIDIA A100-SXM4-80GB", 80.0, ram_gb=128.0)
 @dataclass(frozen=True)
 class Figure:
     key: str
-    claim: str  # as ADVISOR-NOTES states it
+    claim: str  # as docs/sources.md states it
     published: float
     unit: str  # GB | s/step | % | ratio
     setup: str  # the settings we assume
@@ -66,11 +69,7 @@ _CACHED_TE = {"train.cache_text_embeddings": True, "train.unload_text_encoder": 
 def _cfg(base: dict[str, Any], **patch: Any) -> TrainingConfig:
     data = copy.deepcopy(base)
     for dotted, value in patch.items():
-        node: Any = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
-        node[parts[-1]] = value
+        set_path(data, dotted, value, create=True)
     return TrainingConfig.model_validate(data)
 
 

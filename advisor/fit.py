@@ -1,6 +1,7 @@
 """Make a config fit the GPU: memory savings in the order that costs least, until it fits.
 
-The ladder (ADVISOR-NOTES "Published memory figures" and "Memory-saving trade-offs"):
+The ladder (docs/sources.md#published-memory-figures and
+docs/sources.md#memory-saving-trade-offs):
 gradient checkpointing → smaller batch → cached text embeddings with the encoders unloaded →
 cached latents → 8-bit text encoders → an 8-bit base → NF4 (NVIDIA) → low-VRAM mode → block
 swapping of 25 / 50 / 75% of the layers → a smaller training size. Each rung is a config patch
@@ -17,7 +18,8 @@ from advisor.memory import peak_ram, peak_vram
 from advisor.patch import Patch, changed, try_patch
 from advisor.profile import SystemProfile
 from advisor.workload import latent_mode, workload
-from trainer.config.schema import ARCH_DEFAULTS, TrainingConfig
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.schema import TrainingConfig
 
 SAFETY = 0.95  # keep 5% of the budget free: drivers, the desktop, fragmentation spikes
 

@@ -18,7 +18,9 @@ from advisor.patch import config_diff
 from advisor.predict import predict
 from advisor.profile import SystemProfile
 from advisor.runs import PastRun, as_run, as_runs
-from trainer.config.schema import WIZARD_STEPS, TrainingConfig, get_path
+from trainer.config.fields import WIZARD_STEPS
+from trainer.config.paths import get_path
+from trainer.config.schema import TrainingConfig
 
 KEY_SETTINGS = (
     "network.linear",

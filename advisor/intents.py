@@ -1,7 +1,7 @@
-"""Starting points per training type and architecture (ADVISOR-NOTES "Intent defaults").
+"""Starting points per training type and architecture (docs/sources.md#intent-defaults).
 
-Where the notes give a band, the built-in presets' choice (``presets/<intent>_<arch>.yaml``,
-which cite the same notes) is the centre; priority "quality" moves repeats to the top of the
+Where the doc gives a band, the built-in presets' choice (``presets/<intent>_<arch>.yaml``,
+which cite the same doc) is the centre; priority "quality" moves repeats to the top of the
 band and "speed" to the bottom.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NOTES = "ADVISOR-NOTES: intent defaults"
+NOTES = "docs/sources.md#intent-defaults"
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,12 @@ PRIORS: dict[str, IntentPrior] = {
     ),
 }
 
-# Top of the notes' LR bands: a bigger batch may raise the LR (√ scaling) up to here.
+# Top of the LR bands (docs/sources.md#intent-defaults): a bigger batch may raise the LR
+# (√ scaling) up to here.
 LR_MAX = {"sd15": 5e-4, "sdxl": 3e-4, "flux": 2e-4}
-MIN_SNR = {"sd15": 5.0, "sdxl": 8.0}  # ADVISOR-NOTES "Other priors"
-FLUX_STEPS = (500, 4000)  # DiTs: 500-4000 steps, 2000 typical
-MAX_STEPS = 10_000  # more is almost always a mistake
+MIN_SNR = {"sd15": 5.0, "sdxl": 8.0}  # docs/sources.md#min-snr-gamma
+FLUX_STEPS = (500, 4000)  # docs/sources.md#flux-prior: 500-4000 steps, 2000 typical
+MAX_STEPS = 10_000  # more is almost always a mistake (docs/sources.md#total-steps)
 MODEL_IDS = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",

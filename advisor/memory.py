@@ -5,8 +5,9 @@ flight) + resident text encoders and VAE + LoRA (fp32 weights, gradients, optimi
 + activations (per latent cell for U-Nets, per token for Flux; gradient checkpointing keeps a
 fraction) + framework overhead (CUDA context and cuBLAS workspace, allocator slack of 5%).
 
-Activation constants are calibrated on the published figures in ADVISOR-NOTES.md (SD1.5 at
-batch 2 and 512 px ≈ 6 GB; SDXL in 8 GB; Flux 512 px vs 1024 px with NF4); the per-token Flux
+Activation constants are calibrated on the published figures in
+docs/sources.md#published-memory-figures (SD1.5 at batch 2 and 512 px ≈ 6 GB; SDXL in 8 GB; Flux
+512 px vs 1024 px with NF4); the per-token Flux
 constant also matches a count of what checkpointing saves per block (hidden states of 57
 blocks in bf16) plus one block's recomputed working set.
 """

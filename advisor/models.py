@@ -240,7 +240,8 @@ QUANT_BYTES: dict[str, float] = {
 }
 
 # Time cost of dequantizing per weight and pass, as bytes moved (calibrated: NF4 on an RTX 4090
-# is 1.4 s/step at 512 px and 3.5 s/step at 1024 px, ADVISOR-NOTES); plus a compute slow-down.
+# is 1.4 s/step at 512 px and 3.5 s/step at 1024 px, docs/sources.md#published-speed-figures);
+# plus a compute slow-down.
 QUANT_DEQUANT_BYTES: dict[str, float] = {"float8": 2.0, "int8": 3.0, "int4": 15.0, "nf4": 15.0}
 QUANT_COMPUTE_FACTOR: dict[str, float] = {"float8": 1.0, "int8": 1.0, "int4": 1.33, "nf4": 1.33}
 QUANT_COMPUTE_FACTOR["fp4"] = QUANT_COMPUTE_FACTOR["nf4"]

@@ -5,12 +5,12 @@ weights (≈ one more forward) + recomputation with gradient checkpointing (one 
 per preservation / CFG pass. FLOPs per pass come from ``advisor.models.forward_tflops``; the
 device's dense tensor throughput × the architecture's efficiency turns them into seconds.
 
-Calibration (ADVISOR-NOTES "Published memory figures"): Flux at 512 px on an RTX 4090 runs
+Calibration (docs/sources.md#published-speed-figures): Flux at 512 px on an RTX 4090 runs
 about 1.4 it/s, which sets the transformer efficiency at 0.6 of peak; NF4's 1.4 s/step at
 512 px → 3.5 s/step at 1024 px sets its dequantization cost (a fixed part per pass plus a
 compute slow-down). Block swapping adds 0.65 × the swapped share of the compute (published:
 quarter +15%, half +30%, three quarters +50%). SD1.5 / SDXL have no published speed figure in
-the notes: their efficiency (0.35) is a prior for U-Nets, to be replaced by measured runs.
+the doc: their efficiency (0.35) is a prior for U-Nets, to be replaced by measured runs.
 """
 
 from __future__ import annotations

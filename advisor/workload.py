@@ -15,7 +15,8 @@ from advisor.dataset import DatasetInfo, steps_per_epoch
 from advisor.devices import DeviceSpec, device_spec
 from advisor.models import ModelFacts, facts, is_demo, lokr_units_factor
 from advisor.profile import SystemProfile
-from trainer.config.schema import DatasetConfig, TrainingConfig
+from trainer.config.schema import TrainingConfig
+from trainer.config.sections.datasets import DatasetConfig
 
 DEFAULT_STEPS = 1000  # used for predictions while train.steps is still "auto"
 FLIPS = ("flip_x", "flip_y")
@@ -80,7 +81,7 @@ def resolved_dtype(cfg: TrainingConfig, profile: SystemProfile) -> str:
 
 
 def latent_mode(cfg: TrainingConfig) -> str:
-    """The trainer's latent caching for all datasets (see ``trainer.data.pipeline.latent_cache_mode``)."""
+    """The trainer's latent caching for all datasets (see ``trainer.data.batches.latent_cache_mode``)."""
     modes = {_dataset_latent_mode(ds) for ds in cfg.datasets if not ds.is_reg} or {"cached"}
     return modes.pop() if len(modes) == 1 else "mixed"
 

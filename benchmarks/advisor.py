@@ -1,5 +1,5 @@
 """Advisor speed and accuracy: a full report must take < 50 ms after imports; every published
-figure in ADVISOR-NOTES.md is printed with the prediction and its error.
+figure in docs/sources.md is printed with the prediction and its error.
 
     .venv/bin/python benchmarks/advisor.py [--repeat 20]
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import trainer.data.pipeline  # noqa: F401 - imported here: bucket arithmetic uses it (imports torch)
 from advisor.dataset import DatasetInfo, FolderInfo
 from advisor.figures import figure_table
 from advisor.profile import synthetic_profile
 from advisor.report import build_report
-from trainer.config.io import flatten, load_config
+from trainer.config.io import load_config
+from trainer.config.paths import flatten
 
 BUDGET_MS = 50.0
 PRESETS = ("person_flux", "character_sdxl", "style_sd15", "concept_flux")
@@ -90,7 +90,7 @@ def main() -> int:
         )
     worst = max(row[3] for row in rows)
     print(f"  worst median {worst:.1f} ms, worst first call {max(row[2] for row in rows):.1f} ms\n")
-    print("Published figures (ADVISOR-NOTES.md) vs predictions")
+    print("Published figures (docs/sources.md#published-memory-figures) vs predictions")
     table = figure_table()
     for row in table:
         print(

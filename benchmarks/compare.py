@@ -10,7 +10,7 @@ between invocations (creating 500 runs takes a minute or two). Exit status 1 whe
 
 ``--server``: the same store served by ``mlflow server`` on 127.0.0.1 (what a team store is), so
 every read goes through ``MlflowClient`` over HTTP: the first read of all runs against the
-incremental refresh of ``tracking.RunCache`` (new / running / rated runs only), side by side, both
+incremental refresh of ``RunCache`` (new / running / rated runs only), side by side, both
 directly and as compare page renders (first render, re-render after the cache's 30 s, after a
 rating, while the periodic full read runs in the background, after a restart from the snapshot).
 """
@@ -41,10 +41,13 @@ DIFF_S = 0.2
 def fill(home: Path, count: int) -> None:
     from trainer.config.schema import TrainingConfig
     from trainer.settings import load_settings
-    from trainer.tracking import store as tracking
+    from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
+    from trainer.tracking.mlflow_tracker import MlflowTracker
+    from trainer.tracking.new_run import create_run
+    from trainer.tracking.records import list_all_runs
 
     settings = load_settings(home=home, tracking_uri_override=None)
-    have = len(tracking.list_all_runs(settings.tracking_uri))
+    have = len(list_all_runs(settings.tracking_uri))
     for i in range(have, count):
         arch = ("sd15", "sdxl", "flux")[i % 3]
         cfg = TrainingConfig.model_validate(
@@ -57,9 +60,9 @@ def fill(home: Path, count: int) -> None:
                 "logging": {"log_system_metrics": False},
             }
         )
-        predicted = {tracking.TAG_PREDICTED: "0.5", tracking.TAG_PREDICTED_TOTAL: "30"}
-        run_id = tracking.create_run(settings, cfg, {**predicted, "team": "ab"[i % 2]})
-        tracker = tracking.MlflowTracker(settings.tracking_uri, background=False)
+        predicted = {TAG_PREDICTED: "0.5", TAG_PREDICTED_TOTAL: "30"}
+        run_id = create_run(settings, cfg, {**predicted, "team": "ab"[i % 2]})
+        tracker = MlflowTracker(settings.tracking_uri, background=False)
         tracker.start(cfg, run_id=run_id)
         for step in range(50):
             loss = 1 / (1 + step) + 0.001 * i
@@ -115,21 +118,23 @@ def bench_server(home: Path, runs: int, repeat: int) -> int:
     """First read vs incremental refresh against ``mlflow server`` (see the module docstring)."""
     from streamlit.testing.v1 import AppTest
 
-    from trainer.tracking import store as tracking
+    from trainer.tracking.ratings import set_rating
+    from trainer.tracking.records import list_all_runs
+    from trainer.tracking.run_cache import RunCache
 
     with mlflow_server(home) as url:
         os.environ["MLFLOW_TRACKING_URI"] = url
         print(f"mlflow server {url} on {home / 'mlflow.db'}")
-        full_s, records = timed(lambda: tracking.list_all_runs(url))
+        full_s, records = timed(lambda: list_all_runs(url))
         assert len(records) == runs, len(records)
-        cache = tracking.RunCache(url)
+        cache = RunCache(url)
         first_s, _ = timed(cache.runs)
         first = cache.last
         incremental = []
         for _ in range(repeat):
             incremental.append(timed(cache.runs)[0])
         quiet = cache.last
-        tracking.set_rating(url, records[3].run_id, 4)
+        set_rating(url, records[3].run_id, 4)
         rated_s, after = timed(cache.runs)
         rated = cache.last
         assert {r.run_id: r for r in after}[records[3].run_id].rating == 4
@@ -156,7 +161,7 @@ def bench_server(home: Path, runs: int, repeat: int) -> int:
             warm.append(timed(at.run)[0])
             at.session_state["cmp:version"] = 1000 + i  # the 30 s cache expired: refresh
             reread.append(timed(at.run)[0])
-            tracking.set_rating(url, records[5 + i].run_id, 1 + i)
+            set_rating(url, records[5 + i].run_id, 1 + i)
             at.session_state["cmp:version"] = 2000 + i  # what "Save rating and note" does
             after_rating.append(timed(at.run)[0])
             assert not at.exception, [e.value for e in at.exception]
@@ -219,10 +224,10 @@ def main() -> int:
     from streamlit.testing.v1 import AppTest
 
     from trainer.settings import load_settings
-    from trainer.tracking import store as tracking
+    from trainer.tracking.records import list_all_runs
     from ui.compare import diff_rows
 
-    records = tracking.list_all_runs(load_settings().tracking_uri)
+    records = list_all_runs(load_settings().tracking_uri)
     picked = [records[0].run_id, records[1].run_id]
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()

@@ -6,7 +6,7 @@ sleep (the GIL is released, as in torch kernels), so the wall-clock difference s
 waits for, including the GIL held by the background metrics writer; the writer's own CPU time
 (taken from another core, or from torch's threads on a busy CPU) is reported separately.
 Rounds alternate between the trackers; medians are reported. Figures are relative to a 0.1 s
-step (STACK.md: the tiny SD1.5 CPU step); real GPU steps on full-size models are longer.
+step (docs/sources.md#tiny-cpu-step); real GPU steps on full-size models are longer.
 
 Run: ``.venv/bin/python benchmarks/tracking_overhead.py [STEPS]``
 """
@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
-from trainer.tracking import store as tracking  # noqa: E402
+from trainer.tracking.mlflow_tracker import MlflowTracker  # noqa: E402
+from trainer.tracking.new_run import ensure_experiment  # noqa: E402
+from trainer.tracking.progress import ProgressWriter  # noqa: E402
+from trainer.tracking.tracker import NullTracker, Tracker  # noqa: E402
 
 STEP_S = 0.1
 FLUSH_EVERY = 10
@@ -36,9 +39,9 @@ def simulated_step() -> None:
     time.sleep(WORK_S)
 
 
-def one_round(tracker: tracking.Tracker, steps: int, job_dir: Path) -> dict[str, float]:
+def one_round(tracker: Tracker, steps: int, job_dir: Path) -> dict[str, float]:
     """Seconds per step: in tracking calls (loop thread), and wall clock including the work."""
-    progress = tracking.ProgressWriter(job_dir)
+    progress = ProgressWriter(job_dir)
     in_calls = 0.0
     smoothed = 1.0
     wall = time.perf_counter()
@@ -70,7 +73,7 @@ def main(steps: int = 500) -> None:
         cfg.logging.log_every = FLUSH_EVERY
 
         t0 = time.perf_counter()
-        tracking.ensure_experiment(uri, cfg.logging.project_name)
+        ensure_experiment(uri, cfg.logging.project_name)
         setup_s = time.perf_counter() - t0
 
         names = ("NullTracker", "MlflowTracker", "MlflowTracker(background=False)")
@@ -80,11 +83,11 @@ def main(steps: int = 500) -> None:
         start_s: list[float] = []
         for _ in range(ROUNDS):
             for name in names:
-                tracker: tracking.Tracker
+                tracker: Tracker
                 if name == "NullTracker":
-                    tracker = tracking.NullTracker()
+                    tracker = NullTracker()
                 else:
-                    tracker = tracking.MlflowTracker(
+                    tracker = MlflowTracker(
                         uri, flush_every_steps=FLUSH_EVERY, background="False" not in name
                     )
                 t0 = time.perf_counter()

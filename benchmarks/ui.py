@@ -60,7 +60,7 @@ def cold_start(home: Path) -> float:
 def page_times(repeat: int) -> dict[str, float]:
     from streamlit.testing.v1 import AppTest
 
-    from trainer.config.schema import WIZARD_STEPS
+    from trainer.config.fields import WIZARD_STEPS
 
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()

@@ -14,7 +14,9 @@ from advisor.fit import budget_gb, predicted_gb
 from advisor.patch import config_diff
 from advisor.profile import synthetic_profile
 from advisor.rules import errors, validate
-from trainer.config.schema import TrainingConfig, get_path, unresolved_autos
+from trainer.config.introspection import unresolved_autos
+from trainer.config.paths import get_path
+from trainer.config.schema import TrainingConfig
 
 TECHNICAL_AUTOS = (
     "train.dtype",
@@ -273,8 +275,7 @@ def test_the_trigger_word_follows_what_the_captions_already_use() -> None:
 
 
 def test_the_demo_dataset_scan_finds_its_trigger(demo_dataset) -> None:
-    import advisor.dataset as dataset_mod
     from ui.advice import _count_folder
 
-    folder = _count_folder(dataset_mod, str(demo_dataset), 0, "txt")
+    folder = _count_folder(str(demo_dataset), 0, "txt")
     assert folder.caption_trigger == "sks" and folder.captioned == folder.images > 0

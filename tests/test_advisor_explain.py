@@ -6,7 +6,8 @@ import pytest
 
 from advisor.explain import LEVELS, explain_field, explain_step, field_paths, field_step
 from advisor.explain_table import FIELDS, STEPS
-from trainer.config.schema import WIZARD_STEPS, iter_fields
+from trainer.config.fields import WIZARD_STEPS
+from trainer.config.introspection import iter_fields
 
 PATHS = [path for path, _ in iter_fields()]
 

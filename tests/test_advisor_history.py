@@ -8,8 +8,8 @@ from test_advisor_cases import PROFILES, make
 from advisor.history import diff_runs, predicted_vs_actual, recommend_from_history, similar_runs
 from advisor.predict import predict
 from advisor.runs import as_run
-from trainer.config.io import flatten
-from trainer.tracking.store import RunRecord
+from trainer.config.paths import flatten
+from trainer.tracking.records import RunRecord
 
 
 def record(cfg, rating: int | None, run_id: str, status: str = "FINISHED", **metrics: float):

@@ -15,7 +15,8 @@ from advisor.predict import predict
 from advisor.runs import config_from_params
 from advisor.timing import step_time
 from advisor.workload import workload
-from trainer.config.io import flatten, load_config
+from trainer.config.io import load_config
+from trainer.config.paths import flatten
 
 ROOT = Path(__file__).resolve().parent.parent
 

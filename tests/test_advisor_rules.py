@@ -442,7 +442,7 @@ def test_findings_are_sorted_errors_first() -> None:
 
 
 def test_notes_rules_are_covered() -> None:
-    """The combinations ADVISOR-NOTES names (and the issue adds) each have a rule."""
+    """Each combination in docs/sources.md#rules-the-review-checks (and the issue) has a rule."""
     for rule_id in (
         "cache_to_disk_without_cache",
         "cache_random_augmentation",
@@ -526,7 +526,7 @@ def test_every_fix_alone_gives_a_valid_config(cfg, profile, info) -> None:
 def test_reports_and_auto_resolution_never_fail(cfg, profile, info) -> None:
     from advisor.defaults import resolve_autos
     from advisor.report import build_report
-    from trainer.config.schema import unresolved_autos
+    from trainer.config.introspection import unresolved_autos
 
     if cfg is None:
         return

@@ -25,9 +25,11 @@ from test_advisor_cases import CHOICES
 from advisor.dataset import DatasetInfo
 from advisor.profile import synthetic_profile
 from advisor.report import build_report
+from trainer.config.introspection import iter_fields
 from trainer.config.io import ConfigError, loads_config
-from trainer.config.schema import DatasetConfig, TrainingConfig, iter_fields
-from trainer.data.pipeline import scan_dataset
+from trainer.config.schema import TrainingConfig
+from trainer.config.sections.datasets import DatasetConfig
+from trainer.data.scanning import scan_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -251,7 +253,7 @@ def test_malformed_images_and_captions_are_skipped_with_a_report(tmp_path: Path)
 
 
 def test_a_folder_of_only_broken_images_is_a_clear_error(tmp_path: Path) -> None:
-    from trainer.data.pipeline import DatasetError
+    from trainer.data.scanning import DatasetError
 
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "b.png").write_bytes(_png(64, 64)[:100])

@@ -1,7 +1,7 @@
 """The built-in presets: every file validates, round-trips and keeps the field's priors.
 
 Real presets are ``presets/<intent>_<arch>.yaml``; demo presets are ``presets/demo_<arch>.yaml``
-and must train the tiny models on a CPU. The value checks come from ADVISOR-NOTES.md.
+and must train the tiny models on a CPU. The value checks come from docs/sources.md.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.introspection import resolved, unresolved_autos
 from trainer.config.io import dump_yaml, load_config, loads_config
-from trainer.config.schema import ARCH_DEFAULTS, TrainingConfig, resolved, unresolved_autos
+from trainer.config.schema import TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = ROOT / "presets"
@@ -22,7 +24,7 @@ INTENTS = ("person", "character", "style", "object", "concept")
 ARCHS = ("sd15", "sdxl", "flux")
 NATIVE = {"sd15": 512, "sdxl": 1024, "flux": 1024}
 SOURCES = (
-    "ADVISOR-NOTES",
+    "docs/sources.md",
     "kohya-ss",
     "sd-scripts",
     "OneTrainer",
@@ -122,7 +124,7 @@ def test_resolution_and_samples_fit_the_arch(
 
 @pytest.mark.parametrize("path", PRESETS, ids=_ids(PRESETS))
 def test_caching_does_not_conflict(path: Path, configs: dict[str, TrainingConfig]) -> None:
-    # ADVISOR-NOTES: latent caching cannot coexist with per-step pixel augmentations.
+    # docs/sources.md#caching-rules: latent caching cannot coexist with pixel augmentations.
     for ds in configs[path.stem].datasets:
         pixel_changes = ds.flip_x or ds.flip_y or ds.random_crop or ds.augmentations
         if pixel_changes:
@@ -138,7 +140,7 @@ ASYMMETRIC = [p for p in PRESETS if _split(p)[0] in ("person", "character")]
 def test_asymmetric_subjects_are_not_flipped(
     path: Path, configs: dict[str, TrainingConfig]
 ) -> None:
-    # ADVISOR-NOTES: flip off for asymmetric subjects (faces, text).
+    # docs/sources.md#flip-and-asymmetric-subjects: flip off for faces and text.
     assert all(not ds.flip_x for ds in configs[path.stem].datasets)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config.schema import TrainingConfig, field_info, iter_fields
+from trainer.config.introspection import field_info, iter_fields
+from trainer.config.schema import TrainingConfig
 
 # Seed 000 ("config gaps"): option name as the seed writes it -> dotted schema path.
 SEED_000 = {
