@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from trainer.settings import use_studio_http_defaults
 from ui.sidebar import render_active_runs
 from ui.state import init_state
 from ui.summary import render_sidebar_hardware
 
+use_studio_http_defaults()  # this process fails fast on a down tracking server (not trainers)
 st.set_page_config(page_title="LoRA Studio", page_icon="🎛️", layout="wide")
 
 PAGES = [

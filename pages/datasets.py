@@ -12,6 +12,9 @@ from ui.dataset_manager import (
     render_create,
     render_duplicates,
 )
+from ui.navigation import leave_legacy_pages_mode
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 root = settings.datasets_dir

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from trainer.demo.tiny import build_all
 from trainer.settings import load_settings
+from ui.navigation import leave_legacy_pages_mode
 from ui.status import studio_status
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 status = studio_status(settings)
@@ -32,8 +36,6 @@ with right:
     if not all(status.demo.values()) and st.button(
         "Build demo models and dataset", key="build_demo"
     ):
-        from trainer.demo.tiny import build_all
-
         with st.spinner("Building tiny SD1.5, SDXL and Flux pipelines and a demo dataset..."):
             build_all(settings.home)
         st.rerun()

@@ -5,8 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from trainer.settings import load_settings
+from trainer.tracking.records import get_run_record
+from ui.compare_actions import render_reuse
 from ui.jobs import reconcile_on_load
 from ui.monitor import is_active, render_live, render_run_picker
+from ui.navigation import leave_legacy_pages_mode
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 st.title("Monitor")
@@ -22,7 +27,4 @@ live = st.fragment(render_live, run_every="2s" if active else None)
 live(settings, run_id, was_active=active)
 
 with st.expander("Reuse this run"):
-    from trainer.tracking.store import get_run_record
-    from ui.compare import render_reuse
-
     render_reuse(settings, get_run_record(settings.tracking_uri, run_id))

@@ -6,6 +6,8 @@ import streamlit as st
 
 from ui import state
 from ui.advisor_column import show_value
+from ui.boundary import advisor_boundary
+from ui.navigation import leave_legacy_pages_mode
 from ui.preflight import (
     confirm,
     detected_hardware,
@@ -13,6 +15,8 @@ from ui.preflight import (
     render_intent,
     render_overrides,
 )
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 st.title("Preflight")
 st.write(
@@ -37,9 +41,11 @@ if state.meta().get("preflight_done") and st.session_state.get("pf:applied") is 
 if st.button(
     "Confirm and fill the wizard", type="primary", key="pf:confirm", icon=":material/done:"
 ):
-    recs = confirm(answers, overrides)
-    st.session_state["pf:applied"] = len(recs)
-    st.rerun()
+    with advisor_boundary("recommending values for your answers") as recommending:
+        recs = confirm(answers, overrides)
+    if not recommending.failed:
+        st.session_state["pf:applied"] = len(recs)
+        st.rerun()
 
 applied = st.session_state.get("pf:applied")
 if applied is not None:

@@ -6,6 +6,9 @@ import streamlit as st
 
 from trainer.settings import load_settings
 from ui import presets
+from ui.navigation import leave_legacy_pages_mode
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 st.title("Presets")

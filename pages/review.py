@@ -6,6 +6,7 @@ import streamlit as st
 
 from ui.advisor_column import render_predictions
 from ui.context import studio_context
+from ui.navigation import leave_legacy_pages_mode
 from ui.review import (
     render_comparison,
     render_editable_summary,
@@ -14,6 +15,8 @@ from ui.review import (
     render_yaml,
 )
 from ui.summary import render_summary_header
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 st.title("Review & launch")
 context = studio_context()

@@ -13,6 +13,9 @@ from ui.lora_utilities import (
     render_merge,
     render_resize,
 )
+from ui.navigation import leave_legacy_pages_mode
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 home = settings.home

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trainer.config.schema import WIZARD_STEPS
+from trainer.config.fields import WIZARD_STEPS
 from ui import state
 from ui.advisor_column import render_advisor_column
 from ui.context import studio_context
+from ui.navigation import leave_legacy_pages_mode
 from ui.summary import render_summary_header
 from ui.widgets import render_step_fields
 from ui.wizard import (
@@ -16,6 +17,8 @@ from ui.wizard import (
     render_navigation,
     render_prev_next,
 )
+
+leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 st.title("Wizard")
 notice = st.session_state.pop(state.NOTICE, None)

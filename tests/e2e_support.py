@@ -119,8 +119,8 @@ def _healthy(url: str) -> bool:
 
 def _stop_trainers(home: Path) -> None:
     """Trainer subprocesses have their own session: end any still alive in this home."""
-    from trainer.jobs.launch import job_alive
-    from trainer.tracking.store import read_job
+    from trainer.jobs.folder import job_alive
+    from trainer.tracking.job_file import read_job
 
     for job_file in (home / "jobs").glob("*/job.json"):
         job = read_job(job_file.parent)

@@ -58,3 +58,16 @@ def test_settings_default_to_loopback_and_absolute_sqlite(monkeypatch, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert load_settings().tracking_uri == "http://127.0.0.1:5000"
     assert not load_settings().uses_local_store
+
+
+def test_the_router_makes_the_studio_fail_fast_on_a_down_tracking_server(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from trainer.settings import STUDIO_HTTP_DEFAULTS
+
+    for key in [*STUDIO_HTTP_DEFAULTS, "STUDIO_SET_MLFLOW_HTTP"]:
+        monkeypatch.delenv(key, raising=False)
+    app.run()
+    assert {k: os.environ.get(k) for k in STUDIO_HTTP_DEFAULTS} == STUDIO_HTTP_DEFAULTS

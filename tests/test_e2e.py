@@ -20,6 +20,7 @@ from e2e_support import (  # noqa: E402
     Studio,
     choose,
     main_area,
+    new_page,
     open_page,
     set_number,
     shot,
@@ -81,7 +82,7 @@ def preflight(page) -> None:
 def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
     studio_page, studio_server: Studio
 ) -> None:
-    from trainer.tracking.store import list_runs, metric_history
+    from trainer.tracking.records import list_runs, metric_history
 
     page, main = studio_page, main_area(studio_page)
     main.get_by_role("heading", name="LoRA Studio", level=1).wait_for()
@@ -224,7 +225,7 @@ def monitor_step(page) -> tuple[int, int]:
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: Studio) -> None:
-    from trainer.tracking.store import list_runs, metric_history
+    from trainer.tracking.records import list_runs, metric_history
 
     page, main = studio_page, main_area(studio_page)
     preflight(page)
@@ -319,6 +320,23 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
         < log.index("resuming run")
         < log.index(f"Finished {STOP_RUN_STEPS} steps")
     )
+
+
+def test_a_fresh_server_opened_at_a_page_url_runs_the_router(
+    chromium_browser, studio_server: Studio
+) -> None:
+    """The first visit of a new server goes straight to /wizard (a bookmark): Streamlit's old
+    pages-directory mode would run pages/wizard.py alone (see ui/navigation.py)."""
+    page = new_page(chromium_browser, f"{studio_server.url}/wizard")
+    try:
+        main_area(page).get_by_role("heading", name="Wizard", level=1).wait_for()
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        assert nav.get_by_role("link", name="Review & launch").count() == 1  # the router's titles
+        assert page.locator(".st-key-hardware_summary").count() == 1  # the router's sidebar
+        assert page.locator(".st-key-summary_header").count() == 1  # the page itself, once
+        assert page.url.endswith("/wizard")
+    finally:
+        page.context.close()
 
 
 # ----------------------------------------------------------------------------------- accessibility

@@ -3,6 +3,7 @@ the real studio in Debian's Chromium: config diff, curves, samples and the slide
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,10 @@ SAMPLE = {
 
 def train_two_runs(home: Path, demo_home: Path) -> list[str]:
     """Two real tiny trainings (lr 1e-3 and 3e-3) logged to ``home``'s MLflow store."""
-    from trainer.engine.loop import RunContext, train
+    from trainer.engine.context import RunContext
+    from trainer.engine.loop import train
     from trainer.settings import load_settings
-    from trainer.tracking import store as tracking
+    from trainer.tracking.mlflow_tracker import MlflowTracker
 
     link_demo(home, demo_home)
     settings = load_settings(home=home, tracking_uri_override=None)
@@ -41,9 +43,7 @@ def train_two_runs(home: Path, demo_home: Path) -> list[str]:
             sample=SAMPLE,
             logging={"log_every": 1, "use_mlflow": True, "log_system_metrics": False},
         )
-        tracker = tracking.MlflowTracker(
-            settings.tracking_uri, artifact_root=settings.artifacts_dir
-        )
+        tracker = MlflowTracker(settings.tracking_uri, artifact_root=settings.artifacts_dir)
         run_id = tracker.start(cfg)
         train(cfg, RunContext(home=home, job_dir=home / "jobs" / run_id, tracker=tracker))
         tracker.end("FINISHED")
@@ -84,11 +84,19 @@ def test_compare_two_finished_demo_runs(chromium_browser, demo_home: Path, tmp_p
             assert main.locator("canvas, svg").count() >= 2
             images = main.locator('[data-testid="stImage"] img')
             images.last.wait_for()
-            assert images.count() >= 3  # a sample of each run and the slider composite
+            assert images.count() >= 2  # a sample of each run
             page.wait_for_function(
                 "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
                 ".every(img => img.complete && img.naturalWidth > 0)"
             )
+            slider = main.get_by_role("slider", name=re.compile("arrow keys"))
+            assert slider.count() == 1  # the divider between the two runs' images
+            for name in ("e2e_a", "e2e_b"):  # its two images, named by run
+                side = main.locator(f'img[alt="{name}"]')
+                side.wait_for()
+                page.wait_for_function(
+                    "img => img.complete && img.naturalWidth > 0", arg=side.element_handle()
+                )
             assert "◀ e2e_a | e2e_b ▶" in main.inner_text()
             path = shot(page, "compare")
             assert path.stat().st_size > 20_000

@@ -1,5 +1,5 @@
 """The compare page in AppTest on a real SQLite store: tiny runs trained in-process with
-``MlflowTracker`` plus runs created by ``trainer.tracking.store`` and logged through the same tracker."""
+``MlflowTracker`` plus runs created by ``trainer.tracking`` and logged through the same tracker."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import pytest
 from options_support import tiny_config
 from streamlit.testing.v1 import AppTest
 
-from trainer.engine.loop import RunContext, train
+from trainer.engine.context import RunContext
+from trainer.engine.loop import train
 from trainer.settings import load_settings
-from trainer.tracking import store as tracking
+from trainer.tracking.artifacts import sample_images
+from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
+from trainer.tracking.mlflow_tracker import MlflowTracker
+from trainer.tracking.new_run import create_run
+from trainer.tracking.ratings import sample_ratings, set_rating
+from trainer.tracking.records import get_run_record, list_all_runs, list_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -55,7 +61,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> dict:
                 "sampler": "euler",
             },
         )
-        tracker = tracking.MlflowTracker(uri, artifact_root=settings.artifacts_dir)
+        tracker = MlflowTracker(uri, artifact_root=settings.artifacts_dir)
         run_id = tracker.start(cfg)
         train(cfg, RunContext(home=home, job_dir=home / "jobs" / run_id, tracker=tracker))
         tracker.end("FINISHED")
@@ -67,13 +73,11 @@ def store(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> dict:
         # sdxl/flux runs carry a launch-time prediction and a measured speed (sd15 ones do not,
         # so the sd15 speed history is the three real trainings above)
         timed = arch != "sd15"
-        tags = (
-            {tracking.TAG_PREDICTED: "0.05", tracking.TAG_PREDICTED_TOTAL: "0.6"} if timed else {}
-        )
+        tags = {TAG_PREDICTED: "0.05", TAG_PREDICTED_TOTAL: "0.6"} if timed else {}
         if i % 4 == 1:
             tags["team"] = "a" if i % 8 == 1 else "b"
-        run_id = tracking.create_run(settings, cfg, tags)
-        tracker = tracking.MlflowTracker(uri, background=False)
+        run_id = create_run(settings, cfg, tags)
+        tracker = MlflowTracker(uri, background=False)
         tracker.start(cfg, run_id=run_id)
         for step in range(10):
             loss = 1.0 / (1 + step) + 0.01 * i
@@ -81,8 +85,8 @@ def store(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> dict:
             tracker.log_metrics({**values, **({"s_per_step": 0.1} if timed else {})}, step)
         tracker.end(("FINISHED", "FAILED", "KILLED", "FINISHED")[i % 4])
         made.append(run_id)
-    tracking.set_rating(uri, made[0], 5)
-    tracking.set_rating(uri, made[3], 2)
+    set_rating(uri, made[0], 5)
+    set_rating(uri, made[3], 2)
     return {"home": home, "settings": settings, "trained": trained, "made": made}
 
 
@@ -166,7 +170,7 @@ def test_rating_and_note_are_stored_in_mlflow(app: AppTest, store: dict) -> None
     app.selectbox(key=f"cmp:rate:{key}").set_value(4)
     app.text_area(key=f"cmp:note:{key}").set_value("too soft").run()
     app.button(key=f"cmp:save:{key}").click().run()
-    rec = tracking.get_run_record(uri, rid)
+    rec = get_run_record(uri, rid)
     assert rec.rating == 4 and rec.note == "too soft"
     df = table(app)
     assert df[df["run id"] == rid].iloc[0]["rating"] == 4  # table refreshed
@@ -209,7 +213,7 @@ def test_dataset_filter_by_folder_and_fingerprint(app: AppTest, store: dict) -> 
     cats = sorted(made[k] for k in (2, 7, 12, 17))  # i = 5, 10, 15, 20: folder 'cats'
     app.multiselect(key="cmp:dataset").set_value(["cats"]).run()
     assert ids(app) == cats
-    rec = tracking.get_run_record(store["settings"].tracking_uri, trained[0])
+    rec = get_run_record(store["settings"].tracking_uri, trained[0])
     (name, digest), fingerprint = rec.datasets[0], rec.dataset_fingerprint
     assert name.startswith("0:") and fingerprint and fingerprint.startswith(digest)
     app.multiselect(key="cmp:dataset").set_value([f"#{fingerprint[:12]}"]).run()
@@ -259,10 +263,6 @@ def test_launch_prediction_is_calibrated_by_the_store(store: dict, monkeypatch) 
     assert total == pytest.approx(expected.total_s) and total > step
 
 
-def _image_captions(at: AppTest) -> list[str]:
-    return [caption for el in at.get("image") for caption in el.captions]
-
-
 def test_rating_a_sample_round_trips_through_mlflow(app: AppTest, store: dict) -> None:
     from ui.compare_store import load_runs
 
@@ -272,10 +272,10 @@ def test_rating_a_sample_round_trips_through_mlflow(app: AppTest, store: dict) -
     key = f"cmp:srate:{a[:12]}:2:sample_0"
     app.selectbox(key=key).set_value(4).run()
     assert not app.exception
-    rec = tracking.get_run_record(uri, a)
+    rec = get_run_record(uri, a)
     assert rec.tags["studio.sample_rating.2.sample_0"] == "4"  # a tag: the MLflow UI shows it
-    assert tracking.sample_ratings(rec.tags) == {(2, "sample_0"): 4}
-    assert tracking.sample_ratings(tracking.get_run_record(uri, b).tags) == {}
+    assert sample_ratings(rec.tags) == {(2, "sample_0"): 4}
+    assert sample_ratings(get_run_record(uri, b).tags) == {}
     load_runs.clear()  # a new session reads the store again: the rating is shown beside it
     fresh = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     fresh.run()
@@ -284,46 +284,50 @@ def test_rating_a_sample_round_trips_through_mlflow(app: AppTest, store: dict) -
     assert fresh.selectbox(key=key).value == 4
     assert fresh.selectbox(key=f"cmp:srate:{b[:12]}:2:sample_0").value == 0
     fresh.selectbox(key=key).set_value(0).run()  # 0 clears it
-    assert "studio.sample_rating.2.sample_0" not in tracking.get_run_record(uri, a).tags
+    assert "studio.sample_rating.2.sample_0" not in get_run_record(uri, a).tags
 
 
-def test_slider_composite_takes_left_from_a_and_right_from_b(app: AppTest, store: dict) -> None:
+def test_slider_shows_a_left_and_b_right(app: AppTest, store: dict) -> None:
+    import io
+    import json
+
     import numpy as np
     from PIL import Image
+    from ui_support import texts
 
-    from ui.compare_samples import split_composite
+    from ui.compare_samples import slider_pair
 
     a, b = store["trained"][0], store["trained"][1]
     app.multiselect(key="cmp:picked").set_value([a, b]).run()
-    assert any("◀ run00 | run01 ▶ (step 2, split at 50%)" in c for c in _image_captions(app))
-    app.slider(key="cmp:split").set_value(25).run()
-    assert any("split at 25%" in c for c in _image_captions(app))
+    assert "◀ run00 | run01 ▶ (step 2)" in texts(app)
+    (slider,) = [el for el in app.get("bidi_component") if el.key == "cmp:slider"]
+    assert slider.proto.component_name == "streamlit-extras.image_compare_slider"
+    shown = json.loads(slider.proto.json)
+    assert (shown["label1"], shown["label2"]) == ("run00", "run01")
     uri = store["settings"].tracking_uri
-    (pa,), (pb,) = (
-        [s.path_or_uri for s in tracking.sample_images(uri, r) if s.step == 2] for r in (a, b)
-    )
+    (pa,), (pb,) = ([s.path_or_uri for s in sample_images(uri, r) if s.step == 2] for r in (a, b))
     with Image.open(pa) as ia, Image.open(pb) as ib:
         A, B = np.asarray(ia.convert("RGB")), np.asarray(ib.convert("RGB"))
-        out = np.asarray(split_composite(ia, ib, 0.25))
-    x = A.shape[1] // 4  # 16 of 64 px
-    assert not np.array_equal(A[:, : x - 1], B[:, : x - 1])  # the runs' samples differ there
-    assert not np.array_equal(A[:, x + 1 :], B[:, x + 1 :])
-    assert np.array_equal(out[:, :x], A[:, :x])  # left of the split: run A
-    assert np.array_equal(out[:, x + 1 :], B[:, x + 1 :])  # right of it: run B
-    assert (out[:, x] == 255).all()  # the split line
+        left, right = (np.asarray(Image.open(io.BytesIO(png))) for png in slider_pair(ia, ib))
+    assert not np.array_equal(A, B)  # the runs' samples differ
+    scale = left.shape[1] // A.shape[1]  # 64 px samples, enlarged pixel for pixel
+    assert scale > 1 and left.shape == right.shape
+    assert np.array_equal(left[::scale, ::scale], A)  # left of the divider: run A
+    assert np.array_equal(right[::scale, ::scale], B)  # right of it: run B
 
 
-def test_split_composite_resizes_b_and_handles_the_edges() -> None:
+def test_slider_pair_resizes_b_to_a_and_enlarges_small_images() -> None:
+    import io
+
     from PIL import Image
 
-    from ui.compare_samples import split_composite
+    from ui.compare_samples import slider_pair
 
     a, b = Image.new("RGB", (40, 20), (255, 0, 0)), Image.new("RGB", (80, 40), (0, 0, 255))
-    out = split_composite(a, b, 0.5)
-    assert out.size == (40, 20)
-    assert out.getpixel((19, 5)) == (255, 0, 0) and out.getpixel((21, 5)) == (0, 0, 255)
-    assert split_composite(a, b, 0.0).getpixel((0, 0)) == (0, 0, 255)
-    assert split_composite(a, b, 1.0).getpixel((39, 0)) == (255, 0, 0)
+    left, right = (Image.open(io.BytesIO(png)) for png in slider_pair(a, b))
+    assert left.format == right.format == "PNG"  # no JPEG blur on tiny samples
+    assert left.size == right.size == (400, 200)  # b at a's size, both ×10 (≥ 384 px wide)
+    assert left.getpixel((399, 199)) == (255, 0, 0) and right.getpixel((0, 0)) == (0, 0, 255)
 
 
 def test_history_calibrates_the_predicted_speed(app: AppTest, store: dict) -> None:
@@ -346,7 +350,7 @@ def test_history_calibrates_the_predicted_speed(app: AppTest, store: dict) -> No
     calibrated, runs, prior = float(match[1]), int(match[2]), float(match[3])
     uri = store["settings"].tracking_uri
     measured = statistics.median(
-        tracking.get_run_record(uri, rid).metrics["s_per_step"] for rid in store["trained"]
+        get_run_record(uri, rid).metrics["s_per_step"] for rid in store["trained"]
     )
     assert runs == 3  # the three real sd15 trainings of this host at 64 px
     assert abs(calibrated - measured) < abs(prior - measured)
@@ -367,7 +371,7 @@ def test_bulk_read_matches_mlflow_client_and_skips_deleted_runs(store: dict) -> 
     def same(rec):  # duration of a RUNNING run grows between the two reads
         return dataclasses.replace(rec, duration_s=None)
 
-    fast, slow = tracking.list_all_runs(uri), tracking.list_runs(uri)
+    fast, slow = list_all_runs(uri), list_runs(uri)
     assert len(fast) == 22 and store["made"][-1] not in {r.run_id for r in fast}
     assert [same(r) for r in fast] == [same(r) for r in slow]
 

@@ -9,9 +9,13 @@ from jobs_support import make_home, wait_for
 from streamlit.testing.v1 import AppTest
 
 from trainer.config.io import load_config
-from trainer.jobs import launch as jobs
+from trainer.jobs.control import stop, wait_for_exit
+from trainer.jobs.folder import job_alive, log_tail
+from trainer.jobs.launch import launch
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking.store import get_run_record, read_progress
+from trainer.tracking.job_file import read_job
+from trainer.tracking.progress import read_progress
+from trainer.tracking.records import get_run_record
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -34,8 +38,8 @@ def settings(home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
 @pytest.fixture(scope="module")
 def finished_run(home: Path) -> str:
     settings = load_settings(home=home, tracking_uri_override=None)
-    job = jobs.launch(settings, load_config(DEMO, ["logging.run_name=monitor_done"]))
-    assert job.process.wait(timeout=240) == 0, jobs.log_tail(job.job_dir)
+    job = launch(settings, load_config(DEMO, ["logging.run_name=monitor_done"]))
+    assert job.process.wait(timeout=240) == 0, log_tail(job.job_dir)
     return job.run_id
 
 
@@ -103,7 +107,7 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         DEMO,
         ["train.steps=200", "sample.sample_every=0", "logging.run_name=monitor_live"],
     )
-    job = jobs.launch(settings, cfg)
+    job = launch(settings, cfg)
     try:
         wait_for(lambda: ((read_progress(job.job_dir) or {}).get("step") or 0) >= 2, 180, "step 2")
         at = monitor(job.run_id).run()
@@ -127,8 +131,8 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         assert not resume.disabled
         resume.click().run()
         assert not at.exception
-        relaunched = jobs.read_job(job.job_dir)
-        assert relaunched.pid != job.pid and jobs.job_alive(relaunched)
+        relaunched = read_job(job.job_dir)
+        assert relaunched.pid != job.pid and job_alive(relaunched)
         shown = texts(at)  # the page re-rendered after the click
         assert "🚀 resuming" in shown and ("Queued" in shown or "Loading" in shown)
         wait_for(
@@ -137,8 +141,8 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
             "the resumed trainer to attach to the run",
         )
     finally:
-        jobs.stop(settings, job.run_id, force=True)
-        jobs.wait_for_exit(settings, job.run_id, timeout=20)
+        stop(settings, job.run_id, force=True)
+        wait_for_exit(settings, job.run_id, timeout=20)
 
 
 def test_a_dead_trainer_is_reconciled_when_the_monitor_loads(settings: StudioSettings) -> None:
@@ -149,7 +153,7 @@ def test_a_dead_trainer_is_reconciled_when_the_monitor_loads(settings: StudioSet
     cfg = load_config(
         DEMO, ["train.steps=200", "save.save_every=1000", "logging.run_name=monitor_dead"]
     )
-    job = jobs.launch(settings, cfg)
+    job = launch(settings, cfg)
     wait_for(lambda: ((read_progress(job.job_dir) or {}).get("step") or 0) >= 1, 180, "step 1")
     os.killpg(job.pid, signal.SIGKILL)
     job.process.wait(timeout=10)

@@ -108,15 +108,15 @@ def test_review_fields_are_editable() -> None:
 
 
 def test_launch_hands_the_config_to_the_job_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    jobs = pytest.importorskip("ui.jobs")
+    review = pytest.importorskip("ui.review")
     launched = []
 
     def fake_launch(cfg):
         launched.append(cfg)
         return type("Job", (), {"run_id": "run123"})()
 
-    monkeypatch.setattr(jobs, "launch_draft", fake_launch)
-    monkeypatch.setattr(jobs, "open_monitor", lambda run_id=None: None)
+    monkeypatch.setattr(review, "launch_draft", fake_launch)
+    monkeypatch.setattr(review, "open_monitor", lambda run_id=None: None)
     at = open_page("pages/review.py")
     at.button(key="rv:launch").click().run()
     assert len(launched) == 1 and launched[0].model.arch == "sd15"

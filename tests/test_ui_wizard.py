@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from ui_support import draft, go_to_step, keys, new_app, open_page, texts, widget
 
-from trainer.config.schema import WIZARD_STEPS, field_meta, iter_fields
+from trainer.config.fields import WIZARD_STEPS
+from trainer.config.introspection import field_meta, iter_fields
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +169,8 @@ def test_dataset_step_analyses_the_demo_dataset() -> None:
 
 
 def test_table_edits_become_config_rows() -> None:
-    from trainer.config.schema import Augmentation, SamplePrompt
+    from trainer.config.sections.datasets import Augmentation
+    from trainer.config.sections.outputs import SamplePrompt
     from ui.widgets import table_rows
 
     base = [{"prompt": "a [trigger]", "seed": None}, {"prompt": "old"}]

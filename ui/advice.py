@@ -1,38 +1,37 @@
-"""The one door from the UI to the advisor: hardware, smart defaults, findings, predictions, words.
+"""What the UI asks the advisor, as the small records the pages show: the machine, smart
+defaults, findings with their fixes, predictions, explanations, and labels for dotted paths.
 
-The pages never import ``advisor`` directly. This adapter calls it, converts its answers into the
-small records below, and degrades gracefully: when a piece of the advisor is missing or raises,
-the UI still works with plain fallbacks (schema problems as findings, presets as defaults, field
-descriptions as explanations) and says "predictions unavailable" instead of guessing.
+The advisor is called plainly. When it raises, the error reaches the page, where
+``ui.boundary.advisor_boundary`` shows a short message in place of that part (and logs the
+traceback): no guessed fallback answer stands in for the advisor's.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib
-import os
-import platform
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from PIL import Image
 
-from advisor.patch import set_in
+from advisor.dataset import DatasetInfo, FolderInfo, caption_trigger
+from advisor.defaults import UserIntent, recommend
+from advisor.explain import Explanation
+from advisor.explain import explain_field as advisor_explain_field
+from advisor.explain import explain_step as advisor_explain_step
+from advisor.findings import Finding as AdvisorFinding
+from advisor.predict import predict as predict_run
+from advisor.profile import GPU, SystemProfile, detect_profile, with_overrides
+from advisor.rules import apply_fixes, validate
+from trainer.config.introspection import field_info
 from trainer.config.io import ConfigError, Problem, config_from_dict
-from trainer.config.schema import (
-    ARCH_DEFAULTS,
-    DECISION_AUTOS,
-    WIZARD_STEPS,
-    TrainingConfig,
-    field_info,
-    iter_fields,
-)
+from trainer.config.paths import set_path as set_in
+from trainer.config.schema import TrainingConfig
+from trainer.demo.tiny import ensure_demo
+from trainer.settings import load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-PRESETS = ROOT / "presets"
 EXPERIENCE = ("beginner", "intermediate", "advanced")
 PRIORITIES = ("quality", "speed", "memory")
 WHAT = ("person", "character", "style", "object", "concept", "other")
@@ -50,10 +49,10 @@ class Hardware:
     disk_type: str  # hdd | ssd | nvme | unknown
     cpu_name: str
     cores: int
+    raw: SystemProfile  # the advisor's profile, passed back to it
     unified: bool = False
     detected: dict[str, bool] = field(default_factory=dict)  # item -> found by detection
     notes: list[str] = field(default_factory=list)
-    raw: Any = None  # the advisor's own profile object, passed back to it
 
 
 @dataclass
@@ -72,7 +71,7 @@ class Finding:
     fix: dict[str, Any] | None = None  # dotted path -> new value
     fix_label: str = ""
     rule: str = ""
-    raw: Any = None  # the advisor's own finding, for apply_all_fixes
+    raw: AdvisorFinding | None = None  # the advisor's own finding, for apply_all_fixes
 
     @property
     def key(self) -> str:
@@ -103,29 +102,13 @@ class Prediction:
         return self.vram_range[1] <= self.vram_available_gb
 
 
-def _advisor(module: str) -> Any:
-    """An advisor module, or None while it is missing or broken (the UI then falls back)."""
-    try:
-        return importlib.import_module(f"advisor.{module}")
-    except Exception:
-        return None
-
-
 # ------------------------------------------------------------------------------------ hardware
 def detect_hardware(home: Path, overrides: dict[str, Any] | None = None) -> Hardware:
     """The machine as the advisor sees it, with the user's overrides applied on top."""
-    profile_mod = _advisor("profile")
-    hw = None
-    if profile_mod is not None:
-        try:
-            hw = _from_profile(profile_mod.detect_profile(home))
-        except Exception as err:
-            hw = _fallback_hardware(home)
-            hw.notes.append(f"hardware detection failed ({err}); showing basic facts")
-    return apply_overrides(hw or _fallback_hardware(home), overrides or {})
+    return apply_overrides(_from_profile(detect_profile(home)), overrides or {})
 
 
-def _from_profile(profile: Any) -> Hardware:
+def _from_profile(profile: SystemProfile) -> Hardware:
     gpu = profile.gpu
     return Hardware(
         gpu_kind=profile.kind,
@@ -150,36 +133,16 @@ def _from_profile(profile: Any) -> Hardware:
 
 
 def apply_overrides(hw: Hardware, overrides: dict[str, Any]) -> Hardware:
+    """``hw`` with what the user entered in preflight (VRAM, reserve, RAM, disk, cores)."""
     overrides = {k: v for k, v in overrides.items() if v not in (None, "")}
-    if hw.raw is not None:
-        try:
-            return _from_profile_with(hw, overrides)
-        except Exception as err:
-            hw = copy.copy(hw)
-            hw.notes = [*hw.notes, f"overrides not applied ({err})"]
-            return hw
-    hw = copy.copy(hw)
-    for key in ("vram_gb", "ram_gb", "disk_free_gb", "disk_type", "cores"):
-        if key in overrides:
-            setattr(hw, key, overrides[key])
-    reserve = float(overrides.get("reserve_vram_gb") or 0)
-    if reserve and hw.vram_gb is not None:
-        hw.vram_gb = max(0.0, hw.vram_gb - reserve)
-    return hw
-
-
-def _from_profile_with(hw: Hardware, overrides: dict[str, Any]) -> Hardware:
-    profile_mod = _advisor("profile")
     profile = hw.raw
     if "vram_gb" in overrides:
         vram = float(overrides["vram_gb"])
         if profile.gpu is None:  # planning for a GPU this machine does not have
-            gpu = profile_mod.GPU("nvidia", "GPU (entered in preflight)", vram, vram, bf16=True)
+            gpu = GPU("nvidia", "GPU (entered in preflight)", vram, vram, bf16=True)
             profile = replace(profile, gpus=(gpu,))
         else:
-            profile = profile_mod.with_overrides(
-                profile, {"vram_total_gb": vram, "vram_free_gb": vram}
-            )
+            profile = with_overrides(profile, {"vram_total_gb": vram, "vram_free_gb": vram})
     top = {
         "reserved_vram_gb": overrides.get("reserve_vram_gb"),
         "ram_total_gb": overrides.get("ram_gb"),
@@ -190,46 +153,9 @@ def _from_profile_with(hw: Hardware, overrides: dict[str, Any]) -> Hardware:
     top = {k: v for k, v in top.items() if v is not None}
     if "ram_total_gb" in top:
         top["ram_available_gb"] = min(profile.ram_available_gb, top["ram_total_gb"])
-    result = _from_profile(profile_mod.with_overrides(profile, top))
+    result = _from_profile(with_overrides(profile, top))
     result.detected = hw.detected
     return result
-
-
-def _fallback_hardware(home: Path) -> Hardware:
-    cores = os.cpu_count() or 1
-    cpu_name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        vm = psutil.virtual_memory()
-        ram, avail = vm.total / 2**30, vm.available / 2**30
-    except ImportError:  # pragma: no cover - psutil comes with mlflow
-        ram = avail = 0.0
-    probe = Path(home)
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    disk = shutil.disk_usage(probe).free / 2**30
-    apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-    return Hardware(
-        gpu_kind="apple" if apple else "cpu",
-        gpu_name="Apple Silicon (unified memory)" if apple else "No GPU found: CPU only",
-        vram_gb=round(ram * 0.7, 1) if apple else None,
-        ram_gb=round(ram, 1),
-        ram_available_gb=round(avail, 1),
-        disk_free_gb=round(disk, 1),
-        disk_type="unknown",
-        cpu_name=cpu_name,
-        cores=cores,
-        unified=apple,
-        detected={"gpu": False, "ram": ram > 0, "disk": True, "cpu": True},
-    )
 
 
 # ------------------------------------------------------------------------------ smart defaults
@@ -237,29 +163,17 @@ def smart_defaults(
     draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
 ) -> list[Recommendation]:
     """Recommended values for the draft's architecture, intent and hardware, each with a reason."""
-    defaults = _advisor("defaults")
-    if defaults is not None and hw.raw is not None:
-        try:
-            return _advisor_defaults(defaults, draft, hw, intent)
-        except Exception:
-            pass
-    return _fallback_defaults(draft, hw, intent)
-
-
-def _advisor_defaults(
-    defaults: Any, draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
-) -> list[Recommendation]:
     try:
         base = config_from_dict(draft)
     except ConfigError:
         base = None
-    wish = defaults.UserIntent(
+    wish = UserIntent(
         training_type=intent.get("what", "other"),
         priority=intent.get("priority", "quality"),
         experience=intent.get("experience", "beginner"),
     )
     arch = draft["model"]["arch"]
-    result = defaults.recommend(wish, arch, hw.raw, dataset_info(draft, base), base)
+    result = recommend(wish, arch, hw.raw, dataset_info(draft, base), base)
     recs = [Recommendation(r.path, r.value, r.reason, r.source) for r in result.recommendations]
     if base is None and not any(r.path == "model.name_or_path" for r in recs):
         model = result.config.model.name_or_path
@@ -267,11 +181,10 @@ def _advisor_defaults(
     return recs
 
 
-def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> Any:
+def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> DatasetInfo | None:
     """What the advisor knows about the images, counted cheaply from the folders (image files,
     caption files, sizes from the image headers; no torch import, cached per folder state)."""
-    dataset_mod = _advisor("dataset")
-    if dataset_mod is None or cfg is None:
+    if cfg is None:
         return None
     folders = []
     for ds in cfg.datasets:
@@ -279,8 +192,8 @@ def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> Any:
         if folder is None:
             return None
         stamp = folder.stat().st_mtime_ns
-        folders.append(_count_folder(dataset_mod, str(folder), stamp, ds.caption_ext))
-    return dataset_mod.DatasetInfo(tuple(folders))
+        folders.append(_count_folder(str(folder), stamp, ds.caption_ext))
+    return DatasetInfo(tuple(folders))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -288,18 +201,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 def _folder_of(ref: str) -> Path | None:
     if ref.startswith("demo:"):
-        from trainer.demo.tiny import ensure_demo
-        from trainer.settings import load_settings
-
         return ensure_demo(load_settings().home, "dataset") if ref == "demo:dataset" else None
     path = Path(ref).expanduser()
     return path if path.is_dir() else None
 
 
 @functools.lru_cache(maxsize=32)
-def _count_folder(dataset_mod: Any, name: str, stamp: int, caption_ext: str) -> Any:
-    from PIL import Image
-
+def _count_folder(name: str, stamp: int, caption_ext: str) -> FolderInfo:
     folder = Path(name)
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     sizes = []
@@ -307,13 +215,13 @@ def _count_folder(dataset_mod: Any, name: str, stamp: int, caption_ext: str) -> 
         try:
             with Image.open(path) as image:
                 sizes.append(image.size)
-        except Exception:
+        except Exception:  # an unreadable image is not counted (the trainer skips it too)
             continue
     ext = "." + caption_ext.lstrip(".")
     captions = [_read_caption(p.with_suffix(ext)) for p in images[:2000]]
     captioned = sum(c is not None for c in captions)
-    trigger = dataset_mod.caption_trigger(c for c in captions if c is not None)
-    return dataset_mod.FolderInfo(
+    trigger = caption_trigger(c for c in captions if c is not None)
+    return FolderInfo(
         len(sizes), tuple(sizes), captioned, folder=str(folder), caption_trigger=trigger
     )
 
@@ -323,63 +231,6 @@ def _read_caption(path: Path) -> str | None:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-
-
-def _preset_for(arch: str, what: str, demo: bool) -> str | None:
-    name = f"demo_{arch}" if demo else f"{what}_{arch}"
-    return name if (PRESETS / f"{name}.yaml").exists() else None
-
-
-def _fallback_defaults(
-    draft: dict[str, Any], hw: Hardware, intent: dict[str, str]
-) -> list[Recommendation]:
-    arch = draft["model"]["arch"]
-    demo = str(draft["model"]["name_or_path"]).startswith("demo:")
-    preset = _preset_for(arch, intent.get("what", "other"), demo)
-    recs: dict[str, Recommendation] = {}
-    if preset:
-        data = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text(encoding="utf-8"))
-        base = TrainingConfig().model_dump(mode="json")
-        keep = {"name", "preset", "intent", "model.name_or_path", "model.arch"}
-        for path, value in _leaves(config_from_dict(data).model_dump(mode="json")):
-            if path in keep or (path.startswith("datasets.") and path.endswith("folder_path")):
-                continue
-            if _get(base, path) != value or path in DECISION_AUTOS:
-                recs[path] = Recommendation(path, value, f"built-in preset '{preset}'", "preset")
-    native = ARCH_DEFAULTS[arch]["native_resolution"]
-    if not demo and "datasets.0.resolution" not in recs:
-        recs["datasets.0.resolution"] = Recommendation(
-            "datasets.0.resolution", [native], f"the native size of {arch}", "model"
-        )
-    fallback = {"train.steps": 1000, "train.lr": 1e-4, "train.batch_size": 1}
-    fallback |= {"network.linear": 16, "network.linear_alpha": 16.0}
-    for path, value in fallback.items():
-        recs.setdefault(path, Recommendation(path, value, "a safe general starting point"))
-    if hw.vram_gb is not None and not demo:
-        per = {512: 3, 768: 4, 1024: 6}.get(native, 8)
-        batch = max(1, min(4, int(hw.vram_gb // per)))
-        recs["train.batch_size"] = Recommendation(
-            "train.batch_size", batch, f"{hw.vram_gb:.0f} GB usable VRAM at {native} px", "seed"
-        )
-    workers = min(int(hw.ram_gb // 8), hw.cores, 8)
-    recs["runtime.num_workers"] = Recommendation(
-        "runtime.num_workers", workers, f"{hw.ram_gb:.0f} GB RAM and {hw.cores} CPU cores", "seed"
-    )
-    recs["runtime.persistent_workers"] = Recommendation(
-        "runtime.persistent_workers", workers > 0, "keep workers between epochs when there are any"
-    )
-    return list(recs.values())
-
-
-def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(data, dict) and data and prefix.count(".") < 4:
-        found: list[tuple[str, Any]] = []
-        for key, value in data.items():
-            found += _leaves(value, f"{prefix}{key}.")
-        return found
-    if isinstance(data, list) and data and isinstance(data[0], dict) and prefix == "datasets.":
-        return [x for i, item in enumerate(data) for x in _leaves(item, f"{prefix}{i}.")]
-    return [(prefix.rstrip("."), data)]
 
 
 def _get(data: Any, path: str) -> Any:
@@ -393,40 +244,17 @@ def _get(data: Any, path: str) -> Any:
 
 # ------------------------------------------------------------------------------------ findings
 def findings(
-    draft: dict[str, Any],
-    problems: list[Problem],
-    cfg: TrainingConfig | None,
-    hw: Hardware,
-    recommendations: dict[str, dict[str, Any]],
+    draft: dict[str, Any], problems: list[Problem], cfg: TrainingConfig | None, hw: Hardware
 ) -> list[Finding]:
-    """Everything worth telling about the draft: schema errors, unresolved autos, advice."""
+    """Everything worth telling about the draft: its schema errors and, once it validates, the
+    advisor's findings (among them the settings still 'auto')."""
     found = [_problem_finding(draft, p) for p in problems]
-    rules = _advisor("rules")
-    if cfg is not None and rules is not None:
-        try:
-            raw = rules.validate(cfg, hw.raw, dataset_info(draft, cfg))
-        except Exception:
-            raw = None
-        if raw is not None:
-            return found + [_from_advisor(f) for f in raw]
-    for path in DECISION_AUTOS:
-        if _get(draft, path) == "auto":
-            rec = recommendations.get(path)
-            value = rec["value"] if rec else _auto_fallback(path, draft)
-            found.append(
-                Finding(
-                    "error",
-                    f"{label_of(path)} is still 'auto': a run needs a number",
-                    [path],
-                    {path: value},
-                    f"Use {value!r}" + (f" ({rec['reason']})" if rec else ""),
-                    "unresolved-auto",
-                )
-            )
+    if cfg is not None:
+        found += [_from_advisor(f) for f in validate(cfg, hw.raw, dataset_info(draft, cfg))]
     return found
 
 
-def _from_advisor(raw: Any) -> Finding:
+def _from_advisor(raw: AdvisorFinding) -> Finding:
     fix = dict(raw.fix) if raw.fix else None
     label = ", ".join(f"{label_of(p)} = {short_value(v)}" for p, v in (fix or {}).items())
     return Finding(raw.severity, raw.message, list(raw.paths), fix, label, raw.rule, raw)
@@ -446,26 +274,10 @@ def short_value(value: Any) -> str:
 
 def apply_all_fixes(cfg: TrainingConfig | None, found: list[Finding]) -> dict[str, Any] | None:
     """The draft after every fix that can apply (conflicting ones skipped), or None."""
-    rules = _advisor("rules")
     raw = [f.raw for f in found if f.raw is not None and f.fix]
-    if cfg is not None and rules is not None and raw:
-        try:
-            return rules.apply_fixes(cfg, raw).config.model_dump(mode="json")
-        except Exception:
-            return None
-    return None
-
-
-def _auto_fallback(path: str, draft: dict[str, Any]) -> Any:
-    return {
-        "train.steps": 1000,
-        "train.lr": 1e-4,
-        "train.batch_size": 1,
-        "network.linear": 16,
-        "network.linear_alpha": float(_get(draft, "network.linear") or 16)
-        if _get(draft, "network.linear") != "auto"
-        else 16.0,
-    }[path]
+    if cfg is None or not raw:
+        return None
+    return apply_fixes(cfg, raw).config.model_dump(mode="json")
 
 
 def _problem_finding(draft: dict[str, Any], problem: Problem) -> Finding:
@@ -508,14 +320,13 @@ def _optional(info: Any) -> bool:
 def predict(
     cfg: TrainingConfig | None, hw: Hardware, history: list[Any] | None = None
 ) -> Prediction | None:
-    """VRAM, RAM, time and disk for the config on this machine; None when the advisor cannot.
+    """VRAM, RAM, time and disk for the config on this machine; None without a valid config.
     ``history`` (past runs of the store) corrects the speed and memory priors with what runs of
     the same architecture, size and device measured."""
-    predict_mod = _advisor("predict")
-    if predict_mod is None or cfg is None or hw.raw is None:
+    if cfg is None:
         return None
     info = dataset_info(cfg.model_dump(mode="json"), cfg)
-    p = predict_mod.predict(cfg, hw.raw, info, history)
+    p = predict_run(cfg, hw.raw, info, history)
     return Prediction(
         vram_gb=p.vram.value,
         vram_range=(p.vram.low, p.vram.high),
@@ -533,52 +344,23 @@ def predict(
 
 
 # -------------------------------------------------------------------------------- explanations
-@functools.lru_cache(maxsize=2048)
-def _advisor_text(kind: str, key: str, experience: str) -> str | None:
-    explain = _advisor("explain")
-    fn = getattr(explain, f"explain_{kind}", None) if explain is not None else None
-    if fn is None:
-        return None
-    try:
-        found = fn(key, experience)
-    except Exception:
-        return None
-    if hasattr(found, "what"):
-        parts = [found.what]
-        if getattr(found, "interactions", ""):
-            parts.append(f"**Works with:** {found.interactions}")
-        if getattr(found, "watch_for", ""):
-            parts.append(f"**Watch for:** {found.watch_for}")
-        return "\n\n".join(parts)
-    return str(found) if found else None
-
-
+@functools.lru_cache(maxsize=256)
 def explain_step(step: str, experience: str) -> str:
-    found = _advisor_text("step", step, experience)
-    if found:
-        return found
-    _title, text = WIZARD_STEPS[step]
-    if experience == "advanced":
-        return text
-    fields = [(p, i) for p, i in iter_fields() if (i.json_schema_extra or {}).get("step") == step]
-    basic = [(p, i) for p, i in fields if (i.json_schema_extra or {}).get("level") == "basic"]
-    lines = [text, ""]
-    shown = basic if experience == "intermediate" else basic or fields
-    for path, info in shown[:8]:
-        desc = info.description or ""
-        if experience == "intermediate":
-            desc = desc.split(". ")[0].rstrip(".") + "."
-        lines.append(f"- **{label_of(path)}**: {desc}")
-    return "\n".join(lines)
+    return _markdown(advisor_explain_step(step, experience))
 
 
+@functools.lru_cache(maxsize=2048)
 def explain_field(path: str, experience: str) -> str:
-    found = _advisor_text("field", path, experience)
-    if found:
-        return found
-    info = field_info(path)
-    desc = info.description or ""
-    return desc if experience == "beginner" else desc.split(". ")[0]
+    return _markdown(advisor_explain_field(path, experience))
+
+
+def _markdown(found: Explanation) -> str:
+    parts = [found.what]
+    if found.interactions:
+        parts.append(f"**Works with:** {found.interactions}")
+    if found.watch_for:
+        parts.append(f"**Watch for:** {found.watch_for}")
+    return "\n\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------- labels

@@ -10,11 +10,16 @@ from typing import Any
 
 import streamlit as st
 
+from trainer.config.paths import generic_path
+from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Finding, Prediction
+from ui.boundary import advisor_boundary
+from ui.compare_history import render_history_hint
 from ui.context import StudioContext, apply_fix
+from ui.preflight import refresh_recommendations
 from ui.summary import format_duration, vram_text
-from ui.widgets import ARCH_LABELS, generic_path, step_fields
+from ui.widgets import ARCH_LABELS, step_fields
 
 SEVERITY = {
     "error": (":material/error:", "Error"),
@@ -46,8 +51,13 @@ def seconds_text(seconds: float | None) -> str:
 
 
 def render_advisor_column(step: str, context: StudioContext) -> None:
-    fields = set(step_fields(step))
     st.markdown("#### :material/school: Advisor")
+    with advisor_boundary("advising on this step"):
+        _render_column(step, context)
+
+
+def _render_column(step: str, context: StudioContext) -> None:
+    fields = set(step_fields(step))
     with st.container(border=True):
         st.markdown("**What these settings do**")
         st.markdown(advice.explain_step(step, context.experience))
@@ -65,9 +75,6 @@ def render_advisor_column(step: str, context: StudioContext) -> None:
     with st.container(border=True):
         st.markdown("**Predictions**")
         render_predictions(context, compact=True)
-    from trainer.settings import load_settings
-    from ui.compare import render_history_hint
-
     render_history_hint(load_settings())  # "based on N similar runs…" (issue 7)
     for note in context.notes:
         st.caption(f"ℹ️ {note}")
@@ -85,8 +92,6 @@ def render_recommendations(
     made_for = state.meta().get("recommended_for")
     arch = state.get_value("model.arch")
     if context.recommendations and made_for and made_for != arch:
-        from ui.preflight import refresh_recommendations
-
         st.markdown(
             f":material/info: These were made for **{ARCH_LABELS.get(made_for, made_for)}**; "
             f"the draft is now {ARCH_LABELS.get(arch, arch)}."
@@ -149,8 +154,8 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
     prediction: Prediction | None = context.prediction
     if prediction is None:
         st.caption(
-            ":material/query_stats: Predictions unavailable: the advisor cannot estimate this "
-            "config yet (fix the errors, or the prediction model is not installed)."
+            ":material/query_stats: Predictions unavailable: no valid settings to estimate yet "
+            "(fix the errors), or the advisor failed (its message is above)."
         )
         return
     if not compact:

@@ -8,12 +8,11 @@
 - ``compare_actions``: rating and note, reuse as preset / new run, MLflow UI links, adapters;
 - ``compare_history``: what the advisor learns from the runs ("based on N similar runs…").
 
-Everything is read through ``trainer.tracking.store`` (the one place that knows the MLflow layout).
+Everything is read through ``trainer.tracking`` (the one package that knows the MLflow layout).
 """
 
 from __future__ import annotations
 
-from trainer.tracking import store as tracking
 from ui.compare_actions import (
     draft_from_run,
     preset_from_run,
@@ -25,7 +24,7 @@ from ui.compare_actions import (
 from ui.compare_curves import CURVE_KEYS, curve_frame, render_curves
 from ui.compare_diff import diff_rows, render_diff
 from ui.compare_history import calibration_text, render_history, render_history_hint
-from ui.compare_samples import render_samples, split_composite
+from ui.compare_samples import render_samples
 from ui.compare_store import bump, load_runs, past_runs, version
 from ui.compare_table import (
     ANY,
@@ -62,8 +61,6 @@ __all__ = [
     "render_reuse",
     "render_samples",
     "render_table",
-    "split_composite",
     "table_rows",
-    "tracking",
     "version",
 ]

@@ -8,10 +8,15 @@ from typing import Any
 
 import streamlit as st
 
+from trainer.config.io import loads_config
+from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
-from trainer.tracking import store as tracking
-from trainer.tracking.store import RunRecord
+from trainer.tracking.artifacts import load_run_config, lora_artifacts
+from trainer.tracking.ratings import set_note, set_rating
+from trainer.tracking.records import RunRecord
+from ui import mlflow_ui
 from ui.compare_store import bump
+from ui.state import replace_draft
 
 
 def render_rating(settings: StudioSettings, rec: RunRecord) -> None:
@@ -40,18 +45,16 @@ def _save_rating(tracking_uri: str, rec: RunRecord, key: str) -> None:
     stars = st.session_state.get(f"cmp:rate:{key}") or 0
     note = st.session_state.get(f"cmp:note:{key}", rec.note)
     if stars:
-        tracking.set_rating(tracking_uri, rec.run_id, int(stars))
+        set_rating(tracking_uri, rec.run_id, int(stars))
     if note != rec.note:
-        tracking.set_note(tracking_uri, rec.run_id, note)
+        set_note(tracking_uri, rec.run_id, note)
     bump()
     st.session_state[f"cmp:saved:{key}"] = True
 
 
 def preset_from_run(settings: StudioSettings, rec: RunRecord, name: str) -> Path:
     """Write the run's config as ``<home>/presets/<name>.yaml`` with a source comment."""
-    from trainer.config.io import atomic_write_text
-
-    text = tracking.load_run_config(settings.tracking_uri, rec.run_id)
+    text = load_run_config(settings.tracking_uri, rec.run_id)
     when = rec.start_time.strftime("%Y-%m-%d %H:%M UTC") if rec.start_time else "?"
     header = f"# Preset '{name}': config of run '{rec.name}' ({rec.run_id}, {when}).\n"
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "preset"
@@ -60,9 +63,7 @@ def preset_from_run(settings: StudioSettings, rec: RunRecord, name: str) -> Path
 
 
 def draft_from_run(settings: StudioSettings, rec: RunRecord) -> dict[str, Any]:
-    from trainer.config.io import loads_config
-
-    cfg = loads_config(tracking.load_run_config(settings.tracking_uri, rec.run_id))
+    cfg = loads_config(load_run_config(settings.tracking_uri, rec.run_id))
     return cfg.model_dump(mode="json")
 
 
@@ -78,8 +79,6 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
         else:
             left.success(f"Saved preset {path.name}.")
     if right.button("Start a new run from this one", key=f"cmp:draft:{key}"):
-        from ui.state import replace_draft
-
         try:
             replace_draft(draft_from_run(settings, rec))
         except OSError as err:
@@ -91,8 +90,6 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
 
 def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None:
     """'Open in MLflow UI': start (or reuse) a lean local server, then link to the runs."""
-    from ui import mlflow_ui
-
     if st.button("Open in MLflow UI", key="cmp:mlflow"):
         with st.spinner("Starting the MLflow UI (first time: up to half a minute)…"):
             try:
@@ -114,6 +111,6 @@ def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
     """The adapters each run saved (``lora/`` and ``checkpoints/``)."""
     cols = st.columns(len(runs))
     for col, rec in zip(cols, runs, strict=True):
-        files = tracking.lora_artifacts(tracking_uri, rec.run_id)
+        files = lora_artifacts(tracking_uri, rec.run_id)
         col.markdown(f"**{rec.name}**")
         col.caption("\n".join(f"- `{f}`" for f in files) if files else "no adapter saved")

@@ -7,14 +7,13 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.config.schema import WIZARD_STEPS
-from trainer.tracking.store import RunRecord
+from advisor.history import diff_runs
+from trainer.config.fields import WIZARD_STEPS
+from trainer.tracking.records import RunRecord
 
 
 def diff_rows(base: RunRecord, other: RunRecord, level: str = "beginner") -> list[dict[str, Any]]:
     """Fields that differ, in wizard order, with the advisor's explanation of each."""
-    from advisor.history import diff_runs
-
     diff = diff_runs(base, other, level)
     return [
         {

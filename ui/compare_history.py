@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import streamlit as st
 
+from advisor.history import recommend_from_history
 from trainer.settings import StudioSettings
+from ui.advice import predict
+from ui.boundary import advisor_boundary
 from ui.compare_store import local_history, past_runs, version
+from ui.context import hardware
+from ui.state import validated
 
 
 def render_history_hint(settings: StudioSettings) -> None:
     """The wizard's advisor column: "based on N similar runs…" for the current draft. Only for a
     local store that exists (reading it needs no MLflow import); silent otherwise."""
-    from advisor.history import recommend_from_history
-    from ui.state import validated
-
     cfg = validated().config
     runs = local_history(settings.tracking_uri) if cfg is not None else None
     if not runs:
@@ -29,10 +31,6 @@ def render_history_hint(settings: StudioSettings) -> None:
 
 def calibration_text(tracking_uri: str) -> str | None:
     """The draft's predicted s/step from priors alone and corrected by the store's runs."""
-    from ui.advice import predict
-    from ui.context import hardware
-    from ui.state import validated
-
     cfg = validated().config
     if cfg is None:
         return None
@@ -55,20 +53,15 @@ def calibration_text(tracking_uri: str) -> str | None:
 
 def render_history(tracking_uri: str) -> None:
     """What the advisor learns from these runs for the current draft."""
-    from advisor.history import recommend_from_history
-    from ui.state import validated
-
     checked = validated()
     if checked.config is None:
         return
-    insights = recommend_from_history(checked.config, past_runs(tracking_uri, version()))
-    for insight in insights:
-        st.markdown(f"- {insight.message}")
-    if not insights:
-        st.caption("No finished runs like the current draft yet.")
-    try:
+    with advisor_boundary("learning from your past runs"):
+        insights = recommend_from_history(checked.config, past_runs(tracking_uri, version()))
+        for insight in insights:
+            st.markdown(f"- {insight.message}")
+        if not insights:
+            st.caption("No finished runs like the current draft yet.")
         text = calibration_text(tracking_uri)
-    except Exception as err:  # the advisor must never take the page down
-        text = f"Predictions unavailable ({err})."
-    if text:
-        st.markdown(text)
+        if text:
+            st.markdown(text)

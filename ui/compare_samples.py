@@ -3,12 +3,16 @@ the run, so the MLflow UI shows it too), and a slider comparison of two runs' im
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import streamlit as st
+from PIL import Image
+from streamlit_extras.image_compare_slider import image_compare_slider
 
-from trainer.tracking import store as tracking
-from trainer.tracking.store import RunRecord, SampleImage
+from trainer.tracking.artifacts import SampleImage, sample_images
+from trainer.tracking.ratings import sample_ratings, set_sample_rating
+from trainer.tracking.records import RunRecord
 from ui.compare_store import bump
 
 SHOW_MIN_PX = 384  # tiny demo samples (64 px) are scaled up, pixel for pixel, to be seen
@@ -24,7 +28,7 @@ def _stars(n: int) -> str:
 
 
 def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
-    per_run = {r.run_id: tracking.sample_images(tracking_uri, r.run_id) for r in runs}
+    per_run = {r.run_id: sample_images(tracking_uri, r.run_id) for r in runs}
     steps = shared_steps(per_run)
     if not steps:
         st.caption("No sampling step shared by all these runs.")
@@ -33,7 +37,7 @@ def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
     cols = st.columns(len(runs))
     for col, rec in zip(cols, runs, strict=True):
         col.markdown(f"**{rec.name}**")
-        ratings = tracking.sample_ratings(rec.tags)
+        ratings = sample_ratings(rec.tags)
         for image in (s for s in per_run[rec.run_id] if s.step == step):
             col.image(_thumb(image.path_or_uri), caption=image.prompt or image.key)
             key = f"cmp:srate:{rec.run_id[:12]}:{step}:{image.key}"
@@ -51,32 +55,28 @@ def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
 
 
 def _save_sample_rating(tracking_uri: str, run_id: str, step: int, image: str, key: str) -> None:
-    tracking.set_sample_rating(tracking_uri, run_id, step, image, int(st.session_state[key] or 0))
+    set_sample_rating(tracking_uri, run_id, step, image, int(st.session_state[key] or 0))
     bump()
 
 
 # --------------------------------------------------------------------------------- the slider
-def split_composite(a: Any, b: Any, split: float) -> Any:
-    """One image: ``a`` left of ``split`` (0-1 of the width), ``b`` right of it (resized to
-    ``a``'s size when they differ), with a one-pixel white line at the split."""
-    from PIL import Image, ImageDraw
-
+def slider_pair(a: Image.Image, b: Image.Image) -> tuple[bytes, bytes]:
+    """The slider's two images as PNG (no JPEG blur on tiny samples): ``b`` resized to ``a``'s
+    size when they differ (the divider must cut both at the same place), both enlarged pixel for
+    pixel when small."""
     a, b = a.convert("RGB"), b.convert("RGB")
     if b.size != a.size:
         b = b.resize(a.size, Image.Resampling.LANCZOS)
-    width, height = a.size
-    x = min(width, max(0, round(split * width)))
-    out = a.copy()
-    if x < width:
-        out.paste(b.crop((x, 0, width, height)), (x, 0))
-    if 0 < x < width:
-        ImageDraw.Draw(out).line([(x, 0), (x, height - 1)], fill=(255, 255, 255))
-    return out
+    return _png(_shown(a)), _png(_shown(b))
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 def _shown(image: Any, least: int = SHOW_MIN_PX) -> Any:
-    from PIL import Image
-
     scale = -(-least // image.width) if image.width < least else 1
     if scale == 1:
         return image
@@ -85,8 +85,6 @@ def _shown(image: Any, least: int = SHOW_MIN_PX) -> Any:
 
 def _thumb(path: str) -> Any:
     """The file itself, or a pixel-exact enlargement when it is smaller than a thumbnail."""
-    from PIL import Image
-
     with Image.open(path) as image:
         if image.width >= THUMB_MIN_PX:
             return path
@@ -94,12 +92,11 @@ def _thumb(path: str) -> Any:
 
 
 def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], step: int) -> None:
-    """Baseline (left) against another picked run (right), same step and prompt."""
-    from PIL import Image
-
+    """Baseline (left) against another picked run (right), same step and prompt, with a divider
+    to drag (or to move with the arrow keys) in the browser."""
     base, others = runs[0], {r.run_id: r for r in runs[1:]}
     st.markdown("**Slider comparison**")
-    cols = st.columns(3)
+    cols = st.columns(2)
     other = others[
         cols[0].selectbox(
             f"Right of the split ({base.name} is left)",
@@ -117,10 +114,9 @@ def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], 
     key = cols[1].selectbox(
         "Prompt", shared, format_func=lambda k: left[k].prompt or k, key="cmp:slider_prompt"
     )
-    split = cols[2].slider("Split (% of the width)", 0, 100, 50, key="cmp:split")
     with Image.open(left[key].path_or_uri) as a, Image.open(right[key].path_or_uri) as b:
-        composite = split_composite(a, b, split / 100)
-    st.image(
-        _shown(composite),
-        caption=f"◀ {base.name} | {other.name} ▶ (step {step}, split at {split}%)",
+        shown_left, shown_right = slider_pair(a, b)
+    image_compare_slider(
+        shown_left, shown_right, label1=base.name, label2=other.name, key="cmp:slider"
     )
+    st.caption(f"◀ {base.name} | {other.name} ▶ (step {step}): drag the divider to compare")

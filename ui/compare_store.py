@@ -2,7 +2,7 @@
 version number that a rating or note bumps so the next render reads the store again.
 
 A local SQLite store is read in bulk each time (fast); any other store (``mlflow server``) through
-one ``tracking.RunCache`` per tracking URI shared by all sessions, which re-reads only the runs
+one ``RunCache`` per tracking URI shared by all sessions, which re-reads only the runs
 that may have changed (new, running, just rated) and the whole store every few minutes or when
 ``refresh`` is called."""
 
@@ -13,8 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.tracking import store as tracking
-from trainer.tracking.store import RunRecord
+from advisor.runs import as_runs
+from trainer.settings import load_settings
+from trainer.tracking.connect import sqlite_path
+from trainer.tracking.records import RunRecord
+from trainer.tracking.run_cache import RunCache
 
 VERSION_KEY = "cmp:version"
 
@@ -23,23 +26,21 @@ FULL_EVERY_S = 300.0  # a server store is read in full this often (runs deleted 
 
 
 @st.cache_resource(show_spinner=False)
-def run_cache(tracking_uri: str) -> tracking.RunCache:
+def run_cache(tracking_uri: str) -> RunCache:
     """The runs read so far from the store at ``tracking_uri`` (one holder per URI), with the
     last full read of a server store kept in ``<home>/cache/runs/`` so that a restarted studio
     shows them at once (and reads the store again in the background)."""
     snapshot = None
-    if tracking.sqlite_path(tracking_uri) is None:
-        from trainer.settings import load_settings
-
+    if sqlite_path(tracking_uri) is None:
         digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]  # no URI in clear
         snapshot = load_settings().home / "cache" / "runs" / f"{digest}.json"
-    return tracking.RunCache(tracking_uri, full_every_s=FULL_EVERY_S, snapshot=snapshot)
+    return RunCache(tracking_uri, full_every_s=FULL_EVERY_S, snapshot=snapshot)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
 def load_runs(tracking_uri: str, version: int = 0) -> list[RunRecord]:
     """All runs of the store, newest first (``version`` is bumped when a rating/note changes;
-    the rated run itself is read again, see ``tracking.mark_changed``)."""
+    the rated run itself is read again, see ``trainer.tracking.run_cache.mark_changed``)."""
     return run_cache(tracking_uri).runs()
 
 
@@ -72,8 +73,6 @@ def updated(tracking_uri: str, run_id: str) -> None:
 def past_runs(tracking_uri: str, version: int = 0) -> list[Any]:
     """The runs as the advisor's ``PastRun``s with their configs parsed once (500 runs: ~0.4 s
     to parse, ~1 ms to recommend from afterwards)."""
-    from advisor.runs import as_runs
-
     runs = as_runs(load_runs(tracking_uri, version))
     for run in runs:
         _ = run.config  # cached_property: parsed here, once
@@ -91,7 +90,7 @@ def bump() -> None:
 def local_history(tracking_uri: str) -> list[Any] | None:
     """The store's runs for the advisor, when the store is a local SQLite file that exists
     (reading it then needs no MLflow import); None otherwise."""
-    db = tracking.sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     if db is None or not db.is_file():
         return None
     return past_runs(tracking_uri, version())

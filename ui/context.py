@@ -14,9 +14,12 @@ from typing import Any
 
 import streamlit as st
 
+from trainer.config.paths import generic_path
 from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Finding, Hardware, Prediction
+from ui.boundary import advisor_boundary
+from ui.compare_store import local_history
 
 _CACHE = "_studio_context"
 
@@ -40,8 +43,6 @@ class StudioContext:
         return [f for f in self.findings if f.severity == "warning"]
 
     def findings_for(self, paths: set[str]) -> list[Finding]:
-        from ui.widgets import generic_path
-
         return [f for f in self.findings if any(generic_path(p) in paths for p in f.paths)]
 
 
@@ -70,29 +71,26 @@ def studio_context() -> StudioContext:
     checked = state.validated()
     recs = meta.get("recommendations") or {}
     notes: list[str] = []
-    try:
-        found = advice.findings(state.draft(), checked.problems, checked.config, hw, recs)
-    except Exception as err:  # the advisor must never take a page down
-        found, notes = [], [*notes, f"Findings unavailable ({err})."]
+    found: list[Finding] = []
+    with advisor_boundary("checking the draft") as checking:
+        found = advice.findings(state.draft(), checked.problems, checked.config, hw)
     basis = checked.config or checked.last_valid
     if checked.config is None and basis is not None:
         notes.append("Predictions are for your last valid settings, until the errors are fixed.")
-    try:
-        history = prediction_history()
-        prediction = advice.predict(basis, hw, history) if basis is not None else None
-    except Exception as err:
-        prediction, notes = None, [*notes, f"Predictions unavailable ({err})."]
+    prediction = None
+    with advisor_boundary("predicting memory and time") as predicting:
+        if basis is not None:
+            prediction = advice.predict(basis, hw, prediction_history())
     experience = (meta.get("intent") or {}).get("experience", "beginner")
     context = StudioContext(hw, checked, found, prediction, recs, experience, notes)
-    st.session_state[_CACHE] = (key, context)
+    if not (checking.failed or predicting.failed):  # else the message shows on every run
+        st.session_state[_CACHE] = (key, context)
     return context
 
 
 def prediction_history() -> list[Any] | None:
     """The local store's past runs (parsed once per store version), which calibrate the
     predictions; None without a local store or when it cannot be read."""
-    from ui.compare_store import local_history
-
     try:
         return local_history(load_settings().tracking_uri)
     except Exception:  # a broken store must not take predictions down

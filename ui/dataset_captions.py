@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
+from trainer.data import captioning
 from trainer.data import library as dm
 from ui.dataset_manager import thumbnail
 
 
 def render_captions(folder: Path) -> None:
-    import pandas as pd
-
     captions = dm.read_captions(folder)
     bulk = st.columns(4)
     trigger = bulk[0].text_input("Trigger word", key="dsm:trigger")
@@ -56,8 +56,6 @@ def render_captions(folder: Path) -> None:
 
 
 def render_autocaption(folder: Path, home: Path) -> None:
-    from trainer.data import captioning
-
     st.subheader("Auto-caption")
     found = [str(p) for p in captioning.captioner_folders(home)]
     if not found:

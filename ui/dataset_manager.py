@@ -9,7 +9,10 @@ import base64
 import io
 from pathlib import Path
 
+import altair as alt
+import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from trainer.data import library as dm
 
@@ -65,9 +68,6 @@ def pick_dataset(root: Path) -> Path | None:
 
 
 def render_analysis(folder: Path) -> None:
-    import altair as alt
-    import pandas as pd
-
     cols = st.columns(4)
     resolutions = cols[0].multiselect("Resolutions", [512, 768, 1024], default=[512], key="dsm:res")
     repeats = cols[1].number_input("Repeats", 1, 1000, 1, key="dsm:repeats")
@@ -87,11 +87,11 @@ def render_analysis(folder: Path) -> None:
     left, right = st.columns(2)
     left.altair_chart(
         alt.Chart(frame).mark_bar().encode(alt.X("aspect:Q", bin=alt.Bin(maxbins=20)), y="count()"),
-        use_container_width=True,
+        width="stretch",
     )
     right.altair_chart(
         alt.Chart(frame).mark_circle().encode(x="width:Q", y="height:Q", tooltip=["image"]),
-        use_container_width=True,
+        width="stretch",
     )
     for res, counts in report["bucket_counts"].items():
         st.caption(f"Buckets at {res}px: " + ", ".join(f"{b} × {n}" for b, n in counts.items()))
@@ -105,8 +105,6 @@ def render_analysis(folder: Path) -> None:
 
 
 def thumbnail(path: Path, size: int = 96) -> str:
-    from PIL import Image
-
     with Image.open(path) as image:
         image = image.convert("RGB")
         image.thumbnail((size, size))

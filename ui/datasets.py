@@ -1,7 +1,8 @@
 """Dataset analysis for the wizard: images, sizes, captions, buckets and steps per epoch.
 
-Uses the trainer's own scan and bucketing (``trainer.data.pipeline``), so the numbers are the ones the run
-will see. The result is cached per folder state and settings.
+Uses the trainer's own scan and bucketing (``trainer.data.scanning`` and
+``trainer.data.batches``), so the numbers are the ones the run will see. The result is cached per
+folder state and settings.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from pydantic import ValidationError
 
-from trainer.config.schema import ARCH_DEFAULTS
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.sections.datasets import DatasetConfig
+from trainer.data.scanning import DatasetError, scan_dataset
 
 SCAN_FIELDS = (
     "caption_ext",
@@ -38,10 +42,7 @@ def analyse(folder: Path, ds: dict[str, Any], numbers: dict[str, Any]) -> dict[s
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=64)
 def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> dict[str, Any]:
-    from pydantic import ValidationError
-
-    from trainer.config.schema import DatasetConfig
-    from trainer.data.pipeline import BucketBatches, DatasetError, build_report, scan_dataset
+    from trainer.data.batches import BucketBatches, build_report  # imports torch: ~2.5 s
 
     relevant = json.loads(relevant_json)
     numbers = json.loads(numbers_json)

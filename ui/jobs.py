@@ -13,10 +13,17 @@ import time
 import streamlit as st
 
 from trainer.config.schema import TrainingConfig
-from trainer.jobs import launch as jobs
-from trainer.jobs.launch import ActiveJob, LaunchedJob, LaunchRefused
+from trainer.jobs.active import ActiveJob, busy_reason
+from trainer.jobs.active import active_jobs as live_jobs
+from trainer.jobs.control import reconcile, stop, wait_for_exit
+from trainer.jobs.folder import LaunchRefused
+from trainer.jobs.launch import LaunchedJob, launch, resolve_device, resume
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking.store import TAG_PREDICTED_TOTAL
+from trainer.tracking.layout import TAG_PREDICTED_TOTAL
+from ui.advice import predict
+from ui.boundary import advisor_boundary
+from ui.compare_store import local_history
+from ui.context import hardware
 
 __all__ = [
     "MONITOR_PAGE",
@@ -49,23 +56,12 @@ def launch_prediction(
     """The advisor's (s/step, whole-run seconds) for this config on this machine, with the
     preflight overrides and calibrated by the store's past runs; recorded at launch so the
     monitor and the compare page can set them against the measured ones. Nones when the advisor
-    cannot predict."""
-    try:
-        from ui.advice import predict
-        from ui.compare_store import local_history
-        from ui.context import hardware
-
+    failed (the page then says so; the run launches without a prediction)."""
+    step = total = None
+    with advisor_boundary("predicting this run's time"):
         history = local_history(_settings(settings).tracking_uri)
         found = predict(cfg, hardware(), history)
         step, total = (found.step_s, found.total_s) if found is not None else (None, None)
-    except Exception:
-        try:
-            from advisor.predict import predict as advisor_predict
-
-            found_raw = advisor_predict(cfg)
-            step, total = found_raw.step_time.value, found_raw.total_time.value
-        except Exception:
-            return None, None
     return _positive(step), _positive(total)
 
 
@@ -80,7 +76,7 @@ def _positive(value: float | None) -> float | None:
 
 def launch_blocker(cfg: TrainingConfig, settings: StudioSettings | None = None) -> str | None:
     """Why ``launch_draft(cfg)`` would be refused right now (device busy), or None."""
-    return jobs.busy_reason(_settings(settings), jobs.resolve_device(cfg.runtime.device))
+    return busy_reason(_settings(settings), resolve_device(cfg.runtime.device))
 
 
 def launch_draft(cfg: TrainingConfig, settings: StudioSettings | None = None) -> LaunchedJob:
@@ -89,7 +85,7 @@ def launch_draft(cfg: TrainingConfig, settings: StudioSettings | None = None) ->
     tags = {"studio.launched_from": "studio"}
     if total_s:
         tags[TAG_PREDICTED_TOTAL] = f"{total_s:.4g}"
-    job = jobs.launch(_settings(settings), cfg, tags=tags, predicted_s_per_step=step_s)
+    job = launch(_settings(settings), cfg, tags=tags, predicted_s_per_step=step_s)
     st.session_state[MONITOR_RUN_KEY] = job.run_id
     return job
 
@@ -104,9 +100,9 @@ def open_monitor(run_id: str | None = None) -> None:
 def stop_job(run_id: str, *, force: bool = False, settings: StudioSettings | None = None) -> bool:
     """Ask the trainer to stop (SIGTERM to its process group; SIGKILL when ``force``)."""
     settings = _settings(settings)
-    sent = jobs.stop(settings, run_id, force=force)
+    sent = stop(settings, run_id, force=force)
     if force and sent:
-        jobs.wait_for_exit(settings, run_id, timeout=5)
+        wait_for_exit(settings, run_id, timeout=5)
         reconcile_on_load(settings, force=True)
     return sent
 
@@ -115,13 +111,13 @@ def resume_job(
     run_id: str, status: str | None = None, settings: StudioSettings | None = None
 ) -> LaunchedJob:
     """Relaunch the trainer on the same MLflow run from its latest checkpoint."""
-    job = jobs.resume(_settings(settings), run_id, status)
+    job = resume(_settings(settings), run_id, status)
     st.session_state[MONITOR_RUN_KEY] = run_id
     return job
 
 
 def active_jobs(settings: StudioSettings | None = None) -> list[ActiveJob]:
-    return jobs.active_jobs(_settings(settings))
+    return live_jobs(_settings(settings))
 
 
 def reconcile_on_load(settings: StudioSettings | None = None, *, force: bool = False) -> list[str]:
@@ -133,7 +129,7 @@ def reconcile_on_load(settings: StudioSettings | None = None, *, force: bool = F
         return []
     _last_reconcile[key] = now
     try:
-        return jobs.reconcile(settings)
+        return reconcile(settings)
     except Exception as err:  # an unreachable tracking server must not break the page
         st.toast(f"Could not check for dead runs: {err}")
         return []

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from trainer.lora import tools as lt
+from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
 
 RESIZE_HELP = {
     "rank": "the new rank (a whole number)",
@@ -132,8 +133,6 @@ def render_merge(path: Path, home: Path) -> None:
 
 def render_grid(path: Path, home: Path, tracking_uri: str) -> None:
     """X/Y grid: this LoRA (plus other checkpoints) × prompts × strengths, logged to MLflow."""
-    from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
-
     more = st.text_area("Other checkpoints (one path per line)", key="lu:gridmore")
     prompts = st.text_area("Prompts (one per line)", "a photo of sks", key="lu:gridprompts")
     strengths = st.text_input("Strengths", "0, 0.5, 1", key="lu:gridstrengths")

@@ -17,10 +17,17 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.jobs import launch as jobs
+from trainer.jobs.active import active_jobs, format_duration, progress_fraction
+from trainer.jobs.folder import LOG_FILE, job_alive, job_folder, log_tail, read_exit, stop_requested
+from trainer.jobs.launch import resumable
 from trainer.settings import StudioSettings
-from trainer.tracking.store import JobInfo, read_job, read_progress
-from ui.jobs import LaunchRefused, reconcile_on_load, resume_job, stop_job
+from trainer.tracking.artifacts import fetch_artifact, lora_artifacts, sample_images
+from trainer.tracking.job_file import JobInfo, read_job
+from trainer.tracking.layout import TAG_PREDICTED
+from trainer.tracking.progress import read_progress
+from trainer.tracking.records import get_run_record, list_runs, metric_history
+from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, reconcile_on_load, resume_job, stop_job
+from ui.mlflow_ui import server_ui
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
 _PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
@@ -82,7 +89,7 @@ class RunView:
     @property
     def predicted_s_per_step(self) -> float | None:
         value = (self.job.extra.get("predicted_s_per_step") if self.job else None) or self.tags.get(
-            jobs.TAG_PREDICTED
+            TAG_PREDICTED
         )
         try:
             return float(value) if value else None
@@ -91,10 +98,8 @@ class RunView:
 
 
 def load_view(settings: StudioSettings, run_id: str) -> RunView:
-    from trainer.tracking.store import get_run_record
-
     record = get_run_record(settings.tracking_uri, run_id)
-    folder = jobs.job_folder(settings, run_id)
+    folder = job_folder(settings, run_id)
     job = read_job(folder)
     return RunView(
         run_id=run_id,
@@ -106,32 +111,26 @@ def load_view(settings: StudioSettings, run_id: str) -> RunView:
         start_time=record.start_time,
         job_dir=folder,
         job=job,
-        alive=jobs.job_alive(job),
+        alive=job_alive(job),
         progress=read_progress(folder) or {},
-        exit=jobs.read_exit(folder),
-        stop_requested=jobs.stop_requested(settings, run_id),
+        exit=read_exit(folder),
+        stop_requested=stop_requested(settings, run_id),
     )
 
 
 # ------------------------------------------------------------------------------------ cached data
 @st.cache_data(show_spinner=False, max_entries=64)
 def _history(uri: str, run_id: str, marker: Any) -> dict[str, list[tuple[int, float, int]]]:
-    from trainer.tracking.store import metric_history
-
     return metric_history(uri, run_id, ["loss", "loss_smoothed", "lr"])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _samples(uri: str, run_id: str, marker: Any) -> list[Any]:
-    from trainer.tracking.store import sample_images
-
     return sample_images(uri, run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _loras(uri: str, run_id: str, marker: Any) -> list[str]:
-    from trainer.tracking.store import lora_artifacts
-
     return lora_artifacts(uri, run_id)
 
 
@@ -151,9 +150,6 @@ def _run_label(record: Any) -> str:
 
 def render_run_picker(settings: StudioSettings) -> str | None:
     """A select box of the studio's runs, newest first; the launched/active one by default."""
-    from trainer.tracking.store import list_runs
-    from ui.jobs import MONITOR_RUN_KEY
-
     if settings.uses_local_store and not (settings.home / "mlflow.db").exists():
         return None
     records = list_runs(settings.tracking_uri, max_results=200)
@@ -173,7 +169,7 @@ def render_run_picker(settings: StudioSettings) -> str | None:
     picked = st.session_state.get(PICK_KEY)
     if picked in labels and st.session_state.get(_PICKED_LABEL) != labels[picked]:
         st.session_state[PICK_KEY] = picked  # set again, so the browser shows the new label
-    active = [j.run_id for j in jobs.active_jobs(settings) if j.run_id in labels]
+    active = [j.run_id for j in active_jobs(settings) if j.run_id in labels]
     default = active[0] if active else records[0].run_id
     choice = st.selectbox(
         "Run",
@@ -192,8 +188,6 @@ def render_run_picker(settings: StudioSettings) -> str | None:
 # ------------------------------------------------------------------------------------ the parts
 def mlflow_run_url(settings: StudioSettings, experiment_id: str, run_id: str) -> str:
     """The run in the MLflow UI (machine-learning view)."""
-    from ui.mlflow_ui import server_ui
-
     base = server_ui(settings.tracking_uri)  # a team server is its own UI (no credentials shown)
     base = (os.environ.get("STUDIO_MLFLOW_UI_URL") or base or "http://127.0.0.1:5000").rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
@@ -221,17 +215,17 @@ def render_progress(view: RunView) -> None:
     p = view.progress
     step, total = p.get("step"), p.get("total_steps")
     text = f"Step {step or 0} / {total}" if total else "Waiting for the first step…"
-    st.progress(jobs.progress_fraction(p), text=text)
+    st.progress(progress_fraction(p), text=text)
     flow = " → ".join(f"**{name}**" if name == view.phase else name for name in FLOW)
     st.caption(f"Phases: {flow}")
     cols = st.columns(5)
     cols[0].metric("Step", f"{step or 0} / {total or '?'}")
     eta = p.get("eta_s") if view.alive else 0 if view.phase == "finished" else None
-    cols[1].metric("ETA", jobs.format_duration(eta), help="Time left at the current speed.")
+    cols[1].metric("ETA", format_duration(eta), help="Time left at the current speed.")
     started = view.job.started if view.job else None
     ended = (view.exit or {}).get("ended") or p.get("updated")
     elapsed = ((time.time() if view.alive else ended or time.time()) - started) if started else None
-    cols[2].metric("Elapsed", jobs.format_duration(elapsed))
+    cols[2].metric("Elapsed", format_duration(elapsed))
     _render_speed(cols[3], p.get("s_per_step"), view.predicted_s_per_step)
     loss = p.get("loss_smoothed") or p.get("loss")
     cols[4].metric("Loss (smoothed)", f"{loss:.4f}" if loss is not None else "—")
@@ -277,7 +271,7 @@ def render_controls(settings: StudioSettings, view: RunView) -> None:
         if view.stop_requested:
             waited = time.time() - view.stop_requested
             cols[2].caption(
-                f"Stop requested {jobs.format_duration(waited)} ago; the trainer stops after "
+                f"Stop requested {format_duration(waited)} ago; the trainer stops after "
                 "the current step (model loading and caching finish first)."
             )
             if waited > FORCE_AFTER_S and cols[1].button(
@@ -286,7 +280,7 @@ def render_controls(settings: StudioSettings, view: RunView) -> None:
                 stop_job(view.run_id, force=True, settings=settings)
                 st.rerun()
         return
-    why = jobs.resumable(settings, view.run_id, view.status)
+    why = resumable(settings, view.run_id, view.status)
     if view.status in ("KILLED", "FAILED") or why is None:
         clicked = cols[0].button(
             "▶️ Resume",
@@ -306,8 +300,8 @@ def render_controls(settings: StudioSettings, view: RunView) -> None:
 
 
 def render_charts(settings: StudioSettings, view: RunView) -> None:
-    import altair as alt
-    import pandas as pd
+    import altair as alt  # ~0.3 s: ui.monitor loads on every page (the sidebar's phases)
+    import pandas as pd  # ~0.75 s: likewise, and only charts need it
 
     history = _history(settings.tracking_uri, view.run_id, _marker(view, "step"))
     rows = [
@@ -372,18 +366,18 @@ def _sample_row(images: list[Any], small: bool) -> None:
 
 
 def render_log(view: RunView) -> None:
-    tail = jobs.log_tail(view.job_dir, lines=40)
+    tail = log_tail(view.job_dir, lines=40)
     failed = view.phase == "failed"
     with st.expander("Trainer log (last 40 lines)", expanded=failed):
         if tail:
             st.code(tail, language=None)
         else:
             st.caption("No log yet." if view.job else "This run was not launched by the studio.")
-        st.caption(f"Full log: `{view.job_dir / jobs.LOG_FILE}`")
+        st.caption(f"Full log: `{view.job_dir / LOG_FILE}`")
 
 
 def render_files(settings: StudioSettings, view: RunView) -> None:
-    from trainer.engine.checkpoint import list_checkpoints
+    from trainer.engine.checkpoint import list_checkpoints  # imports torch: ~3 s
 
     lora_dir = view.job_dir / "lora"
     files = sorted(p for p in lora_dir.rglob("*.safetensors")) if lora_dir.is_dir() else []
@@ -418,8 +412,6 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
 
 def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) -> None:
     """Download buttons for the run's final LoRA files, fetched from MLflow on click."""
-    from trainer.tracking.store import fetch_artifact
-
     uri, cache = settings.tracking_uri, settings.cache_dir
     for artifact in finals:
         if artifact.endswith(".safetensors") and artifact.count("/") == 1:
@@ -453,4 +445,4 @@ def render_live(settings: StudioSettings, run_id: str, was_active: bool = False)
 
 
 def is_active(settings: StudioSettings, run_id: str) -> bool:
-    return jobs.job_alive(read_job(jobs.job_folder(settings, run_id)))
+    return job_alive(read_job(job_folder(settings, run_id)))

@@ -11,6 +11,7 @@ import streamlit as st
 from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Hardware, Recommendation
+from ui.boundary import advisor_boundary
 from ui.context import _detect
 
 OK, MISSING = ":material/check_circle: Detected", ":material/help: Not detected"
@@ -195,7 +196,10 @@ def current_recommendations() -> list[Recommendation]:
 
 def refresh_recommendations() -> None:
     """Recommend again for the draft's current architecture; the values are not applied."""
-    recs = current_recommendations()
+    with advisor_boundary("recommending values for this architecture") as recommending:
+        recs = current_recommendations()
+    if recommending.failed:
+        return
     state.meta()["recommendations"] = {
         rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
     }

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from trainer.config.io import ConfigError, atomic_write_text, loads_config
+from trainer.config.importers import import_text
+from trainer.config.io import ConfigError, loads_config
+from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
+from ui.state import draft, draft_to_yaml, replace_draft
 
 BUILT_IN = Path(__file__).resolve().parent.parent / "presets"
 
@@ -66,8 +69,6 @@ def save_preset(settings: StudioSettings, name: str, text: str, source: str) -> 
 
 
 def load_into_draft(preset: Preset) -> None:
-    from ui.state import replace_draft
-
     replace_draft(loads_config(preset.text).model_dump(mode="json"))
 
 
@@ -116,8 +117,6 @@ def render_flash() -> None:
 
 
 def _save_draft(settings: StudioSettings) -> None:
-    from ui.state import draft, draft_to_yaml
-
     name = st.session_state.get("pre:save_name") or "my_preset"
     try:
         path = save_preset(settings, name, draft_to_yaml(draft()), "the wizard's draft")
@@ -128,8 +127,6 @@ def _save_draft(settings: StudioSettings) -> None:
 
 
 def render_save_draft(settings: StudioSettings) -> None:
-    from ui.state import draft
-
     st.text_input("Name", value=str(draft().get("name") or "my_preset"), key="pre:save_name")
     st.button(
         "Save the current draft as a preset",
@@ -164,9 +161,6 @@ def render_import(settings: StudioSettings) -> None:
 
 
 def _import_other() -> None:
-    from trainer.config.importers import import_text
-    from ui.state import replace_draft
-
     upload = st.session_state.get("pre:other_upload")
     text = upload.getvalue().decode("utf-8") if upload is not None else ""
     name = upload.name if upload is not None else ""

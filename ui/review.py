@@ -6,12 +6,17 @@ from typing import Any
 
 import streamlit as st
 
+from trainer.config.fields import WIZARD_STEPS
+from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, loads_config
-from trainer.config.schema import WIZARD_STEPS, unresolved_autos
+from trainer.config.paths import concrete_paths
 from ui import advice, state
 from ui.advisor_column import render_findings, show_value
+from ui.boundary import advisor_boundary
 from ui.context import StudioContext, apply_fix
-from ui.widgets import applies, concrete_paths, render_field, spec, step_fields
+from ui.jobs import LaunchRefused, launch_draft, open_monitor
+from ui.preflight import current_recommendations
+from ui.widgets import applies, render_field, spec, step_fields
 
 IMPORT_KEY = "rv:import"
 IMPORT_RESULT = "rv:import_result"
@@ -49,7 +54,9 @@ def render_validation(context: StudioContext) -> None:
     )
     fixable = [f for f in context.findings if f.fix]
     if len(fixable) > 1:
-        fixed = advice.apply_all_fixes(context.validated.config, fixable)
+        fixed = None
+        with advisor_boundary("combining the fixes"):
+            fixed = advice.apply_all_fixes(context.validated.config, fixable)
         if fixed is None:
             patch: dict[str, Any] = {}
             for finding in fixable:
@@ -92,12 +99,9 @@ def comparison_rows(
 def render_comparison(context: StudioContext) -> None:
     recs = context.recommendations
     if not recs:
-        from ui.preflight import current_recommendations
-
-        try:
+        with advisor_boundary("recommending values for your draft") as recommending:
             found = current_recommendations()
-        except Exception as err:  # the advisor must not take the review down
-            st.caption(f"Recommendations unavailable ({err}).")
+        if recommending.failed:
             return
         recs = {r.path: {"value": r.value, "reason": r.reason, "source": r.source} for r in found}
         st.caption("ℹ️ Computed for your draft now (preflight not confirmed): nothing was applied.")
@@ -215,15 +219,6 @@ def render_launch(context: StudioContext) -> None:
 
 def _launch(context: StudioContext) -> None:
     cfg = context.validated.config
-    try:
-        from ui.jobs import LaunchRefused, launch_draft, open_monitor
-    except ImportError:
-        st.session_state[LAUNCH_RESULT] = (
-            "info",
-            "Launching is not available in this build yet (the job runner is missing). "
-            "Download the YAML and run `python -m trainer run CONFIG.yaml`.",
-        )
-        return
     try:
         with st.spinner("Creating the MLflow run and starting the trainer..."):
             job = launch_draft(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trainer.jobs import launch as jobs
+from trainer.jobs.active import ActiveJob, active_jobs, format_duration
 from trainer.settings import StudioSettings, load_settings
 from ui.jobs import MONITOR_PAGE, stop_job
 from ui.monitor import PHASE_LABELS
@@ -16,7 +16,7 @@ from ui.monitor import PHASE_LABELS
 REFRESH = "3s"
 
 
-def render_job(settings: StudioSettings, job: jobs.ActiveJob) -> None:
+def render_job(settings: StudioSettings, job: ActiveJob) -> None:
     """One active run: name, phase, progress bar, ETA, Stop and a link to its monitor."""
     icon, label = PHASE_LABELS.get(job.phase, ("•", job.phase))
     step, total = job.progress.get("step"), job.progress.get("total_steps")
@@ -24,7 +24,7 @@ def render_job(settings: StudioSettings, job: jobs.ActiveJob) -> None:
     text = f"step {step or 0} / {total}" if total else "starting…"
     eta = job.progress.get("eta_s")
     if eta is not None and job.phase == "training":
-        text += f" · ETA {jobs.format_duration(eta)}"
+        text += f" · ETA {format_duration(eta)}"
     st.progress(job.fraction, text=text)
     left, right = st.columns(2)
     left.page_link(MONITOR_PAGE, label="Monitor", icon="📈", query_params={"run": job.run_id})
@@ -37,7 +37,7 @@ def render_job(settings: StudioSettings, job: jobs.ActiveJob) -> None:
 
 
 def _panel(settings: StudioSettings) -> None:
-    active = jobs.active_jobs(settings)
+    active = active_jobs(settings)
     if not active:
         st.caption("No run is training now.")
         return
@@ -48,7 +48,7 @@ def _panel(settings: StudioSettings) -> None:
 def render_active_runs(settings: StudioSettings | None = None) -> None:
     """The router calls this once per page: the panel, live while a run is active."""
     settings = settings or load_settings()
-    active = bool(jobs.active_jobs(settings))
+    active = bool(active_jobs(settings))
     with st.sidebar:
         st.markdown("#### Active run")
         st.fragment(_panel, run_every=REFRESH if active else None)(settings)

@@ -22,15 +22,9 @@ from typing import Any
 import streamlit as st
 import yaml
 
-from trainer.config.io import (
-    ConfigError,
-    Problem,
-    atomic_write_text,
-    config_from_dict,
-    dump_yaml,
-    parse_yaml,
-)
+from trainer.config.io import ConfigError, Problem, config_from_dict, dump_yaml, parse_yaml
 from trainer.config.schema import TrainingConfig
+from trainer.files import atomic_write_text
 from trainer.settings import load_settings
 
 DRAFT = "draft"  # dict: the config being edited

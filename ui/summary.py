@@ -11,6 +11,7 @@ import streamlit as st
 
 from ui import state
 from ui.advice import Hardware, Prediction
+from ui.boundary import advisor_boundary
 from ui.context import StudioContext, hardware
 from ui.widgets import ARCH_LABELS
 
@@ -88,10 +89,9 @@ def render_summary_header(context: StudioContext) -> None:
 
 def render_sidebar_hardware() -> None:
     """A few lines about the machine, with a link to check or override it in preflight."""
-    try:
+    with st.sidebar, advisor_boundary("detecting this machine") as detecting:
         hw = hardware()
-    except Exception as err:  # detection must never break the frame
-        st.sidebar.caption(f"Hardware unknown ({err}).")
+    if detecting.failed:
         return
     with st.sidebar.container(key="hardware_summary"):
         st.markdown("**This machine**")

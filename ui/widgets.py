@@ -25,7 +25,9 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from trainer.config.schema import ARCH_DEFAULTS, _nested_model, field_meta, iter_fields
+from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.introspection import field_bounds, field_meta, iter_fields, nested_model
+from trainer.config.paths import concrete_paths, generic_path
 from ui import state
 from ui.advice import explain_field, label_of, short_value
 
@@ -72,13 +74,9 @@ class Spec:
 
     @property
     def row_model(self) -> type[BaseModel]:
-        model = _nested_model(self.info)
+        model = nested_model(self.info)
         assert model is not None
         return model
-
-
-def generic_path(path: str) -> str:
-    return re.sub(r"\.\d+(?=\.|$)", ".0", path)
 
 
 @functools.cache
@@ -110,7 +108,7 @@ def _analyse(generic: str, info: FieldInfo) -> Spec:
             continue
         kinds.append(base)
     kind = _kind(kinds, choices)
-    low, high = _bounds(info)
+    low, high = field_bounds(info)
     meta = field_meta(info)
     return Spec(
         generic,
@@ -158,23 +156,6 @@ def _kind(kinds: list[Any], choices: tuple[str, ...]) -> str:
     return names[0]
 
 
-def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
-    found = list(info.metadata)
-    for arg in typing.get_args(info.annotation):
-        for inner in getattr(arg, "__metadata__", ()):
-            found.append(inner)
-            found.extend(getattr(inner, "metadata", ()))
-    low = high = None
-    for item in found:
-        for attr in ("ge", "gt"):
-            if getattr(item, attr, None) is not None:
-                low = getattr(item, attr)
-        for attr in ("le", "lt"):
-            if getattr(item, attr, None) is not None:
-                high = getattr(item, attr)
-    return low, high
-
-
 def applies(generic: str, arch: str) -> bool:
     archs = spec(generic).archs
     return not archs or arch in archs
@@ -183,13 +164,6 @@ def applies(generic: str, arch: str) -> bool:
 @functools.cache
 def step_fields(step: str) -> tuple[str, ...]:
     return tuple(path for path, info in iter_fields() if field_meta(info).get("step") == step)
-
-
-def concrete_paths(generic: str, n_datasets: int) -> list[str]:
-    if generic.startswith("datasets.0."):
-        rest = generic.removeprefix("datasets.0.")
-        return [f"datasets.{i}.{rest}" for i in range(n_datasets)]
-    return [generic]
 
 
 # ------------------------------------------------------------------------------- conversions
@@ -446,7 +420,7 @@ def _messages(path: str, value: Any) -> None:
 
 # -------------------------------------------------------------------------------------- tables
 def _table(path: str, s: Spec, value: Any, label: str) -> None:
-    import pandas as pd
+    import pandas as pd  # ~0.75 s: only the few table fields need it
 
     ss = st.session_state
     key = widget_key(path)

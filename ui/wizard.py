@@ -11,10 +11,12 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.config.schema import WIZARD_STEPS
+from trainer.config.fields import WIZARD_STEPS
+from trainer.demo.tiny import ensure_demo
 from trainer.settings import load_settings
 from ui import state
 from ui.context import StudioContext
+from ui.datasets import analyse, render_report
 from ui.widgets import ARCH_LABELS, applies, step_fields
 
 STEPS = list(WIZARD_STEPS)
@@ -242,15 +244,11 @@ def _toggle_demo_dataset(index: int) -> None:
 
 def dataset_folder(ref: str) -> Path:
     if ref == "demo:dataset":
-        from trainer.demo.tiny import ensure_demo
-
         return ensure_demo(load_settings().home, "dataset")
     return Path(ref).expanduser()
 
 
 def render_dataset_analysis(index: int) -> None:
-    from ui.datasets import analyse, render_report
-
     ds = state.get_value(f"datasets.{index}") or {}
     ref = str(ds.get("folder_path") or "")
     if not ref:
@@ -260,9 +258,7 @@ def render_dataset_analysis(index: int) -> None:
         st.markdown(f":material/warning: **Folder not found:** `{ref}`")
         return
     key = f"wiz:analyse:{index}"
-    ready = (
-        "trainer.data.pipeline" in sys.modules
-    )  # once loaded, analysing is instant: do it always
+    ready = "trainer.data.scanning" in sys.modules  # the advisor has scanned: analyse always
     if not ready and not st.button("Analyse dataset", key=key, icon=":material/analytics:"):
         st.caption("Analyse to see image count, sizes, captions and steps per epoch.")
         return
