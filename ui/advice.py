@@ -27,7 +27,7 @@ from advisor.profile import GPU, SystemProfile, detect_profile, with_overrides
 from advisor.rules import apply_fixes, validate
 from trainer.config.introspection import field_info
 from trainer.config.io import ConfigError, Problem, config_from_dict
-from trainer.config.paths import set_path as set_in
+from trainer.config.paths import generic_path, get_path, set_path
 from trainer.config.schema import TrainingConfig
 from trainer.demo.tiny import ensure_demo
 from trainer.settings import load_settings
@@ -233,15 +233,6 @@ def _read_caption(path: Path) -> str | None:
         return None
 
 
-def _get(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        try:
-            data = data[int(part)] if part.isdigit() else data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
 # ------------------------------------------------------------------------------------ findings
 def findings(
     draft: dict[str, Any], problems: list[Problem], cfg: TrainingConfig | None, hw: Hardware
@@ -288,10 +279,10 @@ def _problem_finding(draft: dict[str, Any], problem: Problem) -> Finding:
         default = _default_of(problem.path)
     except KeyError:
         return finding
-    if _get(draft, problem.path) == default:
+    if get_path(draft, problem.path, None) == default:
         return finding
     patched = copy.deepcopy(draft)
-    set_in(patched, problem.path, default)
+    set_path(patched, problem.path, default)
     try:
         config_from_dict(patched)
     except ConfigError as err:
@@ -406,7 +397,7 @@ _LABELS = {
 
 def label_of(path: str) -> str:
     """A readable label for a dotted path (list indices ignored)."""
-    generic = ".".join(p for p in path.split(".") if not p.isdigit())
+    generic = generic_path(path, "")
     if generic in _LABELS:
         return _LABELS[generic]
     name = generic.rsplit(".", 1)[-1]

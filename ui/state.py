@@ -23,6 +23,7 @@ import streamlit as st
 import yaml
 
 from trainer.config.io import ConfigError, Problem, config_from_dict, dump_yaml, parse_yaml
+from trainer.config.paths import get_path, set_path
 from trainer.config.schema import TrainingConfig
 from trainer.files import atomic_write_text
 from trainer.settings import load_settings
@@ -53,36 +54,13 @@ def default_draft() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- dotted paths
 def dget(data: Any, path: str, default: Any = None) -> Any:
-    node = data
-    for part in path.split("."):
-        try:
-            node = node[int(part)] if part.isdigit() else node[part]
-        except (KeyError, IndexError, TypeError):
-            return default
-    return node
+    """The draft's value at ``path`` (trainer.config.paths), ``default`` where there is none."""
+    return get_path(data, path, default)
 
 
 def dset(data: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node: Any = data
-    for depth, part in enumerate(parts[:-1]):
-        nxt_is_index = parts[depth + 1].isdigit()
-        if part.isdigit():
-            index = int(part)
-            while len(node) <= index:
-                node.append({})
-            node = node[index]
-        else:
-            if not isinstance(node.get(part), dict | list):
-                node[part] = [] if nxt_is_index else {}
-            node = node[part]
-    last = parts[-1]
-    if last.isdigit():
-        while len(node) <= int(last):
-            node.append(None)
-        node[int(last)] = value
-    else:
-        node[last] = value
+    """Put ``value`` at ``path`` in the draft, creating missing parts (trainer.config.paths)."""
+    set_path(data, path, value, create=True)
 
 
 def normalised(value: Any) -> Any:
