@@ -59,3 +59,19 @@ def test_a_planted_violation_breaks_the_contract(tree_copy, module, line, broken
     assert result.returncode == 1, result.stdout
     assert f"{broken}" in result.stdout
     assert "BROKEN" in result.stdout.split(broken, 1)[1].splitlines()[0]
+
+
+MAX_LINES = 600  # a module a reader can hold in mind; split by concern beyond this
+
+
+def test_no_source_file_is_over_600_lines():
+    sources = [ROOT / "streamlit_app.py"]
+    for package in (*PACKAGES, "benchmarks", "docs"):
+        sources += sorted((ROOT / package).rglob("*.py"))
+    too_long = {
+        str(path.relative_to(ROOT)): n
+        for path in sources
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert len(sources) > 100
+    assert too_long == {}
