@@ -60,6 +60,9 @@ def _save_sample_rating(tracking_uri: str, run_id: str, step: int, image: str, k
 
 
 # --------------------------------------------------------------------------------- the slider
+SLIDER_WIDTH_PX = 512
+
+
 def slider_pair(a: Image.Image, b: Image.Image) -> tuple[bytes, bytes]:
     """The slider's two images as PNG (no JPEG blur on tiny samples): ``b`` resized to ``a``'s
     size when they differ (the divider must cut both at the same place), both enlarged pixel for
@@ -117,6 +120,11 @@ def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], 
     with Image.open(left[key].path_or_uri) as a, Image.open(right[key].path_or_uri) as b:
         shown_left, shown_right = slider_pair(a, b)
     image_compare_slider(
-        shown_left, shown_right, label1=base.name, label2=other.name, key="cmp:slider"
+        shown_left,
+        shown_right,
+        label1=base.name,
+        label2=other.name,
+        width=SLIDER_WIDTH_PX,  # 'stretch' blew a 64 px sample up past the screen's height
+        key="cmp:slider",
     )
     st.caption(f"◀ {base.name} | {other.name} ▶ (step {step}): drag the divider to compare")
