@@ -15,6 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from advisor.dataset import scan_folders
+from advisor.profile import detect_profile, profile_from_dict
+from advisor.report import build_report
+from trainer.config.io import ConfigError, load_config
+from trainer.settings import load_settings
+
 if TYPE_CHECKING:
     from advisor.profile import SystemProfile
 
@@ -41,24 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_profile(path: str | None, home: str = ".") -> SystemProfile:
-    from advisor.profile import detect_profile, profile_from_dict
-
     if path:
         return profile_from_dict(json.loads(Path(path).read_text()))
     return detect_profile(home)
 
 
 def _studio_home() -> str:
-    from trainer.settings import load_settings
-
     return str(load_settings().home)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from advisor.dataset import scan_folders
-    from advisor.report import build_report
-    from trainer.config.io import ConfigError, load_config
-
     try:
         cfg = load_config(args.config)
     except ConfigError as err:

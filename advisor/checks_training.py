@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from advisor import intents
 from advisor.dataset import repeats_per_image, steps_for_repeats
+from advisor.defaults import resolve_autos
 from advisor.findings import Context, Finding, finding, rule
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.introspection import unresolved_autos
@@ -33,8 +34,6 @@ def auto_unresolved(ctx: Context) -> Iterator[Finding]:
         return
     fix = None
     if ctx.profile is not None:
-        from advisor.defaults import resolve_autos
-
         resolved = resolve_autos(ctx.cfg, ctx.profile, ctx.info)
         fix = {path: r.value for path, r in ((p, resolved.get(p)) for p in left) if r}
     yield finding(

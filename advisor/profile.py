@@ -24,8 +24,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 GB = 2**30
-UNIFIED_GPU_SHARE = 0.7  # unified memory keeps 30% for the system (docs/sources.md#smart-default-rules-of-thumb)
+UNIFIED_GPU_SHARE = (
+    0.7  # unified memory keeps 30% for the system (docs/sources.md#smart-default-rules-of-thumb)
+)
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,6 @@ def _sysctl(name: str) -> str | None:
 
 
 def _memory() -> tuple[float, float]:
-    import psutil
-
     mem = psutil.virtual_memory()
     return float(mem.total), float(mem.available)
 
@@ -138,18 +140,13 @@ def _device_of(path: str) -> tuple[int, int] | None:
 
 def _cpu_counts() -> tuple[int, int]:
     logical = os.cpu_count() or 1
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False) or logical
-    except ImportError:  # pragma: no cover - psutil is a requirement
-        physical = logical
+    physical = psutil.cpu_count(logical=False) or logical
     return logical, physical
 
 
 def _load_nvml() -> Any | None:
     try:
-        import pynvml
+        import pynvml  # optional: the NVIDIA driver's library binding, absent on many machines
     except ImportError:
         return None
     return pynvml
