@@ -1,8 +1,9 @@
 """Data-parallel training under ``accelerate launch``: 2 CPU processes joined by gloo.
 
-- the real loop on 2 ranks (tests/distributed_probe.py): each rank trains a disjoint half of the
-  images, the synced gradient equals the full batch's, both ranks end with identical LoRA weights
-  and only the main one saves; a stop seen by rank 0 alone stops both at the same step, and a
+- the real loop on 2 ranks (tests/distributed_probe.py): the trained modules are prepared by
+  accelerate as DDP; each rank trains a disjoint half of the images, the synced gradient equals
+  the full batch's, both ranks end with identical LoRA weights and only the main one saves;
+  accumulated micro-batches sync only on the last one (``accelerator.accumulate``); a stop seen by rank 0 alone stops both at the same step, and a
   resume loads the same checkpoint on both; 2 processes give the same gradient and LoRA as 1
   process accumulating the same micro-batches;
 - the studio's launcher (``trainer.jobs.launch``): one MLflow run and one LoRA, the effective batch
@@ -109,6 +110,7 @@ def test_two_ranks_train_disjoint_shards_and_stay_identical(
     assert len(set(seen[0]) | set(seen[1])) == 12
     # Gradients are averaged (DDP's mean): half batch per rank + sync == the whole batch.
     assert all(r["gradient_error"] < 1e-6 for r in ranks)
+    assert [r["prepared"] for r in ranks] == ["DistributedDataParallel"] * 2  # accelerate.prepare
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # the ranks stayed in sync
     assert [len(r["lora_files"]) for r in ranks] == [1, 0]  # only the main process saves
     assert sorted(p.name for p in (tmp_path / "job" / "lora").iterdir()) == ["t.safetensors"]
@@ -133,6 +135,13 @@ def test_two_ranks_train_disjoint_shards_and_stay_identical(
     assert two_lora.keys() == one_lora.keys()
     for key, value in two_lora.items():
         assert torch.allclose(value, one_lora[key], rtol=1e-4, atol=1e-6), key
+    # accelerator.accumulate over 2 micro-batches: after the first the gradients are each rank's
+    # own (DDP's no_sync), after the last they are all-reduced, so identical on both ranks.
+    accumulated = [torch.load(tmp_path / f"accumulate_rank{r}.pt") for r in (0, 1)]
+    local, synced = ([a[kind] for a in accumulated] for kind in ("local", "synced"))
+    assert len(local[0]) == len(synced[0]) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(*local, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(*synced, strict=True))
 
 
 def _one_process_reference(home: Path, job: Path, monkeypatch: pytest.MonkeyPatch):
@@ -143,14 +152,15 @@ def _one_process_reference(home: Path, job: Path, monkeypatch: pytest.MonkeyPatc
     import trainer.engine.loop as loop
 
     grads: list[list[torch.Tensor]] = []
-    real_clip, real_load = loop.clip_gradients, loop.load_arch
+    real_clip, real_load = Dist.clip_gradients, loop.load_arch
 
-    def recording_clip(params, max_norm):
+    def recording_clip(self, params, max_norm):
+        params = list(params)
         if not grads:
             grads.append([p.grad.detach().clone() for p in params])
-        return real_clip(params, max_norm)
+        return real_clip(self, params, max_norm)
 
-    monkeypatch.setattr(loop, "clip_gradients", recording_clip)
+    monkeypatch.setattr(Dist, "clip_gradients", recording_clip)
     monkeypatch.setattr(loop, "load_arch", lambda *a, **k: pin_timesteps(real_load(*a, **k)))
     outcome, _ = run(equivalence_config(1), home, job)
     return grads[0], outcome.lora_files

@@ -51,7 +51,14 @@ from trainer.arch.sources import (
     load_text_encoders,
     load_vae,
 )
-from trainer.arch.tensors import draw_unit_timesteps, freeze, place, resolve_device, resolve_dtype
+from trainer.arch.tensors import (
+    draw_unit_timesteps,
+    freeze,
+    own_dtype,
+    place,
+    resolve_device,
+    resolve_dtype,
+)
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.introspection import resolved
 from trainer.config.schema import TrainingConfig
@@ -298,7 +305,8 @@ class Arch(ABC):
         ``sample=True`` draws from it with ``generator``.
         """
         x = pixels.to(self.vae_device, self.vae_dtype)
-        dist = self.vae.encode(x).latent_dist
+        with own_dtype(self.vae_device):  # also inside the training step's autocast
+            dist = self.vae.encode(x).latent_dist
         z = dist.sample(generator) if sample else dist.mean
         return self._scale_latents(z.float()).to(self.device, self.dtype)
 
@@ -369,7 +377,8 @@ class Arch(ABC):
         if store is not None:
             return store.lookup(list(prompts), self.device, self.dtype)
         context = contextlib.nullcontext() if with_grad else torch.no_grad()
-        with context:
+        precision = contextlib.nullcontext() if with_grad else own_dtype(self.te_device)
+        with context, precision:  # trained encoders run under the step's autocast, frozen ones not
             out = self._encode_prompts(list(prompts))
         return {
             k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype)

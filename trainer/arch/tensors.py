@@ -78,3 +78,9 @@ def unit_sigma(t: Tensor, num_train_timesteps: int = 1000) -> Tensor:
 def expand_like(values: Tensor, like: Tensor) -> Tensor:
     """(B,) -> (B, 1, 1, ...) matching ``like``'s rank, device and dtype."""
     return values.to(like.device, like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def own_dtype(device: torch.device) -> torch.autocast:
+    """Autocast off: a frozen component (VAE, text encoder) computes in the dtype it was loaded
+    in (model.vae_dtype / te_dtype) even inside the training step's mixed-precision autocast."""
+    return torch.autocast(device.type, enabled=False)

@@ -1,5 +1,8 @@
 """Checkpoints: LoRA weights + optimizer, scheduler, RNG state, step and a config snapshot.
 
+The state dict also holds the fp16 gradient scaler's state (``scaler``, None without one);
+the loop (``trainer.engine.loop``) writes and restores it.
+
 A checkpoint is a folder written under a temporary name and renamed into place, so a crash or a
 full disk mid-save never damages the previous one. Only the newest `keep` folders are kept.
 """

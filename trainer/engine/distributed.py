@@ -1,4 +1,4 @@
-"""Several processes, one run: data-parallel training under ``accelerate launch``.
+"""Several processes, one run: data-parallel and mixed-precision training through accelerate.
 
 The trainer runs unchanged under a multi-process launch (the studio does this when
 ``runtime.num_processes`` > 1; ``trainer.jobs.launch.train_command``)::
@@ -8,18 +8,27 @@ The trainer runs unchanged under a multi-process launch (the studio does this wh
 
 On a machine without CUDA (or with ``runtime.device: cpu``) every process trains on the CPU and
 accelerate joins them with the gloo backend (``DistributedType.MULTI_CPU``); with CUDA each process
-takes its own GPU (nccl). One process alone (``WORLD_SIZE`` unset or 1) is the plain trainer: no
-process group, no accelerate state, nothing changes.
+takes its own GPU (nccl). One process alone (``WORLD_SIZE`` unset or 1) joins no process group.
 
-What each process does (``Dist``):
+Every run, one process or several, trains through one ``accelerate.Accelerator`` (``Dist.accelerating``):
 
+- **prepare**: the modules that carry trained parameters go through ``accelerator.prepare`` as
+  one ``TrainedModules`` whose forward computes a batch's whole loss. With several processes that
+  is a ``DistributedDataParallel``: it broadcasts rank 0's trainable weights when it wraps and
+  averages the gradients in backward. The frozen base weights and all buffers are left out of DDP
+  (identical on every rank; no multi-GB broadcast, quantized or offloaded weights untouched). The
+  optimizer is prepared too (fp16: GradScaler, a step with inf/nan gradients is skipped); the LR
+  scheduler is not, so it steps once per optimizer step exactly as the loop says.
+- **accumulate**: each micro-batch runs inside ``accelerator.accumulate``: DDP's ``no_sync`` on
+  all but the step's last one, so the processes all-reduce once per optimizer step;
+  ``accelerator.backward`` divides the loss by the accumulation steps.
+- **autocast**: ``train.dtype`` fp16/bf16 on CUDA (and bf16 on the CPU) is mixed precision
+  (``mixed_precision``): the frozen base keeps the low dtype, the trained adapters stay fp32 and
+  the forward runs under ``accelerator.autocast()`` (the VAE and frozen text encoders opt out and
+  keep their configured dtypes). ``clip_gradients`` unscales fp16 gradients before clipping.
 - **Data**: the global micro-batch plan (the same on every rank) is dealt out round-robin:
   rank r trains micro-batches r, r+N, r+2N, ... (``shard``). ``LoopState.micro_batches`` counts
   global micro-batches, so a resume skips exactly what every rank did.
-- **Gradients**: after each step's accumulation the gradients of every optimised parameter are
-  averaged over the processes (one flat all-reduce through accelerate's ``reduce``: what
-  DistributedDataParallel does, once per optimizer step, without wrapping the UNet). The start
-  weights are broadcast from rank 0, so all ranks stay bit-identical.
 - **One voice**: only the main process logs to MLflow (the others get a ``NullTracker``),
   writes progress, samples previews, saves checkpoints and the LoRA; the others wait at those
   save points (``barrier``).
@@ -30,13 +39,17 @@ What each process does (``Dist``):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+from torch import Tensor, nn
+
+from trainer.config.sections.train import TrainConfig
 
 T = TypeVar("T")
 
@@ -49,13 +62,94 @@ def launched_world_size() -> int:
         return 1
 
 
+# ------------------------------------------------------------------------- precision
+@dataclass(frozen=True)
+class MixedPrecision:
+    """How accelerate runs ``train.dtype`` on the training device."""
+
+    mixed_precision: str  # accelerate's setting: "no", "fp16" or "bf16"
+    loss_scaling: bool  # a GradScaler (fp16 autocast on CUDA)
+
+
+def precision_for(dtype: torch.dtype, device: torch.device) -> MixedPrecision:
+    """fp16/bf16 on CUDA and bf16 on the CPU: autocast (fp16 with a GradScaler). fp32, and fp16
+    on the CPU or MPS: no autocast, the weights simply load in ``dtype`` (as before accelerate)."""
+    if dtype == torch.float16 and device.type == "cuda":
+        return MixedPrecision("fp16", loss_scaling=True)
+    if dtype == torch.bfloat16 and device.type in ("cuda", "cpu"):
+        return MixedPrecision("bf16", loss_scaling=False)
+    return MixedPrecision("no", loss_scaling=False)
+
+
+def build_accelerator(train: TrainConfig, device: torch.device, dtype: torch.dtype) -> Any:
+    """This run's ``accelerate.Accelerator`` (tests replace it to compare against plain torch)."""
+    from accelerate import Accelerator  # accelerate: 0.3 s to import; only when a run trains
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    precision = precision_for(dtype, device)
+    accelerator = Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision=precision.mixed_precision,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        # Trained text encoders can leave a layer unused (SDXL reads the penultimate hidden
+        # state), which DDP must be told to expect; the U-Net / transformer uses every adapter.
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=train.train_text_encoder)
+        ],
+    )
+    if precision.loss_scaling and accelerator.scaler is None:
+        raise RuntimeError("fp16 mixed precision without a gradient scaler")  # accelerate changed
+    return accelerator
+
+
+def reset_accelerate_state(keep_process_group: bool) -> None:
+    """Forget accelerate's process-wide state so the next run can build its own Accelerator.
+
+    accelerate keeps one AcceleratorState per interpreter and refuses a second Accelerator with
+    other settings ("AcceleratorState has already been initialized"); tests and the multi-process
+    probe train many runs in one interpreter. ``keep_process_group``: with several processes the
+    PartialState holds the joined process group, which outlives a run (``Dist.close`` ends it).
+    """
+    from accelerate.state import AcceleratorState, GradientState  # accelerate: see above
+
+    reset = getattr(AcceleratorState, "_reset_state", None)  # private API: guard its absence
+    if reset is not None:
+        reset(not keep_process_group)
+    if hasattr(GradientState, "_reset_state"):
+        GradientState._reset_state()
+
+
+class TrainedModules(nn.Module):
+    """What accelerate prepares: every module with trained parameters (the denoiser and trained
+    text encoders with their adapters, the learnable SNR weights), as one module.
+
+    ``forward(step)`` runs ``step()``, the batch's whole loss, so DDP (and accelerate's autocast)
+    see every prediction of the step in one forward. The arch keeps calling its own
+    ``unet`` / ``transformer``; this module only holds references to them.
+    """
+
+    def __init__(self, parts: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+
+    def forward(self, step: Callable[[], Tensor]) -> Tensor:
+        return step()
+
+    def frozen_names(self) -> list[str]:
+        """Frozen parameters and all buffers: identical on every rank, so DDP ignores them."""
+        frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
+        return frozen + [name for name, _ in self.named_buffers()]
+
+
+# ------------------------------------------------------------------------- the process
 @dataclass
 class Dist:
     """This process's place in the run; ``Dist()`` is the single-process trainer."""
 
-    accelerator: Any = None
     rank: int = 0
     world: int = 1
+    assigned: torch.device | None = None  # the device accelerate gave this process
+    accelerator: Any = None  # the current run's Accelerator (``accelerating``)
 
     @property
     def active(self) -> bool:
@@ -68,9 +162,45 @@ class Dist:
     @property
     def device(self) -> torch.device | None:
         """The device accelerate assigned this process (its own GPU), or None: pick as usual."""
-        if not self.active or self.accelerator.device.type != "cuda":
+        if not self.active or self.assigned is None or self.assigned.type != "cuda":
             return None
-        return self.accelerator.device
+        return self.assigned
+
+    # ------------------------------------------------------------------ one run
+    @contextlib.contextmanager
+    def accelerating(
+        self, train: TrainConfig, device: torch.device, dtype: torch.dtype
+    ) -> Iterator[Any]:
+        """This run's Accelerator; accelerate's state is reset when the run ends, however."""
+        self.accelerator = build_accelerator(train, device, dtype)
+        try:
+            yield self.accelerator
+        finally:
+            self.end_run()
+
+    def end_run(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator = None
+            reset_accelerate_state(keep_process_group=self.active)
+
+    def prepare(self, trained: TrainedModules, optimizer: Any) -> tuple[nn.Module, Any]:
+        """(the trained modules: DDP with several processes, the accelerate-wrapped optimizer).
+
+        Nothing moves: the arch placed every component itself (offloading, split devices)."""
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            trained, trained.frozen_names()
+        )
+        model, optimizer = self.accelerator.prepare(
+            trained, optimizer, device_placement=[False, False]
+        )
+        return model, optimizer
+
+    def clip_gradients(self, params: Iterable[Tensor], max_grad_norm: float) -> float | None:
+        """``optim.clip_gradients``' contract through accelerate: 0 turns clipping off; fp16
+        gradients are unscaled first, so the norm is the true one (inf/nan returned as is)."""
+        if max_grad_norm <= 0:
+            return None
+        return float(self.accelerator.clip_grad_norm_(list(params), max_grad_norm))
 
     # ------------------------------------------------------------------ data
     def shard(self, items: Iterable[T]) -> Iterator[T]:
@@ -80,13 +210,15 @@ class Dist:
     # ------------------------------------------------------------------ collectives
     def barrier(self) -> None:
         if self.active:
-            self.accelerator.wait_for_everyone()
+            from accelerate.utils import wait_for_everyone  # accelerate: see build_accelerator
+
+            wait_for_everyone()
 
     def broadcast(self, value: T) -> T:
         """The main process's ``value`` on every rank (any picklable object)."""
         if not self.active:
             return value
-        from accelerate.utils import broadcast_object_list  # only with several processes
+        from accelerate.utils import broadcast_object_list  # accelerate: see build_accelerator
 
         box = [value]
         broadcast_object_list(box, from_process=0)
@@ -98,65 +230,45 @@ class Dist:
         if not self.active:
             return requested
         flag = torch.tensor([1.0 if requested else 0.0], device=self._comm_device)
-        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        return bool(self._reduce_sum(flag).item() > 0)
 
     def step_totals(self, loss: float, images: int) -> tuple[float, int]:
         """(mean loss over the processes, images of the step on all of them)."""
         if not self.active:
             return loss, images
         values = torch.tensor([loss, float(images)], dtype=torch.float64, device=self._comm_device)
-        total = self.accelerator.reduce(values, reduction="sum").cpu()
+        total = self._reduce_sum(values).cpu()
         return float(total[0]) / self.world, round(float(total[1]))
 
-    def sync_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Average the gradients over the processes (DDP's all-reduce mean, one flat buffer)."""
-        if not self.active:
-            return
-        with_grad = [p for p in params if p.grad is not None]
-        if not with_grad:
-            return
-        flat = torch.cat([p.grad.detach().reshape(-1).to(torch.float32) for p in with_grad])
-        flat = self.accelerator.reduce(flat.to(self._comm_device), reduction="mean")
-        offset = 0
-        for p in with_grad:
-            n = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad).to(p.grad.dtype))
-            offset += n
-
-    def sync_parameters(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Every rank starts from rank 0's trainable weights (as DDP does when it wraps)."""
-        if not self.active or not params:
-            return
-        with torch.no_grad():
-            for p in params:
-                buffer = p.data.to(self._comm_device)
-                torch.distributed.broadcast(buffer, src=0)
-                if buffer is not p.data:
-                    p.data.copy_(buffer)
-
     def close(self) -> None:
-        """Leave the process group (gloo aborts at exit when it is left open)."""
-        if self.active and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        """End the run's accelerate state and leave the process group (gloo aborts at exit
+        when it is left open). Runs on every path (``run_job``'s finally)."""
+        self.end_run()
+        if self.active:
+            reset_accelerate_state(keep_process_group=False)
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+    def _reduce_sum(self, tensor: Tensor) -> Tensor:
+        from accelerate.utils import reduce  # accelerate: see build_accelerator
+
+        return reduce(tensor, reduction="sum")
 
     @property
     def _comm_device(self) -> torch.device:
-        return (
-            self.accelerator.device
-            if self.accelerator.device.type == "cuda"
-            else torch.device("cpu")
-        )
+        cuda = self.assigned is not None and self.assigned.type == "cuda"
+        return self.assigned if cuda else torch.device("cpu")
 
 
 def start(device_setting: str = "auto") -> Dist:
     """Join the launcher's process group, or the single-process ``Dist()`` when run alone."""
     if launched_world_size() <= 1:
         return Dist()
-    from accelerate import Accelerator  # only with several processes
+    from accelerate import PartialState  # accelerate: see build_accelerator
 
     cpu = device_setting == "cpu" or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=cpu)
-    return Dist(accelerator, accelerator.process_index, accelerator.num_processes)
+    state = PartialState(cpu=cpu)  # joins the process group (gloo on CPUs, nccl on GPUs)
+    return Dist(rank=state.process_index, world=state.num_processes, assigned=state.device)
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:

@@ -1,12 +1,13 @@
-"""The training loop: read it top to bottom in `train()`.
+"""The training loop: `train()` opens the run's accelerator; read `train_steps()` top to bottom.
 
 Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
 Everything architecture-specific sits behind `trainer.arch.base.Arch`; data behind
 `trainer.data.batches.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it),
 reached through the run's `RunContext` (trainer.engine.context). Memory options:
 `trainer.engine.memory.prepare`; previews: `trainer.engine.previews`.
-Under ``accelerate launch`` with several processes, `ctx.dist` (trainer.engine.distributed) shards
-the data, averages the gradients and lets only the main process log, sample and save.
+Every run trains through accelerate (`ctx.dist`, trainer.engine.distributed: prepare/DDP,
+accumulate, autocast, GradScaler); with several processes it also shards the data and lets only
+the main process log, sample and save.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +43,13 @@ from trainer.engine.checkpoint import (
     save_checkpoint,
 )
 from trainer.engine.context import RunContext
-from trainer.engine.distributed import Dist, rank_seed
+from trainer.engine.distributed import Dist, TrainedModules, rank_seed
 from trainer.engine.ema import build_ema, ema_weights
 from trainer.engine.failures import NonFiniteLoss
 from trainer.engine.memory.prepare import check_environment, prepare_base, prepare_training
 from trainer.engine.memory.prompts import unload_for_run
 from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugmented
-from trainer.engine.optim import build_optimizer, build_scheduler, clip_gradients, param_groups
+from trainer.engine.optim import build_optimizer, build_scheduler, param_groups
 from trainer.engine.previews import sample_and_log, sample_due, wants_first_sample
 from trainer.lora.hub import push_lora_folder
 from trainer.lora.io import load_lora_file, save_lora
@@ -58,6 +60,19 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     dist = ctx.dist  # one process, or this rank of an `accelerate launch` (engine.distributed)
     device = dist.device or pick_device(cfg.runtime.device)
     dtype = pick_dtype(cfg.train.dtype, device)
+    with dist.accelerating(cfg.train, device, dtype) as accelerator:  # autocast, DDP, scaler
+        return train_steps(cfg, ctx, resume, device, dtype, accelerator)
+
+
+def train_steps(
+    cfg: TrainingConfig,
+    ctx: RunContext,
+    resume: Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    accelerator: Any,
+) -> Outcome:
+    dist = ctx.dist
     torch.manual_seed(cfg.train.seed)
     ctx.verbose = cfg.logging.verbose
     ctx.phase("loading")
@@ -65,7 +80,7 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     arch = load_arch(cfg, ctx.home, device, dtype)
     prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
     data = prepare_data(cfg, ctx)
-    groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)
+    groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)  # adapters in fp32
     if cfg.model.lora_path:
         load_lora_file(arch, cfg.model.lora_path)
     arch.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
@@ -75,12 +90,14 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
         cfg.train, param_groups(cfg.train, groups) + objective.param_groups()
     )
     total = int(cfg.train.steps)
-    scheduler = build_scheduler(cfg.train, optimizer, total)
+    scheduler = build_scheduler(cfg.train, optimizer, total)  # not prepared: one step per step
+    # DDP with several processes (rank 0's start weights); fp16: the optimizer's GradScaler.
+    model, optimizer = dist.prepare(trained_modules(arch, objective), optimizer)
     noise_gen = torch.Generator().manual_seed(rank_seed(cfg.train.seed, dist.rank))
     trainable = [p for group in groups.values() for p in group]
-    synced = [p for group in optimizer.param_groups for p in group["params"]]
-    dist.sync_parameters(synced)  # every rank starts from rank 0's weights
-    state = LoopState(objective=objective, ema=build_ema(cfg.train, trainable))
+    state = LoopState(
+        objective=objective, ema=build_ema(cfg.train, trainable), scaler=accelerator.scaler
+    )
     if resume is not None:  # every rank loads the same checkpoint
         state = restore(resume, cfg, arch, optimizer, scheduler, noise_gen, state)
         if dist.rank:  # the checkpoint holds rank 0's noise stream; the others start afresh
@@ -95,23 +112,27 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
         steps_left = (total - state.step) * dist.world  # the global plan: every rank's batches
         unload_for_run(arch, cfg, inputs, data, state.micro_batches, steps_left)
     batches = stream_batches(data, cfg, state, arch.device, dist)
+    accumulation = cfg.train.gradient_accumulation_steps
     arch.train()
     while state.step < total and not dist.agree_stop(ctx.stop):  # all ranks stop together
         started = time.perf_counter()
         step_loss, images = 0.0, 0
-        for _ in range(cfg.train.gradient_accumulation_steps):
+        for _ in range(accumulation):
             batch = next(batches)
-            loss = compute_loss(arch, inputs, batch, cfg, noise_gen, state.objective)
-            (loss / cfg.train.gradient_accumulation_steps).backward()
-            step_loss += loss.item() / cfg.train.gradient_accumulation_steps
+            with accelerator.accumulate(model):  # DDP syncs gradients on the last micro-batch only
+                with accelerator.autocast():
+                    loss = model(
+                        partial(compute_loss, arch, inputs, batch, cfg, noise_gen, state.objective)
+                    )
+                accelerator.backward(loss)  # divides by the accumulation steps; fp16: scaled
+            step_loss += loss.item() / accumulation
             images += len(batch["captions"])
             state.micro_batches += dist.world  # global micro-batches (each rank did one)
         step_loss, images = dist.step_totals(step_loss, images)  # over all processes
         if not math.isfinite(step_loss):
             raise NonFiniteLoss(state.step + 1, step_loss)
-        dist.sync_gradients(synced)  # DDP's gradient average; a no-op in one process
-        clip_gradients(trainable, cfg.train.max_grad_norm)
-        optimizer.step()
+        dist.clip_gradients(trainable, cfg.train.max_grad_norm)
+        optimizer.step()  # fp16: skipped when the scaled gradients hold inf/nan
         if state.ema is not None:
             state.ema.update()
         scheduler.step()
@@ -134,6 +155,14 @@ def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> O
     dist.barrier()
     ctx.tracker.flush()
     return Outcome(step=state.step, total_steps=total, stopped=stopped, lora_files=files)
+
+
+def trained_modules(arch: Arch, objective: ObjectiveState) -> TrainedModules:
+    """The modules whose parameters the optimizer trains, for `Dist.prepare`."""
+    parts = dict(arch.adapted_components())
+    if objective.snr_weights is not None:
+        parts["snr_weights"] = objective.snr_weights
+    return TrainedModules(parts)
 
 
 # ---------------------------------------------------------------------- inputs and caches
@@ -300,6 +329,7 @@ class LoopState:
     meter: Meter = field(default_factory=Meter)
     objective: ObjectiveState = field(default_factory=ObjectiveState)
     ema: Any = None  # trainer.engine.ema.LoraEMA when train.use_ema is on
+    scaler: Any = None  # fp16 mixed precision: accelerate's GradScaler (its state is checkpointed)
 
 
 @dataclass
@@ -373,6 +403,7 @@ def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> 
             "run_id": getattr(ctx.tracker, "run_id", None),
             "objective": state.objective.state_dict(),
             "ema": state.ema.state_dict() if state.ema is not None else None,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         },
         cfg,
         keep=cfg.save.max_step_saves_to_keep,
@@ -429,6 +460,8 @@ def restore(
     state.objective.load_state_dict(saved.state.get("objective"))
     if state.ema is not None:
         state.ema.load_state_dict(saved.state.get("ema"))
+    if state.scaler is not None and saved.state.get("scaler"):
+        state.scaler.load_state_dict(saved.state["scaler"])
     return state
 
 
