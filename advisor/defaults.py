@@ -273,10 +273,15 @@ def _batch(d: Draft) -> None:
     d.set("train.batch_size", batch, why, src)
     auto = seed.auto_scale and most > batch
     d.set("train.auto_scale_batch_size", auto, _auto_reason(d, auto), seed_formulas.SOURCE)
-    d.set("train.min_batch_size", 1, "an auto-scaled batch starts its ramp at 1", seed_formulas.SOURCE)
+    d.set(
+        "train.min_batch_size", 1, "an auto-scaled batch starts its ramp at 1", seed_formulas.SOURCE
+    )
     d.set("train.max_batch_size", max(most, batch), "the largest batch that fits", src)
     d.set(
-        "train.batch_size_warmup_steps", seed.warmup_steps, "the batch ramps up over the first 100 steps", seed_formulas.SOURCE
+        "train.batch_size_warmup_steps",
+        seed.warmup_steps,
+        "the batch ramps up over the first 100 steps",
+        seed_formulas.SOURCE,
     )
 
 

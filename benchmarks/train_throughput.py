@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
 from trainer.demo.tiny import build_all  # noqa: E402
-from trainer.engine.context import RunContext
-from trainer.engine.loop import train
-from trainer.tracking.mlflow_tracker import MlflowTracker
-from trainer.tracking.progress import read_progress
-from trainer.tracking.tracker import NullTracker
+from trainer.engine.context import RunContext  # noqa: E402
+from trainer.engine.loop import train  # noqa: E402
+from trainer.tracking.mlflow_tracker import MlflowTracker  # noqa: E402
+from trainer.tracking.progress import read_progress  # noqa: E402
+from trainer.tracking.tracker import NullTracker  # noqa: E402
 
 
 def config(steps: int, cached: bool, mlflow: bool) -> TrainingConfig:
