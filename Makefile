@@ -6,8 +6,9 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 HOST      ?= $(if $(STUDIO_HOST),$(STUDIO_HOST),127.0.0.1)
 PORT      ?= $(if $(STUDIO_PORT),$(STUDIO_PORT),8501)
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
+# The studio is online (models download from the Hugging Face Hub); STUDIO_OFFLINE=1 turns that
+# off. Tests and benchmarks never reach a hub: they always run offline.
+OFFLINE   := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: run test lint format install browser postgres clean-home bench
@@ -45,7 +46,7 @@ run: $(STAMP)
 	  --server.headless true --browser.gatherUsageStats false
 
 test: $(STAMP) browser postgres
-	$(PY) -m pytest
+	$(OFFLINE) $(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -54,4 +55,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/*.py; do $(OFFLINE) $(PY) $$b || exit 1; done

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trainer.settings import use_studio_http_defaults
+from trainer.settings import use_hub_offline_mode, use_studio_http_defaults
 from ui.sidebar import render_active_runs
 from ui.state import init_state
 from ui.summary import render_sidebar_hardware
 
 use_studio_http_defaults()  # this process fails fast on a down tracking server (not trainers)
+use_hub_offline_mode()  # STUDIO_OFFLINE: before anything imports huggingface_hub (read at import)
 st.set_page_config(page_title="LoRA Studio", page_icon="🎛️", layout="wide")
 
 PAGES = [

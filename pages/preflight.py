@@ -12,6 +12,7 @@ from ui.preflight import (
     confirm,
     detected_hardware,
     render_hardware_check,
+    render_hub_status,
     render_intent,
     render_overrides,
 )
@@ -28,6 +29,7 @@ st.write(
 st.subheader("1 · Your hardware")
 hw = detected_hardware()
 render_hardware_check(hw)
+render_hub_status()
 overrides = render_overrides(hw)
 
 st.subheader("2 · What you are training")

@@ -15,7 +15,7 @@ from trainer.config.schema import TrainingConfig
 from trainer.demo.tiny import build_all
 from trainer.lora.cli import add_cli as add_lora_cli
 from trainer.lora.cli import cmd_lora
-from trainer.settings import load_settings
+from trainer.settings import load_settings, use_hub_offline_mode
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -119,6 +119,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_hub_offline_mode()  # STUDIO_OFFLINE run by hand, not by the studio: still no Hub access
     handler = {
         "validate": cmd_validate,
         "run": cmd_run,

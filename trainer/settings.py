@@ -1,7 +1,8 @@
 """Where the studio keeps its things and how it is served: one settings object.
 
 Environment variables override the defaults: STUDIO_HOME, MLFLOW_TRACKING_URI, STUDIO_HOST,
-STUDIO_PORT, STUDIO_EXPERIMENT.
+STUDIO_PORT, STUDIO_EXPERIMENT, STUDIO_OFFLINE. Whether the Hugging Face Hub may be used is
+decided here too (``hub_offline``), for the studio and every trainer it starts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class StudioSettings(BaseSettings):
         "lora-studio",
         validation_alias="STUDIO_EXPERIMENT",
         description="MLflow experiment that runs go to unless a config names another.",
+    )
+    offline: bool = Field(
+        False,
+        validation_alias="STUDIO_OFFLINE",
+        description=(
+            "Never contact the Hugging Face Hub: the studio and its trainers run with "
+            "HF_HUB_OFFLINE=1 and load models only from disk or the local Hugging Face cache."
+        ),
     )
 
     @field_validator("home")
@@ -126,3 +135,28 @@ def without_studio_http_defaults(env: dict[str, str]) -> dict[str, str]:
         if key in STUDIO_HTTP_DEFAULTS:
             env.pop(key, None)
     return env
+
+
+# The values huggingface_hub itself reads as "on" for HF_HUB_OFFLINE.
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_offline(settings: StudioSettings | None = None) -> bool:
+    """Whether the Hugging Face Hub is off limits: STUDIO_OFFLINE asks for it, and a user's own
+    HF_HUB_OFFLINE is honoured. Online is the default."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE_WORDS:
+        return True
+    return (settings or load_settings()).offline
+
+
+def hub_offline_env(settings: StudioSettings | None = None) -> dict[str, str]:
+    """The variables that make huggingface_hub, diffusers and transformers stay offline, when
+    ``hub_offline``; empty when the studio is online."""
+    return dict.fromkeys(HUB_OFFLINE_VARS, "1") if hub_offline(settings) else {}
+
+
+def use_hub_offline_mode() -> None:
+    """Put this process in offline mode when asked to (call before huggingface_hub is imported:
+    it reads HF_HUB_OFFLINE once, at import)."""
+    os.environ.update(hub_offline_env())

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
+from huggingface_hub import constants as hf_constants
 
-from trainer.settings import load_settings
+from trainer.arch.hub_status import OFFLINE, REACHABLE, HubStatus, hub_status
+from trainer.settings import hub_offline, load_settings
 from ui import advice, state
 from ui.advice import Hardware, Recommendation
 from ui.boundary import advisor_boundary
@@ -60,6 +62,25 @@ def render_hardware_check(hw: Hardware) -> None:
         st.markdown(f"{status} · **{part}**: {text}")
     for note in hw.notes:
         st.caption(f"ℹ️ {note}")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def cached_hub_status(endpoint: str, offline: bool) -> HubStatus:
+    """The Hub check, asked at most once a minute: reruns must not probe the network again.
+    ``offline`` is part of the cache key, so switching offline mode on or off asks again."""
+    return hub_status(endpoint=endpoint)
+
+
+def render_hub_status() -> None:
+    """Whether models can be downloaded, and where the downloads go."""
+    hub = cached_hub_status(hf_constants.ENDPOINT, hub_offline())
+    mark = {
+        REACHABLE: ":material/cloud_done: Reachable",
+        OFFLINE: ":material/cloud_off: Offline",
+    }.get(hub.state, ":material/cloud_off: Unreachable")
+    st.markdown(f"{mark} · **Hugging Face Hub**: {hub.endpoint}, {hub.detail}")
+    free = f", {hub.cache_free_gb:.0f} GB free" if hub.cache_free_gb is not None else ""
+    st.markdown(f":material/folder: · **Model cache**: `{hub.cache_dir}`{free}")
 
 
 def render_overrides(hw: Hardware) -> dict[str, Any]:

@@ -10,11 +10,12 @@ live here too, so the Arch classes only decide which classes to load.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from trainer.settings import hub_offline
 
 if TYPE_CHECKING:
     import torch
@@ -27,11 +28,6 @@ LOAD_FAILURES = (OSError, ValueError, KeyError, RuntimeError)
 
 class ModelLoadError(RuntimeError):
     """A base model (or its VAE / text encoder) could not be loaded; the message says the fix."""
-
-
-def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE forbids any network access to the Hugging Face Hub."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def classify_source(ref: str) -> str:
@@ -68,8 +64,8 @@ def load_error(
     elif source == "hub":
         if hub_offline():
             why = (
-                "this machine is offline (HF_HUB_OFFLINE=1) and the model is not in the local "
-                "Hugging Face cache"
+                "the studio is offline (STUDIO_OFFLINE or HF_HUB_OFFLINE=1) and the model is "
+                "not in the local Hugging Face cache"
             )
         else:
             why = "it could not be downloaded from the Hugging Face Hub or found in the cache"

@@ -51,7 +51,7 @@ from trainer.jobs.folder import (
     job_alive,
     job_folder,
 )
-from trainer.settings import without_studio_http_defaults
+from trainer.settings import hub_offline_env, without_studio_http_defaults
 from trainer.tracking.connect import mlflow_client
 from trainer.tracking.job_file import read_job, write_job
 from trainer.tracking.layout import TAG_DEVICE, TAG_PREDICTED
@@ -124,8 +124,9 @@ def config_processes(config_path: Path) -> int:
 
 def trainer_env(settings: StudioSettings, run_id: str) -> dict[str, str]:
     """The environment of the trainer: ours (without the studio's fail-fast MLflow HTTP settings),
-    plus where to track and which run to attach to."""
+    plus where to track, which run to attach to, and offline mode when the studio is offline."""
     env = without_studio_http_defaults(dict(os.environ))
+    env.update(hub_offline_env(settings))
     env.update(
         STUDIO_HOME=str(settings.home),
         MLFLOW_TRACKING_URI=settings.tracking_uri,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainer.arch.sources import hub_offline
 from trainer.config.schema import TrainingConfig
 from trainer.redaction import redact_text
+from trainer.settings import hub_offline
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -45,8 +45,9 @@ def push_lora_folder(folder: Path, cfg: TrainingConfig) -> str:
     )
     if hub_offline():
         raise HubUploadError(
-            f"push_to_hub: the LoRA was not uploaded to the Hugging Face Hub ({repo_id}): this "
-            f"machine is offline (HF_HUB_OFFLINE=1 is set, so no network access is tried). " + later
+            f"push_to_hub: the LoRA was not uploaded to the Hugging Face Hub ({repo_id}): the "
+            f"studio is offline (STUDIO_OFFLINE or HF_HUB_OFFLINE=1 is set, so no network access "
+            f"is tried). " + later
         )
     token = os.environ.get(TOKEN_ENV) or None
     try:
