@@ -166,3 +166,17 @@ def test_preflight_shows_the_hub_and_its_cache(
     shown = texts(at)
     assert "Offline" in shown and "offline (STUDIO_OFFLINE / HF_HUB_OFFLINE)" in shown
     assert len(seen) == 1
+
+
+@pytest.mark.usefixtures("online")
+def test_preflight_says_what_an_unreachable_hub_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui.preflight import cached_hub_status
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(hf_constants, "ENDPOINT", closed)
+    cached_hub_status.clear()
+    at = open_page("pages/preflight.py")
+    assert "Unreachable" in texts(at)
+    assert any("STUDIO_OFFLINE=1" in c.value for c in at.caption)

@@ -79,6 +79,12 @@ def render_hub_status() -> None:
         OFFLINE: ":material/cloud_off: Offline",
     }.get(hub.state, ":material/cloud_off: Unreachable")
     st.markdown(f"{mark} · **Hugging Face Hub**: {hub.endpoint}, {hub.detail}")
+    if hub.state not in (REACHABLE, OFFLINE):
+        st.caption(
+            "Models not yet in the cache cannot be downloaded from here; the demo models and "
+            "models already cached still work. Without internet, start the studio with "
+            "STUDIO_OFFLINE=1 to skip this check."
+        )
     free = f", {hub.cache_free_gb:.0f} GB free" if hub.cache_free_gb is not None else ""
     st.markdown(f":material/folder: · **Model cache**: `{hub.cache_dir}`{free}")
 
