@@ -135,7 +135,7 @@ def render_overrides(hw: Hardware) -> dict[str, Any]:
 
 
 def render_intent() -> dict[str, Any]:
-    """The three questions of seed 001, plus the model family and whether to start with the demo."""
+    """The three preflight questions (what, priority, experience), plus the model family and whether to start with the demo."""
     saved = state.meta()["intent"]
     draft = state.draft()
     answers: dict[str, Any] = {}

@@ -21,7 +21,7 @@ Affect = Literal["quality", "speed", "memory", "disk"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
-# The wizard's steps, in order (seed 001). Each field names one of these keys.
+# The wizard's steps, in order (docs/architecture.md). Each field names one of these keys.
 WIZARD_STEPS: dict[str, tuple[str, str]] = {
     "model": ("Model", "Which base model the LoRA is trained on, and where it comes from."),
     "quantization": ("Quantization", "Store the base model's weights in fewer bits to fit VRAM."),

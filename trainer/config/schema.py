@@ -4,7 +4,7 @@ This pydantic model tree drives the wizard (each field's step, level and what it
 validation (errors name a dotted path such as ``train.lr_scheduler_params.warmup_steps``), the
 presets and YAML export (comments come from the descriptions) and the MLflow params.
 
-Field names follow ostris/ai-toolkit where the seeds name an option, so its users recognise them.
+Field names follow ostris/ai-toolkit where that trainer has the option, so its users recognise them.
 Fields that the advisor should decide may hold ``"auto"``: "decision" autos (steps, learning rate,
 batch, rank) must be resolved before a run starts; "technical" autos (device, precision, noise
 scheduler, sampler...) have a per-architecture answer in ``ARCH_DEFAULTS``.
