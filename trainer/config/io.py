@@ -59,20 +59,20 @@ class ConfigError(Exception):
 
 
 # ------------------------------------------------------------------------------------- reading
+def _binary(source: str) -> ConfigError:
+    problem = Problem(
+        source,
+        "is binary data, not a YAML text file",
+        "choose the .yaml file you saved or exported",
+    )
+    return ConfigError([problem], source)
+
+
 def parse_yaml(text: str | bytes, source: str = "config") -> dict[str, Any]:
     """The mapping in a YAML document, or a ConfigError saying what is wrong with the file."""
     if isinstance(text, bytes):
         if b"\x00" in text[:8192]:
-            raise ConfigError(
-                [
-                    Problem(
-                        source,
-                        "is binary data, not a YAML text file",
-                        "choose the .yaml file you saved or exported",
-                    )
-                ],
-                source,
-            )
+            raise _binary(source)
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -85,16 +85,7 @@ def parse_yaml(text: str | bytes, source: str = "config") -> dict[str, Any]:
                 source,
             ) from None
     if "\x00" in text:
-        raise ConfigError(
-            [
-                Problem(
-                    source,
-                    "is binary data, not a YAML text file",
-                    "choose the .yaml file you saved or exported",
-                )
-            ],
-            source,
-        )
+        raise _binary(source)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from trainer.config.sections.train import TrainConfig
+from trainer.engine.optim import clip_gradients
 
 T = TypeVar("T")
 
@@ -198,9 +199,7 @@ class Dist:
     def clip_gradients(self, params: Iterable[Tensor], max_grad_norm: float) -> float | None:
         """``optim.clip_gradients``' contract through accelerate: 0 turns clipping off; fp16
         gradients are unscaled first, so the norm is the true one (inf/nan returned as is)."""
-        if max_grad_norm <= 0:
-            return None
-        return float(self.accelerator.clip_grad_norm_(list(params), max_grad_norm))
+        return clip_gradients(list(params), max_grad_norm, self.accelerator.clip_grad_norm_)
 
     # ------------------------------------------------------------------ data
     def shard(self, items: Iterable[T]) -> Iterator[T]:

@@ -432,13 +432,16 @@ def batch_size_at(train: TrainConfig, step: int) -> int:
 
 # ----------------------------------------------------------------------------------- clipping
 def clip_gradients(
-    params: Iterable[torch.Tensor] | torch.Tensor, max_grad_norm: float
+    params: Iterable[torch.Tensor] | torch.Tensor,
+    max_grad_norm: float,
+    clip_grad_norm: Callable[..., torch.Tensor] = torch.nn.utils.clip_grad_norm_,
 ) -> float | None:
     """Clip the gradients' total norm to ``max_grad_norm``; return the norm before clipping.
 
     Returns None when ``max_grad_norm`` is 0 (clipping off). A non-finite norm is returned as
-    it is (inf / nan) so the caller can skip the step.
+    it is (inf / nan) so the caller can skip the step. ``clip_grad_norm`` does the clipping
+    (the training loop passes accelerate's, which unscales fp16 gradients first).
     """
     if max_grad_norm <= 0:
         return None
-    return float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    return float(clip_grad_norm(params, max_grad_norm))
