@@ -47,13 +47,13 @@ class StudioContext:
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _detect(home: str, overrides_json: str) -> Hardware:
+def cached_detection(home: str, overrides_json: str) -> Hardware:
     return advice.detect_hardware(Path(home), json.loads(overrides_json))
 
 
 def hardware() -> Hardware:
     overrides = json.dumps(state.meta().get("profile_overrides") or {}, sort_keys=True)
-    return _detect(str(load_settings().home), overrides)
+    return cached_detection(str(load_settings().home), overrides)
 
 
 def studio_context() -> StudioContext:

@@ -65,11 +65,6 @@ def launch_prediction(
     return _positive(step), _positive(total)
 
 
-def predicted_s_per_step(cfg: TrainingConfig) -> float | None:
-    """The advisor's step-time prediction for this config (see ``launch_prediction``)."""
-    return launch_prediction(cfg)[0]
-
-
 def _positive(value: float | None) -> float | None:
     return float(value) if value and value > 0 else None
 

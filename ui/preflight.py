@@ -14,7 +14,7 @@ from trainer.settings import hub_offline, load_settings
 from ui import advice, state
 from ui.advice import Hardware, Recommendation
 from ui.boundary import advisor_boundary
-from ui.context import _detect
+from ui.context import cached_detection
 
 OK, MISSING = ":material/check_circle: Detected", ":material/help: Not detected"
 WHAT_HELP = {
@@ -33,7 +33,7 @@ ARCHS = {
 
 
 def detected_hardware() -> Hardware:
-    return _detect(str(load_settings().home), "{}")
+    return cached_detection(str(load_settings().home), "{}")
 
 
 def render_hardware_check(hw: Hardware) -> None:
