@@ -17,9 +17,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advisor import checks_data, checks_hardware, checks_training, checks_unused  # noqa: F401
+from advisor import (  # noqa: F401 - importing registers the rules
+    checks_data,
+    checks_hardware,
+    checks_training,
+    checks_unused,
+    model_source,
+)
 from advisor.dataset import DatasetInfo
 from advisor.findings import RULES, SEVERITIES, Context, Finding, Rule
+from advisor.model_facts import ModelFacts
 from advisor.patch import try_patch
 from advisor.profile import SystemProfile
 from advisor.runs import as_runs
@@ -68,10 +75,11 @@ def validate(
     existing_names: Iterable[str] = (),
     history: list[Any] | None = None,
     errors_only: bool = False,
+    model: ModelFacts | None = None,
 ) -> list[Finding]:
     """Every finding of every rule, errors first (``errors_only``: skip the rules that can only
     make suggestions)."""
-    ctx = Context(cfg, profile, info, frozenset(existing_names), as_runs(history))
+    ctx = Context(cfg, profile, info, frozenset(existing_names), as_runs(history), model)
     found = [
         f
         for r in RULES.values()

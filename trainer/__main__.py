@@ -1,4 +1,4 @@
-"""Command line: ``python -m trainer {validate,schema,demo} ...`` (the studio uses the same)."""
+"""Command line: ``python -m trainer {validate,run,schema,demo,import,lora,model} ...`` (the studio uses the same)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from trainer.config.schema import TrainingConfig
 from trainer.demo.tiny import build_all
 from trainer.lora.cli import add_cli as add_lora_cli
 from trainer.lora.cli import cmd_lora
+from trainer.models.cli import add_cli as add_model_cli
+from trainer.models.cli import cmd_model
 from trainer.settings import load_settings, use_hub_offline_mode
 
 EXIT_OK, EXIT_INVALID = 0, 2
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("file", help="ai-toolkit job .yaml, sd-scripts .toml or kohya_ss .json")
     imports.add_argument("-o", "--output", help="write the studio config YAML here")
     add_lora_cli(commands)
+    add_model_cli(commands)
     return parser
 
 
@@ -127,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "lora": cmd_lora,
         "import": cmd_import,
+        "model": cmd_model,
     }[args.command]
     return handler(args)
 

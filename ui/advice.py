@@ -22,6 +22,7 @@ from advisor.explain import Explanation
 from advisor.explain import explain_field as advisor_explain_field
 from advisor.explain import explain_step as advisor_explain_step
 from advisor.findings import Finding as AdvisorFinding
+from advisor.model_facts import ModelFacts
 from advisor.predict import predict as predict_run
 from advisor.profile import GPU, SystemProfile, detect_profile, with_overrides
 from advisor.rules import apply_fixes, validate
@@ -235,13 +236,19 @@ def _read_caption(path: Path) -> str | None:
 
 # ------------------------------------------------------------------------------------ findings
 def findings(
-    draft: dict[str, Any], problems: list[Problem], cfg: TrainingConfig | None, hw: Hardware
+    draft: dict[str, Any],
+    problems: list[Problem],
+    cfg: TrainingConfig | None,
+    hw: Hardware,
+    model: ModelFacts | None = None,
 ) -> list[Finding]:
     """Everything worth telling about the draft: its schema errors and, once it validates, the
-    advisor's findings (among them the settings still 'auto')."""
+    advisor's findings (among them the settings still 'auto' and, given ``model``, whether the
+    base model can be loaded)."""
     found = [_problem_finding(draft, p) for p in problems]
     if cfg is not None:
-        found += [_from_advisor(f) for f in validate(cfg, hw.raw, dataset_info(draft, cfg))]
+        info = dataset_info(draft, cfg)
+        found += [_from_advisor(f) for f in validate(cfg, hw.raw, info, model=model)]
     return found
 
 

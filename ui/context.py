@@ -14,12 +14,14 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.model_facts import ModelFacts
 from trainer.config.paths import generic_path
 from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Finding, Hardware, Prediction
 from ui.boundary import advisor_boundary
 from ui.compare_store import local_history
+from ui.model_status import model_facts
 
 _CACHE = "_studio_context"
 
@@ -33,6 +35,7 @@ class StudioContext:
     recommendations: dict[str, dict[str, Any]]
     experience: str
     notes: list[str] = field(default_factory=list)
+    model: ModelFacts | None = None  # the base model's source (folder, file, Hub, cache)
 
     @property
     def errors(self) -> list[Finding]:
@@ -63,6 +66,7 @@ def studio_context() -> StudioContext:
         json.dumps(meta.get("profile_overrides"), sort_keys=True, default=str),
         json.dumps(meta.get("intent"), sort_keys=True),
         len(meta.get("recommendations") or {}),
+        model := current_model_facts(),
     )
     cached = st.session_state.get(_CACHE)
     if cached and cached[0] == key:
@@ -73,7 +77,7 @@ def studio_context() -> StudioContext:
     notes: list[str] = []
     found: list[Finding] = []
     with advisor_boundary("checking the draft") as checking:
-        found = advice.findings(state.draft(), checked.problems, checked.config, hw)
+        found = advice.findings(state.draft(), checked.problems, checked.config, hw, model)
     basis = checked.config or checked.last_valid
     if checked.config is None and basis is not None:
         notes.append("Predictions are for your last valid settings, until the errors are fixed.")
@@ -82,10 +86,19 @@ def studio_context() -> StudioContext:
         if basis is not None:
             prediction = advice.predict(basis, hw, prediction_history())
     experience = (meta.get("intent") or {}).get("experience", "beginner")
-    context = StudioContext(hw, checked, found, prediction, recs, experience, notes)
+    context = StudioContext(hw, checked, found, prediction, recs, experience, notes, model)
     if not (checking.failed or predicting.failed):  # else the message shows on every run
         st.session_state[_CACHE] = (key, context)
     return context
+
+
+def current_model_facts() -> ModelFacts | None:
+    """The draft's base model as found on disk and the Hub (None if it cannot be looked at)."""
+    ref = str(state.get_value("model.name_or_path") or "")
+    arch = str(state.get_value("model.arch") or "sd15")
+    with advisor_boundary("looking at the base model"):
+        return model_facts(ref, arch)
+    return None
 
 
 def prediction_history() -> list[Any] | None:

@@ -1,0 +1,165 @@
+"""The base model's source as the advisor sees it (``advisor.model_facts.ModelFacts``).
+
+One function, ``model_facts(ref, arch)``, looks at a demo ref, a folder, a file or a Hugging
+Face id. The Hub is asked at most once a minute per id (model info with file sizes, and the
+access check of a gated repo); the cache is measured on every call, so a running download shows
+up at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+from huggingface_hub import constants, get_token
+
+from advisor.model_facts import DEMO, FILE, FOLDER, HUB, MISSING, ModelFacts
+from trainer.arch.hub_status import free_gb
+from trainer.arch.sources import SINGLE_FILE_SUFFIXES, classify_source
+from trainer.models.hub import (
+    FOUND,
+    NOT_FOUND,
+    RepoCheck,
+    cache_status,
+    cached_snapshot,
+    inspect_repo,
+)
+from trainer.models.token import Access, repo_access
+from trainer.settings import load_settings
+
+HUB_TTL_S = 60
+
+
+def _token_key() -> str:
+    """Changes when the user signs in or out (the token itself never becomes a cache key)."""
+    token = get_token() or ""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+@st.cache_data(ttl=HUB_TTL_S, show_spinner=False)
+def inspect(repo_id: str, arch: str, endpoint: str, token_key: str) -> RepoCheck:
+    """``inspect_repo``, asked again after a minute, another endpoint or another login."""
+    return inspect_repo(repo_id, arch)
+
+
+@st.cache_data(ttl=HUB_TTL_S, show_spinner=False)
+def access(repo_id: str, endpoint: str, token_key: str) -> Access:
+    return repo_access(repo_id)
+
+
+def model_facts(ref: str, arch: str) -> ModelFacts:
+    """What the advisor needs to know about ``ref`` as the base model of an ``arch`` run."""
+    ref = ref.strip()
+    if not ref:
+        return ModelFacts(
+            ref, MISSING, problem="No base model is chosen. Fix: pick one on the Model step."
+        )
+    if ref.startswith("demo:"):
+        return ModelFacts(ref, DEMO)
+    source = classify_source(ref)
+    if source == "dir":
+        return _folder_facts(ref, arch)
+    if source == "file":
+        return ModelFacts(ref, FILE, total_bytes=Path(ref).expanduser().stat().st_size)
+    if source == "hub":
+        return hub_facts(ref, arch)
+    what = "file" if ref.lower().endswith(SINGLE_FILE_SUFFIXES) else "folder"
+    return ModelFacts(
+        ref,
+        MISSING,
+        problem=(
+            f"Base model: no {what} at `{ref}` on this machine, and it is not a Hugging Face id "
+            f"(owner/name). Fix: correct the path, or pick a Hub model or the demo model on "
+            f"the Model step."
+        ),
+    )
+
+
+def _folder_facts(ref: str, arch: str) -> ModelFacts:
+    folder = Path(ref).expanduser()
+    if not (folder / "model_index.json").is_file():
+        return ModelFacts(
+            ref,
+            FOLDER,
+            problem=(
+                f"Base model: `{ref}` has no model_index.json, so it is not a diffusers model "
+                f"folder. Fix: point to the folder that contains model_index.json, or to a "
+                f"single .safetensors checkpoint."
+            ),
+        )
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return ModelFacts(ref, FOLDER, total_bytes=size)
+
+
+def hub_facts(repo_id: str, arch: str) -> ModelFacts:
+    cache_dir = Path(constants.HF_HUB_CACHE)
+    free = free_gb(cache_dir)
+    common = {
+        "cache_dir": str(cache_dir),
+        "cache_free_bytes": int(free * 1e9) if free is not None else None,
+        "cache_on_home_disk": _same_disk(cache_dir, load_settings().home),
+        "page_url": f"{constants.ENDPOINT.rstrip('/')}/{repo_id}",
+    }
+    check = inspect(repo_id, arch, constants.ENDPOINT, _token_key())
+    if check.state == NOT_FOUND:
+        return ModelFacts(
+            repo_id,
+            HUB,
+            problem=f"Base model `{repo_id}`: {check.message}.",
+            **common,
+        )
+    if check.state != FOUND or check.plan is None:
+        return _unchecked_hub_facts(repo_id, check, common)
+    plan, status = check.plan, cache_status(check.plan)
+    problem = warning = ""
+    if plan.missing_components:
+        problem = (
+            f"Base model `{repo_id}` lacks what a {arch} run loads: "
+            f"{', '.join(plan.missing_components)}. Fix: pick a diffusers-format {arch} model "
+            f"(it has model_index.json and one folder per component)"
+            + (f", or set the architecture to {check.detected_arch}" if check.detected_arch else "")
+            + "."
+        )
+    elif check.detected_arch and check.detected_arch != arch:
+        warning = f"`{repo_id}` looks like a {check.detected_arch} model, not {arch}."
+    gated_access = None
+    if check.gated and not status.complete:
+        gated_access = access(repo_id, constants.ENDPOINT, _token_key()).allowed
+    return ModelFacts(
+        repo_id,
+        HUB,
+        problem=problem,
+        warning=warning,
+        total_bytes=plan.total_bytes,
+        download_bytes=plan.total_bytes - status.cached_bytes,
+        gated=check.gated,
+        access=gated_access,
+        license=check.license,
+        **common,
+    )
+
+
+def _unchecked_hub_facts(repo_id: str, check: RepoCheck, common: dict) -> ModelFacts:
+    """Offline or no answer from the Hub: fine when the cache has a copy, else say why."""
+    if cached_snapshot(repo_id) is not None:
+        return ModelFacts(repo_id, HUB, checked=False, **common)
+    return ModelFacts(
+        repo_id,
+        HUB,
+        problem=(
+            f"Base model `{repo_id}` is not in the local Hugging Face cache and {check.message}. "
+            f"Fix: connect to the internet (or unset STUDIO_OFFLINE) and download it, or copy "
+            f"a downloaded cache here."
+        ),
+        checked=False,
+        **common,
+    )
+
+
+def _same_disk(a: Path, b: Path) -> bool:
+    def device(path: Path) -> int | None:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        return existing.stat().st_dev if existing is not None else None
+
+    return device(a) == device(b)
