@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from advisor.dataset import DatasetInfo
-from advisor.model_facts import ModelFacts
+from advisor.model_facts import ModelSource
 from advisor.models import is_demo
 from advisor.predict import Prediction, predict
 from advisor.profile import SystemProfile
@@ -52,7 +52,7 @@ class Context:
     info: DatasetInfo | None = None
     existing_names: frozenset[str] = frozenset()
     history: list[Any] = field(default_factory=list)
-    model: ModelFacts | None = None  # the base model's source, when the studio looked
+    model: ModelSource | None = None  # the base model's source, when the studio looked
 
     @cached_property
     def prediction(self) -> Prediction | None:

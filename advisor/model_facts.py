@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GB = 1e9
-# Kinds of ModelFacts.kind
+# Kinds of ModelSource.kind
 DEMO, HUB, FOLDER, FILE, MISSING = "demo", "hub", "dir", "file", "missing"
 
 
 @dataclass(frozen=True)
-class ModelFacts:
+class ModelSource:
     """The base model as found on this machine and the Hub (all sizes in bytes)."""
 
     ref: str

@@ -1,6 +1,6 @@
 """The rules about the base model's source.
 
-``ModelFacts`` (``advisor.model_facts``) is measured outside the advisor (the studio looks at the folder, the file or the
+``ModelSource`` (``advisor.model_facts``) is measured outside the advisor (the studio looks at the folder, the file or the
 Hub, see ``ui.model_status``) and handed in, so these rules stay pure: a model that cannot be
 found or loaded blocks Launch with the fix; a Hub model that is not downloaded yet, a gated one
 this account cannot get, and a download that will not fit in the Hugging Face cache are said

@@ -26,7 +26,7 @@ from advisor import (  # noqa: F401 - importing registers the rules
 )
 from advisor.dataset import DatasetInfo
 from advisor.findings import RULES, SEVERITIES, Context, Finding, Rule
-from advisor.model_facts import ModelFacts
+from advisor.model_facts import ModelSource
 from advisor.patch import try_patch
 from advisor.profile import SystemProfile
 from advisor.runs import as_runs
@@ -75,7 +75,7 @@ def validate(
     existing_names: Iterable[str] = (),
     history: list[Any] | None = None,
     errors_only: bool = False,
-    model: ModelFacts | None = None,
+    model: ModelSource | None = None,
 ) -> list[Finding]:
     """Every finding of every rule, errors first (``errors_only``: skip the rules that can only
     make suggestions)."""

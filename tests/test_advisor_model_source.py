@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from test_advisor_cases import PROFILES, make
 
-from advisor.model_facts import GB, ModelFacts
+from advisor.model_facts import GB, ModelSource
 from advisor.model_source import MODEL_RULES
 from advisor.predict import predict
 from advisor.rules import RULES, validate
@@ -15,7 +15,7 @@ from advisor.rules import RULES, validate
 HUB = dict(ref="owner/model", kind="hub", cache_dir="/cache", page_url="https://hub/owner/model")
 
 
-def _model_findings(facts: ModelFacts | None, arch: str = "sd15"):
+def _model_findings(facts: ModelSource | None, arch: str = "sd15"):
     cfg = make(arch=arch)
     found = validate(cfg, PROFILES["rtx3060"], None, (), model=facts)
     return {f.rule: f for f in found if f.rule in MODEL_RULES}
@@ -27,7 +27,7 @@ def test_every_model_rule_is_registered() -> None:
 
 def test_no_facts_and_an_available_model_give_no_model_findings() -> None:
     assert _model_findings(None) == {}
-    cached = ModelFacts(**HUB, total_bytes=4 * 10**9, download_bytes=0, cache_free_bytes=10**12)
+    cached = ModelSource(**HUB, total_bytes=4 * 10**9, download_bytes=0, cache_free_bytes=10**12)
     assert _model_findings(cached) == {}
 
 
@@ -35,37 +35,37 @@ def test_no_facts_and_an_available_model_give_no_model_findings() -> None:
     "facts, rule, severity, words",
     [
         (
-            ModelFacts("/nope", "missing", problem="no folder at /nope: check the path"),
+            ModelSource("/nope", "missing", problem="no folder at /nope: check the path"),
             "model_unavailable",
             "error",
             "no folder at /nope",
         ),
         (
-            ModelFacts("x.safetensors", "file", warning="the file holds an sdxl model"),
+            ModelSource("x.safetensors", "file", warning="the file holds an sdxl model"),
             "model_warning",
             "warning",
             "sdxl",
         ),
         (
-            ModelFacts(**HUB, total_bytes=5 * 10**9, download_bytes=3 * 10**9),
+            ModelSource(**HUB, total_bytes=5 * 10**9, download_bytes=3 * 10**9),
             "model_not_downloaded",
             "error",
             "3.0 GB still to fetch",
         ),
         (
-            ModelFacts(**HUB, download_bytes=10**9, gated=True, access=False),
+            ModelSource(**HUB, download_bytes=10**9, gated=True, access=False),
             "model_gated",
             "error",
             "https://hub/owner/model",
         ),
         (
-            ModelFacts(**HUB, download_bytes=20 * 10**9, cache_free_bytes=5 * 10**9),
+            ModelSource(**HUB, download_bytes=20 * 10**9, cache_free_bytes=5 * 10**9),
             "download_over",
             "error",
             "needs 20.0 GB",
         ),
         (
-            ModelFacts(**HUB, download_bytes=int(9.8 * GB), cache_free_bytes=10 * 10**9),
+            ModelSource(**HUB, download_bytes=int(9.8 * GB), cache_free_bytes=10 * 10**9),
             "download_over",
             "warning",
             "10.0 GB free",
@@ -80,12 +80,12 @@ def test_model_rule_fires_with_its_message(facts, rule, severity, words) -> None
 
 
 def test_a_problem_hides_the_download_and_gated_findings() -> None:
-    facts = ModelFacts(**HUB, problem="not found", download_bytes=10**9, gated=True, access=False)
+    facts = ModelSource(**HUB, problem="not found", download_bytes=10**9, gated=True, access=False)
     assert set(_model_findings(facts)) == {"model_unavailable"}
 
 
 def test_a_gated_model_already_cached_trains_without_access() -> None:
-    facts = ModelFacts(**HUB, download_bytes=0, gated=True, access=False)
+    facts = ModelSource(**HUB, download_bytes=0, gated=True, access=False)
     assert _model_findings(facts) == {}
 
 
@@ -96,7 +96,7 @@ def test_download_on_the_home_disk_counts_the_runs_files_too() -> None:
     download = 10**9
     free = download + run_bytes // 2  # the download alone fits; with the run's files it does not
     for shared, fires in ((False, False), (True, True)):
-        facts = ModelFacts(
+        facts = ModelSource(
             **HUB, download_bytes=download, cache_free_bytes=free, cache_on_home_disk=shared
         )
         found = validate(cfg, PROFILES["rtx3060"], None, (), model=facts)

@@ -22,7 +22,7 @@ from advisor.explain import Explanation
 from advisor.explain import explain_field as advisor_explain_field
 from advisor.explain import explain_step as advisor_explain_step
 from advisor.findings import Finding as AdvisorFinding
-from advisor.model_facts import ModelFacts
+from advisor.model_facts import ModelSource
 from advisor.predict import predict as predict_run
 from advisor.profile import GPU, SystemProfile, detect_profile, with_overrides
 from advisor.rules import apply_fixes, validate
@@ -240,7 +240,7 @@ def findings(
     problems: list[Problem],
     cfg: TrainingConfig | None,
     hw: Hardware,
-    model: ModelFacts | None = None,
+    model: ModelSource | None = None,
 ) -> list[Finding]:
     """Everything worth telling about the draft: its schema errors and, once it validates, the
     advisor's findings (among them the settings still 'auto' and, given ``model``, whether the

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from advisor.model_facts import ModelFacts
+from advisor.model_facts import ModelSource
 from trainer.config.paths import generic_path
 from trainer.settings import load_settings
 from ui import advice, state
@@ -35,7 +35,7 @@ class StudioContext:
     recommendations: dict[str, dict[str, Any]]
     experience: str
     notes: list[str] = field(default_factory=list)
-    model: ModelFacts | None = None  # the base model's source (folder, file, Hub, cache)
+    model: ModelSource | None = None  # the base model's source (folder, file, Hub, cache)
 
     @property
     def errors(self) -> list[Finding]:
@@ -92,7 +92,7 @@ def studio_context() -> StudioContext:
     return context
 
 
-def current_model_facts() -> ModelFacts | None:
+def current_model_facts() -> ModelSource | None:
     """The draft's base model as found on disk and the Hub (None if it cannot be looked at)."""
     ref = str(state.get_value("model.name_or_path") or "")
     arch = str(state.get_value("model.arch") or "sd15")

@@ -1,4 +1,4 @@
-"""The base model's source as the advisor sees it (``advisor.model_facts.ModelFacts``).
+"""The base model's source as the advisor sees it (``advisor.model_facts.ModelSource``).
 
 One function, ``model_facts(ref, arch)``, looks at a demo ref, a folder, a file or a Hugging
 Face id. The Hub is asked at most once a minute per id (model info with file sizes, and the
@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 from huggingface_hub import constants, get_token
 
-from advisor.model_facts import DEMO, FILE, FOLDER, HUB, MISSING, ModelFacts
+from advisor.model_facts import DEMO, FILE, FOLDER, HUB, MISSING, ModelSource
 from trainer.arch.hub_status import free_gb
 from trainer.arch.sources import SINGLE_FILE_SUFFIXES, classify_source
 from trainer.models.hub import (
@@ -48,24 +48,24 @@ def access(repo_id: str, endpoint: str, token_key: str) -> Access:
     return repo_access(repo_id)
 
 
-def model_facts(ref: str, arch: str) -> ModelFacts:
+def model_facts(ref: str, arch: str) -> ModelSource:
     """What the advisor needs to know about ``ref`` as the base model of an ``arch`` run."""
     ref = ref.strip()
     if not ref:
-        return ModelFacts(
+        return ModelSource(
             ref, MISSING, problem="No base model is chosen. Fix: pick one on the Model step."
         )
     if ref.startswith("demo:"):
-        return ModelFacts(ref, DEMO)
+        return ModelSource(ref, DEMO)
     source = classify_source(ref)
     if source == "dir":
         return _folder_facts(ref, arch)
     if source == "file":
-        return ModelFacts(ref, FILE, total_bytes=Path(ref).expanduser().stat().st_size)
+        return ModelSource(ref, FILE, total_bytes=Path(ref).expanduser().stat().st_size)
     if source == "hub":
         return hub_facts(ref, arch)
     what = "file" if ref.lower().endswith(SINGLE_FILE_SUFFIXES) else "folder"
-    return ModelFacts(
+    return ModelSource(
         ref,
         MISSING,
         problem=(
@@ -76,10 +76,10 @@ def model_facts(ref: str, arch: str) -> ModelFacts:
     )
 
 
-def _folder_facts(ref: str, arch: str) -> ModelFacts:
+def _folder_facts(ref: str, arch: str) -> ModelSource:
     folder = Path(ref).expanduser()
     if not (folder / "model_index.json").is_file():
-        return ModelFacts(
+        return ModelSource(
             ref,
             FOLDER,
             problem=(
@@ -89,10 +89,10 @@ def _folder_facts(ref: str, arch: str) -> ModelFacts:
             ),
         )
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return ModelFacts(ref, FOLDER, total_bytes=size)
+    return ModelSource(ref, FOLDER, total_bytes=size)
 
 
-def hub_facts(repo_id: str, arch: str) -> ModelFacts:
+def hub_facts(repo_id: str, arch: str) -> ModelSource:
     cache_dir = Path(constants.HF_HUB_CACHE)
     free = free_gb(cache_dir)
     common = {
@@ -103,7 +103,7 @@ def hub_facts(repo_id: str, arch: str) -> ModelFacts:
     }
     check = inspect(repo_id, arch, constants.ENDPOINT, _token_key())
     if check.state == NOT_FOUND:
-        return ModelFacts(
+        return ModelSource(
             repo_id,
             HUB,
             problem=f"Base model `{repo_id}`: {check.message}.",
@@ -126,7 +126,7 @@ def hub_facts(repo_id: str, arch: str) -> ModelFacts:
     gated_access = None
     if check.gated and not status.complete:
         gated_access = access(repo_id, constants.ENDPOINT, _token_key()).allowed
-    return ModelFacts(
+    return ModelSource(
         repo_id,
         HUB,
         problem=problem,
@@ -140,11 +140,11 @@ def hub_facts(repo_id: str, arch: str) -> ModelFacts:
     )
 
 
-def _unchecked_hub_facts(repo_id: str, check: RepoCheck, common: dict) -> ModelFacts:
+def _unchecked_hub_facts(repo_id: str, check: RepoCheck, common: dict) -> ModelSource:
     """Offline or no answer from the Hub: fine when the cache has a copy, else say why."""
     if cached_snapshot(repo_id) is not None:
-        return ModelFacts(repo_id, HUB, checked=False, **common)
-    return ModelFacts(
+        return ModelSource(repo_id, HUB, checked=False, **common)
+    return ModelSource(
         repo_id,
         HUB,
         problem=(
