@@ -110,7 +110,7 @@ def hub_facts(repo_id: str, arch: str) -> ModelSource:
             **common,
         )
     if check.state != FOUND or check.plan is None:
-        return _unchecked_hub_facts(repo_id, check, common)
+        return _unchecked_hub_facts(repo_id, arch, check, common)
     plan, status = check.plan, cache_status(check.plan)
     problem = warning = ""
     if plan.missing_components:
@@ -140,9 +140,9 @@ def hub_facts(repo_id: str, arch: str) -> ModelSource:
     )
 
 
-def _unchecked_hub_facts(repo_id: str, check: RepoCheck, common: dict) -> ModelSource:
+def _unchecked_hub_facts(repo_id: str, arch: str, check: RepoCheck, common: dict) -> ModelSource:
     """Offline or no answer from the Hub: fine when the cache has a copy, else say why."""
-    if cached_snapshot(repo_id) is not None:
+    if cached_snapshot(repo_id, arch) is not None:
         return ModelSource(repo_id, HUB, checked=False, **common)
     return ModelSource(
         repo_id,

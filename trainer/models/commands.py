@@ -8,8 +8,10 @@ state 'cancelled', leaving the cache consistent for a later resume.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from trainer.files import write_json
@@ -17,10 +19,6 @@ from trainer.models.fetch import DownloadProgress, download_error_message, downl
 from trainer.models.hub import FOUND, RepoCheck, cache_status, format_bytes, inspect_repo
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
-
-
-class Cancelled(Exception):
-    """SIGTERM arrived: the user pressed Cancel."""
 
 
 def describe(check: RepoCheck) -> list[str]:
@@ -72,9 +70,15 @@ def run_model_command(args: argparse.Namespace) -> int:
 def _download(check: RepoCheck, args: argparse.Namespace) -> int:
     progress_file = Path(args.progress_file) if args.progress_file else None
 
-    def write(progress: DownloadProgress) -> None:
-        if progress_file is not None:
-            write_json(progress_file, progress.as_dict())
+    last_word = threading.Lock()  # after 'cancelled' is written, no reading may follow it
+    closed = []
+
+    def write(progress: DownloadProgress, final: bool = False) -> None:
+        with last_word:
+            if progress_file is not None and not closed:
+                write_json(progress_file, progress.as_dict())
+            if final:
+                closed.append(True)
 
     if check.state != FOUND or check.plan is None or check.plan.missing_components:
         message = describe(check)[-1].strip()
@@ -89,25 +93,28 @@ def _download(check: RepoCheck, args: argparse.Namespace) -> int:
             bar.update(progress.bytes_done - bar.n)
 
     def cancel(_signum, _frame) -> None:
-        raise Cancelled
-
-    signal.signal(signal.SIGTERM, cancel)
-    plan = check.plan
-    try:
-        folder = download_plan(plan, on_progress=report)
-    except Cancelled:
+        # The download threads cannot be interrupted; leave at once. Files already complete
+        # stay in the cache, the one arriving is removed by the next download.
+        status = cache_status(plan)
+        words = "cancelled; files already complete are kept, a new download fetches the rest"
         write(
             DownloadProgress(
                 "cancelled",
                 plan.repo_id,
-                0,
-                plan.total_bytes,
-                0,
-                len(plan.files),
-                message="cancelled; a new download resumes where this one stopped",
-            )
+                status.cached_bytes,
+                status.total_bytes,
+                status.files_cached,
+                status.files_total,
+                message=words,
+            ),
+            final=True,
         )
-        return EXIT_CANCELLED
+        os._exit(EXIT_CANCELLED)
+
+    plan = check.plan
+    signal.signal(signal.SIGTERM, cancel)
+    try:
+        folder = download_plan(plan, on_progress=report)
     except Exception as exc:
         message = download_error_message(plan.repo_id, exc)
         write(

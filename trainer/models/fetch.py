@@ -28,6 +28,7 @@ from trainer.models.hub import (
     cached_snapshot,
     format_bytes,
     inspect_repo,
+    remove_orphan_partials,
 )
 
 RETRIES = 3
@@ -129,6 +130,7 @@ def download_plan(
         while not stop.wait(poll_s):
             report(measure(plan, meter))
 
+    remove_orphan_partials(plan.repo_id)  # a killed download's leftovers: never reused
     watcher = threading.Thread(target=watch, name="download-progress", daemon=True)
     watcher.start()
     try:
@@ -145,8 +147,7 @@ def _download_with_retries(plan: ModelPlan, token: str | bool | None, max_worker
         try:
             return Path(
                 snapshot_download(
-                    plan.repo_id,
-                    revision=plan.revision,
+                    plan.repo_id,  # the main revision, so the cache's refs/main names it offline
                     allow_patterns=plan.paths,
                     token=token,
                     max_workers=max_workers,
@@ -215,7 +216,7 @@ def ensure_snapshot(
         return download_plan(plan), plan.variant  # complete: links the snapshot, no bytes
     if check.state == NOT_FOUND:
         raise ModelNotAvailable(f"{repo_id}: {check.message}")
-    cached = cached_snapshot(repo_id)
+    cached = cached_snapshot(repo_id, arch)
     if cached is None:
         raise ModelNotAvailable(
             f"{repo_id} is not in the local Hugging Face cache and {check.message}. Fix: connect "

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import httpx2
-from huggingface_hub import HfApi, constants, snapshot_download
+from filelock import FileLock, Timeout
+from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
-    LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -92,7 +92,7 @@ class RepoCheck:
 @dataclass(frozen=True)
 class CacheStatus:
     cached_bytes: int  # complete files already in the cache
-    partial_bytes: int  # bytes of interrupted downloads that a new download resumes from
+    partial_bytes: int  # bytes of files arriving right now (an interrupted file starts again)
     total_bytes: int
     files_cached: int
     files_total: int
@@ -103,7 +103,7 @@ class CacheStatus:
 
     @property
     def missing_bytes(self) -> int:
-        return max(0, self.total_bytes - self.cached_bytes - self.partial_bytes)
+        return max(0, self.total_bytes - self.cached_bytes)
 
 
 def is_hub_id(ref: str) -> bool:
@@ -248,18 +248,49 @@ def cache_status(plan: ModelPlan) -> CacheStatus:
             cached += f.size
             files_cached += 1
             continue
-        incomplete = blobs / f"{f.etag}.incomplete"
-        if f.etag and incomplete.is_file():
-            partial += min(f.size, incomplete.stat().st_size)
+        if f.etag:
+            partial += min(f.size, _partial_size(blobs, f.etag))
     return CacheStatus(cached, partial, plan.total_bytes, files_cached, len(plan.files))
 
 
-def cached_snapshot(repo_id: str) -> Path | None:
-    """The cached snapshot folder of ``repo_id`` (its 'main' revision), or None; no network."""
+def cached_snapshot(repo_id: str, arch: str) -> Path | None:
+    """The cached snapshot of ``repo_id``'s main revision when it holds every component a run
+    on ``arch`` loads (no network), else None."""
+    storage = repo_cache_dir(repo_id)
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
+        commit = (storage / "refs" / "main").read_text().strip()
+    except OSError:
         return None
+    snapshot = storage / "snapshots" / commit
+    if not (snapshot / "model_index.json").is_file():
+        return None
+    if any(not (snapshot / part).is_dir() for part in ARCH_COMPONENTS[arch]):
+        return None
+    return snapshot
+
+
+def _partial_size(blobs: Path, etag: str) -> int:
+    """Bytes of an unfinished download of blob ``etag`` (huggingface_hub writes
+    ``<etag>.<id>.incomplete`` files while a download runs)."""
+    sizes = [p.stat().st_size for p in blobs.glob(f"{etag}*.incomplete") if p.is_file()]
+    return max(sizes, default=0)
+
+
+def remove_orphan_partials(repo_id: str) -> int:
+    """Delete the unfinished files a killed download left in ``repo_id``'s cache (no download
+    holds their lock any more; huggingface_hub never reuses them) and return the bytes freed."""
+    blobs = repo_cache_dir(repo_id) / "blobs"
+    locks = Path(constants.HF_HUB_CACHE) / ".locks" / repo_cache_dir(repo_id).name
+    freed = 0
+    for partial in list(blobs.glob("*.incomplete")):
+        etag = partial.name.split(".", 1)[0]
+        try:
+            with FileLock(locks / f"{etag}.lock", timeout=0):
+                freed += partial.stat().st_size
+                partial.unlink()
+        except (Timeout, OSError):  # a download is writing it now
+            continue
+    return freed
 
 
 def format_bytes(n: float) -> str:
