@@ -480,6 +480,7 @@ KEPT_MODEL = (
     "name_or_path",
     "vae_path",
     "te_name_or_path",
+    "components_from",
     "lora_path",
     "accuracy_recovery_adapter",
 )

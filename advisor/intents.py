@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainer.models.components import BASE_MODEL_IDS
+
 NOTES = "docs/sources.md#intent-defaults"
 
 
@@ -118,11 +120,7 @@ LR_MAX = {"sd15": 5e-4, "sdxl": 3e-4, "flux": 2e-4}
 MIN_SNR = {"sd15": 5.0, "sdxl": 8.0}  # docs/sources.md#min-snr-gamma
 FLUX_STEPS = (500, 4000)  # docs/sources.md#flux-prior: 500-4000 steps, 2000 typical
 MAX_STEPS = 10_000  # more is almost always a mistake (docs/sources.md#total-steps)
-MODEL_IDS = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-    "flux": "black-forest-labs/FLUX.1-dev",
-}
+MODEL_IDS = BASE_MODEL_IDS  # the usual base model per architecture (one home: the trainer's)
 PROMPTS = {
     "person": [
         "photo of [trigger] {cls}, portrait, soft light",

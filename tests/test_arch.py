@@ -131,8 +131,8 @@ def test_uncached_hub_id_offline_raises_model_load_error(
         load("sdxl", demo_home, model={"name_or_path": hub_id})
     message = str(info.value)
     assert hub_id in message and "offline" in message and "HF_HUB_OFFLINE" in message
-    assert "download it first" in message and "demo:sdxl" in message
-    assert isinstance(info.value.__cause__, OSError)
+    assert f"python -m trainer model download {hub_id}" in message and "demo:sdxl" in message
+    assert type(info.value.__cause__).__name__ == "ModelNotAvailable"
 
 
 # ------------------------------------------------------------------------------------ encoders

@@ -216,3 +216,52 @@ def test_background_download_cancels_cleanly_and_resumes(
     refetched = set(hub_env.server.downloaded(PUBLIC_REPO))
     assert UNET in refetched and not refetched & kept  # complete files were not fetched again
     assert not list(blobs.glob("*.incomplete"))  # the cancelled file's leftovers are gone
+
+
+def test_a_hub_id_trains_from_only_the_files_it_needs(
+    hub_env: HubEnv, demo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer loads a Hub id through the plan (extras never fetched), names it by id and
+    commit, and trains; offline it trains from the cache without a request."""
+    import torch
+    from options_support import run, tiny_config
+
+    from trainer.arch.registry import load_arch
+
+    cfg = tiny_config(model={"arch": "sd15", "name_or_path": PUBLIC_REPO})
+    outcome, record = run(cfg, demo_home, hub_env.hf_home.parent / "job")
+    assert outcome.step == 2 and all(0 < loss < 10 for loss in record.losses())
+    assert set(hub_env.server.downloaded(PUBLIC_REPO)) == set(
+        inspect_repo(PUBLIC_REPO, "sd15").plan.paths
+    )
+    hub_env.server.reset()
+    monkeypatch.setenv("STUDIO_OFFLINE", "1")
+    arch = load_arch(cfg, demo_home, torch.device("cpu"), torch.float32)
+    assert arch.model_path.startswith(f"{PUBLIC_REPO}@") and hub_env.server.requests == []
+
+
+def test_a_flux_file_takes_only_configs_and_the_rest_from_a_hub_id(
+    hub_env: HubEnv, demo_home: Path, tmp_path: Path
+) -> None:
+    """components_from as a Hub id: the transformer's weights come from the file, so only its
+    config is downloaded; the VAE and text encoders come whole."""
+    import torch
+    from single_file_support import write_flux_transformer
+
+    from trainer.arch.registry import load_arch
+    from trainer.config.schema import TrainingConfig
+    from trainer.demo.tiny import ensure_demo
+
+    file = write_flux_transformer(ensure_demo(demo_home, "flux"), tmp_path / "flux1.safetensors")
+    cfg = TrainingConfig.model_validate(
+        {
+            "model": {"arch": "flux", "name_or_path": str(file), "components_from": FLUX_REPO},
+            "network": {"linear": 4, "linear_alpha": 4},
+        }
+    )
+    arch = load_arch(cfg, demo_home, torch.device("cpu"), torch.float32)
+    fetched = hub_env.server.downloaded(FLUX_REPO)
+    assert "transformer/config.json" in fetched and "vae/config.json" in fetched
+    assert not [p for p in fetched if p.startswith("transformer/") and "safetensors" in p]
+    assert any(p.startswith("vae/") and p.endswith(".safetensors") for p in fetched)
+    assert arch.denoiser is not None

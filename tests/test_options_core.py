@@ -45,6 +45,7 @@ PROVES = {
     "model.name_or_path": "tests/test_trainer_cli.py::test_a_crash_ends_failed_with_a_suggestion",
     "model.attn_masking": "test_attn_masking_hides_t5_padding_from_flux",
     "model.refiner_name_or_path": "test_refiner_finishes_the_sdxl_previews",
+    "model.components_from": "tests/test_single_file.py::test_components_from_supplies_what_a_flux_file_lacks",
 }
 
 

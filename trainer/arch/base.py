@@ -47,9 +47,13 @@ from trainer.arch.sources import (
     ModelLoadError,
     check_pipeline_source,
     classify_source,
+    components_ref,
+    hub_snapshot,
     load_pipeline,
+    load_single_file,
     load_text_encoders,
     load_vae,
+    supplied_elsewhere,
 )
 from trainer.arch.tensors import (
     draw_unit_timesteps,
@@ -135,11 +139,27 @@ class Arch(ABC):
             raise ModelLoadError(f"model.name_or_path: {exc}") from exc
         source = classify_source(path)
         what = f"The {cls.name} base model (model.name_or_path)"
-        check_pipeline_source(what, path, source, cls.name)
+        variant, from_hub = None, source == "hub"
+        if from_hub:  # only the files this arch loads, downloaded first if not cached
+            path, variant = hub_snapshot(what, path, cls.name)
+            source = "dir"
+        m = cfg.model
+        elsewhere = supplied_elsewhere(m.vae_path, m.te_name_or_path, cls.name)
+        check_pipeline_source(what, path, source, cls.name, skip=elsewhere)
         kwargs: dict[str, Any] = {"dtype": dtype, **cls.extra_pipeline_kwargs}
         kwargs.update(cls._component_overrides(cfg, Path(home), dtype))
-        pipe = load_pipeline(cls.pipeline_class(), path, source, what, cls.name, kwargs)
-        resolved_path = str(Path(path).expanduser().resolve()) if source != "hub" else path
+        if variant:
+            kwargs["variant"] = variant
+        # A Hub model is named by its id and commit (the snapshot folder's name).
+        resolved_path = (
+            f"{ref}@{Path(path).name}" if from_hub else str(Path(path).expanduser().resolve())
+        )
+        if source == "file":  # configs and the parts a checkpoint lacks: model.components_from
+            components = components_ref(m.components_from, cls.name, Path(home))
+            pipe = load_single_file(cls.pipeline_class(), path, what, cls.name, kwargs, components)
+            resolved_path += f" + {components}"  # they make latents too: part of the identity
+        else:
+            pipe = load_pipeline(cls.pipeline_class(), path, source, what, cls.name, kwargs)
         return cls(cfg, pipe, model_path=resolved_path, device=device, dtype=dtype)
 
     @classmethod

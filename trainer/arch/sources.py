@@ -6,20 +6,48 @@ resolved before: ``trainer.demo.tiny.resolve_demo_ref``). ``classify_source`` te
 touching the network; ``load_error`` turns a failed load into a ModelLoadError that says what was
 tried, why it failed and how to fix it. The component loaders (a different VAE or text encoder)
 live here too, so the Arch classes only decide which classes to load.
+
+A folder is checked against what its architecture loads before diffusers is asked
+(``check_pipeline_source``, listing each missing component). A single checkpoint file loads
+through ``load_single_file``: its architecture is read from its tensor names
+(``trainer.arch.single_file``), and its configs, tokenizers and any network it lacks come from
+``model.components_from`` (a diffusers folder or Hub id; by default the architecture's usual base
+model).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.arch.single_file import (
+    CheckpointError,
+    CheckpointInfo,
+    arch_mismatch,
+    detect_checkpoint,
+    read_flux_transformer,
+)
+from trainer.demo.tiny import resolve_demo_ref
+from trainer.models.components import (
+    ARCH_COMPONENTS,
+    BASE_MODEL_IDS,
+    MODEL_PARTS,
+    NotAPipelineFolder,
+    component_problems,
+    describe_problems,
+)
+from trainer.models.fetch import ModelNotAvailable, ensure_snapshot
 from trainer.settings import hub_offline
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 # What a failed from_pretrained / from_single_file raises for a missing or unreadable model.
@@ -48,9 +76,15 @@ def classify_source(ref: str) -> str:
 
 
 def load_error(
-    what: str, ref: str, source: str, arch: str, exc: BaseException | None
+    what: str,
+    ref: str,
+    source: str,
+    arch: str,
+    exc: BaseException | None,
+    components_from: str | None = None,
 ) -> ModelLoadError:
-    """A ModelLoadError that says what was tried, why it failed and how to fix it."""
+    """A ModelLoadError that says what was tried, why it failed and how to fix it
+    (``components_from``: where a single-file base model's configs came from)."""
     demo = f"demo:{arch}"
     fixes = (
         f"point it to a local diffusers folder (with model_index.json) or a single "
@@ -80,13 +114,24 @@ def load_error(
             f"make sure it is a complete diffusers folder (model_index.json plus one subfolder "
             f"per component), or {fixes}."
         )
+    elif components_from is not None:
+        offline = " (this machine is offline: it must be a local folder or cached)"
+        message = (
+            f"{what} '{ref}' is a file but could not be loaded as a single-file checkpoint. "
+            f"Its configs and tokenizers, and any part it lacks (a Flux transformer-only file "
+            f"has no VAE or text encoders), come from model.components_from, here "
+            f"'{components_from}': a diffusers folder or Hugging Face id of the same "
+            f"architecture{offline if hub_offline() else ''}. Fix: check that the file is a "
+            f"complete {arch} checkpoint and that model.components_from fits it, or use "
+            f"'{demo}' to try the studio with the tiny built-in model."
+        )
     else:
         message = (
             f"{what} '{ref}' is a file but could not be loaded as a single-file checkpoint: "
             f"from_single_file also needs the model's configs, which come from the Hugging Face "
             f"Hub or its local cache{' (this machine is offline)' if hub_offline() else ''}. "
             f"Fix: check that the file is a complete {arch} checkpoint, convert it once to a "
-            f"diffusers folder on a connected machine and point model.name_or_path there, or "
+            f"diffusers folder on a connected machine and point there, or "
             f"use '{demo}' to try the studio with the tiny built-in model."
         )
     if exc is not None:
@@ -94,16 +139,40 @@ def load_error(
     return ModelLoadError(message)
 
 
-def check_pipeline_source(what: str, path: str, source: str, arch: str) -> None:
-    """Refuse, before diffusers is asked, a base model that is missing or not a pipeline folder."""
+def check_pipeline_source(
+    what: str, path: str, source: str, arch: str, skip: tuple[str, ...] = ()
+) -> None:
+    """Refuse, before diffusers is asked, a base model that is missing, not a pipeline folder or
+    a folder without a component ``arch`` loads (``skip``: components that come from elsewhere)."""
     if source == "missing":
         raise load_error(what, path, source, arch, None)
-    if source == "dir" and not (Path(path) / "model_index.json").is_file():
+    if source != "dir":
+        return
+    try:
+        problems = component_problems(path, arch, skip)
+    except NotAPipelineFolder:
         raise ModelLoadError(
             f"{what} '{path}' is a folder without model_index.json, so it is not a diffusers "
             f"pipeline folder. Fix: point to the folder that contains model_index.json, to a "
             f"single .safetensors checkpoint, or use 'demo:{arch}'."
+        ) from None
+    if problems:
+        raise ModelLoadError(
+            f"{what} '{path}' is a diffusers folder, but it lacks what model.arch {arch} loads: "
+            f"{describe_problems(problems)}. Fix: copy the missing parts from the model's "
+            f"repository (every component needs its subfolder with config and weights), or "
+            f"point to a complete folder or a Hugging Face id."
         )
+
+
+def supplied_elsewhere(
+    vae_path: str | None, te_name_or_path: str | None, arch: str
+) -> tuple[str, ...]:
+    """Pipeline components the config loads from model.vae_path / te_name_or_path instead."""
+    names = ARCH_COMPONENTS.get(arch, ())
+    vae = ("vae",) if vae_path else ()
+    encoders = tuple(n for n in names if n.startswith(("text_encoder", "tokenizer")))
+    return vae + (encoders if te_name_or_path else ())
 
 
 def load_pipeline(
@@ -111,12 +180,163 @@ def load_pipeline(
 ) -> Any:
     """The pipeline at ``path`` (a single checkpoint file, a folder or a Hub id), or a
     ModelLoadError that says why not."""
+    if source == "file":  # what the file lacks comes from the architecture's usual base model
+        return load_single_file(pipeline_class, path, what, arch, kwargs, BASE_MODEL_IDS[arch])
     try:
-        if source == "file":
-            return pipeline_class.from_single_file(path, **kwargs)
         return pipeline_class.from_pretrained(path, **kwargs)
     except LOAD_FAILURES as exc:
         raise load_error(what, path, source, arch, exc) from exc
+
+
+def hub_snapshot(
+    what: str, repo_id: str, arch: str, config_only: tuple[str, ...] = ()
+) -> tuple[str, str | None]:
+    """The local snapshot folder of a Hub model and its weight variant: only the files a run
+    on ``arch`` loads, downloaded first when they are not cached (``trainer.models.fetch``)."""
+    try:
+        folder, variant = ensure_snapshot(repo_id, arch, config_only=config_only)
+    except ModelNotAvailable as exc:
+        demo = f" Or use 'demo:{arch}' to try the studio with the tiny built-in model."
+        raise ModelLoadError(f"{what}: {exc}{demo}") from exc
+    return str(folder), variant
+
+
+def components_ref(components_from: str | None, arch: str, home: Path) -> str:
+    """Where a single file's configs and missing parts come from: ``model.components_from``
+    (a ``demo:`` ref resolved to its folder) or the architecture's usual base model."""
+    try:
+        return resolve_demo_ref(components_from or BASE_MODEL_IDS[arch], home)
+    except ValueError as exc:
+        raise ModelLoadError(f"model.components_from: {exc}") from exc
+
+
+def load_single_file(
+    pipeline_class: type,
+    path: str,
+    what: str,
+    arch: str,
+    kwargs: dict[str, Any],
+    components_from: str,
+) -> Any:
+    """The pipeline from the single checkpoint at ``path``; its configs, tokenizers, scheduler
+    and any network the file lacks come from ``components_from`` (a diffusers folder or Hub id,
+    ``model.components_from``).
+
+    SD1.5 / SDXL files load through diffusers' ``from_single_file`` (original or diffusers key
+    layout); a Flux file gives the transformer only (BFL or diffusers layout; the VAE and text
+    encoders of an all-in-one file are not read) and the rest of the pipeline loads from
+    ``components_from``. A file whose tensor names show another architecture than ``arch`` is
+    refused with the mismatch and its fix (diffusers can load such a file into the wrong model
+    without an error: the tiny SDXL checkpoint "loads" as SD1.5).
+    """
+    try:
+        info = detect_checkpoint(path)
+    except CheckpointError as exc:
+        raise ModelLoadError(f"{what} '{path}': {exc}") from exc
+    if info.layout == "lora":
+        raise ModelLoadError(
+            f"{what} '{path}' is {info.describe()}. Fix: set it as model.lora_path and name "
+            f"its base model in model.name_or_path."
+        )
+    mismatch = arch_mismatch(info, arch)
+    if mismatch:  # refused: diffusers may load a mismatched file without error, as noise
+        raise ModelLoadError(f"{what} '{path}': {mismatch}")
+    from_file = info.contains
+    if classify_source(components_from) == "hub":  # only what the file lacks is downloaded
+        config_only = ("transformer",) if arch == "flux" else from_file
+        what_from = "The components for the single-file checkpoint (model.components_from)"
+        components_from, _ = hub_snapshot(what_from, components_from, arch, config_only)
+    check_components_source(
+        components_from, classify_source(components_from), arch, from_file, tuple(kwargs)
+    )
+    kwargs = dict(kwargs)
+    try:
+        if arch == "flux":
+            if len(info.contains) > 1:
+                log.warning(
+                    "%s: only its transformer is read; the VAE and text encoders come from %s",
+                    path,
+                    components_from,
+                )
+            transformer = load_flux_transformer(path, info, components_from, kwargs["dtype"])
+            return pipeline_class.from_pretrained(
+                components_from, transformer=transformer, **kwargs
+            )
+        for name in ARCH_COMPONENTS[arch]:
+            if name in MODEL_PARTS and name not in from_file and name not in kwargs:
+                kwargs[name] = load_reference_component(components_from, name, kwargs["dtype"])
+        return pipeline_class.from_single_file(path, config=components_from, **kwargs)
+    except (*LOAD_FAILURES, single_file_component_error()) as exc:
+        error = load_error(what, path, "file", arch, exc, components_from)
+        raise ModelLoadError(f"{error} It was read as {info.describe()}.") from exc
+
+
+def check_components_source(
+    ref: str, source: str, arch: str, from_file: tuple[str, ...], passed: tuple[str, ...]
+) -> None:
+    """Refuse a model.components_from that is missing or a folder without what the file lacks
+    (the parts the file holds need only their config there)."""
+    what = "The components for the single-file checkpoint (model.components_from)"
+    if source == "missing":
+        raise load_error(what, ref, source, arch, None)
+    if source == "file":
+        raise ModelLoadError(
+            f"{what} '{ref}' is a file; configs, tokenizers and the parts a checkpoint lacks "
+            f"come from a diffusers folder or a Hugging Face id. Fix: point there, e.g. "
+            f"'{BASE_MODEL_IDS[arch]}'."
+        )
+    if source == "dir":
+        try:
+            problems = component_problems(ref, arch, skip=passed, config_only=from_file)
+        except NotAPipelineFolder as exc:
+            raise ModelLoadError(f"{what}: {exc}. Fix: point to a diffusers folder.") from None
+        if problems:
+            raise ModelLoadError(
+                f"{what} '{ref}' lacks what this checkpoint needs from it: "
+                f"{describe_problems(problems)}."
+            )
+
+
+def single_file_component_error() -> type[Exception]:
+    """diffusers' error for a component whose weights a checkpoint lacks (not an OSError)."""
+    from diffusers.loaders.single_file_utils import SingleFileComponentError  # diffusers: heavy
+
+    return SingleFileComponentError
+
+
+def load_reference_component(ref: str, name: str, dtype: torch.dtype) -> nn.Module:
+    """Pipeline component ``name`` from the diffusers folder or Hub id ``ref``, with the class
+    its model_index.json names."""
+    import diffusers  # diffusers: seconds to import; only when a model loads
+
+    library, class_name = diffusers.DiffusionPipeline.load_config(ref)[name]
+    model_class = getattr(importlib.import_module(library), class_name)
+    return model_class.from_pretrained(ref, subfolder=name, dtype=dtype)
+
+
+def load_flux_transformer(
+    path: str, info: CheckpointInfo, ref: str, dtype: torch.dtype
+) -> nn.Module:
+    """The Flux transformer from a single file, built from ``ref``'s transformer config; every
+    tensor of the model must be in the file (no silently random weights)."""
+    import accelerate  # accelerate: only when a model loads
+    from diffusers import FluxTransformer2DModel  # diffusers: seconds to import
+
+    config = FluxTransformer2DModel.load_config(ref, subfolder="transformer")
+    state = read_flux_transformer(path, info, config)
+    with accelerate.init_empty_weights():
+        model = FluxTransformer2DModel.from_config(config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the file's Flux transformer does not fit the config from '{ref}': "
+            f"{len(missing)} tensor(s) missing (e.g. {missing[:3]}), {len(unexpected)} "
+            f"unexpected (e.g. {unexpected[:3]})"
+        )
+    # Cast before assigning: one copy of the weights, in the training dtype, and no float32 one.
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    return model.eval()
 
 
 def load_vae(ref: str, dtype: torch.dtype, arch: str) -> nn.Module:

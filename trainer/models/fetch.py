@@ -182,12 +182,15 @@ def download_error_message(repo_id: str, exc: BaseException) -> str:
 
 
 def ensure_snapshot(
-    repo_id: str, arch: str, log: Callable[[str], None] = print
+    repo_id: str,
+    arch: str,
+    log: Callable[[str], None] = print,
+    config_only: tuple[str, ...] = (),
 ) -> tuple[Path, str | None]:
     """A local folder with what a run on ``arch`` needs from ``repo_id``, and the weight variant
     to load: downloaded first when online (progress lines through ``log``), the cached copy
     when offline or when the Hub does not answer. Raises ModelNotAvailable with the reason."""
-    check = inspect_repo(repo_id, arch)
+    check = inspect_repo(repo_id, arch, config_only=config_only)
     if check.state == FOUND and check.plan is not None:
         plan = check.plan
         if plan.missing_components:

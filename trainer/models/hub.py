@@ -150,8 +150,15 @@ def _pick_folder_files(files: list[HubFile]) -> tuple[list[HubFile], str | None]
     return keep, variant
 
 
-def plan_files(repo_id: str, revision: str, arch: str, files: list[HubFile]) -> ModelPlan:
-    """The files of a diffusers repository that a LoRA run on ``arch`` loads."""
+def plan_files(
+    repo_id: str,
+    revision: str,
+    arch: str,
+    files: list[HubFile],
+    config_only: tuple[str, ...] = (),
+) -> ModelPlan:
+    """The files of a diffusers repository that a LoRA run on ``arch`` loads; of the
+    components in ``config_only`` (those a single-file checkpoint brings) only the configs."""
     needed = ARCH_COMPONENTS[arch]
     by_folder: dict[str, list[HubFile]] = {}
     for f in files:
@@ -161,6 +168,9 @@ def plan_files(repo_id: str, revision: str, arch: str, files: list[HubFile]) -> 
     missing, variants = [], set()
     for component in needed:
         picked, variant = _pick_folder_files(by_folder.get(component, []))
+        if component in config_only:
+            picked = [f for f in picked if not _is_weight(PurePosixPath(f.path).name)]
+            variant = None
         if not picked:
             missing.append(component)
         chosen += picked
@@ -199,9 +209,15 @@ def _license(info) -> str | None:
 
 
 def inspect_repo(
-    repo_id: str, arch: str, *, token: str | bool | None = None, timeout: float = INFO_TIMEOUT_S
+    repo_id: str,
+    arch: str,
+    *,
+    config_only: tuple[str, ...] = (),
+    token: str | bool | None = None,
+    timeout: float = INFO_TIMEOUT_S,
 ) -> RepoCheck:
-    """Ask the Hub about ``repo_id`` (one request) and plan what ``arch`` needs from it."""
+    """Ask the Hub about ``repo_id`` (one request) and plan what ``arch`` needs from it
+    (``config_only``: components whose weights come from elsewhere, see ``plan_files``)."""
     if hub_offline():
         return RepoCheck(
             repo_id, OFFLINE, "the studio is offline (STUDIO_OFFLINE / HF_HUB_OFFLINE)"
@@ -221,7 +237,7 @@ def inspect_repo(
         return RepoCheck(repo_id, UNREACHABLE, f"the Hub did not answer ({type(exc).__name__})")
     files = _hub_files(info)
     folders = {f.path.split("/", 1)[0] for f in files if "/" in f.path}
-    plan = plan_files(repo_id, info.sha or "main", arch, files)
+    plan = plan_files(repo_id, info.sha or "main", arch, files, config_only)
     return RepoCheck(
         repo_id,
         FOUND,

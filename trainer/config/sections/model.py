@@ -52,6 +52,17 @@ class ModelConfig(Section):
         level="expert",
         affects=("quality",),
     )
+    components_from: str | None = opt(
+        None,
+        "Where the configs, tokenizers, text encoders and VAE come from that a single-file "
+        "checkpoint (model.name_or_path ending in .safetensors) lacks: a Hugging Face id or a "
+        "local diffusers folder of the same architecture ('demo:...' refs allowed). Empty = the "
+        "architecture's usual base model (SD1.5, SDXL base or FLUX.1-dev). For a Flux "
+        "transformer-only file such as flux1-dev.safetensors this is e.g. "
+        "black-forest-labs/FLUX.1-dev.",
+        step="model",
+        level="expert",
+    )
     refiner_name_or_path: str | None = opt(
         None,
         "SDXL only: a refiner model that finishes the preview samples, as many SDXL users "
