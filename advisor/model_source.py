@@ -24,6 +24,11 @@ MODEL_RULES = (
 )
 
 
+def _size(n_bytes: int) -> str:
+    """GB for a real model; MB for a small one, which would read '0.0 GB'."""
+    return f"{n_bytes / GB:.1f} GB" if n_bytes >= 0.1 * GB else f"{n_bytes / 1e6:.1f} MB"
+
+
 @rule("model_unavailable", SOURCE_PATHS, "the base model cannot be found or loaded")
 def model_unavailable(ctx: Context) -> Iterator[Finding]:
     facts = ctx.model
@@ -49,8 +54,8 @@ def model_gated(ctx: Context) -> Iterator[Finding]:
         "model_gated",
         "error",
         SOURCE_PATHS,
-        f"{facts.ref} is gated: sign in with a Hugging Face token (Model step) and accept its "
-        f"licence at {facts.page_url}, then download it.",
+        f"{facts.ref} is gated: sign in with a Hugging Face token (on the Model step or here) "
+        f"and accept its licence at {facts.page_url}, then download it.",
     )
 
 
@@ -63,7 +68,7 @@ def model_not_downloaded(ctx: Context) -> Iterator[Finding]:
         "model_not_downloaded",
         "error",
         SOURCE_PATHS,
-        f"{facts.ref} is not downloaded yet: {facts.download_gb:.1f} GB still to fetch into the "
+        f"{facts.ref} is not downloaded yet: {_size(facts.download_bytes)} still to fetch into the "
         f"Hugging Face cache ({facts.cache_dir}). Press Download on the Model step (or here); "
         f"Launch opens once it is complete, so a run never stalls or fails on a download.",
     )

@@ -13,6 +13,7 @@ from ui.summary import render_summary_header
 from ui.widgets import render_step_fields
 from ui.wizard import (
     render_dataset_sources,
+    render_model_details,
     render_model_source,
     render_navigation,
     render_prev_next,
@@ -46,6 +47,8 @@ with main:
     if step == "dataset":
         render_dataset_sources()
     render_step_fields(step, show_expert=bool(state.meta().get("show_expert")))
+    if step == "model":
+        render_model_details(context)
     st.divider()
     render_prev_next(step)
 with side:

@@ -10,7 +10,9 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.model_facts import ModelSource
 from trainer.config.paths import generic_path
+from trainer.models.hub import format_bytes
 from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Finding, Prediction
@@ -150,6 +152,13 @@ def _range(span: tuple[float, float] | None) -> str:
     return f"{seconds_text(span[0])}–{seconds_text(span[1])}" if span else ""
 
 
+def download_note(model: ModelSource | None) -> str:
+    """'+ 4.3 GB model download to <cache>' while the base model is not fully cached."""
+    if model is None or not model.needs_download:
+        return ""
+    return f"+ {format_bytes(model.download_bytes)} model download to `{model.cache_dir}`"
+
+
 def render_predictions(context: StudioContext, compact: bool = False) -> None:
     prediction: Prediction | None = context.prediction
     if prediction is None:
@@ -162,13 +171,14 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
         for note in context.notes:
             st.caption(f"ℹ️ {note}")
     value, note = vram_text(prediction, context.hw)
+    disk = download_note(context.model)
     low, high = prediction.vram_range
     rows = [
         ("VRAM", f"{prediction.vram_gb:.1f} GB", f"{low:.1f}–{high:.1f} GB; {note}"),
         ("System RAM", f"{prediction.ram_gb:.1f} GB" if prediction.ram_gb else "?", ""),
         ("Step time", seconds_text(prediction.step_s), _range(prediction.step_range)),
         ("Total time", seconds_text(prediction.total_s), "caching, training and sampling"),
-        ("Disk", f"{prediction.disk_gb:.1f} GB" if prediction.disk_gb is not None else "?", ""),
+        ("Disk", f"{prediction.disk_gb:.1f} GB" if prediction.disk_gb is not None else "?", disk),
     ]
     if compact:
         st.markdown("  \n".join(f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows))
@@ -177,6 +187,8 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
         for col, (label, text, note_) in zip(cols, rows, strict=True):
             col.metric(label, text, help=note_ or None)
         st.caption(f"VRAM {value} {note}")
+        if disk:
+            st.caption(f"Disk {prediction.disk_gb or 0:.1f} GB for the run {disk}")
     if prediction.assumptions:
         with st.expander("Assumptions behind these numbers"):
             st.markdown("\n".join(f"- {a}" for a in prediction.assumptions))

@@ -15,6 +15,7 @@ from ui import advice, state
 from ui.advice import Hardware, Recommendation
 from ui.boundary import advisor_boundary
 from ui.context import cached_detection
+from ui.hub_sign_in import current_account, render_hub_sign_in
 
 OK, MISSING = ":material/check_circle: Detected", ":material/help: Not detected"
 WHAT_HELP = {
@@ -87,6 +88,15 @@ def render_hub_status() -> None:
         )
     free = f", {hub.cache_free_gb:.0f} GB free" if hub.cache_free_gb is not None else ""
     st.markdown(f":material/folder: · **Model cache**: `{hub.cache_dir}`{free}")
+    if hub.state == REACHABLE:  # signing in asks the Hub: only offered when it answers
+        user = current_account()
+        label = (
+            f"Hugging Face account: {user}"
+            if user
+            else "Sign in to Hugging Face (for gated and private models)"
+        )
+        with st.expander(label, icon=":material/account_circle:", key="pf:hub_account"):
+            render_hub_sign_in("pf:hub")
 
 
 def render_overrides(hw: Hardware) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.model_facts import HUB
 from trainer.config.fields import WIZARD_STEPS
 from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, loads_config
@@ -14,7 +15,9 @@ from ui import advice, state
 from ui.advisor_column import render_findings, show_value
 from ui.boundary import advisor_boundary
 from ui.context import StudioContext, apply_fix
+from ui.hub_sign_in import render_hub_sign_in
 from ui.jobs import LaunchRefused, launch_draft, open_monitor
+from ui.model_panel import download_progress, is_running, render_download
 from ui.preflight import current_recommendations
 from ui.widgets import applies, render_field, spec, step_fields
 
@@ -73,6 +76,23 @@ def render_validation(context: StudioContext) -> None:
             help="Applies every fix; when two fixes disagree, the first one wins.",
         )
     render_findings(context.findings, key_prefix="rv")
+    render_model_fix(context)
+
+
+def render_model_fix(context: StudioContext) -> None:
+    """The base model's download (and the Hub sign-in for a gated one) beside the findings that
+    block Launch for it, so they are fixed here instead of on the Model step."""
+    model = context.model
+    if model is None or model.kind != HUB:
+        return
+    rules = {f.rule for f in context.findings}
+    arch = str(state.get_value("model.arch", "sd15"))
+    if "model_gated" in rules:
+        render_hub_sign_in("rv:hub")
+    if "model_not_downloaded" in rules or is_running(download_progress(model.ref)):
+        with st.container(border=True, key="rv_model_download"):
+            st.markdown(f"**Base model** `{model.ref}`")
+            render_download(model.ref, arch, key="rv:model")
 
 
 def comparison_rows(

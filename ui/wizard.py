@@ -11,12 +11,16 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.model_facts import HUB, ModelSource
 from trainer.config.fields import WIZARD_STEPS
 from trainer.demo.tiny import ensure_demo
+from trainer.models.hub import format_bytes
 from trainer.settings import load_settings
 from ui import state
 from ui.context import StudioContext
 from ui.datasets import analyse, render_report
+from ui.model_panel import render_model_card, render_model_panel
+from ui.model_status import model_facts
 from ui.widgets import ARCH_LABELS, applies, step_fields
 
 STEPS = list(WIZARD_STEPS)
@@ -174,11 +178,11 @@ def render_model_source() -> None:
         on_change=_pick_source,
     )
     if ref:
-        icon, text = check_model_ref(ref)
+        icon, text = check_model_ref(ref, state.get_value("model.arch", "sd15"))
         st.markdown(f"{icon} {text}")
 
 
-def check_model_ref(ref: str) -> tuple[str, str]:
+def check_model_ref(ref: str, arch: str = "sd15") -> tuple[str, str]:
     """(icon, words) about a model reference: found, plausible, or what is wrong."""
     ok, warn = ":material/check_circle:", ":material/warning:"
     kind = model_source(ref)
@@ -197,7 +201,35 @@ def check_model_ref(ref: str) -> tuple[str, str]:
         return warn, f"**Not found:** no folder at `{path}`."
     if not HF_ID.match(ref):
         return warn, "**Not a Hugging Face id:** write it as `owner/name`."
-    return ok, "Looks like a Hugging Face id. It must be downloaded or in the local HF cache."
+    return hub_ref_status(model_facts(ref, arch))
+
+
+def hub_ref_status(facts: ModelSource) -> tuple[str, str]:
+    """One line about a Hub id: what stands between it and a run (the panel below has more)."""
+    total = format_bytes(facts.total_bytes)
+    if facts.problem:
+        return ":material/error:", facts.problem
+    if not facts.checked:
+        return ":material/cloud_off:", "The Hub was not asked (offline); the cached copy is used."
+    if facts.gated and facts.access is False and facts.needs_download:
+        return ":material/lock:", (
+            "**Gated:** sign in below and accept its licence on the model page, then download it."
+        )
+    if facts.needs_download:
+        return ":material/download:", (
+            f"On the Hugging Face Hub: **{format_bytes(facts.download_bytes)} to download** "
+            f"(of {total}) before a run can start."
+        )
+    return ":material/check_circle:", f"On the Hugging Face Hub and cached ({total}): ready."
+
+
+def render_model_details(context: StudioContext) -> None:
+    """Below the model fields: the Hub panel for a Hub id, then the model card."""
+    arch = str(state.get_value("model.arch", "sd15"))
+    facts = context.model
+    if facts is not None and facts.kind == HUB:
+        render_model_panel(facts.ref, arch, key="wiz")
+    render_model_card(arch, context)
 
 
 # -------------------------------------------------------------------------------- dataset step
