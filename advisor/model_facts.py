@@ -17,6 +17,7 @@ class ModelSource:
     ref: str
     kind: str  # DEMO, HUB, FOLDER, FILE or MISSING
     problem: str = ""  # why it cannot be loaded, with the fix; empty when it can
+    note: str = ""  # what was found, for people (e.g. what a checkpoint file holds)
     warning: str = ""  # loadable, but something is off (e.g. another architecture)
     total_bytes: int = 0  # what a run loads from it
     download_bytes: int = 0  # of which not in the local cache yet
@@ -35,4 +36,10 @@ class ModelSource:
 
     @property
     def needs_download(self) -> bool:
+        """A Hub model not fully cached: the user downloads it before Launch."""
         return self.kind == HUB and self.download_bytes > 0
+
+    @property
+    def downloads_at_launch(self) -> bool:
+        """A single file whose missing parts (model.components_from) the run downloads first."""
+        return self.kind == FILE and self.download_bytes > 0

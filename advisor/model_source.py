@@ -77,7 +77,8 @@ def model_not_downloaded(ctx: Context) -> Iterator[Finding]:
 @rule("download_over", SOURCE_PATHS, "the model download would not fit in the cache's disk")
 def download_over(ctx: Context) -> Iterator[Finding]:
     facts = ctx.model
-    if facts is None or not facts.needs_download or facts.cache_free_bytes is None:
+    downloads = facts is not None and (facts.needs_download or facts.downloads_at_launch)
+    if not downloads or facts.cache_free_bytes is None:
         return
     needed = facts.download_bytes
     if facts.cache_on_home_disk and ctx.prediction is not None:

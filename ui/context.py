@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from advisor.model_facts import ModelSource
+from trainer.arch.sources import supplied_elsewhere
 from trainer.config.paths import generic_path
 from trainer.settings import load_settings
 from ui import advice, state
@@ -96,8 +97,10 @@ def current_model_facts() -> ModelSource | None:
     """The draft's base model as found on disk and the Hub (None if it cannot be looked at)."""
     ref = str(state.get_value("model.name_or_path") or "")
     arch = str(state.get_value("model.arch") or "sd15")
+    vae, te = state.get_value("model.vae_path"), state.get_value("model.te_name_or_path")
     with advisor_boundary("looking at the base model"):
-        return model_facts(ref, arch)
+        components = state.get_value("model.components_from")
+        return model_facts(ref, arch, supplied_elsewhere(vae, te, arch), components)
     return None
 
 

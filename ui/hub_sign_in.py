@@ -28,7 +28,7 @@ def account(endpoint: str, token_key: str) -> str | None:
 
 
 def current_account() -> str | None:
-    return account(constants.ENDPOINT, model_status._token_key())
+    return account(constants.ENDPOINT, model_status.token_key())
 
 
 def _result_key(key: str) -> str:

@@ -45,7 +45,7 @@ CARD_SIZES_GB = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 80, 96, 141, 192)
 
 def repo_check(repo_id: str, arch: str) -> RepoCheck:
     """What the Hub says about ``repo_id`` for an ``arch`` run (cached for a minute)."""
-    return model_status.inspect(repo_id, arch, constants.ENDPOINT, model_status._token_key())
+    return model_status.inspect(repo_id, arch, constants.ENDPOINT, model_status.token_key())
 
 
 def download_progress(repo_id: str) -> dict[str, Any] | None:
@@ -155,7 +155,7 @@ def _render_access(check: RepoCheck, key: str) -> None:
 
 
 def _access(check: RepoCheck) -> bool | None:
-    token_key = model_status._token_key()
+    token_key = model_status.token_key()
     return model_status.access(check.repo_id, constants.ENDPOINT, token_key).allowed
 
 

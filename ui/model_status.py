@@ -9,6 +9,7 @@ up at once.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -16,7 +17,14 @@ from huggingface_hub import constants, get_token
 
 from advisor.model_facts import DEMO, FILE, FOLDER, HUB, MISSING, ModelSource
 from trainer.arch.hub_status import free_gb
+from trainer.arch.single_file import CheckpointError, arch_mismatch, detect_checkpoint
 from trainer.arch.sources import SINGLE_FILE_SUFFIXES, classify_source
+from trainer.models.components import (
+    BASE_MODEL_IDS,
+    NotAPipelineFolder,
+    component_problems,
+    describe_problems,
+)
 from trainer.models.hub import (
     FOUND,
     NOT_FOUND,
@@ -31,16 +39,18 @@ from trainer.settings import load_settings
 HUB_TTL_S = 60
 
 
-def _token_key() -> str:
+def token_key() -> str:
     """Changes when the user signs in or out (the token itself never becomes a cache key)."""
     token = get_token() or ""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 @st.cache_data(ttl=HUB_TTL_S, show_spinner=False)
-def inspect(repo_id: str, arch: str, endpoint: str, token_key: str) -> RepoCheck:
+def inspect(
+    repo_id: str, arch: str, endpoint: str, token_key: str, config_only: tuple[str, ...] = ()
+) -> RepoCheck:
     """``inspect_repo``, asked again after a minute, another endpoint or another login."""
-    return inspect_repo(repo_id, arch)
+    return inspect_repo(repo_id, arch, config_only=config_only)
 
 
 @st.cache_data(ttl=HUB_TTL_S, show_spinner=False)
@@ -48,8 +58,12 @@ def access(repo_id: str, endpoint: str, token_key: str) -> Access:
     return repo_access(repo_id)
 
 
-def model_facts(ref: str, arch: str) -> ModelSource:
-    """What the advisor needs to know about ``ref`` as the base model of an ``arch`` run."""
+def model_facts(
+    ref: str, arch: str, skip: tuple[str, ...] = (), components_from: str | None = None
+) -> ModelSource:
+    """What the advisor needs to know about ``ref`` as the base model of an ``arch`` run
+    (``skip``: components the config loads from elsewhere, e.g. a different VAE;
+    ``components_from``: where a single file's configs and missing parts come from)."""
     ref = ref.strip()
     if not ref:
         return ModelSource(
@@ -59,9 +73,9 @@ def model_facts(ref: str, arch: str) -> ModelSource:
         return ModelSource(ref, DEMO)
     source = classify_source(ref)
     if source == "dir":
-        return _folder_facts(ref, arch)
+        return folder_facts(ref, arch, skip)
     if source == "file":
-        return ModelSource(ref, FILE, total_bytes=Path(ref).expanduser().stat().st_size)
+        return file_facts(ref, arch, components_from)
     if source == "hub":
         return hub_facts(ref, arch)
     what = "file" if ref.lower().endswith(SINGLE_FILE_SUFFIXES) else "folder"
@@ -76,9 +90,12 @@ def model_facts(ref: str, arch: str) -> ModelSource:
     )
 
 
-def _folder_facts(ref: str, arch: str) -> ModelSource:
+def folder_facts(ref: str, arch: str, skip: tuple[str, ...] = ()) -> ModelSource:
+    """A diffusers folder: every component ``arch`` loads must be there (listed if not)."""
     folder = Path(ref).expanduser()
-    if not (folder / "model_index.json").is_file():
+    try:
+        problems = component_problems(folder, arch, skip)
+    except NotAPipelineFolder:
         return ModelSource(
             ref,
             FOLDER,
@@ -89,10 +106,92 @@ def _folder_facts(ref: str, arch: str) -> ModelSource:
             ),
         )
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return ModelSource(ref, FOLDER, total_bytes=size)
+    if problems:
+        return ModelSource(
+            ref,
+            FOLDER,
+            problem=(
+                f"Base model folder `{ref}` lacks what a {arch} run loads: "
+                f"{describe_problems(problems)}. Fix: complete the folder (copy the missing "
+                f"subfolders from the original model), or pick another model."
+            ),
+            total_bytes=size,
+        )
+    note = f"a diffusers folder with every part a {arch} run loads"
+    return ModelSource(ref, FOLDER, total_bytes=size, note=note)
 
 
-def hub_facts(repo_id: str, arch: str) -> ModelSource:
+def file_facts(ref: str, arch: str, components_from: str | None = None) -> ModelSource:
+    """A single checkpoint: its architecture is read from its tensor names (header only)."""
+    path = Path(ref).expanduser()
+    size = path.stat().st_size
+    try:
+        info = detect_checkpoint(path)
+    except CheckpointError as exc:
+        return ModelSource(ref, FILE, problem=f"Base model file `{ref}`: {exc}", total_bytes=size)
+    if info.layout == "lora":
+        return ModelSource(
+            ref,
+            FILE,
+            problem=(
+                f"Base model file `{ref}` is {info.describe()}. Fix: put it in model.lora_path "
+                f"(Model step, 'Start from an existing LoRA') and pick its base model here."
+            ),
+            total_bytes=size,
+        )
+    mismatch = arch_mismatch(info, arch)
+    if mismatch:  # the trainer refuses it: diffusers could load it into the wrong model
+        return ModelSource(ref, FILE, problem=f"Base model file: {mismatch}", total_bytes=size)
+    from_file = ("transformer",) if arch == "flux" else info.contains
+    components = components_from or BASE_MODEL_IDS[arch]
+    found = _with_components(ref, arch, size, components, from_file)
+    return replace(found, note=f"{info.describe()}; the rest from `{components}`")
+
+
+def _with_components(
+    ref: str, arch: str, size: int, components: str, from_file: tuple[str, ...]
+) -> ModelSource:
+    """A single file plus where its configs and missing parts come from: a demo model, a
+    diffusers folder or a Hub id (whose download the run makes first)."""
+    what = f"`{components}` (model.components_from: the configs and parts the file lacks)"
+    if components.startswith("demo:"):
+        return ModelSource(ref, FILE, total_bytes=size)
+    source = classify_source(components)
+    if source == "dir":
+        try:
+            problems = component_problems(components, arch, config_only=from_file)
+        except NotAPipelineFolder:
+            problems = {"model_index.json": "missing: not a diffusers folder"}
+        if problems:
+            return ModelSource(
+                ref, FILE, problem=f"{what} lacks {describe_problems(problems)}.", total_bytes=size
+            )
+        return ModelSource(ref, FILE, total_bytes=size)
+    if source != "hub":
+        return ModelSource(
+            ref,
+            FILE,
+            problem=f"{what}: no such folder, and not a Hugging Face id.",
+            total_bytes=size,
+        )
+    hub = hub_facts(components, arch, from_file)
+    warning = ""
+    if hub.download_bytes:
+        warning = (
+            f"Launch first downloads {hub.download_bytes / 1e9:.2f} GB from {what} into the "
+            f"Hugging Face cache."
+        )
+    return replace(
+        hub,
+        ref=ref,
+        kind=FILE,
+        problem=f"{what}: {hub.problem}" if hub.problem else "",
+        warning=warning,
+        total_bytes=size + hub.total_bytes,
+    )
+
+
+def hub_facts(repo_id: str, arch: str, config_only: tuple[str, ...] = ()) -> ModelSource:
     cache_dir = Path(constants.HF_HUB_CACHE)
     free = free_gb(cache_dir)
     common = {
@@ -101,7 +200,7 @@ def hub_facts(repo_id: str, arch: str) -> ModelSource:
         "cache_on_home_disk": _same_disk(cache_dir, load_settings().home),
         "page_url": f"{constants.ENDPOINT.rstrip('/')}/{repo_id}",
     }
-    check = inspect(repo_id, arch, constants.ENDPOINT, _token_key())
+    check = inspect(repo_id, arch, constants.ENDPOINT, token_key(), config_only)
     if check.state == NOT_FOUND:
         return ModelSource(
             repo_id,
@@ -125,7 +224,7 @@ def hub_facts(repo_id: str, arch: str) -> ModelSource:
         warning = f"`{repo_id}` looks like a {check.detected_arch} model, not {arch}."
     gated_access = None
     if check.gated and not status.complete:
-        gated_access = access(repo_id, constants.ENDPOINT, _token_key()).allowed
+        gated_access = access(repo_id, constants.ENDPOINT, token_key()).allowed
     return ModelSource(
         repo_id,
         HUB,

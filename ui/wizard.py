@@ -17,7 +17,7 @@ from trainer.demo.tiny import ensure_demo
 from trainer.models.hub import format_bytes
 from trainer.settings import load_settings
 from ui import state
-from ui.context import StudioContext
+from ui.context import StudioContext, current_model_facts
 from ui.datasets import analyse, render_report
 from ui.model_panel import render_model_card, render_model_panel
 from ui.model_status import model_facts
@@ -132,6 +132,7 @@ def render_prev_next(step: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- model step
+OK, WARN = ":material/check_circle:", ":material/warning:"
 SOURCES = {
     "demo": "Demo model (tiny, CPU)",
     "hub": "Hugging Face id",
@@ -183,25 +184,21 @@ def render_model_source() -> None:
 
 
 def check_model_ref(ref: str, arch: str = "sd15") -> tuple[str, str]:
-    """(icon, words) about a model reference: found, plausible, or what is wrong."""
-    ok, warn = ":material/check_circle:", ":material/warning:"
+    """(icon, words) about a model reference: found and ready, or what is wrong and the fix."""
     kind = model_source(ref)
     if kind == "demo":
-        return ok, "Tiny demo model: built in the studio home on first use; no download."
-    path = Path(ref).expanduser()
-    if kind == "file":
-        if path.is_file():
-            return ok, f"Checkpoint file found ({path.stat().st_size / 2**30:.1f} GB)."
-        return warn, f"**Not found:** no file at `{path}` — check the path."
-    if kind == "folder":
-        if (path / "model_index.json").is_file():
-            return ok, "Diffusers folder found (it has model_index.json)."
-        if path.is_dir():
-            return warn, "**Not a diffusers folder:** `model_index.json` is missing."
-        return warn, f"**Not found:** no folder at `{path}`."
-    if not HF_ID.match(ref):
-        return warn, "**Not a Hugging Face id:** write it as `owner/name`."
-    return hub_ref_status(model_facts(ref, arch))
+        return OK, "Tiny demo model: built in the studio home on first use; no download."
+    if kind == "hub" and not HF_ID.match(ref):
+        return WARN, "**Not a Hugging Face id:** write it as `owner/name`."
+    facts = current_model_facts()
+    if facts is None or facts.ref != ref.strip():
+        facts = model_facts(ref, arch)
+    if facts.kind == HUB:
+        return hub_ref_status(facts)
+    if facts.problem:
+        return ":material/error:", facts.problem
+    size = format_bytes(facts.total_bytes)
+    return OK, f"Found ({size}): {facts.note}." + (f" {facts.warning}" if facts.warning else "")
 
 
 def hub_ref_status(facts: ModelSource) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from trainer.settings import StudioSettings
 
 RUNNING_STATES = ("starting", "downloading")
 _processes: dict[str, subprocess.Popen] = {}  # repo id -> download this process started
+_exit_codes: dict[str, int] = {}  # repo id -> exit code of its last download, once reaped
 
 
 def download_dir(settings: StudioSettings, repo_id: str) -> Path:
@@ -85,13 +86,15 @@ def start_download(
         )
     (folder / "pid").write_text(str(proc.pid))
     _processes[repo_id] = proc
+    _exit_codes.pop(repo_id, None)
     threading.Thread(target=_reap, args=(repo_id, proc), daemon=True).start()
     return first
 
 
 def _reap(repo_id: str, proc: subprocess.Popen) -> None:
-    proc.wait()
+    code = proc.wait()
     if _processes.get(repo_id) is proc:
+        _exit_codes[repo_id] = code
         _processes.pop(repo_id, None)
 
 
@@ -111,7 +114,7 @@ def wait_for_download(repo_id: str, timeout: float) -> int | None:
     """The exit code of a download this process started, once it ends (None on timeout)."""
     proc = _processes.get(repo_id)
     if proc is None:
-        return None
+        return _exit_codes.get(repo_id)
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
