@@ -130,8 +130,11 @@ def _stop_trainers(home: Path) -> None:
 
 
 @contextlib.contextmanager
-def start_studio(home: Path, demo_home: Path | None = None) -> Iterator[Studio]:
-    """Serve the studio on ``home`` until the block ends (the whole process group is ended)."""
+def start_studio(
+    home: Path, demo_home: Path | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[Studio]:
+    """Serve the studio on ``home`` until the block ends (the whole process group is ended).
+    ``extra_env`` goes on top of the offline test environment (e.g. a fake Hub's endpoint)."""
     home.mkdir(parents=True, exist_ok=True)
     if demo_home is not None:
         link_demo(home, demo_home)
@@ -161,7 +164,7 @@ def start_studio(home: Path, demo_home: Path | None = None) -> Iterator[Studio]:
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=studio_env(home, port),
+            env=studio_env(home, port) | (extra_env or {}),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
