@@ -14,38 +14,30 @@ from torch import Tensor
 
 from trainer.arch.adapters import tuner_layers
 from trainer.arch.base import Arch
+from trainer.arch.single_file import FLUX_DOUBLE as BFL_DOUBLE
+from trainer.arch.single_file import FLUX_DOUBLE_FUSED as BFL_DOUBLE_FUSED
+from trainer.arch.single_file import FLUX_GLOBAL as BFL_GLOBAL
+from trainer.arch.single_file import FLUX_SINGLE as BFL_SINGLE
+from trainer.arch.single_file import FLUX_SINGLE_FUSED as BFL_SINGLE_FUSED
 from trainer.lora.keys import group_by_module, layer_scale, module_from_webui, module_to_webui
 
-# Flux (diffusers module name inside a block) -> BFL / sd-scripts name. Fused groups list the
+
+# Flux (diffusers module name inside a block) -> sd-scripts LoRA name: the checkpoint's BFL
+# names (one home: trainer.arch.single_file) with dots as underscores. Fused groups list the
 # diffusers modules whose weights BFL concatenates (in output-row order).
-FLUX_DOUBLE = {
-    "attn.to_out.0": "img_attn_proj",
-    "attn.to_add_out": "txt_attn_proj",
-    "ff.net.0.proj": "img_mlp_0",
-    "ff.net.2": "img_mlp_2",
-    "ff_context.net.0.proj": "txt_mlp_0",
-    "ff_context.net.2": "txt_mlp_2",
-    "norm1.linear": "img_mod_lin",
-    "norm1_context.linear": "txt_mod_lin",
-}
-FLUX_DOUBLE_FUSED = {
-    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
-}
-FLUX_SINGLE = {"proj_out": "linear2", "norm.linear": "modulation_lin"}
-FLUX_SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
-FLUX_GLOBAL = {
-    "x_embedder": "img_in",
-    "context_embedder": "txt_in",
-    "proj_out": "final_layer_linear",
-    "norm_out.linear": "final_layer_adaLN_modulation_1",
-    "time_text_embed.timestep_embedder.linear_1": "time_in_in_layer",
-    "time_text_embed.timestep_embedder.linear_2": "time_in_out_layer",
-    "time_text_embed.text_embedder.linear_1": "vector_in_in_layer",
-    "time_text_embed.text_embedder.linear_2": "vector_in_out_layer",
-    "time_text_embed.guidance_embedder.linear_1": "guidance_in_in_layer",
-    "time_text_embed.guidance_embedder.linear_2": "guidance_in_out_layer",
-}
+def _lora_names(bfl_to_diffusers: dict[str, str]) -> dict[str, str]:
+    return {module: bfl.replace(".", "_") for bfl, module in bfl_to_diffusers.items()}
+
+
+def _lora_fused(fused: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    return {bfl.replace(".", "_"): members for bfl, members in fused.items()}
+
+
+FLUX_DOUBLE = _lora_names(BFL_DOUBLE)
+FLUX_DOUBLE_FUSED = _lora_fused(BFL_DOUBLE_FUSED)
+FLUX_SINGLE = _lora_names(BFL_SINGLE)
+FLUX_SINGLE_FUSED = _lora_fused(BFL_SINGLE_FUSED)
+FLUX_GLOBAL = _lora_names(BFL_GLOBAL)
 
 
 def flux_bfl_plan(arch: Arch) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
