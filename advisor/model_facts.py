@@ -26,6 +26,7 @@ class ModelSource:
     cache_on_home_disk: bool = False  # the download and the run's files share one disk
     gated: bool = False
     access: bool | None = None  # None: not gated, or could not be checked
+    account: str | None = None  # the signed-in Hugging Face account, when that was asked
     page_url: str = ""
     license: str | None = None
     checked: bool = True  # False: the Hub did not answer; sizes unknown

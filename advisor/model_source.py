@@ -50,13 +50,17 @@ def model_gated(ctx: Context) -> Iterator[Finding]:
         return
     if not facts.needs_download:
         return  # already cached: the licence was accepted once; training reads the cache
-    yield finding(
-        "model_gated",
-        "error",
-        SOURCE_PATHS,
-        f"{facts.ref} is gated: sign in with a Hugging Face token (on the Model step or here) "
-        f"and accept its licence at {facts.page_url}, then download it.",
-    )
+    if facts.account:
+        what = (
+            f"{facts.ref} is gated and {facts.account} (signed in) has no access yet: accept its "
+            f"licence at {facts.page_url} with that account, then download it."
+        )
+    else:
+        what = (
+            f"{facts.ref} is gated: sign in with a Hugging Face token (on the Model step or "
+            f"here) and accept its licence at {facts.page_url}, then download it."
+        )
+    yield finding("model_gated", "error", SOURCE_PATHS, what)
 
 
 @rule("model_not_downloaded", SOURCE_PATHS, "a Hub model that is not in the local cache yet")

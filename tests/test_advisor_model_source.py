@@ -79,6 +79,12 @@ def test_model_rule_fires_with_its_message(facts, rule, severity, words) -> None
     assert words in found[rule].message
 
 
+def test_a_signed_in_account_without_access_is_named() -> None:
+    facts = ModelSource(**HUB, download_bytes=10**9, gated=True, access=False, account="bob")
+    message = _model_findings(facts)["model_gated"].message
+    assert "bob (signed in) has no access yet" in message and "sign in with" not in message
+
+
 def test_a_problem_hides_the_download_and_gated_findings() -> None:
     facts = ModelSource(**HUB, problem="not found", download_bytes=10**9, gated=True, access=False)
     assert set(_model_findings(facts)) == {"model_unavailable"}

@@ -20,6 +20,7 @@ from hub_server import (  # noqa: E402
     GATED_REPO,
     PUBLIC_REPO,
     TOKEN_WITH_ACCESS,
+    TOKEN_WITHOUT_ACCESS,
     HubEnv,
 )
 
@@ -120,7 +121,10 @@ def test_the_panel_says_what_a_run_downloads_and_what_is_cached(hub_env: HubEnv)
     assert at.button(key="wiz:download").label == f"Download {format_bytes(needed)}"
     # the model card and the advisor column's disk line carry the download too
     assert "| Native resolution | 512 px |" in shown
-    assert f"| Download | {format_bytes(needed)} of {format_bytes(needed)} |" in shown
+    assert (
+        f"| Download | {format_bytes(needed)} left to download (of {format_bytes(needed)}) |"
+        in shown
+    )
     assert "| Licence | openrail |" in shown and "| Gated | no |" in shown
     assert f"+ {format_bytes(needed)} model download to `{hub_env.cache_dir}`" in shown
     assert "is not downloaded yet" in shown  # the advisor's blocking finding
@@ -194,7 +198,7 @@ def test_progress_cancel_and_resume_read_the_download_state(
     progress.update(state="cancelled", message="cancelled by the user")
     at.run()
     assert progress_texts(at) == [] and "wiz:cancel" not in keys(at)  # no polling any more
-    assert "**Download cancelled:** cancelled by the user" in texts(at)
+    assert "**Download cancelled.** Files already complete are kept" in texts(at)
     assert at.button(key="wiz:download").label == "Resume download"
 
 
@@ -240,16 +244,21 @@ def test_gated_model_sign_in_keeps_no_token_in_the_session(hub_env: HubEnv) -> N
     assert "**Gated:**" in shown and "this account **has no access yet**" in shown
     assert f"[the model page]({hub_env.endpoint}/{GATED_REPO})" in shown
     assert at.button(key="wiz:download").disabled
-    assert "https://huggingface.co/settings/tokens" in shown
+    assert f"{hub_env.endpoint}/settings/tokens" in shown
     at.text_input(key="wiz:hub:token").set_value("hf_not_a_real_token")
     at.button(key="wiz:hub:sign_in").click().run()
     assert "**Not signed in:** The Hub refused this token (HTTP 401)" in texts(at)
     assert at.session_state["wiz:hub:token"] == ""
+    at.text_input(key="wiz:hub:token").set_value(TOKEN_WITHOUT_ACCESS)
+    at.button(key="wiz:hub:sign_in").click().run()
+    assert "signed in as **bob**, who **has no access yet**" in texts(at)
+    assert "bob (signed in) has no access yet" in texts(at)  # the blocking finding agrees
+    at.button(key="wiz:hub:sign_out").click().run()
     at.text_input(key="wiz:hub:token").set_value(TOKEN_WITH_ACCESS)
     at.button(key="wiz:hub:sign_in").click().run()
     shown = texts(at)
     assert "**Signed in to Hugging Face as alice**" in shown
-    assert "this account **has access**" in shown
+    assert "**alice** has access" in shown
     assert not at.button(key="wiz:download").disabled
     assert "wiz:hub:token" not in keys(at)
     assert TOKEN_WITH_ACCESS not in repr(at.session_state.to_dict())

@@ -100,7 +100,8 @@ def current_model_facts() -> ModelSource | None:
     vae, te = state.get_value("model.vae_path"), state.get_value("model.te_name_or_path")
     with advisor_boundary("looking at the base model"):
         components = state.get_value("model.components_from")
-        return model_facts(ref, arch, supplied_elsewhere(vae, te, arch), components)
+        expect = state.chosen_model_source()
+        return model_facts(ref, arch, supplied_elsewhere(vae, te, arch), components, expect)
     return None
 
 

@@ -13,22 +13,12 @@ import os
 import streamlit as st
 from huggingface_hub import constants
 
-from trainer.models.token import SignInError, sign_in, sign_out, signed_in_user
+from trainer.models.token import SignInError, sign_in, sign_out
 from ui import model_status
-
-TOKENS_URL = "https://huggingface.co/settings/tokens"
-ACCOUNT_TTL_S = 60
-
-
-@st.cache_data(ttl=ACCOUNT_TTL_S, show_spinner=False)
-def account(endpoint: str, token_key: str) -> str | None:
-    """The signed-in account's name (one request to the Hub, asked again after a minute or when
-    the stored token changes)."""
-    return signed_in_user()
 
 
 def current_account() -> str | None:
-    return account(constants.ENDPOINT, model_status.token_key())
+    return model_status.current_account()
 
 
 def _result_key(key: str) -> str:
@@ -88,8 +78,9 @@ def render_hub_sign_in(key: str) -> str | None:
             args=(key,),
             icon=":material/login:",
         )
+    tokens_url = f"{constants.ENDPOINT.rstrip('/')}/settings/tokens"
     st.caption(
-        f"Create a token at [{TOKENS_URL}]({TOKENS_URL}). It is kept where huggingface_hub "
+        f"Create a token at [{tokens_url}]({tokens_url}). It is kept where huggingface_hub "
         f"keeps its own login (`{constants.HF_TOKEN_PATH}`, readable only by you), never in "
         f"the studio's configs, runs or logs."
     )

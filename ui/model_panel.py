@@ -35,7 +35,7 @@ from trainer.models.hub import (
 from trainer.settings import load_settings
 from ui import model_status, state
 from ui.context import StudioContext
-from ui.hub_sign_in import render_hub_sign_in
+from ui.hub_sign_in import current_account, render_hub_sign_in
 from ui.summary import format_duration
 
 ENDED_BADLY = ("failed", "cancelled", "interrupted")
@@ -104,7 +104,14 @@ def render_model_panel(repo_id: str, arch: str, key: str) -> None:
         _render_access(check, key)
         _render_files(check.plan)
         status = cache_status(check.plan)
-        st.markdown(f":material/download_done: **In the local cache:** {cache_text(status)}")
+        arriving = (
+            " (downloading now: see the progress below)"
+            if is_running(download_progress(repo_id))
+            else ""
+        )
+        st.markdown(
+            f":material/download_done: **In the local cache:** {cache_text(status)}{arriving}"
+        )
         _render_cache_folder()
         render_download(repo_id, arch, key)
 
@@ -135,11 +142,19 @@ def _render_unchecked(check: RepoCheck, arch: str, key: str) -> None:
 def _render_access(check: RepoCheck, key: str) -> None:
     page = f"[the model page]({check.page_url})"
     if check.gated:
-        allowed = _access(check)
-        verdict = {
-            True: "this account **has access**.",
-            False: "this account **has no access yet**: sign in, then accept the licence there.",
-        }.get(allowed, "access could not be checked (the Hub did not answer).")
+        allowed, user = _access(check), current_account()
+        if allowed is False and user:
+            no_access = (
+                f"signed in as **{user}**, who **has no access yet**: accept the licence on "
+                f"{page} with that account (some gates need the owners' approval), then come back."
+            )
+        else:
+            no_access = (
+                "this account **has no access yet**: sign in, then accept the licence there."
+            )
+        verdict = {True: f"**{user or 'this account'}** has access.", False: no_access}.get(
+            allowed, "access could not be checked (the Hub did not answer)."
+        )
         st.markdown(
             f":material/lock: **Gated:** its licence is accepted on {page} while signed in; "
             f"{verdict}"
@@ -211,7 +226,13 @@ def render_download(repo_id: str, arch: str, key: str) -> None:
         st.markdown(":material/check_circle: **Cached:** ready to train, nothing to download.")
         return
     label = f"Download {format_bytes(status.missing_bytes)}"
-    if progress is not None and progress.get("state") in ENDED_BADLY:
+    if progress is not None and progress.get("state") == "cancelled":
+        st.markdown(
+            ":material/info: **Download cancelled.** Files already complete are kept; "
+            "Resume fetches the rest."
+        )
+        label = "Resume download"
+    elif progress is not None and progress.get("state") in ENDED_BADLY:
         st.markdown(
             f":material/error: **Download {progress['state']}:** "
             f"{progress.get('message') or 'no reason was recorded'}"
@@ -318,15 +339,23 @@ def _source_rows(source: ModelSource | None) -> list[tuple[str, str]]:
         return [("Licence", unknown), ("Gated", unknown), ("Download", "none: the cached copy")]
     total = format_bytes(source.total_bytes)
     download = (
-        f"{format_bytes(source.download_bytes)} of {total}"
+        f"{format_bytes(source.download_bytes)} left to download (of {total})"
         if source.needs_download
         else f"none: cached ({total})"
     )
     return [
         ("Licence", source.license or "not stated on the model card"),
-        ("Gated", "yes: accept its licence on the model page" if source.gated else "no"),
+        ("Gated", _gated_words(source)),
         ("Download", download),
     ]
+
+
+def _gated_words(source: ModelSource) -> str:
+    if not source.gated:
+        return "no"
+    if source.access is True or not source.needs_download:
+        return "yes: this account has access"
+    return "yes: accept its licence on the model page"
 
 
 def render_model_card(arch: str, context: StudioContext) -> None:

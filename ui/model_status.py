@@ -33,7 +33,7 @@ from trainer.models.hub import (
     cached_snapshot,
     inspect_repo,
 )
-from trainer.models.token import Access, repo_access
+from trainer.models.token import Access, repo_access, signed_in_user
 from trainer.settings import load_settings
 
 HUB_TTL_S = 60
@@ -58,12 +58,29 @@ def access(repo_id: str, endpoint: str, token_key: str) -> Access:
     return repo_access(repo_id)
 
 
+@st.cache_data(ttl=HUB_TTL_S, show_spinner=False)
+def account(endpoint: str, token_key: str) -> str | None:
+    """The signed-in account's name (one request to the Hub, asked again after a minute or when
+    the stored token changes)."""
+    return signed_in_user()
+
+
+def current_account() -> str | None:
+    return account(constants.ENDPOINT, token_key())
+
+
 def model_facts(
-    ref: str, arch: str, skip: tuple[str, ...] = (), components_from: str | None = None
+    ref: str,
+    arch: str,
+    skip: tuple[str, ...] = (),
+    components_from: str | None = None,
+    expect: str | None = None,
 ) -> ModelSource:
     """What the advisor needs to know about ``ref`` as the base model of an ``arch`` run
     (``skip``: components the config loads from elsewhere, e.g. a different VAE;
-    ``components_from``: where a single file's configs and missing parts come from)."""
+    ``components_from``: where a single file's configs and missing parts come from;
+    ``expect``: the source the user picked, "folder" or "file" turning a relative path that
+    looks like a Hub id into the path it is meant to be)."""
     ref = ref.strip()
     if not ref:
         return ModelSource(
@@ -72,20 +89,22 @@ def model_facts(
     if ref.startswith("demo:"):
         return ModelSource(ref, DEMO)
     source = classify_source(ref)
+    if source == "hub" and expect in ("folder", "file"):
+        source = "missing"
     if source == "dir":
         return folder_facts(ref, arch, skip)
     if source == "file":
         return file_facts(ref, arch, components_from)
     if source == "hub":
         return hub_facts(ref, arch)
-    what = "file" if ref.lower().endswith(SINGLE_FILE_SUFFIXES) else "folder"
+    what = "file" if expect == "file" or ref.lower().endswith(SINGLE_FILE_SUFFIXES) else "folder"
+    where = Path(ref).expanduser().absolute()
     return ModelSource(
         ref,
         MISSING,
         problem=(
-            f"Base model: no {what} at `{ref}` on this machine, and it is not a Hugging Face id "
-            f"(owner/name). Fix: correct the path, or pick a Hub model or the demo model on "
-            f"the Model step."
+            f"Base model: no {what} at `{where}` on this machine. Fix: correct the path (an "
+            f"absolute one is safest), or pick a Hub model or the demo model on the Model step."
         ),
     )
 
@@ -222,9 +241,10 @@ def hub_facts(repo_id: str, arch: str, config_only: tuple[str, ...] = ()) -> Mod
         )
     elif check.detected_arch and check.detected_arch != arch:
         warning = f"`{repo_id}` looks like a {check.detected_arch} model, not {arch}."
-    gated_access = None
+    gated_access, user = None, None
     if check.gated and not status.complete:
         gated_access = access(repo_id, constants.ENDPOINT, token_key()).allowed
+        user = current_account()
     return ModelSource(
         repo_id,
         HUB,
@@ -234,6 +254,7 @@ def hub_facts(repo_id: str, arch: str, config_only: tuple[str, ...] = ()) -> Mod
         download_bytes=plan.total_bytes - status.cached_bytes,
         gated=check.gated,
         access=gated_access,
+        account=user,
         license=check.license,
         **common,
     )

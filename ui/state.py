@@ -272,3 +272,17 @@ def validated() -> Validated:
         result = Validated(None, err.problems, last_valid)
     ss[_VALIDATED] = (rev, st.session_state[DRAFT], result)
     return result
+
+
+_MODEL_SOURCE = "model_source_choice"
+
+
+def choose_model_source(source: str) -> None:
+    """Remember where the user said the base model comes from (demo, hub, folder, file)."""
+    st.session_state[_MODEL_SOURCE] = source
+
+
+def chosen_model_source() -> str | None:
+    """The source picked on the Model step: it decides for a relative path that looks like a
+    Hub id (``models/sd15``)."""
+    return st.session_state.get(_MODEL_SOURCE)

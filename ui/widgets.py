@@ -259,10 +259,15 @@ def errors() -> dict[str, str]:
 
 
 def _sync(path: str, seeds: dict[str, Any], value: Any) -> None:
-    """Seed the widgets from the draft when it changed elsewhere or they were off screen."""
+    """Seed the widgets from the draft when it changed elsewhere or they were off screen.
+
+    After a visit to another page Streamlit may keep a widget's key with its *default* value
+    (the wizard came back with an empty Base model box): a widget that differs from the draft
+    is reseeded too, unless it holds input the draft refused (shown as the field's error)."""
     ss = st.session_state
     shadow = _SHADOW + path
-    if any(key not in ss for key in seeds) or ss.get(shadow, _MISSING) != value:
+    drifted = path not in errors() and any(ss.get(k, _MISSING) != v for k, v in seeds.items())
+    if drifted or ss.get(shadow, _MISSING) != value:
         for key, seed in seeds.items():
             ss[key] = seed
         ss[shadow] = copy.deepcopy(value)

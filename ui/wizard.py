@@ -133,6 +133,12 @@ def render_prev_next(step: str) -> None:
 
 # ---------------------------------------------------------------------------------- model step
 OK, WARN = ":material/check_circle:", ":material/warning:"
+EMPTY_REF_HINT = {
+    "demo": "",
+    "hub": "Type a Hugging Face id below, e.g. `stabilityai/stable-diffusion-xl-base-1.0`.",
+    "folder": "Type the path of a diffusers folder below (the one with model_index.json).",
+    "file": "Type the path of a .safetensors checkpoint below.",
+}
 SOURCES = {
     "demo": "Demo model (tiny, CPU)",
     "hub": "Hugging Face id",
@@ -141,14 +147,16 @@ SOURCES = {
 }
 
 
-def model_source(ref: str) -> str:
+def model_source(ref: str, chosen: str | None = None) -> str:
+    """Where ``ref`` comes from: demo, file, folder or hub. A relative path such as
+    ``models/sd15`` looks like a Hub id; the source the user picked (``chosen``) decides."""
     if ref.startswith("demo:"):
         return "demo"
     if ref.lower().endswith(CHECKPOINT_SUFFIXES):
         return "file"
     if ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists():
         return "folder"
-    return "hub"
+    return chosen if chosen in ("folder", "file") else "hub"
 
 
 def _pick_source() -> None:
@@ -156,19 +164,19 @@ def _pick_source() -> None:
     st.session_state["_shadow:wiz:model_source"] = source
     ref = str(state.get_value("model.name_or_path") or "")
     arch = state.get_value("model.arch", "sd15")
+    state.choose_model_source(source)
     if source == "demo":
         state.set_value("model.name_or_path", f"demo:{arch}")
-    elif ref.startswith("demo:"):
+    elif ref and model_source(ref, source) != source:  # e.g. an absolute path, then "Hub id"
         state.set_value("model.name_or_path", "")
-    st.session_state["wiz:source_pending"] = source if source != "demo" else None
 
 
 def render_model_source() -> None:
     ref = str(state.get_value("model.name_or_path") or "")
     ss = st.session_state
-    source = ss.get("wiz:source_pending") if not ref else model_source(ref)
-    source = source or "hub"
-    if "wiz:model_source" not in ss or ss.get("_shadow:wiz:model_source") != source:
+    chosen = state.chosen_model_source()
+    source = model_source(ref, chosen) if ref else (chosen or "hub")
+    if ss.get("wiz:model_source") != source or ss.get("_shadow:wiz:model_source") != source:
         ss["wiz:model_source"] = ss["_shadow:wiz:model_source"] = source
     st.segmented_control(
         "Where does the base model come from?",
@@ -178,21 +186,23 @@ def render_model_source() -> None:
         required=True,
         on_change=_pick_source,
     )
-    if ref:
-        icon, text = check_model_ref(ref, state.get_value("model.arch", "sd15"))
-        st.markdown(f"{icon} {text}")
+    if not ref:
+        st.caption(EMPTY_REF_HINT[source])
+        return
+    icon, text = check_model_ref(ref, state.get_value("model.arch", "sd15"))
+    st.markdown(f"{icon} {text}")
 
 
 def check_model_ref(ref: str, arch: str = "sd15") -> tuple[str, str]:
     """(icon, words) about a model reference: found and ready, or what is wrong and the fix."""
-    kind = model_source(ref)
+    kind = model_source(ref, state.chosen_model_source())
     if kind == "demo":
         return OK, "Tiny demo model: built in the studio home on first use; no download."
     if kind == "hub" and not HF_ID.match(ref):
         return WARN, "**Not a Hugging Face id:** write it as `owner/name`."
     facts = current_model_facts()
     if facts is None or facts.ref != ref.strip():
-        facts = model_facts(ref, arch)
+        facts = model_facts(ref, arch, expect=kind)
     if facts.kind == HUB:
         return hub_ref_status(facts)
     if facts.problem:
@@ -251,7 +261,10 @@ def render_dataset_sources() -> None:
                 )
             key = f"wiz:ds_demo:{index}"
             is_demo = folder == "demo:dataset"
-            if key not in st.session_state or st.session_state.get(f"_shadow:{key}") != is_demo:
+            if (
+                st.session_state.get(key) != is_demo
+                or st.session_state.get(f"_shadow:{key}") != is_demo
+            ):
                 st.session_state[key] = st.session_state[f"_shadow:{key}"] = is_demo
             st.toggle(
                 "Use the generated demo dataset",

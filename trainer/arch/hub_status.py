@@ -41,9 +41,9 @@ def probe_hub(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, st
         request = urllib.request.Request(endpoint, method="HEAD")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                outcome.append((True, f"answered HTTP {response.status}"))
-        except urllib.error.HTTPError as exc:  # an answer, even if not a 2xx one
-            outcome.append((True, f"answered HTTP {exc.code}"))
+                outcome.append((True, f"it answers (HTTP {response.status})"))
+        except urllib.error.HTTPError as exc:  # an answer, even if not a 2xx one: it is there
+            outcome.append((True, f"it answers (HTTP {exc.code})"))
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             outcome.append((False, f"no answer ({type(exc).__name__}: {reason})"))
