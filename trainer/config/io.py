@@ -303,7 +303,7 @@ def _describe(
     if kind == "too_short" and isinstance(value, list):
         return f"needs at least {ctx.get('min_length', 1)} item(s)", "add one"
     if kind in ("string_too_short", "too_short"):
-        return "is empty", _help(info) or "fill it in"
+        return "is empty", f"fill it in: {_help(info)}" if _help(info) else "fill it in"
     if kind == "too_long":
         return f"has too many items (at most {ctx.get('max_length')})", "remove some"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -370,8 +370,12 @@ def _pattern_fix(info: FieldInfo | None) -> str:
     )
 
 
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)\.\s")  # not after "e.g." / "i.e."
+
+
 def _help(info: FieldInfo | None) -> str:
-    return (info.description or "").split(". ")[0].rstrip(".") if info else ""
+    """The description's first sentence."""
+    return _SENTENCE_END.split(info.description or "")[0].rstrip(".") if info else ""
 
 
 def _show(value: Any) -> str:
