@@ -11,18 +11,18 @@ from ui.summary import render_sidebar_hardware
 
 use_studio_http_defaults()  # this process fails fast on a down tracking server (not trainers)
 use_hub_offline_mode()  # STUDIO_OFFLINE: before anything imports huggingface_hub (read at import)
-st.set_page_config(page_title="LoRA Studio", page_icon="🎛️", layout="wide")
+st.set_page_config(page_title="LoRA Studio", page_icon=":material/tune:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/preflight.py", title="Preflight", icon="🧭"),
-    st.Page("pages/wizard.py", title="Wizard", icon="🪄"),
-    st.Page("pages/review.py", title="Review & launch", icon="✅"),
-    st.Page("pages/monitor.py", title="Monitor", icon="📈"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/presets.py", title="Presets", icon="📚"),
-    st.Page("pages/datasets.py", title="Datasets", icon="🗂️"),
-    st.Page("pages/utilities.py", title="LoRA utilities", icon="🧰"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/preflight.py", title="Preflight", icon=":material/explore:"),
+    st.Page("pages/wizard.py", title="Wizard", icon=":material/auto_fix_high:"),
+    st.Page("pages/review.py", title="Review & launch", icon=":material/rocket_launch:"),
+    st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/presets.py", title="Presets", icon=":material/library_books:"),
+    st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:"),
+    st.Page("pages/utilities.py", title="LoRA utilities", icon=":material/build:"),
 ]
 
 init_state()  # the draft config: created once per session, restored from the autosave

@@ -31,7 +31,7 @@ with left:
 with right:
     st.markdown("**Demo models** (tiny, train on a CPU in about a minute)")
     for name, built in status.demo.items():
-        mark = "✅ ready" if built else "⬜ not built yet"
+        mark = ":material/check_circle: ready" if built else ":material/pending: not built yet"
         st.markdown(f"- {name}: {mark}")
     if not all(status.demo.values()) and st.button(
         "Build demo models and dataset", key="build_demo"

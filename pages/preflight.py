@@ -37,8 +37,8 @@ answers = render_intent()
 
 if state.meta().get("preflight_done") and st.session_state.get("pf:applied") is None:
     st.caption(
-        "ℹ️ You confirmed preflight before. Confirming again replaces the recommended values "
-        "(you can undo it in the wizard)."
+        ":material/info: You confirmed preflight before. Confirming again replaces the "
+        "recommended values (you can undo it in the wizard)."
     )
 if st.button(
     "Confirm and fill the wizard", type="primary", key="pf:confirm", icon=":material/done:"

@@ -330,7 +330,7 @@ def test_monitor_page_shows_the_run_from_the_server(team: dict, as_studio) -> No
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="run").value == team["run_id"]
     text = _texts(at)
-    assert "team_a" in text and "✅ finished" in text
+    assert "team_a" in text and ":material/check_circle: finished" in text
     assert f"Step {STEPS} / {STEPS}" in at.get("progress")[0].proto.text
     charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     assert len(charts) == 2  # loss and learning rate, from the server's metric history

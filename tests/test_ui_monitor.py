@@ -80,7 +80,7 @@ def test_a_finished_run_shows_progress_charts_samples_log_and_lora(
     assert not at.exception, at.exception
     assert at.selectbox(key="run").value == finished_run
     text = texts(at)
-    assert "monitor_done" in text and "✅ finished" in text
+    assert "monitor_done" in text and "**Status:** :material/check_circle: finished" in text
     assert "Step 30 / 30" in at.get("progress")[0].proto.text
     assert "30 / 30" in text
     charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
@@ -113,7 +113,7 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         at = monitor(job.run_id).run()
         assert not at.exception, at.exception
         text = texts(at)
-        assert "🟢 running" in text and "Training" in text
+        assert "**Status:** :material/play_circle: running" in text and "Training" in text
         assert at.button(key=f"stop_{job.run_id}")
         frame = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
         assert frame.sidebar.button(key=f"sidebar_stop_{job.run_id}")  # the active run
@@ -126,7 +126,7 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         assert job.process.wait(timeout=30) == 3
         at.run()
         assert get_run_record(settings.tracking_uri, job.run_id).status == "KILLED"
-        assert "⏹️ stopped" in texts(at)
+        assert "**Status:** :material/stop_circle: stopped" in texts(at)
         resume = at.button(key=f"resume_{job.run_id}")
         assert not resume.disabled
         resume.click().run()
@@ -134,7 +134,9 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         relaunched = read_job(job.job_dir)
         assert relaunched.pid != job.pid and job_alive(relaunched)
         shown = texts(at)  # the page re-rendered after the click
-        assert "🚀 resuming" in shown and ("Queued" in shown or "Loading" in shown)
+        assert "**Status:** :material/sync: resuming" in shown and (
+            "Queued" in shown or "Loading" in shown
+        )
         wait_for(
             lambda: get_run_record(settings.tracking_uri, job.run_id).status == "RUNNING",
             120,
@@ -171,8 +173,8 @@ def test_a_stale_run_label_from_the_browser_still_picks_its_run(
     # A browser sends a select box's value as the label it showed; a run's label changes with
     # its status (running -> finished), so an old label must still mean the same run.
     at = monitor(None)
-    at.session_state["run"] = f"monitor_done · 🟢 running · 2026-01-01 00:00 · {finished_run[:8]}"
+    at.session_state["run"] = f"monitor_done · running · 2026-01-01 00:00 · {finished_run[:8]}"
     at.run()
     assert not at.exception, at.exception
     assert at.selectbox(key="run").value == finished_run
-    assert "monitor_done" in texts(at) and "✅ finished" in texts(at)
+    assert "monitor_done" in texts(at) and ":material/check_circle: finished" in texts(at)

@@ -79,7 +79,7 @@ def _render_column(step: str, context: StudioContext) -> None:
         render_predictions(context, compact=True)
     render_history_hint(load_settings())  # "based on N similar runs…" (issue 7)
     for note in context.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f":material/info: {note}")
 
 
 def render_recommendations(
@@ -169,7 +169,7 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
         return
     if not compact:
         for note in context.notes:
-            st.caption(f"ℹ️ {note}")
+            st.caption(f":material/info: {note}")
     value, note = vram_text(prediction, context.hw)
     disk = download_note(context.model)
     low, high = prediction.vram_range

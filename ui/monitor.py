@@ -32,27 +32,28 @@ from ui.mlflow_ui import server_ui
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
 _PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
 FORCE_AFTER_S = 20.0
-PHASE_LABELS = {
-    "starting": ("🚀", "Starting the trainer"),
-    "queued": ("🕓", "Queued"),
-    "loading": ("⏳", "Loading the model"),
-    "caching": ("🗄️", "Caching latents and text embeddings"),
-    "training": ("🏋️", "Training"),
-    "sampling": ("🖼️", "Generating sample images"),
-    "saving": ("💾", "Saving the LoRA and a checkpoint"),
-    "stopping": ("⏹️", "Stopping"),
-    "finished": ("✅", "Finished"),
-    "failed": ("❌", "Failed"),
-    "killed": ("⏹️", "Stopped"),
+PHASE_LABELS = {  # Material icons: emoji show as empty boxes without an emoji font
+    "starting": (":material/rocket_launch:", "Starting the trainer"),
+    "queued": (":material/schedule:", "Queued"),
+    "loading": (":material/hourglass_top:", "Loading the model"),
+    "caching": (":material/database:", "Caching latents and text embeddings"),
+    "training": (":material/fitness_center:", "Training"),
+    "sampling": (":material/image:", "Generating sample images"),
+    "saving": (":material/save:", "Saving the LoRA and a checkpoint"),
+    "stopping": (":material/stop_circle:", "Stopping"),
+    "finished": (":material/check_circle:", "Finished"),
+    "failed": (":material/error:", "Failed"),
+    "killed": (":material/stop_circle:", "Stopped"),
 }
 FLOW = ("loading", "caching", "training", "sampling", "saving", "finished")
-STATUS_LABELS = {
-    "RUNNING": "🟢 running",
-    "FINISHED": "✅ finished",
-    "FAILED": "❌ failed",
-    "KILLED": "⏹️ stopped",
-    "SCHEDULED": "🕓 scheduled",
+STATUS_LABELS = {  # (icon, word): the run picker's plain-text options show the word only
+    "RUNNING": (":material/play_circle:", "running"),
+    "FINISHED": (":material/check_circle:", "finished"),
+    "FAILED": (":material/error:", "failed"),
+    "KILLED": (":material/stop_circle:", "stopped"),
+    "SCHEDULED": (":material/schedule:", "scheduled"),
 }
+RESUMING = (":material/sync:", "resuming")
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _marker(view: RunView, *keys: str) -> tuple:
 # ----------------------------------------------------------------------------------- run picker
 def _run_label(record: Any) -> str:
     when = record.start_time.astimezone().strftime("%Y-%m-%d %H:%M") if record.start_time else ""
-    status = STATUS_LABELS.get(record.status, record.status.lower())
+    _, status = STATUS_LABELS.get(record.status, ("", record.status.lower()))
     return f"{record.name} · {status} · {when} · {record.run_id[:8]}"
 
 
@@ -197,11 +198,11 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
     icon, label = PHASE_LABELS.get(view.phase, ("•", view.phase))
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.subheader(f"{view.name}")
-    status = STATUS_LABELS.get(view.status, view.status)
+    status_icon, status = STATUS_LABELS.get(view.status, ("", view.status.lower()))
     ended = ("finished", "killed", "failed")  # the trainer said so and is only exiting
     if view.alive and view.status != "RUNNING" and view.phase not in ended:
-        status = "🚀 resuming"  # until the relaunched trainer attaches to the run
-    left.markdown(f"**Status:** {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
+        status_icon, status = RESUMING  # until the relaunched trainer attaches to the run
+    left.markdown(f"**Status:** {status_icon} {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
     right.link_button(
         "Open in MLflow ↗",
         mlflow_run_url(settings, view.experiment_id, view.run_id),
@@ -253,18 +254,23 @@ def render_errors(view: RunView) -> None:
         text = f"The trainer {view.exit.get('meaning')} (exit code {view.exit.get('code')})."
     if not text:
         if view.status == "KILLED" and view.note:
-            st.info(f"⏹️ {view.note}")
+            st.info(view.note, icon=":material/stop_circle:")
         return
     problem, _, suggestion = text.partition("Suggestion:")
-    st.error(f"**What went wrong:** {problem.strip()}", icon="❌")
+    st.error(f"**What went wrong:** {problem.strip()}", icon=":material/error:")
     if suggestion.strip():
-        st.info(f"**What to do:** {suggestion.strip()}", icon="💡")
+        st.info(f"**What to do:** {suggestion.strip()}", icon=":material/lightbulb:")
 
 
 def render_controls(settings: StudioSettings, view: RunView) -> None:
     cols = st.columns([1, 1, 3])
     if view.alive:
-        if cols[0].button("⏹️ Stop", key=f"stop_{view.run_id}", help="Checkpoint and stop."):
+        if cols[0].button(
+            "Stop",
+            icon=":material/stop_circle:",
+            key=f"stop_{view.run_id}",
+            help="Checkpoint and stop.",
+        ):
             stop_job(view.run_id, settings=settings)
             st.toast("Stop requested: the trainer saves a checkpoint and ends the run.")
             view.stop_requested = time.time()
@@ -283,7 +289,8 @@ def render_controls(settings: StudioSettings, view: RunView) -> None:
     why = resumable(settings, view.run_id, view.status)
     if view.status in ("KILLED", "FAILED") or why is None:
         clicked = cols[0].button(
-            "▶️ Resume",
+            "Resume",
+            icon=":material/play_arrow:",
             key=f"resume_{view.run_id}",
             disabled=why is not None,
             help=why or "Continue this run from its latest checkpoint.",

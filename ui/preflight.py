@@ -62,7 +62,7 @@ def render_hardware_check(hw: Hardware) -> None:
     for part, status, text in rows:
         st.markdown(f"{status} · **{part}**: {text}")
     for note in hw.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f":material/info: {note}")
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -27,10 +27,20 @@ def render_job(settings: StudioSettings, job: ActiveJob) -> None:
         text += f" · ETA {format_duration(eta)}"
     st.progress(job.fraction, text=text)
     left, right = st.columns(2)
-    left.page_link(MONITOR_PAGE, label="Monitor", icon="📈", query_params={"run": job.run_id})
+    left.page_link(
+        MONITOR_PAGE,
+        label="Monitor",
+        icon=":material/monitoring:",
+        query_params={"run": job.run_id},
+    )
     if job.stop_requested:
-        right.caption("⏹️ stopping…")
-    elif right.button("⏹️ Stop", key=f"sidebar_stop_{job.run_id}", help="Checkpoint and stop"):
+        right.caption(":material/stop_circle: stopping…")
+    elif right.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key=f"sidebar_stop_{job.run_id}",
+        help="Checkpoint and stop",
+    ):
         stop_job(job.run_id, settings=settings)
         st.toast(f"Stopping {job.name}: it saves a checkpoint first.")
         st.rerun(scope="fragment")

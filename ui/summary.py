@@ -15,7 +15,8 @@ from ui.boundary import advisor_boundary
 from ui.context import StudioContext, hardware
 from ui.widgets import ARCH_LABELS
 
-OK, WARN, ERR, INFO = ":material/check_circle:", ":material/warning:", ":material/error:", "ℹ️"
+OK, WARN, ERR = ":material/check_circle:", ":material/warning:", ":material/error:"
+INFO = ":material/info:"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -36,7 +37,7 @@ def _item(column: Any, label: str, value: str, note: str = "") -> None:
 
 
 def vram_text(prediction: Prediction | None, hw: Hardware) -> tuple[str, str]:
-    """('≈ 6.1 GB', 'of 24 GB · ✅ fits') — or why there is no number."""
+    """('≈ 6.1 GB', 'of 24 GB · :material/check_circle: fits') — or why there is no number."""
     if prediction is None:
         return "unavailable", "predictions unavailable"
     value = f"≈ {prediction.vram_gb:.1f} GB"

@@ -67,8 +67,8 @@ def step_label(step: str, context: StudioContext) -> str:
     problems = context.findings_for(set(step_fields(step)))
     errors = sum(f.severity == "error" for f in problems)
     warnings = len(problems) - errors
-    marks = (f" · ✖ {errors} error(s)" if errors else "") + (
-        f" · ⚠ {warnings} warning(s)" if warnings else ""
+    marks = (f" · {errors} error(s)" if errors else "") + (
+        f" · {warnings} warning(s)" if warnings else ""
     )
     return f"{number} · {title}{marks}"
 
