@@ -12,6 +12,14 @@ from trainer.data import library as dm
 from ui.dataset_manager import thumbnail
 
 
+def report_saved(changed: int) -> None:
+    """Success only when a file changed: "Saved 0" would read as if something happened."""
+    if changed:
+        st.success(f"Saved {changed} caption file{'s' if changed > 1 else ''}.")
+    else:
+        st.info("No caption file changed: there was nothing to save.")
+
+
 def render_captions(folder: Path) -> None:
     captions = dm.read_captions(folder)
     bulk = st.columns(4)
@@ -30,7 +38,7 @@ def render_captions(folder: Path) -> None:
     if actions[3].button("Sort tags", key="dsm:do_sort"):
         edit = dm.sort_tags
     if edit is not None:
-        st.success(f"Saved {dm.bulk_edit(folder, edit)} caption file(s).")
+        report_saved(dm.bulk_edit(folder, edit))
         captions = dm.read_captions(folder)
     frame = pd.DataFrame(
         {
@@ -52,7 +60,7 @@ def render_captions(folder: Path) -> None:
             if (text or "").strip() != captions[name]:
                 dm.set_caption(folder, name, text or "")
                 changed += 1
-        st.success(f"Saved {changed} caption file(s).")
+        report_saved(changed)
 
 
 def render_autocaption(folder: Path, home: Path) -> None:
@@ -78,4 +86,10 @@ def render_autocaption(folder: Path, home: Path) -> None:
         except captioning.CaptionerUnavailable as err:
             st.error(str(err))
             return
-        st.success(f"Captioned {len(written)} image(s).")
+        if written:
+            st.success(f"Captioned {len(written)} image{'s' if len(written) > 1 else ''}.")
+        else:
+            st.info(
+                "No image was captioned: every image already has a caption "
+                "(turn on 'Replace existing captions' to redo them)."
+            )

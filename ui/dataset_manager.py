@@ -14,7 +14,11 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from trainer.config.fields import ARCH_DEFAULTS
 from trainer.data import library as dm
+from ui import state
+
+STANDARD_RESOLUTIONS = (512, 768, 1024)
 
 
 def render_create(root: Path) -> None:
@@ -52,7 +56,7 @@ def render_create(root: Path) -> None:
         )
         if result.skipped:
             st.warning("Skipped: " + "; ".join(f"{n} ({why})" for n, why in result.skipped))
-        st.session_state["dsm:current"] = result.folder.name
+        st.session_state["dsm:current"] = st.session_state["dsm:pick"] = result.folder.name
 
 
 def pick_dataset(root: Path) -> Path | None:
@@ -60,21 +64,48 @@ def pick_dataset(root: Path) -> Path | None:
     if not names:
         st.info("No datasets yet: create one above.")
         return None
-    current = st.session_state.get("dsm:current")
-    index = names.index(current) if current in names else 0
-    chosen = st.selectbox("Dataset", names, index=index, key="dsm:pick")
+    if st.session_state.get("dsm:pick") not in names:  # "dsm:current" outlives page switches
+        current = st.session_state.get("dsm:current")
+        st.session_state["dsm:pick"] = current if current in names else names[0]
+    chosen = st.selectbox("Dataset", names, key="dsm:pick")
     st.session_state["dsm:current"] = chosen
     return root / chosen
 
 
+def draft_resolutions() -> list[int]:
+    """The draft's training resolution(s) (first dataset), else the base model's native size."""
+    value = state.get_value("datasets.0.resolution")
+    values = value if isinstance(value, list) else [value]
+    found = sorted({v for v in values if isinstance(v, int) and 64 <= v <= 4096})
+    if found:
+        return found
+    arch = state.get_value("model.arch", "sd15")
+    return [ARCH_DEFAULTS.get(arch, ARCH_DEFAULTS["sd15"])["native_resolution"]]
+
+
 def render_analysis(folder: Path) -> None:
+    trained_at = draft_resolutions()
+    where = "the draft's training resolution (Wizard: Resolution & augmentation)"
     cols = st.columns(4)
-    resolutions = cols[0].multiselect("Resolutions", [512, 768, 1024], default=[512], key="dsm:res")
+    resolutions = cols[0].multiselect(
+        "Resolutions",
+        sorted({*STANDARD_RESOLUTIONS, *trained_at}),
+        default=trained_at,
+        key="dsm:res",
+        help=f"Buckets and steps at these sizes; the default is {where}.",
+    )
     repeats = cols[1].number_input("Repeats", 1, 1000, 1, key="dsm:repeats")
     batch = cols[2].number_input("Batch size", 1, 64, 1, key="dsm:batch")
-    min_side = cols[3].number_input("Flag short side below", 64, 4096, 512, key="dsm:min")
+    min_side = cols[3].number_input(
+        "Flag short side below",
+        64,
+        4096,
+        min(trained_at),
+        key="dsm:min",
+        help=f"Images smaller than this are flagged 'too small'; the default is {where}.",
+    )
     report = dm.analyse(
-        folder, resolutions or [512], repeats=repeats, batch_size=batch, min_side=min_side
+        folder, resolutions or trained_at, repeats=repeats, batch_size=batch, min_side=min_side
     )
     m = st.columns(4)
     m[0].metric("Images", report["images"])
@@ -85,14 +116,25 @@ def render_analysis(folder: Path) -> None:
         return
     frame = pd.DataFrame(report["rows"]).drop(columns=["buckets", "flags"])
     left, right = st.columns(2)
-    left.altair_chart(
-        alt.Chart(frame).mark_bar().encode(alt.X("aspect:Q", bin=alt.Bin(maxbins=20)), y="count()"),
-        width="stretch",
+    aspects = (
+        alt.Chart(frame, title="Aspect ratios")
+        .mark_bar()
+        .encode(
+            alt.X("aspect:Q", bin=alt.Bin(maxbins=20), title="Width ÷ height"),
+            alt.Y("count():Q", title="Images"),
+        )
     )
-    right.altair_chart(
-        alt.Chart(frame).mark_circle().encode(x="width:Q", y="height:Q", tooltip=["image"]),
-        width="stretch",
+    sizes = (
+        alt.Chart(frame, title="Image sizes")
+        .mark_circle()
+        .encode(
+            alt.X("width:Q", title="Width (px)"),
+            alt.Y("height:Q", title="Height (px)"),
+            tooltip=[alt.Tooltip("image", title="Image"), "width", "height"],
+        )
     )
+    left.altair_chart(aspects, width="stretch")
+    right.altair_chart(sizes, width="stretch")
     for res, counts in report["bucket_counts"].items():
         st.caption(f"Buckets at {res}px: " + ", ".join(f"{b} × {n}" for b, n in counts.items()))
     if report["flagged"]:

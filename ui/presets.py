@@ -17,7 +17,10 @@ from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
 from ui.state import draft, draft_to_yaml, replace_draft
 
-BUILT_IN = Path(__file__).resolve().parent.parent / "presets"
+REPO = Path(__file__).resolve().parent.parent
+BUILT_IN = REPO / "presets"
+SOURCES_DOC = REPO / "docs" / "sources.md"  # where every cited figure and prior is written down
+CITATION = re.compile(r"docs/sources\.md#([A-Za-z0-9_-]+)")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,128 @@ class Preset:
     @property
     def label(self) -> str:
         return f"{self.name} ({self.source})"
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    """One heading of docs/sources.md and the text under it (up to the next heading)."""
+
+    anchor: str
+    title: str
+    body: str
+
+    @property
+    def for_readers(self) -> str:
+        """The body without its "Used by: <code files>" paragraphs (notes for developers)."""
+        paragraphs = re.split(r"\n\s*\n", self.body)
+        return "\n\n".join(p for p in paragraphs if not p.startswith("Used by:"))
+
+
+def heading_anchor(title: str) -> str:
+    """The anchor GitHub gives a heading (what ``docs/sources.md#<anchor>`` citations use)."""
+    text = re.sub(r"[^\w\- ]", "", title.strip().lower())
+    return text.replace(" ", "-")
+
+
+def source_sections(text: str | None = None) -> dict[str, SourceSection]:
+    """docs/sources.md by anchor; a repeated heading gets GitHub's -1, -2... suffix."""
+    text = SOURCES_DOC.read_text(encoding="utf-8") if text is None else text
+    sections: dict[str, SourceSection] = {}
+    seen: dict[str, int] = {}
+    title, anchor, body, in_code = "", "", [], False
+    for line in [*text.splitlines(), "# end"]:
+        in_code = not in_code if line.startswith("```") else in_code
+        match = None if in_code else re.match(r"#{1,6} +(.+?) *#* *$", line)
+        if not match:
+            body.append(line)
+            continue
+        if anchor:
+            sections[anchor] = SourceSection(anchor, title, "\n".join(body).strip())
+        title, body = match.group(1), []
+        base = heading_anchor(title)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        anchor = base if count == 0 else f"{base}-{count}"
+    return sections
+
+
+@dataclass(frozen=True)
+class CommentParts:
+    """A preset's leading comment, split for the page: what it is for, its reasons, its notes."""
+
+    intro: str  # what the preset is for
+    sources: str  # the "Sources: ..." sentence
+    reasons: list[str]  # the "- value: why" bullets, continuation lines joined
+    notes: str  # lines after the reasons ("Change datasets[0].folder_path ... before training.")
+
+
+def comment_parts(text: str) -> CommentParts:
+    """Split the leading ``#`` lines: a bullet's continuation lines are indented ("#   ...")."""
+    intro: list[str] = []
+    sources: list[str] = []
+    reasons: list[str] = []
+    notes: list[str] = []
+    for raw in text.splitlines():
+        if not raw.startswith("#"):
+            break
+        line = raw[1:].removeprefix(" ")
+        if line.startswith("- "):
+            reasons.append(line[2:].strip())
+        elif line.startswith(" ") and reasons and not notes:
+            reasons[-1] += " " + line.strip()
+        elif reasons:
+            notes.append(line.strip())
+        elif sources or line.startswith("Sources:"):
+            sources.append(line.strip())
+        else:
+            intro.append(line.strip())
+    return CommentParts(" ".join(intro), " ".join(sources), reasons, " ".join(notes))
+
+
+def link_citations(text: str, sections: dict[str, SourceSection]) -> tuple[str, list[str]]:
+    """``docs/sources.md#<anchor>`` turned into a link to that section shown on the page; returns
+    the text and the cited anchors in order (tests/test_docs_sources.py keeps every anchor real)."""
+    cited: list[str] = []
+
+    def link(match: re.Match[str]) -> str:
+        section = sections.get(match.group(1))
+        if section is None:
+            return match.group(0)
+        if section.anchor not in cited:
+            cited.append(section.anchor)
+        return f"[{section.title}](#{section.anchor})"
+
+    return CITATION.sub(link, text), cited
+
+
+def _plain(text: str) -> str:
+    # "~1500-3000 ... ~30" would strike through and "$" opens LaTeX in Streamlit's markdown.
+    return text.replace("~", "\\~").replace("$", "\\$")
+
+
+def render_comment(preset: Preset) -> None:
+    """What the preset is for, then its reasons and the docs/sources.md sections they cite."""
+    parts = comment_parts(preset.text)
+    if parts.intro:
+        st.markdown(_plain(parts.intro))
+    if parts.notes:
+        st.caption(_plain(parts.notes))
+    if not parts.reasons and not parts.sources:
+        return
+    sections = source_sections()
+    why = "\n".join([parts.sources, *(f"- {reason}" for reason in parts.reasons)])
+    linked, cited = link_citations(_plain(why), sections)
+    count = f"{len(parts.reasons)} reasons, {len(cited)} sources"
+    with st.expander(f"Why these values ({count})"):
+        st.markdown(linked)
+        if not cited:
+            return
+        st.caption(
+            f"The cited sections of `docs/sources.md` (in the studio's folder: {SOURCES_DOC})"
+        )
+        for anchor in cited:
+            st.subheader(sections[anchor].title, anchor=anchor)
+            st.markdown(sections[anchor].for_readers)
 
 
 def list_presets(settings: StudioSettings) -> list[Preset]:
@@ -80,8 +205,7 @@ def render_browser(settings: StudioSettings) -> None:
         return
     preset = by_label[choice]
     st.caption(f"Source: {preset.source} · {preset.path}")
-    if preset.comment:
-        st.markdown(preset.comment.replace("\n", "  \n"))
+    render_comment(preset)
     with st.expander("YAML"):
         st.code(preset.text, language="yaml")
     left, right = st.columns(2)
