@@ -11,6 +11,7 @@ from advisor.defaults import resolve_autos
 from advisor.findings import Context, Finding, finding, rule
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.introspection import unresolved_autos
+from trainer.tracking.run_names import free_name
 
 LR_HIGH = {"sd15": 1e-3, "sdxl": 5e-4, "flux": 5e-4}
 LR_LOW = 1e-5
@@ -479,15 +480,12 @@ def output_name_exists(ctx: Context) -> Iterator[Finding]:
     name = ctx.cfg.name
     if name not in ctx.existing_names:
         return
-    n = 2
-    while f"{name}_{n}" in ctx.existing_names:
-        n += 1
     yield finding(
         "output_name_exists",
         "suggestion",
         ("name",),
         f"'{name}' is already used by a run; its files would be hard to tell apart",
-        {"name": f"{name}_{n}"},
+        {"name": free_name(name, ctx.existing_names)},  # the name a launch would give it
     )
 
 

@@ -40,7 +40,8 @@ if len(picked) >= 2:
 if picked:
     compare.render_mlflow_links(settings, picked)
     st.subheader("Rate, note, reuse")
-    tabs = st.tabs([r.name or r.run_id[:8] for r in picked])
+    labels = compare.run_labels(picked)
+    tabs = st.tabs([labels[r.run_id] for r in picked])
     for tab, rec in zip(tabs, picked, strict=True):
         with tab:
             compare.render_rating(settings, rec)

@@ -113,14 +113,14 @@ def test_launch_hands_the_config_to_the_job_runner(monkeypatch: pytest.MonkeyPat
 
     def fake_launch(cfg):
         launched.append(cfg)
-        return type("Job", (), {"run_id": "run123"})()
+        return type("Job", (), {"run_id": "run123", "name": "my_lora_2"})()
 
     monkeypatch.setattr(review, "launch_draft", fake_launch)
     monkeypatch.setattr(review, "open_monitor", lambda run_id=None: None)
     at = open_page("pages/review.py")
     at.button(key="rv:launch").click().run()
     assert len(launched) == 1 and launched[0].model.arch == "sd15"
-    assert "run123" in texts(at)
+    assert "run123" in texts(at) and "my_lora_2" in texts(at)
 
 
 def _comparison(at):

@@ -9,10 +9,13 @@
 - ``compare_history``: what the advisor learns from the runs ("based on N similar runs…").
 
 Everything is read through ``trainer.tracking`` (the one package that knows the MLflow layout).
+Every part names a run by ``run_labels`` (``trainer.tracking.run_names``): its name, plus its short
+id where several picked runs share that name.
 """
 
 from __future__ import annotations
 
+from trainer.tracking.run_names import run_labels
 from ui.compare_actions import (
     draft_from_run,
     preset_from_run,
@@ -61,6 +64,7 @@ __all__ = [
     "render_reuse",
     "render_samples",
     "render_table",
+    "run_labels",
     "table_rows",
     "version",
 ]

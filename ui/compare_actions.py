@@ -14,6 +14,7 @@ from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import load_run_config, lora_artifacts
 from trainer.tracking.ratings import set_note, set_rating
 from trainer.tracking.records import RunRecord
+from trainer.tracking.run_names import run_labels
 from ui import mlflow_ui
 from ui.compare_store import bump
 from ui.state import replace_draft
@@ -99,9 +100,9 @@ def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None
     base = st.session_state.get("cmp:mlflow_url")
     if not base:
         return
-    cols = st.columns(len(runs) + (len(runs) > 1))
+    cols, labels = st.columns(len(runs) + (len(runs) > 1)), run_labels(runs)
     for col, rec in zip(cols, runs, strict=False):
-        col.link_button(rec.name, mlflow_ui.run_url(base, rec.experiment_id, rec.run_id))
+        col.link_button(labels[rec.run_id], mlflow_ui.run_url(base, rec.experiment_id, rec.run_id))
     if len(runs) > 1:
         url = mlflow_ui.compare_url(base, [r.experiment_id for r in runs], [r.run_id for r in runs])
         cols[-1].link_button("Compare in MLflow", url)
@@ -109,8 +110,8 @@ def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None
 
 def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
     """The adapters each run saved (``lora/`` and ``checkpoints/``)."""
-    cols = st.columns(len(runs))
+    cols, labels = st.columns(len(runs)), run_labels(runs)
     for col, rec in zip(cols, runs, strict=True):
         files = lora_artifacts(tracking_uri, rec.run_id)
-        col.markdown(f"**{rec.name}**")
+        col.markdown(f"**{labels[rec.run_id]}**")
         col.caption("\n".join(f"- `{f}`" for f in files) if files else "no adapter saved")

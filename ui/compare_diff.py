@@ -10,17 +10,26 @@ import streamlit as st
 from advisor.history import diff_runs
 from trainer.config.fields import WIZARD_STEPS
 from trainer.tracking.records import RunRecord
+from trainer.tracking.run_names import run_labels
 
 
-def diff_rows(base: RunRecord, other: RunRecord, level: str = "beginner") -> list[dict[str, Any]]:
-    """Fields that differ, in wizard order, with the advisor's explanation of each."""
+def diff_rows(
+    base: RunRecord,
+    other: RunRecord,
+    level: str = "beginner",
+    labels: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Fields that differ, in wizard order, with the advisor's explanation of each; one value
+    column per run, headed by its label (``labels``: the page's ``run_labels``; by default those
+    of the two runs, so two runs of the same name still get two columns)."""
+    labels = labels or run_labels([base, other])
     diff = diff_runs(base, other, level)
     return [
         {
             "step": WIZARD_STEPS[step][0],
             "setting": c.path,
-            base.name or "A": _show(c.before),
-            other.name or "B": _show(c.after),
+            labels[base.run_id]: _show(c.before),
+            labels[other.run_id]: _show(c.after),
             "what it does": c.explanation,
         }
         for step, changes in diff.by_step.items()
@@ -33,11 +42,11 @@ def _show(value: Any) -> str:
 
 
 def render_diff(runs: list[RunRecord]) -> None:
-    base = runs[0]
+    base, labels = runs[0], run_labels(runs)
     for other in runs[1:]:
-        st.markdown(f"**{base.name}** → **{other.name}**")
+        st.markdown(f"**{labels[base.run_id]}** → **{labels[other.run_id]}**")
         try:
-            rows = diff_rows(base, other)
+            rows = diff_rows(base, other, labels=labels)
         except ValueError as err:
             st.warning(f"Cannot compare the configs: {err}")
             continue

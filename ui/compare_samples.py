@@ -13,6 +13,7 @@ from streamlit_extras.image_compare_slider import image_compare_slider
 from trainer.tracking.artifacts import SampleImage, sample_images
 from trainer.tracking.ratings import sample_ratings, set_sample_rating
 from trainer.tracking.records import RunRecord
+from trainer.tracking.run_names import run_labels
 from ui.compare_store import bump
 
 SHOW_MIN_PX = 384  # tiny demo samples (64 px) are scaled up, pixel for pixel, to be seen
@@ -34,9 +35,10 @@ def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
         st.caption("No sampling step shared by all these runs.")
         return
     step = st.select_slider("Samples at step", steps, value=steps[-1], key="cmp:sample_step")
+    labels = run_labels(runs)  # runs of the same name: each column still says whose it is
     cols = st.columns(len(runs))
     for col, rec in zip(cols, runs, strict=True):
-        col.markdown(f"**{rec.name}**")
+        col.markdown(f"**{labels[rec.run_id]}**")
         ratings = sample_ratings(rec.tags)
         for image in (s for s in per_run[rec.run_id] if s.step == step):
             col.image(_thumb(image.path_or_uri), caption=image.prompt or image.key)
@@ -51,7 +53,7 @@ def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
                 args=(tracking_uri, rec.run_id, step, image.key, key),
             )
     if len(runs) >= 2:
-        render_slider(runs, per_run, step)
+        render_slider(runs, per_run, step, labels)
 
 
 def _save_sample_rating(tracking_uri: str, run_id: str, step: int, image: str, key: str) -> None:
@@ -94,20 +96,27 @@ def _thumb(path: str) -> Any:
         return _shown(image.convert("RGB"), THUMB_MIN_PX)
 
 
-def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], step: int) -> None:
+def render_slider(
+    runs: list[RunRecord],
+    per_run: dict[str, list[SampleImage]],
+    step: int,
+    labels: dict[str, str] | None = None,
+) -> None:
     """Baseline (left) against another picked run (right), same step and prompt, with a divider
     to drag (or to move with the arrow keys) in the browser."""
+    labels = labels or run_labels(runs)
     base, others = runs[0], {r.run_id: r for r in runs[1:]}
     st.markdown("**Slider comparison**")
     cols = st.columns(2)
     other = others[
         cols[0].selectbox(
-            f"Right of the split ({base.name} is left)",
+            f"Right of the split ({labels[base.run_id]} is left)",
             list(others),
-            format_func=lambda rid: others[rid].name or rid[:8],
+            format_func=lambda rid: labels[rid],
             key="cmp:slider_run",
         )
     ]
+    left_label, right_label = labels[base.run_id], labels[other.run_id]
     left = {s.key: s for s in per_run[base.run_id] if s.step == step}
     right = {s.key: s for s in per_run[other.run_id] if s.step == step}
     shared = sorted(left.keys() & right.keys())
@@ -122,9 +131,9 @@ def render_slider(runs: list[RunRecord], per_run: dict[str, list[SampleImage]], 
     image_compare_slider(
         shown_left,
         shown_right,
-        label1=base.name,
-        label2=other.name,
+        label1=left_label,
+        label2=right_label,
         width=SLIDER_WIDTH_PX,  # 'stretch' blew a 64 px sample up past the screen's height
         key="cmp:slider",
     )
-    st.caption(f"◀ {base.name} | {other.name} ▶ (step {step}): drag the divider to compare")
+    st.caption(f"◀ {left_label} | {right_label} ▶ (step {step}): drag the divider to compare")

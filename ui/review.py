@@ -124,7 +124,10 @@ def render_comparison(context: StudioContext) -> None:
         if recommending.failed:
             return
         recs = {r.path: {"value": r.value, "reason": r.reason, "source": r.source} for r in found}
-        st.caption("ℹ️ Computed for your draft now (preflight not confirmed): nothing was applied.")
+        st.caption(
+            ":material/info: Computed for your draft now (preflight not confirmed): "
+            "nothing was applied."
+        )
     rows = comparison_rows(context, recs)
     if not rows:
         st.caption("The advisor has no recommendations for this draft.")
@@ -190,7 +193,7 @@ def render_yaml(context: StudioContext) -> None:
         )
         st.button("Undo the import", key="rv:undo_import", on_click=_undo_import)
     if context.validated.config is None:
-        st.caption("ℹ️ The draft has errors, so this YAML has no comments yet.")
+        st.caption(":material/info: The draft has errors, so this YAML has no comments yet.")
     with st.expander("YAML preview (with a comment above every setting)"):
         st.code(text, language="yaml")
 
@@ -245,5 +248,5 @@ def _launch(context: StudioContext) -> None:
     except LaunchRefused as err:
         st.session_state[LAUNCH_RESULT] = ("error", f"**Not launched:** {err}")
         return
-    st.session_state[LAUNCH_RESULT] = ("ok", f"**Launched** run `{job.run_id}`.")
+    st.session_state[LAUNCH_RESULT] = ("ok", f"**Launched** `{job.name}` (run `{job.run_id}`).")
     open_monitor(job.run_id)

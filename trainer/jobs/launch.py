@@ -58,6 +58,7 @@ from trainer.tracking.layout import TAG_DEVICE, TAG_PREDICTED
 from trainer.tracking.new_run import create_run
 from trainer.tracking.progress import read_progress, write_progress
 from trainer.tracking.ratings import set_note
+from trainer.tracking.run_names import with_free_run_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainer.config.schema import TrainingConfig
@@ -81,6 +82,7 @@ class LaunchedJob:
     started: float
     resumed: bool = False
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    name: str = ""  # the run's name in MLflow (a taken name got a number at launch)
 
 
 def train_command(
@@ -204,6 +206,8 @@ def launch(
     """Create the MLflow run, write the job folder and start the trainer on it.
 
     Refuses (``LaunchRefused``) a config with decisions still 'auto' or a device already busy.
+    A run name the store already has gets the next free number (``my_lora`` → ``my_lora_2``):
+    every new config is called ``my_lora``, and runs that share a name are hard to compare.
     """
     autos = unresolved_autos(cfg)
     if autos:
@@ -221,6 +225,7 @@ def launch(
         run_tags = {TAG_DEVICE: device, **dict(tags or {})}
         if predicted_s_per_step:
             run_tags[TAG_PREDICTED] = f"{predicted_s_per_step:.4g}"
+        cfg = with_free_run_name(settings.tracking_uri, cfg)  # under the lock: no twin names
         run_id = create_run(settings, cfg, run_tags)
         folder = job_folder(settings, run_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -293,6 +298,7 @@ def _spawn(
         started=started,
         resumed=resumed,
         process=proc,
+        name=name,
     )
 
 
