@@ -307,8 +307,9 @@ def main_area(page):
 
 
 def set_number(page, label: str, value: float, scope=None) -> None:
-    """Type a number into the input labelled ``label``, commit it with Enter, wait for the rerun."""
-    box = (scope or main_area(page)).get_by_role("spinbutton", name=label, exact=True)
+    """Type a number into the input labelled ``label``, commit it with Enter, wait for the rerun.
+    The wizard's number fields are text boxes (``ui.number_text`` says why)."""
+    box = (scope or main_area(page)).get_by_role("textbox", name=label, exact=True)
     box.fill(str(value))
     box.press("Enter")
     wait_idle(page)

@@ -46,12 +46,12 @@ def test_every_schema_field_has_a_widget(arch: str) -> None:
 def test_a_widget_change_updates_the_draft(home: Path) -> None:
     at = open_page("pages/wizard.py")
     go_to_step(at, "network")
-    widget(at, "cfg:network.linear").set_value(32).run()
+    at.text_input(key="cfg:network.linear").set_value("32").run()
     widget(at, "cfg:network.type").set_value("lokr").run()
     assert draft(at)["network"]["linear"] == 32
     assert draft(at)["network"]["type"] == "lokr"
     go_to_step(at, "optimizer")
-    at.number_input(key="cfg:train.lr").set_value(3e-4).run()
+    at.text_input(key="cfg:train.lr").set_value("3e-4").run()
     assert draft(at)["train"]["lr"] == pytest.approx(3e-4)
     at.toggle(key="wiz:expert").set_value(True).run()
     at.text_area(key="cfg:train.optimizer_params").set_value("betas: [0.9, 0.99]").run()
@@ -114,7 +114,7 @@ def test_expert_fields_wait_behind_the_toggle() -> None:
 def test_the_draft_survives_a_new_session(home: Path) -> None:
     at = open_page("pages/wizard.py")
     go_to_step(at, "network")
-    widget(at, "cfg:network.linear").set_value(48).run()
+    at.text_input(key="cfg:network.linear").set_value("48").run()
     go_to_step(at, "save")
     at.text_input(key="cfg:name").set_value("my_cat").run()
     saved = home / "drafts" / "current.yaml"
@@ -131,10 +131,10 @@ def test_the_draft_survives_a_new_session(home: Path) -> None:
 def test_page_switch_keeps_values() -> None:
     at = open_page("pages/wizard.py")
     go_to_step(at, "training")
-    at.number_input(key="cfg:train.seed").set_value(7).run()
+    at.text_input(key="cfg:train.seed").set_value("7").run()
     at.switch_page("pages/home.py").run()
     at.switch_page("pages/wizard.py").run()
-    assert at.number_input(key="cfg:train.seed").value == 7
+    assert at.text_input(key="cfg:train.seed").value == "7"
 
 
 def test_model_step_offers_every_source() -> None:
@@ -208,3 +208,76 @@ def test_removing_a_dataset_keeps_each_switch_with_its_dataset() -> None:
     assert at.toggle(key="wiz:ds_demo:0").value is False
     assert "Folder not found" in texts(at)
     assert not at.exception
+
+
+def _refusals(at) -> list[str]:
+    return [e.value for e in at.error if "Not accepted" in e.value]
+
+
+def test_number_typos_are_refused_visibly_and_the_field_shows_the_value_in_force() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "training")
+    at.text_input(key="cfg:train.seed").set_value("7").run()
+    assert draft(at)["train"]["seed"] == 7 and not _refusals(at)
+    for typed, why in [
+        ("3o", "'3o' is not a whole number"),  # number_input made this 3, silently
+        ("abc", "'abc' is not a whole number"),  # ... and this the old value, silently
+        ("5000000000", "5000000000 is too large: it must be at most 4294967295"),
+        ("-1", "-1 is too small: it must be at least 0"),
+        ("1,000", "write it without commas: 1000"),
+        ("", "left empty"),
+    ]:
+        at.text_input(key="cfg:train.seed").set_value(typed).run()
+        assert draft(at)["train"]["seed"] == 7, typed  # the draft keeps its valid value
+        assert at.text_input(key="cfg:train.seed").value == "7", typed  # and the box shows it
+        [message] = _refusals(at)
+        assert why in message and "The value in force is still 7" in message, message
+    at.toggle(key="wiz:expert").set_value(True).run()  # another rerun: still explained
+    assert len(_refusals(at)) == 1 and at.text_input(key="cfg:train.seed").value == "7"
+    at.text_input(key="cfg:train.seed").set_value(" 8.0 ").run()  # a whole number as a float
+    assert draft(at)["train"]["seed"] == 8 and not _refusals(at)
+    assert at.text_input(key="cfg:train.seed").value == "8"
+
+
+def test_float_fields_read_what_was_typed_and_refuse_out_of_range() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "optimizer")
+    at.text_input(key="cfg:train.lr").set_value("3e-4").run()
+    assert draft(at)["train"]["lr"] == pytest.approx(3e-4)
+    assert at.text_input(key="cfg:train.lr").value == "0.0003"  # shown as the value in force
+    for typed, why in [
+        ("0", "0 is too small: it must be more than 0"),  # gt=0: the limit itself is refused
+        ("11", "11 is too large: it must be at most 10"),
+        ("0,001", "write a dot: 0.001"),
+        ("nan", "'nan' is not a finite number"),
+    ]:
+        at.text_input(key="cfg:train.lr").set_value(typed).run()
+        assert draft(at)["train"]["lr"] == pytest.approx(3e-4), typed
+        assert at.text_input(key="cfg:train.lr").value == "0.0003", typed
+        [message] = _refusals(at)
+        assert why in message and "The value in force is still 0.0003" in message, message
+    assert not at.exception
+
+
+def test_number_text_formats_exactly_and_parses_strictly() -> None:
+    from ui.number_text import Bounds, format_number, parse_number
+
+    for value in (1e-4, 5e-5, 1 / 3, 16.0, 0.1, 2**32 - 1):
+        assert type(parse_number(format_number(value), "float", Bounds())) is float
+        assert float(format_number(value)) == value  # shown exactly
+    assert [format_number(v) for v in (1e-4, 5e-5, 16.0, 1000, None, "auto")] == [
+        "0.0001",
+        "5e-05",
+        "16",
+        "1000",
+        "",
+        "",
+    ]
+    assert parse_number("1e3", "int", Bounds()) == 1000
+    assert parse_number("", "int", Bounds(), optional=True) is None
+    with pytest.raises(ValueError, match="not a whole number"):
+        parse_number("3.5", "int", Bounds())
+    with pytest.raises(ValueError, match="less than 1"):
+        parse_number("1", "float", Bounds(high=1.0, high_open=True))
+    assert Bounds(0, True, 10).hint("float") == "number, above 0, at most 10"
+    assert Bounds(1, False, 4096).hint("int") == "whole number, 1 to 4096"

@@ -6,6 +6,8 @@ Each widget is keyed by its dotted path (``cfg:train.lr``; an "auto" field adds 
 elsewhere (an applied fix, an import, undo) or the widget was not on screen, and writes back
 through an ``on_change`` callback. Input that cannot be read (text in a resolution list, broken
 YAML) is kept in the widget and explained right under it; the draft keeps its last good value.
+Numbers are typed as text and read by ``ui.number_text``: a number that cannot be read or is out
+of range is refused with what was typed, and the field shows the value in force again.
 Problems of the whole config (bounds, cross-field rules) are shown under the field they name.
 """
 
@@ -30,6 +32,7 @@ from trainer.config.introspection import field_bounds, field_meta, iter_fields, 
 from trainer.config.paths import concrete_paths, generic_path
 from ui import state
 from ui.advice import explain_field, label_of, short_value
+from ui.number_text import format_number, number_bounds, parse_number
 
 ERRORS = "field_errors"  # path -> message for input that could not be read
 _SHADOW = "_shadow:"  # path -> the draft value the widget was last seeded with
@@ -37,7 +40,6 @@ _BASE = "_base:"  # table path -> rows the data editor was created with
 ARCH_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
 LEVELS = ("basic", "advanced", "expert")
 CHOICE_LABELS = {"model.arch": ARCH_LABELS}
-SCIENTIFIC = re.compile(r"(^|_)lr$")
 AUTO_FALLBACKS: dict[str, Any] = {
     "train.steps": 1000,
     "train.lr": 1e-4,
@@ -46,6 +48,7 @@ AUTO_FALLBACKS: dict[str, Any] = {
     "network.linear_alpha": 16.0,
 }
 _MISSING = object()
+NUMBER_KINDS = ("int", "float")
 
 
 def widget_key(path: str) -> str:
@@ -180,15 +183,8 @@ def _help(s: Spec) -> str:
 
 
 def _to_widget(s: Spec, value: Any) -> Any:
-    if s.kind in ("int", "float"):
-        if value is None or value == "auto":
-            return None
-        number = int(value) if s.kind == "int" else float(value)
-        if s.low is not None:
-            number = max(number, type(number)(s.low))
-        if s.high is not None:
-            number = min(number, type(number)(s.high))
-        return number
+    if s.kind in NUMBER_KINDS:
+        return format_number(value)  # the value in force, exactly (out of range included)
     if s.kind == "bool":
         return bool(value)
     if s.kind == "choice":
@@ -205,7 +201,9 @@ def _to_widget(s: Spec, value: Any) -> Any:
 
 def _from_widget(s: Spec, raw: Any) -> Any:
     """The config value for what the widget holds; ValueError says what is wrong with it."""
-    if s.kind in ("int", "float", "bool", "choice"):
+    if s.kind in NUMBER_KINDS:
+        return parse_number(raw, s.kind, number_bounds(s.info), s.optional)
+    if s.kind in ("bool", "choice"):
         return raw
     text = (raw or "").strip()
     if s.kind == "int_list":
@@ -240,17 +238,6 @@ def _from_widget(s: Spec, raw: Any) -> Any:
     if s.optional and not text:
         return None
     return raw if raw is not None else ""
-
-
-def _number_format(s: Spec, value: Any) -> tuple[Any, str]:
-    if s.kind == "int":
-        return 1, "%d"
-    name = s.generic.rsplit(".", 1)[-1]
-    if SCIENTIFIC.search(name):
-        return 1e-5, "%.2e"
-    if s.high is not None and s.high <= 1.0:
-        return 0.01, "%.3f"
-    return 0.1, "%.2f"
 
 
 # -------------------------------------------------------------------------------- sync + commit
@@ -293,7 +280,16 @@ def _commit(path: str) -> None:
     try:
         value = _from_widget(s, st.session_state.get(widget_key(path)))
     except ValueError as err:
-        errors()[path] = str(err)
+        if s.kind not in NUMBER_KINDS:  # the text stays in the box to be corrected
+            errors()[path] = f"{err}. The last good value is kept"
+            return
+        # A refused number: say what was typed, and show the value in force in the box again
+        # (a callback may set its own widget's value; ``_sync`` leaves a field with an error be).
+        in_force = state.get_value(path)
+        shown = format_number(auto_fallback(path) if in_force == "auto" else in_force)
+        kept = "Auto" if in_force == "auto" else shown or "empty (not set)"
+        errors()[path] = f"{err}. The value in force is still {kept}"
+        st.session_state[widget_key(path)] = shown
         return
     _store(path, value)
 
@@ -363,19 +359,9 @@ def _input(path: str, s: Spec, label: str, key: str, commit: Any, disabled: bool
             st.segmented_control(label, options, required=True, **kw)
         else:
             st.selectbox(label, options, **kw)
-    elif s.kind in ("int", "float"):
-        step, fmt = _number_format(s, st.session_state.get(key))
-        cast = int if s.kind == "int" else float
-        st.number_input(
-            label,
-            min_value=None if s.low is None else cast(s.low),
-            max_value=None if s.high is None else cast(s.high),
-            step=cast(step),
-            format=fmt,
-            placeholder="empty = not set" if s.optional else None,
-            required=not s.optional,  # clearing a required number keeps its last value
-            **kw,
-        )
+    elif s.kind in NUMBER_KINDS:  # text, read by ui.number_text: see why there
+        hint = number_bounds(s.info).hint(s.kind)
+        st.text_input(label, placeholder=f"{hint}; empty = not set" if s.optional else hint, **kw)
     elif s.kind == "dict":
         st.text_area(label, placeholder="name: value, one per line", height=90, **kw)
     else:
@@ -406,7 +392,7 @@ def _auto_widget(path: str, s: Spec, value: Any, label: str) -> None:
 def _messages(path: str, value: Any) -> None:
     err = errors().get(path)
     if err:
-        st.error(f"**Not accepted:** {err}. The last good value is kept.", icon=":material/error:")
+        st.error(f"**Not accepted:** {err}.", icon=":material/error:")
     for problem in state.validated().problems_at(path):
         where = problem.path.removeprefix(path).lstrip(".")
         text = (f"{where}: " if where else "") + problem.message
