@@ -217,6 +217,22 @@ def dataset_smaller_than_batch(ctx: Context) -> Iterator[Finding]:
     )
 
 
+@rule("dataset_missing", ("datasets.0.folder_path",), "a dataset folder that does not exist")
+def dataset_missing(ctx: Context) -> Iterator[Finding]:
+    if ctx.info is None:
+        return
+    for i, folder in enumerate(ctx.info.folders):
+        if folder.missing:
+            yield finding(
+                "dataset_missing",
+                "error",
+                (f"datasets.{i}.folder_path",),
+                f"dataset {i + 1}: no folder at `{folder.folder}` on this machine. Fix: correct "
+                "the path (an absolute one is safest), pick a folder on the Datasets page, or "
+                "use the demo dataset",
+            )
+
+
 @rule("dataset_skipped_files", ("datasets.0.folder_path",), "files the trainer will skip")
 def dataset_skipped_files(ctx: Context) -> Iterator[Finding]:
     if not ctx.has_data:

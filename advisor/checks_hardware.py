@@ -27,7 +27,7 @@ def vram_over(ctx: Context) -> Iterator[Finding]:
     have, need = pred.vram_available_gb, pred.vram
     # Aim so that even the top of the predicted range fits.
     target = have / (need.high / need.value) if need.value else have
-    _fitted, rungs = fit_to_memory(ctx.cfg, profile, ctx.info, target)
+    _fitted, rungs = fit_to_memory(ctx.cfg, profile, ctx.counted, target)
     fix = merged_patch(rungs) if rungs else None
     steps = "; ".join(r.reason for r in rungs)
     if pred.vram_fit == "no":
@@ -106,7 +106,7 @@ def _disk_fix(ctx: Context) -> dict[str, object] | None:
     for step in steps:
         patch.update(step)
         patched = try_patch(cfg, patch)
-        if patched is not None and predict(patched, ctx.profile, ctx.info).disk_fit == "yes":
+        if patched is not None and predict(patched, ctx.profile, ctx.counted).disk_fit == "yes":
             return dict(patch)
     return None
 
@@ -142,7 +142,7 @@ def _largest_batch(ctx: Context, batch: int) -> int:
         bigger = try_patch(ctx.cfg, {"train.batch_size": best * 2})
         if bigger is None:
             break
-        pred = predict(bigger, ctx.profile, ctx.info)
+        pred = predict(bigger, ctx.profile, ctx.counted)
         if pred.vram.high > 0.8 * pred.vram_available_gb:
             break
         best *= 2
@@ -270,7 +270,7 @@ def quantize_small_model(ctx: Context) -> Iterator[Finding]:
         return
     off = try_patch(cfg, {"model.quantize": False})
     if off is not None and ctx.profile is not None:
-        pred = predict(off, ctx.profile, ctx.info)
+        pred = predict(off, ctx.profile, ctx.counted)
         if pred.vram_fit != "yes":
             return
     yield finding(
@@ -416,7 +416,7 @@ def checkpointing_not_needed(ctx: Context) -> Iterator[Finding]:
     off = try_patch(cfg, {"train.gradient_checkpointing": False})
     if off is None:
         return
-    if predict(off, ctx.profile, ctx.info).vram.high <= 0.7 * pred.vram_available_gb:
+    if predict(off, ctx.profile, ctx.counted).vram.high <= 0.7 * pred.vram_available_gb:
         yield finding(
             "checkpointing_not_needed",
             "suggestion",

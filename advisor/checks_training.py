@@ -35,7 +35,7 @@ def auto_unresolved(ctx: Context) -> Iterator[Finding]:
         return
     fix = None
     if ctx.profile is not None:
-        resolved = resolve_autos(ctx.cfg, ctx.profile, ctx.info)
+        resolved = resolve_autos(ctx.cfg, ctx.profile, ctx.counted)
         fix = {path: r.value for path, r in ((p, resolved.get(p)) for p in left) if r}
     yield finding(
         "auto_unresolved",

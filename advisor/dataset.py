@@ -41,6 +41,7 @@ class FolderInfo:
     with_alpha: int = 0
     folder: str = ""
     caption_trigger: str | None = None  # a rare token every caption contains already
+    missing: bool = False  # the folder does not exist: nothing else about it is known
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class DatasetInfo:
 
     def folder(self, index: int) -> FolderInfo | None:
         return self.folders[index] if index < len(self.folders) else None
+
+    @property
+    def found(self) -> DatasetInfo | None:
+        """Itself when every folder exists, else None (predictions then use the priors)."""
+        return None if any(f.missing for f in self.folders) else self
 
     @property
     def total_images(self) -> int:

@@ -58,11 +58,16 @@ class Context:
     def prediction(self) -> Prediction | None:
         if self.profile is None:
             return None
-        return predict(self.cfg, self.profile, self.info, self.history)
+        return predict(self.cfg, self.profile, self.counted, self.history)
 
     @cached_property
     def work(self) -> Workload | None:
-        return workload(self.cfg, self.profile, self.info) if self.profile else None
+        return workload(self.cfg, self.profile, self.counted) if self.profile else None
+
+    @property
+    def counted(self) -> DatasetInfo | None:
+        """The dataset info when every folder exists (what predictions may rest on)."""
+        return self.info.found if self.info is not None else None
 
     @property
     def demo(self) -> bool:
@@ -76,7 +81,12 @@ class Context:
 
     @property
     def has_data(self) -> bool:
-        return self.info is not None and bool(self.info.folders)
+        """Folders were counted (and all of them exist)."""
+        return (
+            self.info is not None
+            and bool(self.info.folders)
+            and not any(f.missing for f in self.info.folders)
+        )
 
 
 RuleFn = Callable[[Context], Iterable[Finding]]

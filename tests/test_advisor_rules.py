@@ -97,6 +97,14 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         (),
         "error",
     ),
+    "dataset_missing": (
+        (),
+        "sd15",
+        None,
+        DatasetInfo((FolderInfo(0, folder="/no/such/images", missing=True),)),
+        (),
+        "error",
+    ),
     "dataset_skipped_files": (
         (),
         "sd15",

@@ -1,6 +1,7 @@
-"""Review blocks Launch when the base model cannot be loaded, and says the fix: a missing
-folder, a missing file, an unknown Hub id, a folder without a component, a file of another
-architecture. An available model (demo, complete folder, matching file) launches."""
+"""Review blocks Launch when the base model or a dataset folder cannot be used, and says the
+fix: a missing folder or file, an unknown Hub id, a folder without a component, a file of another
+architecture, a missing dataset folder. An available model (demo, complete folder, matching file
+with its components) launches."""
 
 from __future__ import annotations
 
@@ -96,3 +97,13 @@ def test_a_matching_file_needs_its_components_source(demo_home: Path, tmp_path: 
     widget(at, "cfg:model.components_from").set_value("demo:sd15").run()
     at.switch_page("pages/review.py").run()
     assert "Launch is locked" not in texts(at) and not at.button(key="rv:launch").disabled
+
+
+def test_a_missing_dataset_folder_blocks_launch(tmp_path: Path) -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "dataset")
+    at.toggle(key="wiz:ds_demo:0").set_value(False).run()
+    widget(at, "cfg:datasets.0.folder_path").set_value(str(tmp_path / "no_images")).run()
+    at.switch_page("pages/review.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert_blocked(at, "dataset 1: no folder at", "no_images")

@@ -190,6 +190,10 @@ def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> DatasetIn
     folders = []
     for ds in cfg.datasets:
         folder = _folder_of(ds.folder_path)
+        if folder is None and not ds.folder_path.startswith("demo:"):
+            where = str(Path(ds.folder_path).expanduser().absolute())
+            folders.append(FolderInfo(0, folder=where, missing=True))
+            continue
         if folder is None:
             return None
         stamp = folder.stat().st_mtime_ns
@@ -324,7 +328,7 @@ def predict(
     if cfg is None:
         return None
     info = dataset_info(cfg.model_dump(mode="json"), cfg)
-    p = predict_run(cfg, hw.raw, info, history)
+    p = predict_run(cfg, hw.raw, info.found if info is not None else None, history)
     return Prediction(
         vram_gb=p.vram.value,
         vram_range=(p.vram.low, p.vram.high),
