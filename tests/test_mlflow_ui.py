@@ -35,10 +35,12 @@ def fake_server():
 
 def test_links_open_the_run_and_the_comparison() -> None:
     base = "http://127.0.0.1:5055"
-    assert mlflow_ui.run_url(base, "3", "abc") == f"{base}/#/experiments/3/runs/abc"
+    ml_view = "workflowType=machine_learning"  # not MLflow 3's GenAI view
+    assert mlflow_ui.run_url(base, "3", "abc") == f"{base}/#/experiments/3/runs/abc?{ml_view}"
     url = mlflow_ui.compare_url(base, ["3", "1", "3"], ["a", "b"])
     assert url.startswith(f"{base}/#/compare-runs?runs=")
     assert '["a", "b"]' in unquote(url) and 'experiments=["1", "3"]' in unquote(url)
+    assert url.endswith(f"&{ml_view}")
 
 
 def test_a_running_server_for_the_same_store_is_reused(tmp_path: Path, fake_server: str) -> None:

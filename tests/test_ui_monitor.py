@@ -74,7 +74,7 @@ def test_an_empty_studio_says_how_to_start(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_a_finished_run_shows_progress_charts_samples_log_and_lora(
-    settings: StudioSettings, finished_run: str
+    settings: StudioSettings, finished_run: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = monitor(finished_run).run()
     assert not at.exception, at.exception
@@ -93,7 +93,13 @@ def test_a_finished_run_shows_progress_charts_samples_log_and_lora(
     assert "Finished 30 steps" in at.code[0].value  # the log tail
     assert "demo_sd15.safetensors" in text
     assert at.get("download_button")
+    # Open in MLflow UI: the same button as on Compare; it starts (here: is given) the UI first.
+    monkeypatch.setattr(
+        "ui.mlflow_ui.ensure_server", lambda settings: ("http://127.0.0.1:5999", True)
+    )
+    at.button(key="mon:mlflow").click().run()
     link = at.get("link_button")[0].proto.url
+    assert link.startswith("http://127.0.0.1:5999/#/experiments/")
     assert link.endswith(f"/runs/{finished_run}?workflowType=machine_learning")
     assert f"stop_{finished_run}" not in [b.key for b in at.button]
     assert f"resume_{finished_run}" not in [b.key for b in at.button]  # finished: nothing to resume

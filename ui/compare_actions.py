@@ -15,7 +15,7 @@ from trainer.tracking.artifacts import load_run_config, lora_artifacts
 from trainer.tracking.ratings import set_note, set_rating
 from trainer.tracking.records import RunRecord
 from trainer.tracking.run_names import run_labels
-from ui import mlflow_ui
+from ui import mlflow_links
 from ui.compare_store import bump
 from ui.state import replace_draft
 
@@ -90,22 +90,8 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
 
 
 def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None:
-    """'Open in MLflow UI': start (or reuse) a lean local server, then link to the runs."""
-    if st.button("Open in MLflow UI", key="cmp:mlflow"):
-        with st.spinner("Starting the MLflow UI (first time: up to half a minute)…"):
-            try:
-                st.session_state["cmp:mlflow_url"] = mlflow_ui.ensure_server(settings)[0]
-            except (OSError, RuntimeError) as err:
-                st.error(f"Could not start the MLflow UI: {err}")
-    base = st.session_state.get("cmp:mlflow_url")
-    if not base:
-        return
-    cols, labels = st.columns(len(runs) + (len(runs) > 1)), run_labels(runs)
-    for col, rec in zip(cols, runs, strict=False):
-        col.link_button(labels[rec.run_id], mlflow_ui.run_url(base, rec.experiment_id, rec.run_id))
-    if len(runs) > 1:
-        url = mlflow_ui.compare_url(base, [r.experiment_id for r in runs], [r.run_id for r in runs])
-        cols[-1].link_button("Compare in MLflow", url)
+    """'Open in MLflow UI' for the picked runs and their comparison."""
+    mlflow_links.render_mlflow_links(settings, runs, run_labels(runs), key="cmp")
 
 
 def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:

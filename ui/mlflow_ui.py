@@ -28,14 +28,17 @@ def healthy(base: str, timeout: float = 1.0) -> bool:
         return False
 
 
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3 otherwise may open its GenAI view
+
+
 def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
 
 
 def compare_url(base: str, experiment_ids: list[str], run_ids: list[str]) -> str:
     runs = quote(json.dumps(run_ids))
     experiments = quote(json.dumps(sorted(set(experiment_ids))))
-    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}&{ML_VIEW}"
 
 
 def server_ui(tracking_uri: str) -> str | None:

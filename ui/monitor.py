@@ -8,7 +8,6 @@ samples only when the step or the sample count changed (cached).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +26,7 @@ from trainer.tracking.layout import TAG_PREDICTED
 from trainer.tracking.progress import read_progress
 from trainer.tracking.records import get_run_record, list_runs, metric_history
 from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, reconcile_on_load, resume_job, stop_job
-from ui.mlflow_ui import server_ui
+from ui.mlflow_links import render_mlflow_links
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
 _PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
@@ -187,13 +186,6 @@ def render_run_picker(settings: StudioSettings) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ the parts
-def mlflow_run_url(settings: StudioSettings, experiment_id: str, run_id: str) -> str:
-    """The run in the MLflow UI (machine-learning view)."""
-    base = server_ui(settings.tracking_uri)  # a team server is its own UI (no credentials shown)
-    base = (os.environ.get("STUDIO_MLFLOW_UI_URL") or base or "http://127.0.0.1:5000").rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
-
-
 def render_header(settings: StudioSettings, view: RunView) -> None:
     icon, label = PHASE_LABELS.get(view.phase, ("•", view.phase))
     left, right = st.columns([3, 1], vertical_alignment="center")
@@ -203,13 +195,8 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
     if view.alive and view.status != "RUNNING" and view.phase not in ended:
         status_icon, status = RESUMING  # until the relaunched trainer attaches to the run
     left.markdown(f"**Status:** {status_icon} {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
-    right.link_button(
-        "Open in MLflow ↗",
-        mlflow_run_url(settings, view.experiment_id, view.run_id),
-        help="The run in the MLflow UI (parameters, all metrics, artifacts).",
-    )
-    if settings.uses_local_store:
-        right.caption(f"Needs `mlflow ui --backend-store-uri {settings.tracking_uri}`")
+    with right:
+        render_mlflow_links(settings, [view], {view.run_id: view.name}, key="mon")
 
 
 def render_progress(view: RunView) -> None:
