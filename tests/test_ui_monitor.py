@@ -184,3 +184,29 @@ def test_a_stale_run_label_from_the_browser_still_picks_its_run(
     assert not at.exception, at.exception
     assert at.selectbox(key="run").value == finished_run
     assert "monitor_done" in texts(at) and ":material/check_circle: finished" in texts(at)
+
+
+def test_total_steps_are_known_before_the_trainer_reports_them(tmp_path: Path) -> None:
+    from ui.monitor import RunView
+
+    def view(progress: dict) -> RunView:
+        return RunView(
+            "r1",
+            "my_lora",
+            "RUNNING",
+            "0",
+            "",
+            {},
+            None,
+            tmp_path,
+            None,
+            True,
+            progress,
+            None,
+            None,
+        )
+
+    assert view({}).total_steps is None  # no config, no progress: unknown
+    (tmp_path / "config.yaml").write_text("train:\n  steps: 30\n", encoding="utf-8")
+    assert view({}).total_steps == 30  # from the launched config while the model loads
+    assert view({"total_steps": 12}).total_steps == 12  # the trainer's own word wins

@@ -15,9 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+import yaml
 
 from trainer.jobs.active import active_jobs, format_duration, progress_fraction
-from trainer.jobs.folder import LOG_FILE, job_alive, job_folder, log_tail, read_exit, stop_requested
+from trainer.jobs.folder import (
+    CONFIG_FILE,
+    LOG_FILE,
+    job_alive,
+    job_folder,
+    log_tail,
+    read_exit,
+    stop_requested,
+)
 from trainer.jobs.launch import resumable
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import fetch_artifact, lora_artifacts, sample_images
@@ -85,6 +94,20 @@ class RunView:
         if self.alive and self.stop_requested and phase not in ("saving", "killed"):
             return "stopping"
         return phase or ("starting" if self.alive else "queued")
+
+    @property
+    def total_steps(self) -> int | None:
+        """From the trainer's progress, else the config the run was launched with (known before
+        the model has loaded)."""
+        reported = self.progress.get("total_steps")
+        if reported:
+            return int(reported)
+        try:
+            config = yaml.safe_load((self.job_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return None
+        steps = (config or {}).get("train", {}).get("steps") if isinstance(config, dict) else None
+        return steps if isinstance(steps, int) else None
 
     @property
     def predicted_s_per_step(self) -> float | None:
@@ -201,8 +224,10 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
 
 def render_progress(view: RunView) -> None:
     p = view.progress
-    step, total = p.get("step"), p.get("total_steps")
+    step, total = p.get("step"), view.total_steps
     text = f"Step {step or 0} / {total}" if total else "Waiting for the first step…"
+    if not step and view.alive:
+        text += f" · {PHASE_LABELS.get(view.phase, ('', view.phase))[1]}…"
     st.progress(progress_fraction(p), text=text)
     flow = " → ".join(f"**{name}**" if name == view.phase else name for name in FLOW)
     st.caption(f"Phases: {flow}")
