@@ -281,3 +281,19 @@ def test_number_text_formats_exactly_and_parses_strictly() -> None:
         parse_number("1", "float", Bounds(high=1.0, high_open=True))
     assert Bounds(0, True, 10).hint("float") == "number, above 0, at most 10"
     assert Bounds(1, False, 4096).hint("int") == "whole number, 1 to 4096"
+
+
+def test_the_step_picker_counts_errors_and_warnings_not_suggestions() -> None:
+    from types import SimpleNamespace
+
+    from ui.advice import Finding
+    from ui.wizard import step_label
+
+    def label(*severities: str) -> str:
+        found = [Finding(s, s, ["train.lr"]) for s in severities]
+        return step_label("optimizer", SimpleNamespace(findings_for=lambda paths: found))
+
+    assert label("suggestion") == "7 · Optimizer & learning rate"
+    assert label("suggestion", "warning", "error") == (
+        "7 · Optimizer & learning rate · 1 error(s) · 1 warning(s)"
+    )

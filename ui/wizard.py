@@ -25,6 +25,7 @@ from ui.widgets import ARCH_LABELS, applies, step_fields
 
 STEPS = list(WIZARD_STEPS)
 STEP_KEY = "wiz:step"
+REVIEW_PAGE = "pages/review.py"
 _STEP_SHADOW = "_shadow:wiz:step"
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
@@ -66,7 +67,7 @@ def step_label(step: str, context: StudioContext) -> str:
         return f"{number} · {title} (not for {ARCH_LABELS[arch]})"
     problems = context.findings_for(set(step_fields(step)))
     errors = sum(f.severity == "error" for f in problems)
-    warnings = len(problems) - errors
+    warnings = sum(f.severity == "warning" for f in problems)  # suggestions are not warnings
     marks = (f" · {errors} error(s)" if errors else "") + (
         f" · {warnings} warning(s)" if warnings else ""
     )
@@ -127,8 +128,13 @@ def render_prev_next(step: str) -> None:
                 on_click=go_to,
                 args=(STEPS[index + 1],),
             )
-        else:
-            st.page_link("pages/review.py", label="Review and launch", icon=":material/done_all:")
+        elif st.button(
+            "Review and launch →",
+            key="wiz:review",
+            type="primary",
+            help="Check everything once more, then launch (Launch is at the top of that page).",
+        ):
+            st.switch_page(REVIEW_PAGE)
 
 
 # ---------------------------------------------------------------------------------- model step
