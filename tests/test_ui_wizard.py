@@ -297,3 +297,10 @@ def test_the_step_picker_counts_errors_and_warnings_not_suggestions() -> None:
     assert label("suggestion", "warning", "error") == (
         "7 · Optimizer & learning rate · 1 error(s) · 1 warning(s)"
     )
+
+
+def test_a_list_items_error_names_the_entry_not_its_index() -> None:
+    from ui.widgets import _where_in
+
+    assert _where_in("") == "" and _where_in("0") == "entry 1: " and _where_in("2") == "entry 3: "
+    assert _where_in("lr") == "lr: "

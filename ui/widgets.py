@@ -394,8 +394,7 @@ def _messages(path: str, value: Any) -> None:
     if err:
         st.error(f"**Not accepted:** {err}.", icon=":material/error:")
     for problem in state.validated().problems_at(path):
-        where = problem.path.removeprefix(path).lstrip(".")
-        text = (f"{where}: " if where else "") + problem.message
+        text = _where_in(problem.path.removeprefix(path).lstrip(".")) + problem.message
         text += f" — {problem.fix}" if problem.fix else ""
         st.error(f"**Error:** {text}", icon=":material/error:")
     rec = state.meta()["recommendations"].get(path)
@@ -407,6 +406,15 @@ def _messages(path: str, value: Any) -> None:
                 f":material/lightbulb: **Recommended: {short_value(rec['value'])}** (yours differs) "
                 f"— {rec['reason']}"
             )
+
+
+def _where_in(rest: str) -> str:
+    """'entry 2: ' for the second item of a list field ('1'), 'name: ' for a key; '' for the
+    field itself (internal indices like '0' mean nothing to a user)."""
+    if not rest:
+        return ""
+    head = rest.split(".", 1)[0]
+    return f"entry {int(head) + 1}: " if head.isdigit() else f"{head}: "
 
 
 # -------------------------------------------------------------------------------------- tables
