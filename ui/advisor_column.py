@@ -106,7 +106,10 @@ def render_recommendations(
             help="Asks the advisor again; nothing changes until you apply a value.",
         )
     if not recs:
-        st.caption("No recommendations here yet: answer the preflight questions to get some.")
+        if context.recommendations:  # preflight answered: this step simply has none
+            st.caption("Nothing to recommend for this step beyond the values shown.")
+        else:
+            st.caption("No recommendations here yet: answer the preflight questions to get some.")
         return
     for path, rec in differing:
         st.markdown(

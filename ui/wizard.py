@@ -13,6 +13,7 @@ import streamlit as st
 
 from advisor.model_facts import HUB, ModelSource
 from trainer.config.fields import WIZARD_STEPS
+from trainer.demo.dataset import TRIGGER_WORD as DEMO_TRIGGER_WORD
 from trainer.demo.tiny import ensure_demo
 from trainer.models.hub import format_bytes
 from trainer.settings import load_settings
@@ -288,6 +289,8 @@ def _toggle_demo_dataset(index: int) -> None:
     on = st.session_state[f"wiz:ds_demo:{index}"]
     st.session_state[f"_shadow:wiz:ds_demo:{index}"] = on
     state.set_value(f"datasets.{index}.folder_path", "demo:dataset" if on else "")
+    if not on and state.get_value(f"datasets.{index}.trigger_word") == DEMO_TRIGGER_WORD:
+        state.set_value(f"datasets.{index}.trigger_word", None)  # the demo's, not the user's
 
 
 def dataset_folder(ref: str) -> Path:
