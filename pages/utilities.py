@@ -20,7 +20,11 @@ leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/na
 settings = load_settings()
 home = settings.home
 st.title("LoRA utilities")
-st.caption("The same tools as `python -m trainer lora inspect | resize | convert | merge`.")
+st.caption(
+    "The same tools as `python -m trainer lora inspect | resize | convert | merge`. What they make"
+    " is saved beside the chosen LoRA in an `outputs` folder (never among a run's checkpoints,"
+    " which the trainer rotates)."
+)
 path = pick_file(home, "LoRA file", "lu:main")
 if path is None:
     st.info("Choose a LoRA file (.safetensors, or a diffusers LoRA folder).")

@@ -293,3 +293,20 @@ def test_flux_bfl_file_resizes_and_loads(demo_home: Path, tmp_path: Path) -> Non
     np.testing.assert_allclose(same, full, atol=1e-4)
     with pytest.raises(lora_tools.LoraToolError, match="BFL"):
         lora_tools.to_peft(lora, pipe)
+
+
+def test_output_path_is_beside_the_lora_and_never_in_checkpoints() -> None:
+    job = Path("/home/studio/jobs/1a2b3c")
+    out = lora_tools.output_path
+    assert out(job / "lora" / "x.safetensors", "resized") == job / "outputs/x_resized.safetensors"
+    assert out(job / "lora" / "x", "merged", "") == job / "outputs/x_merged"  # diffusers folder
+    step = job / "checkpoints" / "step_00000020"
+    assert (
+        out(step / "lora" / "x.safetensors", "webui") == job / "outputs/x_step20_webui.safetensors"
+    )
+    assert (
+        out(step / "lora_state.safetensors", "r") == job / "outputs/lora_state_step20_r.safetensors"
+    )
+    made = job / "outputs" / "x_resized.safetensors"
+    assert out(made, "merged") == job / "outputs/x_resized_merged.safetensors"
+    assert out("/data/a.safetensors", "resized") == Path("/data/outputs/a_resized.safetensors")

@@ -1,4 +1,5 @@
-"""The utilities page in AppTest: inspect, resize and merge a LoRA file."""
+"""The utilities page in AppTest: inspect, resize and merge a LoRA file; the studio's LoRAs in
+the picker; what the utilities make lands in an ``outputs/`` folder beside the chosen LoRA."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from trainer.lora import tools as lora_tools
+from trainer.tracking.job_file import write_job
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,13 +51,13 @@ def test_inspect_resize_and_merge(home: Path, tmp_path: Path) -> None:
     assert metrics == {"Layout": "kohya", "Modules": "2", "Ranks": "8×2", "Alphas": "4×2"}
     run(at.number_input(key="lu:param:rank").set_value(3.0))
     run(at.button(key="lu:resize").click())
-    out = tmp_path / "a_resized.safetensors"
-    assert any("mean rank 3.00" in s.value for s in at.success)
+    out = tmp_path / "outputs" / "a_resized.safetensors"
+    assert any("mean rank 3," in s.value for s in at.success), [s.value for s in at.success]
     assert lora_tools.inspect(out)["ranks"] == {3: 2}
     run(at.text_input(key="lu:other:path").set_value(str(b)))
     run(at.number_input(key="lu:w2").set_value(0.5))
     run(at.button(key="lu:merge").click())
-    merged = lora_tools.load(tmp_path / "a_merged.safetensors")
+    merged = lora_tools.load(tmp_path / "outputs" / "a_merged.safetensors")
     la, lb = lora_tools.load(a), lora_tools.load(b)
     for name, module in merged.modules.items():
         expected = la.modules[name].delta() + 0.5 * lb.modules[name].delta()
@@ -80,7 +82,7 @@ def test_xy_grid_and_convert_on_the_demo_model(
     run(at.switch_page("pages/utilities.py"))
     run(at.text_input(key="lu:main:path").set_value(str(path)))
     run(at.button(key="lu:convert").click())  # to webui: no base model needed
-    assert lora_tools.inspect(tmp_path / "g_webui.safetensors")["layout"] == "kohya"
+    assert lora_tools.inspect(tmp_path / "outputs" / "g_webui.safetensors")["layout"] == "kohya"
     at.text_area(key="lu:gridprompts").set_value("sks\na dog")
     at.number_input(key="lu:gridsteps").set_value(2)
     run(at.number_input(key="lu:gridsize").set_value(64))
@@ -90,3 +92,89 @@ def test_xy_grid_and_convert_on_the_demo_model(
     runs = client.search_runs([client.get_experiment_by_name("xy_grids").experiment_id])
     assert len(runs) == 1 and runs[0].data.params["prompts"] == "sks | a dog"
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["xy_grid.png"]
+
+
+def studio_job(jobs: Path, run_id: str, name: str, rank: int, seed: int) -> Path:
+    """A job folder as the studio and trainer leave it: job.json, the final LoRA and one
+    checkpoint (its LoRA beside the resume state: lora_state.safetensors, training_state.pt)."""
+    job = jobs / run_id
+    (job / "lora").mkdir(parents=True)
+    write_job(job, pid=1, run_id=run_id, started=0.0, command=["x"], config_path="c", name=name)
+    kohya_file(job / "lora" / f"{name}.safetensors", rank, seed)
+    step = job / "checkpoints" / "step_00000010"
+    (step / "lora").mkdir(parents=True)
+    kohya_file(step / "lora" / f"{name}.safetensors", rank, seed + 1)
+    save_file({"unet.a.lora_A.weight": torch.zeros(rank, 16)}, str(step / "lora_state.safetensors"))
+    torch.save({"optimizer": {}}, step / "training_state.pt")
+    return job
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def test_picker_lists_usable_loras_and_outputs_follow_the_pick(home: Path) -> None:
+    jobs = home / "jobs"
+    first = studio_job(jobs, "1111aaaa2222bbbb", "my_lora", 8, 0)
+    second = studio_job(jobs, "3333cccc4444dddd", "my_lora", 6, 5)
+    checkpoints_before = files_under(first / "checkpoints")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    run(at.switch_page("pages/utilities.py"))
+    picker = at.selectbox(key="lu:main:pick")
+    # Both runs are called my_lora: the short id tells them apart; no checkpoint internals.
+    assert set(picker.options) == {
+        "(none)",
+        "my_lora · 1111aaaa · final · my_lora.safetensors",
+        "my_lora · 1111aaaa · step 10 · my_lora.safetensors",
+        "my_lora · 3333cccc · final · my_lora.safetensors",
+        "my_lora · 3333cccc · step 10 · my_lora.safetensors",
+    }
+    checkpoint_lora = first / "checkpoints" / "step_00000010" / "lora" / "my_lora.safetensors"
+    run(picker.set_value(str(checkpoint_lora)))
+    expected = first / "outputs" / "my_lora_step10_resized.safetensors"
+    assert at.text_input(key="lu:rout").value == str(expected)
+    # Picking another LoRA moves every save-as proposal with it (the first pick no longer rules).
+    final = first / "lora" / "my_lora.safetensors"
+    run(at.selectbox(key="lu:main:pick").set_value(str(final)))
+    assert at.text_input(key="lu:rout").value == str(
+        first / "outputs" / "my_lora_resized.safetensors"
+    )
+    assert at.text_input(key="lu:out2").value == str(
+        first / "outputs" / "my_lora_merged.safetensors"
+    )
+    assert at.text_input(key="lu:cout").value == str(
+        first / "outputs" / "my_lora_webui.safetensors"
+    )
+    rank_field = at.number_input(key="lu:param:rank")
+    assert rank_field.value == 4 and isinstance(rank_field.value, int)  # shown "4", not "4.00"
+    run(rank_field.set_value(3))
+    run(at.button(key="lu:resize").click())
+    out = first / "outputs" / "my_lora_resized.safetensors"
+    assert any(f"{out}: mean rank 3, mean error" in s.value for s in at.success), [
+        s.value for s in at.success
+    ]
+    assert lora_tools.inspect(out)["ranks"] == {3: 2}
+    assert lora_tools.load(out).metadata["resized"] == "rank=3"
+    assert files_under(first / "checkpoints") == checkpoints_before
+    run(at)  # the next rerun lists what was made (the picker is drawn before the button)
+    assert "my_lora · 1111aaaa · outputs · my_lora_resized.safetensors" in (
+        at.selectbox(key="lu:main:pick").options
+    )
+    # A typed path after a pick wins, and the proposal follows it too.
+    other = second / "lora" / "my_lora.safetensors"
+    run(at.text_input(key="lu:main:path").set_value(str(other)))
+    assert at.selectbox(key="lu:main:pick").value == ""
+    assert {m.label: m.value for m in at.metric}["Ranks"] == "6×2"
+    assert at.text_input(key="lu:rout").value == str(
+        second / "outputs" / "my_lora_resized.safetensors"
+    )
+
+
+def test_a_typed_save_as_path_stays_while_the_same_lora_is_chosen(home: Path) -> None:
+    job = studio_job(home / "jobs", "5555eeee6666ffff", "mine", 4, 2)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    run(at.switch_page("pages/utilities.py"))
+    run(at.selectbox(key="lu:main:pick").set_value(str(job / "lora" / "mine.safetensors")))
+    run(at.text_input(key="lu:rout").set_value(str(home / "elsewhere.safetensors")))
+    run(at.selectbox(key="lu:method").set_value("sv_ratio"))
+    assert at.text_input(key="lu:rout").value == str(home / "elsewhere.safetensors")

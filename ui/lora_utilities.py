@@ -1,13 +1,24 @@
-"""Utilities page parts: inspect, resize, convert and merge LoRA files (``trainer.lora.tools``)."""
+"""Utilities page parts: inspect, resize, convert and merge LoRA files (``trainer.lora.tools``).
+
+The picker lists the LoRAs of the studio's job folders a user can use (final files, the LoRA of
+each checkpoint, what these utilities made), labelled by run name and file name; checkpoint
+internals (``lora_state.safetensors``, optimizer state) are left out. Everything made here is
+saved by default beside the chosen LoRA in an ``outputs/`` folder (``tools.output_path``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import streamlit as st
 
+from trainer.lora import io as lora_io
 from trainer.lora import tools as lt
 from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
+from trainer.tracking.job_file import read_job
+from trainer.tracking.run_names import run_labels
 
 RESIZE_HELP = {
     "rank": "the new rank (a whole number)",
@@ -15,26 +26,127 @@ RESIZE_HELP = {
     "sv_fro": "keep this fraction of the Frobenius norm (e.g. 0.9)",
     "sv_cumulative": "keep this fraction of the sum of singular values (e.g. 0.9)",
 }
+MAX_LISTED = 200
 
 
-def lora_files(home: Path) -> list[str]:
-    found = sorted((home / "jobs").glob("**/*.safetensors")) if (home / "jobs").is_dir() else []
-    return [str(p) for p in found if "checkpoint" not in p.parts[-2]][:200]
+@dataclass(frozen=True)
+class StudioLora:
+    """One usable LoRA of a job folder: a file, or a diffusers LoRA folder."""
+
+    path: Path
+    run_id: str
+    run_name: str
+    where: str  # "final", "step 20" (a checkpoint's LoRA) or "outputs" (made here)
+
+    @property
+    def file_name(self) -> str:
+        return self.path.name + ("/" if self.path.is_dir() else "")
+
+
+def _diffusers_folders(folder: Path) -> list[Path]:
+    """LoRA folders in the diffusers layout (not merged pipelines: those hold model_index.json)."""
+    return [
+        d
+        for d in sorted(folder.iterdir())
+        if (d / lora_io.WEIGHTS_NAME).is_file() and not (d / "model_index.json").exists()
+    ]
+
+
+def _job_loras(job: Path, name: str) -> list[StudioLora]:
+    found: list[StudioLora] = []
+    for sub, where in ((lt.FINAL_DIR, "final"), (lt.OUTPUTS_DIR, "outputs")):
+        folder = job / sub
+        if folder.is_dir():
+            files = sorted(folder.glob("*.safetensors")) + _diffusers_folders(folder)
+            found += [StudioLora(p, job.name, name, where) for p in files]
+    steps = job / lt.CHECKPOINTS_DIR
+    # Only each checkpoint's lora/ file: lora_state.safetensors and training_state.pt beside it
+    # are the trainer's resume state, not LoRAs a user loads.
+    for step in sorted(steps.glob("step_*"), reverse=True) if steps.is_dir() else []:
+        number = step.name.removeprefix("step_").lstrip("0") or "0"
+        for path in sorted((step / lt.FINAL_DIR).glob("*.safetensors")):
+            found.append(StudioLora(path, job.name, name, f"step {number}"))
+    return found
+
+
+def studio_loras(jobs_dir: Path) -> list[StudioLora]:
+    """The usable LoRAs of every job folder, newest job first (at most ``MAX_LISTED``)."""
+    if not jobs_dir.is_dir():
+        return []
+    jobs = sorted(
+        (d for d in jobs_dir.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True
+    )
+    found: list[StudioLora] = []
+    for job in jobs:
+        info = read_job(job)
+        found += _job_loras(job, str((info.extra.get("name") if info else "") or ""))
+        if len(found) >= MAX_LISTED:
+            break
+    return found[:MAX_LISTED]
+
+
+def lora_labels(loras: list[StudioLora]) -> dict[str, str]:
+    """``{path: "run name · where · file name"}``; runs sharing a name get their short id."""
+    runs = {lora.run_id: SimpleNamespace(run_id=lora.run_id, name=lora.run_name) for lora in loras}
+    names = run_labels(list(runs.values()))
+    return {
+        str(lora.path): f"{names[lora.run_id]} · {lora.where} · {lora.file_name}" for lora in loras
+    }
+
+
+def _typed(key: str) -> None:
+    st.session_state[f"{key}:pick"] = ""  # the last choice wins: a typed path over a picked one
+
+
+def _picked(key: str) -> None:
+    st.session_state[f"{key}:path"] = ""
 
 
 def pick_file(home: Path, label: str, key: str) -> Path | None:
-    options = lora_files(home)
-    typed = st.text_input(f"{label} (path)", key=f"{key}:path")
-    if options:
-        chosen = st.selectbox("… or one of the studio's LoRAs", ["", *options], key=f"{key}:pick")
-        typed = typed or chosen
-    if not typed:
+    """A studio LoRA picked by its label, or any path typed; whichever was chosen last."""
+    labels = lora_labels(studio_loras(home / "jobs"))
+    chosen = ""
+    if labels:
+        chosen = st.selectbox(
+            f"{label}: one of the studio's LoRAs",
+            ["", *labels],
+            format_func=lambda p: labels.get(p, "") if p else "(none)",
+            key=f"{key}:pick",
+            on_change=_picked,
+            args=(key,),
+        )
+    typed = st.text_input(
+        f"{label} (path)" if not labels else "… or its path",
+        key=f"{key}:path",
+        on_change=_typed,
+        args=(key,),
+    )
+    choice = typed or chosen
+    if not choice:
         return None
-    path = Path(typed).expanduser()
+    path = Path(choice).expanduser()
     if not path.exists():
         st.error(f"{path} does not exist")
         return None
+    if chosen and not typed:
+        st.caption(f"`{path}`")
     return path
+
+
+def save_as(label: str, proposal: Path, key: str) -> str:
+    """A "Save as" field that proposes ``proposal`` and follows it: when the proposal changes
+    (another LoRA picked, another format) the field shows the new one; a path typed over the
+    proposal stays while the proposal does."""
+    marker = f"{key}:proposed"
+    if st.session_state.get(marker) != str(proposal) or key not in st.session_state:
+        st.session_state[marker] = str(proposal)
+        st.session_state[key] = str(proposal)
+    return st.text_input(label, key=key)
+
+
+def rank_text(rank: float) -> str:
+    """A rank as people write it: "4", not "4.00"; a mean of mixed ranks to two decimals."""
+    return lt.rank_label(round(rank, 2))
 
 
 def _run(action, success: str) -> None:
@@ -65,19 +177,19 @@ def render_inspect(path: Path) -> None:
 
 def render_resize(path: Path) -> None:
     method = st.selectbox("Method", list(RESIZE_HELP), key="lu:method")
-    default = 4.0 if method == "rank" else (10.0 if method == "sv_ratio" else 0.9)
-    param = st.number_input(RESIZE_HELP[method], value=default, key=f"lu:param:{method}")
-    out = st.text_input(
-        "Save as", str(path.with_name(path.stem + "_resized.safetensors")), key="lu:rout"
-    )
+    if method == "rank":  # a whole number, shown as one
+        param = st.number_input(RESIZE_HELP[method], 1, 4096, 4, step=1, key="lu:param:rank")
+    else:
+        default = 10.0 if method == "sv_ratio" else 0.9
+        param = st.number_input(RESIZE_HELP[method], value=default, key=f"lu:param:{method}")
+    out = save_as("Save as", lt.output_path(path, "resized"), "lu:rout")
     if st.button("Resize", key="lu:resize"):
 
         def action():
             resized, stats = lt.resize(lt.load(path), method, param)
-            lt.save(resized, out, {"resized": f"{method}={param}"})
-            return (
-                f"{out}: mean rank {stats['mean_rank']:.2f}, mean error {stats['mean_error']:.4f}"
-            )
+            lt.save(resized, out, {"resized": f"{method}={lt.rank_label(param)}"})
+            mean_rank = rank_text(stats["mean_rank"])
+            return f"{out}: mean rank {mean_rank}, mean error {stats['mean_error']:.4f}"
 
         _run(action, "Saved {result}")
 
@@ -85,7 +197,8 @@ def render_resize(path: Path) -> None:
 def render_convert(path: Path, home: Path) -> None:
     to = st.radio("To", ["webui", "diffusers"], key="lu:to", horizontal=True)
     base = st.text_input("Base model (diffusers only; default: from the file)", key="lu:cbase")
-    out = st.text_input("Save as", str(path.with_name(path.stem + f"_{to}")), key="lu:cout")
+    proposal = lt.output_path(path, to, ".safetensors" if to == "webui" else "")
+    out = save_as("Save as", proposal, "lu:cout")
     if st.button("Convert", key="lu:convert"):
 
         def action():
@@ -104,9 +217,7 @@ def render_merge(path: Path, home: Path) -> None:
     if into_base:
         base = st.text_input("Base model", key="lu:mbase")
         scale = st.number_input("LoRA strength", value=1.0, key="lu:mscale")
-        out = st.text_input(
-            "Save pipeline to", str(path.with_name(path.stem + "_merged")), key="lu:mout"
-        )
+        out = save_as("Save pipeline to", lt.output_path(path, "merged_base", ""), "lu:mout")
         if st.button("Merge into base", key="lu:merge_base"):
 
             def action():
@@ -121,9 +232,7 @@ def render_merge(path: Path, home: Path) -> None:
     cols = st.columns(2)
     w1 = cols[0].number_input("Weight of the first", value=1.0, key="lu:w1")
     w2 = cols[1].number_input("Weight of the second", value=1.0, key="lu:w2")
-    out = st.text_input(
-        "Save as", str(path.with_name(path.stem + "_merged.safetensors")), key="lu:out2"
-    )
+    out = save_as("Save as", lt.output_path(path, "merged"), "lu:out2")
     if other is not None and st.button("Merge", key="lu:merge"):
         _run(
             lambda: lt.save(lt.merge([lt.load(path), lt.load(other)], [w1, w2]), out),
