@@ -1,13 +1,34 @@
-"""Home: what the studio is, where it keeps things, and whether the demo models are ready."""
+"""Home: what the studio is, where to start, where it keeps things, and whether the demo models
+are ready."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from trainer.demo.tiny import build_all
+from trainer.demo.tiny import build_all, ensure_demo
 from trainer.settings import load_settings
+from ui import state
+from ui.boundary import advisor_boundary
 from ui.navigation import leave_legacy_pages_mode
-from ui.status import studio_status
+from ui.preflight import confirm
+from ui.status import REVIEW_PAGE, start_here, studio_status
+
+
+def train_demo_now(home: Path) -> None:
+    """Preflight's defaults on the tiny demo model and dataset, then Review & launch: a first run
+    is one more click away."""
+    arch = str(state.get_value("model.arch", "sd15"))
+    with st.spinner("Preparing the tiny demo model and dataset..."):
+        ensure_demo(home, arch)
+        ensure_demo(home, "dataset")
+    answers = {**state.meta()["intent"], "arch": arch, "demo": True}
+    with advisor_boundary("recommending values for the demo") as recommending:
+        confirm(answers, {})
+    if not recommending.failed:
+        st.switch_page(REVIEW_PAGE)
+
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
@@ -19,6 +40,26 @@ st.write(
     "Train LoRA adapters for SD1.5, SDXL and Flux with a guide at every step: hardware check, "
     "a wizard that explains each setting, honest predictions, a live monitor and run comparison."
 )
+
+
+preflight_done = bool(state.meta().get("preflight_done"))
+step = start_here(preflight_done)
+with st.container(border=True, key="home_start_here"):
+    st.subheader(":material/flag: Start here")
+    st.write(step.why)
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if st.button(step.label, type="primary", key="home:start"):
+            st.switch_page(step.page)
+        if not preflight_done and st.button(
+            "Train the demo now",
+            key="home:demo",
+            icon=":material/bolt:",
+            help="Accepts preflight's defaults for the tiny demo model and demo dataset, then "
+            "opens Review & launch: one more click starts the run.",
+        ):
+            train_demo_now(settings.home)
+        if preflight_done:
+            st.page_link(REVIEW_PAGE, label="Review and launch", icon=":material/rocket_launch:")
 
 st.subheader("Studio status")
 left, right = st.columns(2)

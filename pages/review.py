@@ -21,6 +21,8 @@ leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/na
 st.title("Review & launch")
 context = studio_context()
 render_summary_header(context)
+with st.container(key="rv_launch_top"):  # Launch without scrolling past every setting
+    render_launch(context, place="top")
 
 st.subheader("Validation")
 render_validation(context)
@@ -40,4 +42,4 @@ st.subheader("Config file")
 render_yaml(context)
 
 st.subheader("Launch")
-render_launch(context)
+render_launch(context, place="bottom")

@@ -147,7 +147,7 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
     assert "64 px" in summary and "\n8\n" in f"\n{summary}\n", summary
 
     # ---- review: no problems, then launch
-    main.get_by_role("link", name="Review and launch").click()
+    main.get_by_role("button", name="Review and launch").click()
     page.wait_for_url("**/review")
     wait_idle(page)
     main.get_by_text("No problems found.").wait_for()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from ui_support import draft, go_to_step, open_page, texts, widget
+from ui_support import all_nodes, draft, go_to_step, open_page, texts, widget
 
 from trainer.config.io import loads_config
 
@@ -137,3 +138,108 @@ def test_comparison_shows_yours_vs_recommended_with_reasons() -> None:
     at.button(key="rv:apply_recs").click().run()
     table = _comparison(at)
     assert (table["Status"] == "✓ matches").all()
+
+
+# ------------------------------------------------------------------ launch near the top, banner
+def _fake_launch(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Launch without a trainer process, and stay on the review page (no monitor switch)."""
+    import ui.review as review
+
+    launched: list[str] = []
+
+    def launch_draft(cfg):
+        launched.append(cfg.name)
+        return SimpleNamespace(name=cfg.name, run_id=f"run{len(launched)}")
+
+    monkeypatch.setattr(review, "launch_draft", launch_draft)
+    monkeypatch.setattr(review, "open_monitor", lambda run_id=None: None)
+    return launched
+
+
+def _launch_banners(at) -> list[str]:
+    return [str(s.value) for s in at.success if "Launched" in str(s.value)]
+
+
+def test_launch_sits_under_the_summary_and_again_at_the_bottom() -> None:
+    at = open_page("pages/review.py")
+    launches = [b for b in at.button if b.key in ("rv:launch", "rv:launch_bottom")]
+    assert [(b.key, b.label) for b in launches] == [
+        ("rv:launch", "Launch training"),  # drawn first: right under the summary header
+        ("rv:launch_bottom", "Launch this config"),
+    ]
+    assert all(b.proto.type == "primary" and not b.disabled for b in launches)
+    top = next(c for c in at.get("flex_container") if getattr(c, "key", None) == "rv_launch_top")
+    assert [b.key for b in top.button] == ["rv:launch"]
+    marks = {"summary_header", "rv:launch", "rv:launch_bottom"}
+    heads = {"Validation", "Settings", "Config file"}
+    order = []
+    for node in all_nodes(at):
+        if getattr(node, "key", None) in marks:
+            order.append(node.key)
+        elif node.type == "subheader" and node.value in heads:
+            order.append(node.value)
+    assert order == [
+        "summary_header",
+        "rv:launch",
+        "Validation",
+        "Settings",
+        "Config file",
+        "rv:launch_bottom",
+    ]
+
+
+def test_the_top_launch_names_why_it_is_locked() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "memory")
+    widget(at, "cfg:runtime.persistent_workers").set_value(True).run()
+    at.switch_page("pages/review.py").run()
+    assert at.button(key="rv:launch").disabled and at.button(key="rv:launch_bottom").disabled
+    locked = [m.value for m in at.markdown if "Launch is locked" in m.value]
+    assert len(locked) == 2 and "in Validation below" in locked[0] and "above" in locked[1]
+    first_lines = at.markdown[[m.value for m in at.markdown].index(locked[0]) + 1].value
+    assert "needs num_workers above 0" in first_lines  # the reason itself, at the top
+
+
+def test_the_launched_banner_goes_once_the_draft_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    launched = _fake_launch(monkeypatch)
+    at = open_page("pages/review.py")
+    at.button(key="rv:launch").click().run()
+    assert launched == ["my_lora"]
+    assert _launch_banners(at) == ["**Launched** `my_lora` (run `run1`)."]
+    at.run()  # still the same draft: still true
+    assert len(_launch_banners(at)) == 1
+    widget(at, "cfg:train.lr").set_value("0.0003").run()
+    assert draft(at)["train"]["lr"] == pytest.approx(3e-4)
+    assert _launch_banners(at) == []
+    widget(at, "cfg:train.lr").set_value("0.0001").run()  # the same values again: still gone
+    assert _launch_banners(at) == []
+
+
+def test_the_launched_banner_goes_when_launch_is_locked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ui.review as review
+
+    _fake_launch(monkeypatch)
+    at = open_page("pages/review.py")
+    at.button(key="rv:launch_bottom").click().run()
+    bottom = [s.value for s in at.success]
+    assert bottom == ["**Launched** `my_lora` (run `run1`)."]
+    monkeypatch.setattr(review, "launch_blockers", lambda context: ["the dataset folder is gone"])
+    at.run()
+    assert at.button(key="rv:launch").disabled
+    assert _launch_banners(at) == [] and "the dataset folder is gone" in texts(at)
+
+
+def test_a_refused_launch_shows_its_reason_under_the_button_clicked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ui.review as review
+
+    def refuse(cfg):
+        raise review.LaunchRefused("a run is already training")
+
+    monkeypatch.setattr(review, "launch_draft", refuse)
+    at = open_page("pages/review.py")
+    at.button(key="rv:launch").click().run()
+    assert [e.value for e in at.error] == ["**Not launched:** a run is already training"]
+    top = next(c for c in at.get("flex_container") if getattr(c, "key", None) == "rv_launch_top")
+    assert [e.value for e in top.error] == ["**Not launched:** a run is already training"]

@@ -9,6 +9,7 @@ from ui_support import draft, go_to_step, keys, new_app, open_page, texts, widge
 
 from trainer.config.fields import WIZARD_STEPS
 from trainer.config.introspection import field_meta, iter_fields
+from ui.wizard import STEPS
 
 
 @pytest.fixture(autouse=True)
@@ -304,3 +305,41 @@ def test_a_list_items_error_names_the_entry_not_its_index() -> None:
 
     assert _where_in("") == "" and _where_in("0") == "entry 1: " and _where_in("2") == "entry 3: "
     assert _where_in("lr") == "lr: "
+
+
+# --------------------------------------------------- the last step: a primary Review button
+def test_the_last_step_moves_on_with_a_primary_review_button() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, STEPS[-2])
+    next_button = at.button(key="wiz:next")
+    assert next_button.proto.type == "primary" and next_button.label.endswith(" →")
+    next_button.click().run()
+    assert at.selectbox(key="wiz:step").value == STEPS[-1]
+    review = at.button(key="wiz:review")
+    assert review.label == "Review and launch →"
+    assert review.proto.type == next_button.proto.type == "primary"  # same weight as Next
+    assert "wiz:next" not in {b.key for b in at.button}
+    assert not [p for p in at.get("page_link") if "Review" in p.proto.label]  # no faint link
+    review.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Review & launch"]
+    assert not at.button(key="rv:launch").disabled
+
+
+def test_earlier_steps_have_no_review_button() -> None:
+    at = open_page("pages/wizard.py")
+    assert at.selectbox(key="wiz:step").value == STEPS[0]
+    assert "wiz:review" not in {b.key for b in at.button}
+    assert at.button(key="wiz:next").proto.type == "primary"
+
+
+def test_leaving_the_demo_dataset_drops_its_trigger_word() -> None:
+    from trainer.demo.dataset import TRIGGER_WORD
+
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "dataset")
+    at.session_state["draft"]["datasets"][0]["trigger_word"] = TRIGGER_WORD
+    at.run()
+    at.toggle(key="wiz:ds_demo:0").set_value(False).run()
+    assert draft(at)["datasets"][0]["folder_path"] == ""
+    assert draft(at)["datasets"][0]["trigger_word"] is None

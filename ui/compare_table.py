@@ -36,6 +36,8 @@ COLUMNS = (
     "run id",
 )
 _FOLDER_PARAM = re.compile(r"^datasets\.\d+\.folder_path$")
+PICKED_KEY = "cmp:picked"  # the picker widget (its state goes when the user leaves the page)
+REMEMBERED_PICKS = "cmp:remembered_picks"  # the picked run ids, kept for the whole session
 
 
 # ------------------------------------------------------------------------------- the values
@@ -219,10 +221,14 @@ def render_table(records: list[RunRecord]) -> list[RunRecord]:
     rows = table_rows(records)
     st.dataframe(pd.DataFrame(rows, columns=COLUMNS), hide_index=True, key="cmp:table")
     by_id = {r.run_id: r for r in records}
+    ss = st.session_state
+    if PICKED_KEY not in ss:  # back on the page: Streamlit dropped the widget's state on leaving
+        ss[PICKED_KEY] = [rid for rid in ss.get(REMEMBERED_PICKS, []) if rid in by_id]
     picked = st.multiselect(
         "Runs to compare (the first is the baseline)",
         list(by_id),
         format_func=lambda rid: label(by_id[rid]),
-        key="cmp:picked",
+        key=PICKED_KEY,
     )
+    ss[REMEMBERED_PICKS] = list(picked)
     return [by_id[rid] for rid in picked if rid in by_id]

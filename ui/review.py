@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import streamlit as st
@@ -217,36 +218,68 @@ def launch_blockers(context: StudioContext) -> list[str]:
     return reasons
 
 
-def render_launch(context: StudioContext) -> None:
+LAUNCH_LABELS = {"top": "Launch training", "bottom": "Launch this config"}
+SHOWN_BLOCKERS = 3  # the top of the page names this many; Validation lists them all
+
+
+def render_launch(context: StudioContext, place: str = "bottom") -> None:
+    """The Launch button with the reason it is locked, and the result of the last launch.
+
+    Drawn twice on the review page: near the top (under the summary) and at the bottom; each has
+    its own label, so a browser test can tell them apart. The result shows under the button that
+    launched, and only while it is still true: it goes once the draft changes or Launch is locked.
+    """
     blockers = launch_blockers(context)
     if blockers:
+        where = "in Validation below" if place == "top" else "above"
         st.markdown(
             f":material/block: **Launch is locked:** {len(blockers)} problem(s) remain. "
-            "Fix them above (errors and settings still on 'auto')."
+            f"Fix them {where} (errors and settings still on 'auto')."
         )
+        if place == "top":
+            more = len(blockers) - SHOWN_BLOCKERS
+            lines = [f"- {reason}" for reason in blockers[:SHOWN_BLOCKERS]]
+            st.markdown("\n".join(lines + ([f"- … and {more} more"] if more > 0 else [])))
     clicked = st.button(
-        "Launch training",
+        LAUNCH_LABELS[place],
         type="primary",
-        key="rv:launch",
+        key="rv:launch" if place == "top" else "rv:launch_bottom",
         disabled=bool(blockers),
         icon=":material/rocket_launch:",
         help="Starts the trainer with this config and opens the monitor.",
     )
     if clicked and context.validated.config is not None:
-        _launch(context)
-    result = st.session_state.get(LAUNCH_RESULT)
-    if result:
-        kind, text = result
+        _launch(context, place)
+    result = current_launch_result(blocked=bool(blockers))
+    if result and result[3] == place:
+        kind, text = result[0], result[1]
         {"ok": st.success, "info": st.info}.get(kind, st.error)(text)
 
 
-def _launch(context: StudioContext) -> None:
+def current_launch_result(*, blocked: bool) -> tuple[str, str, dict[str, Any], str] | None:
+    """The last launch's (kind, text, draft, place), or None once it is stale: the draft has
+    changed since (the banner would name a run of another config) or Launch is locked now."""
+    result = st.session_state.get(LAUNCH_RESULT)
+    if result is None:
+        return None
+    if blocked or result[2] != state.draft():
+        st.session_state.pop(LAUNCH_RESULT, None)
+        return None
+    return result
+
+
+def _launch(context: StudioContext, place: str) -> None:
     cfg = context.validated.config
     try:
         with st.spinner("Creating the MLflow run and starting the trainer..."):
             job = launch_draft(cfg)
     except LaunchRefused as err:
-        st.session_state[LAUNCH_RESULT] = ("error", f"**Not launched:** {err}")
+        _remember_launch("error", f"**Not launched:** {err}", place)
         return
-    st.session_state[LAUNCH_RESULT] = ("ok", f"**Launched** `{job.name}` (run `{job.run_id}`).")
+    _remember_launch("ok", f"**Launched** `{job.name}` (run `{job.run_id}`).", place)
     open_monitor(job.run_id)
+
+
+def _remember_launch(kind: str, text: str, place: str) -> None:
+    # the draft it was for: the banner goes as soon as the draft is another one
+    st.session_state[LAUNCH_RESULT] = (kind, text, copy.deepcopy(state.draft()), place)

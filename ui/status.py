@@ -1,4 +1,5 @@
-"""What the home page reports about the studio: pure data, cheap to compute."""
+"""What the home page reports about the studio, and the step it tells a user to take next: pure
+data, cheap to compute."""
 
 from __future__ import annotations
 
@@ -29,4 +30,34 @@ def studio_status(settings: StudioSettings) -> StudioStatus:
         store_exists=store.exists() if settings.uses_local_store else True,
         demo=demo,
         public_bind=settings.binds_publicly,
+    )
+
+
+PREFLIGHT_PAGE = "pages/preflight.py"
+WIZARD_PAGE = "pages/wizard.py"
+REVIEW_PAGE = "pages/review.py"
+
+
+@dataclass(frozen=True)
+class StartHere:
+    """Home's call to action: the button's words, the page it opens, and why this step."""
+
+    label: str
+    page: str
+    why: str
+
+
+def start_here(preflight_done: bool) -> StartHere:
+    """Preflight until it has been confirmed once (it fills the wizard), then the wizard."""
+    if not preflight_done:
+        return StartHere(
+            "Preflight: check this machine →",
+            PREFLIGHT_PAGE,
+            "Preflight checks your hardware and asks three questions; the advisor then fills "
+            "the wizard with recommended values, each with its reason.",
+        )
+    return StartHere(
+        "Continue in the wizard →",
+        WIZARD_PAGE,
+        "Your draft is filled in. Walk the wizard's steps, then review and launch.",
     )
