@@ -70,7 +70,7 @@ with left:
     if status.local_store and not status.store_exists:
         st.caption("The store is created with your first run.")
 with right:
-    st.markdown("**Demo models** (tiny, train on a CPU in about a minute)")
+    st.markdown("**Demo models** (tiny: train on a CPU in a few minutes)")
     for name, built in status.demo.items():
         mark = ":material/check_circle: ready" if built else ":material/pending: not built yet"
         st.markdown(f"- {name}: {mark}")

@@ -191,7 +191,7 @@ def render_intent() -> dict[str, Any]:
         persist_state="session",
     )
     answers["demo"] = st.toggle(
-        "Start with the tiny demo model and demo dataset (trains on a CPU in about a minute)",
+        "Start with the tiny demo model and demo dataset (trains on a CPU in a few minutes)",
         value=str(draft["model"]["name_or_path"]).startswith("demo:"),
         key="pf:demo",
         persist_state="session",

@@ -24,7 +24,7 @@ class ModelConfig(Section):
         "Where the base model comes from: a Hugging Face id (e.g. "
         "'stable-diffusion-v1-5/stable-diffusion-v1-5'), a local diffusers folder, a single "
         "'.safetensors' checkpoint file, or 'demo:sd15' / 'demo:sdxl' / 'demo:flux' for the tiny "
-        "built-in models that train on a CPU in about a minute.",
+        "built-in models that train on a CPU in a few minutes.",
         step="model",
         level="basic",
         min_length=1,
