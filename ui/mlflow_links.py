@@ -18,6 +18,9 @@ def render_mlflow_links(
 ) -> None:
     """``runs``: anything with ``run_id`` and ``experiment_id``; ``labels``: run id -> label."""
     url_key = f"{key}:mlflow_url"
+    remote = mlflow_ui.server_ui(settings.tracking_uri)  # a team server is its own UI
+    if remote is not None:
+        st.session_state.setdefault(url_key, remote)
     if st.button(
         "Open in MLflow UI",
         key=f"{key}:mlflow",
