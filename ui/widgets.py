@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.introspection import field_bounds, field_meta, iter_fields, nested_model
 from trainer.config.paths import concrete_paths, generic_path
+from trainer.config.safe_yaml import load_yaml
 from ui import state
 from ui.advice import explain_field, label_of, short_value
 from ui.number_text import format_number, number_bounds, parse_number
@@ -225,7 +226,7 @@ def _from_widget(s: Spec, raw: Any) -> Any:
         if not text:
             return {}
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""

@@ -21,6 +21,7 @@ import yaml
 from trainer.config.introspection import nested_model
 from trainer.config.io import ConfigError, config_from_dict
 from trainer.config.paths import pop_path, set_path
+from trainer.config.safe_yaml import load_yaml
 from trainer.config.schema import TrainingConfig
 from trainer.redaction import REDACTED, is_secret_key
 
@@ -374,7 +375,7 @@ def detect(text: str, name: str = "") -> tuple[Kind, dict[str, Any]]:
     if suffix == ".json" or text.lstrip().startswith("{"):
         return "kohya-json", json.loads(text)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError:
         data = None
     if isinstance(data, dict) and "config" in data:
@@ -388,7 +389,10 @@ def detect(text: str, name: str = "") -> tuple[Kind, dict[str, Any]]:
 
 
 def import_text(text: str, name: str = "") -> Imported:
-    kind, data = detect(text, name)
+    try:
+        kind, data = detect(text, name)
+    except RecursionError:  # json and tomllib parse nesting recursively
+        raise ValueError("nested far too deep to be a training config") from None
     if kind == "ai-toolkit":
         return import_ai_toolkit(data)
     return import_kohya(data, kind)

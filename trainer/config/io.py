@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from trainer.config.fields import FieldProblems
 from trainer.config.introspection import bounds_text, literal_choices, nested_model
 from trainer.config.paths import PathError, set_path
+from trainer.config.safe_yaml import YamlShapeError, load_yaml
 from trainer.config.schema import TrainingConfig
 from trainer.files import atomic_write_text
 
@@ -87,7 +88,7 @@ def parse_yaml(text: str | bytes, source: str = "config") -> dict[str, Any]:
     if "\x00" in text:
         raise _binary(source)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError([_yaml_problem(err, source)], source) from None
     if data is None:
@@ -137,6 +138,8 @@ def _yaml_problem(err: yaml.YAMLError, source: str) -> Problem:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     what = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if isinstance(err, YamlShapeError):
+        return Problem(f"{source}{where}", what, "keep one of each key and nest plainly")
     return Problem(
         f"{source}{where}",
         f"is not valid YAML ({what})",
@@ -206,6 +209,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             )
     if problems:
         raise ConfigError(problems, "--set")
+    _refuse_alias_tricks(data, "--set")  # '--set x=&a [*a]' is as much a YAML document
     return data
 
 
@@ -214,7 +218,9 @@ def _set_dotted(data: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ValueError("is not KEY=VALUE — write e.g. train.lr=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
+    except YamlShapeError as err:
+        raise ValueError(f"{err.problem} — write the value out plainly") from None
     except yaml.YAMLError:
         value = raw
     set_path(data, key.strip(), value, create=True)

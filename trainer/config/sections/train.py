@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, FiniteFloat, model_validator
 
 from trainer.config.fields import Auto, Precision, Section, opt, raise_all
 
@@ -156,7 +156,7 @@ class TrainConfig(Section):
         ge=0.0,
         le=1.0,
     )
-    optimizer_params: dict[str, float | bool | list[float]] = opt(
+    optimizer_params: dict[str, FiniteFloat | bool | list[FiniteFloat]] = opt(
         {},
         "Extra optimizer settings passed as they are, e.g. {betas: [0.9, 0.99], eps: 1e-8} or "
         "Prodigy's {d_coef: 1.0}. Unknown names are reported when the run starts.",
