@@ -8,6 +8,7 @@ predictions were, and what changed between two runs.
 
 from __future__ import annotations
 
+import socket
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from advisor.explain import explain_field, field_step
 from advisor.patch import config_diff
 from advisor.predict import predict
 from advisor.profile import SystemProfile
-from advisor.runs import PastRun, as_run, as_runs
+from advisor.runs import PastRun, as_run, as_runs, comparable, model_kind
 from trainer.config.fields import WIZARD_STEPS
 from trainer.config.paths import get_path
 from trainer.config.schema import TrainingConfig
@@ -43,10 +44,12 @@ class Insight:
 
 
 def similar_runs(cfg: TrainingConfig, records: list[Any] | None) -> list[PastRun]:
-    """Finished runs of the same architecture (and training type, unless 'other')."""
+    """Finished runs of the same base model, family and size (the demo model's runs say nothing
+    about a real one), and the same training type unless 'other'."""
     found = []
+    model = model_kind(cfg)
     for run in as_runs(records):
-        if run.status != "FINISHED" or run.config is None or run.arch != cfg.model.arch:
+        if run.status != "FINISHED" or run.config is None or run.model != model:
             continue
         if cfg.intent != "other" and run.config.intent != cfg.intent:
             continue
@@ -134,12 +137,16 @@ class PredictionCheck:
         return self.low <= self.actual <= self.high
 
 
-def predicted_vs_actual(records: list[Any] | None, profile: SystemProfile) -> list[PredictionCheck]:
-    """For each past run: what the priors predict for its config on ``profile`` vs what it
-    measured (seconds per step, peak memory)."""
+def predicted_vs_actual(
+    records: list[Any] | None, profile: SystemProfile, host: str | None = None
+) -> list[PredictionCheck]:
+    """For each past run on ``profile``'s device (``advisor.runs.comparable``; ``host``: this
+    machine's name, default this one): what the priors predict for its config vs what it
+    measured (seconds per step; peak memory: VRAM, or RAM on a CPU, whose peak is the RSS)."""
+    host = socket.gethostname() if host is None else host
     checks = []
     for run in as_runs(records):
-        if run.config is None:
+        if run.config is None or not comparable(run, run.config, profile.label, host):
             continue
         pred = predict(run.config, profile)
         if run.seconds_per_step:
@@ -156,10 +163,10 @@ def predicted_vs_actual(records: list[Any] | None, profile: SystemProfile) -> li
                 )
             )
         if run.peak_gb:
-            vram = pred.vram
+            peak = pred.ram if pred.calibration.memory == "ram" else pred.vram
             checks.append(
                 PredictionCheck(
-                    run.run_id, run.name, "peak_gb", vram.value, vram.low, vram.high, run.peak_gb
+                    run.run_id, run.name, "peak_gb", peak.value, peak.low, peak.high, run.peak_gb
                 )
             )
     return checks

@@ -1,23 +1,24 @@
 """Predictions with ranges and the assumptions behind them: VRAM, RAM, speed, time, disk.
 
 ``predict(cfg, profile, info, history)`` starts from priors (``memory``, ``timing``, ``disk``)
-and, when past runs of the same architecture, resolution and device exist, replaces the speed
-and memory priors by what those runs measured: each run's measurement divided by the prior for
-that run's own config gives a correction factor, and the median factor scales this config's
-prior. So a run at batch 2 still informs a prediction at batch 4 on the same card.
+and, when comparable past runs exist (``advisor.runs.comparable``: the same base model family and
+size, resolution and device), replaces the speed and memory priors by what those runs measured:
+each run's measurement divided by the prior for that run's own config gives a correction factor,
+and the median factor scales this config's prior. So a run at batch 2 still informs a prediction
+at batch 4 on the same card, while the tiny demo model never calibrates a real one.
+``Prediction.calibration`` says which runs did it, what they measured and the factors.
 """
 
 from __future__ import annotations
 
-import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from advisor.calibration import Calibration, calibrate
 from advisor.dataset import DatasetInfo
 from advisor.disk import disk_parts
-from advisor.memory import CONTEXT_GIB, peak_ram, peak_vram
+from advisor.memory import CONTEXT_GIB, Breakdown, peak_ram, peak_vram
 from advisor.profile import SystemProfile, detect_profile
-from advisor.runs import PastRun, as_runs, median, same_setup
 from advisor.timing import run_parts, step_time
 from advisor.workload import Workload, workload
 from trainer.config.schema import TrainingConfig
@@ -67,6 +68,7 @@ class Prediction:
     disk_free_gb: float
     assumptions: tuple[str, ...] = ()
     history_runs: int = 0
+    calibration: Calibration = field(default_factory=Calibration)
 
     @property
     def seconds_per_step(self) -> float:
@@ -123,70 +125,49 @@ def predict(
     """Predictions for ``cfg`` on ``profile`` (default: this machine, detected)."""
     profile = profile or detect_profile()
     w = workload(cfg, profile, info)
-    runs = _matching(cfg, profile, w, as_runs(history))
-    vram = _vram(w, runs, profile)
-    step = _step(w, runs, profile)
+    calibration = calibrate(cfg, profile, history)
+    vram, ram = _memory(w, calibration)
+    step = _step(w, calibration)
     total = _total(w, step, profile)
-    ram = peak_ram(w)
     disk = disk_parts(w)
     return Prediction(
         vram=vram,
-        ram=Estimate.of(ram.total_gib, RAM_RANGE, "GB", ram.parts),
+        ram=ram,
         step_time=step,
         total_time=total,
         disk=Estimate.of(sum(disk.values()), DISK_RANGE, "GB", disk),
         vram_available_gb=profile.usable_vram_gb,
         ram_available_gb=profile.ram_total_gb,
         disk_free_gb=profile.disk_free_gb,
-        assumptions=tuple(assumptions(cfg, w, profile, info, len(runs))),
-        history_runs=len(runs),
+        assumptions=tuple(assumptions(cfg, w, profile, info, calibration)),
+        history_runs=len(calibration.runs),
+        calibration=calibration,
     )
 
 
-def _matching(
-    cfg: TrainingConfig, profile: SystemProfile, w: Workload, runs: list[PastRun]
-) -> list[PastRun]:
-    host = socket.gethostname()
-    return [
-        r
-        for r in runs
-        if same_setup(r, cfg.model.arch, w.resolution, profile.label, host)
-        and r.config is not None
-        and (r.seconds_per_step or r.peak_gb)
-    ]
-
-
-def _run_priors(run: PastRun, profile: SystemProfile) -> tuple[float, float]:
-    """The priors (peak GiB, s/step) for a past run's own config on ``profile``, memoised."""
-    if profile not in run.memo:
-        if run.config is None:
-            raise ValueError(f"run {run.run_id} has no readable config")
-        w = workload(run.config, profile)
-        run.memo[profile] = (peak_vram(w).total_gib, step_time(w).seconds_per_step)
-    return run.memo[profile]
-
-
-def _vram(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
-    prior = peak_vram(w)
-    context = CONTEXT_GIB.get(w.device_kind, 0.6)
-    factors = []
-    for run in runs:
-        if run.peak_gb:
-            theirs = _run_priors(run, profile)[0] - context
-            factors.append(run.peak_gb / max(theirs, 1e-6))
-    factor = median(factors)
+def _memory(w: Workload, calibration: Calibration) -> tuple[Estimate, Estimate]:
+    """VRAM and RAM, the one the device's measured peaks are taken of (RAM on a CPU) corrected
+    by the calibration's memory factor."""
+    vram, ram = peak_vram(w), peak_ram(w)
+    factor = calibration.memory_factor
     if factor is None:
-        return Estimate.of(prior.total_gib, VRAM_RANGE, "GB", prior.parts)
-    value = (prior.total_gib - context) * factor + context
-    return Estimate.of(value, HISTORY_RANGE, "GB", prior.parts, source="history")
+        return _prior(vram, VRAM_RANGE), _prior(ram, RAM_RANGE)
+    if calibration.memory == "ram":
+        corrected = Estimate.of(ram.total_gib * factor, HISTORY_RANGE, "GB", ram.parts, "history")
+        return _prior(vram, VRAM_RANGE), corrected
+    context = CONTEXT_GIB.get(w.device_kind, 0.6)  # measured peaks leave the context out
+    value = (vram.total_gib - context) * factor + context
+    corrected = Estimate.of(value, HISTORY_RANGE, "GB", vram.parts, "history")
+    return corrected, _prior(ram, RAM_RANGE)
 
 
-def _step(w: Workload, runs: list[PastRun], profile: SystemProfile) -> Estimate:
+def _prior(found: Breakdown, span: tuple[float, float]) -> Estimate:
+    return Estimate.of(found.total_gib, span, "GB", found.parts)
+
+
+def _step(w: Workload, calibration: Calibration) -> Estimate:
     prior = step_time(w)
-    factors = [
-        run.seconds_per_step / _run_priors(run, profile)[1] for run in runs if run.seconds_per_step
-    ]
-    factor = median(factors)
+    factor, factors = calibration.speed_factor, calibration.speed_factors
     if factor is None:
         span = SPEED_RANGE_KNOWN if w.device.known else SPEED_RANGE_UNKNOWN
         return Estimate.of(prior.seconds_per_step, span, "s", prior.parts)
@@ -210,7 +191,7 @@ def assumptions(
     w: Workload,
     profile: SystemProfile,
     info: DatasetInfo | None,
-    history_runs: int,
+    calibration: Calibration,
 ) -> list[str]:
     found = [
         f"device: {w.device.name} at {w.device.tflops:g} dense 16-bit TFLOPS "
@@ -238,13 +219,16 @@ def assumptions(
         found.append(f"{w.images} images assumed (dataset not scanned)")
     if w.processes > 1:
         found.append(f"{w.processes} processes: memory is per GPU, time per optimizer step")
-    if history_runs:
+    setup = f"{w.model.label} at {w.resolution} px on this device"
+    if calibration.runs:
+        memory = "RAM" if calibration.memory == "ram" else "memory"
         found.append(
-            f"speed and memory corrected by {history_runs} past run(s) with the same "
-            f"architecture, {w.resolution} px and this device"
+            f"speed and {memory} corrected by {len(calibration.runs)} past run(s) like this one: "
+            + setup
         )
     else:
-        found.append("no past runs of this setup on this device: priors only")
+        found.append(f"no past runs of {setup}: priors only")
+    found += calibration.lines()
     if profile.unified:
         found.append("unified memory: the GPU may use about 70% of RAM; RAM and VRAM overlap")
     return found

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
+from advisor.models import facts, is_demo
 from trainer.config.introspection import field_info
 from trainer.config.paths import flatten, generic_path, unflatten
 from trainer.config.schema import TrainingConfig
@@ -48,10 +49,17 @@ class PastRun:
 
     @property
     def resolution(self) -> int | None:
-        cfg = self.config
-        if cfg is None:
-            return None
-        return max(r for ds in cfg.datasets for r in ds.resolution)
+        return training_size(self.config) if self.config is not None else None
+
+    @property
+    def model(self) -> str | None:
+        """Which base model it trained, as ``model_kind`` names it; None without a config."""
+        return model_kind(self.config) if self.config is not None else None
+
+    @property
+    def label(self) -> str:
+        """How the studio names the run: its name, else its short id."""
+        return self.name or self.run_id[:8]
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -135,19 +143,47 @@ def _is_text(path: str) -> bool:
 
 
 # -------------------------------------------------------------------------------- matching
-def same_setup(
-    run: PastRun, arch: str, resolution: int, device: str, host: str | None = None
-) -> bool:
-    """Same architecture, training size and device: the runs whose measurements transfer.
+def training_size(cfg: TrainingConfig) -> int:
+    """The largest training resolution: the one that sets the peak memory."""
+    return max(r for ds in cfg.datasets for r in ds.resolution)
+
+
+def model_kind(cfg: TrainingConfig) -> str:
+    """The base model's family and size, e.g. 'Stable Diffusion 1.5' or 'demo Stable Diffusion
+    1.5': runs of the same kind share speed and memory; a tiny demo model and the real one don't."""
+    return facts(cfg.model.arch, is_demo(cfg.model.name_or_path)).label
+
+
+def mismatches(
+    run: PastRun, cfg: TrainingConfig, device: str, host: str | None = None
+) -> tuple[str, ...]:
+    """Why ``run``'s measured speed and memory do not transfer to ``cfg`` on ``device``, among
+    'model' (another base model family or size: never the demo model for a real one or back),
+    'resolution' and 'device'; ('config',) when its config is unreadable; () when they do.
 
     A run without a device name counts as this device when it ran on this host: the launcher
     tags only the torch device kind ('cpu', 'cuda'), which names no card.
     """
-    if run.arch != arch or run.resolution != resolution:
-        return False
+    if run.config is None:
+        return ("config",)
+    found = []
+    if run.model != model_kind(cfg):
+        found.append("model")
+    if run.resolution != training_size(cfg):
+        found.append("resolution")
     if run.device is not None and not _DEVICE_KIND.match(run.device):
-        return run.device == device
-    return host is not None and run.tags.get(TAG_HOST) == host
+        same_device = run.device == device
+    else:
+        same_device = host is not None and run.tags.get(TAG_HOST) == host
+    if not same_device:
+        found.append("device")
+    return tuple(found)
+
+
+def comparable(run: PastRun, cfg: TrainingConfig, device: str, host: str | None = None) -> bool:
+    """Same base model (family and size), training size and device: the runs whose measured
+    speed and memory may calibrate a prediction for ``cfg``, or be checked against one."""
+    return not mismatches(run, cfg, device, host)
 
 
 def median(values: Iterable[float]) -> float | None:

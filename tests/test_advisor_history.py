@@ -12,7 +12,17 @@ from trainer.config.paths import flatten
 from trainer.tracking.records import RunRecord
 
 
-def record(cfg, rating: int | None, run_id: str, status: str = "FINISHED", **metrics: float):
+def record(
+    cfg,
+    rating: int | None,
+    run_id: str,
+    status: str = "FINISHED",
+    device: str = PROFILES["rtx4090"].label,
+    **metrics: float,
+):
+    tags = {"studio.device": device} | (
+        {"studio.rating": str(rating)} if rating is not None else {}
+    )
     return RunRecord(
         run_id=run_id,
         name=f"run {run_id}",
@@ -22,7 +32,7 @@ def record(cfg, rating: int | None, run_id: str, status: str = "FINISHED", **met
         end_time=None,
         duration_s=100.0,
         params=flatten(cfg),
-        tags={"studio.rating": str(rating)} if rating is not None else {},
+        tags=tags,
         metrics=dict(metrics),
         arch=cfg.model.arch,
         intent=cfg.intent,
@@ -85,6 +95,30 @@ def test_predicted_vs_actual_per_run() -> None:
     assert speed.within_range
     peak = next(c for c in checks if c.metric == "peak_gb")
     assert peak.actual == pytest.approx(10.0) and peak.predicted == prior.vram.value
+
+
+def test_predicted_vs_actual_checks_only_runs_on_this_device() -> None:
+    cfg = person(16, 1e-4)
+    here = record(cfg, None, "here", s_per_step=1.0)
+    there = record(cfg, None, "there", device="NVIDIA GeForce RTX 3060", s_per_step=9.0)
+    checks = predicted_vs_actual([here, there], PROFILES["rtx4090"])
+    assert [c.run_id for c in checks] == ["here"]
+
+
+def test_on_a_cpu_the_measured_peak_is_checked_against_ram() -> None:
+    # On a CPU the trainer logs the process's RSS as its peak: RAM, not the training tensors.
+    cfg = make("model.name_or_path=demo:sd15", "datasets.0.resolution=[64]", arch="sd15")
+    cpu = PROFILES["cpu"]
+    run = record(cfg, None, "cpu", device=cpu.label, peak_memory_mb=1536.0)
+    (peak,) = predicted_vs_actual([run], cpu)
+    assert peak.predicted == predict(cfg, cpu).ram.value > 1.0
+
+
+def test_demo_runs_are_not_similar_to_a_real_model() -> None:
+    demo = make("intent=person", "model.name_or_path=demo:sdxl", arch="sdxl")
+    runs = [*RUNS, record(demo, 5, "demo")]
+    assert "demo" not in {r.run_id for r in similar_runs(person(16, 1e-4), runs)}
+    assert [r.run_id for r in similar_runs(demo, runs)] == ["demo"]
 
 
 def test_diff_groups_changes_by_wizard_step_with_explanations() -> None:

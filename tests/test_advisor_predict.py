@@ -179,12 +179,12 @@ def test_history_of_the_same_setup_replaces_the_priors() -> None:
     assert pred.step_time.source == "history" and pred.vram.source == "history"
     assert pred.step_time.value == pytest.approx(prior.step_time.value * 2.1, rel=0.01)
     assert pred.step_time.low <= pred.step_time.value <= pred.step_time.high
-    assert any("2 past run(s)" in a for a in pred.assumptions)
+    assert any("from 2 past runs like this one (a, b: " in a for a in pred.assumptions)
     assert pred.vram.value != pytest.approx(prior.vram.value, rel=0.01)
 
 
 def test_runs_tagged_with_a_bare_device_kind_match_by_host() -> None:
-    from advisor.runs import as_run, same_setup
+    from advisor.runs import as_run, comparable, mismatches
 
     cfg = make(arch="sdxl")
 
@@ -192,10 +192,10 @@ def test_runs_tagged_with_a_bare_device_kind_match_by_host() -> None:
         return as_run({**_record(cfg, 1.0, 100, device), "tags": {"studio.host": host}})
 
     # The launcher tags the torch device kind, which names no card: the host decides.
-    assert same_setup(run("cpu", "box"), "sdxl", 1024, "CPU Some Model", host="box")
-    assert not same_setup(run("cuda:1", "other"), "sdxl", 1024, "RTX 4090", host="box")
-    assert same_setup(run(RTX4090.label, "other"), "sdxl", 1024, RTX4090.label, host="box")
-    assert not same_setup(run("Another GPU", "box"), "sdxl", 1024, RTX4090.label, host="box")
+    assert comparable(run("cpu", "box"), cfg, "CPU Some Model", host="box")
+    assert not comparable(run("cuda:1", "other"), cfg, "RTX 4090", host="box")
+    assert comparable(run(RTX4090.label, "other"), cfg, RTX4090.label, host="box")
+    assert mismatches(run("Another GPU", "box"), cfg, RTX4090.label, "box") == ("device",)
 
 
 def test_runs_of_another_resolution_do_not_count() -> None:

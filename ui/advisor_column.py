@@ -17,10 +17,10 @@ from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Finding, Prediction
 from ui.boundary import advisor_boundary
-from ui.compare_history import render_history_hint
+from ui.compare_history import calibration_lines, render_history_hint
 from ui.context import StudioContext, apply_fix
 from ui.preflight import refresh_recommendations
-from ui.summary import format_duration, vram_text
+from ui.summary import format_duration, gb_text, memory_text, no_gpu
 from ui.widgets import ARCH_LABELS, step_fields
 
 SEVERITY = {
@@ -173,25 +173,32 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
     if not compact:
         for note in context.notes:
             st.caption(f":material/info: {note}")
-    value, note = vram_text(prediction, context.hw)
+    label, value, note = memory_text(prediction, context.hw)
     disk = download_note(context.model)
     low, high = prediction.vram_range
+    ram = gb_text(prediction.ram_gb or None)
     rows = [
-        ("VRAM", f"{prediction.vram_gb:.1f} GB", f"{low:.1f}–{high:.1f} GB; {note}"),
-        ("System RAM", f"{prediction.ram_gb:.1f} GB" if prediction.ram_gb else "?", ""),
+        ("VRAM", gb_text(prediction.vram_gb), f"{low:.1f}–{high:.1f} GB; {note}"),
+        ("System RAM", ram, ""),
         ("Step time", seconds_text(prediction.step_s), _range(prediction.step_range)),
         ("Total time", seconds_text(prediction.total_s), "caching, training and sampling"),
-        ("Disk", f"{prediction.disk_gb:.1f} GB" if prediction.disk_gb is not None else "?", disk),
+        ("Disk", gb_text(prediction.disk_gb), disk),
     ]
+    if no_gpu(prediction):  # no VRAM to show: the RAM row carries the headline's verdict
+        rows[:2] = [("System RAM", ram, note)]
+    evidence = calibration_lines(context)
     if compact:
         st.markdown("  \n".join(f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows))
     else:
         cols = st.columns(len(rows))
-        for col, (label, text, note_) in zip(cols, rows, strict=True):
-            col.metric(label, text, help=note_ or None)
-        st.caption(f"VRAM {value} {note}")
+        for col, (row_label, text, note_) in zip(cols, rows, strict=True):
+            col.metric(row_label, text, help=note_ or None)
+        st.caption(f"{label.removeprefix('Predicted ')} {value} {note}")
         if disk:
-            st.caption(f"Disk {prediction.disk_gb or 0:.1f} GB for the run {disk}")
-    if prediction.assumptions:
+            st.caption(f"Disk {gb_text(prediction.disk_gb or 0)} for the run {disk}")
+    for line in evidence:  # which past runs corrected these numbers, or why none did
+        st.caption(f":material/history: {line}")
+    rest = [a for a in prediction.assumptions if a not in evidence]
+    if rest:
         with st.expander("Assumptions behind these numbers"):
-            st.markdown("\n".join(f"- {a}" for a in prediction.assumptions))
+            st.markdown("\n".join(f"- {a}" for a in rest))

@@ -1,16 +1,18 @@
 """What the advisor learns from the store's runs for the current draft: recommendations from
-similar runs ("based on N similar runs…"), and predictions calibrated by what they measured."""
+similar runs ("based on N similar runs…"), and predictions calibrated by what they measured, with
+the runs that did it ("Speed corrected ×1.8 from 2 past runs like this one (…)")."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from advisor.calibration import calibrate
 from advisor.history import recommend_from_history
 from trainer.settings import StudioSettings
 from ui.advice import predict
 from ui.boundary import advisor_boundary
 from ui.compare_store import local_history, past_runs, version
-from ui.context import hardware
+from ui.context import StudioContext, hardware, prediction_history
 from ui.state import validated
 
 
@@ -29,25 +31,38 @@ def render_history_hint(settings: StudioSettings) -> None:
                 st.caption(insight.message)
 
 
+def calibration_lines(context: StudioContext) -> list[str]:
+    """Which past runs corrected the context's predictions, what they measured and the factor;
+    or that the past runs here trained another base model. Empty without such runs."""
+    basis = context.validated.config or context.validated.last_valid
+    if basis is None or context.prediction is None:
+        return []
+    return calibrate(basis, context.hw.raw, prediction_history()).lines()
+
+
 def calibration_text(tracking_uri: str) -> str | None:
-    """The draft's predicted s/step from priors alone and corrected by the store's runs."""
+    """The draft's predicted s/step from priors alone and corrected by the store's runs, with
+    the runs that corrected it."""
     cfg = validated().config
     if cfg is None:
         return None
     hw = hardware()
+    history = past_runs(tracking_uri, version())
     prior = predict(cfg, hw)
-    calibrated = predict(cfg, hw, past_runs(tracking_uri, version()))
+    calibrated = predict(cfg, hw, history)
     if prior is None or calibrated is None or not prior.step_s or not calibrated.step_s:
         return None
+    evidence = "".join(f"  \n{line}." for line in calibrate(cfg, hw.raw, history).lines())
     if not calibrated.history_runs:
         return (
             f"Predicted speed for the current draft: {prior.step_s:.3g} s/step from priors "
-            "alone (no finished run of this architecture, size and device has measured one yet)."
+            "alone (no finished run of this base model, size and device has measured one yet)."
+            + evidence
         )
     return (
         f"Predicted speed for the current draft: **{calibrated.step_s:.3g} s/step**, based on "
         f"{calibrated.history_runs} similar run(s) on this device (priors alone: "
-        f"{prior.step_s:.3g} s/step)."
+        f"{prior.step_s:.3g} s/step)." + evidence
     )
 
 

@@ -36,19 +36,50 @@ def _item(column: Any, label: str, value: str, note: str = "") -> None:
         st.markdown(f"**{value}**" + (f"  \n{note}" if note else ""))
 
 
-def vram_text(prediction: Prediction | None, hw: Hardware) -> tuple[str, str]:
-    """('≈ 6.1 GB', 'of 24 GB · :material/check_circle: fits') — or why there is no number."""
+def gb_text(gb: float | None) -> str:
+    """'1.2 GB'; '< 0.1 GB' for the tiny demo's sizes, never a '0.0 GB' that reads as nothing."""
+    if gb is None:
+        return "?"
+    return "< 0.1 GB" if gb < 0.05 else f"{gb:.1f} GB"
+
+
+def approx_gb(gb: float) -> str:
+    return f"≈ {gb_text(gb)}" if gb >= 0.05 else gb_text(gb)
+
+
+def no_gpu(prediction: Prediction) -> bool:
+    """The run trains on the CPU: no VRAM exists; system RAM is the memory that matters."""
+    return prediction.vram_available_gb is None
+
+
+def memory_text(prediction: Prediction | None, hw: Hardware) -> tuple[str, str, str]:
+    """The memory headline as (label, value, note): ('Predicted VRAM', '≈ 6.1 GB', 'of 24 GB ·
+    fits'); on a machine without a GPU the RAM instead, never a '0.0 GB' of VRAM: ('Predicted
+    RAM', '≈ 1.2 GB', 'of 16 GB, 12 GB free · fits · CPU: no VRAM')."""
     if prediction is None:
-        return "unavailable", "predictions unavailable"
-    value = f"≈ {prediction.vram_gb:.1f} GB"
+        return "Predicted VRAM", "unavailable", "predictions unavailable"
     words = {"yes": f"{OK} fits", "tight": f"{WARN} tight", "no": f"{ERR} does not fit"}
+    if no_gpu(prediction):
+        if prediction.ram_gb is None:
+            return "Predicted RAM", "?", f"of {hw.ram_gb:.0f} GB · CPU: no VRAM"
+        value = approx_gb(prediction.ram_gb)
+        fit = ram_fit(prediction.ram_gb, hw)
+        note = f"of {hw.ram_gb:.0f} GB, {hw.ram_available_gb:.0f} GB free · {words[fit]}"
+        return "Predicted RAM", value, f"{note} · CPU: no VRAM"
     fits = prediction.fits
     verdict = words.get(prediction.fit_word or "") or (
         "" if fits is None else words["yes"] if fits else words["no"]
     )
-    if prediction.vram_available_gb is None:
-        return value, f"no GPU: uses system RAM ({hw.ram_available_gb:.0f} GB free) · {verdict}"
-    return value, f"of {prediction.vram_available_gb:.0f} GB · {verdict}"
+    value = approx_gb(prediction.vram_gb)
+    return "Predicted VRAM", value, f"of {prediction.vram_available_gb:.0f} GB · {verdict}"
+
+
+def ram_fit(needed_gb: float, hw: Hardware) -> str:
+    """yes: fits in the RAM free now; tight: only if other programs give some back; no: more
+    than the machine has."""
+    if needed_gb > hw.ram_gb:
+        return "no"
+    return "tight" if needed_gb > hw.ram_available_gb else "yes"
 
 
 def status_text(context: StudioContext) -> tuple[str, str]:
@@ -82,8 +113,7 @@ def render_summary_header(context: StudioContext) -> None:
             "auto" if steps == "auto" else f"{steps:,}",
             f"≈ {format_duration(total)} in all" if total else "",
         )
-        value, note = vram_text(context.prediction, context.hw)
-        _item(cols[3], "Predicted VRAM", value, note)
+        _item(cols[3], *memory_text(context.prediction, context.hw))
         value, note = status_text(context)
         _item(cols[4], "Status", value, note)
 
