@@ -6,6 +6,7 @@ import streamlit as st
 
 from trainer.settings import load_settings
 from ui.dataset_captions import render_autocaption, render_captions
+from ui.dataset_handoff import render_train_handoff
 from ui.dataset_manager import (
     pick_dataset,
     render_analysis,
@@ -24,6 +25,7 @@ render_create(root)
 folder = pick_dataset(root)
 if folder is None:
     st.stop()
+render_train_handoff(folder)
 analysis, duplicates, captions = st.tabs(["Analysis", "Near-duplicates", "Captions"])
 with analysis:
     render_analysis(folder)

@@ -96,3 +96,67 @@ def test_auto_caption_without_a_captioner_says_how_to_get_one(home: Path, tmp_pa
     run(at.button(key="dsm:caption").click())
     assert any("No captioner model at" in e.value for e in at.error)
     assert dm.read_captions(home / "datasets" / "d") == {"a.png": ""}
+
+
+# ------------------------------------------------------------- "Train on this dataset" (item 10)
+def dataset(home: Path, name: str, captions: list[str]) -> Path:
+    files = [(f"img{i}.png", png(i, 64)) for i in range(len(captions))]
+    files += [(f"img{i}.txt", text.encode()) for i, text in enumerate(captions) if text]
+    return dm.import_files(home / "datasets", name, files).folder
+
+
+def test_caption_trigger_word_is_the_first_tag_every_caption_shares(tmp_path: Path) -> None:
+    from ui.dataset_handoff import caption_trigger_word
+
+    cases = {
+        "tagged": (["ohwx man, smiling", "ohwx man, outdoors"], "ohwx man"),
+        "differs": (["ohwx, smiling", "sks, outdoors"], None),
+        "uncaptioned": (["ohwx, smiling", ""], None),
+        "sentences": (["a photo of a dog on grass", "a photo of a dog on grass"], None),
+    }
+    for name, (captions, expected) in cases.items():
+        assert caption_trigger_word(dataset(tmp_path, name, captions)) == expected, name
+
+
+def test_train_on_this_dataset_leaves_the_demo_and_opens_the_dataset_step(home: Path) -> None:
+    from trainer.demo.dataset import TRIGGER_WORD
+
+    folder = dataset(home, "pets", ["a dog", "a cat"])  # no shared trigger in the captions
+    at = page()
+    at.session_state["draft"]["datasets"][0]["trigger_word"] = TRIGGER_WORD
+    at.session_state["draft"]["network"]["rank"] = 8
+    button = at.button(key="dsm:train")
+    assert (button.label, button.proto.icon) == (
+        "Train on this dataset",
+        ":material/model_training:",
+    )
+    run(button.click())
+    ds = at.session_state["draft"]["datasets"][0]
+    assert ds["folder_path"] == str(folder) and ds["trigger_word"] is None
+    assert at.session_state["draft"]["network"]["rank"] == 8  # the other settings stay
+    assert [t.value for t in at.title] == ["Wizard"]
+    assert at.selectbox(key="wiz:step").value == "dataset"
+    assert at.text_input(key="cfg:datasets.0.folder_path").value == str(folder)
+    assert not at.toggle(key="wiz:ds_demo:0").value
+
+
+def test_train_on_this_dataset_suggests_the_captions_trigger_word(home: Path) -> None:
+    folder = dataset(home, "me", ["ohwx, smiling", "ohwx, outdoors"])
+    at = page()
+    assert "Trigger word from the captions: `ohwx`" in [c.value for c in at.caption]
+    run(at.button(key="dsm:train").click())
+    ds = at.session_state["draft"]["datasets"][0]
+    assert (ds["folder_path"], ds["trigger_word"]) == (str(folder), "ohwx")
+    assert at.selectbox(key="wiz:step").value == "dataset"
+
+
+def test_train_on_this_dataset_keeps_the_users_trigger_and_regularisation(home: Path) -> None:
+    folder = dataset(home, "pets", ["a dog", "a cat"])
+    at = page()
+    reg = {**at.session_state["draft"]["datasets"][0], "folder_path": "/reg", "is_reg": True}
+    at.session_state["draft"]["datasets"][0].update(folder_path="/old", trigger_word="mine")
+    at.session_state["draft"]["datasets"].insert(0, reg)
+    run(at.button(key="dsm:train").click())
+    reg_after, train = at.session_state["draft"]["datasets"]
+    assert (reg_after["folder_path"], reg_after["is_reg"]) == ("/reg", True)
+    assert (train["folder_path"], train["trigger_word"]) == (str(folder), "mine")

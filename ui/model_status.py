@@ -3,21 +3,29 @@
 One function, ``model_facts(ref, arch)``, looks at a demo ref, a folder, a file or a Hugging
 Face id. The Hub is asked at most once a minute per id (model info with file sizes, and the
 access check of a gated repo); the cache is measured on every call, so a running download shows
-up at once.
+up at once. A local folder or file is read again only when its ``disk_stamp`` changes (every page
+run asks, so a rerun costs a few ``stat`` calls, not a walk of the folder or a checkpoint read).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from huggingface_hub import constants, get_token
 
 from advisor.model_facts import DEMO, FILE, FOLDER, HUB, MISSING, ModelSource
 from trainer.arch.hub_status import free_gb
-from trainer.arch.single_file import CheckpointError, arch_mismatch, detect_checkpoint
+from trainer.arch.single_file import (
+    CheckpointError,
+    CheckpointInfo,
+    arch_mismatch,
+    detect_checkpoint,
+)
 from trainer.arch.sources import SINGLE_FILE_SUFFIXES, classify_source
 from trainer.models.components import (
     BASE_MODEL_IDS,
@@ -37,6 +45,7 @@ from trainer.models.token import Access, repo_access, signed_in_user
 from trainer.settings import load_settings
 
 HUB_TTL_S = 60
+DISK_CACHE_ENTRIES = 64  # model folders and files looked at, per server process
 
 
 def token_key() -> str:
@@ -109,8 +118,43 @@ def model_facts(
     )
 
 
+def disk_stamp(path: Path) -> tuple[Any, ...]:
+    """What changes when a model file or folder changes, read with ``stat`` alone: a file's
+    modification time and size; a folder's, with those of its entries and of the files in its
+    subfolders (the components: a weight file copied over in place changes only its own time).
+    Hidden subfolders (.git, .cache) count by their own entry: they can hold thousands of files."""
+    info = path.stat()
+    if not path.is_dir():
+        return (info.st_mtime_ns, info.st_size)
+    return (info.st_mtime_ns, *_entry_stamps(path, descend=True))
+
+
+def _entry_stamps(folder: Path, descend: bool) -> list[tuple[str, int, int]]:
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:  # follows links: a Hub snapshot's files link to its blobs
+                stat = entry.stat()
+            except OSError:  # a broken link
+                found.append((entry.name, 0, 0))
+                continue
+            found.append((entry.name, stat.st_mtime_ns, stat.st_size))
+            if descend and entry.is_dir() and not entry.name.startswith("."):
+                inside = _entry_stamps(Path(entry.path), descend=False)
+                found += [(f"{entry.name}/{name}", *rest) for name, *rest in inside]
+    return sorted(found)
+
+
 def folder_facts(ref: str, arch: str, skip: tuple[str, ...] = ()) -> ModelSource:
     """A diffusers folder: every component ``arch`` loads must be there (listed if not)."""
+    return _folder_facts(ref, arch, tuple(skip), disk_stamp(Path(ref).expanduser()))
+
+
+@st.cache_data(max_entries=DISK_CACHE_ENTRIES, show_spinner=False)
+def _folder_facts(
+    ref: str, arch: str, skip: tuple[str, ...], stamp: tuple[Any, ...]
+) -> ModelSource:
+    """``folder_facts`` for one state of the folder (``stamp`` is the cache key only)."""
     folder = Path(ref).expanduser()
     try:
         problems = component_problems(folder, arch, skip)
@@ -145,7 +189,7 @@ def file_facts(ref: str, arch: str, components_from: str | None = None) -> Model
     path = Path(ref).expanduser()
     size = path.stat().st_size
     try:
-        info = detect_checkpoint(path)
+        info = checkpoint_info(path)
     except CheckpointError as exc:
         return ModelSource(ref, FILE, problem=f"Base model file `{ref}`: {exc}", total_bytes=size)
     if info.layout == "lora":
@@ -165,6 +209,24 @@ def file_facts(ref: str, arch: str, components_from: str | None = None) -> Model
     components = components_from or BASE_MODEL_IDS[arch]
     found = _with_components(ref, arch, size, components, from_file)
     return replace(found, note=f"{info.describe()}; the rest from `{components}`")
+
+
+def checkpoint_info(path: Path) -> CheckpointInfo:
+    """``detect_checkpoint``, read again only when the file's ``disk_stamp`` changes (a .ckpt is
+    unpickled to read it). Raises CheckpointError as it does."""
+    info, error = _checkpoint_info(str(path), disk_stamp(path))
+    if info is None:
+        raise CheckpointError(error)
+    return info
+
+
+@st.cache_data(max_entries=DISK_CACHE_ENTRIES, show_spinner=False)
+def _checkpoint_info(path: str, stamp: tuple[Any, ...]) -> tuple[CheckpointInfo | None, str]:
+    """(the file's info, "") or (None, why it cannot be read): the error is cached too."""
+    try:
+        return detect_checkpoint(path), ""
+    except CheckpointError as exc:
+        return None, str(exc)
 
 
 def _with_components(

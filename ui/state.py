@@ -25,6 +25,7 @@ import yaml
 from trainer.config.io import ConfigError, Problem, config_from_dict, dump_yaml, parse_yaml
 from trainer.config.paths import get_path, set_path
 from trainer.config.schema import TrainingConfig
+from trainer.demo.dataset import TRIGGER_WORD as DEMO_TRIGGER_WORD
 from trainer.files import atomic_write_text
 from trainer.settings import load_settings
 
@@ -237,6 +238,23 @@ def add_dataset() -> None:
     _remember()
     data["datasets"].append(entry)
     _changed()
+
+
+DEMO_DATASET = "demo:dataset"
+
+
+def use_dataset_folder(index: int, folder_path: str, trigger_word: str | None = None) -> None:
+    """Point dataset ``index`` at ``folder_path``, as one undo step. A ``trigger_word`` replaces
+    the draft's; without one, leaving the demo dataset drops the demo's trigger word (it names
+    the demo's shapes, not the user's subject), and any other trigger word stays."""
+    at = f"datasets.{index}"
+    leaves_demo = get_value(f"{at}.folder_path") == DEMO_DATASET and folder_path != DEMO_DATASET
+    patch: dict[str, Any] = {f"{at}.folder_path": folder_path}
+    if trigger_word:
+        patch[f"{at}.trigger_word"] = trigger_word
+    elif leaves_demo and get_value(f"{at}.trigger_word") == DEMO_TRIGGER_WORD:
+        patch[f"{at}.trigger_word"] = None
+    set_values(patch)
 
 
 def remove_dataset(index: int) -> None:
