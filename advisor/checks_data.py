@@ -74,9 +74,9 @@ def cache_flip_variants(ctx: Context) -> Iterator[Finding]:
         if _random_transforms(ds) or not (ds.cache_latents or ds.cache_latents_to_disk):
             continue
         if variants(ds) > 1:
-            yield finding(
+            yield finding(  # what caching flips costs: expected, nothing to change
                 "cache_flip_variants",
-                "warning",
+                "info",
                 (f"datasets.{i}.flip_x", f"datasets.{i}.cache_latents"),
                 f"flips are cached per variant: up to {variants(ds)}x the latent cache (memory or "
                 "disk), and each variant is encoded live the first time it is drawn",
@@ -96,10 +96,10 @@ def text_cache_with_dropout(ctx: Context) -> Iterator[Finding]:
         if ds.caption_dropout_rate > 0:
             yield finding(
                 "text_cache_with_dropout",
-                "suggestion",
+                "info",
                 (f"datasets.{i}.caption_dropout_rate", "train.cache_text_embeddings"),
-                "fine: captions are cached one by one, the empty caption too, so caption dropout "
-                "works with cached text embeddings",
+                "caption dropout works with cached text embeddings: each caption is cached, the "
+                "empty caption too",
             )
             return
 

@@ -254,9 +254,9 @@ def nf4_optimizer(ctx: Context) -> Iterator[Finding]:
 def quantized_samples(ctx: Context) -> Iterator[Finding]:
     model = ctx.cfg.model
     if model.quantize:
-        yield finding(
+        yield finding(  # about using the LoRA later: nothing to change in this config
             "quantized_samples",
-            "suggestion",
+            "info",
             ("model.quantize", "model.qtype"),
             f"the LoRA learns on a {model.qtype} base and previews use it too; generate with the "
             "same quantization, or small LoRA changes get 'rounded away' on a 16-bit base",

@@ -377,9 +377,9 @@ def effective_batch(ctx: Context) -> Iterator[Finding]:
         return
     batch = cfg.train.batch_size if isinstance(cfg.train.batch_size, int) else 1
     total = batch * processes * accum
-    yield finding(
+    yield finding(  # what the chosen accumulation means: nothing to change
         "effective_batch",
-        "suggestion",
+        "info",
         ("train.gradient_accumulation_steps", "train.batch_size", "train.lr"),
         f"effective batch = {batch} per step × {accum} accumulation"
         + (f" × {processes} processes" if processes > 1 else "")
@@ -480,12 +480,14 @@ def output_name_exists(ctx: Context) -> Iterator[Finding]:
     name = ctx.cfg.name
     if name not in ctx.existing_names:
         return
-    yield finding(
+    free = free_name(name, ctx.existing_names)  # the name a launch gives it
+    yield finding(  # a launch renames the run itself: nothing breaks
         "output_name_exists",
-        "suggestion",
+        "info",
         ("name",),
-        f"'{name}' is already used by a run; its files would be hard to tell apart",
-        {"name": free_name(name, ctx.existing_names)},  # the name a launch would give it
+        f"'{name}' is already used by a run, so a launch names this one '{free}'; choose "
+        "another name if you prefer",
+        {"name": free},
     )
 
 

@@ -1,9 +1,9 @@
 """The vocabulary of validation: findings, the context rules read, and the rule registry.
 
 A rule is a function ``Context -> Iterable[Finding]`` registered with ``@rule(id, paths,
-summary)``. A finding names its severity (error | warning | suggestion), the dotted config paths
-involved, a message, and a fix: a config patch ``{dotted.path: value}`` (``None`` = the schema
-default) or ``None`` when only a person can decide.
+summary)``. A finding names its severity (the one scale below, ``SEVERITIES``), the dotted config
+paths involved, a message, and a fix: a config patch ``{dotted.path: value}`` (``None`` = the
+schema default) or ``None`` when only a person can decide.
 """
 
 from __future__ import annotations
@@ -21,8 +21,37 @@ from advisor.profile import SystemProfile
 from advisor.workload import Workload, workload
 from trainer.config.schema import TrainingConfig
 
-Severity = Literal["error", "warning", "suggestion"]
-SEVERITIES: tuple[Severity, ...] = ("error", "warning", "suggestion")
+# The one severity scale of the advisor, most serious first. Every place that sorts, counts or
+# shows findings uses it (the UI's icons and words: ``ui.advice.SEVERITY_STYLE``).
+Severity = Literal["error", "warning", "suggestion", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "suggestion", "info")
+SEVERITY_MEANING: dict[Severity, str] = {
+    "error": "the run would fail or be wrong: Launch stays locked until it is fixed",
+    "warning": "the run starts, but likely gives a worse result or wastes time or memory",
+    "suggestion": "an optional change that would probably help",
+    "info": "fine as it is, for your information: nothing to change, never counted as a problem",
+}
+PROBLEMS: tuple[Severity, ...] = ("error", "warning", "suggestion")  # all but "info"
+_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: str) -> int:
+    """0 for an error … 3 for info; an unknown severity sorts last."""
+    return _RANK.get(severity, len(SEVERITIES))
+
+
+def is_problem(severity: str) -> bool:
+    """Everything but "info" asks for attention (an info note says the setting is fine)."""
+    return severity in PROBLEMS
+
+
+def count_severities(findings: Iterable[Any]) -> dict[Severity, int]:
+    """How many findings of each severity (anything with a ``severity``), in scale order."""
+    counts: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
+    for item in findings:
+        if item.severity in counts:
+            counts[item.severity] += 1
+    return counts
 
 
 @dataclass(frozen=True)

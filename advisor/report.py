@@ -11,7 +11,7 @@ from typing import Any
 
 from advisor.dataset import DatasetInfo, repeats_per_image, steps_per_epoch
 from advisor.defaults import Recommendation, UserIntent, recommend
-from advisor.findings import Finding
+from advisor.findings import Finding, count_severities
 from advisor.history import Insight, recommend_from_history
 from advisor.patch import Patch
 from advisor.predict import Prediction, duration, predict
@@ -155,13 +155,17 @@ def _text_lines(report: Report) -> list[str]:
     return lines
 
 
+# The advisor's severity scale (advisor.findings.SEVERITIES) as the command line prints it.
+SEVERITY_MARKS = {"error": "ERROR", "warning": "WARN ", "suggestion": "TIP  ", "info": "INFO "}
+
+
 def _findings_lines(findings: list[Finding]) -> list[str]:
     if not findings:
         return ["No problems found."]
-    counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "suggestion")}
+    counts = count_severities(findings)
     lines = [", ".join(f"{n} {s}(s)" for s, n in counts.items() if n) + ":"]
     for f in findings:
-        mark = {"error": "ERROR", "warning": "WARN ", "suggestion": "TIP  "}[f.severity]
+        mark = SEVERITY_MARKS[f.severity]
         fix = f"  [fix: {', '.join(f'{k}={v!r}' for k, v in f.fix.items())}]" if f.fix else ""
         lines.append(f"  {mark} {', '.join(f.paths)}: {f.message}{fix}")
     return lines

@@ -1,6 +1,6 @@
 """Validation: every rule over a config (+ profile + dataset), and applying their fixes.
 
-    findings = validate(cfg, profile, info)          # errors first, then warnings, suggestions
+    findings = validate(cfg, profile, info)          # errors, warnings, suggestions, info
     fixed = apply_fixes(cfg, findings)               # FixResult(config, applied, skipped)
 
 Rules live in ``checks_hardware``, ``checks_training``, ``checks_data`` and ``checks_unused``;
@@ -25,7 +25,7 @@ from advisor import (  # noqa: F401 - importing registers the rules
     model_source,
 )
 from advisor.dataset import DatasetInfo
-from advisor.findings import RULES, SEVERITIES, Context, Finding, Rule
+from advisor.findings import RULES, Context, Finding, Rule, severity_rank
 from advisor.model_facts import ModelSource
 from advisor.patch import try_patch
 from advisor.profile import SystemProfile
@@ -34,11 +34,12 @@ from trainer.config.schema import TrainingConfig
 
 __all__ = ["RULES", "SUGGESTION_ONLY", "FixResult", "Rule", "apply_fixes", "errors", "validate"]
 
-# Rules that only ever suggest (checked by the property test): skipped when looking for errors.
+# Rules that only ever suggest or inform (never an error): skipped when looking for errors.
 SUGGESTION_ONLY = frozenset(
     {r for r in RULES if r.startswith("unused.")}
     | {
         "text_cache_with_dropout",
+        "cache_flip_variants",
         "text_cache_off",
         "flip_y",
         "trigger_common_word",
@@ -77,8 +78,8 @@ def validate(
     errors_only: bool = False,
     model: ModelSource | None = None,
 ) -> list[Finding]:
-    """Every finding of every rule, errors first (``errors_only``: skip the rules that can only
-    make suggestions)."""
+    """Every finding of every rule, in the order of the severity scale (errors first;
+    ``errors_only``: skip the rules that can only suggest or inform)."""
     ctx = Context(cfg, profile, info, frozenset(existing_names), as_runs(history), model)
     found = [
         f
@@ -86,7 +87,7 @@ def validate(
         if not (errors_only and r.id in SUGGESTION_ONLY)
         for f in r.check(ctx)
     ]
-    return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
+    return sorted(found, key=lambda f: severity_rank(f.severity))
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:
@@ -118,7 +119,7 @@ def apply_fixes(
     applied: list[Finding] = []
     skipped: list[Finding] = []
     touched: dict[str, Any] = {}
-    for item in sorted(findings, key=lambda f: SEVERITIES.index(f.severity)):
+    for item in sorted(findings, key=lambda f: severity_rank(f.severity)):
         if not item.fix:
             continue
         patched = None

@@ -279,3 +279,102 @@ def test_the_demo_dataset_scan_finds_its_trigger(demo_dataset) -> None:
 
     folder = _count_folder(str(demo_dataset), 0, "txt")
     assert folder.caption_trigger == "sks" and folder.captioned == folder.images > 0
+
+
+# ------------------------------------------------- reasons that match the values they explain
+def test_a_switch_is_recommended_with_the_reason_for_the_side_chosen() -> None:
+    from advisor.draft import Draft
+
+    d = Draft(TrainingConfig().model_dump(), UserIntent(), PROFILES["cpu"], None)
+    with pytest.raises(TypeError, match="set_flag"):
+        d.set("train.use_ema", False, "a smoother result", "test")
+    d.set_flag("train.use_ema", False, "a smoother result", "not needed here", "test")
+    assert d.get("train.use_ema") is False
+    assert d.recs["train.use_ema"].reason == "not needed here"
+    d.set_flag("train.use_ema", True, "a smoother result", "not needed here", "test")
+    assert d.recs["train.use_ema"].reason == "a smoother result"
+
+
+def _switch_reasons(profiles: tuple[str, ...]) -> dict[tuple[str, bool], set[str]]:
+    """Every reason given to each value of each switch, over architectures, training types,
+    priorities, machines and dataset sizes."""
+    found: dict[tuple[str, bool], set[str]] = {}
+    for arch, kind, priority, machine, images in itertools.product(
+        ("sd15", "sdxl", "flux"),
+        ("person", "character", "style", "object", "concept", "other"),
+        ("quality", "speed", "memory"),
+        profiles,
+        (None, 5),
+    ):
+        info = DatasetInfo.counts(images) if images else None
+        result = recommend(UserIntent(kind, priority), arch, PROFILES[machine], info)
+        for rec in result.recommendations:
+            if isinstance(rec.value, bool):
+                assert rec.reason, rec.path
+                found.setdefault((rec.path, rec.value), set()).add(rec.reason)
+    return found
+
+
+def test_no_reason_is_given_to_both_values_of_a_switch() -> None:
+    """'use_ema = off — a smoother, less overfit result' read as a reason for off: a switch's
+    reason must be the one for the value recommended, never the same text for on and off."""
+    found = _switch_reasons(("rtx2080", "rtx4090", "cpu"))
+    switches = {path for path, _ in found}
+    assert {"train.use_ema", "train.blank_prompt_preservation", "datasets.0.flip_x"} <= switches
+    for path in switches:
+        both = found.get((path, True), set()) & found.get((path, False), set())
+        assert not both, f"{path}: the same reason for on and off: {both}"
+    assert not any("smoother" in r for r in found[("train.use_ema", False)])
+    assert all("protects" not in r for r in found[("train.blank_prompt_preservation", False)])
+
+
+def test_the_preview_reason_counts_the_previews_the_run_makes() -> None:
+    from trainer.engine.previews import sample_due
+
+    demo = make("model.name_or_path=demo:sd15", arch="sd15")
+    for base, arch, intent in (
+        (demo, "sd15", UserIntent("person")),
+        (None, "sdxl", UserIntent("style", "speed")),
+        (None, "flux", UserIntent("person", "quality")),
+    ):
+        result = recommend(intent, arch, PROFILES["rtx4090"], DatasetInfo.counts(12), base)
+        cfg = result.config
+        steps = cfg.train.steps
+        made = sum(sample_due(cfg, step, steps) for step in range(1, steps + 1))
+        reason = result.get("sample.sample_every").reason
+        assert reason.startswith(f"{made} preview{'s' if made != 1 else ''} over the {steps} ")
+        assert f"one every {cfg.sample.sample_every})" in reason
+        assert "one before training" in reason  # the baseline at step 0 (default settings)
+    demo_result = recommend(UserIntent("person"), "sd15", PROFILES["cpu"], base=demo)
+    assert demo_result.get("sample.sample_every").reason.startswith("3 previews over the 30 steps")
+
+
+@pytest.mark.parametrize(
+    ("steps", "every", "start"),
+    [(30, 10, 0), (30, 7, 0), (5, 10, 0), (1000, 125, 0), (100, 10, 35), (100, 10, 101), (9, 3, 3)],
+)
+def test_previews_in_run_counts_like_the_trainer(steps: int, every: int, start: int) -> None:
+    from advisor.defaults import previews_in_run
+    from trainer.engine.previews import sample_due
+
+    cfg = make(
+        "sample.prompts=[a cat]",
+        f"sample.sample_every={every}",
+        f"sample.sample_start_step={start}",
+        arch="sd15",
+    )
+    made = sum(sample_due(cfg, step, steps) for step in range(1, steps + 1))
+    assert previews_in_run(steps, every, start) == made
+
+
+def test_the_steps_reason_names_the_repeats_of_the_steps_chosen() -> None:
+    """Three images would need fewer than the 100-step minimum: the reason says what the
+    steps chosen give, not the target they could not reach."""
+    import re
+
+    info = DatasetInfo.counts(3)
+    for arch, images in (("sd15", info), ("flux", info), ("sdxl", DatasetInfo.counts(30))):
+        result = recommend(UserIntent("style", "speed"), arch, PROFILES["rtx4090"], images)
+        reason = result.get("train.steps").reason
+        said = int(re.match(r"≈(\d+) repeats per image", reason).group(1))
+        assert said == round(repeats_per_image(result.config, images)), reason

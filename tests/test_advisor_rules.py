@@ -60,7 +60,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         None,
         None,
         (),
-        "warning",
+        "info",  # what caching flips costs: expected, nothing to change
     ),
     "text_cache_with_dropout": (
         ("train.cache_text_embeddings=true",),
@@ -68,7 +68,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         None,
         None,
         (),
-        "suggestion",
+        "info",  # "caption dropout works with cached text": fine as it is
     ),
     "text_cache_off": ((), "sdxl", None, None, (), "suggestion"),
     "flip_asymmetric": (
@@ -197,7 +197,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         (),
         "suggestion",
     ),
-    "quantized_samples": (("model.quantize=true",), "sdxl", None, None, (), "suggestion"),
+    "quantized_samples": (("model.quantize=true",), "sdxl", None, None, (), "info"),
     "quantize_small_model": (("model.quantize=true",), "sd15", "rtx4090", None, (), "suggestion"),
     "device_missing": (("runtime.device=cuda",), "sd15", "cpu", None, (), "error"),
     "attention_unavailable": (
@@ -334,7 +334,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         None,
         None,
         (),
-        "suggestion",
+        "info",  # what the accumulation chosen means
     ),
     "sample_every_beyond_steps": (
         ("train.steps=100", "sample.prompts=[a]"),
@@ -362,7 +362,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         "suggestion",
     ),
     "resolution_off_native": (("datasets.0.resolution=[1024]",), "sd15", None, None, (), "warning"),
-    "output_name_exists": ((), "sd15", None, None, ("my_lora", "my_lora_2"), "suggestion"),
+    "output_name_exists": ((), "sd15", None, None, ("my_lora", "my_lora_2"), "info"),
     "preservation_for_subject": (
         ("intent=person", "datasets.0.trigger_word=ohwx"),
         "sd15",
@@ -446,7 +446,7 @@ def test_unused_setting_is_quiet_when_its_switch_is_on() -> None:
 def test_findings_are_sorted_errors_first() -> None:
     cfg = make("train.dtype=fp16", "train.lr=1e-3", "datasets.0.flip_y=true", arch="flux")
     severities = [f.severity for f in validate(cfg)]
-    assert severities == sorted(severities, key=("error", "warning", "suggestion").index)
+    assert severities == sorted(severities, key=("error", "warning", "suggestion", "info").index)
     assert severities[0] == "error"
 
 
@@ -473,12 +473,43 @@ def test_notes_rules_are_covered() -> None:
         assert rule_id in RULES
 
 
-def test_caption_dropout_with_cached_text_is_at_most_a_suggestion() -> None:
+def test_caption_dropout_with_cached_text_is_information_not_a_problem() -> None:
     cfg = make(
         "train.cache_text_embeddings=true", "datasets.0.caption_dropout_rate=0.1", arch="sdxl"
     )
     mine = [f for f in validate(cfg) if "caption_dropout_rate" in " ".join(f.paths)]
-    assert mine and all(f.severity == "suggestion" and f.fix is None for f in mine)
+    assert mine and all(f.severity == "info" and f.fix is None for f in mine)
+
+
+def test_one_severity_scale_with_information_last_and_never_a_problem() -> None:
+    from advisor.findings import (
+        SEVERITIES,
+        SEVERITY_MEANING,
+        count_severities,
+        is_problem,
+        severity_rank,
+    )
+
+    assert SEVERITIES == ("error", "warning", "suggestion", "info")
+    assert set(SEVERITY_MEANING) == set(SEVERITIES)
+    assert [is_problem(s) for s in SEVERITIES] == [True, True, True, False]
+    assert sorted(["info", "error", "suggestion", "warning"], key=severity_rank) == list(SEVERITIES)
+    found = [Finding("a", s, ("train.lr",), "m") for s in ("info", "warning", "info")]
+    assert count_severities(found) == {"error": 0, "warning": 1, "suggestion": 0, "info": 2}
+
+
+def test_a_message_that_says_all_is_fine_is_information() -> None:
+    """A note saying a setting is fine, works or is as expected must not read as a problem;
+    and each rule keeps to the severities it is meant to give (errors only where allowed)."""
+    from advisor.rules import SUGGESTION_ONLY
+
+    fine = ("fine", "ok", "works", "as expected", "nothing to change")
+    for rule_id in CASES:
+        for finding in _run(rule_id)[1]:
+            if finding.severity != "info":
+                assert not finding.message.lower().startswith(fine), finding
+            if finding.rule in SUGGESTION_ONLY:
+                assert finding.severity in ("suggestion", "info"), finding
 
 
 def test_apply_fixes_skips_conflicts_and_invalid_patches() -> None:

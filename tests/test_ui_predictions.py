@@ -31,10 +31,9 @@ def machine(monkeypatch: pytest.MonkeyPatch, profile) -> None:
 
 
 def history(monkeypatch: pytest.MonkeyPatch, runs: list[dict]) -> None:
-    from ui import compare_history, context
+    from ui import context
 
     monkeypatch.setattr(context, "prediction_history", lambda: runs)
-    monkeypatch.setattr(compare_history, "prediction_history", lambda: runs)
 
 
 def demo_at_64(*overrides: str) -> TrainingConfig:

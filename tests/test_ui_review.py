@@ -243,3 +243,49 @@ def test_a_refused_launch_shows_its_reason_under_the_button_clicked(
     assert [e.value for e in at.error] == ["**Not launched:** a run is already training"]
     top = next(c for c in at.get("flex_container") if getattr(c, "key", None) == "rv_launch_top")
     assert [e.value for e in top.error] == ["**Not launched:** a run is already training"]
+
+
+# ------------------------------------------------ the severity scale: information is no problem
+def _validation_of_findings() -> None:
+    """Review's Validation part for the findings of the severities in session state."""
+    from types import SimpleNamespace
+
+    import streamlit as st
+
+    from ui.advice import Finding
+    from ui.review import render_validation
+
+    found = [Finding(s, f"a {s} note", ["train.lr"]) for s in st.session_state["severities"]]
+    errors = [f for f in found if f.severity == "error"]
+    context = SimpleNamespace(
+        findings=found, errors=errors, model=None, validated=SimpleNamespace(config=None)
+    )
+    render_validation(context)
+
+
+def _validation(*severities: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_validation_of_findings, default_timeout=30)
+    at.session_state["severities"] = list(severities)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_information_alone_is_no_problem_and_shows_no_warning_icon() -> None:
+    at = _validation("info", "info")
+    shown = texts(at)
+    assert "No problems found." in shown and shown.count("a info note") == 2
+    assert ":material/warning:" not in shown and "warning(s)" not in shown
+
+
+def test_the_validation_counts_problems_and_information_apart() -> None:
+    shown = texts(_validation("warning", "info", "suggestion", "error"))
+    assert "No problems found." not in shown
+    assert (
+        ":material/error: **1 error(s)** · :material/warning: **1 warning(s)** · "
+        ":material/lightbulb: **1 suggestion(s)** · :material/info: **1 note(s) for your "
+        "information** (errors must be fixed)"
+    ) in shown
+    assert "a info note" in shown

@@ -298,6 +298,44 @@ def test_the_step_picker_counts_errors_and_warnings_not_suggestions() -> None:
     assert label("suggestion", "warning", "error") == (
         "7 · Optimizer & learning rate · 1 error(s) · 1 warning(s)"
     )
+    assert label("info", "info") == "7 · Optimizer & learning rate"  # "fine": never a problem
+    assert label("info", "warning") == "7 · Optimizer & learning rate · 1 warning(s)"
+
+
+def test_every_severity_has_one_style_and_information_is_no_warning() -> None:
+    from advisor.findings import SEVERITIES
+    from ui.advice import PLURALS, SEVERITY_STYLE, Finding, severity_badge, severity_summary
+
+    assert list(SEVERITY_STYLE) == list(SEVERITIES) and set(PLURALS) == set(SEVERITIES)
+    assert all(s.icon.startswith(":material/") for s in SEVERITY_STYLE.values())  # no emoji
+    assert len({s.icon for s in SEVERITY_STYLE.values()}) == len(SEVERITIES)
+    info = SEVERITY_STYLE["info"]
+    assert info.icon == ":material/info:" and "warning" not in (info.word + info.icon).lower()
+    assert severity_badge("error") == ":red[:material/error: **Error**]"
+    found = [Finding(s, s, ["train.lr"]) for s in ("info", "warning", "info")]
+    summary = severity_summary(found)
+    assert summary == (
+        ":material/warning: **1 warning(s)** · :material/info: **2 note(s) for your information**"
+    )
+
+
+def test_the_step_picker_shows_a_new_warning_on_the_same_rerun() -> None:
+    """The browser shows the chosen step by the label it was last sent, and Streamlit sends a
+    select box's value only when the script sets it: an edit that adds a warning must send the
+    new label at once (it used to show up one action later)."""
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "optimizer")
+    index = STEPS.index("optimizer")
+    at.text_input(key="cfg:train.lr").set_value("1e-6").run()  # lr_low: a warning on this step
+    picker = at.selectbox(key="wiz:step").proto
+    assert picker.options[index] == "7 · Optimizer & learning rate · 1 warning(s)"
+    assert picker.set_value and picker.raw_value == picker.options[index]
+    at.text_input(key="cfg:train.lr").set_value("2e-4").run()  # the warning goes again
+    picker = at.selectbox(key="wiz:step").proto
+    assert picker.set_value and picker.raw_value == "7 · Optimizer & learning rate"
+    at.run()  # nothing changed: nothing to send
+    assert not at.selectbox(key="wiz:step").proto.set_value
+    assert at.selectbox(key="wiz:step").value == "optimizer"
 
 
 def test_a_list_items_error_names_the_entry_not_its_index() -> None:

@@ -1,5 +1,6 @@
 """What the UI asks the advisor, as the small records the pages show: the machine, smart
-defaults, findings with their fixes, predictions, explanations, and labels for dotted paths.
+defaults, findings with their fixes (and how each severity looks: ``SEVERITY_STYLE``),
+predictions, explanations, and labels for dotted paths.
 
 The advisor is called plainly. When it raises, the error reaches the page, where
 ``ui.boundary.advisor_boundary`` shows a short message in place of that part (and logs the
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image
 
@@ -21,6 +23,7 @@ from advisor.defaults import UserIntent, recommend
 from advisor.explain import Explanation
 from advisor.explain import explain_field as advisor_explain_field
 from advisor.explain import explain_step as advisor_explain_step
+from advisor.findings import SEVERITIES, count_severities, is_problem, severity_rank
 from advisor.findings import Finding as AdvisorFinding
 from advisor.model_facts import ModelSource
 from advisor.predict import predict as predict_run
@@ -64,9 +67,63 @@ class Recommendation:
     source: str = ""
 
 
+class SeverityStyle(NamedTuple):
+    icon: str  # a Material icon (renders without an emoji font)
+    word: str
+    colour: str  # a Streamlit markdown colour: ":red[...]"
+
+
+# How every page shows the advisor's severity scale (advisor.findings.SEVERITIES): one icon, word
+# and colour each. "info" means "fine, for your information": never a warning icon.
+SEVERITY_STYLE: dict[str, SeverityStyle] = {
+    "error": SeverityStyle(":material/error:", "Error", "red"),
+    "warning": SeverityStyle(":material/warning:", "Warning", "orange"),
+    "suggestion": SeverityStyle(":material/lightbulb:", "Suggestion", "blue"),
+    "info": SeverityStyle(":material/info:", "For your information", "gray"),
+}
+PLURALS = {
+    "error": "error(s)",
+    "warning": "warning(s)",
+    "suggestion": "suggestion(s)",
+    "info": "note(s) for your information",
+}
+
+
+def severity_style(severity: str) -> SeverityStyle:
+    """The icon, word and colour of a severity (an unknown one is shown as information)."""
+    return SEVERITY_STYLE.get(severity, SEVERITY_STYLE["info"])
+
+
+def severity_badge(severity: str) -> str:
+    """Markdown for the start of a finding: the coloured icon and word, e.g. ':red[… **Error**]'."""
+    style = severity_style(severity)
+    return f":{style.colour}[{style.icon} **{style.word}**]"
+
+
+def by_severity(found: Iterable[Finding]) -> list[Finding]:
+    """Findings in the order of the scale: errors first, information last."""
+    return sorted(found, key=lambda f: severity_rank(f.severity))
+
+
+def problems_of(found: Iterable[Finding]) -> list[Finding]:
+    """The findings that ask for attention (everything but information)."""
+    return [f for f in found if is_problem(f.severity)]
+
+
+def severity_summary(found: Iterable[Finding], *, only: Iterable[str] = SEVERITIES) -> str:
+    """'1 error(s) · 2 warning(s)' with each severity's icon; severities with none left out."""
+    counts, wanted = count_severities(found), set(only)
+    parts = [
+        f"{SEVERITY_STYLE[s].icon} **{counts[s]} {PLURALS[s]}**"
+        for s in SEVERITIES
+        if s in wanted and counts[s]
+    ]
+    return " · ".join(parts)
+
+
 @dataclass
 class Finding:
-    severity: str  # error | warning | suggestion
+    severity: str  # a step of advisor.findings.SEVERITIES: error | warning | suggestion | info
     message: str
     paths: list[str]
     fix: dict[str, Any] | None = None  # dotted path -> new value
@@ -93,6 +150,7 @@ class Prediction:
     step_range: tuple[float, float] | None = None
     total_range: tuple[float, float] | None = None
     history_runs: int = 0
+    evidence: list[str] = field(default_factory=list)  # which past runs corrected it, and how
 
     @property
     def fits(self) -> bool | None:
@@ -324,7 +382,7 @@ def predict(
 ) -> Prediction | None:
     """VRAM, RAM, time and disk for the config on this machine; None without a valid config.
     ``history`` (past runs of the store) corrects the speed and memory priors with what runs of
-    the same architecture, size and device measured."""
+    comparable runs (same base model, size and device) measured."""
     if cfg is None:
         return None
     info = dataset_info(cfg.model_dump(mode="json"), cfg)
@@ -342,6 +400,7 @@ def predict(
         step_range=(p.step_time.low, p.step_time.high),
         total_range=(p.total_time.low, p.total_time.high),
         history_runs=p.history_runs,
+        evidence=p.calibration.lines(),
     )
 
 

@@ -17,17 +17,11 @@ from trainer.settings import load_settings
 from ui import advice, state
 from ui.advice import Finding, Prediction
 from ui.boundary import advisor_boundary
-from ui.compare_history import calibration_lines, render_history_hint
+from ui.compare_history import render_history_hint
 from ui.context import StudioContext, apply_fix
 from ui.preflight import refresh_recommendations
 from ui.summary import format_duration, gb_text, memory_text, no_gpu
 from ui.widgets import ARCH_LABELS, step_fields
-
-SEVERITY = {
-    "error": (":material/error:", "Error"),
-    "warning": (":material/warning:", "Warning"),
-    "suggestion": (":material/lightbulb:", "Suggestion"),
-}
 
 
 def show_value(value: Any) -> str:
@@ -70,10 +64,9 @@ def _render_column(step: str, context: StudioContext) -> None:
     with st.container(border=True):
         st.markdown("**Warnings**")
         found = context.findings_for(fields)
-        if found:
-            render_findings(found, key_prefix=f"col:{step}")
-        else:
+        if not advice.problems_of(found):
             st.caption(":material/check_circle: Nothing to warn about in this step.")
+        render_findings(found, key_prefix=f"col:{step}")  # information too
     with st.container(border=True):
         st.markdown("**Predictions**")
         render_predictions(context, compact=True)
@@ -132,11 +125,9 @@ def _finding_key(prefix: str, finding: Finding) -> str:
 
 
 def render_findings(found: list[Finding], key_prefix: str) -> None:
-    order = {"error": 0, "warning": 1, "suggestion": 2}
-    for finding in sorted(found, key=lambda f: order.get(f.severity, 3)):
-        icon, word = SEVERITY.get(finding.severity, SEVERITY["suggestion"])
+    for finding in advice.by_severity(found):
         where = ", ".join(f"`{p}`" for p in finding.paths)
-        st.markdown(f"{icon} **{word}:** {finding.message}  \n{where}")
+        st.markdown(f"{advice.severity_badge(finding.severity)}**:** {finding.message}  \n{where}")
         if finding.fix:
             st.button(
                 f"Fix: {finding.fix_label or _patch_text(finding.fix)}",
@@ -186,7 +177,7 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
     ]
     if no_gpu(prediction):  # no VRAM to show: the RAM row carries the headline's verdict
         rows[:2] = [("System RAM", ram, note)]
-    evidence = calibration_lines(context)
+    evidence = prediction.evidence
     if compact:
         st.markdown("  \n".join(f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows))
     else:

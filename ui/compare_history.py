@@ -12,7 +12,7 @@ from trainer.settings import StudioSettings
 from ui.advice import predict
 from ui.boundary import advisor_boundary
 from ui.compare_store import local_history, past_runs, version
-from ui.context import StudioContext, hardware, prediction_history
+from ui.context import hardware
 from ui.state import validated
 
 
@@ -29,15 +29,6 @@ def render_history_hint(settings: StudioSettings) -> None:
             st.markdown(f"**Based on your past runs** ({insights[0].runs} similar)")
             for insight in insights:
                 st.caption(insight.message)
-
-
-def calibration_lines(context: StudioContext) -> list[str]:
-    """Which past runs corrected the context's predictions, what they measured and the factor;
-    or that the past runs here trained another base model. Empty without such runs."""
-    basis = context.validated.config or context.validated.last_valid
-    if basis is None or context.prediction is None:
-        return []
-    return calibrate(basis, context.hw.raw, prediction_history()).lines()
 
 
 def calibration_text(tracking_uri: str) -> str | None:

@@ -47,15 +47,15 @@ def render_editable_summary() -> None:
 
 
 def render_validation(context: StudioContext) -> None:
-    if not context.findings:
+    """The findings on the advisor's one severity scale: notes "for your information" say a
+    setting is fine, so they are listed but never counted as problems."""
+    if not advice.problems_of(context.findings):
         st.markdown(":material/check_circle: **No problems found.** The config is ready to train.")
+        if context.findings:
+            render_findings(context.findings, key_prefix="rv")
         return
-    errors, warnings = len(context.errors), len(context.warnings)
-    others = len(context.findings) - errors - warnings
-    st.markdown(
-        f":material/error: **{errors} error(s)** (must be fixed) · :material/warning: "
-        f"**{warnings} warning(s)** · :material/lightbulb: **{others} suggestion(s)**"
-    )
+    must = " (errors must be fixed)" if context.errors else ""
+    st.markdown(advice.severity_summary(context.findings) + must)
     fixable = [f for f in context.findings if f.fix]
     if len(fixable) > 1:
         fixed = None

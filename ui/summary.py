@@ -84,7 +84,7 @@ def ram_fit(needed_gb: float, hw: Hardware) -> str:
 
 def status_text(context: StudioContext) -> tuple[str, str]:
     errors, warnings = len(context.errors), len(context.warnings)
-    tips = len(context.findings) - errors - warnings
+    tips = sum(f.severity == "suggestion" for f in context.findings)  # information is no tip
     if not errors and not warnings:
         return f"{OK} Ready", f"{tips} suggestion(s) to consider" if tips else "no problems found"
     parts = []

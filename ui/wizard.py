@@ -11,13 +11,14 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.findings import count_severities
 from advisor.model_facts import HUB, ModelSource
 from trainer.config.fields import WIZARD_STEPS
-from trainer.demo.dataset import TRIGGER_WORD as DEMO_TRIGGER_WORD
 from trainer.demo.tiny import ensure_demo
 from trainer.models.hub import format_bytes
 from trainer.settings import load_settings
 from ui import state
+from ui.advice import PLURALS
 from ui.context import StudioContext, current_model_facts
 from ui.datasets import analyse, render_report
 from ui.model_panel import render_model_card, render_model_panel
@@ -28,6 +29,7 @@ STEPS = list(WIZARD_STEPS)
 STEP_KEY = "wiz:step"
 REVIEW_PAGE = "pages/review.py"
 _STEP_SHADOW = "_shadow:wiz:step"
+_LABEL_SHADOW = "_shadow:wiz:step_label"  # the chosen step's label as the browser was last sent it
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
 
@@ -66,12 +68,9 @@ def step_label(step: str, context: StudioContext) -> str:
     arch = state.get_value("model.arch", "sd15")
     if not any(applies(f, arch) for f in step_fields(step)):
         return f"{number} · {title} (not for {ARCH_LABELS[arch]})"
-    problems = context.findings_for(set(step_fields(step)))
-    errors = sum(f.severity == "error" for f in problems)
-    warnings = sum(f.severity == "warning" for f in problems)  # suggestions are not warnings
-    marks = (f" · {errors} error(s)" if errors else "") + (
-        f" · {warnings} warning(s)" if warnings else ""
-    )
+    counts = count_severities(context.findings_for(set(step_fields(step))))
+    # Only what needs attention is counted: suggestions are optional, information is fine.
+    marks = "".join(f" · {counts[s]} {PLURALS[s]}" for s in ("error", "warning") if counts[s])
     return f"{number} · {title}{marks}"
 
 
@@ -79,11 +78,16 @@ def render_navigation(context: StudioContext) -> str:
     """Step picker, progress, expert switch and undo; returns the step to show."""
     step = current_step()
     ss = st.session_state
-    if STEP_KEY not in ss or ss.get(_STEP_SHADOW) != step or ss[STEP_KEY] not in STEPS:
+    labels = {s: step_label(s, context) for s in STEPS}  # format_func must not read state
+    # The browser shows the chosen step by the label it was last *sent*, and Streamlit sends a
+    # select box's value only when the script sets it: when an edit changes that label (a warning
+    # more or fewer), set it again, or the picker shows the counts from before the edit.
+    stale = ss.get(_LABEL_SHADOW) != labels[step]
+    if stale or STEP_KEY not in ss or ss.get(_STEP_SHADOW) != step or ss[STEP_KEY] not in STEPS:
         ss[STEP_KEY] = step
         ss[_STEP_SHADOW] = step
+        ss[_LABEL_SHADOW] = labels[step]
     left, mid, right = st.columns([3, 1.3, 1], vertical_alignment="bottom")
-    labels = {s: step_label(s, context) for s in STEPS}  # format_func must not read state
     left.selectbox(
         "Wizard step",
         STEPS,
@@ -288,9 +292,7 @@ def render_dataset_sources() -> None:
 def _toggle_demo_dataset(index: int) -> None:
     on = st.session_state[f"wiz:ds_demo:{index}"]
     st.session_state[f"_shadow:wiz:ds_demo:{index}"] = on
-    state.set_value(f"datasets.{index}.folder_path", "demo:dataset" if on else "")
-    if not on and state.get_value(f"datasets.{index}.trigger_word") == DEMO_TRIGGER_WORD:
-        state.set_value(f"datasets.{index}.trigger_word", None)  # the demo's, not the user's
+    state.use_dataset_folder(index, state.DEMO_DATASET if on else "")
 
 
 def dataset_folder(ref: str) -> Path:
