@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 import torch
-from options_support import StopAfter, run
+from options_support import RecordingTracker, StopAfter, run
 from PIL import Image
 
 from trainer.config.io import loads_config
 from trainer.config.schema import TrainingConfig
+from trainer.config.sections.outputs import LoggingConfig
 from trainer.data.scanning import DatasetError
 from trainer.engine.checkpoint import CheckpointError, list_checkpoints
+from trainer.engine.context import RunContext
 from trainer.engine.failures import NonFiniteLoss
-from trainer.tracking.progress import read_progress
+from trainer.engine.loop import train
+from trainer.tracking.progress import ProgressWriter, read_progress
 
 
 def tiny_config(**sections: Any) -> TrainingConfig:
@@ -280,3 +283,81 @@ def test_yaml_config_runs_through_run_job(demo_home, tmp_path, monkeypatch) -> N
     saved = loads_config((tmp_path / "job" / "config.yaml").read_text())
     assert saved.train.lr == pytest.approx(2e-3)
     assert read_progress(tmp_path / "job")["phase"] == "finished"
+
+
+class RecordingProgress:
+    """A progress writer that keeps every state it writes (none is rate-limited away)."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.writer = ProgressWriter(job_dir, min_interval_s=0.0)
+        self.written: list[dict[str, Any]] = []
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.writer.last
+
+    def update(self, force: bool = False, **fields: Any) -> bool:
+        wrote = self.writer.update(force=force, **fields)
+        self.written.append(dict(self.writer.last))
+        return wrote
+
+    def close(self, **fields: Any) -> None:
+        self.writer.close(**fields)
+
+
+def test_progress_shows_each_phase_and_an_eta_that_counts_previews_and_saves(
+    demo_home: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(
+        train={"steps": 6},
+        sample={
+            "sample_every": 3,
+            "prompts": ["[trigger] circle", "x"],
+            "width": 64,
+            "height": 64,
+            "sample_steps": 2,
+        },
+        save={"save_every": 3},
+    )
+    progress = RecordingProgress(tmp_path / "job")
+    ctx = RunContext(demo_home, tmp_path / "job", RecordingTracker(), progress=progress)
+    train(cfg, ctx)
+    seen = progress.written
+
+    def where(phase: str, **match: Any) -> list[dict[str, Any]]:
+        return [p for p in seen if p["phase"] == phase and match.items() <= p.items()]
+
+    loading = where("loading", phase_detail="the base model")[0]
+    assert loading["total_steps"] == 6 and loading["phase_started"] > 0  # known from the start
+    assert where("loading", phase_detail="the dataset")
+    # Previews image by image: the baseline (step 0), then steps 3 and 6.
+    for step in (0, 3, 6):
+        assert sorted({p["phase_done"] for p in where("sampling", step=step)}) == [0, 1, 2]
+        assert {p["phase_total"] for p in where("sampling", step=step)} == {2}
+    # The ETA includes what is still due: at step 3 the round at 6 and the saves; at step 6 (all
+    # steps done) its previews and the final checkpoint and LoRA. It never reads 0 before the end.
+    assert all(p["eta_s"] > 0 for p in where("sampling", step=3))
+    last_step = where("training", step=6)[0]
+    assert last_step["eta_s"] > 0
+    assert where("sampling", step=6, phase_done=0)[0]["eta_s"] > 0
+    saving = where("saving", step=6)
+    assert [(p["phase_detail"], p["phase_done"], p["phase_total"]) for p in saving] == [
+        ("checkpoints/step_00000006", 0, 2),
+        ("lora/t", 1, 2),
+    ]
+    assert all(p["eta_s"] > 0 for p in saving)
+    assert where("saving", step=3, phase_detail="checkpoints/step_00000003")  # mid-run too
+    # A phase never carries the last one's counts.
+    assert all(p.get("phase_done") is None for p in where("training"))
+    # The clock measured every preview image and save.
+    assert ctx.clock.images.count == 6 and ctx.clock.saves.count == 3
+
+
+def test_a_default_run_logs_a_loss_point_per_step(demo_home: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(train={"steps": 30, "lr_scheduler": "constant"})
+    cfg.logging = LoggingConfig(use_mlflow=False)  # log_every as a new config has it
+    outcome, rec = run(cfg, demo_home, tmp_path / "job")
+    assert outcome.step == 30
+    assert sorted(step for step, values in rec.metrics.items() if "loss" in values) == list(
+        range(1, 31)
+    )

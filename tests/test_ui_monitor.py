@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from jobs_support import make_home, wait_for
+from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from trainer.config.io import load_config
 from trainer.jobs.control import stop, wait_for_exit
-from trainer.jobs.folder import job_alive, log_tail
+from trainer.jobs.folder import job_alive, job_folder, log_tail
 from trainer.jobs.launch import launch
 from trainer.settings import StudioSettings, load_settings
-from trainer.tracking.job_file import read_job
-from trainer.tracking.progress import read_progress
+from trainer.tracking.job_file import read_job, write_job
+from trainer.tracking.progress import read_progress, write_progress
 from trainer.tracking.records import get_run_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,9 +93,11 @@ def test_a_finished_run_shows_progress_charts_samples_log_and_lora(
     assert len(charts) == 2  # loss (raw + smoothed) and learning rate
     assert '"Loss"' in charts[0].proto.spec and "strokeDash" in charts[0].proto.spec
     assert set(chart_data(charts[0])["series"]) == {"raw", "smoothed"}
+    assert chart_data(charts[0])["series"].count("raw") == 30  # a point per step
     assert '"Learning rate"' in charts[1].proto.spec
     assert len(at.get("image")) == 8  # 2 prompts at steps 0, 10, 20 and 30
     assert "Samples at step 30" in text
+    assert any("noise by design" in i.value for i in at.info)  # the tiny random demo model
     assert "Finished 30 steps" in at.code[0].value  # the log tail
     assert "demo_sd15.safetensors" in text
     assert at.get("download_button")
@@ -210,3 +218,76 @@ def test_total_steps_are_known_before_the_trainer_reports_them(tmp_path: Path) -
     (tmp_path / "config.yaml").write_text("train:\n  steps: 30\n", encoding="utf-8")
     assert view({}).total_steps == 30  # from the launched config while the model loads
     assert view({"total_steps": 12}).total_steps == 12  # the trainer's own word wins
+
+
+# ---------------------------------------------------------------- phases, a clean end, the demo
+@contextmanager
+def fake_trainer(settings: StudioSettings, finished_run: str, progress: dict, model: str):
+    """An MLflow run still RUNNING with a live 'trainer' (a sleeping process of this test) and
+    the given progress file; removed afterwards, so the other tests see no active run."""
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_run(finished_run).info.experiment_id
+    run_id = client.create_run(experiment, run_name="monitor_fake").info.run_id
+    folder = job_folder(settings, run_id)
+    folder.mkdir(parents=True)
+    config = folder / "config.yaml"
+    config.write_text(f"model:\n  name_or_path: '{model}'\ntrain:\n  steps: 30\n")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        write_job(folder, sleeper.pid, run_id, time.time() - 5, ["trainer"], config, device="x")
+        write_progress(folder, progress)
+        yield run_id
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+        shutil.rmtree(folder)
+        client.delete_run(run_id)
+
+
+def test_a_phase_shows_its_own_progress_and_the_time_left(
+    settings: StudioSettings, finished_run: str
+) -> None:
+    progress = {
+        "phase": "sampling",
+        "step": 0,
+        "total_steps": 30,
+        "phase_done": 1,
+        "phase_total": 3,
+        "eta_s": 95.0,
+    }
+    with fake_trainer(settings, finished_run, progress, "some-org/real-sd15") as run_id:
+        at = monitor(run_id).run()
+        assert not at.exception, at.exception
+        bar = at.get("progress")[0].proto.text
+        assert bar == "Step 0 / 30 · Making baseline previews (before training): image 2 of 3"
+        eta = next(m for m in at.metric if m.label == "ETA")
+        assert eta.value.startswith("1 min 3")  # 95 s, counted down since the write
+        assert "**Status:** :material/play_circle: running" in texts(at)
+        assert at.button(key=f"stop_{run_id}")
+        assert not [i for i in at.info if "noise" in i.value]  # a real base model: no demo note
+        frame = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+        side = frame.sidebar.get("progress")[0].proto.text  # the sidebar words it the same way
+        assert side.startswith("step 0 / 30 · Making baseline previews (before training)")
+        assert "image 2 of 3" in side and " · ETA 1 min" in side
+        assert frame.sidebar.button(key=f"sidebar_stop_{run_id}")
+
+
+def test_an_ended_run_shows_no_stop_and_no_running_while_its_trainer_exits(
+    settings: StudioSettings, finished_run: str
+) -> None:
+    # The trainer has written 'finished' and is closing the MLflow run (still RUNNING there).
+    progress = {"phase": "finished", "step": 30, "total_steps": 30, "eta_s": 0}
+    with fake_trainer(settings, finished_run, progress, "demo:sd15") as run_id:
+        at = monitor(run_id).run()
+        assert not at.exception, at.exception
+        text = texts(at)
+        assert "**Status:** :material/check_circle: finished" in text
+        assert "running" not in text.lower()
+        assert f"stop_{run_id}" not in [b.key for b in at.button]
+        assert "monitor_fake · finished ·" in at.selectbox(key="run").options[0]
+        assert next(m for m in at.metric if m.label == "ETA").value == "done"
+        assert at.get("progress")[0].proto.text == "Step 30 / 30 · Finished"
+        assert any("noise by design" in i.value for i in at.info)  # the demo model
+        frame = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+        assert f"sidebar_stop_{run_id}" not in [b.key for b in frame.sidebar.button]
+        assert frame.sidebar.get("progress")[0].proto.text == "step 30 / 30 · Finished"

@@ -3,142 +3,38 @@
 ``render_live(settings, run_id)`` is the live part. The page wraps it in
 ``st.fragment(run_every="2s")`` while the run is active; tests call it directly (AppTest cannot
 tick fragments). Every read is cheap: the progress file every tick, MLflow metric history and
-samples only when the step or the sample count changed (cached).
+samples only when the step or the sample count changed (cached). The run as seen here:
+``ui.monitor_view``; the progress bar, phase line and ETA: ``ui.monitor_progress``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
-import yaml
 
-from trainer.jobs.active import active_jobs, format_duration, progress_fraction
-from trainer.jobs.folder import (
-    CONFIG_FILE,
-    LOG_FILE,
-    job_alive,
-    job_folder,
-    log_tail,
-    read_exit,
-    stop_requested,
-)
+from trainer.jobs.active import active_jobs, format_duration
+from trainer.jobs.folder import LOG_FILE, job_alive, job_folder, log_tail
 from trainer.jobs.launch import resumable
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import fetch_artifact, lora_artifacts, sample_images
-from trainer.tracking.job_file import JobInfo, read_job
-from trainer.tracking.layout import TAG_PREDICTED
+from trainer.tracking.job_file import read_job
 from trainer.tracking.progress import read_progress
-from trainer.tracking.records import get_run_record, list_runs, metric_history
+from trainer.tracking.records import list_runs, metric_history
 from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, reconcile_on_load, resume_job, stop_job
 from ui.mlflow_links import render_mlflow_links
+from ui.monitor_progress import PHASE_LABELS, render_progress
+from ui.monitor_view import ENDED_STATUS, STATUS_LABELS, RunView, load_view
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
 _PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
 FORCE_AFTER_S = 20.0
-PHASE_LABELS = {  # Material icons: emoji show as empty boxes without an emoji font
-    "starting": (":material/rocket_launch:", "Starting the trainer"),
-    "queued": (":material/schedule:", "Queued"),
-    "loading": (":material/hourglass_top:", "Loading the model"),
-    "caching": (":material/database:", "Caching latents and text embeddings"),
-    "training": (":material/fitness_center:", "Training"),
-    "sampling": (":material/image:", "Generating sample images"),
-    "saving": (":material/save:", "Saving the LoRA and a checkpoint"),
-    "stopping": (":material/stop_circle:", "Stopping"),
-    "finished": (":material/check_circle:", "Finished"),
-    "failed": (":material/error:", "Failed"),
-    "killed": (":material/stop_circle:", "Stopped"),
-}
-FLOW = ("loading", "caching", "training", "sampling", "saving", "finished")
-STATUS_LABELS = {  # (icon, word): the run picker's plain-text options show the word only
-    "RUNNING": (":material/play_circle:", "running"),
-    "FINISHED": (":material/check_circle:", "finished"),
-    "FAILED": (":material/error:", "failed"),
-    "KILLED": (":material/stop_circle:", "stopped"),
-    "SCHEDULED": (":material/schedule:", "scheduled"),
-}
-RESUMING = (":material/sync:", "resuming")
-
-
-@dataclass
-class RunView:
-    """Everything the monitor shows about one run, gathered once per render."""
-
-    run_id: str
-    name: str
-    status: str
-    experiment_id: str
-    note: str
-    tags: dict[str, str]
-    start_time: datetime | None
-    job_dir: Path
-    job: JobInfo | None
-    alive: bool
-    progress: dict[str, Any]
-    exit: dict[str, Any] | None
-    stop_requested: float | None
-
-    @property
-    def active(self) -> bool:
-        return self.alive
-
-    @property
-    def phase(self) -> str:
-        phase = self.progress.get("phase")
-        if self.status in ("FAILED", "KILLED", "FINISHED") and not self.alive:
-            return {"FAILED": "failed", "KILLED": "killed", "FINISHED": "finished"}[self.status]
-        if self.alive and self.stop_requested and phase not in ("saving", "killed"):
-            return "stopping"
-        return phase or ("starting" if self.alive else "queued")
-
-    @property
-    def total_steps(self) -> int | None:
-        """From the trainer's progress, else the config the run was launched with (known before
-        the model has loaded)."""
-        reported = self.progress.get("total_steps")
-        if reported:
-            return int(reported)
-        try:
-            config = yaml.safe_load((self.job_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            return None
-        steps = (config or {}).get("train", {}).get("steps") if isinstance(config, dict) else None
-        return steps if isinstance(steps, int) else None
-
-    @property
-    def predicted_s_per_step(self) -> float | None:
-        value = (self.job.extra.get("predicted_s_per_step") if self.job else None) or self.tags.get(
-            TAG_PREDICTED
-        )
-        try:
-            return float(value) if value else None
-        except ValueError:
-            return None
-
-
-def load_view(settings: StudioSettings, run_id: str) -> RunView:
-    record = get_run_record(settings.tracking_uri, run_id)
-    folder = job_folder(settings, run_id)
-    job = read_job(folder)
-    return RunView(
-        run_id=run_id,
-        name=record.name,
-        status=record.status,
-        experiment_id=record.experiment_id,
-        note=record.note,
-        tags=record.tags,
-        start_time=record.start_time,
-        job_dir=folder,
-        job=job,
-        alive=job_alive(job),
-        progress=read_progress(folder) or {},
-        exit=read_exit(folder),
-        stop_requested=stop_requested(settings, run_id),
-    )
+DEMO_NOTE = (
+    "This run trains the tiny demo model, whose weights are random: its previews are noise by "
+    "design (it shows the whole flow, not image quality). With a real base model, such as "
+    "Stable Diffusion 1.5, the previews are pictures."
+)
 
 
 # ------------------------------------------------------------------------------------ cached data
@@ -165,10 +61,14 @@ def _marker(view: RunView, *keys: str) -> tuple:
 
 
 # ----------------------------------------------------------------------------------- run picker
-def _run_label(record: Any) -> str:
+def _run_label(settings: StudioSettings, record: Any) -> str:
     when = record.start_time.astimezone().strftime("%Y-%m-%d %H:%M") if record.start_time else ""
-    _, status = STATUS_LABELS.get(record.status, ("", record.status.lower()))
-    return f"{record.name} · {status} · {when} · {record.run_id[:8]}"
+    status = record.status
+    if status == "RUNNING":  # the trainer says the run ended while it closes the MLflow run
+        phase = (read_progress(job_folder(settings, record.run_id)) or {}).get("phase")
+        status = ENDED_STATUS.get(phase, status)
+    _, word = STATUS_LABELS.get(status, ("", status.lower()))
+    return f"{record.name} · {word} · {when} · {record.run_id[:8]}"
 
 
 def render_run_picker(settings: StudioSettings) -> str | None:
@@ -178,7 +78,7 @@ def render_run_picker(settings: StudioSettings) -> str | None:
     records = list_runs(settings.tracking_uri, max_results=200)
     if not records:
         return None
-    labels = {r.run_id: _run_label(r) for r in records}
+    labels = {r.run_id: _run_label(settings, r) for r in records}
     requested = st.session_state.pop(MONITOR_RUN_KEY, None)
     picked = st.session_state.get(PICK_KEY)
     if requested not in labels and picked not in labels and picked:
@@ -213,50 +113,10 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
     icon, label = PHASE_LABELS.get(view.phase, ("•", view.phase))
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.subheader(f"{view.name}")
-    status_icon, status = STATUS_LABELS.get(view.status, ("", view.status.lower()))
-    ended = ("finished", "killed", "failed")  # the trainer said so and is only exiting
-    if view.alive and view.status != "RUNNING" and view.phase not in ended:
-        status_icon, status = RESUMING  # until the relaunched trainer attaches to the run
+    status_icon, status = view.status_label
     left.markdown(f"**Status:** {status_icon} {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
     with right:
         render_mlflow_links(settings, [view], {view.run_id: view.name}, key="mon")
-
-
-def render_progress(view: RunView) -> None:
-    p = view.progress
-    step, total = p.get("step"), view.total_steps
-    text = f"Step {step or 0} / {total}" if total else "Waiting for the first step…"
-    if not step and view.alive:
-        text += f" · {PHASE_LABELS.get(view.phase, ('', view.phase))[1]}…"
-    st.progress(progress_fraction(p), text=text)
-    flow = " → ".join(f"**{name}**" if name == view.phase else name for name in FLOW)
-    st.caption(f"Phases: {flow}")
-    cols = st.columns(5)
-    cols[0].metric("Step", f"{step or 0} / {total or '?'}")
-    eta = p.get("eta_s") if view.alive else 0 if view.phase == "finished" else None
-    cols[1].metric("ETA", format_duration(eta), help="Time left at the current speed.")
-    started = view.job.started if view.job else None
-    ended = (view.exit or {}).get("ended") or p.get("updated")
-    elapsed = ((time.time() if view.alive else ended or time.time()) - started) if started else None
-    cols[2].metric("Elapsed", format_duration(elapsed))
-    _render_speed(cols[3], p.get("s_per_step"), view.predicted_s_per_step)
-    loss = p.get("loss_smoothed") or p.get("loss")
-    cols[4].metric("Loss (smoothed)", f"{loss:.4f}" if loss is not None else "—")
-
-
-def _render_speed(col: Any, measured: float | None, predicted: float | None) -> None:
-    value = f"{measured:.3f} s" if measured else "—"
-    if measured and predicted:
-        change = (measured - predicted) / predicted * 100
-        col.metric(
-            "s / step",
-            value,
-            delta=f"{change:+.0f}% vs predicted {predicted:.3f} s",
-            delta_color="inverse",
-            help="Measured seconds per step against the advisor's prediction at launch.",
-        )
-    else:
-        col.metric("s / step", value, help="No prediction from the advisor for this run.")
 
 
 def render_errors(view: RunView) -> None:
@@ -276,6 +136,9 @@ def render_errors(view: RunView) -> None:
 
 def render_controls(settings: StudioSettings, view: RunView) -> None:
     cols = st.columns([1, 1, 3])
+    if view.alive and view.ended:
+        st.caption("The run has ended; the trainer is closing it in MLflow.")
+        return
     if view.alive:
         if cols[0].button(
             "Stop",
@@ -361,7 +224,9 @@ def render_charts(settings: StudioSettings, view: RunView) -> None:
 
 
 def render_samples(settings: StudioSettings, view: RunView) -> None:
-    samples = _samples(settings.tracking_uri, view.run_id, _marker(view, "samples"))
+    samples = _samples(settings.tracking_uri, view.run_id, _marker(view, "samples", "phase_done"))
+    if view.is_demo:
+        st.info(DEMO_NOTE, icon=":material/info:")
     if not samples:
         st.caption("Sample images appear here at each sampling step.")
         return

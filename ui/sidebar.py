@@ -6,25 +6,32 @@ panel refreshes itself every few seconds as a fragment.
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
-from trainer.jobs.active import ActiveJob, active_jobs, format_duration
+from trainer.jobs.active import ActiveJob, active_jobs
 from trainer.settings import StudioSettings, load_settings
+from trainer.tracking.progress import TERMINAL_PHASES
 from ui.jobs import MONITOR_PAGE, stop_job
-from ui.monitor import PHASE_LABELS
+from ui.monitor_progress import PHASE_LABELS, eta_text, phase_line
 
 REFRESH = "3s"
 
 
 def render_job(settings: StudioSettings, job: ActiveJob) -> None:
     """One active run: name, phase, progress bar, ETA, Stop and a link to its monitor."""
-    icon, label = PHASE_LABELS.get(job.phase, ("•", job.phase))
+    icon, label = PHASE_LABELS.get(job.phase, (":material/pending:", job.phase))
     step, total = job.progress.get("step"), job.progress.get("total_steps")
+    ended = job.phase in TERMINAL_PHASES  # the process is only closing its MLflow run
+    now = time.time()
     st.markdown(f"**{job.name}** — {icon} {label}")
-    text = f"step {step or 0} / {total}" if total else "starting…"
-    eta = job.progress.get("eta_s")
-    if eta is not None and job.phase == "training":
-        text += f" · ETA {format_duration(eta)}"
+    text = phase_line(job.phase, job.progress, now, job.started) if not ended else label
+    if total:
+        text = f"step {step or 0} / {total} · {text}"
+    eta, _ = eta_text(job.progress, running=not ended, finished=job.phase == "finished", now=now)
+    if not ended and eta != "—":
+        text += f" · ETA {eta}"
     st.progress(job.fraction, text=text)
     left, right = st.columns(2)
     left.page_link(
@@ -33,7 +40,9 @@ def render_job(settings: StudioSettings, job: ActiveJob) -> None:
         icon=":material/monitoring:",
         query_params={"run": job.run_id},
     )
-    if job.stop_requested:
+    if ended:
+        right.caption(":material/hourglass_bottom: closing…")
+    elif job.stop_requested:
         right.caption(":material/stop_circle: stopping…")
     elif right.button(
         "Stop",

@@ -1,7 +1,8 @@
 """Where a training run writes and how it is told to stop: ``RunContext`` and ``StopSignal``.
 
 ``trainer.engine.run`` builds the context (studio home, job folder, tracker, progress file, this
-process's rank); the loop reports phases, the dataset report and previews through it.
+process's rank); the loop reports phases, the dataset report and previews through it. Each
+progress write carries the run's time left (``eta_s``) from ``ctx.clock`` (trainer.engine.eta).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.engine.distributed import Dist
+from trainer.engine.eta import RunClock
 from trainer.tracking.layout import TAG_DATASET
 from trainer.tracking.progress import ProgressWriter
 
@@ -47,6 +49,7 @@ class RunContext:
     verbose: bool = False  # logging.verbose: one log line per step
     dist: Dist = field(default_factory=Dist)  # this process's rank when several train together
     refiner: Any = None  # loaded on the first preview when model.refiner_name_or_path is set
+    clock: RunClock = field(default_factory=RunClock)  # time left; the loop plans it
 
     def __post_init__(self) -> None:
         self.job_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,20 @@ class RunContext:
         return self.job_dir / "checkpoints"
 
     def phase(self, name: str, **values: Any) -> None:
-        self.progress.update(phase=name, **values)
+        """Enter (or stay in) phase ``name``; a new phase starts its own progress
+        (``phase_started``, ``phase_done``/``phase_total``, ``phase_detail``: ProgressWriter)."""
+        self.progress.update(phase=name, **{"eta_s": self.clock.seconds_left(), **values})
+
+    def phase_progress(
+        self, detail: str | None = None, done: int | None = None, total: int | None = None
+    ) -> None:
+        """How far the current phase is: ``done`` of ``total`` items, working on ``detail``."""
+        self.progress.update(
+            phase_detail=detail,
+            phase_done=done,
+            phase_total=total,
+            eta_s=self.clock.seconds_left(),
+        )
 
     def dataset_report(self, report: Any, fingerprint: str) -> None:
         summary = report.to_dict()

@@ -4,7 +4,8 @@ Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
 Everything architecture-specific sits behind `trainer.arch.base.Arch`; data behind
 `trainer.data.batches.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it),
 reached through the run's `RunContext` (trainer.engine.context). Memory options:
-`trainer.engine.memory.prepare`; previews: `trainer.engine.previews`.
+`trainer.engine.memory.prepare`; previews: `trainer.engine.previews`; step speed, memory and
+what the ETA counts on: `trainer.engine.reporting`.
 Every run trains through accelerate (`ctx.dist`, trainer.engine.distributed: prepare/DDP,
 accumulate, autocast, GradScaler); with several processes it also shards the data and lets only
 the main process log, sample and save.
@@ -21,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from torch import Tensor
 
@@ -33,6 +33,7 @@ from trainer.data.scanning import check_enough, scan_dataset
 from trainer.demo.tiny import resolve_demo_ref
 from trainer.engine.batching import batch_stream
 from trainer.engine.cache import LatentCache, TextEmbeddingCache, latent_key, text_key
+from trainer.engine.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from trainer.engine.checkpoint import (
     CheckpointError,
     incompatibilities,
@@ -51,6 +52,7 @@ from trainer.engine.memory.prompts import unload_for_run
 from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugmented
 from trainer.engine.optim import build_optimizer, build_scheduler, param_groups
 from trainer.engine.previews import sample_and_log, sample_due, wants_first_sample
+from trainer.engine.reporting import Meter, peak_memory_mb, plan_clock
 from trainer.lora.hub import push_lora_folder
 from trainer.lora.io import load_lora_file, save_lora
 
@@ -75,10 +77,11 @@ def train_steps(
     dist = ctx.dist
     torch.manual_seed(cfg.train.seed)
     ctx.verbose = cfg.logging.verbose
-    ctx.phase("loading")
+    ctx.phase("loading", total_steps=int(cfg.train.steps), phase_detail="the base model")
     check_environment(cfg, device, processes=dist.world)
     arch = load_arch(cfg, ctx.home, device, dtype)
     prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
+    ctx.phase_progress(detail="the dataset")
     data = prepare_data(cfg, ctx)
     groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)  # adapters in fp32
     if cfg.model.lora_path:
@@ -104,13 +107,15 @@ def train_steps(
             noise_gen.manual_seed(rank_seed(cfg.train.seed, dist.rank, state.step))
     log_effective_batch(ctx, cfg, data)
     inputs = ModelInputs(arch, cfg, ctx.cache_dir)
+    plan_clock(ctx, cfg, state.step, total, data, trainable)  # what the ETA counts on
 
     if wants_first_sample(cfg, resumed=resume is not None):
         sample_and_log(arch, cfg, ctx, state.step)
-    ctx.phase("training", step=state.step, total_steps=total)
     if cfg.train.unload_text_encoder:  # every prompt the run needs is encoded first
+        ctx.phase("caching", step=state.step, phase_detail="the text embeddings of every prompt")
         steps_left = (total - state.step) * dist.world  # the global plan: every rank's batches
         unload_for_run(arch, cfg, inputs, data, state.micro_batches, steps_left)
+    ctx.phase("training", step=state.step, total_steps=total)
     batches = stream_batches(data, cfg, state, arch.device, dist)
     accumulation = cfg.train.gradient_accumulation_steps
     arch.train()
@@ -146,10 +151,10 @@ def train_steps(
             ctx.phase("training", step=state.step, total_steps=total)
         if state.step % cfg.save.save_every == 0 and state.step < total:
             checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+            ctx.phase("training", step=state.step, total_steps=total)
 
-    stopped = state.step < total
-    ctx.phase("saving", step=state.step, total_steps=total)
-    checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+    stopped = state.step < total  # then the checkpoint is the only file saved
+    checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state, files=1 if stopped else 2)
     with ema_weights(state.ema):  # the saved LoRA is the average when train.use_ema is on
         files = [] if stopped or not dist.is_main else save_final(ctx, cfg, arch, state.step)
     dist.barrier()
@@ -298,31 +303,6 @@ def log_effective_batch(ctx: RunContext, cfg: TrainingConfig, data: BucketBatche
 
 # ---------------------------------------------------------------------------- state
 @dataclass
-class Meter:
-    """Loss smoothing and speed; the first step (one-time set-up) is left out of s/step."""
-
-    smoothed: float | None = None
-    seconds: float = 0.0
-    timed_steps: int = 0
-    images: int = 0
-    last_loss: float = float("nan")
-    last_images: int = 0  # images in the last step (all its micro-batches)
-
-    def update(self, loss: float, seconds: float, images: int, step: int) -> None:
-        self.last_loss = loss
-        self.last_images = images
-        self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
-        if self.timed_steps or step > 1:
-            self.seconds += seconds
-            self.timed_steps += 1
-            self.images += images
-
-    @property
-    def seconds_per_step(self) -> float:
-        return self.seconds / self.timed_steps if self.timed_steps else float("nan")
-
-
-@dataclass
 class LoopState:
     step: int = 0
     micro_batches: int = 0
@@ -346,14 +326,14 @@ def report(
 ) -> None:
     meter = state.meter
     per_step = meter.seconds_per_step
-    eta = per_step * (total - state.step) if math.isfinite(per_step) else None
+    ctx.clock.at_step(state.step, per_step if math.isfinite(per_step) else None)
     values = {
         "loss": meter.last_loss,
         "loss_smoothed": meter.smoothed,
         "lr": lr,
         "s_per_step": per_step if math.isfinite(per_step) else None,
         "images_per_s": meter.images / meter.seconds if meter.seconds else None,
-        "eta_s": eta,
+        "eta_s": ctx.clock.seconds_left(),  # previews and saves still due included
         "batch_size": meter.last_images
         / inputs.cfg.train.gradient_accumulation_steps
         / ctx.dist.world,
@@ -372,16 +352,18 @@ def report(
         ctx.tracker.log_metrics(metrics, step=state.step)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return psutil.Process().memory_info().rss / 2**20
-
-
 # ---------------------------------------------------------------------- saving
-def checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState) -> Path | None:
-    """Main process saves; every rank waits for the files (a resume reads the same checkpoint)."""
-    path = _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+def checkpoint(
+    ctx, cfg, arch, optimizer, scheduler, noise_gen, state: LoopState, files: int = 1
+) -> Path | None:
+    """Main process saves; every rank waits for the files (a resume reads the same checkpoint).
+
+    Enters the saving phase: the checkpoint is file 1 of ``files`` saved in it.
+    """
+    where = f"checkpoints/{CHECKPOINT_PREFIX}{state.step:08d}"
+    ctx.phase("saving", step=state.step, phase_detail=where, phase_done=0, phase_total=files)
+    with ctx.clock.save():
+        path = _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
     ctx.dist.barrier()
     return path
 
@@ -419,7 +401,11 @@ def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> 
 
 def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> list[Path]:
     out = ctx.job_dir / "lora"
-    files = save_lora(arch, out, cfg.name, cfg.save.save_format, cfg.save.dtype, {"steps": step})
+    ctx.phase_progress(detail=f"lora/{cfg.name}", done=1, total=2)  # after the checkpoint
+    with ctx.clock.save():
+        files = save_lora(
+            arch, out, cfg.name, cfg.save.save_format, cfg.save.dtype, {"steps": step}
+        )
     for file in files:
         if file.parent == out:
             ctx.tracker.log_artifact(file, "lora")

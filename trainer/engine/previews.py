@@ -43,17 +43,47 @@ def sample_prompts(cfg: TrainingConfig) -> list[dict[str, Any]]:
     return prompts
 
 
+def preview_steps(cfg: TrainingConfig, start: int, total: int) -> list[int]:
+    """The steps after ``start`` whose previews are due (the run's clock counts them)."""
+    return [step for step in range(start + 1, total + 1) if sample_due(cfg, step, total)]
+
+
 def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) -> None:
+    """One round of previews, image by image: each is logged as soon as it is made, and the
+    progress says which image of the round is being made (and, through ``ctx.clock``, how long
+    the rest of the run takes)."""
     if not ctx.dist.is_main:  # previews come from the main process only
         return
-    ctx.phase("sampling", step=step)
     s = cfg.sample
     prompts = sample_prompts(cfg)
     if s.walk_seed:
         prompts = [{"seed": s.seed + i, **p} for i, p in enumerate(prompts)]
     sampler = resolved(cfg, "sampler")
-    images = arch.sample(
-        prompts,
+    with ctx.clock.preview_round(step, len(prompts)):
+        ctx.phase("sampling", step=step, phase_done=0, phase_total=len(prompts))
+        for index, spec in enumerate(prompts):
+            with ctx.clock.preview_image():
+                image = make_preview(arch, cfg, ctx, spec, sampler)
+            ctx.tracker.log_image(
+                image,
+                key=f"sample_{index}",
+                step=step,
+                extra={
+                    "prompt": spec["prompt"],
+                    "seed": spec.get("seed", s.seed),
+                    "sampler": sampler,
+                    "sample_steps": spec.get("sample_steps", s.sample_steps),
+                },
+            )
+            ctx.phase_progress(done=index + 1, total=len(prompts))
+    ctx.progress.update(samples=(ctx.progress.last.get("samples") or 0) + len(prompts))
+
+
+def make_preview(arch: Arch, cfg: TrainingConfig, ctx: RunContext, spec: dict, sampler: str) -> Any:
+    """One preview image (each has its own seeded generator: the same image as in a batch)."""
+    s = cfg.sample
+    image = arch.sample(
+        [spec],
         sampler=sampler,
         steps=s.sample_steps,
         guidance_scale=resolved(cfg, "guidance_scale"),
@@ -62,22 +92,10 @@ def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) 
         seed=s.seed,
         neg=s.neg,
         lora_scale=s.network_multiplier,
-    )
+    )[0]
     if cfg.model.refiner_name_or_path:
-        images = refine_previews(arch, cfg, ctx, images, prompts)
-    for index, (image, spec) in enumerate(zip(images, prompts, strict=True)):
-        ctx.tracker.log_image(
-            image,
-            key=f"sample_{index}",
-            step=step,
-            extra={
-                "prompt": spec["prompt"],
-                "seed": spec.get("seed", s.seed),
-                "sampler": sampler,
-                "sample_steps": spec.get("sample_steps", s.sample_steps),
-            },
-        )
-    ctx.progress.update(samples=(ctx.progress.last.get("samples") or 0) + len(images))
+        image = refine_previews(arch, cfg, ctx, [image], [spec])[0]
+    return image
 
 
 def refine_previews(arch: Arch, cfg: TrainingConfig, ctx: RunContext, images, prompts) -> list:

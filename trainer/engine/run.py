@@ -139,7 +139,7 @@ def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
         outcome = train(cfg, ctx, resume_point)
     except BaseException as err:  # every failure ends the run FAILED with a reason
         note = explain_failure(err)
-        ctx.progress.close(phase="failed", last_error=note)
+        ctx.progress.close(phase="failed", last_error=note, eta_s=None)
         tracker.set_description(note)
         tracker.end("FAILED")
         traceback.print_exc()
@@ -147,13 +147,13 @@ def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
         return JobResult(EXIT_FAILED, run_id, job_dir, "FAILED", note)
     if outcome.stopped:
         note = f"Stopped by {stop.signal_name or 'request'} at step {outcome.step}; resume with --resume."
-        ctx.progress.close(phase="killed", step=outcome.step)
+        ctx.progress.close(phase="killed", step=outcome.step, eta_s=None)
         tracker.set_description(note)
         tracker.end("KILLED")
         if main:
             print(note, flush=True)
         return JobResult(EXIT_STOPPED, run_id, job_dir, "KILLED", note)
-    ctx.progress.close(phase="finished", step=outcome.step)
+    ctx.progress.close(phase="finished", step=outcome.step, eta_s=0)
     tracker.end("FINISHED")
     files = ", ".join(str(f) for f in outcome.lora_files)
     if main:

@@ -28,6 +28,8 @@ PHASES = (
     "killed",
 )
 TERMINAL_PHASES = ("finished", "failed", "killed")
+# What one phase reports about itself; a new phase starts without the last one's.
+PHASE_OWN_KEYS = ("phase_started", "phase_done", "phase_total", "phase_detail")
 PROGRESS_KEYS = (
     "phase",
     "step",
@@ -40,6 +42,7 @@ PROGRESS_KEYS = (
     "samples",
     "last_error",
     "updated",
+    *PHASE_OWN_KEYS,
 )
 
 
@@ -47,7 +50,10 @@ def write_progress(job_dir: str | Path, progress: Mapping[str, Any]) -> dict[str
     """Atomically replace ``<job_dir>/progress.json`` (temp file + ``os.replace``; ~0.1 ms).
 
     Usual keys: phase (one of ``PHASES``), step, total_steps, loss, loss_smoothed, lr,
-    s_per_step, eta_s, samples (images so far), last_error. ``updated`` is set to now.
+    s_per_step, eta_s (seconds left, previews and saves included), samples (images so far),
+    last_error, and the phase's own progress (``PHASE_OWN_KEYS``): phase_started (wall time it
+    began), phase_done of phase_total items (preview images, files saved), phase_detail (what is
+    being worked on: "the base model", "checkpoints/step_00000010"). ``updated`` is set to now.
     """
     phase = progress.get("phase")
     if phase is not None and phase not in PHASES:
@@ -60,10 +66,13 @@ def write_progress(job_dir: str | Path, progress: Mapping[str, Any]) -> dict[str
 
 
 class ProgressWriter:
-    """``write_progress`` at most every ``min_interval_s`` (phase changes and errors at once).
+    """``write_progress`` at most every ``min_interval_s`` (phase changes, progress within a
+    phase and errors at once). A new phase drops the previous phase's own keys and stamps
+    ``phase_started``, so the monitor never shows one phase's counts under another.
 
     An atomic replace costs ~1-3 ms on ext4 (it flushes the replaced file's blocks), i.e. 1-3% of a
     0.1 s step if done every step; the monitor polls every ~2 s, so once a second is plenty.
+    Progress within a phase (preview images, files) changes seconds apart, so it is written at once.
     """
 
     def __init__(self, job_dir: str | Path, min_interval_s: float = 1.0) -> None:
@@ -75,10 +84,21 @@ class ProgressWriter:
 
     def update(self, force: bool = False, **fields: Any) -> bool:
         """Merge ``fields`` into the progress; write if due. Returns True when written."""
-        urgent = force or (
-            ("phase" in fields and fields["phase"] != self.last.get("phase"))
+        new_phase = "phase" in fields and fields["phase"] != self.last.get("phase")
+        urgent = (
+            force
+            or new_phase
             or (fields.get("last_error") and fields["last_error"] != self.last.get("last_error"))
+            or any(
+                fields.get(key) != self.last.get(key)
+                for key in ("phase_done", "phase_detail")
+                if key in fields
+            )
         )
+        if new_phase:
+            for key in PHASE_OWN_KEYS:
+                self.last.pop(key, None)
+            self.last["phase_started"] = time.time()
         self.last.update(fields)
         now = time.monotonic()
         if not urgent and now - self._written_at < self.min_interval_s:

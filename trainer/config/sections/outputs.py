@@ -202,8 +202,11 @@ class LoggingConfig(Section):
         None, "Name of the run in MLflow; empty: the config's name.", step="save"
     )
     log_every: int = opt(
-        10,
-        "Send metrics every this many steps (the live progress file updates every step).",
+        1,
+        "Record metrics every this many steps. 1 gives the loss chart a point per step (a "
+        "30-step run: 30 points) at no measurable cost: the MLflow tracker buffers the points "
+        "and writes them in one batch about every 2 s. Raise it only to thin very long runs' "
+        "charts (the live progress file updates every step either way).",
         step="save",
         ge=1,
         le=10_000,

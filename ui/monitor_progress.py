@@ -1,0 +1,138 @@
+"""The monitor's progress part: what the run is doing now, in words, and the time left.
+
+The trainer writes each phase's own progress to progress.json (trainer.tracking.progress:
+``phase_started``, ``phase_done`` of ``phase_total``, ``phase_detail``) and an ETA that includes
+the previews and saves still due (trainer.engine.eta). ``phase_line`` words it ("Making baseline
+previews: image 2 of 3", "Loading the base model (18 s)"); ``eta_text`` counts the ETA down
+between the trainer's writes, so it never sits at "0 s" while previews or saves are still made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from trainer.jobs.active import format_duration, progress_fraction
+from ui.monitor_view import RunView
+
+PHASE_LABELS = {  # Material icons: emoji show as empty boxes without an emoji font
+    "starting": (":material/rocket_launch:", "Starting the trainer"),
+    "queued": (":material/schedule:", "Queued"),
+    "loading": (":material/hourglass_top:", "Loading the model"),
+    "caching": (":material/database:", "Caching latents and text embeddings"),
+    "training": (":material/fitness_center:", "Training"),
+    "sampling": (":material/image:", "Generating sample images"),
+    "saving": (":material/save:", "Saving the LoRA and a checkpoint"),
+    "stopping": (":material/stop_circle:", "Stopping"),
+    "finished": (":material/check_circle:", "Finished"),
+    "failed": (":material/error:", "Failed"),
+    "killed": (":material/stop_circle:", "Stopped"),
+}
+FLOW = ("loading", "caching", "training", "sampling", "saving", "finished")
+
+
+def phase_line(
+    phase: str, progress: Mapping[str, Any], now: float, launched: float | None = None
+) -> str:
+    """What the trainer is doing now, with the phase's own progress (``launched``: when the
+    trainer process was started, for the time before it reports in)."""
+    done, of = progress.get("phase_done") or 0, progress.get("phase_total")
+    detail = progress.get("phase_detail")
+    since = _since(progress.get("phase_started"), now)
+    if phase in ("starting", "queued"):
+        return f"Starting the trainer{_since(launched, now)}"
+    if phase == "loading":
+        return f"Loading {detail or 'the base model'}{since}"
+    if phase == "caching":
+        what = detail or "latents and text embeddings"
+        return f"Caching {what}: {done} of {of}" if of else f"Caching {what}{since}"
+    if phase == "sampling":
+        step = progress.get("step") or 0
+        which = "baseline previews (before training)" if step == 0 else f"previews at step {step}"
+        return f"Making {which}: image {min(done + 1, of)} of {of}" if of else f"Making {which}"
+    if phase == "saving":
+        count = f" (file {min(done + 1, of)} of {of})" if of else ""
+        return f"Saving {detail or 'the LoRA and a checkpoint'}{count}"
+    if phase == "stopping":
+        return "Stopping: the trainer saves a checkpoint after the current step"
+    return PHASE_LABELS.get(phase, ("", phase))[1]
+
+
+def _since(started: float | None, now: float) -> str:
+    return f" ({format_duration(max(0.0, now - started))})" if started else ""
+
+
+def eta_text(
+    progress: Mapping[str, Any],
+    *,
+    running: bool,
+    finished: bool,
+    now: float,
+    predicted_s_per_step: float | None = None,
+    total: int | None = None,
+) -> tuple[str, str]:
+    """The ETA metric's value and its help text."""
+    if finished:
+        return "done", "The run has finished."
+    if not running:
+        return "—", "The run is not training."
+    eta = progress.get("eta_s")
+    if eta is not None:  # counted down from the trainer's last write
+        left = eta - max(0.0, now - (progress.get("updated") or now))
+        help_ = "Time left at the measured speed, the previews and saves still due included."
+        return (format_duration(left) if left >= 1 else "any moment"), help_
+    if predicted_s_per_step and total:
+        steps_left = max(0, total - (progress.get("step") or 0))
+        return (
+            f"≈ {format_duration(predicted_s_per_step * steps_left)}",
+            "The advisor's prediction for the training steps; measured after the first steps.",
+        )
+    return "—", "Measured after the first training steps."
+
+
+def render_progress(view: RunView) -> None:
+    """The progress bar with the phase line, the phase flow and the headline numbers."""
+    p, now = view.progress, time.time()
+    step, total = p.get("step") or 0, view.total_steps
+    launched = view.job.started if view.job else None
+    line = phase_line(view.phase, p, now, launched) if view.running else ""
+    line = line or PHASE_LABELS.get(view.phase, ("", view.phase))[1]
+    text = f"Step {step} / {total} · {line}" if total else line
+    st.progress(progress_fraction(p), text=text)
+    flow = " → ".join(f"**{name}**" if name == view.phase else name for name in FLOW)
+    st.caption(f"Phases: {flow}")
+    cols = st.columns(5)
+    cols[0].metric("Step", f"{step} / {total or '?'}")
+    eta, eta_help = eta_text(
+        p,
+        running=view.running,
+        finished=view.phase == "finished",
+        now=now,
+        predicted_s_per_step=view.predicted_s_per_step,
+        total=total,
+    )
+    cols[1].metric("ETA", eta, help=eta_help)
+    ended_at = (view.exit or {}).get("ended") or p.get("updated")
+    elapsed = ((now if view.running else ended_at or now) - launched) if launched else None
+    cols[2].metric("Elapsed", format_duration(elapsed))
+    _render_speed(cols[3], p.get("s_per_step"), view.predicted_s_per_step)
+    loss = p.get("loss_smoothed") or p.get("loss")
+    cols[4].metric("Loss (smoothed)", f"{loss:.4f}" if loss is not None else "—")
+
+
+def _render_speed(col: Any, measured: float | None, predicted: float | None) -> None:
+    value = f"{measured:.3f} s" if measured else "—"
+    if measured and predicted:
+        change = (measured - predicted) / predicted * 100
+        col.metric(
+            "s / step",
+            value,
+            delta=f"{change:+.0f}% vs predicted {predicted:.3f} s",
+            delta_color="inverse",
+            help="Measured seconds per step against the advisor's prediction at launch.",
+        )
+    else:
+        col.metric("s / step", value, help="No prediction from the advisor for this run.")
