@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from trainer.settings import use_hub_offline_mode, use_studio_http_defaults
+from ui.boundary import page_boundary
 from ui.sidebar import render_active_runs
 from ui.state import init_state
 from ui.summary import render_sidebar_hardware
@@ -29,4 +30,5 @@ init_state()  # the draft config: created once per session, restored from the au
 page = st.navigation(PAGES)
 render_sidebar_hardware()
 render_active_runs()  # the active run: progress and Stop, live while it trains
-page.run()
+with page_boundary(page.title):  # an unexpected error: a plain message here, traceback in the log
+    page.run()

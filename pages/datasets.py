@@ -10,6 +10,7 @@ from ui.dataset_handoff import render_train_handoff
 from ui.dataset_manager import (
     pick_dataset,
     render_analysis,
+    render_broken,
     render_create,
     render_duplicates,
 )
@@ -25,6 +26,7 @@ render_create(root)
 folder = pick_dataset(root)
 if folder is None:
     st.stop()
+render_broken(folder)  # images that cannot be decoded: listed and removable, never a crash
 render_train_handoff(folder)
 analysis, duplicates, captions = st.tabs(["Analysis", "Near-duplicates", "Captions"])
 with analysis:

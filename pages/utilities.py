@@ -23,16 +23,19 @@ st.title("LoRA utilities")
 st.caption(
     "The same tools as `python -m trainer lora inspect | resize | convert | merge`. What they make"
     " is saved beside the chosen LoRA in an `outputs` folder (never among a run's checkpoints,"
-    " which the trainer rotates)."
+    " which the trainer rotates), or in the studio home's `outputs` folder for a LoRA kept"
+    " elsewhere. Saving stays inside the studio home, and replaces an existing file only when you"
+    " tick “Replace the existing file”."
 )
 path = pick_file(home, "LoRA file", "lu:main")
 if path is None:
     st.info("Choose a LoRA file (.safetensors, or a diffusers LoRA folder).")
     st.stop()
-render_inspect(path)
+if not render_inspect(path):
+    st.stop()  # not a LoRA: the message says why; nothing below could use it
 resize, convert, merge, grid = st.tabs(["Resize", "Convert", "Merge", "X/Y grid"])
 with resize:
-    render_resize(path)
+    render_resize(path, home)
 with convert:
     render_convert(path, home)
 with merge:

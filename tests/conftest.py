@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The tiny models are far too small to gain from intra-op threads, and on a shared 2-core
 # machine the thread hand-offs cost more than the math (measured ~10x on single convolutions).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A page's error boundary shows a plain message; tests want the exception itself (AppTest's
+# `at.exception`), so a page bug cannot hide behind the message. The boundary's own test unsets it.
+os.environ.setdefault("STUDIO_PAGE_ERRORS", "raise")
 try:
     import torch
 

@@ -51,13 +51,14 @@ def test_inspect_resize_and_merge(home: Path, tmp_path: Path) -> None:
     assert metrics == {"Layout": "kohya", "Modules": "2", "Ranks": "8×2", "Alphas": "4×2"}
     run(at.number_input(key="lu:param:rank").set_value(3.0))
     run(at.button(key="lu:resize").click())
-    out = tmp_path / "outputs" / "a_resized.safetensors"
+    # a.safetensors lies outside the studio home: what is made from it goes to the home's outputs/
+    out = home / "outputs" / "a_resized.safetensors"
     assert any("mean rank 3," in s.value for s in at.success), [s.value for s in at.success]
     assert lora_tools.inspect(out)["ranks"] == {3: 2}
     run(at.text_input(key="lu:other:path").set_value(str(b)))
     run(at.number_input(key="lu:w2").set_value(0.5))
     run(at.button(key="lu:merge").click())
-    merged = lora_tools.load(tmp_path / "outputs" / "a_merged.safetensors")
+    merged = lora_tools.load(home / "outputs" / "a_merged.safetensors")
     la, lb = lora_tools.load(a), lora_tools.load(b)
     for name, module in merged.modules.items():
         expected = la.modules[name].delta() + 0.5 * lb.modules[name].delta()
@@ -82,7 +83,9 @@ def test_xy_grid_and_convert_on_the_demo_model(
     run(at.switch_page("pages/utilities.py"))
     run(at.text_input(key="lu:main:path").set_value(str(path)))
     run(at.button(key="lu:convert").click())  # to webui: no base model needed
-    assert lora_tools.inspect(tmp_path / "outputs" / "g_webui.safetensors")["layout"] == "kohya"
+    converted = demo_home / "outputs" / "g_webui.safetensors"  # in the studio home: see above
+    assert lora_tools.inspect(converted)["layout"] == "kohya"
+    converted.unlink()  # the demo home is shared by the session's tests
     at.text_area(key="lu:gridprompts").set_value("sks\na dog")
     at.number_input(key="lu:gridsteps").set_value(2)
     run(at.number_input(key="lu:gridsize").set_value(64))

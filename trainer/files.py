@@ -5,6 +5,9 @@ Every write goes to a temporary file in the target's own folder and is moved int
 second studio) sees the old file or the whole new one, never a torn one, and a crash or a full disk
 leaves the old file intact. ``fsync`` makes the new content durable before the rename; it costs a
 few milliseconds, so files rewritten every training step (progress) skip it.
+
+``writable_target`` is the one check of where the studio may write what a user names (a folder
+under the allowed roots, the right extension, no silent replacement).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,85 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------------------------- write places
+
+# Names a folder target must not end in: a folder called "x.safetensors" is a file name typed by
+# mistake (or a format switched after the name was typed), not a place for a pipeline.
+FILE_SUFFIXES = frozenset(
+    {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".json", ".yaml", ".yml", ".txt"}
+)
+
+
+class WriteRefused(ValueError):
+    """A place the studio will not write to; the message says why and what to do instead."""
+
+
+class WouldReplace(WriteRefused):
+    """The target exists: writing there needs an explicit confirm (a checkbox, ``--force``)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(f"{path} exists: saving would replace this {kind}")
+        self.path = path
+        self.kind = kind
+
+
+def writable_target(
+    path: str | Path,
+    *,
+    suffix: str,
+    roots: Sequence[str | Path] | None,
+    replace: bool = False,
+) -> Path:
+    """The one check of "may the studio write here": the resolved target, or ``WriteRefused``.
+
+    ``suffix`` is the extension the target must have (".safetensors"), or "" for a folder (a
+    diffusers LoRA, a merged pipeline). ``roots`` are the folders writes must stay inside (the
+    studio home, plus output folders the user configured), resolved with symlinks, so neither
+    ``..`` nor a link leads out; a relative path is taken under the first root. ``None`` allows
+    any place (the command line writes where its user says). A target that exists raises
+    ``WouldReplace`` unless ``replace``: a non-empty folder counts, an empty one does not.
+    """
+    text = str(path).strip()
+    if not text:
+        raise WriteRefused("no path given: type where to save")
+    allowed = [Path(root).expanduser().resolve() for root in roots] if roots is not None else None
+    try:
+        target = Path(text).expanduser()
+        if allowed and not target.is_absolute():
+            target = allowed[0] / target
+        target = target.resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a NUL byte, a symlink loop, no ~user
+        raise WriteRefused(f"{text!r} is not a usable path ({err})") from err
+    if allowed is not None and not any(
+        target != root and target.is_relative_to(root) for root in allowed
+    ):
+        where = " or ".join(str(root) for root in allowed) or "nowhere"
+        raise WriteRefused(
+            f"{target} is outside the folders the studio saves to: save under {where}"
+        )
+    kind = "folder" if not suffix else "file"
+    if suffix and target.suffix.lower() != suffix.lower():
+        raise WriteRefused(f"{target.name} does not end in {suffix}: name the file *{suffix}")
+    if not suffix and target.suffix.lower() in FILE_SUFFIXES:
+        raise WriteRefused(
+            f"{target.name} is a file name, but this saves a folder: drop the extension"
+        )
+    if suffix and target.is_dir():
+        raise WriteRefused(f"{target} is a folder: give a file name ending in {suffix}")
+    if not suffix and target.exists() and not target.is_dir():
+        raise WriteRefused(f"{target} is a file: give a folder name")
+    if exists_with_content(target) and not replace:
+        raise WouldReplace(target, kind)
+    return target
+
+
+def exists_with_content(path: Path) -> bool:
+    """A file, or a folder with anything in it (one that cannot be listed counts as full)."""
+    if not path.is_dir():
+        return path.exists()
+    try:
+        return any(path.iterdir())
+    except OSError:
+        return True

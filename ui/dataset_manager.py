@@ -29,9 +29,13 @@ def render_create(root: Path) -> None:
         )
         upload = files = folder = None
         if source == "Zip upload":
-            upload = st.file_uploader("Zip of images and .txt captions", type=["zip"])
+            upload = st.file_uploader(
+                "Zip of images and .txt captions", type=["zip"], key="dsm:zip"
+            )
         elif source == "Image files":
-            files = st.file_uploader("Images and captions", accept_multiple_files=True)
+            files = st.file_uploader(
+                "Images and captions", accept_multiple_files=True, key="dsm:files"
+            )
         else:
             folder = st.text_input("Folder on this machine", key="dsm:folder")
         st.caption("Sub-folders are flattened; files other than images and captions are skipped.")
@@ -39,7 +43,7 @@ def render_create(root: Path) -> None:
             return
         try:
             if upload is not None:
-                result = dm.import_zip(root, name, upload.getvalue())
+                result = dm.import_zip(root, name, upload.getvalue(), label=upload.name)
             elif files:
                 result = dm.import_files(root, name, [(f.name, f.getvalue()) for f in files])
             elif folder:
@@ -146,13 +150,55 @@ def render_analysis(folder: Path) -> None:
         st.dataframe(tags, hide_index=True, key="dsm:tags")
 
 
-def thumbnail(path: Path, size: int = 96) -> str:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((size, size))
-        buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=80)
+def thumbnail(path: Path, size: int = 96) -> str | None:
+    """A small JPEG data URL of the image; None for an image that cannot be decoded (listed by
+    ``render_broken`` for removal)."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            buf = io.BytesIO()
+            image.save(buf, "JPEG", quality=80)
+    except Exception:  # PIL raises many types on undecodable data
+        return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _images_stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every image: what the broken-image check depends on."""
+    found = []
+    for path in dm.images_in(folder):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        found.append((path.name, info.st_size, info.st_mtime_ns))
+    return tuple(found)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _broken(folder: str, stamp: tuple) -> dict[str, str]:
+    return dm.broken_images(Path(folder))  # decodes every image: once per folder state
+
+
+def render_broken(folder: Path) -> None:
+    """Images of the dataset that cannot be decoded, each with its reason and a Remove button
+    (to ``.removed/``, undone by "Undo last removal"): the rest of the page works without them."""
+    broken = _broken(str(folder), _images_stamp(folder))
+    if not broken:
+        return
+    with st.container(border=True, key="dsm:broken"):
+        st.warning(
+            f"{len(broken)} image{'s' if len(broken) > 1 else ''} in this dataset cannot be used: "
+            "they are left out of the analysis and of training. Remove them or replace the files.",
+            icon=":material/broken_image:",
+        )
+        for name, why in broken.items():
+            row = st.columns([4, 1], vertical_alignment="center")
+            row[0].text(f"{name}: {why}")  # st.text: a file name is never read as markdown
+            if row[1].button("Remove", key=f"dsm:rmbroken:{name}"):
+                dm.remove_images(folder, [name])
+                st.rerun()
 
 
 def render_duplicates(folder: Path) -> None:

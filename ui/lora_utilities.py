@@ -3,7 +3,12 @@
 The picker lists the LoRAs of the studio's job folders a user can use (final files, the LoRA of
 each checkpoint, what these utilities made), labelled by run name and file name; checkpoint
 internals (``lora_state.safetensors``, optimizer state) are left out. Everything made here is
-saved by default beside the chosen LoRA in an ``outputs/`` folder (``tools.output_path``).
+saved by default beside the chosen LoRA in an ``outputs/`` folder (``tools.output_path``), or in
+the studio home's ``outputs/`` when that LoRA lies elsewhere.
+
+Every "Save as" goes through ``trainer.files.writable_target``: under the studio home, with the
+right extension (.safetensors; a folder for a diffusers LoRA or a pipeline), and an existing
+file or folder is replaced only after "Replace the existing …" is ticked for that very path.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from types import SimpleNamespace
 
 import streamlit as st
 
+from trainer.files import WouldReplace, WriteRefused, writable_target
 from trainer.lora import io as lora_io
 from trainer.lora import tools as lt
 from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
@@ -27,6 +33,7 @@ RESIZE_HELP = {
     "sv_cumulative": "keep this fraction of the sum of singular values (e.g. 0.9)",
 }
 MAX_LISTED = 200
+SAFETENSORS, FOLDER = ".safetensors", ""  # what a "Save as" names: a LoRA file, or a folder
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,47 @@ def pick_file(home: Path, label: str, key: str) -> Path | None:
     return path
 
 
+def write_roots(home: Path) -> list[Path]:
+    """Where the utilities may save: the studio home (a setting for more folders would add here)."""
+    return [home]
+
+
+def propose(source: Path, tag: str, home: Path, suffix: str = ".safetensors") -> Path:
+    """``tools.output_path`` beside ``source`` when the studio may write there, else the same
+    name in the studio home's ``outputs/`` folder."""
+    beside = lt.output_path(source, tag, suffix)
+    try:
+        writable_target(beside, suffix=suffix, roots=write_roots(home), replace=True)
+    except WriteRefused:
+        return home / lt.OUTPUTS_DIR / beside.name
+    return beside
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a button may save now (``path``), or why it may not (``problem``)."""
+
+    path: Path | None
+    problem: str = ""
+
+
+def save_target(label: str, proposal: Path, key: str, home: Path, suffix: str) -> Target:
+    """The "Save as" field and its check (``writable_target``): a refusal shows under the field;
+    an existing target shows a "Replace the existing …" checkbox, keyed by that path so a tick
+    never carries over to another file."""
+    typed = save_as(label, proposal, key)
+    try:
+        return Target(writable_target(typed, suffix=suffix, roots=write_roots(home)))
+    except WouldReplace as err:
+        if st.checkbox(f"Replace the existing {err.kind}", key=f"{key}:replace:{err.path}"):
+            return Target(err.path)
+        problem = f"{err}. Tick “Replace the existing {err.kind}” to replace it."
+        return Target(None, problem)
+    except WriteRefused as err:
+        st.warning(str(err), icon=":material/block:")
+        return Target(None, str(err))
+
+
 def save_as(label: str, proposal: Path, key: str) -> str:
     """A "Save as" field that proposes ``proposal`` and follows it: when the proposal changes
     (another LoRA picked, another format) the field shows the new one; a path typed over the
@@ -149,21 +197,27 @@ def rank_text(rank: float) -> str:
     return lt.rank_label(round(rank, 2))
 
 
-def _run(action, success: str) -> None:
+def _run(action, success: str, target: Target) -> None:
+    """Do ``action`` when ``target`` may be written; otherwise say why and write nothing."""
+    if target.path is None:
+        st.error(f"Not saved: {target.problem}")
+        return
     try:
-        result = action()
+        result = action(target.path)
     except (lt.LoraToolError, OSError, ValueError) as err:
         st.error(f"Failed: {err}")
         return
     st.success(success.format(result=result))
 
 
-def render_inspect(path: Path) -> None:
+def render_inspect(path: Path) -> bool:
+    """The LoRA's layout, modules, ranks and alphas; False (with a plain message) when ``path`` is
+    not a LoRA this page can use (a model's weights, a renamed text file, ...)."""
     try:
         info = lt.inspect(path)
     except (lt.LoraToolError, OSError, ValueError) as err:
-        st.error(f"Cannot read {path}: {err}")
-        return
+        st.error(f"{path.name} is not a LoRA file the utilities can use: {err}")
+        return False
     cols = st.columns(4)
     cols[0].metric("Layout", info["layout"])
     cols[1].metric("Modules", info["modules"])
@@ -173,43 +227,44 @@ def render_inspect(path: Path) -> None:
     )
     with st.expander("Keys and metadata"):
         st.json({"keys": info["keys"], "components": info["components"], **info["metadata"]})
+    return True
 
 
-def render_resize(path: Path) -> None:
+def render_resize(path: Path, home: Path) -> None:
     method = st.selectbox("Method", list(RESIZE_HELP), key="lu:method")
     if method == "rank":  # a whole number, shown as one
         param = st.number_input(RESIZE_HELP[method], 1, 4096, 4, step=1, key="lu:param:rank")
     else:
         default = 10.0 if method == "sv_ratio" else 0.9
         param = st.number_input(RESIZE_HELP[method], value=default, key=f"lu:param:{method}")
-    out = save_as("Save as", lt.output_path(path, "resized"), "lu:rout")
+    target = save_target("Save as", propose(path, "resized", home), "lu:rout", home, SAFETENSORS)
     if st.button("Resize", key="lu:resize"):
 
-        def action():
+        def action(out: Path) -> str:
             resized, stats = lt.resize(lt.load(path), method, param)
             lt.save(resized, out, {"resized": f"{method}={lt.rank_label(param)}"})
             mean_rank = rank_text(stats["mean_rank"])
             return f"{out}: mean rank {mean_rank}, mean error {stats['mean_error']:.4f}"
 
-        _run(action, "Saved {result}")
+        _run(action, "Saved {result}", target)
 
 
 def render_convert(path: Path, home: Path) -> None:
     to = st.radio("To", ["webui", "diffusers"], key="lu:to", horizontal=True)
     base = st.text_input("Base model (diffusers only; default: from the file)", key="lu:cbase")
-    proposal = lt.output_path(path, to, ".safetensors" if to == "webui" else "")
-    out = save_as("Save as", proposal, "lu:cout")
+    suffix = SAFETENSORS if to == "webui" else FOLDER  # diffusers: a folder holding the file
+    target = save_target("Save as", propose(path, to, home, suffix), "lu:cout", home, suffix)
     if st.button("Convert", key="lu:convert"):
 
-        def action():
+        def action(out: Path) -> Path:
             lora = lt.load(path)
             if to == "webui":
-                return lt.save(lt.to_kohya(lora), Path(out).with_suffix(".safetensors"))
+                return lt.save(lt.to_kohya(lora), out)
             arch = lt.file_arch(lora)
             pipe = lt.load_base_pipeline(arch, base or lora.metadata.get("base_model", ""), home)
             return lt.save(lt.to_peft(lora, pipe, arch), out)
 
-        _run(action, "Saved {result}")
+        _run(action, "Saved {result}", target)
 
 
 def render_merge(path: Path, home: Path) -> None:
@@ -217,26 +272,28 @@ def render_merge(path: Path, home: Path) -> None:
     if into_base:
         base = st.text_input("Base model", key="lu:mbase")
         scale = st.number_input("LoRA strength", value=1.0, key="lu:mscale")
-        out = save_as("Save pipeline to", lt.output_path(path, "merged_base", ""), "lu:mout")
+        proposal = propose(path, "merged_base", home, FOLDER)
+        target = save_target("Save pipeline to", proposal, "lu:mout", home, FOLDER)
         if st.button("Merge into base", key="lu:merge_base"):
 
-            def action():
+            def action(out: Path) -> Path:
                 lora = lt.load(path)
                 ref = base or lora.metadata.get("base_model", "")
                 pipe = lt.load_base_pipeline(lt.file_arch(lora), ref, home)
                 return lt.merge_into_base(path, pipe, out, scale)
 
-            _run(action, "Saved {result}")
+            _run(action, "Saved {result}", target)
         return
     other = pick_file(home, "Second LoRA", "lu:other")
     cols = st.columns(2)
     w1 = cols[0].number_input("Weight of the first", value=1.0, key="lu:w1")
     w2 = cols[1].number_input("Weight of the second", value=1.0, key="lu:w2")
-    out = save_as("Save as", lt.output_path(path, "merged"), "lu:out2")
+    target = save_target("Save as", propose(path, "merged", home), "lu:out2", home, SAFETENSORS)
     if other is not None and st.button("Merge", key="lu:merge"):
         _run(
-            lambda: lt.save(lt.merge([lt.load(path), lt.load(other)], [w1, w2]), out),
+            lambda out: lt.save(lt.merge([lt.load(path), lt.load(other)], [w1, w2]), out),
             "Saved {result}",
+            target,
         )
 
 

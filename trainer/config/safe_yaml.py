@@ -59,4 +59,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 def load_yaml(text: str) -> Any:
     """The document in ``text`` (plain data only), or a ``yaml.YAMLError`` saying what is wrong."""
-    return yaml.load(text, Loader=_StrictLoader)
+    loader = _StrictLoader(text)  # a SafeLoader: python tags stay errors
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

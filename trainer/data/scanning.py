@@ -180,7 +180,7 @@ def _inspect_image(path: Path, masks: dict[str, Path] | None, ds: DatasetConfig)
         data = path.read_bytes()
     except OSError as err:
         return f"cannot be read ({err.strerror or err})"
-    problem = _decode_problem(data)
+    problem = decode_problem(data)
     if isinstance(problem, str):
         return problem
     width, height, has_alpha = problem
@@ -189,7 +189,7 @@ def _inspect_image(path: Path, masks: dict[str, Path] | None, ds: DatasetConfig)
         mask_path = masks.get(path.stem)
         if mask_path is None:
             return f"no mask named {path.stem}.* in {ds.mask_path}"
-        mask_problem = _decode_problem(_read_or_empty(mask_path))
+        mask_problem = decode_problem(_read_or_empty(mask_path))
         if isinstance(mask_problem, str):
             return f"its mask {mask_path.name} is unusable: {mask_problem}"
     content_hash = hashlib.sha256(data).hexdigest()
@@ -203,8 +203,13 @@ def _read_or_empty(path: Path) -> bytes:
         return b""  # reported like an empty file
 
 
-def _decode_problem(data: bytes) -> tuple[int, int, bool] | str:
-    """(width, height, has_alpha) of an image that fully decodes, else the reason it does not."""
+def decode_problem(data: bytes, *, limit_pixels: bool = True) -> tuple[int, int, bool] | str:
+    """(width, height, has_alpha) of an image that fully decodes, else the reason it does not.
+
+    The one image check of the studio: the trainer's scan and the dataset imports both use it
+    (imports with ``limit_pixels`` False: a big image is flagged there, not refused; PIL's own
+    decompression-bomb limit still holds).
+    """
     if not data:
         return "empty file (0 bytes)"
     try:
@@ -214,7 +219,7 @@ def _decode_problem(data: bytes) -> tuple[int, int, bool] | str:
                 image.verify()  # structure and checksums, without decoding
             with Image.open(io.BytesIO(data)) as image:
                 width, height = _oriented_size(image)
-                if width * height > MAX_PIXELS:
+                if limit_pixels and width * height > MAX_PIXELS:
                     return _too_large(width, height)
                 image.load()  # a real decode: catches truncated pixel data verify() misses
                 return width, height, alpha_channel(image) is not None

@@ -1,6 +1,7 @@
 """CLI for ``python -m trainer lora inspect|resize|convert|merge`` (see ``trainer.lora.tools``).
 
-Kept apart from ``lora_tools`` so building the parser does not import torch.
+Kept apart from ``lora_tools`` so building the parser does not import torch. ``-o`` may name any
+place, but an output that exists is replaced only with ``--force`` (checked before any work).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.files import WouldReplace, WriteRefused, writable_target
 from trainer.settings import load_settings
 
 RESIZE_METHODS = ("rank", "sv_ratio", "sv_fro", "sv_cumulative")
@@ -38,6 +40,10 @@ def add_cli(commands: Any) -> None:
     merge_p.add_argument("--into-base", metavar="BASE", help="fuse into this base, save pipeline")
     merge_p.add_argument("--scale", type=float, default=1.0, help="LoRA strength for --into-base")
     merge_p.add_argument("-o", "--out", required=True)
+    for p in (resize_p, convert_p, merge_p):
+        p.add_argument(
+            "--force", action="store_true", help="replace the output if it exists (else refused)"
+        )
     for p in (convert_p, merge_p):
         p.add_argument("--base", help="base model (default: the file's base_model metadata)")
         p.add_argument("--arch", choices=("sd15", "sdxl", "flux"), default=None)
@@ -58,18 +64,40 @@ def _base_for(args: Any, lora: Any) -> tuple[str, str]:
     return arch, base
 
 
+def _output(args: Any, *, folder: bool) -> Path:
+    """``-o`` checked before any work: the right extension, and an existing output replaced only
+    with ``--force``. Any place is allowed: the command line writes where its user says."""
+    try:
+        return writable_target(
+            args.out, suffix="" if folder else ".safetensors", roots=None, replace=args.force
+        )
+    except WouldReplace as err:
+        raise WriteRefused(f"{err}; pass --force to replace it") from err
+
+
+def _lora_output(args: Any, layout: str) -> Path:
+    """A webui/kohya LoRA is one .safetensors file; a peft LoRA is one too, or a diffusers folder
+    when ``-o`` names no .safetensors file."""
+    from trainer.lora.tools import PEFT  # torch: not while building the parser
+
+    as_folder = layout == PEFT and not str(args.out).lower().endswith(".safetensors")
+    return _output(args, folder=as_folder)
+
+
 def cmd_lora(args: Any) -> int:
     from trainer.lora.tools import LoraToolError  # torch: not while building the parser
 
     try:
         return _run_cli(args)
-    except (LoraToolError, FileNotFoundError, OSError) as err:
+    except (LoraToolError, WriteRefused, FileNotFoundError, OSError, ValueError) as err:
         print(f"error: {err}")
         return 2
 
 
 def _run_cli(args: Any) -> int:
     from trainer.lora.tools import (  # torch: not while building the parser
+        KOHYA,
+        PEFT,
         LoraToolError,
         inspect,
         load,
@@ -87,8 +115,10 @@ def _run_cli(args: Any) -> int:
         print(json.dumps(inspect(args.file), indent=2, default=str))
         return 0
     if command == "resize":
-        resized, stats = resize(load(args.file), args.method, args.param, args.max_rank)
-        path = save(resized, args.out, {"resized": f"{args.method}={args.param}"})
+        lora = load(args.file)
+        out = _lora_output(args, lora.layout)
+        resized, stats = resize(lora, args.method, args.param, args.max_rank)
+        path = save(resized, out, {"resized": f"{args.method}={args.param}"})
         print(
             f"{path}: mean rank {stats['mean_rank']:.2f}, mean error {stats['mean_error']:.4f}, "
             f"max error {stats['max_error']:.4f} (relative Frobenius)"
@@ -96,21 +126,24 @@ def _run_cli(args: Any) -> int:
         return 0
     if command == "convert":
         lora = load(args.file)
+        out = _lora_output(args, KOHYA if args.to == "webui" else PEFT)
         if args.to == "webui":
             converted = to_kohya(lora, args.arch)
         else:
             arch, base = _base_for(args, lora)
             converted = to_peft(lora, load_base_pipeline(arch, base, _home(args)), arch)
-        print(save(converted, args.out))
+        print(save(converted, out))
         return 0
     if args.into_base:
         if len(args.files) != 1:
             raise LoraToolError("--into-base takes one LoRA file")
+        out = _output(args, folder=True)  # a whole pipeline: a folder
         arch, base = _base_for(args, load(args.files[0]))
         pipe = load_base_pipeline(arch, base, _home(args))
-        print(merge_into_base(args.files[0], pipe, args.out, args.scale))
+        print(merge_into_base(args.files[0], pipe, out, args.scale))
         return 0
     weights = args.weights or [1.0] * len(args.files)
-    merged = merge([load(f) for f in args.files], weights)
-    print(save(merged, args.out))
+    loras = [load(f) for f in args.files]
+    out = _lora_output(args, loras[0].layout)
+    print(save(merge(loras, weights), out))
     return 0

@@ -91,14 +91,41 @@ def lora_file(path: str | Path) -> Path:
     return path
 
 
+class UnreadableLora(ValueError):
+    """A file that is not a readable safetensors file (text renamed, truncated, another format)."""
+
+
+def _unreadable(file: Path, err: Exception) -> UnreadableLora:
+    return UnreadableLora(f"{file.name} is not a readable .safetensors file ({err})")
+
+
 def read_lora_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata in a LoRA's safetensors header (file or diffusers folder)."""
-    with safetensors.safe_open(str(lora_file(path)), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+    file = lora_file(path)
+    try:
+        with safetensors.safe_open(str(file), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except safetensors.SafetensorError as err:
+        raise _unreadable(file, err) from err
+
+
+def read_lora_keys(path: str | Path) -> list[str]:
+    """The tensor names in a safetensors header, in file order, without reading any weights (a
+    whole model picked by mistake is recognised before gigabytes are loaded)."""
+    file = lora_file(path)
+    try:
+        with safetensors.safe_open(str(file), framework="pt") as handle:
+            return list(handle.keys())
+    except safetensors.SafetensorError as err:
+        raise _unreadable(file, err) from err
 
 
 def read_lora_tensors(path: str | Path) -> dict[str, Tensor]:
-    return safetensors.torch.load_file(str(lora_file(path)))
+    file = lora_file(path)
+    try:
+        return safetensors.torch.load_file(str(file))
+    except safetensors.SafetensorError as err:
+        raise _unreadable(file, err) from err
 
 
 # ---------------------------------------------------------------------------------- metadata

@@ -21,6 +21,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer.arch.registry import load_arch
-from trainer.config.schema import TrainingConfig
 from trainer.lora import io as lora_io
+from trainer.lora.base_model import load_base_pipeline, merge_into_base  # noqa: F401  (re-exported)
 from trainer.lora.keys import KOHYA_PREFIXES, PEFT_SUFFIXES, classic_prefix
+from trainer.lora.outputs import (  # noqa: F401  (re-exported: where the utilities save)
+    CHECKPOINTS_DIR,
+    FINAL_DIR,
+    OUTPUTS_DIR,
+    output_path,
+)
 
 PEFT, KOHYA = "peft", "kohya"
 RESIZE_METHODS = ("rank", "sv_ratio", "sv_fro", "sv_cumulative")
@@ -80,7 +86,8 @@ class LoraFile:
 # ---------------------------------------------------------------------------------- reading
 
 
-def detect_layout(tensors: dict[str, Tensor]) -> str:
+def detect_layout(tensors: Iterable[str]) -> str:
+    """The layout named by the first key (of a tensor dict, or a header's key list)."""
     first = next(iter(tensors), "")
     if first.split(".", 1)[0] in COMPONENTS:
         return PEFT
@@ -91,7 +98,23 @@ def detect_layout(tensors: dict[str, Tensor]) -> str:
 
 def _adapter_meta(metadata: dict[str, str]) -> dict[str, Any]:
     raw = metadata.get(lora_io.ADAPTER_METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise LoraToolError(
+            f"the file's {lora_io.ADAPTER_METADATA_KEY} metadata is not a JSON object"
+        )
+    return found
+
+
+def _pair(
+    name: str, params: dict[str, Tensor], down_key: str, up_key: str
+) -> tuple[Tensor, Tensor]:
+    if up_key not in params:
+        raise LoraToolError(f"{name} has {down_key} but no {up_key}: the file is incomplete")
+    return params.pop(down_key), params.pop(up_key)
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
@@ -102,22 +125,27 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 
 
 def load(path: str | Path) -> LoraFile:
-    """Read a LoRA file (or diffusers folder) into modules with their alphas."""
+    """Read a LoRA file (or diffusers folder) into modules with their alphas.
+
+    Anything else (a model's weights, a text file renamed) is a ``LoraToolError`` or
+    ``lora_io.UnreadableLora`` (both ``ValueError``), recognised from the header alone."""
+    layout = detect_layout(lora_io.read_lora_keys(path))
     tensors = lora_io.read_lora_tensors(path)
     metadata = lora_io.read_lora_metadata(path)
-    layout = detect_layout(tensors)
     modules: dict[str, Module] = {}
     other: dict[str, Tensor] = {}
     if layout == KOHYA:
         grouped: dict[str, dict[str, Tensor]] = {}
         for key, value in tensors.items():
+            if "." not in key:
+                raise LoraToolError(f"unrecognised LoRA key {key!r}")
             name, suffix = key.split(".", 1)
             grouped.setdefault(name, {})[suffix] = value
         for name, params in grouped.items():
             if "lora_down.weight" not in params:
                 other.update({f"{name}.{k}": v for k, v in params.items()})
                 continue
-            down, up = params.pop("lora_down.weight"), params.pop("lora_up.weight")
+            down, up = _pair(name, params, "lora_down.weight", "lora_up.weight")
             alpha = params.pop("alpha", None)
             alpha_value = float(alpha) if alpha is not None else float(down.shape[0])
             modules[name] = Module(down, up, alpha_value, params)
@@ -136,7 +164,7 @@ def load(path: str | Path) -> LoraFile:
             other.update({f"{name}.{k}": v for k, v in params.items()})
             continue
         comp, module = name.split(".", 1)
-        down, up = params.pop("lora_A.weight"), params.pop("lora_B.weight")
+        down, up = _pair(name, params, "lora_A.weight", "lora_B.weight")
         rank = int(down.shape[0])
         bare = module.removeprefix(CLASSIC)
         alpha = adapter.get(f"{comp}.lora_alpha", rank)
@@ -446,63 +474,5 @@ def to_peft(lora: LoraFile, pipe: Any, arch: str | None = None) -> LoraFile:
     return converted
 
 
-# ---------------------------------------------------------------------------------- base model
-
-
-def load_base_pipeline(arch: str, base: str, home: Path) -> Any:
-    """The base pipeline (float32, CPU) for ``base``: a demo ref, folder, file or Hub id."""
-    cfg = TrainingConfig.model_validate(
-        {
-            "name": "lora_tools",
-            "model": {"arch": arch, "name_or_path": base},
-            "datasets": [{"folder_path": "unused"}],
-        }
-    )
-    return load_arch(cfg, home, torch.device("cpu"), torch.float32).pipe
-
-
-def merge_into_base(lora_path: str | Path, pipe: Any, out_dir: str | Path, scale: float = 1.0):
-    """Fuse the LoRA into the pipeline's weights (diffusers ``fuse_lora``) and save the pipeline."""
-    pipe.load_lora_weights(str(lora_path), adapter_name="merge")
-    pipe.fuse_lora(lora_scale=scale, adapter_names=["merge"])
-    pipe.unload_lora_weights()
-    out_dir = Path(out_dir)
-    pipe.save_pretrained(str(out_dir), safe_serialization=True)
-    return out_dir
-
-
 def rank_label(value: float) -> str:
     return str(int(value)) if math.isclose(value, round(value)) else f"{value:g}"
-
-
-# ---------------------------------------------------------------------------------- outputs
-
-OUTPUTS_DIR = "outputs"
-CHECKPOINTS_DIR = "checkpoints"  # a job's checkpoints: the trainer deletes all but the newest few
-FINAL_DIR = "lora"  # a job's final LoRA (also what a Hub push uploads: keep other files out)
-
-
-def output_path(source: str | Path, tag: str, suffix: str = ".safetensors") -> Path:
-    """Where a utility saves what it made from the LoRA ``source``: an ``outputs/`` folder beside
-    it, never inside a job's ``checkpoints/`` (rotated away) nor its ``lora/`` (pushed to the Hub).
-
-    ``<job>/lora/x.safetensors`` or ``<job>/lora/x/`` (diffusers) -> ``<job>/outputs/x_<tag>``;
-    ``<job>/checkpoints/step_00000020/lora/x.safetensors`` -> ``<job>/outputs/x_step20_<tag>``;
-    ``<dir>/outputs/x.safetensors`` -> the same folder; ``<dir>/x.safetensors`` ->
-    ``<dir>/outputs/x_<tag>``. ``suffix`` "" names a folder (a diffusers LoRA, a pipeline)."""
-    source = Path(source)
-    stem = source.stem if source.suffix == ".safetensors" else source.name
-    parts = source.parts
-    if CHECKPOINTS_DIR in parts[:-1]:
-        at = len(parts) - 1 - parts[::-1].index(CHECKPOINTS_DIR)
-        step = parts[at + 1] if at + 2 < len(parts) else ""
-        if step.startswith("step_") and step[5:].isdigit():
-            stem = f"{stem}_step{int(step[5:])}"
-        folder = Path(*parts[:at]) / OUTPUTS_DIR
-    elif source.parent.name == FINAL_DIR:
-        folder = source.parent.parent / OUTPUTS_DIR
-    elif source.parent.name == OUTPUTS_DIR:
-        folder = source.parent
-    else:
-        folder = source.parent / OUTPUTS_DIR
-    return folder / f"{stem}_{tag}{suffix}"
