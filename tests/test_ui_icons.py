@@ -121,3 +121,8 @@ def test_the_toolbar_is_minimal_without_a_deploy_button() -> None:
     ).stdout
     assert re.search(r'^toolbarMode = "minimal"$', shown, re.M), "client.toolbarMode"
     assert re.search(r'^address = "127.0.0.1"$', shown, re.M)  # the binding stays as it was
+    # Primary buttons, focus rings and progress bars: blue, not Streamlit's error-like red.
+    colour = re.search(r'^primaryColor = "#([0-9a-fA-F]{6})"$', shown, re.M)
+    assert colour, "theme.primaryColor"
+    red, green, blue = (int(colour.group(1)[i : i + 2], 16) for i in (0, 2, 4))
+    assert blue > red and blue > green
