@@ -146,7 +146,7 @@ def test_push_to_hub_offline_saves_then_fails_clearly_and_never_leaks_the_token(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from trainer.engine.run import EXIT_FAILED, run_job
+    from trainer.engine.run import EXIT_OK, run_job
     from trainer.tracking.artifacts import lora_artifacts
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -170,16 +170,21 @@ def test_push_to_hub_offline_saves_then_fails_clearly_and_never_leaks_the_token(
     assert (job / "lora" / "t.safetensors").is_file()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert "lora/t.safetensors" in lora_artifacts(uri, result.run_id)
-    # ... then a clear error: what failed, why (offline), where the files are.
-    assert result.exit_code == EXIT_FAILED and result.status == "FAILED"
-    for needle in ("not uploaded", "me/my-lora", "HF_HUB_OFFLINE", str(job / "lora")):
-        assert needle in result.message
-    assert "saved locally" in result.message and "name_or_path" not in result.message
+    # ... then the run still FINISHED (the training is done), with a clear warning: what failed,
+    # why (offline), where the files are — in the run's note, a warning tag and the log.
+    assert result.exit_code == EXIT_OK and result.status == "FINISHED"
     run_info = MlflowClient(uri).get_run(result.run_id)
-    assert "HF_HUB_OFFLINE" in run_info.data.tags.get("mlflow.note.content", "")
+    assert run_info.info.status == "FINISHED"
+    note = run_info.data.tags.get("mlflow.note.content", "")
+    warning = run_info.data.tags.get("studio.warning.hub_upload", "")
+    for needle in ("not uploaded", "me/my-lora", "HF_HUB_OFFLINE", str(job / "lora")):
+        assert needle in note and needle in warning
+    assert note.startswith("Training finished, but") and "saved locally" in note
+    assert "name_or_path" not in note
     # The token is nowhere: MLflow params/tags/notes (the whole store), artifacts, job folder,
     # config, console output.
     out, err = capfd.readouterr()
+    assert "Warning: Training finished, but push_to_hub" in err and "Finished 2 steps" in out
     assert TOKEN not in out + err
     assert all(TOKEN not in value for value in run_info.data.params.values())
     assert all(TOKEN not in value for value in run_info.data.tags.values())

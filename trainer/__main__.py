@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="latest",
         metavar="CHECKPOINT",
-        help="continue from a checkpoint folder (default: the newest one of this run's name)",
+        help="continue from a job folder or one of its checkpoints/step_* folders (default: the "
+        "newest checkpoint of this run's name); checked before anything is written, exit 2 when "
+        "it holds no usable checkpoint",
     )
     run.add_argument("--job-dir", help="folder for checkpoints, LoRA files, log and progress")
     schema = commands.add_parser("schema", help="print the config's JSON schema with metadata")

@@ -4,7 +4,12 @@ The state dict also holds the fp16 gradient scaler's state (``scaler``, None wit
 the loop (``trainer.engine.loop``) writes and restores it.
 
 A checkpoint is a folder written under a temporary name and renamed into place, so a crash or a
-full disk mid-save never damages the previous one. Only the newest `keep` folders are kept.
+full disk mid-save never damages the previous one (a full disk raises ``DiskFullError`` naming
+the folder and the bytes it needed). Only the newest `keep` folders are kept.
+
+``find_resume_checkpoint`` turns what ``--resume`` names (a step_* folder, a checkpoints folder or
+a job folder) into the newest checkpoint that loads, reading only; a damaged newer one is
+reported, and ``set_aside`` renames it so that rotation never keeps it over a good one.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from safetensors.torch import load_file, save_file
 from trainer.config.io import dump_yaml, loads_config
 from trainer.config.paths import get_path
 from trainer.config.schema import TrainingConfig
+from trainer.engine.failures import DiskFullError, is_write_full
 
 PREFIX = "step_"
+DAMAGED_PREFIX = "damaged_"  # a checkpoint that failed to load, renamed out of the rotation
 LORA_FILE = "lora_state.safetensors"
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
@@ -89,11 +96,33 @@ def save_checkpoint(
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception) and is_write_full(err):
+            raise DiskFullError(target, _bytes_needed(folder, lora, state), err) from err
         raise
     rotate(folder, keep)
     return target
+
+
+def _bytes_needed(folder: Path, lora: dict[str, Any], state: dict[str, Any]) -> int:
+    """About what a checkpoint takes: the previous one's size, else its tensors' bytes."""
+    previous = latest_checkpoint(folder)
+    try:
+        return folder_bytes(previous) if previous else tensor_bytes(lora) + tensor_bytes(state)
+    except OSError:
+        return tensor_bytes(lora) + tensor_bytes(state)
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a (nested) dict / list / tuple: about what saving them writes."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -123,6 +152,98 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of the files in ``path`` (a checkpoint: what the next one will need about)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class ResumeChoice:
+    """The checkpoint a resume continues from (it loaded), and newer ones that did not."""
+
+    path: Path
+    step: int
+    run_id: str | None  # the MLflow run the checkpoint was saved by
+    config: TrainingConfig  # the config it was saved with
+    damaged: list[tuple[Path, str]]  # (folder, why it failed to load), newest first
+
+    @classmethod
+    def of(cls, saved: Checkpoint, damaged: list[tuple[Path, str]]) -> ResumeChoice:
+        # Only what the resume needs: the weights and optimizer state are loaded again by the
+        # loop, not held twice for the whole run.
+        run_id = saved.state.get("run_id")
+        return cls(saved.path, saved.step, str(run_id) if run_id else None, saved.config, damaged)
+
+    @property
+    def job_dir(self) -> Path | None:
+        """The job folder it belongs to (``<job>/checkpoints/step_N``), None outside a job."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else None
+
+    def fallback_note(self) -> str:
+        """What a resume that skipped damaged checkpoints says, or "" when none was skipped."""
+        if not self.damaged:
+            return ""
+        skipped = "; ".join(f"{path.name} ({why})" for path, why in self.damaged)
+        return (
+            f"Resumed from {self.path.name} (step {self.step}), the newest checkpoint that "
+            f"loads. Set aside as {DAMAGED_PREFIX}*, since they could not be loaded: {skipped}"
+        )
+
+
+def find_resume_checkpoint(point: Path) -> ResumeChoice:
+    """The newest checkpoint at ``point`` that loads; reads only, writes nothing.
+
+    ``point`` is a checkpoint folder (exactly that one is used), a folder of step_* checkpoints,
+    or a job folder holding ``checkpoints/``: then newer checkpoints that fail to load are
+    skipped and listed in ``damaged``. CheckpointError (saying why and what to pass instead)
+    when ``point`` is none of these or no checkpoint in it loads.
+    """
+    if not point.exists():
+        raise CheckpointError(
+            f"{point} does not exist — pass a job folder or one of its checkpoints/step_* folders"
+        )
+    if not point.is_dir():
+        raise CheckpointError(f"{point} is a file, not a checkpoint folder or job folder")
+    if (point / STATE_FILE).exists():
+        return ResumeChoice.of(load_checkpoint(point), [])
+    candidates = list_checkpoints(point / "checkpoints") or list_checkpoints(point)
+    if not candidates:
+        raise CheckpointError(
+            f"{point} holds no checkpoint of this trainer (no checkpoints/step_* folder in it) "
+            "— pass the job folder of a run that saved a checkpoint, or one of its step_* folders"
+        )
+    damaged: list[tuple[Path, str]] = []
+    for candidate in reversed(candidates):
+        try:
+            return ResumeChoice.of(load_checkpoint(candidate), damaged)
+        except CheckpointError as err:
+            damaged.append((candidate, _first_line(err)))
+    raise CheckpointError(
+        f"no checkpoint in {candidates[0].parent} can be loaded: "
+        + "; ".join(f"{path.name}: {why}" for path, why in damaged)
+        + " — start the run again"
+    )
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged checkpoint to ``damaged_<name>``: rotation ignores it, so it never
+    stands in for a good one; the files stay for a look. None when it could not be renamed."""
+    target = path.with_name(DAMAGED_PREFIX + path.name)
+    try:
+        if target.exists():
+            shutil.rmtree(target)
+        path.rename(target)
+    except OSError:
+        return None
+    return target
+
+
+def _first_line(err: BaseException) -> str:
+    reason = err.__cause__ or err  # the loader's own words, without the path said twice
+    text = str(reason).strip().splitlines()
+    return f"{type(reason).__name__}: {text[0][:300]}" if text else type(reason).__name__
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     missing = [name for name in (LORA_FILE, STATE_FILE, CONFIG_FILE) if not (path / name).exists()]
     if not path.is_dir() or missing:
@@ -134,13 +255,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
         flat = load_file(str(path / LORA_FILE))
         state = _load_state(path / STATE_FILE)
         config = loads_config((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        step = int(state["step"])
     except Exception as err:  # a damaged file of any kind
         raise CheckpointError(f"{path} is damaged ({err}) — resume from an older one") from err
     lora: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in flat.items():
         component, _, name = key.partition("::")
         lora.setdefault(component, {})[name] = tensor
-    return Checkpoint(path=path, step=int(state["step"]), lora=lora, state=state, config=config)
+    return Checkpoint(path=path, step=step, lora=lora, state=state, config=config)
 
 
 def _load_state(file: Path) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugme
 from trainer.engine.optim import build_optimizer, build_scheduler, param_groups
 from trainer.engine.previews import sample_and_log, sample_due, wants_first_sample
 from trainer.engine.reporting import Meter, peak_memory_mb, plan_clock
-from trainer.lora.hub import push_lora_folder
+from trainer.lora.hub import push_after_training
 from trainer.lora.io import load_lora_file, save_lora
 
 
@@ -411,11 +411,9 @@ def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> l
             ctx.tracker.log_artifact(file, "lora")
         else:  # the diffusers layout is a folder of its own
             ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
-    if cfg.save.push_to_hub:  # only after the local save: a failed upload keeps the files
+    if cfg.save.push_to_hub:  # only after the local save: a failed upload is a warning
         ctx.tracker.flush()
-        url = push_lora_folder(out, cfg)
-        ctx.tracker.set_tags({"hub.repo_id": cfg.save.hf_repo_id, "hub.url": url})
-        print(f"Uploaded the LoRA to {url}", flush=True)
+        push_after_training(out, cfg, ctx.tracker)
     return files
 
 

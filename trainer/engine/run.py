@@ -4,6 +4,10 @@
 launches exactly that as a subprocess with MLFLOW_TRACKING_URI and MLFLOW_RUN_ID set (through
 ``accelerate launch`` when runtime.num_processes > 1: then every process runs `run_job`, the main
 one tracks the run, the others get a NullTracker and the main process's run id and job folder).
+
+``--resume`` is checked before anything is written (no MLflow run, no folder, no file): a path
+that holds no checkpoint, or a checkpoint that does not fit the config, is refused with exit code
+2 (``ResumeRefused``). Newer checkpoints that fail to load are skipped, set aside and reported.
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, Problem, load_config, save_config
 from trainer.config.schema import TrainingConfig
 from trainer.engine import distributed
-from trainer.engine.checkpoint import latest_checkpoint, load_checkpoint
+from trainer.engine.checkpoint import (
+    CheckpointError,
+    ResumeChoice,
+    find_resume_checkpoint,
+    folder_bytes,
+    incompatibilities,
+    latest_checkpoint,
+    set_aside,
+)
 from trainer.engine.context import RunContext, StopSignal
-from trainer.engine.failures import explain_failure
+from trainer.engine.failures import explain_failure, is_write_full
 from trainer.engine.loop import train
 from trainer.settings import load_settings
-from trainer.tracking.tracker import NullTracker, make_tracker
+from trainer.tracking.tracker import TAG_RESUME_FALLBACK, NullTracker, make_tracker
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -53,8 +65,16 @@ def load_runnable_config(path: str | Path, overrides: list[str]) -> TrainingConf
     return cfg
 
 
+class ResumeRefused(ConfigError):
+    """``--resume`` names nothing this run can continue from; the message says what to pass."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([Problem("--resume", message)], "--resume")
+
+
 def find_resume_point(resume: str, job_dir: Path | None, jobs_dir: Path, name: str) -> Path:
-    """'latest' → the newest checkpoint of this job (or of the newest job with this name)."""
+    """What ``--resume`` points at: the path given, or for 'latest' the job folder (``job_dir``,
+    else the job of this run's name with the newest checkpoint). Reads only."""
     if resume != "latest":
         return Path(resume)
     if job_dir is not None:
@@ -66,27 +86,35 @@ def find_resume_point(resume: str, job_dir: Path | None, jobs_dir: Path, name: s
         if found and config.exists() and _config_name(config) == name:
             candidates.append(found)
     if not candidates:
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"no checkpoint of a run named '{name}' in {jobs_dir} — pass the checkpoint folder"
         )
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
+
+
+def choose_resume(
+    resume: str, job_dir: Path | None, jobs_dir: Path, cfg: TrainingConfig
+) -> ResumeChoice:
+    """The checkpoint to continue from, checked before anything is written: it exists, loads
+    (newer damaged ones skipped) and fits ``cfg``. ResumeRefused (exit code 2) otherwise."""
+    try:
+        choice = find_resume_checkpoint(find_resume_point(resume, job_dir, jobs_dir, cfg.name))
+    except CheckpointError as err:
+        raise ResumeRefused(str(err)) from None
+    problems = incompatibilities(choice.config, cfg)
+    if problems:
+        raise ResumeRefused(
+            f"checkpoint {choice.path} does not fit this config: "
+            + "; ".join(problems)
+            + " — resume with the config the run started with, or start a new run"
+        )
+    return choice
 
 
 def _config_name(path: Path) -> str | None:
     try:
         return load_config(path).name
     except ConfigError:
-        return None
-
-
-def _resume_run_id(point: Path) -> str | None:
-    folder = point if (point / "training_state.pt").exists() else None
-    folder = folder or latest_checkpoint(point / "checkpoints") or latest_checkpoint(point)
-    if folder is None:
-        return None
-    try:
-        return load_checkpoint(folder).state.get("run_id")
-    except Exception:
         return None
 
 
@@ -100,25 +128,24 @@ def run_job(
 ) -> JobResult:
     settings = load_settings()
     cfg = load_runnable_config(config_path, overrides or [])
-    resume_point = (
-        find_resume_point(resume, job_dir, settings.jobs_dir, cfg.name) if resume else None
-    )
+    # Checked before the first write: a refused --resume leaves every file and folder as it was.
+    choice = choose_resume(resume, job_dir, settings.jobs_dir, cfg) if resume else None
     stop = StopSignal().install()
     dist = distributed.start(cfg.runtime.device)  # Dist() when this is the only process
     try:
         uri = tracking_uri or settings.tracking_uri
         tracker = make_tracker(cfg, uri) if dist.is_main else NullTracker()  # one voice
-        run_id = os.environ.get("MLFLOW_RUN_ID") or (
-            _resume_run_id(resume_point) if resume_point else None
-        )
+        run_id = os.environ.get("MLFLOW_RUN_ID") or (choice.run_id if choice else None)
         if dist.is_main:
             run_id = tracker.start(cfg, run_id=run_id, tags={"studio.resumed": str(bool(resume))})
-        if job_dir is None and resume_point is not None and resume != "latest":
-            job_dir = _job_of(resume_point)
+        if job_dir is None and choice is not None:
+            job_dir = choice.job_dir  # None for a checkpoint outside a job: a new job folder
         job_dir = job_dir or settings.jobs_dir / (run_id or _local_id())
         run_id, job_dir = dist.broadcast((run_id, job_dir))  # every rank: the main one's run
         if dist.is_main:
             save_config(cfg, job_dir / "config.yaml")
+            if choice is not None:
+                _announce_resume(choice, tracker)
         progress = None if dist.is_main else distributed.NullProgress()
         ctx = RunContext(
             home=settings.home,
@@ -128,7 +155,7 @@ def run_job(
             progress=progress,
             dist=dist,
         )
-        return _train_and_end(cfg, ctx, resume_point, run_id, train)
+        return _train_and_end(cfg, ctx, choice.path if choice else None, run_id, train)
     finally:
         dist.close()
 
@@ -138,10 +165,14 @@ def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
     try:
         outcome = train(cfg, ctx, resume_point)
     except BaseException as err:  # every failure ends the run FAILED with a reason
-        note = explain_failure(err)
-        ctx.progress.close(phase="failed", last_error=note, eta_s=None)
+        writing_to, needed = _write_hints(ctx) if is_write_full(err) else (None, None)
+        note = explain_failure(err, writing_to=writing_to, needed_bytes=needed)
+        try:
+            ctx.progress.close(phase="failed", last_error=note, eta_s=None)
+        except OSError as progress_err:  # a full disk refuses the progress file too
+            print(f"Could not write progress.json: {progress_err}", file=sys.stderr, flush=True)
         tracker.set_description(note)
-        tracker.end("FAILED")
+        _end_failed(tracker)
         traceback.print_exc()
         print(f"\nRun failed: {note}", file=sys.stderr, flush=True)
         return JobResult(EXIT_FAILED, run_id, job_dir, "FAILED", note)
@@ -161,9 +192,41 @@ def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
     return JobResult(EXIT_OK, run_id, job_dir, "FINISHED", files)
 
 
-def _job_of(point: Path) -> Path:
-    # <job>/checkpoints/step_N → <job>; <job> → <job>
-    return point.parent.parent if point.parent.name == "checkpoints" else point
+def _announce_resume(choice: ResumeChoice, tracker) -> None:
+    """Say where the run continues from; set damaged newer checkpoints aside and say so in the
+    log, the run's note and a tag (main process only: it alone renames)."""
+    print(f"Resuming from {choice.path} (step {choice.step})", flush=True)
+    note = choice.fallback_note()
+    if not note:
+        return
+    for path, _why in choice.damaged:
+        set_aside(path)
+    print(f"Warning: {note}", file=sys.stderr, flush=True)
+    tracker.set_tags({TAG_RESUME_FALLBACK: note})
+    tracker.set_description(note)
+
+
+def _write_hints(ctx: RunContext) -> tuple[Path, int | None]:
+    """Where the run was writing when it failed, and about how many bytes that takes (the newest
+    checkpoint's size; its LoRA files' for the final LoRA): for the disk-full note."""
+    last = getattr(ctx.progress, "last", None) or {}
+    detail = str(last.get("phase_detail") or "") if last.get("phase") == "saving" else ""
+    where = ctx.job_dir / detail if detail else ctx.job_dir
+    try:
+        newest = latest_checkpoint(ctx.checkpoint_dir)
+        if newest is None:
+            return where, None
+        lora_only = detail.startswith("lora") and (newest / "lora").is_dir()
+        return where, folder_bytes(newest / "lora" if lora_only else newest) or None
+    except OSError:
+        return where, None
+
+
+def _end_failed(tracker) -> None:
+    try:
+        tracker.end("FAILED")
+    except Exception as err:  # the store may sit on the same full disk: the log keeps the note
+        print(f"Could not mark the MLflow run FAILED: {err}", file=sys.stderr, flush=True)
 
 
 def _local_id() -> str:

@@ -1,7 +1,8 @@
 """Share a finished LoRA on the Hugging Face Hub (``save.push_to_hub``).
 
 The upload runs only after the LoRA is saved locally, so a failed upload never costs the
-result: the error says where the files are and how to upload them later. The token comes from
+result: ``push_after_training`` leaves the run FINISHED with a warning (log line, run note and
+the ``studio.warning.hub_upload`` tag) saying where the files are and how to upload them later. The token comes from
 the ``HF_TOKEN`` environment variable (or huggingface_hub's own login) and is handed to
 ``HfApi`` only: it is never put in the config, a log line, an MLflow param/tag or an artifact,
 and any text that might echo it is redacted before it is shown.
@@ -10,11 +11,14 @@ and any text that might echo it is redacted before it is shown.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from trainer.config.schema import TrainingConfig
 from trainer.redaction import redact_text
 from trainer.settings import hub_offline
+from trainer.tracking.tracker import TAG_HUB_UPLOAD_FAILED
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -76,3 +80,20 @@ def push_lora_folder(folder: Path, cfg: TrainingConfig) -> str:
             f"{later} (Original error: {reason})"
         ) from None  # no chained traceback: it could carry request details
     return f"https://huggingface.co/{repo_id}"
+
+
+def push_after_training(folder: Path, cfg: TrainingConfig, tracker: Any) -> str | None:
+    """Upload the finished LoRA (``push_lora_folder``); returns its URL, or None when the upload
+    failed. A failed upload does not fail the run: the training is done and its files are saved,
+    so the run gets a warning (log, run note, tag) with the way to upload later instead."""
+    try:
+        url = push_lora_folder(folder, cfg)
+    except HubUploadError as err:
+        warning = f"Training finished, but {err}"
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
+        tracker.set_tags({"hub.repo_id": cfg.save.hf_repo_id, TAG_HUB_UPLOAD_FAILED: str(err)})
+        tracker.set_description(warning)
+        return None
+    tracker.set_tags({"hub.repo_id": cfg.save.hf_repo_id, "hub.url": url})
+    print(f"Uploaded the LoRA to {url}", flush=True)
+    return url

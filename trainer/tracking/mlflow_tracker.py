@@ -23,6 +23,7 @@ from trainer.tracking.job_file import process_create_time
 from trainer.tracking.layout import (
     CONFIG_ARTIFACT,
     END_STATUSES,
+    HPARAM_PREFIX,
     MAX_KEY_LEN,
     MAX_PARAM_LEN,
     SAMPLES_DIR,
@@ -74,6 +75,10 @@ class MlflowTracker:
     ``end()`` wait until everything is written. ``background=False`` writes in the caller's thread.
     Failures to write (store down, locked) are logged as warnings and kept in ``errors``; unsent
     metrics are kept and retried, so a flaky store never stops training.
+
+    Attached to a run that already has metrics (a resume), steps up to the last one MLflow holds
+    for a key are not logged again: the resumed run replays the steps after its checkpoint, and
+    MLflow keeps every point it is sent, so each step would appear once per resume.
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class MlflowTracker:
         self._last_flush_time = time.monotonic()
         self._params: dict[str, str] = {}
         self._metric_keys: set[str] = set()
+        self._logged_through: dict[str, int] = {}  # key -> last step MLflow had at attach
+        self._images_through = -1  # previews up to this step were logged before a resume
         self._samples: dict[int, dict[str, Any]] = {}
         self._monitor: Any = None
         self._ended = False
@@ -142,6 +149,8 @@ class MlflowTracker:
             self.attached = True
             self._params = dict(run.data.params)
             self._metric_keys = set(run.data.metrics)
+            self._logged_through = self._last_logged_steps(existing, self._metric_keys)
+            self._images_through = max(self._logged_through.values(), default=-1)
         else:
             experiment_id = ensure_experiment(
                 self.tracking_uri, cfg.logging.project_name, self.artifact_root
@@ -158,6 +167,22 @@ class MlflowTracker:
         if cfg.logging.log_system_metrics:
             self._start_system_metrics(resume=self.attached)
         return self.run_id
+
+    def _last_logged_steps(self, run_id: str, keys: set[str]) -> dict[str, int]:
+        """The last step MLflow holds for each training metric of the run (system metrics and
+        ``hparam/`` ones excluded: the monitor resumes its own steps, hparams are logged once)."""
+        found: dict[str, int] = {}
+        for key in sorted(keys):
+            if key.startswith(("system/", HPARAM_PREFIX)):
+                continue
+            try:
+                history = self.client.get_metric_history(run_id, key)
+            except Exception as err:  # then the replayed steps may be logged twice, no worse
+                self._note_error("metric history", err)
+                continue
+            if history:
+                found[key] = max(point.step for point in history)
+        return found
 
     def _process_tags(self) -> dict[str, str]:
         tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
@@ -249,7 +274,10 @@ class MlflowTracker:
         automatic flush only hands the batch to the writer thread."""
         stamp = now_ms()
         buffer = self._buffer
+        logged = self._logged_through
         for key, value in metrics.items():
+            if logged and step <= logged.get(key, -1):
+                continue  # replayed after a resume: MLflow holds this step already
             buffer.append((key, float(value), stamp, step))
         self._last_step = step
         if self._last_flush_step is None:
@@ -360,6 +388,8 @@ class MlflowTracker:
     ) -> None:
         """``log_image(key=, step=)`` (MLflow's stepped images) + ``samples/step_<n>.json``
         recording the prompt, seed, sampler and steps of every image at that step."""
+        if int(step) <= self._images_through:
+            return  # replayed after a resume: this step's previews were logged before
         safe_key = _IMAGE_KEY_BAD.sub("_", key).strip() or "sample"
         self._write(
             "image",

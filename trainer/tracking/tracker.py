@@ -13,6 +13,11 @@ from trainer.settings import load_settings
 from trainer.tracking.layout import EndStatus
 from trainer.tracking.mlflow_tracker import MlflowTracker
 
+# Warnings about a run that still did its work: the text says what happened and what to do.
+TAG_WARNING = "studio.warning"  # + ".<what>"
+TAG_RESUME_FALLBACK = f"{TAG_WARNING}.resume"  # newer checkpoints were damaged and skipped
+TAG_HUB_UPLOAD_FAILED = f"{TAG_WARNING}.hub_upload"  # the LoRA is saved, the upload failed
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 

@@ -9,11 +9,16 @@ from pydantic import Field, field_validator, model_validator
 
 from trainer.config.fields import Auto, Section, field_error, opt
 
+# Seeds end up in torch.Generator.manual_seed (which takes up to 2**64 - 1) and, in other tools
+# that replay a preview, often in numpy's 32-bit seeding: 32 bits is the bound every one accepts,
+# with room for walk_seed's seed + prompt index.
+MAX_SEED = 2**32 - 1
+
 
 class SamplePrompt(Section):
     prompt: str = opt(..., "Text of the preview image; '[trigger]' is replaced.", step="sampling")
     neg: str | None = opt(None, "Negative prompt for this preview only.", step="sampling")
-    seed: int | None = opt(None, "Seed for this preview only.", step="sampling", ge=0)
+    seed: int | None = opt(None, "Seed for this preview only.", step="sampling", ge=0, le=MAX_SEED)
     width: int | None = opt(None, "Width for this preview only.", step="sampling", ge=64, le=4096)
     height: int | None = opt(None, "Height for this preview only.", step="sampling", ge=64, le=4096)
     guidance_scale: float | None = opt(
@@ -88,7 +93,11 @@ class SampleConfig(Section):
         512, "Preview height in pixels.", step="sampling", level="basic", ge=64, le=4096
     )
     seed: int = opt(
-        42, "Seed of the previews, so they are comparable across steps.", step="sampling", ge=0
+        42,
+        "Seed of the previews, so they are comparable across steps.",
+        step="sampling",
+        ge=0,
+        le=MAX_SEED,
     )
     walk_seed: bool = opt(
         False,

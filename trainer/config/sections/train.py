@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, FiniteFloat, model_validator
 
 from trainer.config.fields import Auto, Precision, Section, opt, raise_all
+from trainer.config.sections.outputs import MAX_SEED
 
 
 class LRSchedulerParams(Section):
@@ -213,7 +214,7 @@ class TrainConfig(Section):
         "Random seed: the same seed and settings give the same run.",
         step="training",
         ge=0,
-        le=2**32 - 1,
+        le=MAX_SEED,
     )
     dtype: Precision = opt(
         "auto",
