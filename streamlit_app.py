@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from trainer.redaction import install_log_redaction
 from trainer.settings import use_hub_offline_mode, use_studio_http_defaults
 from ui.boundary import page_boundary
 from ui.sidebar import render_active_runs
 from ui.state import init_state
 from ui.summary import render_sidebar_hardware
 
+install_log_redaction()  # a page's logged traceback keeps no password of a tracking URI
 use_studio_http_defaults()  # this process fails fast on a down tracking server (not trainers)
 use_hub_offline_mode()  # STUDIO_OFFLINE: before anything imports huggingface_hub (read at import)
 st.set_page_config(page_title="LoRA Studio", page_icon=":material/tune:", layout="wide")

@@ -9,6 +9,7 @@ import streamlit as st
 
 from trainer.demo.tiny import build_all, ensure_demo
 from trainer.settings import load_settings
+from trainer.tracking.reachability import store_problem
 from ui import state
 from ui.boundary import advisor_boundary
 from ui.navigation import leave_legacy_pages_mode
@@ -69,6 +70,8 @@ with left:
     st.markdown(f"**MLflow tracking** ({kind})  \n`{status.tracking_uri}`")
     if status.local_store and not status.store_exists:
         st.caption("The store is created with your first run.")
+    if not status.local_store and (problem := store_problem(settings.tracking_uri)):
+        st.error(problem, icon=":material/cloud_off:")
 with right:
     st.markdown("**Demo models** (tiny: train on a CPU in a few minutes)")
     for name, built in status.demo.items():

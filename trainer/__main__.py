@@ -17,6 +17,7 @@ from trainer.lora.cli import add_cli as add_lora_cli
 from trainer.lora.cli import cmd_lora
 from trainer.models.cli import add_cli as add_model_cli
 from trainer.models.cli import cmd_model
+from trainer.redaction import install_log_redaction
 from trainer.settings import load_settings, use_hub_offline_mode
 
 EXIT_OK, EXIT_INVALID = 0, 2
@@ -124,6 +125,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    install_log_redaction()  # no password of a tracking URI in any log line or traceback
     use_hub_offline_mode()  # STUDIO_OFFLINE run by hand, not by the studio: still no Hub access
     handler = {
         "validate": cmd_validate,

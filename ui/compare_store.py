@@ -15,9 +15,10 @@ import streamlit as st
 
 from advisor.runs import as_runs
 from trainer.settings import load_settings
-from trainer.tracking.connect import sqlite_path
+from trainer.tracking.connect import sqlite_path, store_identity
 from trainer.tracking.records import RunRecord
 from trainer.tracking.run_cache import RunCache
+from ui.store_errors import store_boundary
 
 VERSION_KEY = "cmp:version"
 
@@ -37,11 +38,21 @@ def run_cache(tracking_uri: str) -> RunCache:
     return RunCache(tracking_uri, full_every_s=FULL_EVERY_S, snapshot=snapshot)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
 def load_runs(tracking_uri: str, version: int = 0) -> list[RunRecord]:
     """All runs of the store, newest first (``version`` is bumped when a rating/note changes;
-    the rated run itself is read again, see ``trainer.tracking.run_cache.mark_changed``)."""
+    the rated run itself is read again, see ``trainer.tracking.run_cache.mark_changed``). Read
+    again at once when a local store's file was replaced; a store that does not answer is
+    reported on the page, which stops there."""
+    with store_boundary():
+        return _cached_runs(tracking_uri, version, store_identity(tracking_uri))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _cached_runs(tracking_uri: str, version: int, store: tuple[int, int] | None) -> list[RunRecord]:
     return run_cache(tracking_uri).runs()
+
+
+load_runs.clear = _cached_runs.clear  # type: ignore[attr-defined]  # as if load_runs were cached
 
 
 def refresh(tracking_uri: str) -> None:
@@ -69,10 +80,14 @@ def updated(tracking_uri: str, run_id: str) -> None:
     bump()
 
 
-@st.cache_resource(ttl=30, show_spinner=False)
 def past_runs(tracking_uri: str, version: int = 0) -> list[Any]:
     """The runs as the advisor's ``PastRun``s with their configs parsed once (500 runs: ~0.4 s
-    to parse, ~1 ms to recommend from afterwards)."""
+    to parse, ~1 ms to recommend from afterwards); read again when the store's file changed."""
+    return _past_runs(tracking_uri, version, store_identity(tracking_uri))
+
+
+@st.cache_resource(ttl=30, show_spinner=False)
+def _past_runs(tracking_uri: str, version: int, store: tuple[int, int] | None) -> list[Any]:
     runs = as_runs(load_runs(tracking_uri, version))
     for run in runs:
         _ = run.config  # cached_property: parsed here, once

@@ -18,7 +18,10 @@ from trainer.jobs.active import active_jobs as live_jobs
 from trainer.jobs.control import reconcile, stop, wait_for_exit
 from trainer.jobs.folder import LaunchRefused
 from trainer.jobs.launch import LaunchedJob, launch, resolve_device, resume
+from trainer.redaction import describe_error, redact_text
 from trainer.settings import StudioSettings, load_settings
+from trainer.tracking.connect import StoreUnreachable
+from trainer.tracking.dead_runs import ReconcileIncomplete
 from trainer.tracking.layout import TAG_PREDICTED_TOTAL
 from ui.advice import predict
 from ui.boundary import advisor_boundary
@@ -44,6 +47,7 @@ MONITOR_PAGE = "pages/monitor.py"
 MONITOR_RUN_KEY = "monitor_run_id"
 RECONCILE_EVERY_S = 10.0
 _last_reconcile: dict[str, float] = {}
+_reconcile_problem: dict[str, str] = {}  # tracking URI -> why the last check did not finish
 
 
 def _settings(settings: StudioSettings | None) -> StudioSettings:
@@ -80,7 +84,10 @@ def launch_draft(cfg: TrainingConfig, settings: StudioSettings | None = None) ->
     tags = {"studio.launched_from": "studio"}
     if total_s:
         tags[TAG_PREDICTED_TOTAL] = f"{total_s:.4g}"
-    job = launch(_settings(settings), cfg, tags=tags, predicted_s_per_step=step_s)
+    try:
+        job = launch(_settings(settings), cfg, tags=tags, predicted_s_per_step=step_s)
+    except StoreUnreachable as err:  # said like any other refusal, on the page that launched
+        raise LaunchRefused(str(err)) from None
     st.session_state[MONITOR_RUN_KEY] = job.run_id
     return job
 
@@ -106,7 +113,10 @@ def resume_job(
     run_id: str, status: str | None = None, settings: StudioSettings | None = None
 ) -> LaunchedJob:
     """Relaunch the trainer on the same MLflow run from its latest checkpoint."""
-    job = resume(_settings(settings), run_id, status)
+    try:
+        job = resume(_settings(settings), run_id, status)
+    except StoreUnreachable as err:
+        raise LaunchRefused(str(err)) from None
     st.session_state[MONITOR_RUN_KEY] = run_id
     return job
 
@@ -116,15 +126,37 @@ def active_jobs(settings: StudioSettings | None = None) -> list[ActiveJob]:
 
 
 def reconcile_on_load(settings: StudioSettings | None = None, *, force: bool = False) -> list[str]:
-    """Mark runs whose trainer died as FAILED/KILLED; at most every few seconds per store."""
+    """Mark runs whose trainer died as FAILED/KILLED; at most every few seconds per store.
+
+    What went wrong stays on the page until a later check succeeds: runs the store would not
+    let it close (``ReconcileIncomplete``: the others are closed all the same), or a check that
+    failed as a whole. A store that does not answer is left to the page's own reads, which say
+    so (``ui.store_errors``)."""
     settings = _settings(settings)
     key = settings.tracking_uri
     now = time.monotonic()
     if not force and now - _last_reconcile.get(key, -1e9) < RECONCILE_EVERY_S:
+        _show_reconcile_problem(key)
         return []
     _last_reconcile[key] = now
+    changed: list[str] = []
     try:
-        return reconcile(settings)
-    except Exception as err:  # an unreachable tracking server must not break the page
-        st.toast(f"Could not check for dead runs: {err}")
-        return []
+        changed = reconcile(settings)
+        _reconcile_problem.pop(key, None)
+    except StoreUnreachable:
+        _reconcile_problem.pop(key, None)
+    except ReconcileIncomplete as err:
+        changed = err.changed
+        _reconcile_problem[key] = str(err)
+    except Exception as err:  # the store failed otherwise: the page goes on, saying so
+        _reconcile_problem[key] = (
+            f"Could not check for runs whose trainer is gone: {describe_error(err)}"
+        )
+    _show_reconcile_problem(key)
+    return changed
+
+
+def _show_reconcile_problem(key: str) -> None:
+    problem = _reconcile_problem.get(key)
+    if problem:
+        st.warning(redact_text(problem), icon=":material/sync_problem:")

@@ -9,6 +9,7 @@ from typing import Any
 
 import streamlit as st
 
+from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 from ui import mlflow_ui
 
@@ -31,7 +32,8 @@ def render_mlflow_links(
             try:
                 st.session_state[url_key] = mlflow_ui.ensure_server(settings)[0]
             except (OSError, RuntimeError) as err:
-                st.error(f"Could not start the MLflow UI: {err}", icon=":material/error:")
+                why = redact_text(str(err))
+                st.error(f"Could not start the MLflow UI: {why}", icon=":material/error:")
     base = st.session_state.get(url_key)
     if not base or not runs:
         return

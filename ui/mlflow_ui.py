@@ -3,6 +3,7 @@ to a run or a comparison in the machine-learning view."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -62,7 +63,14 @@ def _state(settings: StudioSettings) -> dict:
 
 
 def command(settings: StudioSettings, port: int) -> list[str]:
+    """The ``mlflow server`` command line; a store URI holding a password is left out of it
+    (any local user can read a command line) and goes in ``server_env`` instead."""
     mlflow = Path(sys.executable).with_name("mlflow")
+    store = (
+        []
+        if _has_password(settings.tracking_uri)
+        else ["--backend-store-uri", settings.tracking_uri]
+    )
     return [
         str(mlflow) if mlflow.exists() else "mlflow",
         "server",
@@ -72,11 +80,36 @@ def command(settings: StudioSettings, port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        "--backend-store-uri",
-        settings.tracking_uri,
+        *store,
         "--default-artifact-root",
         settings.artifacts_dir.as_uri(),
     ]
+
+
+def server_env(settings: StudioSettings) -> dict[str, str]:
+    """The server's environment: ours, no job execution, and the store URI when ``command``
+    left it out (``mlflow server`` reads ``MLFLOW_BACKEND_STORE_URI``)."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if _has_password(settings.tracking_uri):
+        env["MLFLOW_BACKEND_STORE_URI"] = settings.tracking_uri
+    return env
+
+
+def _has_password(uri: str) -> bool:
+    try:
+        return urlsplit(uri).password is not None
+    except ValueError:
+        return True  # unparsable: keep it off the command line to be safe
+
+
+def _store_key(uri: str) -> str:
+    """What the state file records of the store: a digest, never the URI (it may hold a
+    password)."""
+    return "sha256:" + hashlib.sha256(uri.encode()).hexdigest()
+
+
+def _same_store(state: dict, uri: str) -> bool:
+    return state.get("uri") in (uri, _store_key(uri))  # a plain URI: a state file from before
 
 
 def ensure_server(
@@ -92,11 +125,11 @@ def ensure_server(
     if remote is not None:
         return remote, False
     state = _state(settings)
-    if state.get("uri") == settings.tracking_uri and healthy(state.get("url", "")):
+    if _same_store(state, settings.tracking_uri) and healthy(state.get("url", "")):
         return state["url"], False
     while healthy(f"http://127.0.0.1:{port}"):  # someone else's server: leave it alone
         port += 1
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = server_env(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     with open(settings.home / LOG_FILE, "ab") as log:
         process = subprocess.Popen(
@@ -108,7 +141,8 @@ def ensure_server(
             start_new_session=True,  # outlives the Streamlit script run
         )
     url = f"http://127.0.0.1:{port}"
-    state = {"pid": process.pid, "url": url, "uri": settings.tracking_uri, "started": time.time()}
+    store = _store_key(settings.tracking_uri)
+    state = {"pid": process.pid, "url": url, "uri": store, "started": time.time()}
     (settings.home / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

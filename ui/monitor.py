@@ -17,6 +17,7 @@ import streamlit as st
 from trainer.jobs.active import active_jobs, format_duration
 from trainer.jobs.folder import LOG_FILE, job_alive, job_folder, log_tail
 from trainer.jobs.launch import resumable
+from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import fetch_artifact, lora_artifacts, sample_images
 from trainer.tracking.job_file import read_job
@@ -26,6 +27,7 @@ from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, reconcile_on_load, resume_jo
 from ui.mlflow_links import render_mlflow_links
 from ui.monitor_progress import PHASE_LABELS, render_progress
 from ui.monitor_view import ENDED_STATUS, STATUS_LABELS, RunView, load_view
+from ui.store_errors import store_boundary
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
 _PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
@@ -75,7 +77,8 @@ def render_run_picker(settings: StudioSettings) -> str | None:
     """A select box of the studio's runs, newest first; the launched/active one by default."""
     if settings.uses_local_store and not (settings.home / "mlflow.db").exists():
         return None
-    records = list_runs(settings.tracking_uri, max_results=200)
+    with store_boundary():
+        records = list_runs(settings.tracking_uri, max_results=200)
     if not records:
         return None
     labels = {r.run_id: _run_label(settings, r) for r in records}
@@ -126,9 +129,9 @@ def render_errors(view: RunView) -> None:
         text = f"The trainer {view.exit.get('meaning')} (exit code {view.exit.get('code')})."
     if not text:
         if view.status == "KILLED" and view.note:
-            st.info(view.note, icon=":material/stop_circle:")
+            st.info(redact_text(view.note), icon=":material/stop_circle:")
         return
-    problem, _, suggestion = text.partition("Suggestion:")
+    problem, _, suggestion = redact_text(text).partition("Suggestion:")
     st.error(f"**What went wrong:** {problem.strip()}", icon=":material/error:")
     if suggestion.strip():
         st.info(f"**What to do:** {suggestion.strip()}", icon=":material/lightbulb:")
@@ -176,7 +179,7 @@ def render_controls(settings: StudioSettings, view: RunView) -> None:
             try:
                 resume_job(view.run_id, view.status, settings)
             except LaunchRefused as err:
-                st.error(str(err))
+                st.error(redact_text(str(err)))
             else:
                 st.rerun()
 
@@ -254,7 +257,7 @@ def render_log(view: RunView) -> None:
     failed = view.phase == "failed"
     with st.expander("Trainer log (last 40 lines)", expanded=failed):
         if tail:
-            st.code(tail, language=None)
+            st.code(redact_text(tail), language=None)  # a traceback may quote the store's URI
         else:
             st.caption("No log yet." if view.job else "This run was not launched by the studio.")
         st.caption(f"Full log: `{view.job_dir / LOG_FILE}`")
@@ -310,7 +313,8 @@ def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) 
 
 def render_live(settings: StudioSettings, run_id: str, was_active: bool = False) -> RunView:
     """The live part of the monitor (the page runs it as a 2 s fragment while a run is active)."""
-    view = load_view(settings, run_id)
+    with store_boundary():
+        view = load_view(settings, run_id)
     dead = view.status == "RUNNING" and not view.alive and view.job is not None
     dead = dead and (view.exit is not None or time.time() - view.job.started > 10)
     if dead and reconcile_on_load(settings, force=True):

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.demo.tiny import DEMO_ARCHS, demo_is_built
+from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 
 
 @dataclass(frozen=True)
 class StudioStatus:
     home: Path
-    tracking_uri: str
+    tracking_uri: str  # as shown: without credentials (``postgresql://***@host/db``)
     local_store: bool
     store_exists: bool
     demo: dict[str, bool]
@@ -25,7 +26,7 @@ def studio_status(settings: StudioSettings) -> StudioStatus:
     store = settings.home / "mlflow.db"
     return StudioStatus(
         home=settings.home,
-        tracking_uri=settings.tracking_uri,
+        tracking_uri=redact_text(settings.tracking_uri),
         local_store=settings.uses_local_store,
         store_exists=store.exists() if settings.uses_local_store else True,
         demo=demo,

@@ -144,6 +144,8 @@ def run_job(
         run_id, job_dir = dist.broadcast((run_id, job_dir))  # every rank: the main one's run
         if dist.is_main:
             save_config(cfg, job_dir / "config.yaml")
+            if (unlogged := getattr(tracker, "unlogged", None)) is not None:
+                unlogged.folder = job_dir  # metrics the store refuses are kept beside the config
             if choice is not None:
                 _announce_resume(choice, tracker)
         progress = None if dist.is_main else distributed.NullProgress()

@@ -1,12 +1,50 @@
-"""Which MLflow store a tracking URI names, and a client for it (URIs MLflow would misuse refused)."""
+"""Which MLflow store a tracking URI names, and a client for it: URIs MLflow would misuse
+refused, a network store that does not answer reported in seconds (``StoreUnreachable``, see
+``trainer.tracking.reachability``), and a local SQLite file that was deleted or replaced since
+MLflow opened it read afresh (``drop_replaced_store``)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainer.redaction import redact_text
+from trainer.tracking.reachability import StoreUnreachable, check_store_answers
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
+
+__all__ = [
+    "StoreUnreachable",
+    "check_tracking_uri",
+    "client_uri",
+    "default_artifact_root",
+    "drop_replaced_store",
+    "mlflow_client",
+    "sqlite_path",
+    "store_identity",
+]
+
+log = logging.getLogger(__name__)
+
+SQL_CONNECT_TIMEOUT_S = 10  # libpq and MySQL drivers otherwise wait for a silent server forever
+_TIMEOUT_SCHEMES = frozenset(  # drivers that take ``connect_timeout`` (seconds) from the URI
+    {
+        "postgresql",
+        "postgresql+psycopg2",
+        "postgresql+psycopg",
+        "mysql",
+        "mysql+pymysql",
+        "mysql+mysqldb",
+    }
+)
+# (device, inode) of each SQLite store's file when this process last made a client of it
+_OPENED: dict[str, tuple[int, int] | None] = {}
+_OPENED_LOCK = threading.Lock()
 
 
 def check_tracking_uri(uri: str) -> str:
@@ -21,8 +59,8 @@ def check_tracking_uri(uri: str) -> str:
         return uri
     if uri.startswith("file:") or "://" not in uri:
         raise ValueError(
-            f"{uri}: MLflow 3.13+ refuses the file store — use sqlite:////abs/path/mlflow.db "
-            "or an http(s):// tracking server"
+            f"{redact_text(uri)}: MLflow 3.13+ refuses the file store — use "
+            "sqlite:////abs/path/mlflow.db or an http(s):// tracking server"
         )
     return uri
 
@@ -41,10 +79,74 @@ def default_artifact_root(uri: str) -> Path | None:
     return db.parent / "mlartifacts" if db is not None and db.is_absolute() else None
 
 
+def store_identity(uri: str) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite store's file: it changes when the file is replaced (a restored
+    backup moved into place, another store copied over by ``mv``); None when there is no file or
+    the store is not a SQLite file."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    try:
+        found = os.stat(db)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def drop_replaced_store(uri: str) -> bool:
+    """When the SQLite file of ``uri`` was deleted or replaced since this process last made a
+    client of it, close the store and engine MLflow keeps for it (their connections hold the old
+    file open: a deleted store would go on showing its runs and refuse every write), so that the
+    next client reads the file now at that path. True when something was dropped."""
+    if sqlite_path(uri) is None:
+        return False
+    now = store_identity(uri)
+    with _OPENED_LOCK:
+        known = uri in _OPENED
+        before = _OPENED.get(uri)
+        _OPENED[uri] = now
+    if not known or before is None or before == now:
+        return False  # first client, unchanged, or created since (nothing held an older file)
+    what = "deleted" if now is None else "replaced"
+    log.warning("The tracking store %s was %s since it was opened: reading it afresh", uri, what)
+    _drop_mlflow_store(uri)
+    return True
+
+
+def _drop_mlflow_store(uri: str) -> None:
+    # MLflow keeps one store per URI (an lru_cache of its store registry) and one SQLAlchemy
+    # engine per database URI (SqlAlchemyStore._engine_map); both are rebuilt on the next use.
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # mlflow: 1-2 s to import
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry  # same
+
+    with SqlAlchemyStore._engine_map_lock:
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        with contextlib.suppress(Exception):  # closing connections to a file that is gone
+            engine.dispose()
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+
+
+def client_uri(uri: str) -> str:
+    """The URI a client is made with: a PostgreSQL or MySQL URI gets a connect timeout unless it
+    names one (a server that stops answering mid-session then fails in seconds too)."""
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in _TIMEOUT_SCHEMES or "connect_timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}connect_timeout={SQL_CONNECT_TIMEOUT_S}"
+
+
 def mlflow_client(client_or_uri: MlflowClient | str) -> MlflowClient:
-    """A client of the store ``client_or_uri`` names (checked first), or the client given."""
+    """A client of the store ``client_or_uri`` names, or the client given.
+
+    The URI is checked first (``check_tracking_uri``); a network store must answer within a few
+    seconds (else ``StoreUnreachable``, whose message names the store without its credentials);
+    a SQLite file replaced since the last client is read afresh (``drop_replaced_store``)."""
     if isinstance(client_or_uri, str):
         from mlflow import MlflowClient  # mlflow: 1-2 s to import, only when the store is read
 
-        return MlflowClient(tracking_uri=check_tracking_uri(client_or_uri))
+        uri = check_tracking_uri(client_or_uri)
+        check_store_answers(uri)
+        drop_replaced_store(uri)
+        return MlflowClient(tracking_uri=client_uri(uri))
     return client_or_uri

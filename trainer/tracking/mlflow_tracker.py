@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.redaction import redact, redact_text
+from trainer.redaction import describe_error, redact, redact_text
 from trainer.tracking.connect import check_tracking_uri, mlflow_client
 from trainer.tracking.job_file import process_create_time
 from trainer.tracking.layout import (
@@ -35,6 +35,7 @@ from trainer.tracking.layout import (
     EndStatus,
     now_ms,
 )
+from trainer.tracking.metric_buffer import UnloggedMetrics, quiet_store_tracebacks
 from trainer.tracking.new_run import (
     clean_tags,
     config_params,
@@ -117,6 +118,9 @@ class MlflowTracker:
         self._queued = 0
         self._retry: list[tuple[str, float, int, int]] = []
         self._writer: threading.Thread | None = None
+        # Metrics MLflow would not take (store deleted, replaced, down): <job>/unlogged_metrics.jsonl
+        self.unlogged = UnloggedMetrics()
+        quiet_store_tracebacks()  # one line per kind of refusal, not a traceback per batch
         self.stats = {"batches": 0, "points": 0, "writer_cpu_s": 0.0, "writer_wall_s": 0.0}
 
     # -- lifecycle
@@ -220,8 +224,15 @@ class MlflowTracker:
             self._monitor = None
         self.flush(wait=True)
         self._stop_writer()
-        self.client.set_terminated(self.run_id, status)
+        with self._lock:
+            left, self._retry = self._retry, []
+        self.unlogged.keep(left)
+        # A store that is gone must not turn the training's outcome into a failure.
+        self._write("end", lambda: self.client.set_terminated(self.run_id, status))
         self._ended = True
+        said = self.unlogged.summary()
+        if said is not None:
+            log.warning(said)
 
     # -- params and config
     def log_config(self, cfg: TrainingConfig) -> None:
@@ -362,7 +373,9 @@ class MlflowTracker:
             self.stats["points"] += len(points)
         else:
             with self._lock:
-                self._retry = (points + self._retry)[-MAX_RETAINED_POINTS:]
+                kept = points + self._retry
+                self._retry = kept[-MAX_RETAINED_POINTS:]
+            self.unlogged.keep(kept[:-MAX_RETAINED_POINTS])  # the oldest: to the file, not lost
         self.stats["writer_cpu_s"] += time.thread_time() - cpu
         self.stats["writer_wall_s"] += time.perf_counter() - wall
 
@@ -472,9 +485,12 @@ class MlflowTracker:
             return False
 
     def _note_error(self, what: str, err: BaseException) -> None:
-        message = f"MLflow {what}: {type(err).__name__}: {err}"
+        message = f"MLflow {what}: {describe_error(err)}"
         self.errors.append(message[:2000])
-        log.warning(message)
+        if what == "system metrics":
+            log.warning(message)
+        elif not self.unlogged.note_refusal(what, err, self._last_step):
+            log.debug(message)  # the store's first refusal was said, in one line
 
 
 def _sample_file(step: int) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.files import atomic_write_text
-from trainer.tracking.connect import mlflow_client, sqlite_path
+from trainer.redaction import describe_error, redact_text
+from trainer.tracking.connect import StoreUnreachable, mlflow_client, sqlite_path
 from trainer.tracking.records import RunRecord, list_all_runs, run_record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,8 +145,10 @@ class RunCache:
         """Read one run again now (``get_run_record``); None (and dropped) when it is gone."""
         try:
             run = mlflow_client(self.tracking_uri).get_run(run_id)
+        except StoreUnreachable:
+            raise  # the run is not gone: the store is
         except Exception as err:  # deleted, or the id is unknown
-            log.info("run %s could not be read again (%s)", run_id, err)
+            log.info("run %s could not be read again (%s)", run_id, describe_error(err))
             run = None
         with self._lock:
             if run is None or run.info.lifecycle_stage != "active":
@@ -287,7 +290,8 @@ class RunCache:
         try:
             runs, changes, full_at, stats = self._fetch_all(page=BACKGROUND_PAGE)
         except Exception as err:  # the server is down: keep what we have, try again later
-            log.warning("full re-read of %s failed: %s", self.tracking_uri, err)
+            where = redact_text(self.tracking_uri)
+            log.warning("full re-read of %s failed: %s", where, describe_error(err))
             with self._lock:
                 self._full_at = time.monotonic()
             return
