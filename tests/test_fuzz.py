@@ -26,7 +26,7 @@ from advisor.dataset import DatasetInfo
 from advisor.profile import synthetic_profile
 from advisor.report import build_report
 from trainer.config.introspection import iter_fields
-from trainer.config.io import ConfigError, loads_config
+from trainer.config.io import ConfigError, apply_overrides, config_from_dict, loads_config
 from trainer.config.schema import TrainingConfig
 from trainer.config.sections.datasets import DatasetConfig
 from trainer.data.scanning import scan_dataset
@@ -183,16 +183,47 @@ def test_alias_tricks_are_clear_errors() -> None:
             raise AssertionError(f"{text!r} was accepted")
 
 
+set_values = st.one_of(
+    yaml_noise.filter(lambda v: isinstance(v, str)),
+    values.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip()),
+    st.sampled_from(["&a [*a]", "[" * 300 + "]" * 300, "{a: 1, a: 2}", "1e999", ".nan", "-.inf"]),
+)
+
+
+@FUZZ
+@given(
+    st.sampled_from(range(len(PRESET_DATA))),
+    st.lists(
+        st.tuples(st.sampled_from([*FIELDS, "train.x", "datasets.0.y", "a.b.c"]), set_values),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_set_overrides_on_presets(index: int, changes) -> None:
+    # `python -m trainer run CONFIG --set k=v`: the values are YAML too, with the same limits.
+    SEEN["set"] = SEEN.get("set", 0) + 1
+    items = [f"{path}={value}" for path, value in changes]
+    try:
+        cfg = config_from_dict(apply_overrides(PRESET_DATA[index], items))
+    except ConfigError as err:
+        assert err.problems and "Traceback" not in str(err)
+        for line in str(err).split("\n"):
+            assert LINE.match(line), f"not 'path: message': {line!r}"
+        return
+    VALID["set"] = VALID.get("set", 0) + 1
+    assert build_report(cfg, PROFILE, INFO).text()
+
+
 @settings(max_examples=1, deadline=None)
 @given(st.just(0))
-def test_at_least_a_thousand_configs_were_fuzzed(_) -> None:
-    # Runs last in this file (pytest keeps definition order): the four generators above ran.
-    if len(SEEN) < 4:
-        pytest.skip("counts the four generators above: run the whole file")
+def test_at_least_two_thousand_configs_were_fuzzed(_) -> None:
+    # Runs last in this file (pytest keeps definition order): the five generators above ran.
+    if len(SEEN) < 5:
+        pytest.skip("counts the five generators above: run the whole file")
     print(
         f"\n{sum(SEEN.values())} generated configs and YAML documents fuzzed: {SEEN}; valid configs: {VALID}"
     )
-    assert sum(SEEN.values()) >= 1000, SEEN
+    assert sum(SEEN.values()) >= 2000, SEEN
 
 
 # ------------------------------------------------------------------------ malformed datasets
