@@ -173,3 +173,18 @@ def test_a_launch_gives_a_taken_name_the_next_number(
     again = launching.launch(settings, load_config(DEMO, ["logging.run_name=team"]))
     assert [first.name, again.name] == ["team", "team_2"]
     assert load_config(again.job_dir / "config.yaml").name == "demo_sd15"
+
+
+def test_curves_of_distinct_losses_get_their_own_colours_and_no_noise_note(
+    app: AppTest, twins: dict
+) -> None:
+    import json
+
+    from ui.compare_curves import RUN_COLOURS
+
+    charts = app.get("arrow_vega_lite_chart") or app.get("vega_lite_chart")
+    scales = [json.loads(c.proto.spec)["encoding"]["color"]["scale"] for c in charts]
+    expected = {"domain": _labels(twins), "range": list(RUN_COLOURS[:2])}
+    assert [{k: s[k] for k in ("domain", "range")} for s in scales] == [expected, expected]
+    captions = " ".join(c.value for c in app.caption)
+    assert "random noise level" not in captions  # lr 1e-4 vs 3e-4 here: losses 0.2 apart

@@ -96,7 +96,7 @@ def two_runs(home: Path) -> list[str]:
 
 def test_compare_keeps_the_picked_runs_across_page_switches(two_runs: list[str]) -> None:
     at = open_page("pages/compare.py")
-    assert at.multiselect(key="cmp:picked").value == []
+    assert at.multiselect(key="cmp:picked").value == two_runs  # the latest two, older first
     picked = [two_runs[1], two_runs[0]]  # the order matters: the first is the baseline
     at.multiselect(key="cmp:picked").set_value(picked).run()
     assert "What changed" in [s.value for s in at.subheader]

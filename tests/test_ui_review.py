@@ -289,3 +289,47 @@ def test_the_validation_counts_problems_and_information_apart() -> None:
         "information** (errors must be fixed)"
     ) in shown
     assert "a info note" in shown
+
+
+# ------------------------------------------------- the lock says exactly what blocks the launch
+def _locked(at) -> list[str]:
+    return [m.value for m in at.markdown if "Launch is locked" in m.value]
+
+
+def test_an_error_alone_locks_launch_without_mentioning_auto() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "memory")
+    widget(at, "cfg:runtime.persistent_workers").set_value(True).run()
+    at.switch_page("pages/review.py").run()
+    assert _locked(at) == [
+        ":material/block: **Launch is locked:** 1 error to fix. Fix it in Validation below.",
+        ":material/block: **Launch is locked:** 1 error to fix. Fix it above.",
+    ]
+
+
+def test_settings_still_auto_are_named_and_not_counted_as_errors() -> None:
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "training")
+    at.checkbox(key="auto:train.steps").check().run()
+    go_to_step(at, "optimizer")
+    at.checkbox(key="auto:train.lr").check().run()
+    at.switch_page("pages/review.py").run()
+    top = _locked(at)[0]
+    assert top == (  # in the order of the config's decisions (trainer.config.fields)
+        ":material/block: **Launch is locked:** Training steps and Learning rate are still "
+        "'auto'. Let the advisor choose (Fix in Validation below) or set them in the wizard."
+    )
+    assert "error" not in top
+
+
+def test_lock_message_names_errors_and_autos_together() -> None:
+    from ui.review import lock_message
+
+    both = lock_message(["no folder at /x", "a bad rank", "Learning rate is still 'auto'"], "top")
+    assert both == (
+        ":material/block: **Launch is locked:** 2 errors to fix and Learning rate is still "
+        "'auto'. Fix them in Validation below."
+    )
+    assert lock_message(["the config does not validate"], "bottom").endswith(
+        "1 error to fix. Fix it above."
+    )

@@ -1,5 +1,6 @@
 """Overlaid metric curves of the picked runs: loss raw and smoothed, learning rate; step or
-time axis."""
+time axis. Every run keeps one colour of a categorical palette in every chart, and runs whose raw
+loss nearly coincides get a caption saying why (the noise drawn at each step, not the change)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ from trainer.tracking.records import RunRecord, metric_history
 from trainer.tracking.run_names import run_labels
 
 CURVE_KEYS = ("loss", "loss_smoothed", "lr")
+# Vega's category10: neighbouring runs get hues far apart (blue, orange, green, red...), never two
+# shades of one colour; a run past the tenth takes the palette again from the start.
+RUN_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+# Raw loss curves closer than this (mean absolute difference over the mean loss) are "the same":
+# a run's own noise moves the raw loss by far more from one step to the next.
+NEAR_IDENTICAL = 0.03
+MIN_SHARED_STEPS = 2
+
+
+def run_colours(runs: list[RunRecord]) -> dict[str, str]:
+    """``{label: colour}`` in pick order: the baseline blue, the next orange, and so on."""
+    labels = run_labels(runs)
+    return {labels[r.run_id]: RUN_COLOURS[i % len(RUN_COLOURS)] for i, r in enumerate(runs)}
 
 
 def curve_frame(tracking_uri: str, runs: list[RunRecord]) -> Any:
@@ -36,6 +61,50 @@ def curve_frame(tracking_uri: str, runs: list[RunRecord]) -> Any:
     return pd.DataFrame(rows, columns=["run", "metric", "step", "seconds", "value"])
 
 
+def near_identical(data: Any, order: list[str]) -> list[tuple[str, str, float]]:
+    """``(baseline, other, relative difference)`` for each run whose raw loss nearly coincides
+    with the baseline's (``order[0]``) over the steps both logged: the mean absolute difference
+    is under ``NEAR_IDENTICAL`` of their mean loss."""
+    raw = data[data.metric == "loss"]
+    series = {
+        run: dict(zip(group.step, group.value, strict=True)) for run, group in raw.groupby("run")
+    }
+    if not order or order[0] not in series:
+        return []
+    base, found = series[order[0]], []
+    for other in order[1:]:
+        points = series.get(other, {})
+        shared = sorted(base.keys() & points.keys())
+        if len(shared) < MIN_SHARED_STEPS:
+            continue
+        mean = sum(abs(base[s]) + abs(points[s]) for s in shared) / (2 * len(shared))
+        if not mean:
+            continue
+        gap = sum(abs(base[s] - points[s]) for s in shared) / len(shared) / mean
+        if gap < NEAR_IDENTICAL:
+            found.append((order[0], other, gap))
+    return found
+
+
+def overlap_caption(runs: list[RunRecord], pairs: list[tuple[str, str, float]]) -> str:
+    """Why near-identical raw losses say little: the loss of one step is mostly the noise level
+    drawn for it, and runs of one seed draw the same noise."""
+    labels = run_labels(runs)
+    seeds = {labels[r.run_id]: r.params.get("train.seed") for r in runs}
+    names = ", ".join(f"{other} ({gap:.1%} apart)" for _, other, gap in pairs)
+    shared = {seeds[base] for base, _, _ in pairs} | {seeds[other] for _, other, _ in pairs}
+    seed = (
+        f" These runs share seed {shared.pop()}, so each step drew the same noise in both."
+        if len(shared) == 1 and None not in shared
+        else ""
+    )
+    return (
+        f"The raw loss of {pairs[0][0]} and {names} nearly coincides. A diffusion model's raw "
+        "loss mostly reflects the random noise level drawn at each step, not what a setting "
+        f"changed.{seed} Compare the smoothed loss and, above all, the samples below."
+    )
+
+
 def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
     import altair as alt  # ~0.3 s: likewise
 
@@ -44,6 +113,10 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
         st.caption("None of these runs logged loss or learning rate yet.")
         return
     axis = st.radio("Axis", ["step", "seconds"], horizontal=True, key="cmp:axis")
+    colours = run_colours(runs)  # the same scale in every chart: a run is one colour on the page
+    colour = alt.Color(
+        "run:N", title="run", scale=alt.Scale(domain=list(colours), range=list(colours.values()))
+    )
     loss = data[data.metric != "lr"]
     lr = data[data.metric == "lr"]
     left, right = st.columns(2)
@@ -53,8 +126,17 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
         .encode(
             x=alt.X(f"{axis}:Q"),
             y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
-            color="run:N",
-            strokeDash="metric:N",
+            color=colour,
+            # raw faint and dashed, smoothed solid: told apart without colour
+            strokeDash=alt.StrokeDash(
+                "metric:N",
+                scale=alt.Scale(domain=["loss", "loss_smoothed"], range=[[4, 3], [1, 0]]),
+            ),
+            opacity=alt.Opacity(
+                "metric:N",
+                scale=alt.Scale(domain=["loss", "loss_smoothed"], range=[0.45, 1.0]),
+                legend=None,
+            ),
             tooltip=["run", "metric", "step", alt.Tooltip("value:Q", format=".4f")],
         ),
         width="stretch",
@@ -66,7 +148,10 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
             .encode(
                 x=alt.X(f"{axis}:Q"),
                 y=alt.Y("value:Q", title="lr", axis=alt.Axis(format=".1e")),
-                color="run:N",
+                color=colour,
             ),
             width="stretch",
         )
+    pairs = near_identical(data, list(colours))
+    if pairs:
+        st.caption(":material/info: " + overlap_caption(runs, pairs))

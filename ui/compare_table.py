@@ -1,5 +1,7 @@
 """The runs table: filters (architecture, intent, status, preset, date, rating, dataset, tags) and
-the columns that matter, predicted vs actual time included."""
+the columns that matter: the settings that differ among the listed runs (the learning rate of two
+runs that differ only there), predicted vs actual time. On the first visit of a session the two
+most recent finished runs are picked, so the comparison shows at once."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.history import KEY_SETTINGS
 from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
 from trainer.tracking.records import RunRecord
+from ui.advice import label_of
 
 ANY = "(any)"
 STATUSES = ("FINISHED", "RUNNING", "FAILED", "KILLED")
@@ -36,6 +40,13 @@ COLUMNS = (
     "run id",
 )
 _FOLDER_PARAM = re.compile(r"^datasets\.\d+\.folder_path$")
+MAX_SETTING_COLUMNS = 4
+# settings the table shows in columns of their own, and bookkeeping that trains nothing
+_SHOWN_ELSEWHERE = {"name", "intent", "preset", "model.arch", "train.steps", "logging.run_name"}
+_NOT_TRAINING = ("logging.", "save.", "runtime.")
+# which differing settings get the few columns first: the advisor's key settings, then the
+# sections that change what is learned, then the samples' settings
+_SECTION_ORDER = ("train.", "network.", "model.", "datasets.", "sample.")
 PICKED_KEY = "cmp:picked"  # the picker widget (its state goes when the user leaves the page)
 REMEMBERED_PICKS = "cmp:remembered_picks"  # the picked run ids, kept for the whole session
 
@@ -81,7 +92,45 @@ def dataset_labels(rec: RunRecord) -> set[str]:
     return found | {f"#{d[:12]}" for d in digests if d}
 
 
-def table_rows(records: Iterable[RunRecord]) -> list[dict[str, Any]]:
+def differing_settings(
+    records: Iterable[RunRecord], limit: int = MAX_SETTING_COLUMNS
+) -> tuple[dict[str, str], int]:
+    """``({param path: column label}, how many more differ)``: the settings (MLflow params) that
+    take two or more values among ``records``, the advisor's key settings first, at most
+    ``limit``; settings the table already shows (name, steps, dataset...) and bookkeeping (saves,
+    logging, workers) are left out. A run without the param (an older studio) does not count."""
+    values: dict[str, set[str]] = {}
+    for rec in records:
+        for path, value in rec.params.items():
+            values.setdefault(path, set()).add(value)
+    differing = [
+        path
+        for path, seen in values.items()
+        if len(seen) > 1
+        and path not in _SHOWN_ELSEWHERE
+        and not _FOLDER_PARAM.match(path)
+        and not path.startswith(_NOT_TRAINING)
+    ]
+    differing.sort(key=_column_rank)
+    columns: dict[str, str] = {}
+    for path in differing[:limit]:
+        label = label_of(path)
+        columns[path] = label if label not in COLUMNS and label not in columns.values() else path
+    return columns, max(0, len(differing) - limit)
+
+
+def _column_rank(path: str) -> tuple[int, int, str]:
+    if path in KEY_SETTINGS:
+        return 0, KEY_SETTINGS.index(path), path
+    section = next((i for i, s in enumerate(_SECTION_ORDER) if path.startswith(s)), None)
+    return 1 if section is not None else 2, section or 0, path
+
+
+def table_rows(
+    records: Iterable[RunRecord], settings: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per run; ``settings`` (``{param path: column label}``, see
+    ``differing_settings``) adds a column per setting after the status."""
     rows = []
     for r in records:
         pred_step, pred_total = predicted_step_s(r), predicted_total_s(r)
@@ -90,6 +139,7 @@ def table_rows(records: Iterable[RunRecord]) -> list[dict[str, Any]]:
             {
                 "name": r.name,
                 "status": r.status,
+                **{label: r.params.get(path) for path, label in (settings or {}).items()},
                 "arch": r.arch,
                 "intent": r.intent,
                 "preset": r.preset or "",
@@ -210,6 +260,14 @@ def label(rec: RunRecord) -> str:
     return f"{rec.name} · {rec.arch} · {when} · {rec.run_id[:8]}"
 
 
+def latest_finished(records: Iterable[RunRecord], count: int = 2) -> list[RunRecord]:
+    """The ``count`` most recently started finished runs, the older first (the baseline: the
+    diff then reads "what the newer run changed")."""
+    finished = [r for r in records if r.status == "FINISHED" and r.start_time is not None]
+    finished.sort(key=lambda r: r.start_time, reverse=True)
+    return finished[:count][::-1]
+
+
 def render_table(records: list[RunRecord]) -> list[RunRecord]:
     """The table of filtered runs and the runs the user picked to compare."""
     st.caption(
@@ -218,12 +276,22 @@ def render_table(records: list[RunRecord]) -> list[RunRecord]:
     )
     import pandas as pd  # ~0.75 s: not needed while the store has no runs
 
-    rows = table_rows(records)
-    st.dataframe(pd.DataFrame(rows, columns=COLUMNS), hide_index=True, key="cmp:table")
+    settings, more = differing_settings(records)
+    rows = table_rows(records, settings)
+    columns = [*COLUMNS[:2], *settings.values(), *COLUMNS[2:]]
+    st.dataframe(pd.DataFrame(rows, columns=columns), hide_index=True, key="cmp:table")
+    if more:
+        st.caption(
+            f"{more} more setting(s) differ among these runs: pick runs to see them all under "
+            "'What changed'."
+        )
     by_id = {r.run_id: r for r in records}
     ss = st.session_state
     if PICKED_KEY not in ss:  # back on the page: Streamlit dropped the widget's state on leaving
-        ss[PICKED_KEY] = [rid for rid in ss.get(REMEMBERED_PICKS, []) if rid in by_id]
+        if REMEMBERED_PICKS in ss:
+            ss[PICKED_KEY] = [rid for rid in ss[REMEMBERED_PICKS] if rid in by_id]
+        else:  # first visit: the comparison a newcomer came for, without a pick
+            ss[PICKED_KEY] = [r.run_id for r in latest_finished(records)]
     picked = st.multiselect(
         "Runs to compare (the first is the baseline)",
         list(by_id),

@@ -1,4 +1,5 @@
-"""Review: editable summary, validation with fixes, yours vs recommended, YAML in and out, launch."""
+"""Review: editable summary, validation with fixes, yours vs recommended, YAML in and out, and
+launch (what locks it, by name, and the name the run will be saved as)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from trainer.config.fields import WIZARD_STEPS
 from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, loads_config
 from trainer.config.paths import concrete_paths
+from trainer.settings import load_settings
 from ui import advice, state
 from ui.advisor_column import render_findings, show_value
 from ui.boundary import advisor_boundary
+from ui.compare_store import bump
 from ui.context import StudioContext, apply_fix
 from ui.hub_sign_in import render_hub_sign_in
 from ui.jobs import LaunchRefused, launch_draft, open_monitor
+from ui.launch_name import LaunchName, launch_name
 from ui.model_panel import download_progress, is_running, render_download
 from ui.preflight import current_recommendations
 from ui.widgets import applies, render_field, spec, step_fields
@@ -28,17 +32,21 @@ LAUNCH_RESULT = "rv:launch_result"
 
 
 def render_editable_summary() -> None:
-    """The basic settings of every step, editable in place (the wizard has the rest)."""
+    """The basic settings of every step, editable in place (the wizard has the rest). A name the
+    store already has shows the one the run will get ("LoRA name: my_lora → my_lora_2")."""
     arch = state.get_value("model.arch", "sd15")
     n = len(state.get_value("datasets") or [None])
+    saved_as = draft_launch_name()
     for step, (title, _) in WIZARD_STEPS.items():
         basic = [f for f in step_fields(step) if spec(f).level == "basic" and applies(f, arch)]
         if not basic:
             continue
-        values = [
-            f"{advice.label_of(f)}: {show_value(state.get_value(concrete_paths(f, n)[0]))}"
-            for f in basic[:3]
-        ]
+        values = []
+        for generic in basic[:3]:
+            value = show_value(state.get_value(concrete_paths(generic, n)[0]))
+            if generic == "name" and saved_as and saved_as.renamed and value == saved_as.wanted:
+                value = f"{value} → {saved_as.given}"
+            values.append(f"{advice.label_of(generic)}: {value}")
         # keyed: the label shows the values, and a changed label must not collapse it on edit
         with st.expander(f"{title} — " + " · ".join(values), key=f"rv:summary:{step}"):
             for generic in basic:
@@ -205,17 +213,50 @@ def _undo_import() -> None:
 
 
 # -------------------------------------------------------------------------------------- launch
+STILL_AUTO = " is still 'auto'"  # the end of a blocker that names a setting left to the advisor
+AUTO_RULE = "auto_unresolved"  # the advisor's error for them: named per setting instead
+
+
 def launch_blockers(context: StudioContext) -> list[str]:
-    reasons = [f.message for f in context.errors]
+    """Why Launch is locked, a line each: the errors, then each setting still 'auto' ("Learning
+    rate is still 'auto'"); empty when it is not."""
+    reasons = [f.message for f in context.errors if f.rule != AUTO_RULE]
     cfg = context.validated.config
     if cfg is not None:
-        for path in unresolved_autos(cfg):
-            text = f"{advice.label_of(path)} is still 'auto'"
-            if not any(text in r for r in reasons):
-                reasons.append(text)
+        reasons += [f"{advice.label_of(path)}{STILL_AUTO}" for path in unresolved_autos(cfg)]
     elif not reasons:
         reasons.append("the config does not validate")
     return reasons
+
+
+def lock_message(blockers: list[str], place: str) -> str:
+    """The headline of a locked Launch, saying exactly what blocks it: the errors to fix, the
+    settings still 'auto' by name, or both."""
+    autos = [b.removesuffix(STILL_AUTO) for b in blockers if b.endswith(STILL_AUTO)]
+    errors = len(blockers) - len(autos)
+    where = "in Validation below" if place == "top" else "above"
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)} to fix")
+    if autos:
+        verb = "is" if len(autos) == 1 else "are"
+        parts.append(f"{_and(autos)} {verb} still 'auto'")
+    them = "it" if len(blockers) == 1 else "them"
+    if autos and not errors:
+        action = f"Let the advisor choose (Fix {where}) or set {them} in the wizard."
+    else:
+        action = f"Fix {them} {where}."
+    return f":material/block: **Launch is locked:** {' and '.join(parts)}. {action}"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def draft_launch_name() -> LaunchName | None:
+    """The name a launch of the draft would give its run (None while the draft has errors)."""
+    cfg = state.validated().config
+    return None if cfg is None else launch_name(cfg, load_settings().tracking_uri)
 
 
 LAUNCH_LABELS = {"top": "Launch training", "bottom": "Launch this config"}
@@ -231,15 +272,15 @@ def render_launch(context: StudioContext, place: str = "bottom") -> None:
     """
     blockers = launch_blockers(context)
     if blockers:
-        where = "in Validation below" if place == "top" else "above"
-        st.markdown(
-            f":material/block: **Launch is locked:** {len(blockers)} problem(s) remain. "
-            f"Fix them {where} (errors and settings still on 'auto')."
-        )
-        if place == "top":
-            more = len(blockers) - SHOWN_BLOCKERS
-            lines = [f"- {reason}" for reason in blockers[:SHOWN_BLOCKERS]]
+        st.markdown(lock_message(blockers, place))
+        errors = [b for b in blockers if not b.endswith(STILL_AUTO)]  # the autos are named above
+        if place == "top" and errors:
+            more = len(errors) - SHOWN_BLOCKERS
+            lines = [f"- {reason}" for reason in errors[:SHOWN_BLOCKERS]]
             st.markdown("\n".join(lines + ([f"- … and {more} more"] if more > 0 else [])))
+    saved_as = draft_launch_name()
+    if saved_as is not None:
+        st.markdown(f":material/save: {saved_as.text()}")
     clicked = st.button(
         LAUNCH_LABELS[place],
         type="primary",
@@ -277,6 +318,7 @@ def _launch(context: StudioContext, place: str) -> None:
         _remember_launch("error", f"**Not launched:** {err}", place)
         return
     _remember_launch("ok", f"**Launched** `{job.name}` (run `{job.run_id}`).", place)
+    bump()  # the store has a run more: the next name shown counts it (and Compare lists it)
     open_monitor(job.run_id)
 
 
