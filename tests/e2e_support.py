@@ -18,15 +18,25 @@ Use from a test module (``tests/`` is on ``sys.path`` like ``ui_support``)::
 - ``shot(page, name)``: a full-page screenshot in ``test-artifacts/e2e/<name>.png``.
 - ``set_number(page, label, value)``, ``choose(page, label, option)``: fill a number input / pick
   a select box option by their labels, then wait for the rerun.
+- ``report(line)``: a figure for the log, printed and repeated in the run's summary.
+- ``icon_problems(page, where)``: characters drawn as empty boxes (no font has them: emoji on a
+  machine without an emoji font), Material icons whose font did not load, the Deploy button.
+- ``speed_factor()``, ``scaled(seconds)``: how much slower this machine runs now than a quiet one
+  (a small fixed CPU workload timed when first needed and again every 30 s; the slowest time of
+  the session counts; clamped to 1..6), and a wait stretched by it. Every fixed wait for training
+  or a launch goes through ``scaled``; so do the default page timeout and pytest-timeout's limit
+  of e2e tests (at collection). The factor is printed at the end of the run and in timeouts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -55,6 +65,130 @@ START_TIMEOUT_S = 90.0  # a loaded 2-core machine took 3-10 s for a first render
 RUN_TIMEOUT_MS = 60_000  # one script run (a page render) at most
 VIEWPORT = {"width": 1400, "height": 1000}
 SHOT_MAX_HEIGHT = 8000
+
+
+# ------------------------------------------------------------------------- the machine's speed
+# The median of SPEED_ROUNDS timings of ``_speed_workload`` on a quiet 2-core machine (load
+# average under 1; 3 busy processes beside it made it ~5x slower). Waits are stretched by the
+# ratio now / then, never shrunk (a fast machine keeps the margins the tests were written with).
+SPEED_REFERENCE_S = 0.055
+SPEED_ROUNDS = 5
+SPEED_CLAMP = (1.0, 6.0)
+SPEED_ENV = "STUDIO_E2E_SPEED_FACTOR"  # set to a number to skip the measurement
+
+
+def _speed_workload() -> float:
+    """Seconds for a fixed mix of small torch ops and Python, on one thread: what the tiny
+    trainer, the Streamlit server and the test itself spend their time on."""
+    import torch  # ~2 s when not imported yet: conftest has imported it already
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 64, generator=generator)
+    w = torch.randn(64, 64, generator=generator)
+    x = torch.randn(1, 4, 32, 32, generator=generator)
+    conv = torch.nn.Conv2d(4, 16, 3, padding=1)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(400):
+            a = torch.tanh(a @ w)
+            conv(x).relu().mean()
+    sum(i * i for i in range(100_000))
+    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Speed:
+    factor: float
+    measured_s: float | None  # None when SPEED_ENV set the factor
+    measurements: int = 1  # how many were taken this session (the slowest is used)
+
+    def describe(self) -> str:
+        if self.measured_s is None:
+            return f"e2e speed factor {self.factor:.2f} (from ${SPEED_ENV})"
+        return (
+            f"e2e speed factor {self.factor:.2f} (workload {self.measured_s:.3f} s here at its "
+            f"slowest of {self.measurements} measurement(s), {SPEED_REFERENCE_S:.3f} s on a quiet "
+            f"machine; clamped to {SPEED_CLAMP[0]:g}..{SPEED_CLAMP[1]:g})"
+        )
+
+
+SPEED_REFRESH_S = 30.0  # the load changes during a session: measure again after this long
+_speed_samples: list[float] = []  # workload seconds, one per measurement
+_speed_measured_at = [float("-inf")]
+
+
+def _time_workload() -> float:
+    import torch  # the test process's threads, as conftest set them
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _speed_workload()  # warm-up: first calls pay for allocations and dispatch caches
+        return statistics.median(_speed_workload() for _ in range(SPEED_ROUNDS))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measured_speed() -> Speed:
+    """The machine's speed, from the slowest measurement of this session: measured when first
+    asked (about a second) and again when asked after ``SPEED_REFRESH_S`` (other work on a shared
+    machine comes and goes: a stop/resume test timed out when the load rose after the start).
+    ``$STUDIO_E2E_SPEED_FACTOR`` sets the factor instead."""
+    low, high = SPEED_CLAMP
+    forced = os.environ.get(SPEED_ENV)
+    if forced:
+        return Speed(min(max(float(forced), low), high), None, 0)
+    if time.monotonic() - _speed_measured_at[0] > SPEED_REFRESH_S:
+        _speed_samples.append(_time_workload())
+        _speed_measured_at[0] = time.monotonic()
+    slowest = max(_speed_samples)
+    return Speed(min(max(slowest / SPEED_REFERENCE_S, low), high), slowest, len(_speed_samples))
+
+
+def speed_factor() -> float:
+    return measured_speed().factor
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` of a quiet machine, stretched by how slow this one is now (``speed_factor``)."""
+    return seconds * speed_factor()
+
+
+def scaled_ms(milliseconds: float) -> float:
+    return scaled(milliseconds / 1000) * 1000
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection: unselected e2e tests cost nothing
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-timeout's limit of every e2e test stretched like its waits (its own marker's
+    value, else ``--timeout`` / the ini's); 0 (no limit) stays 0."""
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    if not e2e or not config.pluginmanager.hasplugin("timeout"):
+        return
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in e2e:
+        marker = item.get_closest_marker("timeout")
+        limit = float(marker.args[0]) if marker and marker.args else default
+        if limit > 0:
+            item.add_marker(pytest.mark.timeout(round(scaled(limit))), append=False)
+
+
+_reported: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure for the log: printed now (seen with ``-s``) and again in the run's summary."""
+    print(line)
+    _reported.append(line)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _reported:
+        terminalreporter.section("e2e figures")
+        for line in _reported:
+            terminalreporter.write_line(line)
+    if _speed_samples or os.environ.get(SPEED_ENV):  # when a test (or collection) asked for it
+        terminalreporter.write_line(measured_speed().describe())
 
 
 # ------------------------------------------------------------------------------------ the server
@@ -129,6 +263,21 @@ def _stop_trainers(home: Path) -> None:
                 os.killpg(job.pid, signal.SIGKILL)
 
 
+def _stop_mlflow_ui(home: Path) -> None:
+    """The MLflow UI the studio started on demand has its own session: end it with the studio
+    (its pid is in the home's state file; a pid that is no longer an mlflow process is left)."""
+    from ui.mlflow_ui import STATE_FILE
+
+    try:
+        pid = int(json.loads((home / STATE_FILE).read_text(encoding="utf-8"))["pid"])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if b"mlflow" in command:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def start_studio(
     home: Path, demo_home: Path | None = None, extra_env: dict[str, str] | None = None
@@ -172,7 +321,8 @@ def start_studio(
         )
     studio = Studio(url=url, home=home, log=log, process=process)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        start_timeout = scaled(START_TIMEOUT_S)
+        deadline = time.monotonic() + start_timeout
         while not _healthy(url):
             if process.poll() is not None:
                 raise AssertionError(
@@ -180,13 +330,15 @@ def start_studio(
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"streamlit not healthy after {START_TIMEOUT_S:.0f} s:\n{studio.log_tail()}"
+                    f"streamlit not healthy after {start_timeout:.0f} s "
+                    f"({measured_speed().describe()}):\n{studio.log_tail()}"
                 )
             time.sleep(0.25)
         yield studio
     finally:
         stop_process_group(process)
         _stop_trainers(home)
+        _stop_mlflow_ui(home)
 
 
 @pytest.fixture()
@@ -216,7 +368,7 @@ def chromium_browser() -> Iterator[object]:
 def new_page(browser: object, url: str | None = None):
     """A page in a new context (fresh session), generous timeouts; opened at ``url`` if given."""
     context = browser.new_context(viewport=VIEWPORT, reduced_motion="reduce")  # type: ignore[attr-defined]
-    context.set_default_timeout(RUN_TIMEOUT_MS)
+    context.set_default_timeout(scaled_ms(RUN_TIMEOUT_MS))
     page = context.new_page()
     if url:
         page.goto(url, wait_until="domcontentloaded")
@@ -239,13 +391,14 @@ def script_state(page) -> str:
     return page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state") or ""
 
 
-def wait_idle(page, timeout_ms: float = RUN_TIMEOUT_MS, settle_ms: int = 250) -> None:
+def wait_idle(page, timeout_ms: float | None = None, settle_ms: int = 250) -> None:
     """Wait until the app is connected and no script run is in progress or requested.
 
     A run can start a moment after a click, so the app must look idle twice ``settle_ms`` apart.
     (A live fragment, e.g. the monitor's 2 s refresh, runs briefly; idle moments between its
     ticks count.)
     """
+    timeout_ms = scaled_ms(RUN_TIMEOUT_MS) if timeout_ms is None else timeout_ms
     app = page.locator('[data-testid="stApp"]')
     app.wait_for(state="attached", timeout=timeout_ms)
     deadline = time.monotonic() + timeout_ms / 1000
@@ -254,7 +407,7 @@ def wait_idle(page, timeout_ms: float = RUN_TIMEOUT_MS, settle_ms: int = 250) ->
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"the studio is still busy after {timeout_ms / 1000:.0f} s "
-                f"(script state {script_state(page)!r})"
+                f"(script state {script_state(page)!r}; {measured_speed().describe()})"
             )
         page.wait_for_timeout(settle_ms)
         idle = script_state(page) == "notRunning" and (
@@ -329,3 +482,73 @@ def choose(page, label: str, option, scope=None) -> None:
     exact = isinstance(option, str)
     page.get_by_role("option", name=option, exact=exact if exact else None).first.click()
     wait_idle(page)
+
+
+# ---------------------------------------------------------------------------- glyphs and icons
+# Every non-ASCII character of the page's text drawn on a canvas in its element's font: one that
+# comes out as the font's missing glyph (or as nothing) is an empty box for the user.
+EMPTY_BOXES_JS = r"""
+(scope) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = 64; canvas.height = 64;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const draw = (text, font) => {
+    ctx.clearRect(0, 0, 64, 64); ctx.font = font; ctx.fillStyle = '#000';
+    ctx.textBaseline = 'middle'; ctx.fillText(text, 8, 32);
+    return ctx.getImageData(0, 0, 64, 64).data.join(',');
+  };
+  const seen = new Map();
+  for (const el of document.querySelectorAll(scope)) {
+    if (el.closest('[data-testid="stIconMaterial"]')) continue;  // ligatures: checked apart
+    const style = getComputedStyle(el);
+    const font = `${style.fontWeight} 32px ${style.fontFamily}`;
+    for (const ch of el.innerText || '') {
+      if (ch.codePointAt(0) < 0x80 || /\s/u.test(ch)) continue;
+      seen.set(ch + '|' + font, [ch, font, el.tagName]);
+    }
+  }
+  const bad = new Set();
+  for (const [ch, font, tag] of seen.values()) {
+    const shown = draw(ch, font);
+    if (shown === draw('\u{10FFFD}', font) || shown === draw('', font)) {
+      bad.add(`${ch} (U+${ch.codePointAt(0).toString(16).toUpperCase()}) in <${tag}>`);
+    }
+  }
+  return [...bad];
+}
+"""
+TEXT_SCOPE = "h1, h2, h3, h4, h5, h6, button, a, label, p, li, span, [role=tab], [role=option]"
+# A Material icon is a ligature: its name as text, drawn as one glyph when the icon font is in.
+# Unrendered, "check_circle" shows as a word many times wider than the icon.
+UNRENDERED_ICONS_JS = """
+() => [...document.querySelectorAll('[data-testid="stIconMaterial"]')].flatMap(icon => {
+  const width = icon.getBoundingClientRect().width;
+  const size = parseFloat(getComputedStyle(icon).fontSize);
+  const name = icon.innerText.trim();
+  return name && width > 0 && width > 1.6 * size ? [`${name} (${width.toFixed(0)} px wide)`] : [];
+})
+"""
+
+
+def detector_sees_empty_boxes(page) -> bool:
+    """The glyph check finds a character no font here has (a private-use one), put in the page
+    for a moment: on this machine an empty box is told from a drawn glyph."""
+    page.evaluate(
+        """() => { const p = document.createElement('p'); p.id = 'glyph-probe';
+        p.textContent = 'probe \\uE000'; document.body.appendChild(p); }"""
+    )
+    try:
+        return any("U+E000" in box for box in page.evaluate(EMPTY_BOXES_JS, "#glyph-probe"))
+    finally:
+        page.evaluate("() => document.getElementById('glyph-probe').remove()")
+
+
+def icon_problems(page, where: str) -> list[str]:
+    """Empty-box glyphs and unrendered Material icons on the page, and Streamlit's Deploy button
+    (the toolbar is minimal: a local studio is not an app to publish)."""
+    wait_idle(page)
+    problems = [f"{where}: empty box for {c}" for c in page.evaluate(EMPTY_BOXES_JS, TEXT_SCOPE)]
+    problems += [f"{where}: icon not drawn: {i}" for i in page.evaluate(UNRENDERED_ICONS_JS)]
+    if page.locator('[data-testid="stAppDeployButton"]').count():
+        problems.append(f"{where}: Streamlit's Deploy button is shown")
+    return problems

@@ -20,8 +20,11 @@ from e2e_support import (  # noqa: E402
     Studio,
     choose,
     main_area,
+    measured_speed,
     new_page,
     open_page,
+    scaled,
+    scaled_ms,
     set_number,
     shot,
     wait_idle,
@@ -30,7 +33,8 @@ from e2e_support import (  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test takes 30-90 s here
 # Long enough that Stop lands mid-run when the trainer is fast (0.03 s/step on a quiet core).
 STOP_RUN_STEPS = 300
-TRAIN_TIMEOUT_S = 150.0  # the tiny run takes ~25 s here; the machine is shared and loaded
+# The tiny run takes ~25 s on a quiet machine; waits go through scaled() (the machine's speed).
+TRAIN_TIMEOUT_S = 150.0
 
 
 def wizard_heading(page) -> str:
@@ -52,7 +56,10 @@ def wait_for(predicate, timeout_s: float, what: str, page=None, studio: Studio |
         if time.monotonic() > deadline:
             extra = f"\nmonitor: {header_status(page)!r}" if page is not None else ""
             extra += f"\nserver log:\n{studio.log_tail()}" if studio is not None else ""
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{extra}")
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f} s waiting for {what} "
+                f"({measured_speed().describe()}){extra}"
+            )
         time.sleep(0.5)
 
 
@@ -155,8 +162,8 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
     expect(launch).to_be_enabled()
     shot(page, "05-review")
     launch.click()
-    page.wait_for_url(re.compile(r"/monitor"), timeout=90_000)
-    wait_idle(page, timeout_ms=90_000)
+    page.wait_for_url(re.compile(r"/monitor"), timeout=scaled_ms(90_000))
+    wait_idle(page, timeout_ms=scaled_ms(90_000))
     runs = list_runs(f"sqlite:///{studio_server.home / 'mlflow.db'}")
     assert len(runs) == 1
     run_id = runs[0].run_id
@@ -170,7 +177,7 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
             chart.first.is_visible() and sample.first.is_visible()
         )
 
-    wait_for(seen_live, TRAIN_TIMEOUT_S, "the loss chart and a sample", page, studio_server)
+    wait_for(seen_live, scaled(TRAIN_TIMEOUT_S), "the loss chart and a sample", page, studio_server)
     alt = sample.first.get_attribute("alt") or ""
     assert re.match(r"Step \d+: \S", alt), alt  # samples say what they show
     shot(page, "06-monitor-training")
@@ -184,7 +191,7 @@ def test_a_new_user_trains_the_demo_lora_from_preflight_to_the_finished_monitor(
         )
 
     try:
-        wait_for(finished, TRAIN_TIMEOUT_S, "the run to finish", page, studio_server)
+        wait_for(finished, scaled(TRAIN_TIMEOUT_S), "the run to finish", page, studio_server)
     except AssertionError as err:
         raise AssertionError(f"{err}\ntrainer log:\n{trainer_log(studio_server, run_id)}") from None
     wait_idle(page)
@@ -240,8 +247,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
     set_number(page, "Save every", 50)
     main.get_by_text("No problems found.").wait_for()
     main.get_by_role("button", name="Launch training").click()
-    page.wait_for_url(re.compile(r"/monitor"), timeout=90_000)
-    wait_idle(page, timeout_ms=90_000)
+    page.wait_for_url(re.compile(r"/monitor"), timeout=scaled_ms(90_000))
+    wait_idle(page, timeout_ms=scaled_ms(90_000))
     uri = f"sqlite:///{studio_server.home / 'mlflow.db'}"
     (run,) = list_runs(uri)
 
@@ -249,7 +256,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
         step, total = monitor_step(page)
         return total == STOP_RUN_STEPS and step >= 3
 
-    wait_for(training, TRAIN_TIMEOUT_S, "training to reach step 3", page, studio_server)
+    wait_for(training, scaled(TRAIN_TIMEOUT_S), "training to reach step 3", page, studio_server)
     main.get_by_role("button", name=re.compile("Stop$")).click()
     wait_idle(page)
     shot(page, "08-monitor-stopping")
@@ -264,7 +271,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
         )
 
     try:
-        wait_for(stopped, TRAIN_TIMEOUT_S, "the run to stop", page, studio_server)
+        wait_for(stopped, scaled(TRAIN_TIMEOUT_S), "the run to stop", page, studio_server)
     except AssertionError as err:
         raise AssertionError(
             f"{err}\ntrainer log:\n{trainer_log(studio_server, run.run_id)}"
@@ -296,7 +303,9 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
         )
 
     try:
-        wait_for(continued, TRAIN_TIMEOUT_S, "the resumed run to finish", page, studio_server)
+        wait_for(
+            continued, scaled(TRAIN_TIMEOUT_S), "the resumed run to finish", page, studio_server
+        )
     except AssertionError as err:
         raise AssertionError(
             f"{err}\ntrainer log:\n{trainer_log(studio_server, run.run_id)}"

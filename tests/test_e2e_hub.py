@@ -21,6 +21,8 @@ from e2e_support import (  # noqa: E402
     main_area,
     new_page,
     open_page,
+    scaled,
+    scaled_ms,
     set_number,
     shot,
     start_studio,
@@ -87,7 +89,7 @@ def test_a_gated_hub_model_is_signed_in_for_downloaded_and_trained(
             expect(download).to_be_enabled()
             download.click()
             progress = main.locator('[data-testid="stProgress"]')
-            progress.first.wait_for(timeout=30_000)
+            progress.first.wait_for(timeout=scaled_ms(30_000))
             shot(page, "hub-03-downloading")
 
             def cached() -> bool:
@@ -118,7 +120,7 @@ def test_a_gated_hub_model_is_signed_in_for_downloaded_and_trained(
             expect(launch).to_be_enabled()
             shot(page, "hub-05-review")
             launch.click()
-            page.wait_for_url(re.compile(r"/monitor"), timeout=90_000)
+            page.wait_for_url(re.compile(r"/monitor"), timeout=scaled_ms(90_000))
             uri = f"sqlite:///{studio.home / 'mlflow.db'}"
             run_id = list_runs(uri)[0].run_id
 
@@ -126,7 +128,7 @@ def test_a_gated_hub_model_is_signed_in_for_downloaded_and_trained(
                 return "finished" in header_status(page)
 
             try:
-                wait_for(finished, TRAIN_TIMEOUT_S, "the run to finish", page, studio)
+                wait_for(finished, scaled(TRAIN_TIMEOUT_S), "the run to finish", page, studio)
             except AssertionError as err:
                 raise AssertionError(f"{err}\n{trainer_log(studio, run_id)}") from None
             shot(page, "hub-06-finished")
