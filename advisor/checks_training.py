@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from advisor import intents
 from advisor.dataset import repeats_per_image, steps_for_repeats
+from advisor.decide_training import NO_8BIT
 from advisor.defaults import resolve_autos
 from advisor.findings import Context, Finding, finding, rule
 from trainer.config.fields import ARCH_DEFAULTS
@@ -89,6 +90,20 @@ def lion_lr(ctx: Context) -> Iterator[Finding]:
         ("train.lr",),
         f"Lion's updates are larger than AdamW's: {lr:g} is likely too high; use 3-10x less",
         {"train.lr": float(f"{lr / 5:.2g}"), "train.unet_lr": None},
+    )
+
+
+@rule("optimizer_8bit_off_gpu", ("train.optimizer",), "8-bit optimizer without a GPU for it")
+def optimizer_8bit_off_gpu(ctx: Context) -> Iterator[Finding]:
+    work = ctx.work  # its device kind says "cpu" when runtime.device forces the CPU
+    if ctx.cfg.train.optimizer != "adamw8bit" or work is None or work.device_kind not in NO_8BIT:
+        return
+    yield finding(
+        "optimizer_8bit_off_gpu",
+        "warning",
+        ("train.optimizer",),
+        f"adamw8bit on this machine: {NO_8BIT[work.device_kind]}; adamw trains the same LoRA",
+        {"train.optimizer": "adamw"},
     )
 
 

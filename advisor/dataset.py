@@ -2,7 +2,7 @@
 
 ``DatasetInfo`` is plain data: per dataset folder the number of usable images and, when the
 folder was scanned, their sizes, captions and the files that were skipped. With sizes the step
-arithmetic is exact and bucket-aware (the trainer's own ``make_buckets`` / ``bucket_for`` /
+arithmetic is exact and bucket-aware (the trainer's own ``epoch_bucket_counts`` /
 ``steps_per_epoch`` from ``trainer.data.buckets``, plain Python); without them it uses
 ``ceil(images × repeats / (batch × accumulation))`` (docs/sources.md#step-arithmetic).
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.schema import TrainingConfig
 from trainer.config.sections.datasets import DatasetConfig
-from trainer.data.buckets import bucket_for, make_buckets
+from trainer.data.buckets import epoch_bucket_counts
 from trainer.data.buckets import steps_per_epoch as trainer_steps
 
 if TYPE_CHECKING:
@@ -89,23 +89,13 @@ def _bucket_table(
     sizes: tuple[tuple[int, int], ...],
     arch: str,
 ) -> tuple[tuple[tuple[int, int], int], ...]:
-    multiple = ARCH_DEFAULTS[arch]["size_multiple"]
-    counts: Counter[tuple[int, int]] = Counter()
-    for resolution in resolutions:
-        side = max(multiple, resolution // multiple * multiple)
-        buckets = make_buckets(side, multiple)
-        for width, height in sizes:
-            counts[
-                bucket_for(
-                    width,
-                    height,
-                    side,
-                    multiple,
-                    enable_bucketing=enable_bucketing,
-                    no_upscale=no_upscale,
-                    buckets=buckets,
-                )
-            ] += 1
+    counts = epoch_bucket_counts(
+        sizes,
+        resolutions,
+        ARCH_DEFAULTS[arch]["size_multiple"],
+        enable_bucketing=enable_bucketing,
+        no_upscale=no_upscale,
+    )
     return tuple(counts.items())
 
 

@@ -103,7 +103,7 @@ def _network(d: Draft) -> None:
     d.set("network.type", kind, f"{kind} suits {d.kind} LoRAs on {arch}", NOTES)
     rank = prior.rank[arch]
     why = f"rank {rank} for {d.kind} on {arch}"
-    images = d.info.total_images if d.info and d.info.folders else None
+    images = d.counted.total_images if d.counted else None
     if images is not None and images < 10 and rank > 16:
         rank, why = 16, f"rank 16: {images} images would be memorised by rank {rank}"
     d.set("network.linear", rank, why, NOTES)
@@ -117,9 +117,9 @@ def _network(d: Draft) -> None:
 
 def _caching(d: Draft) -> None:
     cfg = d.cfg()
-    w = workload(cfg, d.profile, d.info)
+    w = workload(cfg, d.profile, d.counted)
     per_image = latent_bytes(w) + (text_bytes(w) if cfg.train.cache_text_embeddings else 0)
-    images = sum(ds.images for ds in d.info.folders) if d.info and d.info.folders else 40
+    images = d.counted.total_images if d.counted else 40
     flips = max((variants(ds) for ds in cfg.datasets), default=1)
     cache = seed_formulas.caching_defaults(d.profile, images * flips * per_image / GIB)
     for i in d.datasets():
@@ -187,15 +187,15 @@ def _batch(d: Draft) -> None:
 
 
 def _cap_batch(d: Draft, batch: int, most: int) -> tuple[int, int]:
-    images = d.info.total_images if d.info and d.info.folders else None
+    images = d.counted.total_images if d.counted else None
     if images:
         batch, most = min(batch, images), min(most, images)
     cfg = d.cfg()
-    while most > 1 and predicted_gb(_with_batch(cfg, most), d.profile, d.info) > budget_gb(
+    while most > 1 and predicted_gb(_with_batch(cfg, most), d.profile, d.counted) > budget_gb(
         d.profile
     ):
         most //= 2
-    while batch > 1 and predicted_gb(_with_batch(cfg, batch), d.profile, d.info) > budget_gb(
+    while batch > 1 and predicted_gb(_with_batch(cfg, batch), d.profile, d.counted) > budget_gb(
         d.profile
     ):
         batch //= 2
@@ -225,7 +225,7 @@ def _fit(d: Draft) -> None:
             VRAM_SOURCE,
         )
         return
-    fitted, rungs = fit_to_memory(cfg, d.profile, d.info)
+    fitted, rungs = fit_to_memory(cfg, d.profile, d.counted)
     for rung in rungs:
         for path, value in rung.patch.items():
             value = default_of(path) if value is None else value
@@ -234,7 +234,7 @@ def _fit(d: Draft) -> None:
                 d.set_flag(path, value, rung.reason, off, VRAM_SOURCE)
             else:
                 d.set(path, value, rung.reason, VRAM_SOURCE)
-    if predicted_gb(fitted, d.profile, d.info) > budget_gb(d.profile):
+    if predicted_gb(fitted, d.profile, d.counted) > budget_gb(d.profile):
         d.notes.append(
             f"Even with every memory saving this run is predicted above the "
             f"{d.profile.usable_vram_gb:.0f} GB available: expect out-of-memory errors."
@@ -245,7 +245,7 @@ def _fits_without_checkpointing(cfg: TrainingConfig, d: Draft) -> bool:
     trial = cfg.model_copy(
         update={"train": cfg.train.model_copy(update={"gradient_checkpointing": False})}
     )
-    return predicted_gb(trial, d.profile, d.info) <= budget_gb(d.profile) * 0.9
+    return predicted_gb(trial, d.profile, d.counted) <= budget_gb(d.profile) * 0.9
 
 
 def _loading(d: Draft) -> None:

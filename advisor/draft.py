@@ -21,6 +21,7 @@ from trainer.config.schema import TrainingConfig
 VRAM_SOURCE = "advisor VRAM model (calibrated on docs/sources.md#published-memory-figures)"
 SCHEMA = "trainer/config/fields.py ARCH_DEFAULTS"
 DEMO = "presets/demo_*.yaml"
+DATASET_SOURCE = "your dataset"  # a fact read from the dataset folder (stale once it changes)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,14 @@ class Draft:
     @property
     def demo(self) -> bool:
         return str(self.data["model"]["name_or_path"]).startswith("demo:")
+
+    @property
+    def counted(self) -> DatasetInfo | None:
+        """The dataset info when every folder exists and was counted, else None. Facts about
+        images and captions come only from here (like the rules' ``Context.counted``): a folder
+        that is missing has no images, no captions and no trigger word to report."""
+        found = self.info.found if self.info is not None else None
+        return found if found is not None and found.folders else None
 
     def get(self, path: str) -> Any:
         return get_path(self.data, path)

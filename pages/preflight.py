@@ -1,4 +1,8 @@
-"""Preflight: check the machine, answer three questions, get a draft full of recommended values."""
+"""Preflight: check the machine, answer a few questions, get a draft full of recommended values.
+
+Detecting the hardware can take seconds: the questions and the Confirm button are drawn first,
+under a running "Detecting your hardware…" status that the detected values then replace.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ui.preflight import (
     render_hub_status,
     render_intent,
     render_overrides,
+    show_waiting,
 )
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
@@ -27,10 +32,8 @@ st.write(
 )
 
 st.subheader("1 · Your hardware")
-hw = detected_hardware()
-render_hardware_check(hw)
-render_hub_status()
-overrides = render_overrides(hw)
+hardware_area = st.container()  # filled once detection is done, below the questions' code
+waiting = show_waiting(hardware_area, "Detecting your hardware…")
 
 st.subheader("2 · What you are training")
 answers = render_intent()
@@ -40,9 +43,20 @@ if state.meta().get("preflight_done") and st.session_state.get("pf:applied") is 
         ":material/info: You confirmed preflight before. Confirming again replaces the "
         "recommended values (you can undo it in the wizard)."
     )
-if st.button(
+clicked = st.button(
     "Confirm and fill the wizard", type="primary", key="pf:confirm", icon=":material/done:"
-):
+)
+
+with hardware_area:
+    hw = detected_hardware()
+    waiting.empty()
+    render_hardware_check(hw)
+    waiting = show_waiting(st.container(), "Checking the Hugging Face Hub…")
+    render_hub_status()
+    waiting.empty()
+    overrides = render_overrides(hw)
+
+if clicked:  # handled after detection: the recommendations need the hardware and overrides
     with advisor_boundary("recommending values for your answers") as recommending:
         recs = confirm(answers, overrides)
     if not recommending.failed:

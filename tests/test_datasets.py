@@ -113,21 +113,17 @@ def test_folder_import_and_listing(tmp_path: Path, dataset: Path) -> None:
         dm.import_folder(tmp_path / "datasets", "copy", source)
 
 
-def test_analysis_counts_buckets_captions_flags_and_steps(dataset: Path) -> None:
-    report = dm.analyse(dataset, [512], multiple=64, repeats=2, batch_size=2, min_side=300)
+def test_analysis_counts_captions_and_flags(dataset: Path) -> None:
+    report = dm.analyse(dataset, min_side=300)
     assert report["images"] == 4
     assert report["captioned"] == 2
     assert report["caption_coverage"] == 0.5
+    assert report["caption_style"] == "tags"
     assert report["tag_frequency"]["sks"] == 2
     rows = {r["image"]: r for r in report["rows"]}
     assert rows["a.png"]["aspect"] == 1.25
-    assert (
-        rows["b.png"]["buckets"][512] == "384x640"
-    )  # aspect 0.667: 0.6 is nearer than 448x576's 0.78
+    assert "buckets" not in rows["a.png"]  # buckets follow the training settings: ui.datasets
     assert report["flagged"] == {"c.png": ["too small", "grayscale"], "d.png": ["alpha"]}
-    # buckets: 512x512 holds c, d (x2 repeats = 4 -> 2 batches); a and b alone (2 each -> 1)
-    assert report["bucket_counts"][512]["512x512"] == 2
-    assert report["steps_per_epoch"] == 4
 
 
 def test_near_duplicates_find_a_resized_copy(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_the_library_lists_broken_images_and_analyses_around_them(tmp_path: Path
     broken = dm.broken_images(folder)
     assert sorted(broken) == ["c.png", "d.png"]
     assert broken["d.png"] == "empty file (0 bytes)"
-    report = dm.analyse(folder, [64], min_side=64)
+    report = dm.analyse(folder, min_side=64)
     assert report["images"] == 2 and sorted(report["broken"]) == ["c.png", "d.png"]
     assert {frozenset((p["a"], p["b"])) for p in dm.near_duplicates(folder, 64)} == {
         frozenset(("a.png", "b.png"))

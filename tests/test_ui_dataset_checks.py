@@ -54,17 +54,18 @@ def test_size_checks_follow_the_drafts_resolution(home: Path) -> None:
     dm.import_files(home / "datasets", "shapes", [(f"{i}.png", png(i, 64)) for i in range(3)])
     with_draft_resolution(home, [64])
     at = page()
-    assert at.multiselect(key="dsm:res").value == [64]
+    assert any("At the draft's settings (64 px, batch size 1" in c.value for c in at.caption)
     assert at.number_input(key="dsm:min").value == 64
     assert "too small" not in flagged(at)  # 64-px demo images at a 64-px draft are fine
-    assert any("Buckets at 64px: 64x64 × 3" in c.value for c in at.caption)
+    assert any("Buckets: 64x64 (3)" in c.value for c in at.caption)
 
 
 def test_a_draft_at_512_flags_64_px_images(home: Path) -> None:
     dm.import_files(home / "datasets", "shapes", [("a.png", png(0, 64))])
     with_draft_resolution(home, [512])
     at = page()
-    assert at.multiselect(key="dsm:res").value == [512]
+    assert any("At the draft's settings (512 px" in c.value for c in at.caption)
+    assert any("Buckets: 512x512 (1)" in c.value for c in at.caption)
     assert "a.png: too small" in flagged(at)
 
 

@@ -64,8 +64,8 @@ def test_create_analyse_caption_dedupe_and_undo(home: Path, tmp_path: Path) -> N
     folder = home / "datasets" / "pets"
     assert (folder / dm.MANIFEST).is_file()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Images"] == "4" and metrics["Captioned"] == "25%"
-    assert metrics["Steps per epoch"] == "4"
+    assert metrics["Images"] == "4" and metrics["With captions"] == "1 / 4"
+    assert metrics["Steps per epoch"] == "4"  # the draft's batch size 1, one bucket at 512 px
     at.text_input(key="dsm:trigger").set_value("sks")
     run(at.button(key="dsm:do_trigger").click())
     assert dm.read_captions(folder)["img0.png"] == "sks, dog, grass"
@@ -160,3 +160,33 @@ def test_train_on_this_dataset_keeps_the_users_trigger_and_regularisation(home: 
     reg_after, train = at.session_state["draft"]["datasets"]
     assert (reg_after["folder_path"], reg_after["is_reg"]) == ("/reg", True)
     assert (train["folder_path"], train["trigger_word"]) == (str(folder), "mine")
+
+
+def _switch_folder_after_a_caption_fact() -> None:
+    import streamlit as st
+
+    from advisor.draft import DATASET_SOURCE
+    from ui import state
+
+    state.init_state()
+    recs = state.meta()["recommendations"]
+    recs["datasets.0.trigger_word"] = {
+        "value": "sks",
+        "reason": "every caption has it",
+        "source": DATASET_SOURCE,
+    }
+    recs["datasets.0.repeats"] = {"value": 2, "reason": "few images", "source": "studio"}
+    recs["datasets.1.trigger_word"] = {"value": "x", "reason": "", "source": DATASET_SOURCE}
+    state.use_dataset_folder(0, "/no/such/folder")
+    st.write(sorted(state.meta()["recommendations"]))
+
+
+def test_facts_read_from_a_folder_go_when_the_folder_changes(tmp_path, monkeypatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    at = AppTest.from_function(_switch_folder_after_a_caption_fact, default_timeout=30).run()
+    assert not at.exception, at.exception
+    kept = at.markdown[0].value if at.markdown else str(at.json[0].value)
+    assert "datasets.0.trigger_word" not in kept  # "every caption has 'sks'": the old folder's
+    assert "datasets.0.repeats" in kept and "datasets.1.trigger_word" in kept

@@ -79,3 +79,31 @@ def test_recommendations_follow_an_arch_change_on_request() -> None:
     meta = at.session_state["draft_meta"]
     assert meta["recommended_for"] == "flux"
     assert "These were made for" not in texts(at)
+
+
+def test_the_questions_and_confirm_are_drawn_while_the_hardware_is_detected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ui.preflight
+
+    asked: list[bool] = []
+
+    def still_detecting() -> None:
+        asked.append(True)
+        raise TimeoutError("still detecting")  # the page as it stands while detection runs
+
+    monkeypatch.setattr(ui.preflight, "detected_hardware", still_detecting)
+    at = new_app()
+    at.run()
+    at.switch_page("pages/preflight.py").run()
+    assert asked and len(at.exception) == 1  # the page stopped inside detection
+    assert [s.label for s in at.status] == ["Detecting your hardware…"]  # a running status
+    assert at.radio(key="pf:what").value == "other"  # the questions can be answered meanwhile
+    assert at.button(key="pf:confirm").label == "Confirm and fill the wizard"
+    assert "**GPU**" not in texts(at)
+
+
+def test_the_detecting_status_is_gone_once_the_hardware_is_shown() -> None:
+    at = open_page("pages/preflight.py")
+    assert "**GPU**" in texts(at)
+    assert not at.status  # neither "Detecting your hardware…" nor the Hub check is left behind

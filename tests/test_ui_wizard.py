@@ -326,6 +326,8 @@ def test_the_step_picker_shows_a_new_warning_on_the_same_rerun() -> None:
     at = open_page("pages/wizard.py")
     go_to_step(at, "optimizer")
     index = STEPS.index("optimizer")
+    widget(at, "cfg:train.optimizer").set_value("adamw").run()  # no 8-bit warning on a CPU
+    assert at.selectbox(key="wiz:step").proto.options[index] == "7 · Optimizer & learning rate"
     at.text_input(key="cfg:train.lr").set_value("1e-6").run()  # lr_low: a warning on this step
     picker = at.selectbox(key="wiz:step").proto
     assert picker.options[index] == "7 · Optimizer & learning rate · 1 warning(s)"

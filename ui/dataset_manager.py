@@ -1,6 +1,8 @@
 """Datasets page parts: create (zip / files / folder), analyse, de-duplicate, edit captions.
 
 All work is done by ``trainer.data.library``; this module only draws widgets and reports results.
+Images, captions, buckets and steps per epoch come from the wizard's analysis (``ui.datasets``)
+at the draft's settings, so this page and the wizard's dataset step show the same numbers.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from PIL import Image
 
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.data import library as dm
+from trainer.demo.tiny import demo_is_built, resolve_demo_ref
+from trainer.settings import load_settings
 from ui import state
-
-STANDARD_RESOLUTIONS = (512, 768, 1024)
+from ui.datasets import analyse, draft_dataset, draft_numbers, render_report, settings_text
 
 
 def render_create(root: Path) -> None:
@@ -76,9 +79,9 @@ def pick_dataset(root: Path) -> Path | None:
     return root / chosen
 
 
-def draft_resolutions() -> list[int]:
-    """The draft's training resolution(s) (first dataset), else the base model's native size."""
-    value = state.get_value("datasets.0.resolution")
+def trained_resolutions(ds: dict) -> list[int]:
+    """The resolution(s) the draft trains this dataset at, else the base model's native size."""
+    value = ds.get("resolution")
     values = value if isinstance(value, list) else [value]
     found = sorted({v for v in values if isinstance(v, int) and 64 <= v <= 4096})
     if found:
@@ -88,37 +91,32 @@ def draft_resolutions() -> list[int]:
 
 
 def render_analysis(folder: Path) -> None:
-    trained_at = draft_resolutions()
-    where = "the draft's training resolution (Wizard: Resolution & augmentation)"
-    cols = st.columns(4)
-    resolutions = cols[0].multiselect(
-        "Resolutions",
-        sorted({*STANDARD_RESOLUTIONS, *trained_at}),
-        default=trained_at,
-        key="dsm:res",
-        help=f"Buckets and steps at these sizes; the default is {where}.",
-    )
-    repeats = cols[1].number_input("Repeats", 1, 1000, 1, key="dsm:repeats")
-    batch = cols[2].number_input("Batch size", 1, 64, 1, key="dsm:batch")
-    min_side = cols[3].number_input(
+    """The wizard's analysis of this folder at the draft's settings (the same numbers, drawn by
+    the same function), then what only this page shows: charts, flags and the captions' words."""
+    ds = draft_dataset(folder)
+    with st.spinner("Reading the images..."):
+        report = analyse(folder, ds, draft_numbers())
+    if "settings" in report:
+        st.caption(
+            f"At the draft's settings ({settings_text(report['settings'])}), as the wizard's "
+            "dataset step counts them; change them in the Wizard."
+        )
+    render_report(report)
+    trained_at = trained_resolutions(ds)
+    min_side = st.number_input(
         "Flag short side below",
         64,
         4096,
         min(trained_at),
         key="dsm:min",
-        help=f"Images smaller than this are flagged 'too small'; the default is {where}.",
+        help="Images smaller than this are flagged 'too small'; the default is the draft's "
+        "training resolution (Wizard: Resolution & augmentation).",
     )
-    report = dm.analyse(
-        folder, resolutions or trained_at, repeats=repeats, batch_size=batch, min_side=min_side
-    )
-    m = st.columns(4)
-    m[0].metric("Images", report["images"])
-    m[1].metric("Captioned", f"{report['caption_coverage']:.0%}")
-    m[2].metric("Words per caption", f"{report['mean_caption_words']:.1f}")
-    m[3].metric("Steps per epoch", report["steps_per_epoch"])
-    if not report["rows"]:
+    caption_ext = "." + str(ds.get("caption_ext") or "txt").lstrip(".")  # the draft says "txt"
+    details = _details(str(folder), _files_stamp(folder), caption_ext, min_side)
+    if not details["rows"]:
         return
-    frame = pd.DataFrame(report["rows"]).drop(columns=["buckets", "flags"])
+    frame = pd.DataFrame(details["rows"]).drop(columns=["flags"])
     left, right = st.columns(2)
     aspects = (
         alt.Chart(frame, title="Aspect ratios")
@@ -139,15 +137,88 @@ def render_analysis(folder: Path) -> None:
     )
     left.altair_chart(aspects, width="stretch")
     right.altair_chart(sizes, width="stretch")
-    for res, counts in report["bucket_counts"].items():
-        st.caption(f"Buckets at {res}px: " + ", ".join(f"{b} × {n}" for b, n in counts.items()))
-    if report["flagged"]:
-        st.warning(
-            "Flagged: " + "; ".join(f"{n}: {', '.join(f)}" for n, f in report["flagged"].items())
+    render_flags(details["flagged"], demo=is_demo_dataset(folder))
+    render_caption_words(details)
+
+
+# What a flag means for training: shown under the flagged images.
+FLAG_MEANING = {
+    "too small": "upscaled to the training size, so blurrier",
+    "too large": "slow to load; resize it",
+    "grayscale": "black and white: a few in a colour dataset can wash out the LoRA's colours",
+    "alpha": "has transparency: transparent parts are trained as the colour behind them",
+}
+
+
+def render_flags(flagged: dict[str, list[str]], *, demo: bool = False) -> None:
+    """The flagged images, and what each flag means. The demo's black-and-white shapes are
+    grayscale by design: said once, not flagged."""
+    if demo:
+        grey = [name for name, flags in flagged.items() if "grayscale" in flags]
+        flagged = {n: [f for f in fs if f != "grayscale"] for n, fs in flagged.items()}
+        flagged = {n: fs for n, fs in flagged.items() if fs}
+        if grey:
+            st.caption(
+                f":material/info: Grayscale: {', '.join(grey)}. Expected here: the demo draws "
+                "some of its shapes in black and white."
+            )
+    if not flagged:
+        return
+    st.warning(
+        "Flagged: " + "; ".join(f"{n}: {', '.join(f)}" for n, f in flagged.items()),
+        icon=":material/flag:",
+    )
+    shown = sorted({flag for flags in flagged.values() for flag in flags})
+    st.caption("  \n".join(f"**{flag}**: {FLAG_MEANING[flag]}" for flag in shown))
+
+
+def render_caption_words(details: dict) -> None:
+    """How the captions are written: a table of tags, or of words when they are sentences."""
+    if details["caption_style"] == "none":
+        st.caption("No captions: every image trains with the default caption.")
+        return
+    st.caption(
+        f"Captions: {details['captioned']} of {details['images']} images, "
+        f"{details['mean_caption_words']:.1f} words on average."
+    )
+    if details["caption_style"] == "sentences":
+        st.caption(
+            "The captions are sentences, not comma-separated tags: the words they use most, "
+            "and in how many captions."
         )
-    if report["tag_frequency"]:
-        tags = pd.DataFrame(list(report["tag_frequency"].items())[:30], columns=["tag", "count"])
-        st.dataframe(tags, hide_index=True, key="dsm:tags")
+        words = list(details["word_frequency"].items())[:30]
+        table = pd.DataFrame(words, columns=["word", "captions"])
+    else:
+        tags = list(details["tag_frequency"].items())[:30]
+        table = pd.DataFrame(tags, columns=["tag", "captions"])
+    st.dataframe(table, hide_index=True, key="dsm:tags")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _details(folder: str, stamp: tuple, caption_ext: str, min_side: int) -> dict:
+    return dm.analyse(Path(folder), caption_ext=caption_ext, min_side=min_side)
+
+
+def _files_stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every file: what the image details depend on."""
+    found = []
+    for path in sorted(Path(folder).iterdir()):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if path.is_file():
+            found.append((path.name, info.st_size, info.st_mtime_ns))
+    return tuple(found)
+
+
+def is_demo_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is the studio's own demo dataset (built from ``demo:dataset``)."""
+    home = load_settings().home
+    if not demo_is_built(home, "dataset"):
+        return False
+    demo = Path(resolve_demo_ref("demo:dataset", home))  # built: only resolves the path
+    return folder.resolve() == demo.resolve()
 
 
 def thumbnail(path: Path, size: int = 96) -> str | None:

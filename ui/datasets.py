@@ -1,8 +1,11 @@
-"""Dataset analysis for the wizard: images, sizes, captions, buckets and steps per epoch.
+"""The one dataset analysis of the studio: images, sizes, captions, buckets and steps per epoch.
 
-Uses the trainer's own scan and bucketing (``trainer.data.scanning`` and
-``trainer.data.batches``), so the numbers are the ones the run will see. The result is cached per
-folder state and settings.
+The wizard's dataset step and the Datasets page both call ``analyse`` with the draft's dataset
+settings (``draft_dataset``) and training numbers (``draft_numbers``), and both draw the result
+with ``render_report``, so they can never disagree. The numbers are the run's: the trainer's own
+scan (``trainer.data.scanning``) and bucket arithmetic (``trainer.data.buckets``, which the
+trainer's ``BucketBatches`` and the advisor use too). The result is cached per folder state and
+settings.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from pydantic import ValidationError
 
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.sections.datasets import DatasetConfig
+from trainer.data.buckets import bucket_label, epoch_bucket_counts, steps_per_epoch
 from trainer.data.scanning import DatasetError, scan_dataset
+from trainer.demo.tiny import demo_is_built, resolve_demo_ref
+from trainer.settings import load_settings
+from ui import state
 
 SCAN_FIELDS = (
     "caption_ext",
@@ -31,6 +38,51 @@ SCAN_FIELDS = (
 )
 
 
+# ------------------------------------------------------------------------ the draft's settings
+def draft_numbers() -> dict[str, Any]:
+    """The draft's training numbers the analysis needs: batch, accumulation, steps, arch."""
+    train = state.get_value("train") or {}
+    batch = train.get("batch_size")
+    accum = train.get("gradient_accumulation_steps")
+    return {
+        "batch_size": batch if isinstance(batch, int) and batch > 0 else 1,
+        "batch_auto": not isinstance(batch, int),
+        "grad_accum": accum if isinstance(accum, int) and accum > 0 else 1,
+        "steps": train.get("steps"),
+        "arch": state.get_value("model.arch", "sd15"),
+    }
+
+
+def draft_dataset(folder: Path | None = None) -> dict[str, Any]:
+    """The draft's settings for the dataset in ``folder``: its own entry when the draft trains
+    on that folder, else the first dataset's (the settings a new dataset would get)."""
+    datasets = [ds for ds in state.get_value("datasets") or [] if isinstance(ds, dict)]
+    if folder is not None:
+        wanted = _resolved(folder)
+        for ds in datasets:
+            ref = str(ds.get("folder_path") or "")
+            if ref == state.DEMO_DATASET and not demo_is_built(load_settings().home, "dataset"):
+                continue  # not built yet, so not this folder: no need to build it now
+            if ref and _resolved(dataset_folder(ref)) == wanted:
+                return ds
+    return datasets[0] if datasets else {}
+
+
+def dataset_folder(ref: str) -> Path:
+    """The folder a draft's ``folder_path`` names ("demo:dataset" is built on first use)."""
+    if ref == state.DEMO_DATASET:
+        return Path(resolve_demo_ref(ref, load_settings().home))
+    return Path(ref).expanduser()
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+# -------------------------------------------------------------------------------- the analysis
 def analyse(folder: Path, ds: dict[str, Any], numbers: dict[str, Any]) -> dict[str, Any]:
     relevant = {k: ds.get(k) for k in SCAN_FIELDS}
     try:
@@ -42,8 +94,6 @@ def analyse(folder: Path, ds: dict[str, Any], numbers: dict[str, Any]) -> dict[s
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=64)
 def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> dict[str, Any]:
-    from trainer.data.batches import BucketBatches, build_report  # imports torch: ~2.5 s
-
     relevant = json.loads(relevant_json)
     numbers = json.loads(numbers_json)
     try:
@@ -58,12 +108,18 @@ def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> 
         scan = scan_dataset(config, Path(folder))
     except DatasetError as err:
         return {"error": str(err)}
-    multiple = ARCH_DEFAULTS[numbers["arch"]]["size_multiple"]
-    data = BucketBatches([scan], batch_size=max(1, numbers["batch_size"]), size_multiple=multiple)
-    report = build_report(data, max(1, numbers["grad_accum"]))
+    batch, accum = max(1, numbers["batch_size"]), max(1, numbers["grad_accum"])
+    counts = epoch_bucket_counts(
+        [(i.width, i.height) for i in scan.images],
+        config.resolution,
+        ARCH_DEFAULTS[numbers["arch"]]["size_multiple"],
+        enable_bucketing=config.enable_bucketing,
+        no_upscale=config.bucket_no_upscale,
+        repeats=config.num_repeats,
+    )
     sizes = Counter(f"{i.width}×{i.height}" for i in scan.images)
     images = len(scan.images)
-    spe = report.steps_per_epoch
+    spe = steps_per_epoch(counts, batch, accum)
     steps = numbers.get("steps")
     result: dict[str, Any] = {
         "images": images,
@@ -71,20 +127,41 @@ def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> 
         "sizes": sizes.most_common(6),
         "distinct_sizes": len(sizes),
         "smallest": min((min(i.width, i.height) for i in scan.images), default=0),
-        "buckets": report.buckets,
+        "buckets": {bucket_label(b): n for b, n in counts.items()},
         "steps_per_epoch": spe,
         "skipped": scan.skipped[:20],
         "notes": scan.notes[:20],
         "example_caption": scan.images[0].caption if scan.images else "",
         "steps": steps,
+        "settings": {
+            "resolutions": list(config.resolution),
+            "batch_size": batch,
+            "batch_auto": bool(numbers.get("batch_auto")),
+            "grad_accum": accum,
+            "repeats": config.num_repeats,
+            "bucketing": config.enable_bucketing,
+        },
     }
     if isinstance(steps, int) and spe:
-        batch = numbers["batch_size"] * numbers["grad_accum"]
         result["epochs"] = steps / spe
-        result["repeats_per_image"] = steps * batch / max(1, images)
+        result["repeats_per_image"] = steps * batch * accum / max(1, images)
     return result
 
 
+def settings_text(settings: dict[str, Any]) -> str:
+    """The settings the numbers were counted at, in words: '64 px, batch size 2, 1 repeat'."""
+    sizes = ", ".join(str(r) for r in settings["resolutions"])
+    batch = f"batch size {settings['batch_size']}"
+    if settings["batch_auto"]:
+        batch = f"batch size auto (counted as {settings['batch_size']})"
+    if settings["grad_accum"] > 1:
+        batch += f" × {settings['grad_accum']} accumulated"
+    repeats = settings["repeats"]
+    text = f"{sizes} px, {batch}, {repeats} repeat{'s' if repeats != 1 else ''}"
+    return text + ("" if settings["bucketing"] else ", no bucketing (square crops)")
+
+
+# ------------------------------------------------------------------------------------ drawing
 def render_report(report: dict[str, Any]) -> None:
     if "error" in report:
         st.markdown(f":material/error: **Cannot use this dataset:** {report['error']}")
@@ -96,7 +173,11 @@ def render_report(report: dict[str, Any]) -> None:
         f"{report['captioned']} / {report['images']}",
         help="Images with a caption file; the others use the default caption.",
     )
-    cols[2].metric("Steps per epoch", report["steps_per_epoch"], help="At the current batch size.")
+    cols[2].metric(
+        "Steps per epoch",
+        report["steps_per_epoch"],
+        help=f"At the draft's settings: {settings_text(report['settings'])}.",
+    )
     if "epochs" in report:
         cols[3].metric(
             "Epochs",

@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 from huggingface_hub import constants as hf_constants
+from streamlit.delta_generator import DeltaGenerator
 
 from trainer.arch.hub_status import OFFLINE, REACHABLE, HubStatus, hub_status
 from trainer.settings import hub_offline, load_settings
@@ -35,6 +36,14 @@ ARCHS = {
 
 def detected_hardware() -> Hardware:
     return cached_detection(str(load_settings().home), "{}")
+
+
+def show_waiting(area: DeltaGenerator, label: str) -> DeltaGenerator:
+    """A running status (a spinner and ``label``) in ``area`` while something slow runs, so the
+    page never looks finished before it is; the returned placeholder's ``.empty()`` removes it."""
+    placeholder = area.empty()
+    placeholder.status(label, state="running")
+    return placeholder
 
 
 def render_hardware_check(hw: Hardware) -> None:
@@ -145,7 +154,7 @@ def render_overrides(hw: Hardware) -> dict[str, Any]:
 
 
 def render_intent() -> dict[str, Any]:
-    """The three preflight questions (what, priority, experience), plus the model family and whether to start with the demo."""
+    """The preflight questions (what, priority, experience, model family) and the demo switch."""
     saved = state.meta()["intent"]
     draft = state.draft()
     answers: dict[str, Any] = {}

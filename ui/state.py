@@ -22,6 +22,7 @@ from typing import Any
 import streamlit as st
 import yaml
 
+from advisor.draft import DATASET_SOURCE
 from trainer.config.io import ConfigError, Problem, config_from_dict, dump_yaml, parse_yaml
 from trainer.config.paths import get_path, set_path
 from trainer.config.schema import TrainingConfig
@@ -195,7 +196,20 @@ def set_value(path: str, value: Any) -> None:
     if value != "auto":
         meta()["last_concrete"][path] = value
     dset(st.session_state[DRAFT], path, value)
+    _forget_folder_facts([path])
     _changed()
+
+
+def _forget_folder_facts(paths: list[str]) -> None:
+    """A dataset's folder changed: recommendations read from the old folder ("every caption
+    already contains 'sks'") no longer hold, so they go (preflight adds new ones)."""
+    recs = meta().get("recommendations") or {}
+    for path in paths:
+        if path.startswith("datasets.") and path.endswith(".folder_path"):
+            prefix = path.removesuffix("folder_path")
+            for key in [k for k, r in recs.items() if k.startswith(prefix)]:
+                if (recs[key] or {}).get("source") == DATASET_SOURCE:
+                    del recs[key]
 
 
 def set_values(patch: dict[str, Any]) -> None:
@@ -206,6 +220,7 @@ def set_values(patch: dict[str, Any]) -> None:
     _remember()
     for path, value in patch.items():
         dset(data, path, value)
+    _forget_folder_facts(list(patch))
     _changed()
 
 

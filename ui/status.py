@@ -54,8 +54,9 @@ def start_here(preflight_done: bool) -> StartHere:
         return StartHere(
             "Preflight: check this machine →",
             PREFLIGHT_PAGE,
-            "Preflight checks your hardware and asks three questions; the advisor then fills "
-            "the wizard with recommended values, each with its reason.",
+            "Preflight checks your hardware and asks what you are training, what matters most, "
+            "your experience and the model family; the advisor then fills the wizard with "
+            "recommended values, each with its reason.",
         )
     return StartHere(
         "Continue in the wizard →",

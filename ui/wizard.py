@@ -14,13 +14,11 @@ import streamlit as st
 from advisor.findings import count_severities
 from advisor.model_facts import HUB, ModelSource
 from trainer.config.fields import WIZARD_STEPS
-from trainer.demo.tiny import ensure_demo
 from trainer.models.hub import format_bytes
-from trainer.settings import load_settings
 from ui import state
 from ui.advice import PLURALS
 from ui.context import StudioContext, current_model_facts
-from ui.datasets import analyse, render_report
+from ui.datasets import analyse, dataset_folder, draft_numbers, render_report
 from ui.model_panel import render_model_card, render_model_panel
 from ui.model_status import model_facts
 from ui.widgets import ARCH_LABELS, applies, step_fields
@@ -295,12 +293,6 @@ def _toggle_demo_dataset(index: int) -> None:
     state.use_dataset_folder(index, state.DEMO_DATASET if on else "")
 
 
-def dataset_folder(ref: str) -> Path:
-    if ref == "demo:dataset":
-        return ensure_demo(load_settings().home, "dataset")
-    return Path(ref).expanduser()
-
-
 def render_dataset_analysis(index: int) -> None:
     ds = state.get_value(f"datasets.{index}") or {}
     ref = str(ds.get("folder_path") or "")
@@ -316,16 +308,5 @@ def render_dataset_analysis(index: int) -> None:
         st.caption("Analyse to see image count, sizes, captions and steps per epoch.")
         return
     with st.spinner("Reading the images..."):
-        report = analyse(dataset_folder(ref), ds, _train_numbers())
+        report = analyse(dataset_folder(ref), ds, draft_numbers())  # as the Datasets page does
     render_report(report)
-
-
-def _train_numbers() -> dict[str, Any]:
-    train = state.get_value("train") or {}
-    batch = train.get("batch_size")
-    return {
-        "batch_size": batch if isinstance(batch, int) else 1,
-        "grad_accum": train.get("gradient_accumulation_steps") or 1,
-        "steps": train.get("steps"),
-        "arch": state.get_value("model.arch", "sd15"),
-    }

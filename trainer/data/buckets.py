@@ -8,6 +8,7 @@ batches. Plain Python (no torch, no PIL): the advisor imports it directly.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -70,6 +71,43 @@ def bucket_for(
     if no_upscale and (bucket[0] > width or bucket[1] > height):
         return _own_size(width, height, side * side, multiple)
     return bucket
+
+
+def epoch_bucket_counts(
+    sizes: Iterable[tuple[int, int]],
+    resolutions: Iterable[int],
+    multiple: int,
+    *,
+    enable_bucketing: bool = True,
+    no_upscale: bool = False,
+    repeats: int = 1,
+) -> dict[Bucket, int]:
+    """Items per bucket in one epoch of one dataset: every image (``sizes``: width, height) at
+    every resolution, ``repeats`` times. What the trainer's ``BucketBatches`` counts for one
+    dataset, and what the advisor, the wizard and the Datasets page show; sorted like it, from
+    the tallest bucket to the widest."""
+    sizes = list(sizes)
+    counts: Counter[Bucket] = Counter()
+    for resolution in resolutions:
+        side = floor_to(resolution, multiple)
+        buckets = make_buckets(side, multiple)
+        for width, height in sizes:
+            bucket = bucket_for(
+                width,
+                height,
+                side,
+                multiple,
+                enable_bucketing=enable_bucketing,
+                no_upscale=no_upscale,
+                buckets=buckets,
+            )
+            counts[bucket] += repeats
+    return dict(sorted(counts.items(), key=lambda kv: (kv[0][0] / kv[0][1], kv[0])))
+
+
+def bucket_label(bucket: Bucket) -> str:
+    """The "WxH" name of a bucket, as the run's log and the studio write it."""
+    return f"{bucket[0]}x{bucket[1]}"
 
 
 def _own_size(width: int, height: int, max_area: int, multiple: int) -> Bucket:

@@ -1,5 +1,9 @@
 """Dataset manager (engine side): list, analyse, de-duplicate, curate and caption datasets.
 
+``analyse`` describes each image and how the captions are written (tags or sentences); buckets
+and steps per epoch depend on the training settings and are counted by ``ui.datasets.analyse``
+(the wizard's and the Datasets page's one analysis).
+
 Datasets live in ``<studio home>/datasets/<name>/`` as a flat folder of images and caption files
 (what ``trainer.data.scanning.scan_dataset`` reads) plus a hidden ``.manifest.json``. They are
 created by ``trainer.data.uploads`` (a zip upload, many uploaded files, or a local folder; its
@@ -28,7 +32,6 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from trainer.data.buckets import bucket_for, make_buckets, steps_per_epoch
 from trainer.data.uploads import (  # noqa: F401  (re-exported: the Datasets page's one entry)
     CAPTION_EXTS,
     MANIFEST,
@@ -88,24 +91,47 @@ def _tags(caption: str) -> list[str]:
     return [t.strip() for t in caption.split(",") if t.strip()]
 
 
+# Words every English caption uses: left out of the word counts of sentence captions.
+_FILLER_WORDS = frozenset(
+    {"a", "an", "the", "of", "on", "in", "at", "with", "and", "or", "to", "by", "for", "from"}
+    | {"is", "are", "it", "its", "this", "that", "there"}
+)
+SENTENCE_MIN_WORDS = 4  # "sks" or "red dress" is one tag; "a photo of sks" is a sentence
+
+
+def caption_style(captions: Iterable[str]) -> str:
+    """How a dataset's captions are written: "tags" (comma-separated, e.g. "sks, red dress,
+    smiling"), "sentences" (most captions are one comma-free phrase of several words, e.g. "a
+    photo of sks on a beach") or "none" (no captions)."""
+    written = [c for c in captions if c.strip()]
+    if not written:
+        return "none"
+    sentences = sum("," not in c and len(c.split()) >= SENTENCE_MIN_WORDS for c in written)
+    return "sentences" if sentences * 2 > len(written) else "tags"
+
+
+def word_frequency(captions: Iterable[str]) -> dict[str, int]:
+    """In how many captions each word appears (filler words left out), most used first."""
+    counts: Counter[str] = Counter()
+    for caption in captions:
+        words = {w.strip(".,;:!?()[]\"'").lower() for w in caption.split()}
+        counts.update(w for w in words if w and w not in _FILLER_WORDS)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def analyse(
     folder: Path,
-    resolutions: Iterable[int] = (512,),
     *,
-    multiple: int = 64,
-    repeats: int = 1,
-    batch_size: int = 1,
-    grad_accum: int = 1,
     caption_ext: str = ".txt",
     min_side: int = 512,
     max_pixels: int = 40_000_000,
 ) -> dict[str, Any]:
-    """Counts, sizes and aspect ratios, buckets per image, captions, tags, flags, steps/epoch."""
-    resolutions = list(resolutions)
+    """What each image is (size, aspect ratio, caption, flags) and how the captions are written.
+
+    Buckets and steps per epoch are not counted here: they depend on the training settings, and
+    the studio counts them in one place (``ui.datasets.analyse``, with ``trainer.data.buckets``).
+    """
     rows: list[dict[str, Any]] = []
-    tag_counts: Counter[str] = Counter()
-    bucket_counts: dict[int, Counter] = {r: Counter() for r in resolutions}
-    bucket_sets = {r: make_buckets(r, multiple) for r in resolutions}
     broken: dict[str, str] = {}
     for path in images_in(folder):
         try:
@@ -118,13 +144,6 @@ def analyse(
             continue
         cap_file = caption_path(path, caption_ext)
         caption = cap_file.read_text(encoding="utf-8").strip() if cap_file.is_file() else ""
-        tags = _tags(caption)
-        tag_counts.update(tags)
-        buckets = {}
-        for r in resolutions:
-            bucket = bucket_for(width, height, r, multiple, buckets=bucket_sets[r])
-            buckets[r] = f"{bucket[0]}x{bucket[1]}"
-            bucket_counts[r][buckets[r]] += 1
         rows.append(
             {
                 "image": path.name,
@@ -133,26 +152,28 @@ def analyse(
                 "aspect": round(width / height, 3),
                 "caption": caption,
                 "caption_words": len(caption.split()),
-                "tags": len(tags),
+                "tags": len(_tags(caption)),
                 "flags": flags,
-                "buckets": buckets,
             }
         )
-    captioned = sum(1 for row in rows if row["caption"])
-    steps = sum(
-        steps_per_epoch(bucket_counts[r], batch_size, grad_accum, repeats) for r in resolutions
-    )
+    captions = [row["caption"] for row in rows]
+    style = caption_style(captions)
+    tag_counts: Counter[str] = Counter()
+    if style == "tags":
+        for caption in captions:
+            tag_counts.update(dict.fromkeys(_tags(caption), 1))  # in how many captions
+    captioned = sum(1 for caption in captions if caption)
     return {
         "images": len(rows),
         "rows": rows,
         "captioned": captioned,
         "caption_coverage": captioned / len(rows) if rows else 0.0,
         "mean_caption_words": sum(r["caption_words"] for r in rows) / len(rows) if rows else 0.0,
+        "caption_style": style,
         "tag_frequency": dict(tag_counts.most_common()),
-        "bucket_counts": {r: dict(c) for r, c in bucket_counts.items()},
+        "word_frequency": word_frequency(captions) if style == "sentences" else {},
         "flagged": {row["image"]: row["flags"] for row in rows if row["flags"]},
         "broken": broken,
-        "steps_per_epoch": steps,
     }
 
 
