@@ -360,6 +360,23 @@ def cpu_training(ctx: Context) -> Iterator[Finding]:
     )
 
 
+@rule("cpu_busy", ("runtime.device", "train.steps"), "the CPU is already busy: times run longer")
+def cpu_busy(ctx: Context) -> Iterator[Finding]:
+    """The predicted times assume a quiet machine; a busy CPU slows a CPU run several times
+    (and a GPU run's start, loading and batches). Only a person can free the cores: no fix."""
+    pred, work = ctx.prediction, ctx.work
+    if pred is None or work is None or not pred.time_caveat:
+        return
+    on_cpu = work.device_kind == "cpu"
+    yield finding(
+        "cpu_busy",
+        "warning" if on_cpu else "info",
+        ("runtime.device", "train.steps"),
+        f"predicted {pred.total_time.text()} in all, but {pred.time_caveat}"
+        + (". Close other programs or wait for them to finish before launching" if on_cpu else ""),
+    )
+
+
 @rule("fp32_on_gpu", ("train.dtype",), "fp32 on a GPU that has bf16")
 def fp32_on_gpu(ctx: Context) -> Iterator[Finding]:
     profile, cfg = ctx.profile, ctx.cfg

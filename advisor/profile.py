@@ -4,7 +4,9 @@ Detection never touches CUDA in the studio's process (no torch): NVIDIA cards ar
 NVML (``pynvml`` from nvidia-ml-py), AMD cards through the amdgpu sysfs files that rocm-smi reads
 (``/sys/class/drm/card*/device/mem_info_vram_*``, KFD topology for the gfx target), Apple Silicon
 through ``sysctl``, RAM through psutil and the disk holding the studio home through
-``/sys/dev/block`` and ``/sys/block/*/queue/rotational``.
+``/sys/dev/block`` and ``/sys/block/*/queue/rotational``. The CPU's load when detected (the
+1-minute load average, and on a busy machine the processes using the most CPU) tells predictions
+whether the machine is already busy: their times assume a quiet one.
 
 Every outside answer comes through a ``Readers`` object, so tests replay recorded NVML, sysfs
 and sysctl answers for each platform. A person can override any detected value (e.g. reserve
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from advisor.cpu_load import BUSY_LOAD_PER_CORE, busy_processes, load_average
 
 GB = 2**30
 UNIFIED_GPU_SHARE = (
@@ -56,6 +60,18 @@ class SystemProfile:
     cpu_cores: int = 4
     reserved_vram_gb: float = 0.0
     notes: tuple[str, ...] = ()
+    cpu_load: float | None = None  # the 1-minute load average when detected; None: unknown
+    cpu_busy_processes: tuple[str, ...] = ()  # "chrome (85%)": the busiest, on a busy machine
+
+    @property
+    def load_per_core(self) -> float | None:
+        """Runnable threads per core when detected (1.0: every core already has work)."""
+        return None if self.cpu_load is None else self.cpu_load / max(1, self.cpu_cores)
+
+    @property
+    def cpu_busy(self) -> bool:
+        """Other work already fills the cores: a run gets a share of them, not all."""
+        return (self.load_per_core or 0.0) >= BUSY_LOAD_PER_CORE
 
     @property
     def gpu(self) -> GPU | None:
@@ -168,6 +184,8 @@ class Readers:
     device_of: Callable[[str], tuple[int, int] | None] = _device_of
     cpu_counts: Callable[[], tuple[int, int]] = _cpu_counts
     processor: Callable[[], str] = platform.processor
+    load_average: Callable[[], float | None] = load_average
+    busy_processes: Callable[[], tuple[str, ...]] = busy_processes
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -376,6 +394,8 @@ def detect_profile(
         gpus = read_amd(readers) or read_apple(readers, ram_total, ram_available)
     logical, _physical = readers.cpu_counts()
     path = _existing(str(home))
+    load = readers.load_average()
+    busy = load is not None and load / max(1, logical) >= BUSY_LOAD_PER_CORE
     profile = SystemProfile(
         gpus=tuple(gpus),
         ram_total_gb=ram_total / GB,
@@ -386,12 +406,15 @@ def detect_profile(
         cpu_name=cpu_name(readers),
         cpu_cores=logical,
         notes=tuple(n for n in notes if n),
+        cpu_load=load,
+        cpu_busy_processes=readers.busy_processes() if busy else (),
     )
     return with_overrides(profile, overrides or {})
 
 
 _GPU_KEYS = {f.name for f in fields(GPU)}
 _PROFILE_KEYS = {f.name for f in fields(SystemProfile)} - {"gpus"}
+_TUPLE_KEYS = ("notes", "cpu_busy_processes")  # lists in JSON
 
 
 def with_overrides(profile: SystemProfile, overrides: Mapping[str, Any]) -> SystemProfile:
@@ -423,7 +446,7 @@ def profile_from_dict(data: Mapping[str, Any]) -> SystemProfile:
         gpus = [data.pop("gpu")]
     data.pop("gpu", None)
     gpu_list = tuple(_gpu_from_dict(g) for g in gpus or ())
-    top = {k: (tuple(v) if k == "notes" else v) for k, v in data.items() if k in _PROFILE_KEYS}
+    top = {k: (tuple(v) if k in _TUPLE_KEYS else v) for k, v in data.items() if k in _PROFILE_KEYS}
     unknown = set(data) - _PROFILE_KEYS
     if unknown:
         raise KeyError(f"unknown profile key(s): {', '.join(sorted(unknown))}")
@@ -466,6 +489,7 @@ def synthetic_profile(
     disk_free_gb: float = 500.0,
     cores: int = 16,
     bf16: bool | None = None,
+    load: float | None = None,
 ) -> SystemProfile:
     """A made-up machine for examples, tests and the benchmark."""
     gpus: tuple[GPU, ...] = ()
@@ -488,4 +512,5 @@ def synthetic_profile(
         disk_free_gb=disk_free_gb,
         cpu_name="CPU",
         cpu_cores=cores,
+        cpu_load=load,
     )

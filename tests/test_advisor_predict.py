@@ -217,3 +217,55 @@ def test_config_round_trips_through_mlflow_params() -> None:
     assert config_from_params(flatten(cfg)) == cfg
     assert config_from_params({}) is None
     assert config_from_params({"model.arch": "nonsense"}) is None
+
+
+# ----------------------------------------------------------------- a busy CPU, the time split
+def test_a_busy_cpu_is_said_beside_the_times_without_inflating_them() -> None:
+    from advisor.profile import synthetic_profile
+
+    cfg = load_config(ROOT / "presets" / "demo_sd15.yaml")
+    quiet = predict(cfg, synthetic_profile(None, ram_gb=16.0, cores=2, disk="ssd", load=0.4))
+    busy = predict(cfg, synthetic_profile(None, ram_gb=16.0, cores=2, disk="ssd", load=11.0))
+    # The numbers stay the prior's: how much longer depends on what else runs.
+    assert busy.step_time == quiet.step_time and busy.total_time == quiet.total_time
+    assert quiet.time_caveat == ""
+    assert "the CPU was quiet when checked (load 0.2 per core)" in " ".join(quiet.assumptions)
+    assert busy.time_caveat.startswith("the CPU is busy (load 5.5 per core when checked)")
+    assert "expect several times longer than predicted" in busy.time_caveat
+    assert "about 6.5x slower" in busy.time_caveat  # the fair share of the cores: 1 / (5.5 + 1)
+    assert busy.time_caveat in busy.assumptions
+    unknown = predict(cfg, synthetic_profile(None, ram_gb=16.0, cores=2, disk="ssd"))
+    assert unknown.time_caveat == "" and "per core" not in " ".join(unknown.assumptions)
+
+
+def test_a_busy_cpu_beside_a_gpu_only_slows_the_cpu_side() -> None:
+    from dataclasses import replace
+
+    busy = replace(RTX4090, cpu_load=40.0, cpu_busy_processes=("ffmpeg (390%)",))
+    caveat = predict(make(arch="sdxl"), busy).time_caveat
+    assert caveat.startswith("the CPU is busy (load 2.5 per core when checked; busiest: ffmpeg")
+    assert "loading the model" in caveat and "several times" not in caveat
+
+
+def test_the_total_time_is_split_into_its_parts_in_words() -> None:
+    from advisor.predict import duration, time_split
+
+    parts = {
+        "starting the trainer": 4.0,
+        "loading models": 2.0,
+        "caching": 0.01,
+        "training": 3.0,
+        "sampling": 8.0,
+        "saving": 0.0,
+    }
+    assert time_split(parts, preview_images=9) == (
+        "previews 8.00 s for 9 images, starting and loading 6.00 s, training 3.00 s"
+    )  # largest first; parts under 2% of the total left out
+    cfg = load_config(ROOT / "presets" / "demo_sd15.yaml")
+    pred = predict(cfg, PROFILES["cpu"])
+    assert pred.preview_images == 8  # 2 prompts at steps 0, 10, 20 and 30
+    text = time_split(pred.total_time.parts, pred.preview_images)
+    total = pred.total_time.parts
+    assert f"training {duration(total['training'])}" in text
+    assert f"previews {duration(total['sampling'])} for 8 images" in text
+    assert "starting and loading" in text and "caching" not in text  # 0.09 s of 9 s

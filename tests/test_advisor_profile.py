@@ -287,3 +287,45 @@ def test_detection_on_this_machine_never_imports_torch(tmp_path: Path) -> None:
     )
     result = json.loads(done.stdout)
     assert result == {"torch": False, "cores": result["cores"]} and result["cores"] >= 1
+
+
+# ------------------------------------------------------------------------------- CPU load
+def test_detection_records_the_load_and_on_a_busy_machine_who_uses_the_cpu() -> None:
+    found = readers()  # 24 logical cores
+    found.load_average = lambda: 132.0
+    found.busy_processes = lambda: ("chrome (180%)", "python3 (95%)")
+    profile = detect_profile("/", found)
+    assert profile.cpu_load == 132.0 and profile.load_per_core == pytest.approx(5.5)
+    assert profile.cpu_busy and profile.cpu_busy_processes == ("chrome (180%)", "python3 (95%)")
+    again = profile_from_dict(json.loads(json.dumps(profile.to_dict())))  # lists back to tuples
+    assert again == profile and hash(again) == hash(profile)
+
+
+def test_a_quiet_machine_is_not_busy_and_its_processes_are_not_watched() -> None:
+    def watched() -> tuple[str, ...]:
+        raise AssertionError("processes are only watched on a busy machine (it takes 0.2 s)")
+
+    found = readers()
+    found.load_average, found.busy_processes = (lambda: 2.4), watched
+    profile = detect_profile("/", found)
+    assert profile.load_per_core == pytest.approx(0.1) and not profile.cpu_busy
+    assert profile.cpu_busy_processes == ()
+    found.load_average = lambda: None  # no load average on this system: unknown, not quiet
+    unknown = detect_profile("/", found)
+    assert unknown.cpu_load is None and unknown.load_per_core is None and not unknown.cpu_busy
+
+
+def test_the_load_is_per_core_of_the_cores_the_profile_counts() -> None:
+    two_cores = synthetic_profile(None, cores=2, load=11.0)
+    assert two_cores.load_per_core == pytest.approx(5.5) and two_cores.cpu_busy
+    assert not with_overrides(two_cores, {"cpu_cores": 16}).cpu_busy  # 0.69 per core
+    assert not synthetic_profile(None, cores=2).cpu_busy  # load unknown
+
+
+def test_the_real_load_readers_answer_on_this_machine() -> None:
+    from advisor.cpu_load import busy_processes, load_average
+
+    load = load_average()
+    assert load is None or load >= 0
+    busiest = busy_processes()
+    assert len(busiest) <= 3 and all(p.endswith("%)") for p in busiest)

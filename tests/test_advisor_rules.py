@@ -209,6 +209,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         "error",
     ),
     "cpu_training": ((), "sd15", "cpu", None, (), "warning"),
+    "cpu_busy": (("model.name_or_path=demo:sd15",), "sd15", "cpu_busy", None, (), "warning"),
     "fp32_on_gpu": (("train.dtype=fp32",), "sd15", "rtx4090", None, (), "suggestion"),
     "workers_over_cores": (("runtime.num_workers=16",), "sd15", "cpu", None, (), "warning"),
     "prefetch_without_gpu": (
@@ -238,6 +239,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         "warning",
     ),
     "lion_lr": (("train.optimizer=lion", "train.lr=3e-4"), "sd15", None, None, (), "warning"),
+    "optimizer_8bit_off_gpu": (("train.optimizer=adamw8bit",), "sd15", "cpu", None, (), "warning"),
     "lr_high": (("train.lr=1e-3",), "sdxl", None, None, (), "warning"),
     "lr_low": (("train.lr=1e-6",), "sdxl", None, None, (), "warning"),
     "te_lr_above_unet": (
@@ -376,6 +378,8 @@ MACHINES = {**PROFILES}
 MACHINES["rtx3060_64"] = PROFILES["rtx3060"].__class__(
     **{**PROFILES["rtx3060"].__dict__, "ram_total_gb": 64.0}
 )
+# A 2-core machine at load 11 (a browser and other work): 5.5 runnable threads per core.
+MACHINES["cpu_busy"] = PROFILES["cpu"].__class__(**{**PROFILES["cpu"].__dict__, "cpu_load": 11.0})
 
 
 def _run(rule_id: str) -> tuple[Any, list[Finding], tuple]:
@@ -573,3 +577,15 @@ def test_reports_and_auto_resolution_never_fail(cfg, profile, info) -> None:
     assert build_report(cfg, profile, info).text()
     resolved = resolve_autos(cfg, profile, info).config
     assert unresolved_autos(resolved) == []
+
+
+def test_a_busy_cpu_warns_about_the_time_of_a_cpu_run_and_informs_a_gpu_run() -> None:
+    cpu_run = make("model.name_or_path=demo:sd15", arch="sd15")
+    [busy] = [f for f in validate(cpu_run, MACHINES["cpu_busy"]) if f.rule == "cpu_busy"]
+    assert busy.severity == "warning" and busy.fix is None  # only a person can free the cores
+    assert "in all, but the CPU is busy (load 5.5 per core" in busy.message
+    assert "several times longer" in busy.message
+    assert not [f for f in validate(cpu_run, MACHINES["cpu"]) if f.rule == "cpu_busy"]
+    gpu = PROFILES["rtx4090"].__class__(**{**PROFILES["rtx4090"].__dict__, "cpu_load": 32.0})
+    [side] = [f for f in validate(make(arch="sdxl"), gpu) if f.rule == "cpu_busy"]
+    assert side.severity == "info" and "loading the model" in side.message

@@ -156,7 +156,7 @@ def test_generic_and_concrete_paths() -> None:
         ("network.linear", (1, 1024), "use a value between 1 and 1024"),  # int | "auto"
         ("datasets.0.resolution", (64, 4096), "use a value between 64 and 4096"),  # list items
         ("train.lr_scheduler_params.warmup_ratio", (0.0, 1.0), "use a value between 0.0 and 1.0"),
-        ("sample.seed", (0, None), "use a value of at least 0"),
+        ("sample.seed", (0, 2**32 - 1), "use a value between 0 and 4294967295"),
         ("train.optimizer", (None, None), ""),
     ],
 )

@@ -194,3 +194,34 @@ def test_a_sigkilled_trainer_is_reconciled_on_the_next_load(settings: StudioSett
     assert f"pid {job.pid}" in record.note and "killed" in record.note.lower()
     assert read_progress(job.job_dir)["phase"] == record.status.lower()
     assert reconcile_on_load(settings, force=True) == []
+
+
+def test_launch_records_the_whole_run_prediction_for_the_monitor(
+    settings: StudioSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from trainer.jobs import launch as launching
+    from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
+    from ui.monitor_view import load_view
+
+    def no_trainer(cmd, env, log_path, banner):  # the record is the point, not the training
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr(launching, "_start", no_trainer)
+    job = launching.launch(
+        settings, load_config(DEMO), predicted_s_per_step=0.097, predicted_total_s=123.4
+    )
+    job.process.wait(timeout=30)
+    tags = get_run_record(settings.tracking_uri, job.run_id).tags
+    assert tags[TAG_PREDICTED] == "0.097" and tags[TAG_PREDICTED_TOTAL] == "123.4"
+    extra = read_job(job.job_dir).extra
+    assert extra["predicted_total_s"] == 123.4 and extra["predicted_s_per_step"] == 0.097
+    view = load_view(settings, job.run_id)
+    assert view.predicted_total_s == 123.4 and view.predicted_s_per_step == 0.097
+    unpredicted = launching.launch(settings, load_config(DEMO, ["logging.run_name=bare"]))
+    unpredicted.process.wait(timeout=30)
+    assert "predicted_total_s" not in read_job(unpredicted.job_dir).extra
+    assert load_view(settings, unpredicted.run_id).predicted_total_s is None

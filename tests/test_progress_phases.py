@@ -120,5 +120,27 @@ def test_the_eta_counts_down_between_writes_and_never_sits_at_zero() -> None:
     assert eta_text(progress, now=1000.0, running=False, finished=False)[0] == "—"
     unmeasured = {"eta_s": None, "step": 0}
     assert eta_text(unmeasured, now=0.0, **running)[0] == "—"
-    predicted = eta_text(unmeasured, now=0.0, predicted_s_per_step=2.0, total=30, **running)
-    assert predicted[0] == "≈ 1 min 00 s" and "prediction" in predicted[1]
+    # The steps' prediction alone (loading and previews left out) is no ETA: it read "≈ 3 s"
+    # through 50 s of loading and baseline previews. It is only mentioned in the help.
+    steps_only = eta_text(unmeasured, now=0.0, predicted_s_per_step=2.0, total=30, **running)
+    assert steps_only[0] == "—" and "1 min 00 s for the training steps alone" in steps_only[1]
+
+
+def test_before_any_measurement_the_whole_run_prediction_counts_down_from_launch() -> None:
+    running = {"running": True, "finished": False}
+    loading = {"phase": "loading", "step": 0}
+    predicted = {"predicted_total_s": 123.0, "predicted_s_per_step": 0.1, "launched": 1000.0}
+    at_launch = eta_text(loading, now=1000.0, total=30, **predicted, **running)
+    assert at_launch[0] == "≈ 2 min 03 s" and at_launch[1].startswith("Predicted, not measured")
+    assert "whole run" in at_launch[1]
+    later = eta_text({**loading, "phase": "sampling"}, now=1050.0, **predicted, **running)
+    assert later[0] == "≈ 1 min 13 s"  # counts down: not frozen at the launch's number
+    past = eta_text(loading, now=1200.0, **predicted, **running)
+    assert past[0] == "longer than predicted"  # not a tiny or frozen number
+    assert "2 min 03 s for the whole run" in past[1] and "3 min 20 s have passed" in past[1]
+    # A resumed run has trained 600 steps before: they are not due again.
+    resumed = eta_text({"step": 600, "eta_s": None}, now=1000.0, **predicted, **running)
+    assert resumed[0] == "≈ 1 min 03 s"
+    # The trainer's measured ETA wins as soon as there is one.
+    measured = {"eta_s": 40.0, "updated": 1200.0, "step": 3}
+    assert eta_text(measured, now=1200.0, **predicted, **running)[0] == "40 s"

@@ -291,3 +291,36 @@ def test_an_ended_run_shows_no_stop_and_no_running_while_its_trainer_exits(
         frame = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
         assert f"sidebar_stop_{run_id}" not in [b.key for b in frame.sidebar.button]
         assert frame.sidebar.get("progress")[0].proto.text == "step 30 / 30 · Finished"
+
+
+def test_before_the_trainer_measures_the_eta_is_the_whole_run_prediction_counting_down(
+    settings: StudioSettings, finished_run: str
+) -> None:
+    from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
+
+    loading = {"phase": "loading", "step": 0, "total_steps": 30}
+    with fake_trainer(settings, finished_run, loading, "demo:sd15") as run_id:
+        client = MlflowClient(settings.tracking_uri)
+        client.set_tag(run_id, TAG_PREDICTED, "0.097")  # what launch records
+        client.set_tag(run_id, TAG_PREDICTED_TOTAL, "123")
+        at = monitor(run_id).run()
+        assert not at.exception, at.exception
+        eta = next(m for m in at.metric if m.label == "ETA (predicted)")
+        # 123 s predicted for the whole run, launched 5 s ago: not "≈ 3 s" for 30 steps alone
+        assert eta.value.startswith("≈ 1 min 5"), eta.value
+        assert "Predicted, not measured yet" in eta.help and "whole run" in eta.help
+        measured = {
+            **loading,
+            "phase": "training",
+            "step": 5,
+            "s_per_step": 4.092,
+            "eta_s": 100.0,
+            "updated": time.time(),
+        }
+        write_progress(job_folder(settings, run_id), measured)
+        at.run()
+        assert not at.exception, at.exception
+        assert next(m for m in at.metric if m.label == "ETA").value.startswith("1 min ")  # 100 s
+        speed = next(m for m in at.metric if m.label == "s / step")
+        assert speed.value == "4.092 s" and speed.delta == "+4119%"  # short: never cut off
+        assert "prediction at launch: 0.097 s per step" in speed.help

@@ -120,3 +120,60 @@ def test_the_wizard_column_says_when_past_runs_were_on_another_model(monkeypatch
     ), captions
     assert not any("past runs like this one" in c for c in captions)
     assert "0.0 GB" not in texts(at)
+
+
+def _in_all(at) -> str:
+    """The summary header's whole-run time: '≈ 13 s in all'."""
+    [found] = [m.value for m in at.markdown if " in all" in m.value]
+    return found.split("≈ ", 1)[1]
+
+
+def test_the_wizard_reads_a_run_that_finished_without_an_edit_of_the_draft(monkeypatch) -> None:
+    """Back in the wizard after a run, its predictions are corrected by what the run measured
+    at once (they were cached on the draft alone: only an edit brought the correction)."""
+    machine(monkeypatch, CPU)
+    runs: list[dict] = []
+    history(monkeypatch, runs)  # the store as the studio reads it now
+    at = open_at_64("pages/wizard.py")
+    before = _in_all(at)
+    assert not any("like this one" in c.value for c in at.caption)
+    runs.append(run("my_lora", 4.09, 1400))  # the first run has finished: 4.09 s/step measured
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    evidence = [c.value for c in at.caption if "like this one" in c.value]
+    assert evidence and "Speed corrected ×" in evidence[0]
+    assert "from 1 past run like this one (my_lora: 4.09 s/step" in evidence[0]
+    assert _in_all(at) != before  # the header's total follows, with no field edited
+    at.run()  # nothing changed since: the same numbers
+    assert [c.value for c in at.caption if "like this one" in c.value] == evidence
+
+
+BUSY_CPU = synthetic_profile(None, ram_gb=16.0, cores=2, disk="ssd", load=11.0)
+
+
+def test_predictions_split_the_total_and_say_when_the_cpu_is_busy(monkeypatch) -> None:
+    machine(monkeypatch, BUSY_CPU)
+    at = open_at_64("pages/wizard.py")
+    column = next(
+        m.value for m in at.markdown if m.value.startswith("VRAM") or "Total time" in m.value
+    )
+    [total] = [line for line in column.split("  \n") if line.startswith("Total time")]
+    assert "(training " in total and "starting and loading " in total  # not "caching, …"
+    busy = "The CPU is busy (load 5.5 per core when checked): expect several times longer"
+    assert busy in column  # next to the times, not only in the assumptions
+    at.switch_page("pages/review.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    split = [c.value for c in at.caption if c.value.startswith("Total ≈ ")]
+    assert len(split) == 1 and "starting and loading" in split[0] and "training" in split[0]
+    assert any(busy in m.value for m in at.markdown)
+    total_metric = next(m for m in at.metric if m.label == "Total time")
+    assert "training" in (total_metric.help or "")
+    shown = texts(at)
+    assert "in all, but the CPU is busy (load 5.5 per core" in shown  # the warning finding
+
+
+def test_a_quiet_cpu_shows_no_busy_warning(monkeypatch) -> None:
+    machine(monkeypatch, synthetic_profile(None, ram_gb=16.0, cores=2, disk="ssd", load=0.3))
+    at = open_at_64("pages/review.py")
+    shown = texts(at)
+    assert "CPU is busy" not in shown and "Total ≈ " in shown

@@ -27,6 +27,7 @@ from advisor.findings import SEVERITIES, count_severities, is_problem, severity_
 from advisor.findings import Finding as AdvisorFinding
 from advisor.model_facts import ModelSource
 from advisor.predict import predict as predict_run
+from advisor.predict import time_split
 from advisor.profile import GPU, SystemProfile, detect_profile, with_overrides
 from advisor.rules import apply_fixes, validate
 from trainer.config.introspection import field_info
@@ -151,6 +152,14 @@ class Prediction:
     total_range: tuple[float, float] | None = None
     history_runs: int = 0
     evidence: list[str] = field(default_factory=list)  # which past runs corrected it, and how
+    total_parts: dict[str, float] = field(default_factory=dict)  # the advisor's phases: seconds
+    preview_images: int = 0  # how many preview images the "sampling" part makes
+    time_caveat: str = ""  # why the times may be too short (a busy CPU), "" when none is known
+
+    def time_split(self) -> str:
+        """The parts of the total time, largest first ('starting and loading 6.00 s, training
+        2.34 s, previews 0.61 s for 8 images')."""
+        return time_split(self.total_parts, self.preview_images)
 
     @property
     def fits(self) -> bool | None:
@@ -401,6 +410,9 @@ def predict(
         total_range=(p.total_time.low, p.total_time.high),
         history_runs=p.history_runs,
         evidence=p.calibration.lines(),
+        total_parts=dict(p.total_time.parts),
+        preview_images=p.preview_images,
+        time_caveat=p.time_caveat,
     )
 
 

@@ -172,19 +172,27 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
         ("VRAM", gb_text(prediction.vram_gb), f"{low:.1f}–{high:.1f} GB; {note}"),
         ("System RAM", ram, ""),
         ("Step time", seconds_text(prediction.step_s), _range(prediction.step_range)),
-        ("Total time", seconds_text(prediction.total_s), "caching, training and sampling"),
+        ("Total time", seconds_text(prediction.total_s), prediction.time_split()),
         ("Disk", gb_text(prediction.disk_gb), disk),
     ]
     if no_gpu(prediction):  # no VRAM to show: the RAM row carries the headline's verdict
         rows[:2] = [("System RAM", ram, note)]
     evidence = prediction.evidence
+    caveat = prediction.time_caveat  # a busy CPU: said beside the times, never hidden in them
+    busy = f":orange[:material/warning:] {caveat[:1].upper()}{caveat[1:]}." if caveat else ""
     if compact:
-        st.markdown("  \n".join(f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows))
+        lines = [f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows]
+        st.markdown("  \n".join(lines + ([busy] if busy else [])))
     else:
         cols = st.columns(len(rows))
         for col, (row_label, text, note_) in zip(cols, rows, strict=True):
             col.metric(row_label, text, help=note_ or None)
         st.caption(f"{label.removeprefix('Predicted ')} {value} {note}")
+        split = prediction.time_split()
+        if split:
+            st.caption(f"Total ≈ {seconds_text(prediction.total_s)}: {split}")
+        if busy:
+            st.markdown(busy)
         if disk:
             st.caption(f"Disk {gb_text(prediction.disk_gb or 0)} for the run {disk}")
     for line in evidence:  # which past runs corrected these numbers, or why none did

@@ -1,9 +1,11 @@
 """The compare page's parts, one module each, gathered here for ``pages/compare.py``:
 
 - ``compare_store``: the runs of the store (cached, re-read when a rating changes);
-- ``compare_table``: the runs table with its filters, predicted vs actual time;
+- ``compare_table``: the runs table with its filters, the settings that differ among the runs,
+  predicted vs actual time; the two latest finished runs picked on a session's first visit;
 - ``compare_diff``: the config diff by wizard step with the advisor's explanations;
-- ``compare_curves``: overlaid loss / learning-rate curves;
+- ``compare_curves``: overlaid loss / learning-rate curves, a run one colour in every chart, and
+  a note when raw losses nearly coincide (the noise drawn per step, not the change);
 - ``compare_samples``: samples side by side, a rating per sample, the two-run slider;
 - ``compare_actions``: rating and note, reuse as preset / new run, MLflow UI links, adapters;
 - ``compare_history``: what the advisor learns from the runs ("based on N similar runs…").

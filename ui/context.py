@@ -1,8 +1,9 @@
 """What every page needs about the draft, computed once per change: hardware, findings, predictions.
 
-``studio_context()`` is cheap to call many times in one run: it caches on the draft's revision
-and the preflight answers, so the summary header, the advisor column and the review share one
-computation.
+``studio_context()`` is cheap to call many times in one run: it caches on the draft's revision,
+the preflight answers, the machine as last detected and the store's runs that calibrate the
+predictions (a run that finished since changes them without an edit of the draft), so the summary
+header, the advisor column and the review share one computation.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from advisor.model_facts import ModelSource
+from advisor.runs import as_runs
 from trainer.arch.sources import supplied_elsewhere
 from trainer.config.paths import generic_path
 from trainer.settings import load_settings
@@ -62,17 +64,19 @@ def hardware() -> Hardware:
 
 def studio_context() -> StudioContext:
     meta = state.meta()
+    history = prediction_history()
     key = (
         st.session_state.get(state.REV, 0),
         json.dumps(meta.get("profile_overrides"), sort_keys=True, default=str),
         json.dumps(meta.get("intent"), sort_keys=True),
         len(meta.get("recommendations") or {}),
         model := current_model_facts(),
+        hw := hardware(),  # detected again every 30 s: free memory, the CPU's load
+        history_stamp(history),
     )
     cached = st.session_state.get(_CACHE)
     if cached and cached[0] == key:
         return cached[1]
-    hw = hardware()
     checked = state.validated()
     recs = meta.get("recommendations") or {}
     notes: list[str] = []
@@ -85,7 +89,7 @@ def studio_context() -> StudioContext:
     prediction = None
     with advisor_boundary("predicting memory and time") as predicting:
         if basis is not None:
-            prediction = advice.predict(basis, hw, prediction_history())
+            prediction = advice.predict(basis, hw, history)
     experience = (meta.get("intent") or {}).get("experience", "beginner")
     context = StudioContext(hw, checked, found, prediction, recs, experience, notes, model)
     if not (checking.failed or predicting.failed):  # else the message shows on every run
@@ -112,6 +116,17 @@ def prediction_history() -> list[Any] | None:
         return local_history(load_settings().tracking_uri)
     except Exception:  # a broken store must not take predictions down
         return None
+
+
+def history_stamp(history: list[Any] | None) -> tuple[Any, ...] | None:
+    """What of the store's runs the predictions read: each run's id, status and measured speed
+    and peak memory (a running run's speed is measured as it goes). Equal stamps, equal
+    calibration."""
+    if history is None:
+        return None
+    return tuple(
+        (run.run_id, run.status, run.seconds_per_step, run.peak_gb) for run in as_runs(history)
+    )
 
 
 def apply_fix(patch: dict[str, Any]) -> None:

@@ -5,6 +5,8 @@ The trainer writes each phase's own progress to progress.json (trainer.tracking.
 the previews and saves still due (trainer.engine.eta). ``phase_line`` words it ("Making baseline
 previews: image 2 of 3", "Loading the base model (18 s)"); ``eta_text`` counts the ETA down
 between the trainer's writes, so it never sits at "0 s" while previews or saves are still made.
+Before the trainer has measured a step it counts the advisor's prediction for the whole run
+(recorded at launch) down from the launch, and says "longer than predicted" once that is spent.
 """
 
 from __future__ import annotations
@@ -73,8 +75,11 @@ def eta_text(
     now: float,
     predicted_s_per_step: float | None = None,
     total: int | None = None,
+    predicted_total_s: float | None = None,
+    launched: float | None = None,
 ) -> tuple[str, str]:
-    """The ETA metric's value and its help text."""
+    """The ETA metric's value and its help text: the trainer's measured ETA, else the advisor's
+    prediction for the whole run (``predicted_total_s``) less the time since ``launched``."""
     if finished:
         return "done", "The run has finished."
     if not running:
@@ -84,13 +89,41 @@ def eta_text(
         left = eta - max(0.0, now - (progress.get("updated") or now))
         help_ = "Time left at the measured speed, the previews and saves still due included."
         return (format_duration(left) if left >= 1 else "any moment"), help_
-    if predicted_s_per_step and total:
-        steps_left = max(0, total - (progress.get("step") or 0))
-        return (
-            f"≈ {format_duration(predicted_s_per_step * steps_left)}",
-            "The advisor's prediction for the training steps; measured after the first steps.",
+    if predicted_total_s and launched:
+        return _predicted_eta(progress, now, predicted_total_s, launched, predicted_s_per_step)
+    if predicted_s_per_step and total:  # no whole-run prediction: the steps' alone misleads
+        steps = format_duration(predicted_s_per_step * total)
+        return "—", (
+            f"Measured after the first training steps. The advisor predicted {steps} for the "
+            "training steps alone (loading, previews and saves not included)."
         )
     return "—", "Measured after the first training steps."
+
+
+def _predicted_eta(
+    progress: Mapping[str, Any],
+    now: float,
+    predicted_total_s: float,
+    launched: float,
+    predicted_s_per_step: float | None,
+) -> tuple[str, str]:
+    """The whole run's prediction counted down since launch (a resumed run's steps trained
+    before it was relaunched are not due again)."""
+    elapsed = max(0.0, now - launched)
+    trained = (progress.get("step") or 0) * (predicted_s_per_step or 0.0)
+    left = max(0.0, predicted_total_s - trained) - elapsed
+    whole = format_duration(predicted_total_s)
+    if left < 1:
+        return "longer than predicted", (
+            f"The advisor predicted {whole} for the whole run at launch; "
+            f"{format_duration(elapsed)} have passed. The measured ETA shows after the first "
+            "training steps."
+        )
+    return f"≈ {format_duration(left)}", (
+        f"Predicted, not measured yet: the advisor's {whole} for the whole run (starting, "
+        "loading, caching, training, previews and saves) counted down since launch. The "
+        "measured ETA replaces it after the first training steps."
+    )
 
 
 def render_progress(view: RunView) -> None:
@@ -113,8 +146,11 @@ def render_progress(view: RunView) -> None:
         now=now,
         predicted_s_per_step=view.predicted_s_per_step,
         total=total,
+        predicted_total_s=view.predicted_total_s,
+        launched=launched,
     )
-    cols[1].metric("ETA", eta, help=eta_help)
+    predicted = view.running and p.get("eta_s") is None and eta != "—"
+    cols[1].metric("ETA (predicted)" if predicted else "ETA", eta, help=eta_help)
     ended_at = (view.exit or {}).get("ended") or p.get("updated")
     elapsed = ((now if view.running else ended_at or now) - launched) if launched else None
     cols[2].metric("Elapsed", format_duration(elapsed))
@@ -130,9 +166,12 @@ def _render_speed(col: Any, measured: float | None, predicted: float | None) -> 
         col.metric(
             "s / step",
             value,
-            delta=f"{change:+.0f}% vs predicted {predicted:.3f} s",
+            delta=f"{change:+.0f}%",  # short: a metric's delta is cut to the column's width
             delta_color="inverse",
-            help="Measured seconds per step against the advisor's prediction at launch.",
+            help=(
+                f"Measured seconds per step against the advisor's prediction at launch: "
+                f"{predicted:.3g} s per step."
+            ),
         )
     else:
         col.metric("s / step", value, help="No prediction from the advisor for this run.")

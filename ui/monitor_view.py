@@ -20,7 +20,7 @@ from advisor.models import is_demo
 from trainer.jobs.folder import CONFIG_FILE, job_alive, job_folder, read_exit, stop_requested
 from trainer.settings import StudioSettings
 from trainer.tracking.job_file import JobInfo, read_job
-from trainer.tracking.layout import TAG_PREDICTED
+from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
 from trainer.tracking.progress import TERMINAL_PHASES, read_progress
 from trainer.tracking.records import get_run_record
 
@@ -118,6 +118,17 @@ class RunView:
     def predicted_s_per_step(self) -> float | None:
         value = (self.job.extra.get("predicted_s_per_step") if self.job else None) or self.tags.get(
             TAG_PREDICTED
+        )
+        try:
+            return float(value) if value else None
+        except ValueError:
+            return None
+
+    @property
+    def predicted_total_s(self) -> float | None:
+        """The advisor's seconds for the whole run at launch (all phases), None without one."""
+        value = (self.job.extra.get("predicted_total_s") if self.job else None) or self.tags.get(
+            TAG_PREDICTED_TOTAL
         )
         try:
             return float(value) if value else None

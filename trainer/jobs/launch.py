@@ -54,7 +54,7 @@ from trainer.jobs.folder import (
 from trainer.settings import hub_offline_env, without_studio_http_defaults
 from trainer.tracking.connect import mlflow_client
 from trainer.tracking.job_file import read_job, write_job
-from trainer.tracking.layout import TAG_DEVICE, TAG_PREDICTED
+from trainer.tracking.layout import TAG_DEVICE, TAG_PREDICTED, TAG_PREDICTED_TOTAL
 from trainer.tracking.new_run import create_run
 from trainer.tracking.progress import read_progress, write_progress
 from trainer.tracking.ratings import set_note
@@ -202,8 +202,14 @@ def launch(
     *,
     tags: Mapping[str, Any] | None = None,
     predicted_s_per_step: float | None = None,
+    predicted_total_s: float | None = None,
 ) -> LaunchedJob:
     """Create the MLflow run, write the job folder and start the trainer on it.
+
+    ``predicted_s_per_step`` and ``predicted_total_s`` (the advisor's whole run: starting,
+    loading, caching, training, previews, saving) go to the run's tags and the job file, where
+    the monitor sets them against what the trainer measures (and counts the whole run's
+    prediction down before the trainer has measured anything).
 
     Refuses (``LaunchRefused``) a config with decisions still 'auto' or a device already busy.
     A run name the store already has gets the next free number (``my_lora`` → ``my_lora_2``):
@@ -225,6 +231,8 @@ def launch(
         run_tags = {TAG_DEVICE: device, **dict(tags or {})}
         if predicted_s_per_step:
             run_tags[TAG_PREDICTED] = f"{predicted_s_per_step:.4g}"
+        if predicted_total_s:
+            run_tags[TAG_PREDICTED_TOTAL] = f"{predicted_total_s:.4g}"
         cfg = with_free_run_name(settings.tracking_uri, cfg)  # under the lock: no twin names
         run_id = create_run(settings, cfg, run_tags)
         folder = job_folder(settings, run_id)
@@ -240,7 +248,10 @@ def launch(
                 device=device,
                 name=cfg.logging.run_name or cfg.name,
                 resumed=False,
-                extra={"predicted_s_per_step": predicted_s_per_step},
+                extra={
+                    "predicted_s_per_step": predicted_s_per_step,
+                    "predicted_total_s": predicted_total_s,
+                },
             )
         except OSError as err:
             _fail_run(settings, run_id, f"The trainer could not be started: {err}")
