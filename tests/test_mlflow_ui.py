@@ -107,3 +107,14 @@ def test_a_database_uri_gets_a_local_ui_on_that_database(tmp_path: Path, monkeyp
     cmd = started[0]
     assert cmd[cmd.index("--backend-store-uri") + 1] == db
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+
+def test_a_running_server_is_found_without_starting_one(tmp_path: Path, fake_server: str) -> None:
+    settings = load_settings(home=tmp_path, tracking_uri_override=None)
+    assert mlflow_ui.running_server(settings) is None  # nothing recorded: nothing found
+    state = {"pid": 1, "url": fake_server, "uri": settings.tracking_uri}
+    (tmp_path / mlflow_ui.STATE_FILE).write_text(json.dumps(state))
+    assert mlflow_ui.running_server(settings) == fake_server
+    state["url"] = "http://127.0.0.1:9"  # recorded but gone
+    (tmp_path / mlflow_ui.STATE_FILE).write_text(json.dumps(state))
+    assert mlflow_ui.running_server(settings) is None

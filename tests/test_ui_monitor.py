@@ -324,3 +324,20 @@ def test_before_the_trainer_measures_the_eta_is_the_whole_run_prediction_countin
         speed = next(m for m in at.metric if m.label == "s / step")
         assert speed.value == "4.092 s" and speed.delta == "+4119%"  # short: never cut off
         assert "prediction at launch: 0.097 s per step" in speed.help
+
+
+def test_mlflow_links_show_at_once_when_the_studios_mlflow_ui_runs(
+    settings: StudioSettings, finished_run: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui import mlflow_ui
+
+    monkeypatch.setattr(mlflow_ui, "running_server", lambda s: "http://127.0.0.1:5998")
+    started = []
+    monkeypatch.setattr(mlflow_ui, "ensure_server", lambda s: started.append(s))
+    at = monitor(finished_run).run()
+    assert not at.exception, at.exception
+    assert "mon:mlflow" not in [b.key for b in at.button]  # nothing to start: no button
+    links = [b.proto.url for b in at.get("link_button")]
+    assert any(u.startswith("http://127.0.0.1:5998/#/experiments/") for u in links), links
+    assert any("MLflow's own UI (http://127.0.0.1:5998)" in c.value for c in at.caption)
+    assert not started

@@ -1,6 +1,7 @@
-"""'Open in MLflow UI', the same everywhere (Monitor, Compare): one button that starts the
-studio's MLflow UI or reuses the one already running (``ui.mlflow_ui.ensure_server``), then links
-to the runs, and to their comparison, in MLflow's machine-learning view."""
+"""'Open in MLflow UI', the same everywhere (Monitor, Compare): links to the runs, and to their
+comparison, in MLflow's machine-learning view. When the studio's MLflow UI already runs (or the
+store is a team server) the links show at once; otherwise one button starts it
+(``ui.mlflow_ui.ensure_server``) and the links follow, with a word on what they are."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ def render_mlflow_links(
 ) -> None:
     """``runs``: anything with ``run_id`` and ``experiment_id``; ``labels``: run id -> label."""
     url_key = f"{key}:mlflow_url"
-    remote = mlflow_ui.server_ui(settings.tracking_uri)  # a team server is its own UI
-    if remote is not None:
-        st.session_state.setdefault(url_key, remote)
-    if st.button(
+    if not st.session_state.get(url_key):
+        found = mlflow_ui.running_server(settings)  # a team server, or ours still running
+        if found:
+            st.session_state[url_key] = found
+    if not st.session_state.get(url_key) and st.button(
         "Open in MLflow UI",
         key=f"{key}:mlflow",
         icon=":material/open_in_new:",
-        help="Starts the MLflow UI for the studio's store (or reuses it), then links to the runs.",
+        help="Starts MLflow's own UI for the studio's runs (about half a minute the first "
+        "time), then shows a link per run.",
     ):
         with st.spinner("Starting the MLflow UI (first time: up to half a minute)…"):
             try:
@@ -37,6 +40,7 @@ def render_mlflow_links(
     base = st.session_state.get(url_key)
     if not base or not runs:
         return
+    st.caption(f"In MLflow's own UI ({base}), each opens in a new tab:")
     cols = st.columns(len(runs) + (len(runs) > 1))
     for col, run in zip(cols, runs, strict=False):
         url = mlflow_ui.run_url(base, run.experiment_id, run.run_id)

@@ -112,6 +112,17 @@ def _same_store(state: dict, uri: str) -> bool:
     return state.get("uri") in (uri, _store_key(uri))  # a plain URI: a state file from before
 
 
+def running_server(settings: StudioSettings) -> str | None:
+    """The base URL of the MLflow UI already showing the studio's store (a team server, or the
+    one this studio started and that still answers), without starting anything."""
+    remote = server_ui(settings.tracking_uri)
+    if remote is not None:
+        return remote
+    state = _state(settings)
+    url = state.get("url", "")
+    return url if _same_store(state, settings.tracking_uri) and healthy(url, 0.5) else None
+
+
 def ensure_server(
     settings: StudioSettings, port: int = DEFAULT_PORT, timeout: float = 90.0
 ) -> tuple[str, bool]:
