@@ -44,6 +44,7 @@ from trainer.engine.checkpoint import (
     save_checkpoint,
 )
 from trainer.engine.context import RunContext
+from trainer.engine.cpu_threads import use_free_cores
 from trainer.engine.distributed import Dist, TrainedModules, rank_seed
 from trainer.engine.ema import build_ema, ema_weights
 from trainer.engine.failures import NonFiniteLoss
@@ -61,6 +62,7 @@ from trainer.lora.io import load_lora_file, save_lora
 def train(cfg: TrainingConfig, ctx: RunContext, resume: Path | None = None) -> Outcome:
     dist = ctx.dist  # one process, or this rank of an `accelerate launch` (engine.distributed)
     device = dist.device or pick_device(cfg.runtime.device)
+    use_free_cores(device)  # a CPU run: threads for the free cores only (engine.cpu_threads)
     dtype = pick_dtype(cfg.train.dtype, device)
     with dist.accelerating(cfg.train, device, dtype) as accelerator:  # autocast, DDP, scaler
         return train_steps(cfg, ctx, resume, device, dtype, accelerator)
