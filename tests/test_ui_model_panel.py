@@ -27,6 +27,7 @@ from hub_server import (  # noqa: E402
 from trainer.jobs import downloads  # noqa: E402
 from trainer.models.hub import CacheStatus, format_bytes  # noqa: E402
 from ui.model_panel import cache_text, progress_text, vram_class  # noqa: E402
+from ui.summary import gb_text  # noqa: E402
 
 SD15_NEEDS = ("model_index.json", "unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/")
 
@@ -141,10 +142,16 @@ def test_the_model_card_uses_the_advisors_vram_prediction() -> None:
     }
     assert rows["Native resolution"] == "64 px"  # the demo SDXL: tiny, no download
     assert rows["Download"] == "none: built on this machine"
-    vram = at.session_state["_studio_context"][1].prediction.vram_gb
-    assert rows[next(k for k in rows if k.startswith("LoRA training VRAM"))] == (
-        f"needs about {vram:.1f} GB: {vram_class(vram)}"
-    )
+    prediction = at.session_state["_studio_context"][1].prediction
+    if prediction.vram_available_gb is None:  # this machine has no GPU: the RAM, not "0.0 GB"
+        ram = rows[next(k for k in rows if k.startswith("LoRA training memory"))]
+        assert ram.endswith(" RAM") and "0.0 GB" not in ram
+        assert not [k for k in rows if k.startswith("LoRA training VRAM")]
+    else:
+        vram = prediction.vram_gb
+        assert rows[next(k for k in rows if k.startswith("LoRA training VRAM"))] == (
+            f"needs about {gb_text(vram)}: {vram_class(vram)}"
+        )
     at.text_input(key="cfg:model.name_or_path").set_value("owner/model").run()  # offline: real
     shown = texts(at)
     assert "| Native resolution | 1024 px |" in shown

@@ -36,7 +36,7 @@ from trainer.settings import load_settings
 from ui import model_status, state
 from ui.context import StudioContext
 from ui.hub_sign_in import current_account, render_hub_sign_in
-from ui.summary import format_duration
+from ui.summary import format_duration, gb_text, no_gpu
 
 ENDED_BADLY = ("failed", "cancelled", "interrupted")
 LISTED_SKIPPED = 40  # files of a big repo that are not downloaded, listed by name
@@ -310,14 +310,17 @@ def model_card_rows(arch: str, context: StudioContext) -> list[tuple[str, str]]:
         f"in {encoders} text encoder{'s' if encoders > 1 else ''}"
     )
     dtype = (state.get_value("train") or {}).get("dtype", "auto")
-    vram = "unavailable until the settings validate"
-    if context.prediction is not None:
-        needed = context.prediction.vram_gb
-        vram = f"needs about {needed:.1f} GB: {vram_class(needed)}"
+    memory = (f"LoRA training VRAM ({dtype} precision)", "unavailable until the settings validate")
+    prediction = context.prediction
+    if prediction is not None and no_gpu(prediction):  # no VRAM here: the RAM the run takes
+        memory = (f"LoRA training memory ({dtype}, this CPU)", f"{gb_text(prediction.ram_gb)} RAM")
+    elif prediction is not None:
+        needed = prediction.vram_gb
+        memory = (memory[0], f"needs about {gb_text(needed)}: {vram_class(needed)}")
     return [
         ("Native resolution", f"{facts.native_resolution} px"),
         ("Parameters", params),
-        (f"LoRA training VRAM ({dtype} precision)", vram),
+        memory,
         *_source_rows(source),
     ]
 
