@@ -96,3 +96,11 @@ def test_the_cli_exits_2_with_the_line_for_a_repeated_key(tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     assert "'steps' appears twice (first at line 2)" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_imported_job_with_a_repeated_key_says_where() -> None:
+    job = "job: extension\nconfig:\n  name: x\n  name: y\n"
+    with pytest.raises(ValueError, match=r"'name' appears twice \(first at line 3\) at line 4"):
+        import_text(job, "job.yaml")
+    with pytest.raises(ValueError, match="nested more than"):
+        import_text("config: " + "[" * 600 + "]" * 600, "job.yaml")

@@ -21,7 +21,7 @@ import yaml
 from trainer.config.introspection import nested_model
 from trainer.config.io import ConfigError, config_from_dict
 from trainer.config.paths import pop_path, set_path
-from trainer.config.safe_yaml import load_yaml
+from trainer.config.safe_yaml import YamlShapeError, load_yaml
 from trainer.config.schema import TrainingConfig
 from trainer.redaction import REDACTED, is_secret_key
 
@@ -376,6 +376,10 @@ def detect(text: str, name: str = "") -> tuple[Kind, dict[str, Any]]:
         return "kohya-json", json.loads(text)
     try:
         data = load_yaml(text)
+    except YamlShapeError as err:  # YAML, but refused: say where, not "not a known format"
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{err.problem}{where}") from None
     except yaml.YAMLError:
         data = None
     if isinstance(data, dict) and "config" in data:
