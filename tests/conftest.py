@@ -47,6 +47,14 @@ def demo_dataset(demo_home: Path) -> Path:
 
 
 @pytest.fixture()
+def home_with_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty studio home (STUDIO_HOME) and a SQLite store beside it (MLFLOW_TRACKING_URI)."""
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path / "home"
+
+
+@pytest.fixture()
 def studio_env(demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the studio at the session's demo home and a fresh MLflow store for this test."""
     monkeypatch.setenv("STUDIO_HOME", str(demo_home))

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
+from ui_support import run_ok as run
 from ui_support import texts
 
 from trainer.__main__ import main
@@ -115,16 +116,8 @@ def test_each_bad_zip_is_a_plain_refusal_that_leaves_nothing(tmp_path: Path, kin
 
 # ------------------------------------------------------------------------ the Datasets page
 @pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return tmp_path / "home"
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def home(home_with_store: Path) -> Path:
+    return home_with_store
 
 
 def open_page(page: str) -> AppTest:

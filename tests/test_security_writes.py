@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_ui_utilities import kohya_file, studio_job
+from ui_support import run_ok as run
 
 from trainer.__main__ import main
 from trainer.files import WouldReplace, WriteRefused, writable_target
@@ -95,16 +96,8 @@ def test_an_existing_target_needs_the_confirm(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ the utilities page
 @pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return tmp_path / "home"
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def home(home_with_store: Path) -> Path:
+    return home_with_store
 
 
 def utilities_on(lora: Path) -> AppTest:

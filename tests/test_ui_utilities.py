@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
+from ui_support import run_ok as run
 
 from trainer.lora import tools as lora_tools
 from trainer.tracking.job_file import write_job
@@ -28,16 +29,8 @@ def kohya_file(path: Path, rank: int, seed: int) -> Path:
 
 
 @pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return tmp_path / "home"
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def home(home_with_store: Path) -> Path:
+    return home_with_store
 
 
 def test_inspect_resize_and_merge(home: Path, tmp_path: Path) -> None:

@@ -56,6 +56,13 @@ def draft(at: AppTest) -> dict[str, Any]:
     return at.session_state["draft"]
 
 
+def run_ok(target: AppTest) -> AppTest:
+    """Run the app and fail on any exception it raised."""
+    at = target.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def go_to_step(at: AppTest, step: str) -> AppTest:
     at.selectbox(key="wiz:step").set_value(step).run()
     assert not at.exception, [e.value for e in at.exception]
