@@ -282,7 +282,9 @@ def test_metrics_a_deleted_store_refuses_are_kept_in_the_job_folder(
     records = [r for r in mlflow_log.records if r.name.startswith(("mlflow", "trainer"))]
     assert not any(r.exc_info for r in records)  # no traceback at all
     store_lines = [r for r in records if r.name == "mlflow.store.db.utils"]
-    assert len(store_lines) == 1  # was: a traceback for every batch
+    # Was: a traceback for every batch. At most one line (another test may have set MLflow's
+    # logger level, so none is fine too).
+    assert len(store_lines) <= 1
     ours = [r.getMessage() for r in records if r.name == "trainer.tracking.metric_buffer"]
     assert len(ours) == 1
     assert (
