@@ -8,6 +8,7 @@ from trainer.settings import load_settings
 from ui import compare
 from ui.compare_store import render_refresh
 from ui.navigation import leave_legacy_pages_mode
+from ui.text import plain_line
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
@@ -41,7 +42,7 @@ if picked:
     compare.render_mlflow_links(settings, picked)
     st.subheader("Rate, note, reuse")
     labels = compare.run_labels(picked)
-    tabs = st.tabs([labels[r.run_id] for r in picked])
+    tabs = st.tabs([plain_line(labels[r.run_id]) for r in picked])  # tab labels are markdown
     for tab, rec in zip(tabs, picked, strict=True):
         with tab:
             compare.render_rating(settings, rec)

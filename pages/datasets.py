@@ -15,13 +15,14 @@ from ui.dataset_manager import (
     render_duplicates,
 )
 from ui.navigation import leave_legacy_pages_mode
+from ui.text import code
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 root = settings.datasets_dir
 st.title("Datasets")
-st.caption(f"Datasets live in {root}; removed images move to .removed/ and can be restored.")
+st.caption(f"Datasets live in {code(root)}; removed images move to .removed/ and can be restored.")
 render_create(root)
 folder = pick_dataset(root)
 if folder is None:

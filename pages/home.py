@@ -11,10 +11,12 @@ from trainer.demo.tiny import build_all, ensure_demo
 from trainer.settings import load_settings
 from trainer.tracking.reachability import store_problem
 from ui import state
+from ui.access import bind_address
 from ui.boundary import advisor_boundary
 from ui.navigation import leave_legacy_pages_mode
 from ui.preflight import confirm
 from ui.status import REVIEW_PAGE, start_here, studio_status
+from ui.text import code
 
 
 def train_demo_now(home: Path) -> None:
@@ -34,7 +36,7 @@ def train_demo_now(home: Path) -> None:
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
-status = studio_status(settings)
+status = studio_status(settings, bind_address())
 
 st.title("LoRA Studio")
 st.write(
@@ -65,13 +67,13 @@ with st.container(border=True, key="home_start_here"):
 st.subheader("Studio status")
 left, right = st.columns(2)
 with left:
-    st.markdown(f"**Studio home**  \n`{status.home}`")
+    st.markdown(f"**Studio home**  \n{code(status.home)}")
     kind = "local SQLite store" if status.local_store else "tracking server"
-    st.markdown(f"**MLflow tracking** ({kind})  \n`{status.tracking_uri}`")
+    st.markdown(f"**MLflow tracking** ({kind})  \n{code(status.tracking_uri)}")
     if status.local_store and not status.store_exists:
         st.caption("The store is created with your first run.")
     if not status.local_store and (problem := store_problem(settings.tracking_uri)):
-        st.error(problem, icon=":material/cloud_off:")
+        st.error(problem, icon=":material/cloud_off:")  # redacted URI; see ui/store_errors
 with right:
     st.markdown("**Demo models** (tiny: train on a CPU in a few minutes)")
     for name, built in status.demo.items():
@@ -85,7 +87,10 @@ with right:
         st.rerun()
 
 if status.public_bind:
+    where = code(status.bind_address) if status.bind_address else "every network interface"
+    roots = ", ".join(code(root) for root in settings.read_roots)
     st.warning(
-        f"The studio is bound to {settings.host}, which other machines can reach. "
-        "Set STUDIO_HOST=127.0.0.1 unless you mean to share it."
+        f"The studio is served on {where}, which other machines can reach. Serve it on "
+        "127.0.0.1 (`make run` without STUDIO_HOST) unless you mean to share it. While it is "
+        f"shared, its pages read files only under {roots} (STUDIO_ALLOWED_FOLDERS adds folders)."
     )

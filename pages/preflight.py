@@ -21,6 +21,7 @@ from ui.preflight import (
     render_overrides,
     show_waiting,
 )
+from ui.text import plain
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
@@ -72,5 +73,6 @@ if applied is not None:
     )
     with st.expander("What was recommended, and why"):
         for path, rec in state.meta()["recommendations"].items():
-            st.markdown(f"- `{path}` = **{show_value(rec['value'])}** — {rec['reason']}")
+            value = plain(show_value(rec["value"]))  # a value can be a folder someone typed
+            st.markdown(f"- `{path}` = **{value}** — {rec['reason']}")
     st.page_link("pages/wizard.py", label="Open the wizard", icon=":material/arrow_forward:")

@@ -10,6 +10,7 @@ from ui.advisor_column import render_advisor_column
 from ui.context import studio_context
 from ui.navigation import leave_legacy_pages_mode
 from ui.summary import render_summary_header
+from ui.text import plain
 from ui.widgets import render_step_fields
 from ui.wizard import (
     render_dataset_sources,
@@ -24,7 +25,7 @@ leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/na
 st.title("Wizard")
 notice = st.session_state.pop(state.NOTICE, None)
 if notice:
-    st.info(notice, icon=":material/restore:")
+    st.info(plain(notice), icon=":material/restore:")  # it may quote the broken file
 if not state.meta().get("preflight_done"):
     st.info(
         "**Tip:** answer the preflight questions first, and the advisor fills in recommended "

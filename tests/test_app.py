@@ -38,9 +38,19 @@ def test_home_builds_the_demo_models(app: AppTest, tmp_path: Path) -> None:
     assert (tmp_path / "home" / "models" / "demo" / "sd15" / "model_index.json").exists()
 
 
-def test_home_warns_when_bound_publicly(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STUDIO_HOST", "0.0.0.0")
+def test_home_warns_when_served_publicly(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning reads the address Streamlit serves on, not STUDIO_HOST (issue 16, item 7)."""
+    from streamlit import config
+
+    monkeypatch.setenv("STUDIO_HOST", "0.0.0.0")  # what `make run` would pass on, not the server
     app.run()
+    assert not app.warning  # served on 127.0.0.1 (.streamlit/config.toml)
+    served = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        app.run()
+    finally:
+        config.set_option("server.address", served)
     assert any("0.0.0.0" in w.value for w in app.warning)
 
 

@@ -7,7 +7,8 @@ leaves the old file intact. ``fsync`` makes the new content durable before the r
 few milliseconds, so files rewritten every training step (progress) skip it.
 
 ``writable_target`` is the one check of where the studio may write what a user names (a folder
-under the allowed roots, the right extension, no silent replacement).
+under the allowed roots, the right extension, no silent replacement); ``readable_path`` the one
+check of where it may read what a user names (a dataset folder, a folder to import, a LoRA path).
 """
 
 from __future__ import annotations
@@ -150,3 +151,41 @@ def exists_with_content(path: Path) -> bool:
         return any(path.iterdir())
     except OSError:
         return True
+
+
+# ----------------------------------------------------------------------------------- read places
+
+
+class ReadRefused(ValueError):
+    """A place the studio will not read from for its user; the message names where it may."""
+
+
+def readable_path(path: str | Path, *, roots: Sequence[str | Path] | None) -> Path:
+    """The one check of "may the studio read what a user names here": the path, or
+    ``ReadRefused``.
+
+    ``roots`` are the folders reads must stay inside (the studio home, plus folders the user
+    allowed), compared resolved, so neither ``..`` nor a link leads out; a root itself may be
+    read. The refusal comes before anything is looked up about the path and quotes it as typed,
+    so it never tells whether something exists outside the roots. ``None`` allows any place (the
+    studio served on this machine only, the command line): the path is returned as typed, with
+    ``~`` expanded. A relative path is taken from the current folder, as the reader takes it.
+    """
+    text = str(path).strip()
+    if not text:
+        raise ReadRefused("no path given: type a folder or a file")
+    try:
+        typed = Path(text).expanduser()
+        if roots is None:
+            return typed
+        target = typed.resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a NUL byte, a symlink loop, no ~user
+        raise ReadRefused(f"{text!r} is not a usable path ({err})") from err
+    allowed = [Path(root).expanduser().resolve() for root in roots]
+    if not any(target.is_relative_to(root) for root in allowed):
+        where = " or ".join(str(root) for root in allowed) or "nowhere"
+        raise ReadRefused(
+            f"{text} is outside the folders this studio may read while it is served to the "
+            f"network: use a folder under {where} (STUDIO_ALLOWED_FOLDERS adds folders)"
+        )
+    return target

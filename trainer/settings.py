@@ -1,12 +1,14 @@
 """Where the studio keeps its things and how it is served: one settings object.
 
 Environment variables override the defaults: STUDIO_HOME, MLFLOW_TRACKING_URI, STUDIO_HOST,
-STUDIO_PORT, STUDIO_EXPERIMENT, STUDIO_OFFLINE. Whether the Hugging Face Hub may be used is
-decided here too (``hub_offline``), for the studio and every trainer it starts.
+STUDIO_PORT, STUDIO_EXPERIMENT, STUDIO_OFFLINE, STUDIO_ALLOWED_FOLDERS. Whether the Hugging Face
+Hub may be used is decided here too (``hub_offline``), for the studio and every trainer it starts;
+whether an address reaches other machines, by ``is_loopback``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -49,6 +51,16 @@ class StudioSettings(BaseSettings):
         ),
     )
 
+    allowed_folders: str = Field(
+        "",
+        validation_alias="STUDIO_ALLOWED_FOLDERS",
+        description=(
+            "Folders besides the studio home (separated by os.pathsep, ':' on Linux) that the "
+            "studio's pages may read from (dataset folders, folder imports, LoRA paths) while the "
+            "studio is served beyond this machine; on 127.0.0.1 any folder may be read."
+        ),
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -66,6 +78,17 @@ class StudioSettings(BaseSettings):
     @property
     def binds_publicly(self) -> bool:
         return self.host not in {"127.0.0.1", "localhost", "::1"}
+
+    @property
+    def read_roots(self) -> list[Path]:
+        """The folders a page may read what a user names from, when the studio is served beyond
+        this machine: the home, then each folder of ``allowed_folders``."""
+        extra = [
+            Path(folder.strip()).expanduser().resolve()
+            for folder in self.allowed_folders.split(os.pathsep)
+            if folder.strip()
+        ]
+        return [self.home, *extra]
 
     @property
     def artifacts_dir(self) -> Path:
@@ -103,6 +126,19 @@ def load_settings(**overrides: object) -> StudioSettings:
     """
     fields = StudioSettings.model_fields
     return StudioSettings(**{fields[name].validation_alias: v for name, v in overrides.items()})
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a server bound to ``address`` is reachable from this machine only (127.x.x.x, ::1,
+    localhost). An unset address binds every interface, and a unix socket is there to be put
+    behind a proxy: neither is loopback."""
+    text = (address or "").strip().removeprefix("[").removesuffix("]")
+    if text.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:  # "", a host name, "unix://...": not an IP address
+        return False
 
 
 # MLflow's HTTP client retries a failed request 7 times with a growing backoff: measured 250 s

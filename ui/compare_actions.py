@@ -18,6 +18,7 @@ from trainer.tracking.run_names import run_labels
 from ui import mlflow_links
 from ui.compare_store import bump
 from ui.state import replace_draft
+from ui.text import code, plain, plain_line
 
 
 def render_rating(settings: StudioSettings, rec: RunRecord) -> None:
@@ -76,22 +77,23 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
         try:
             path = preset_from_run(settings, rec, name)
         except OSError as err:  # no config artifact yet (the run is still starting)
-            left.error(f"No config logged for this run yet: {err}")
+            left.error(f"No config logged for this run yet: {plain(err)}")
         else:
-            left.success(f"Saved preset {path.name}.")
+            left.success(f"Saved preset {code(path.name)}.")
     if right.button("Start a new run from this one", key=f"cmp:draft:{key}"):
         try:
             replace_draft(draft_from_run(settings, rec))
         except OSError as err:
-            right.error(f"No config logged for this run yet: {err}")
+            right.error(f"No config logged for this run yet: {plain(err)}")
             return
-        right.success(f"The wizard's draft now holds the config of '{rec.name}'.")
+        right.success(f"The wizard's draft now holds the config of {code(rec.name)}.")
         right.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
 
 
 def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None:
     """'Open in MLflow UI' for the picked runs and their comparison."""
-    mlflow_links.render_mlflow_links(settings, runs, run_labels(runs), key="cmp")
+    labels = {run_id: plain_line(label) for run_id, label in run_labels(runs).items()}
+    mlflow_links.render_mlflow_links(settings, runs, labels, key="cmp")  # labels: markdown
 
 
 def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
@@ -99,5 +101,5 @@ def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
     cols, labels = st.columns(len(runs)), run_labels(runs)
     for col, rec in zip(cols, runs, strict=True):
         files = lora_artifacts(tracking_uri, rec.run_id)
-        col.markdown(f"**{labels[rec.run_id]}**")
-        col.caption("\n".join(f"- `{f}`" for f in files) if files else "no adapter saved")
+        col.markdown(f"**{plain_line(labels[rec.run_id])}**")
+        col.caption("\n".join(f"- {code(f)}" for f in files) if files else "no adapter saved")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from trainer.tracking.records import RunRecord, metric_history
 from trainer.tracking.run_names import run_labels
+from ui.text import plain
 
 CURVE_KEYS = ("loss", "loss_smoothed", "lr")
 # Vega's category10: neighbouring runs get hues far apart (blue, orange, green, red...), never two
@@ -154,4 +155,4 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
         )
     pairs = near_identical(data, list(colours))
     if pairs:
-        st.caption(":material/info: " + overlap_caption(runs, pairs))
+        st.caption(":material/info: " + plain(overlap_caption(runs, pairs)))  # names runs

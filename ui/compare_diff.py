@@ -11,6 +11,7 @@ from advisor.history import diff_runs
 from trainer.config.fields import WIZARD_STEPS
 from trainer.tracking.records import RunRecord
 from trainer.tracking.run_names import run_labels
+from ui.text import plain, plain_line
 
 
 def diff_rows(
@@ -44,17 +45,30 @@ def _show(value: Any) -> str:
 def render_diff(runs: list[RunRecord]) -> None:
     base, labels = runs[0], run_labels(runs)
     for other in runs[1:]:
-        st.markdown(f"**{labels[base.run_id]}** → **{labels[other.run_id]}**")
+        st.markdown(
+            f"**{plain_line(labels[base.run_id])}** → **{plain_line(labels[other.run_id])}**"
+        )
         try:
             rows = diff_rows(base, other, labels=labels)
         except ValueError as err:
-            st.warning(f"Cannot compare the configs: {err}")
+            st.warning(f"Cannot compare the configs: {plain(err)}")
             continue
         if not rows:
             st.caption("Same config.")
             continue
         for step in dict.fromkeys(row["step"] for row in rows):
             with st.expander(f"{step} ({sum(r['step'] == step for r in rows)})", expanded=True):
-                st.table(
-                    [{k: v for k, v in r.items() if k != "step"} for r in rows if r["step"] == step]
-                )
+                st.table([_shown_row(r) for r in rows if r["step"] == step])
+
+
+def _shown_row(row: dict[str, Any]) -> dict[str, str]:
+    """A diff row for ``st.table``, which reads its cells and headers as markdown: run labels
+    and values (run names, prompts, folders) shown as text; the advisor's explanation as
+    written."""
+    return {
+        (key if key == "what it does" else plain_line(key)): (
+            value if key == "what it does" else plain_line(value)
+        )
+        for key, value in row.items()
+        if key != "step"
+    }

@@ -14,6 +14,7 @@ from ui.boundary import advisor_boundary
 from ui.compare_store import local_history, past_runs, version
 from ui.context import hardware
 from ui.state import validated
+from ui.text import plain
 
 
 def render_history_hint(settings: StudioSettings) -> None:
@@ -28,7 +29,7 @@ def render_history_hint(settings: StudioSettings) -> None:
         with st.container(border=True):
             st.markdown(f"**Based on your past runs** ({insights[0].runs} similar)")
             for insight in insights:
-                st.caption(insight.message)
+                st.caption(plain(insight.message))  # it names runs and values
 
 
 def calibration_text(tracking_uri: str) -> str | None:
@@ -43,7 +44,7 @@ def calibration_text(tracking_uri: str) -> str | None:
     calibrated = predict(cfg, hw, history)
     if prior is None or calibrated is None or not prior.step_s or not calibrated.step_s:
         return None
-    evidence = "".join(f"  \n{line}." for line in calibrate(cfg, hw.raw, history).lines())
+    evidence = "".join(f"  \n{plain(line)}." for line in calibrate(cfg, hw.raw, history).lines())
     if not calibrated.history_runs:
         return (
             f"Predicted speed for the current draft: {prior.step_s:.3g} s/step from priors "
@@ -65,7 +66,7 @@ def render_history(tracking_uri: str) -> None:
     with advisor_boundary("learning from your past runs"):
         insights = recommend_from_history(checked.config, past_runs(tracking_uri, version()))
         for insight in insights:
-            st.markdown(f"- {insight.message}")
+            st.markdown(f"- {plain(insight.message)}")
         if not insights:
             st.caption("No finished runs like the current draft yet.")
         text = calibration_text(tracking_uri)

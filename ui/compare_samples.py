@@ -15,6 +15,7 @@ from trainer.tracking.ratings import sample_ratings, set_sample_rating
 from trainer.tracking.records import RunRecord
 from trainer.tracking.run_names import run_labels
 from ui.compare_store import bump
+from ui.text import plain, plain_line
 
 SHOW_MIN_PX = 384  # tiny demo samples (64 px) are scaled up, pixel for pixel, to be seen
 THUMB_MIN_PX = 192  # the same for the side-by-side samples
@@ -38,10 +39,10 @@ def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
     labels = run_labels(runs)  # runs of the same name: each column still says whose it is
     cols = st.columns(len(runs))
     for col, rec in zip(cols, runs, strict=True):
-        col.markdown(f"**{labels[rec.run_id]}**")
+        col.markdown(f"**{plain_line(labels[rec.run_id])}**")
         ratings = sample_ratings(rec.tags)
         for image in (s for s in per_run[rec.run_id] if s.step == step):
-            col.image(_thumb(image.path_or_uri), caption=image.prompt or image.key)
+            col.image(_thumb(image.path_or_uri), caption=plain(image.prompt or image.key))
             key = f"cmp:srate:{rec.run_id[:12]}:{step}:{image.key}"
             col.selectbox(
                 "Rate this sample",
@@ -110,7 +111,7 @@ def render_slider(
     cols = st.columns(2)
     other = others[
         cols[0].selectbox(
-            f"Right of the split ({labels[base.run_id]} is left)",
+            f"Right of the split ({plain_line(labels[base.run_id])} is left)",
             list(others),
             format_func=lambda rid: labels[rid],
             key="cmp:slider_run",
@@ -136,4 +137,7 @@ def render_slider(
         width=SLIDER_WIDTH_PX,  # 'stretch' blew a 64 px sample up past the screen's height
         key="cmp:slider",
     )
-    st.caption(f"◀ {left_label} | {right_label} ▶ (step {step}): drag the divider to compare")
+    st.caption(
+        f"◀ {plain_line(left_label)} | {plain_line(right_label)} ▶ (step {step}): "
+        "drag the divider to compare"
+    )

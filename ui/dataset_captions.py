@@ -9,7 +9,9 @@ import streamlit as st
 
 from trainer.data import captioning
 from trainer.data import library as dm
+from ui.access import checked_path
 from ui.dataset_manager import thumbnail
+from ui.text import code, plain
 
 
 def report_saved(changed: int) -> None:
@@ -69,7 +71,7 @@ def render_autocaption(folder: Path, home: Path) -> None:
     if not found:
         st.info(
             "No captioner installed: put a BLIP / Florence-2 / WD14 tagger folder under "
-            f"{home / 'models' / 'captioners'}, or give a folder below."
+            f"{code(home / 'models' / 'captioners')}, or give a folder below."
         )
     model = st.text_input("Captioner model folder", found[0] if found else "", key="dsm:capdir")
     cols = st.columns(3)
@@ -77,6 +79,8 @@ def render_autocaption(folder: Path, home: Path) -> None:
     overwrite = cols[1].toggle("Replace existing captions", key="dsm:capall")
     remote = cols[2].toggle("Allow model-folder code (Florence-2)", key="dsm:capremote")
     if st.button("Caption images", key="dsm:caption"):
+        if model.strip() and checked_path(model) is None:  # served to a network: the roots
+            return
         try:
             captioner = captioning.load_captioner(model, allow_remote_code=remote)
             with st.spinner("Captioning…"):
@@ -84,7 +88,7 @@ def render_autocaption(folder: Path, home: Path) -> None:
                     folder, captioner, overwrite=overwrite, prefix=prefix
                 )
         except captioning.CaptionerUnavailable as err:
-            st.error(str(err))
+            st.error(plain(err))
             return
         if written:
             st.success(f"Captioned {len(written)} image{'s' if len(written) > 1 else ''}.")

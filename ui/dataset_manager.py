@@ -21,7 +21,9 @@ from trainer.data import library as dm
 from trainer.demo.tiny import demo_is_built, resolve_demo_ref
 from trainer.settings import load_settings
 from ui import state
+from ui.access import checked_path
 from ui.datasets import analyse, draft_dataset, draft_numbers, render_report, settings_text
+from ui.text import plain, plain_line
 
 
 def render_create(root: Path) -> None:
@@ -50,19 +52,23 @@ def render_create(root: Path) -> None:
             elif files:
                 result = dm.import_files(root, name, [(f.name, f.getvalue()) for f in files])
             elif folder:
-                result = dm.import_folder(root, name, Path(folder).expanduser())
+                source_folder = checked_path(folder)  # served to a network: the allowed roots
+                if source_folder is None:
+                    return
+                result = dm.import_folder(root, name, source_folder)
             else:
                 st.warning("Choose what to create the dataset from.")
                 return
         except (dm.DatasetUploadError, OSError, ValueError) as err:
-            st.error(f"Not created: {err}")
+            st.error(f"Not created: {plain(err)}")
             return
         st.success(
-            f"Created {result.folder.name}: {len(result.images)} images, "
+            f"Created {plain(result.folder.name)}: {len(result.images)} images, "
             f"{len(result.captions)} captions."
         )
         if result.skipped:
-            st.warning("Skipped: " + "; ".join(f"{n} ({why})" for n, why in result.skipped))
+            skipped = "; ".join(f"{n} ({why})" for n, why in result.skipped)
+            st.warning(f"Skipped: {plain(skipped)}")  # file names from the upload
         st.session_state["dsm:current"] = st.session_state["dsm:pick"] = result.folder.name
 
 
@@ -158,14 +164,15 @@ def render_flags(flagged: dict[str, list[str]], *, demo: bool = False) -> None:
         flagged = {n: [f for f in fs if f != "grayscale"] for n, fs in flagged.items()}
         flagged = {n: fs for n, fs in flagged.items() if fs}
         if grey:
+            names = plain(", ".join(grey))
             st.caption(
-                f":material/info: Grayscale: {', '.join(grey)}. Expected here: the demo draws "
+                f":material/info: Grayscale: {names}. Expected here: the demo draws "
                 "some of its shapes in black and white."
             )
     if not flagged:
         return
     st.warning(
-        "Flagged: " + "; ".join(f"{n}: {', '.join(f)}" for n, f in flagged.items()),
+        "Flagged: " + plain("; ".join(f"{n}: {', '.join(f)}" for n, f in flagged.items())),
         icon=":material/flag:",
     )
     shown = sorted({flag for flags in flagged.values() for flag in flags})
@@ -277,15 +284,15 @@ def render_duplicates(folder: Path) -> None:
     threshold = cols[0].slider("Max hash distance (of 64 bits)", 0, 20, 6, key="dsm:thresh")
     if cols[1].button("Undo last removal", key="dsm:undo"):
         restored = dm.undo_removal(folder)
-        st.success(f"Restored {', '.join(restored)}" if restored else "Nothing to undo.")
+        st.success(f"Restored {plain(', '.join(restored))}" if restored else "Nothing to undo.")
     pairs = dm.near_duplicates(folder, threshold)
     if not pairs:
         st.caption("No near-duplicates at this threshold.")
     for i, pair in enumerate(pairs[:20]):
         row = st.columns([2, 2, 1])
         for col, side in ((row[0], "a"), (row[1], "b")):
-            col.image(str(folder / pair[side]), caption=pair[side], width=160)
-            if col.button(f"Remove {pair[side]}", key=f"dsm:rm:{i}:{side}"):
+            col.image(str(folder / pair[side]), caption=plain(pair[side]), width=160)
+            if col.button(f"Remove {plain_line(pair[side])}", key=f"dsm:rm:{i}:{side}"):
                 dm.remove_images(folder, [pair[side]])
                 st.rerun()
         row[2].caption(f"distance {pair['distance']}")

@@ -23,8 +23,11 @@ from trainer.config.sections.datasets import DatasetConfig
 from trainer.data.buckets import bucket_label, epoch_bucket_counts, steps_per_epoch
 from trainer.data.scanning import DatasetError, scan_dataset
 from trainer.demo.tiny import demo_is_built, resolve_demo_ref
+from trainer.files import ReadRefused, readable_path
 from trainer.settings import load_settings
 from ui import state
+from ui.access import read_roots
+from ui.text import code, plain
 
 SCAN_FIELDS = (
     "caption_ext",
@@ -84,6 +87,12 @@ def _resolved(path: Path) -> Path:
 
 # -------------------------------------------------------------------------------- the analysis
 def analyse(folder: Path, ds: dict[str, Any], numbers: dict[str, Any]) -> dict[str, Any]:
+    """The report on ``folder`` at these settings; ``{"error": why}`` when it cannot be read,
+    or may not be (outside the allowed roots while the studio is served to the network)."""
+    try:
+        readable_path(folder, roots=read_roots())
+    except ReadRefused as err:
+        return {"error": str(err)}
     relevant = {k: ds.get(k) for k in SCAN_FIELDS}
     try:
         stamp = folder.stat().st_mtime_ns
@@ -164,7 +173,7 @@ def settings_text(settings: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ drawing
 def render_report(report: dict[str, Any]) -> None:
     if "error" in report:
-        st.markdown(f":material/error: **Cannot use this dataset:** {report['error']}")
+        st.markdown(f":material/error: **Cannot use this dataset:** {plain(report['error'])}")
         return
     cols = st.columns(4)
     cols[0].metric("Images", report["images"])
@@ -194,7 +203,7 @@ def render_report(report: dict[str, Any]) -> None:
         + ", ".join(f"{b} ({n})" for b, n in report["buckets"].items())
     )
     if report["example_caption"]:
-        st.caption(f"Example caption: “{report['example_caption'][:160]}”")
+        st.caption(f"Example caption: “{plain(report['example_caption'][:160])}”")
     if report["captioned"] < report["images"]:
         missing = report["images"] - report["captioned"]
         st.markdown(
@@ -202,7 +211,7 @@ def render_report(report: dict[str, Any]) -> None:
         )
     if report["skipped"]:
         with st.expander(f"{len(report['skipped'])} file(s) skipped"):
-            st.markdown("\n".join(f"- `{name}`: {why}" for name, why in report["skipped"]))
+            st.markdown("\n".join(f"- {code(n)}: {plain(why)}" for n, why in report["skipped"]))
     if report["notes"]:
         with st.expander(f"{len(report['notes'])} note(s)"):
-            st.markdown("\n".join(f"- `{name}`: {why}" for name, why in report["notes"]))
+            st.markdown("\n".join(f"- {code(n)}: {plain(why)}" for n, why in report["notes"]))

@@ -25,6 +25,8 @@ from trainer.lora import tools as lt
 from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
 from trainer.tracking.job_file import read_job
 from trainer.tracking.run_names import run_labels
+from ui.access import checked_path
+from ui.text import code, plain
 
 RESIZE_HELP = {
     "rank": "the new rank (a whole number)",
@@ -131,12 +133,14 @@ def pick_file(home: Path, label: str, key: str) -> Path | None:
     choice = typed or chosen
     if not choice:
         return None
-    path = Path(choice).expanduser()
+    path = checked_path(choice)  # served to a network: a refusal before the path is looked at
+    if path is None:
+        return None
     if not path.exists():
-        st.error(f"{path} does not exist")
+        st.error(f"{code(path)} does not exist")
         return None
     if chosen and not typed:
-        st.caption(f"`{path}`")
+        st.caption(code(path))
     return path
 
 
@@ -177,7 +181,7 @@ def save_target(label: str, proposal: Path, key: str, home: Path, suffix: str) -
         problem = f"{err}. Tick “Replace the existing {err.kind}” to replace it."
         return Target(None, problem)
     except WriteRefused as err:
-        st.warning(str(err), icon=":material/block:")
+        st.warning(plain(err), icon=":material/block:")
         return Target(None, str(err))
 
 
@@ -200,14 +204,14 @@ def rank_text(rank: float) -> str:
 def _run(action, success: str, target: Target) -> None:
     """Do ``action`` when ``target`` may be written; otherwise say why and write nothing."""
     if target.path is None:
-        st.error(f"Not saved: {target.problem}")
+        st.error(f"Not saved: {plain(target.problem)}")
         return
     try:
         result = action(target.path)
     except (lt.LoraToolError, OSError, ValueError) as err:
-        st.error(f"Failed: {err}")
+        st.error(f"Failed: {plain(err)}")
         return
-    st.success(success.format(result=result))
+    st.success(plain(success.format(result=result)))  # it names the file saved
 
 
 def render_inspect(path: Path) -> bool:
@@ -216,7 +220,7 @@ def render_inspect(path: Path) -> bool:
     try:
         info = lt.inspect(path)
     except (lt.LoraToolError, OSError, ValueError) as err:
-        st.error(f"{path.name} is not a LoRA file the utilities can use: {err}")
+        st.error(f"{plain(path.name)} is not a LoRA file the utilities can use: {plain(err)}")
         return False
     cols = st.columns(4)
     cols[0].metric("Layout", info["layout"])
@@ -309,9 +313,12 @@ def render_grid(path: Path, home: Path, tracking_uri: str) -> None:
     seed = cols[3].number_input("Seed", 0, 2**31 - 1, 0, key="lu:gridseed")
     if not st.button("Generate grid", key="lu:grid"):
         return
+    others = [checked_path(p.strip()) for p in more.splitlines() if p.strip()]
+    if None in others:  # served to a network: a checkpoint outside the allowed roots
+        return
     try:
         spec = GridSpec(
-            [path, *(Path(p.strip()) for p in more.splitlines() if p.strip())],
+            [path, *others],
             [p.strip() for p in prompts.splitlines() if p.strip()],
             [float(s) for s in strengths.split(",") if s.strip()],
             steps=int(steps),
@@ -327,6 +334,6 @@ def render_grid(path: Path, home: Path, tracking_uri: str) -> None:
             grid, _ = generate_grid(pipe, spec)
         run_id = log_grid(grid, spec, tracking_uri)
     except (lt.LoraToolError, OSError, ValueError) as err:
-        st.error(f"Failed: {err}")
+        st.error(f"Failed: {plain(err)}")
         return
     st.image(grid, caption=f"Logged to MLflow run {run_id} as xy_grid.png")

@@ -28,6 +28,7 @@ from ui.mlflow_links import render_mlflow_links
 from ui.monitor_progress import PHASE_LABELS, render_progress
 from ui.monitor_view import ENDED_STATUS, STATUS_LABELS, RunView, load_view
 from ui.store_errors import store_boundary
+from ui.text import code, plain, plain_line
 
 PICK_KEY = "run"  # also the URL query parameter: /monitor?run=<run id>
 _PICKED_LABEL = "_monitor:picked_label"  # the picked run's label as the browser last got it
@@ -115,11 +116,11 @@ def render_run_picker(settings: StudioSettings) -> str | None:
 def render_header(settings: StudioSettings, view: RunView) -> None:
     icon, label = PHASE_LABELS.get(view.phase, ("•", view.phase))
     left, right = st.columns([3, 1], vertical_alignment="center")
-    left.subheader(f"{view.name}")
+    left.subheader(plain_line(view.name))  # a teammate names runs: text, never markdown
     status_icon, status = view.status_label
     left.markdown(f"**Status:** {status_icon} {status} &nbsp;·&nbsp; **Phase:** {icon} {label}")
     with right:
-        render_mlflow_links(settings, [view], {view.run_id: view.name}, key="mon")
+        render_mlflow_links(settings, [view], {view.run_id: plain_line(view.name)}, key="mon")
 
 
 def render_errors(view: RunView) -> None:
@@ -129,12 +130,12 @@ def render_errors(view: RunView) -> None:
         text = f"The trainer {view.exit.get('meaning')} (exit code {view.exit.get('code')})."
     if not text:
         if view.status == "KILLED" and view.note:
-            st.info(redact_text(view.note), icon=":material/stop_circle:")
+            st.info(plain(redact_text(view.note)), icon=":material/stop_circle:")
         return
     problem, _, suggestion = redact_text(text).partition("Suggestion:")
-    st.error(f"**What went wrong:** {problem.strip()}", icon=":material/error:")
+    st.error(f"**What went wrong:** {plain(problem.strip())}", icon=":material/error:")
     if suggestion.strip():
-        st.info(f"**What to do:** {suggestion.strip()}", icon=":material/lightbulb:")
+        st.info(f"**What to do:** {plain(suggestion.strip())}", icon=":material/lightbulb:")
 
 
 def render_controls(settings: StudioSettings, view: RunView) -> None:
@@ -171,15 +172,15 @@ def render_controls(settings: StudioSettings, view: RunView) -> None:
             icon=":material/play_arrow:",
             key=f"resume_{view.run_id}",
             disabled=why is not None,
-            help=why or "Continue this run from its latest checkpoint.",
+            help=plain(why) if why else "Continue this run from its latest checkpoint.",
         )
         if why:
-            cols[2].caption(why)
+            cols[2].caption(plain(why))
         if clicked:
             try:
                 resume_job(view.run_id, view.status, settings)
             except LaunchRefused as err:
-                st.error(redact_text(str(err)))
+                st.error(plain(redact_text(str(err))))
             else:
                 st.rerun()
 
@@ -249,7 +250,9 @@ def _sample_row(images: list[Any], small: bool) -> None:
     for col, image in zip(cols, images, strict=False):
         path = (image.compressed_path if small else None) or image.path_or_uri
         caption = image.prompt or image.key
-        col.image(path, caption=caption, width="stretch", alt=f"Step {image.step}: {caption}")
+        col.image(
+            path, caption=plain(caption), width="stretch", alt=f"Step {image.step}: {caption}"
+        )
 
 
 def render_log(view: RunView) -> None:
@@ -260,7 +263,7 @@ def render_log(view: RunView) -> None:
             st.code(redact_text(tail), language=None)  # a traceback may quote the store's URI
         else:
             st.caption("No log yet." if view.job else "This run was not launched by the studio.")
-        st.caption(f"Full log: `{view.job_dir / LOG_FILE}`")
+        st.caption(f"Full log: {code(view.job_dir / LOG_FILE)}")
 
 
 def render_files(settings: StudioSettings, view: RunView) -> None:
@@ -273,7 +276,7 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
         for path in files:
             left, right = st.columns([4, 1], vertical_alignment="center")
             size = path.stat().st_size / 2**20
-            left.markdown(f"`{path}` ({size:.1f} MB)")
+            left.markdown(f"{code(path)} ({size:.1f} MB)")
             right.download_button(
                 "Download",
                 data=lambda path=path: path.read_bytes(),
@@ -286,14 +289,14 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
         stored = [a for a in _loras(settings.tracking_uri, view.run_id, _marker(view, "phase"))]
         finals = [a for a in stored if a.startswith("lora/")]
         if finals:
-            st.caption("In MLflow: " + ", ".join(f"`{a}`" for a in finals))
+            st.caption("In MLflow: " + ", ".join(code(a) for a in finals))
             if not files:  # trained elsewhere (a teammate's run on a shared tracking server)
                 _stored_downloads(settings, view.run_id, finals)
         elif not files:
             st.caption("No LoRA file was found for this run.")
     checkpoints = list_checkpoints(view.job_dir / "checkpoints")
     if checkpoints and view.phase != "finished":
-        names = ", ".join(p.name for p in checkpoints)
+        names = plain(", ".join(p.name for p in checkpoints))
         st.caption(f"Checkpoints: {names} — Resume continues from the newest.")
 
 
@@ -303,7 +306,7 @@ def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) 
     for artifact in finals:
         if artifact.endswith(".safetensors") and artifact.count("/") == 1:
             st.download_button(
-                f"Download {artifact.rsplit('/', 1)[-1]}",
+                f"Download {plain_line(artifact.rsplit('/', 1)[-1])}",
                 data=lambda a=artifact: fetch_artifact(uri, run_id, a, cache).read_bytes(),
                 file_name=artifact.rsplit("/", 1)[-1],
                 mime="application/octet-stream",

@@ -19,6 +19,7 @@ import streamlit as st
 
 from trainer.jobs.active import format_duration, progress_fraction
 from ui.monitor_view import RunView
+from ui.text import plain_line
 
 PHASE_LABELS = {  # Material icons: emoji show as empty boxes without an emoji font
     "starting": (":material/rocket_launch:", "Starting the trainer"),
@@ -134,7 +135,7 @@ def render_progress(view: RunView) -> None:
     line = phase_line(view.phase, p, now, launched) if view.running else ""
     line = line or PHASE_LABELS.get(view.phase, ("", view.phase))[1]
     text = f"Step {step} / {total} · {line}" if total else line
-    st.progress(progress_fraction(p), text=text)
+    st.progress(progress_fraction(p), text=plain_line(text))  # details name files and models
     flow = " → ".join(f"**{name}**" if name == view.phase else name for name in FLOW)
     st.caption(f"Phases: {flow}")
     cols = st.columns(5)

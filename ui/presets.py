@@ -16,6 +16,7 @@ from trainer.config.io import ConfigError, loads_config
 from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
 from ui.state import draft, draft_to_yaml, replace_draft
+from ui.text import code, plain
 
 REPO = Path(__file__).resolve().parent.parent
 BUILT_IN = REPO / "presets"
@@ -125,38 +126,39 @@ def comment_parts(text: str) -> CommentParts:
 
 
 def link_citations(text: str, sections: dict[str, SourceSection]) -> tuple[str, list[str]]:
-    """``docs/sources.md#<anchor>`` turned into a link to that section shown on the page; returns
-    the text and the cited anchors in order (tests/test_docs_sources.py keeps every anchor real)."""
+    """``text`` as markdown that shows it as written (``ui.text.plain``: a user preset's comment
+    is anyone's text), except each ``docs/sources.md#<anchor>``, which becomes a link to that
+    section shown on the page; returns the markdown and the cited anchors in order
+    (tests/test_docs_sources.py keeps every anchor real)."""
     cited: list[str] = []
-
-    def link(match: re.Match[str]) -> str:
+    parts: list[str] = []
+    start = 0
+    for match in CITATION.finditer(text):
         section = sections.get(match.group(1))
         if section is None:
-            return match.group(0)
+            continue
         if section.anchor not in cited:
             cited.append(section.anchor)
-        return f"[{section.title}](#{section.anchor})"
-
-    return CITATION.sub(link, text), cited
-
-
-def _plain(text: str) -> str:
-    # "~1500-3000 ... ~30" would strike through and "$" opens LaTeX in Streamlit's markdown.
-    return text.replace("~", "\\~").replace("$", "\\$")
+        parts += [plain(text[start : match.start()]), f"[{section.title}](#{section.anchor})"]
+        start = match.end()
+    return "".join([*parts, plain(text[start:])]), cited
 
 
 def render_comment(preset: Preset) -> None:
     """What the preset is for, then its reasons and the docs/sources.md sections they cite."""
     parts = comment_parts(preset.text)
     if parts.intro:
-        st.markdown(_plain(parts.intro))
+        st.markdown(plain(parts.intro))
     if parts.notes:
-        st.caption(_plain(parts.notes))
+        st.caption(plain(parts.notes))
     if not parts.reasons and not parts.sources:
         return
     sections = source_sections()
-    why = "\n".join([parts.sources, *(f"- {reason}" for reason in parts.reasons)])
-    linked, cited = link_citations(_plain(why), sections)
+    linked, cited = link_citations(parts.sources, sections)
+    for reason in parts.reasons:
+        text, found = link_citations(reason, sections)
+        linked += f"\n- {text}"
+        cited += [anchor for anchor in found if anchor not in cited]
     count = f"{len(parts.reasons)} reasons, {len(cited)} sources"
     with st.expander(f"Why these values ({count})"):
         st.markdown(linked)
@@ -204,7 +206,7 @@ def render_browser(settings: StudioSettings) -> None:
     if choice is None:
         return
     preset = by_label[choice]
-    st.caption(f"Source: {preset.source} · {preset.path}")
+    st.caption(f"Source: {preset.source} · {code(preset.path)}")
     render_comment(preset)
     with st.expander("YAML"):
         st.code(preset.text, language="yaml")
@@ -213,9 +215,9 @@ def render_browser(settings: StudioSettings) -> None:
         try:
             load_into_draft(preset)
         except ConfigError as err:
-            left.error(f"This preset does not load:\n\n{err}")
+            left.error(f"This preset does not load:\n\n{plain(err)}")
         else:
-            left.success(f"The wizard's draft now holds preset '{preset.name}'.")
+            left.success(f"The wizard's draft now holds preset {code(preset.name)}.")
             left.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
     right.download_button(
         "Export YAML",
@@ -245,9 +247,9 @@ def _save_draft(settings: StudioSettings) -> None:
     try:
         path = save_preset(settings, name, draft_to_yaml(draft()), "the wizard's draft")
     except ConfigError as err:
-        _flash("error", f"The draft has problems; fix them in the wizard first:\n\n{err}")
+        _flash("error", f"The draft has problems; fix them in the wizard first:\n\n{plain(err)}")
     else:
-        _flash("success", f"Saved {path.name}.")
+        _flash("success", f"Saved {code(path.name)}.")
 
 
 def render_save_draft(settings: StudioSettings) -> None:
@@ -271,9 +273,9 @@ def _import(settings: StudioSettings) -> None:
     try:
         path = save_preset(settings, name, text, "imported")
     except ConfigError as err:
-        _flash("error", f"Not a valid config:\n\n{err}")
+        _flash("error", f"Not a valid config:\n\n{plain(err)}")
     else:
-        _flash("success", f"Imported as {path.name}.")
+        _flash("success", f"Imported as {code(path.name)}.")
 
 
 def render_import(settings: StudioSettings) -> None:
@@ -295,10 +297,12 @@ def _import_other() -> None:
     try:
         imported = import_text(text, name)
     except (ValueError, ConfigError) as err:
-        _flash("error", f"Could not import: {err}")
+        _flash("error", f"Could not import: {plain(err)}")
         return
     replace_draft(imported.config.model_dump(mode="json"))
-    lines = [f"- `{u.key}` = `{u.value!r}`: {u.reason}" for u in imported.unmapped]
+    lines = [
+        f"- {code(u.key)} = {code(repr(u.value))}: {plain(u.reason)}" for u in imported.unmapped
+    ]
     _flash(
         "success",
         f"Imported a {imported.kind} config into the wizard's draft: "

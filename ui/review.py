@@ -24,6 +24,7 @@ from ui.jobs import LaunchRefused, launch_draft, open_monitor
 from ui.launch_name import LaunchName, launch_name
 from ui.model_panel import download_progress, is_running, render_download
 from ui.preflight import current_recommendations
+from ui.text import code, plain, plain_line
 from ui.widgets import applies, render_field, spec, step_fields
 
 IMPORT_KEY = "rv:import"
@@ -46,7 +47,7 @@ def render_editable_summary() -> None:
             value = show_value(state.get_value(concrete_paths(generic, n)[0]))
             if generic == "name" and saved_as and saved_as.renamed and value == saved_as.wanted:
                 value = f"{value} → {saved_as.given}"
-            values.append(f"{advice.label_of(generic)}: {value}")
+            values.append(f"{advice.label_of(generic)}: {plain_line(value)}")  # typed values
         # keyed: the label shows the values, and a changed label must not collapse it on edit
         with st.expander(f"{title} — " + " · ".join(values), key=f"rv:summary:{step}"):
             for generic in basic:
@@ -100,7 +101,7 @@ def render_model_fix(context: StudioContext) -> None:
         render_hub_sign_in("rv:hub")
     if "model_not_downloaded" in rules or is_running(download_progress(model.ref)):
         with st.container(border=True, key="rv_model_download"):
-            st.markdown(f"**Base model** `{model.ref}`")
+            st.markdown(f"**Base model** {code(model.ref)}")
             render_download(model.ref, arch, key="rv:model")
 
 
@@ -190,14 +191,15 @@ def render_yaml(context: StudioContext) -> None:
         )
     result = st.session_state.get(IMPORT_RESULT)
     if result and result[0] == "error":
-        lines = "\n".join(f"- {line}" for line in result[2])
+        lines = "\n".join(f"- {plain_line(line)}" for line in result[2])  # they quote values
         st.error(
-            f"**Import refused:** `{result[1]}` has problems; your draft is unchanged.\n\n{lines}",
+            f"**Import refused:** {code(result[1])} has problems; your draft is unchanged."
+            f"\n\n{lines}",
             icon=":material/error:",
         )
     elif result:
         st.success(
-            f"**Imported** `{result[1]}`. Undo restores the previous draft.",
+            f"**Imported** {code(result[1])}. Undo restores the previous draft.",
             icon=":material/check_circle:",
         )
         st.button("Undo the import", key="rv:undo_import", on_click=_undo_import)
@@ -259,6 +261,14 @@ def draft_launch_name() -> LaunchName | None:
     return None if cfg is None else launch_name(cfg, load_settings().tracking_uri)
 
 
+def saved_as_text(saved_as: LaunchName) -> str:
+    """``LaunchName.text`` with the names as code spans that hold any name (a run name is free
+    text: a backtick in it must not end the span)."""
+    if saved_as.renamed:
+        return f"Will be saved as {code(saved_as.given)} ({code(saved_as.wanted)} exists)"
+    return f"Will be saved as {code(saved_as.given)}"
+
+
 LAUNCH_LABELS = {"top": "Launch training", "bottom": "Launch this config"}
 SHOWN_BLOCKERS = 3  # the top of the page names this many; Validation lists them all
 
@@ -280,7 +290,7 @@ def render_launch(context: StudioContext, place: str = "bottom") -> None:
             st.markdown("\n".join(lines + ([f"- … and {more} more"] if more > 0 else [])))
     saved_as = draft_launch_name()
     if saved_as is not None:
-        st.markdown(f":material/save: {saved_as.text()}")
+        st.markdown(f":material/save: {saved_as_text(saved_as)}")
     clicked = st.button(
         LAUNCH_LABELS[place],
         type="primary",
@@ -315,9 +325,9 @@ def _launch(context: StudioContext, place: str) -> None:
         with st.spinner("Creating the MLflow run and starting the trainer..."):
             job = launch_draft(cfg)
     except LaunchRefused as err:
-        _remember_launch("error", f"**Not launched:** {err}", place)
+        _remember_launch("error", f"**Not launched:** {plain(err)}", place)
         return
-    _remember_launch("ok", f"**Launched** `{job.name}` (run `{job.run_id}`).", place)
+    _remember_launch("ok", f"**Launched** {code(job.name)} (run {code(job.run_id)}).", place)
     bump()  # the store has a run more: the next name shown counts it (and Compare lists it)
     open_monitor(job.run_id)
 

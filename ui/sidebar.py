@@ -15,6 +15,7 @@ from trainer.settings import StudioSettings, load_settings
 from trainer.tracking.progress import TERMINAL_PHASES
 from ui.jobs import MONITOR_PAGE, stop_job
 from ui.monitor_progress import PHASE_LABELS, eta_text, phase_line
+from ui.text import plain_line
 
 REFRESH = "3s"
 
@@ -25,7 +26,7 @@ def render_job(settings: StudioSettings, job: ActiveJob) -> None:
     step, total = job.progress.get("step"), job.progress.get("total_steps")
     ended = job.phase in TERMINAL_PHASES  # the process is only closing its MLflow run
     now = time.time()
-    st.markdown(f"**{job.name}** — {icon} {label}")
+    st.markdown(f"**{plain_line(job.name)}** — {icon} {label}")  # a teammate's name: text
     text = phase_line(job.phase, job.progress, now, job.started) if not ended else label
     if total:
         text = f"step {step or 0} / {total} · {text}"
@@ -51,7 +52,7 @@ def render_job(settings: StudioSettings, job: ActiveJob) -> None:
         help="Checkpoint and stop",
     ):
         stop_job(job.run_id, settings=settings)
-        st.toast(f"Stopping {job.name}: it saves a checkpoint first.")
+        st.toast(f"Stopping {plain_line(job.name)}: it saves a checkpoint first.")
         st.rerun(scope="fragment")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trainer.demo.tiny import DEMO_ARCHS, demo_is_built
 from trainer.redaction import redact_text
-from trainer.settings import StudioSettings
+from trainer.settings import StudioSettings, is_loopback
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,13 @@ class StudioStatus:
     local_store: bool
     store_exists: bool
     demo: dict[str, bool]
-    public_bind: bool
+    bind_address: str  # what the server listens on ("": every interface)
+    public_bind: bool  # other machines can reach it (the address is not loopback)
 
 
-def studio_status(settings: StudioSettings) -> StudioStatus:
+def studio_status(settings: StudioSettings, bind_address: str) -> StudioStatus:
+    """``bind_address``: the address the server really listens on (``ui.access.bind_address``),
+    not STUDIO_HOST, which only ``make run`` passes on."""
     demo = {name: demo_is_built(settings.home, name) for name in (*DEMO_ARCHS, "dataset")}
     store = settings.home / "mlflow.db"
     return StudioStatus(
@@ -30,7 +33,8 @@ def studio_status(settings: StudioSettings) -> StudioStatus:
         local_store=settings.uses_local_store,
         store_exists=store.exists() if settings.uses_local_store else True,
         demo=demo,
-        public_bind=settings.binds_publicly,
+        bind_address=bind_address,
+        public_bind=not is_loopback(bind_address),
     )
 
 

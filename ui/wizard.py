@@ -16,11 +16,13 @@ from advisor.model_facts import HUB, ModelSource
 from trainer.config.fields import WIZARD_STEPS
 from trainer.models.hub import format_bytes
 from ui import state
+from ui.access import checked_path
 from ui.advice import PLURALS
 from ui.context import StudioContext, current_model_facts
 from ui.datasets import analyse, dataset_folder, draft_numbers, render_report
 from ui.model_panel import render_model_card, render_model_panel
 from ui.model_status import model_facts
+from ui.text import code
 from ui.widgets import ARCH_LABELS, applies, step_fields
 
 STEPS = list(WIZARD_STEPS)
@@ -299,9 +301,15 @@ def render_dataset_analysis(index: int) -> None:
     if not ref:
         st.caption("Type the folder of your images below (captions in .txt files beside them).")
         return
-    if ref != "demo:dataset" and not Path(ref).expanduser().is_dir():
-        st.markdown(f":material/warning: **Folder not found:** `{ref}`")
-        return
+    if ref != "demo:dataset":
+        # served to a network: a folder outside the allowed roots is refused before it is
+        # looked at, so the page tells nothing about the server's other folders
+        folder = checked_path(ref)
+        if folder is None:
+            return
+        if not folder.is_dir():
+            st.markdown(f":material/warning: **Folder not found:** {code(ref)}")
+            return
     key = f"wiz:analyse:{index}"
     ready = "trainer.data.scanning" in sys.modules  # the advisor has scanned: analyse always
     if not ready and not st.button("Analyse dataset", key=key, icon=":material/analytics:"):
