@@ -15,6 +15,7 @@ from trainer.config.schema import TrainingConfig
 from trainer.tracking.connect import sqlite_path
 from trainer.tracking.run_names import free_name, unique_run_name
 from ui.compare_store import local_history, version
+from ui.text import code
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,11 @@ class LaunchName:
         return self.given != self.wanted
 
     def text(self) -> str:
+        """Markdown; the names as code spans that hold any name (a run name is free text: a
+        backtick in it must not end the span)."""
         if self.renamed:
-            return f"Will be saved as `{self.given}` (`{self.wanted}` exists)"
-        return f"Will be saved as `{self.given}`"
+            return f"Will be saved as {code(self.given)} ({code(self.wanted)} exists)"
+        return f"Will be saved as {code(self.given)}"
 
 
 def wanted_name(cfg: TrainingConfig) -> str:

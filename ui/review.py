@@ -261,14 +261,6 @@ def draft_launch_name() -> LaunchName | None:
     return None if cfg is None else launch_name(cfg, load_settings().tracking_uri)
 
 
-def saved_as_text(saved_as: LaunchName) -> str:
-    """``LaunchName.text`` with the names as code spans that hold any name (a run name is free
-    text: a backtick in it must not end the span)."""
-    if saved_as.renamed:
-        return f"Will be saved as {code(saved_as.given)} ({code(saved_as.wanted)} exists)"
-    return f"Will be saved as {code(saved_as.given)}"
-
-
 LAUNCH_LABELS = {"top": "Launch training", "bottom": "Launch this config"}
 SHOWN_BLOCKERS = 3  # the top of the page names this many; Validation lists them all
 
@@ -290,7 +282,7 @@ def render_launch(context: StudioContext, place: str = "bottom") -> None:
             st.markdown("\n".join(lines + ([f"- … and {more} more"] if more > 0 else [])))
     saved_as = draft_launch_name()
     if saved_as is not None:
-        st.markdown(f":material/save: {saved_as_text(saved_as)}")
+        st.markdown(f":material/save: {saved_as.text()}")
     clicked = st.button(
         LAUNCH_LABELS[place],
         type="primary",
