@@ -222,12 +222,19 @@ def dataset_missing(ctx: Context) -> Iterator[Finding]:
     if ctx.info is None:
         return
     for i, folder in enumerate(ctx.info.folders):
-        if folder.missing:
+        if folder.refused:  # served to a network: said the same whether the folder exists
             yield finding(
                 "dataset_missing",
                 "error",
                 (f"datasets.{i}.folder_path",),
-                f"dataset {i + 1}: no folder at `{folder.folder}` on this machine. Fix: correct "
+                f"dataset {i + 1}: {folder.refused}",
+            )
+        elif folder.missing:
+            yield finding(
+                "dataset_missing",
+                "error",
+                (f"datasets.{i}.folder_path",),
+                f"dataset {i + 1}: no folder at {folder.folder} on this machine. Fix: correct "
                 "the path (an absolute one is safest), pick a folder on the Datasets page, or "
                 "use the demo dataset",
             )

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 
 from advisor import intents
-from advisor.dataset import repeats_per_image, steps_for_repeats
+from advisor.dataset import repeats_per_image, run_steps, steps_for_repeats
 from advisor.decide_training import NO_8BIT
 from advisor.defaults import resolve_autos
 from advisor.findings import Context, Finding, finding, rule
@@ -23,6 +23,16 @@ def _lr(ctx: Context) -> float | None:
     if train.unet_lr is not None:
         return train.unet_lr
     return train.lr if isinstance(train.lr, float | int) else None
+
+
+def _steps(ctx: Context) -> int | None:
+    """The steps the run will train: train.epochs made steps on the counted images."""
+    return run_steps(ctx.cfg, ctx.counted)
+
+
+def _steps_fix(ctx: Context, steps: int) -> dict[str, int | None]:
+    """A fix to ``steps``; with epochs set they would win, so the fix clears them."""
+    return {"train.steps": steps} | ({"train.epochs": None} if ctx.cfg.train.epochs else {})
 
 
 @rule(
@@ -203,14 +213,14 @@ def rank_high_small_data(ctx: Context) -> Iterator[Finding]:
 
 @rule("steps_too_many", ("train.steps",), "more than 10,000 steps")
 def steps_too_many(ctx: Context) -> Iterator[Finding]:
-    steps = ctx.cfg.train.steps
-    if not isinstance(steps, int) or steps <= intents.MAX_STEPS:
+    steps = _steps(ctx)
+    if steps is None or steps <= intents.MAX_STEPS:
         return
     fix = None
     if ctx.has_data:
         target = intents.target_repeats(ctx.cfg.intent, "balanced")
         better = min(intents.MAX_STEPS, steps_for_repeats(ctx.cfg, ctx.dataset, target))
-        fix = {"train.steps": better}
+        fix = _steps_fix(ctx, better)
     yield finding(
         "steps_too_many",
         "warning",
@@ -224,7 +234,7 @@ def steps_too_many(ctx: Context) -> Iterator[Finding]:
 @rule("repeats_out_of_band", ("train.steps", "train.batch_size"), "repeats per image off-band")
 def repeats_out_of_band(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.cfg
-    if not ctx.has_data or not isinstance(cfg.train.steps, int) or cfg.intent == "other":
+    if not ctx.has_data or _steps(ctx) is None or cfg.intent == "other":
         return
     if ctx.demo:
         return
@@ -240,16 +250,16 @@ def repeats_out_of_band(ctx: Context) -> Iterator[Finding]:
         "warning",
         ("train.steps",),
         f"each image is seen about {repeats:.0f} times: {what} ({cfg.intent}: {low}-{high})",
-        {"train.steps": steps},
+        _steps_fix(ctx, steps),
     )
 
 
 def _warmup(ctx: Context) -> int:
-    train, steps = ctx.cfg.train, ctx.cfg.train.steps
+    train, steps = ctx.cfg.train, _steps(ctx)
     params = train.lr_scheduler_params
     if params.warmup_steps:
         return params.warmup_steps
-    return round(params.warmup_ratio * steps) if isinstance(steps, int) else 0
+    return round(params.warmup_ratio * steps) if steps is not None else 0
 
 
 @rule(
@@ -275,9 +285,9 @@ def warmup_with_constant(ctx: Context) -> Iterator[Finding]:
     "warmup longer than the first restart cycle",
 )
 def warmup_vs_cycle(ctx: Context) -> Iterator[Finding]:
-    train, steps = ctx.cfg.train, ctx.cfg.train.steps
+    train, steps = ctx.cfg.train, _steps(ctx)
     cycles = train.lr_scheduler_params.num_cycles
-    if train.lr_scheduler != "cosine_with_restarts" or not isinstance(steps, int):
+    if train.lr_scheduler != "cosine_with_restarts" or steps is None:
         return
     warmup = _warmup(ctx)
     cycle = (steps - warmup) / cycles
@@ -298,8 +308,8 @@ def warmup_vs_cycle(ctx: Context) -> Iterator[Finding]:
 
 @rule("warmup_long", ("train.lr_scheduler_params.warmup_steps",), "warmup over 20% of the run")
 def warmup_long(ctx: Context) -> Iterator[Finding]:
-    steps, warmup = ctx.cfg.train.steps, _warmup(ctx)
-    if ctx.cfg.train.lr_scheduler == "constant" or not isinstance(steps, int):
+    steps, warmup = _steps(ctx), _warmup(ctx)
+    if ctx.cfg.train.lr_scheduler == "constant" or steps is None:
         return
     if warmup > 0.2 * steps and ctx.cfg.train.lr_scheduler != "cosine_with_restarts":
         yield finding(
@@ -364,18 +374,18 @@ def noise_offset_flux(ctx: Context) -> Iterator[Finding]:
 
 @rule("ema_too_slow", ("train.ema_decay", "train.steps"), "EMA slower than the run")
 def ema_too_slow(ctx: Context) -> Iterator[Finding]:
-    train = ctx.cfg.train
-    if not train.use_ema or not isinstance(train.steps, int):
+    train, steps = ctx.cfg.train, _steps(ctx)
+    if not train.use_ema or steps is None:
         return
     horizon = 1 / (1 - train.ema_decay)
-    if horizon > train.steps / 2:
-        decay = 0.99 if train.steps < 2000 else 0.999
+    if horizon > steps / 2:
+        decay = 0.99 if steps < 2000 else 0.999
         yield finding(
             "ema_too_slow",
             "warning",
             ("train.ema_decay",),
             f"EMA {train.ema_decay} averages over ~{horizon:.0f} steps, more than half of "
-            f"the {train.steps}-step run: the saved LoRA would lag far behind",
+            f"the {steps}-step run: the saved LoRA would lag far behind",
             {"train.ema_decay": decay},
         )
 
@@ -408,8 +418,8 @@ def effective_batch(ctx: Context) -> Iterator[Finding]:
 
 @rule("sample_every_beyond_steps", ("sample.sample_every", "train.steps"), "no previews in-run")
 def sample_every_beyond_steps(ctx: Context) -> Iterator[Finding]:
-    steps, every = ctx.cfg.train.steps, ctx.cfg.sample.sample_every
-    if not isinstance(steps, int) or every == 0 or every <= steps or not ctx.cfg.sample.prompts:
+    steps, every = _steps(ctx), ctx.cfg.sample.sample_every
+    if steps is None or every == 0 or every <= steps or not ctx.cfg.sample.prompts:
         return
     yield finding(
         "sample_every_beyond_steps",

@@ -42,6 +42,7 @@ class FolderInfo:
     folder: str = ""
     caption_trigger: str | None = None  # a rare token every caption contains already
     missing: bool = False  # the folder does not exist: nothing else about it is known
+    refused: str = ""  # why it may not be read (outside the studio's allowed folders): also missing
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,27 @@ def steps_per_epoch(cfg: TrainingConfig, info: DatasetInfo, batch: int | None = 
     return max(1, math.ceil(sum(counts.values()) / (batch * accum)))
 
 
+def run_epoch_steps(cfg: TrainingConfig, info: DatasetInfo) -> int:
+    """Optimizer steps in one epoch of the run: all processes together share one epoch
+    (``trainer.engine.run_length``)."""
+    return max(1, math.ceil(steps_per_epoch(cfg, info) / cfg.runtime.num_processes))
+
+
+def run_steps(cfg: TrainingConfig, info: DatasetInfo | None) -> int | None:
+    """The optimizer steps the run will train, as the trainer resolves them at its start:
+    ``train.epochs`` x steps per epoch when epochs are set (they win over steps), else
+    ``train.steps``. None while unknown: steps still 'auto', or epochs without the images."""
+    epochs, steps = cfg.train.epochs, cfg.train.steps
+    if epochs is None:
+        return steps if isinstance(steps, int) else None
+    if info is None or not info.folders:
+        return None
+    return epochs * run_epoch_steps(cfg, info)
+
+
 def repeats_per_image(cfg: TrainingConfig, info: DatasetInfo, steps: int | None = None) -> float:
     """How many times each training image is seen over the run (the quantity people tune)."""
-    steps = steps if steps is not None else _steps(cfg)
+    steps = steps if steps is not None else run_steps(cfg, info)
     images = training_images(cfg, info)
     if not images or not steps:
         return 0.0
@@ -150,10 +169,6 @@ def _batch(cfg: TrainingConfig) -> int:
     if cfg.train.auto_scale_batch_size:
         return cfg.train.max_batch_size
     return batch if isinstance(batch, int) else 1
-
-
-def _steps(cfg: TrainingConfig) -> int:
-    return cfg.train.steps if isinstance(cfg.train.steps, int) else 0
 
 
 # ------------------------------------------------------------------------------------ scanning

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from advisor import intents
-from advisor.dataset import DatasetInfo, repeats_per_image, steps_for_repeats
+from advisor.dataset import DatasetInfo, repeats_per_image, run_steps, steps_for_repeats
 from advisor.draft import DATASET_SOURCE, DEMO, SCHEMA, Draft
 from advisor.intents import NOTES
 from trainer.config.fields import ARCH_DEFAULTS
@@ -230,8 +230,7 @@ def decide_sampling(d: Draft) -> None:
         cls = d.intent.class_word or d.prior.class_word or "subject"
         prompts = [{"prompt": p.format(cls=cls)} for p in intents.PROMPTS[d.kind]]
         d.set("sample.prompts", prompts, "previews that show the trigger at work", "studio")
-    steps = d.cfg().train.steps
-    steps = steps if isinstance(steps, int) else 1000
+    steps = run_steps(d.cfg(), d.counted) or 1000  # train.epochs made steps on the images
     every = max(10 if d.demo else 50, round(steps / 8 / 50) * 50 or steps // 8)
     d.set("sample.sample_every", every, _previews_reason(d, steps, every), "studio")
     d.set("sample.sampler", ARCH_DEFAULTS[d.arch]["sampler"], f"{d.arch}'s sampler", SCHEMA)

@@ -253,7 +253,10 @@ def assumptions(
         f"(keep {w.keep})",
     ]
     if w.steps_assumed:
-        found.append(f"train.steps is 'auto': {w.steps} steps assumed until it is resolved")
+        why = (
+            "train.epochs needs the images counted" if cfg.train.epochs else "train.steps is 'auto'"
+        )
+        found.append(f"{why}: {w.steps} steps assumed until it is resolved")
     if info is None or not info.folders:
         found.append(f"{w.images} images assumed (dataset not scanned)")
     if w.processes > 1:

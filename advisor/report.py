@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from advisor.dataset import DatasetInfo, repeats_per_image, steps_per_epoch
+from advisor.dataset import DatasetInfo, repeats_per_image, run_steps, steps_per_epoch
 from advisor.defaults import Recommendation, UserIntent, recommend
 from advisor.findings import Finding, count_severities
 from advisor.history import Insight, recommend_from_history
@@ -105,7 +105,7 @@ def build_report(
         if (rec := smart.get(path)) is not None and get_path(cfg, path) != rec.value
     ]
     info = info if info is not None and info.folders else None
-    steps = cfg.train.steps if isinstance(cfg.train.steps, int) else None
+    steps = run_steps(cfg, info)  # train.epochs made steps on the counted images
     return Report(
         config=cfg,
         profile=profile,

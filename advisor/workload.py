@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from advisor.dataset import DatasetInfo, steps_per_epoch
+from advisor.dataset import DatasetInfo, run_steps, steps_per_epoch
 from advisor.devices import DeviceSpec, device_spec
 from advisor.models import ModelFacts, facts, is_demo, lokr_units_factor
 from advisor.profile import SystemProfile
 from trainer.config.schema import TrainingConfig
 from trainer.config.sections.datasets import DatasetConfig
 
-DEFAULT_STEPS = 1000  # used for predictions while train.steps is still "auto"
+DEFAULT_STEPS = 1000  # used for predictions while the steps are unknown ("auto")
 FLIPS = ("flip_x", "flip_y")
 
 
@@ -205,8 +205,12 @@ def _peak_batch(cfg: TrainingConfig) -> int:
 
 
 def _steps(cfg: TrainingConfig, info: DatasetInfo | None) -> tuple[int, bool]:
-    if isinstance(cfg.train.steps, int):
-        return cfg.train.steps, False
+    """The steps the run will train (epochs resolved on the images), and whether assumed."""
+    steps = run_steps(cfg, info)
+    if steps is not None:
+        return steps, False
+    if isinstance(cfg.train.steps, int):  # epochs, images not counted: the draft's steps
+        return cfg.train.steps, True
     return DEFAULT_STEPS, True
 
 

@@ -32,6 +32,7 @@ from trainer.jobs.control import stop, wait_for_exit
 from trainer.jobs.folder import LOG_FILE, log_tail, read_exit
 from trainer.jobs.launch import launch, resume, train_command
 from trainer.lora.io import read_lora_tensors
+from trainer.lora.usage import USAGE_FILES
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import lora_artifacts
 from trainer.tracking.records import get_run_record, list_runs, metric_history
@@ -113,7 +114,8 @@ def test_two_ranks_train_disjoint_shards_and_stay_identical(
     assert [r["prepared"] for r in ranks] == ["DistributedDataParallel"] * 2  # accelerate.prepare
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # the ranks stayed in sync
     assert [len(r["lora_files"]) for r in ranks] == [1, 0]  # only the main process saves
-    assert sorted(p.name for p in (tmp_path / "job" / "lora").iterdir()) == ["t.safetensors"]
+    saved = sorted(p.name for p in (tmp_path / "job" / "lora").iterdir())
+    assert saved == sorted(["t.safetensors", *USAGE_FILES])  # the LoRA, its card and usage files
     assert "effective batch 4 = batch 2 x 2 processes x 1 accumulation" in done.stdout
     # Rank 0 alone asked to stop: both stopped at step 2 (no deadlock); both resumed from the
     # main process's checkpoint to step 6 with identical weights; only the main one saved.
@@ -216,8 +218,10 @@ def test_the_studio_launches_two_processes_stops_and_resumes_one_run(
     history = metric_history(settings.tracking_uri, job.run_id, ["effective_batch_size", "loss"])
     assert {value for _, value, _ in history["effective_batch_size"]} == {8.0}
     assert [step for step, _, _ in history["loss"]][-1] == 40
-    loras = [a for a in lora_artifacts(settings.tracking_uri, job.run_id) if a.startswith("lora/")]
+    stored = lora_artifacts(settings.tracking_uri, job.run_id)
+    loras = [a for a in stored if a.startswith("lora/") and a.endswith(".safetensors")]
     assert loras == ["lora/demo_sd15.safetensors"]
-    assert sorted(p.name for p in (job.job_dir / "lora").iterdir()) == ["demo_sd15.safetensors"]
+    saved = sorted(p.name for p in (job.job_dir / "lora").iterdir())
+    assert saved == sorted(["demo_sd15.safetensors", *USAGE_FILES])  # no previews: no samples/
     text = (job.job_dir / LOG_FILE).read_text()
     assert text.count("Finished 40 steps") == 1  # one voice: only the main process reports

@@ -29,6 +29,7 @@ PROVES = {
     "train.gradient_checkpointing": "test_gradient_checkpointing_is_on_and_changes_no_math",
     "train.cache_text_embeddings": "tests/test_trainer.py::test_cached_and_uncached_latents_give_identical_losses",
     "train.steps": "test_steps_and_log_every",
+    "train.epochs": "tests/test_epochs.py::test_a_run_with_epochs_trains_exactly_that_many_passes",
     "logging.log_every": "test_steps_and_log_every",
     "train.seed": "tests/test_trainer.py::test_seed_changes_the_losses",
     "train.dtype": "test_dtype_sets_the_base_weights_precision",

@@ -17,6 +17,7 @@ from trainer.config.io import save_config
 from trainer.engine.checkpoint import list_checkpoints
 from trainer.lora.hub import HubUploadError, push_lora_folder
 from trainer.lora.io import WEIGHTS_NAME, read_lora_tensors
+from trainer.lora.usage import USAGE_FILES
 
 PROVES = {
     "save.dtype": "test_save_format_and_dtype_decide_the_files",
@@ -52,7 +53,8 @@ def test_save_format_and_dtype_decide_the_files(
         "diffusers": {f"t/{WEIGHTS_NAME}"},
         "both": {"t.safetensors", f"t/{WEIGHTS_NAME}"},
     }[save_format]
-    assert files_under(tmp_path / "job" / "lora") == expected
+    # Beside the LoRA: its model card, diffusers script and ComfyUI workflow (trainer.lora.usage).
+    assert files_under(tmp_path / "job" / "lora") == expected | set(USAGE_FILES)
     assert {str(p.relative_to(tmp_path / "job" / "lora")) for p in outcome.lora_files} == expected
     checkpoint_lora = next((tmp_path / "job" / "checkpoints").glob("step_*/lora/t.safetensors"))
     for path in [*outcome.lora_files, checkpoint_lora]:
@@ -114,7 +116,8 @@ def test_push_to_hub_uploads_the_saved_folder_to_the_repo(
     assert create["repo_id"] == "me/my-lora" and create["private"] is False
     assert upload["repo_id"] == "me/my-lora"
     assert Path(upload["folder_path"]) == tmp_path / "on" / "lora"
-    assert upload["files"] == ["t.safetensors"]  # saved before the upload started
+    # saved before the upload started, with its model card and usage files
+    assert upload["files"] == sorted({"t.safetensors", *USAGE_FILES})
     assert rec.tags["hub.repo_id"] == "me/my-lora"
     assert TOKEN not in repr(rec.tags) + repr(rec.texts) + repr(rec.artifacts)
     # hf_private (default on) reaches create_repo.

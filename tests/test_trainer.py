@@ -66,7 +66,8 @@ def test_losses_are_deterministic_and_logged_every_step(demo_home: Path, tmp_pat
     assert lrs[-1] < lrs[2]
     progress = read_progress(tmp_path / "a")
     assert progress["step"] == 6 and progress["total_steps"] == 6
-    assert {Path(p).suffix for p, _ in rec1.artifacts if Path(p).is_file()} == {".safetensors"}
+    suffixes = {Path(p).suffix for p, _ in rec1.artifacts if Path(p).is_file()}
+    assert suffixes == {".safetensors", ".md", ".py", ".json"}  # the LoRA, its card and usage
     assert rec1.tags["versions.torch"] == torch.__version__
     assert rec1.tags["studio.dataset_fingerprint"] == rec2.tags["studio.dataset_fingerprint"]
 

@@ -8,7 +8,9 @@
   a note when raw losses nearly coincide (the noise drawn per step, not the change);
 - ``compare_samples``: samples side by side, a rating per sample, the two-run slider;
 - ``compare_actions``: rating and note, reuse as preset / new run, MLflow UI links, adapters;
-- ``compare_history``: what the advisor learns from the runs ("based on N similar runs…").
+- ``compare_history``: what the advisor learns from the runs ("based on N similar runs…");
+- ``compare_groups``: the "Sweep" selector, picking a sweep's runs together, the best first;
+  ``sweep_form`` (shared with Review): "queue variants of this run".
 
 Everything is read through ``trainer.tracking`` (the one package that knows the MLflow layout).
 Every part names a run by ``run_labels`` (``trainer.tracking.run_names``): its name, plus its short
@@ -17,29 +19,25 @@ id where several picked runs share that name.
 
 from __future__ import annotations
 
+from trainer.settings import StudioSettings
+from trainer.tracking.records import RunRecord
 from trainer.tracking.run_names import run_labels
+from ui import compare_actions, compare_table
 from ui.compare_actions import (
     draft_from_run,
     preset_from_run,
     render_artifacts,
     render_mlflow_links,
     render_rating,
-    render_reuse,
 )
 from ui.compare_curves import CURVE_KEYS, curve_frame, render_curves
 from ui.compare_diff import diff_rows, render_diff
+from ui.compare_groups import render_sweep_picker
 from ui.compare_history import calibration_text, render_history, render_history_hint
 from ui.compare_samples import render_samples
 from ui.compare_store import bump, load_runs, past_runs, version
-from ui.compare_table import (
-    ANY,
-    dataset_labels,
-    filter_runs,
-    label,
-    render_filters,
-    render_table,
-    table_rows,
-)
+from ui.compare_table import ANY, dataset_labels, filter_runs, label, render_filters, table_rows
+from ui.sweep_form import render_run_variants
 
 __all__ = [
     "ANY",
@@ -70,3 +68,16 @@ __all__ = [
     "table_rows",
     "version",
 ]
+
+
+def render_table(records: list[RunRecord]) -> list[RunRecord]:
+    """The "Sweep" selector (when some runs were queued as one group), then the runs table and
+    the runs picked to compare (a chosen sweep's runs, the best first)."""
+    render_sweep_picker(records)
+    return compare_table.render_table(records)
+
+
+def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
+    """Reuse the run's config (as a preset, as the draft) or queue variants of it."""
+    compare_actions.render_reuse(settings, rec)
+    render_run_variants(settings, rec)

@@ -1,6 +1,7 @@
-"""Overlaid metric curves of the picked runs: loss raw and smoothed, learning rate; step or
-time axis. Every run keeps one colour of a categorical palette in every chart, and runs whose raw
-loss nearly coincides get a caption saying why (the noise drawn at each step, not the change)."""
+"""Overlaid metric curves of the picked runs: loss raw, smoothed and validation (``val_loss``,
+from runs with validation images), learning rate; step or time axis. Every run keeps one colour
+of a categorical palette in every chart, and runs whose raw loss nearly coincides get a caption
+saying why (the noise drawn at each step, not the change)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from typing import Any
 
 import streamlit as st
 
+from trainer.tracking.layout import METRIC_VAL_LOSS
 from trainer.tracking.records import RunRecord, metric_history
 from trainer.tracking.run_names import run_labels
 from ui.text import plain
 
-CURVE_KEYS = ("loss", "loss_smoothed", "lr")
+CURVE_KEYS = ("loss", "loss_smoothed", "lr", METRIC_VAL_LOSS)
+# How each loss curve is drawn, told apart without colour: raw faint and dashed, smoothed solid,
+# validation (few points, on images never trained on) long dashes.
+LOSS_STYLES = {
+    "loss": ([4, 3], 0.45),
+    "loss_smoothed": ([1, 0], 1.0),
+    METRIC_VAL_LOSS: ([8, 3], 1.0),
+}
 # Vega's category10: neighbouring runs get hues far apart (blue, orange, green, red...), never two
 # shades of one colour; a run past the tenth takes the palette again from the start.
 RUN_COLOURS = (
@@ -106,6 +115,13 @@ def overlap_caption(runs: list[RunRecord], pairs: list[tuple[str, str, float]]) 
     )
 
 
+def loss_title(loss: Any) -> str:
+    """The loss chart's title: it names the validation loss when a run logged one."""
+    if (loss.metric == METRIC_VAL_LOSS).any():
+        return "Loss (raw, smoothed and validation)"
+    return "Loss (raw and smoothed)"
+
+
 def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
     import altair as alt  # ~0.3 s: likewise
 
@@ -122,20 +138,23 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
     lr = data[data.metric == "lr"]
     left, right = st.columns(2)
     left.altair_chart(
-        alt.Chart(loss, title="Loss (raw and smoothed)")
+        alt.Chart(loss, title=loss_title(loss))
         .mark_line()
         .encode(
             x=alt.X(f"{axis}:Q"),
             y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
             color=colour,
-            # raw faint and dashed, smoothed solid: told apart without colour
             strokeDash=alt.StrokeDash(
                 "metric:N",
-                scale=alt.Scale(domain=["loss", "loss_smoothed"], range=[[4, 3], [1, 0]]),
+                scale=alt.Scale(
+                    domain=list(LOSS_STYLES), range=[dash for dash, _ in LOSS_STYLES.values()]
+                ),
             ),
             opacity=alt.Opacity(
                 "metric:N",
-                scale=alt.Scale(domain=["loss", "loss_smoothed"], range=[0.45, 1.0]),
+                scale=alt.Scale(
+                    domain=list(LOSS_STYLES), range=[alpha for _, alpha in LOSS_STYLES.values()]
+                ),
                 legend=None,
             ),
             tooltip=["run", "metric", "step", alt.Tooltip("value:Q", format=".4f")],

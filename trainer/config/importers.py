@@ -302,8 +302,6 @@ _KOHYA_REASONS = {
     "output_dir": "the studio keeps each run's files in MLflow and its job folder",
     "logging_dir": "the studio logs every run to MLflow",
     "log_with": "the studio logs every run to MLflow",
-    "max_train_epochs": "the studio counts steps: set train.steps (epochs x images / batch)",
-    "epoch": "the studio counts steps: set train.steps (epochs x images / batch)",
     "save_every_n_epochs": "the studio saves every N steps (save.save_every)",
     "sample_prompts": "a prompt file path; add the prompts to sample.prompts",
     "save_model_as": "the studio always saves .safetensors (save.save_format picks the layout)",
@@ -332,7 +330,9 @@ def import_kohya(data: dict[str, Any], kind: Kind) -> Imported:
             else:
                 draft.mapped[key] = "model.arch"
             continue
-        if key in _KOHYA and not _empty(value):
+        if key in _KOHYA_EPOCHS:
+            _kohya_epochs(draft, flat, key, value)
+        elif key in _KOHYA and not _empty(value):
             path, convert = _KOHYA[key]
             if path == "datasets.0.resolution" and used_resolution:
                 draft.skip(key, value, "resolution already set from another key")
@@ -353,6 +353,33 @@ def import_kohya(data: dict[str, Any], kind: Kind) -> Imported:
     if not draft.data["datasets"]:
         draft.data.pop("datasets")
     return draft.finish()
+
+
+_KOHYA_EPOCHS = ("max_train_epochs", "epoch")  # sd-scripts' key, the kohya_ss GUI's
+
+
+def _kohya_epochs(draft: _Draft, flat: dict[str, Any], key: str, value: Any) -> None:
+    """kohya's epochs become train.epochs, which wins over train.steps as max_train_epochs
+    wins over max_train_steps in sd-scripts. The GUI's ``epoch`` counts only when neither
+    max_train_steps nor max_train_epochs is set (0 means not set there)."""
+    if not _is_set(value):
+        draft.skip(key, value, "not set in the source (0 or empty): the steps decide")
+        return
+    if key == "epoch" and any(
+        _is_set(flat.get(k)) for k in ("max_train_steps", "max_train_epochs")
+    ):
+        draft.skip(key, value, "max_train_steps or max_train_epochs decides the run's length")
+        return
+    try:
+        epochs = int(value)
+    except (ValueError, TypeError) as err:
+        draft.skip(key, value, f"no studio equivalent for this value ({err})")
+        return
+    draft.set(key, "train.epochs", epochs)
+
+
+def _is_set(value: Any) -> bool:
+    return not _empty(value) and str(value).strip() not in ("0", "0.0")
 
 
 def _flatten_kohya(data: dict[str, Any]) -> dict[str, Any]:

@@ -81,8 +81,10 @@ def field_info(path: str) -> FieldInfo:
 
 # ------------------------------------------------------------------------------ autos
 def unresolved_autos(cfg: TrainingConfig) -> list[str]:
-    """Decision fields still 'auto': the advisor must answer them before a run."""
-    return [path for path in DECISION_AUTOS if get_path(cfg, path) == "auto"]
+    """Decision fields still 'auto': the advisor must answer them before a run (steps need no
+    answer when train.epochs decides the run's length)."""
+    decided = {"train.steps"} if cfg.train.epochs is not None else set()
+    return [p for p in DECISION_AUTOS if get_path(cfg, p) == "auto" and p not in decided]
 
 
 def resolved(cfg: TrainingConfig, key: str) -> Any:

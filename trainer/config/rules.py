@@ -17,6 +17,7 @@ from trainer.config.sections.model import ModelConfig, NetworkConfig
 from trainer.config.sections.outputs import SampleConfig
 from trainer.config.sections.runtime import RuntimeConfig
 from trainer.config.sections.train import TrainConfig
+from trainer.config.sections.validation import ValidationConfig
 
 
 class ConfigSections(Protocol):
@@ -29,6 +30,7 @@ class ConfigSections(Protocol):
     train: TrainConfig
     sample: SampleConfig
     runtime: RuntimeConfig
+    validation: ValidationConfig
 
 
 def cross_section_problems(cfg: ConfigSections) -> Iterator[tuple[str, str]]:
@@ -104,6 +106,7 @@ def cross_section_problems(cfg: ConfigSections) -> Iterator[tuple[str, str]]:
             "needs masks — set mask_path or alpha_mask on a dataset, or turn it off",
         )
     yield from objective_problems(cfg)
+    yield from validation_problems(cfg)
     if train.cache_text_embeddings:
         for i, ds in enumerate(cfg.datasets):
             if ds.shuffle_tokens or ds.token_dropout_rate > 0:
@@ -175,6 +178,23 @@ def objective_problems(cfg: ConfigSections) -> Iterator[tuple[str, str]]:
             "dataset has a color_jitter or blur augmentation, so it would change nothing — add "
             "one to datasets[].augmentations or use noise",
         )
+
+
+def validation_problems(cfg: ConfigSections) -> Iterator[tuple[str, str]]:
+    """Validation images that cannot be scored (trainer.engine.validation). That the folder
+    exists and the hold-out leaves images to train on is checked when the datasets are scanned."""
+    validation = cfg.validation
+    if not validation.enabled:
+        return
+    where = "validation.holdout" if validation.holdout else "validation.folder_path"
+    if cfg.train.unload_text_encoder:
+        yield (
+            where,
+            "the validation captions need the text encoders, which train.unload_text_encoder "
+            "frees after encoding the training captions — turn one of them off",
+        )
+    if validation.holdout and not any(not ds.is_reg for ds in cfg.datasets):
+        yield where, "held-out images come from your datasets, but every one is regularisation"
 
 
 BNB_QTYPES = ("int8", "nf4", "fp4")

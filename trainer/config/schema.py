@@ -40,6 +40,7 @@ from trainer.config.sections.model import ModelConfig, NetworkConfig
 from trainer.config.sections.outputs import LoggingConfig, SampleConfig, SaveConfig
 from trainer.config.sections.runtime import RuntimeConfig
 from trainer.config.sections.train import TrainConfig
+from trainer.config.sections.validation import ValidationConfig
 
 
 class TrainingConfig(Section):
@@ -68,6 +69,7 @@ class TrainingConfig(Section):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     save: SaveConfig = Field(default_factory=SaveConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="after")

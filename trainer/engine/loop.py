@@ -5,7 +5,8 @@ Everything architecture-specific sits behind `trainer.arch.base.Arch`; data behi
 `trainer.data.batches.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it),
 reached through the run's `RunContext` (trainer.engine.context). Memory options:
 `trainer.engine.memory.prepare`; previews: `trainer.engine.previews`; step speed, memory and
-what the ETA counts on: `trainer.engine.reporting`.
+what the ETA counts on: `trainer.engine.reporting`; validation loss and the best saved LoRA:
+`trainer.engine.validation`; device and precision: `trainer.engine.device`.
 Every run trains through accelerate (`ctx.dist`, trainer.engine.distributed: prepare/DDP,
 accumulate, autocast, GradScaler); with several processes it also shards the data and lets only
 the main process log, sample and save.
@@ -45,6 +46,8 @@ from trainer.engine.checkpoint import (
 )
 from trainer.engine.context import RunContext
 from trainer.engine.cpu_threads import use_free_cores
+from trainer.engine.device import DeviceUnavailable as DeviceUnavailable  # callers catch it here
+from trainer.engine.device import pick_device, pick_dtype
 from trainer.engine.distributed import Dist, TrainedModules, rank_seed
 from trainer.engine.ema import build_ema, ema_weights
 from trainer.engine.failures import NonFiniteLoss
@@ -54,8 +57,11 @@ from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugme
 from trainer.engine.optim import build_optimizer, build_scheduler, param_groups
 from trainer.engine.previews import sample_and_log, sample_due, wants_first_sample
 from trainer.engine.reporting import Meter, peak_memory_mb, plan_clock
+from trainer.engine.run_length import plan_steps, steps_before_data
+from trainer.engine.validation import Validation, split_validation
 from trainer.lora.hub import push_after_training
 from trainer.lora.io import load_lora_file, save_lora
+from trainer.lora.usage import publish_usage_files
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -79,12 +85,13 @@ def train_steps(
     dist = ctx.dist
     torch.manual_seed(cfg.train.seed)
     ctx.verbose = cfg.logging.verbose
-    ctx.phase("loading", total_steps=int(cfg.train.steps), phase_detail="the base model")
+    ctx.phase("loading", total_steps=steps_before_data(cfg), phase_detail="the base model")
     check_environment(cfg, device, processes=dist.world)
     arch = load_arch(cfg, ctx.home, device, dtype)
     prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
     ctx.phase_progress(detail="the dataset")
-    data = prepare_data(cfg, ctx)
+    validation = Validation(cfg, ctx)  # images never trained on, scored (engine.validation)
+    data = prepare_data(cfg, ctx, validation)
     groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)  # adapters in fp32
     if cfg.model.lora_path:
         load_lora_file(arch, cfg.model.lora_path)
@@ -94,7 +101,7 @@ def train_steps(
     optimizer = build_optimizer(
         cfg.train, param_groups(cfg.train, groups) + objective.param_groups()
     )
-    total = int(cfg.train.steps)
+    total = plan_steps(cfg, ctx, data)  # train.epochs made steps here (engine.run_length)
     scheduler = build_scheduler(cfg.train, optimizer, total)  # not prepared: one step per step
     # DDP with several processes (rank 0's start weights); fp16: the optimizer's GradScaler.
     model, optimizer = dist.prepare(trained_modules(arch, objective), optimizer)
@@ -103,6 +110,7 @@ def train_steps(
     state = LoopState(
         objective=objective, ema=build_ema(cfg.train, trainable), scaler=accelerator.scaler
     )
+    state.validation = validation
     if resume is not None:  # every rank loads the same checkpoint
         state = restore(resume, cfg, arch, optimizer, scheduler, noise_gen, state)
         if dist.rank:  # the checkpoint holds rank 0's noise stream; the others start afresh
@@ -151,11 +159,13 @@ def train_steps(
             with ema_weights(state.ema):  # previews show the weights that will be saved
                 sample_and_log(arch, cfg, ctx, state.step)
             ctx.phase("training", step=state.step, total_steps=total)
+        state.validation.after_step(arch, inputs, state, total, accelerator.autocast)  # val_loss
         if state.step % cfg.save.save_every == 0 and state.step < total:
             checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
             ctx.phase("training", step=state.step, total_steps=total)
 
     stopped = state.step < total  # then the checkpoint is the only file saved
+    state.validation.evaluate(arch, inputs, state, accelerator.autocast, saved=True)  # last LoRA
     checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state, files=1 if stopped else 2)
     with ema_weights(state.ema):  # the saved LoRA is the average when train.use_ema is on
         files = [] if stopped or not dist.is_main else save_final(ctx, cfg, arch, state.step)
@@ -232,12 +242,18 @@ class ModelInputs:
 
 
 # ---------------------------------------------------------------------------- data
-def prepare_data(cfg: TrainingConfig, ctx: RunContext) -> BucketBatches:
-    """Scan every dataset and stop before training if any is unusable."""
+def prepare_data(
+    cfg: TrainingConfig, ctx: RunContext, validation: Validation | None = None
+) -> BucketBatches:
+    """Scan every dataset and stop before training if any is unusable; validation images are
+    taken out here, so they are never trained on (``validation`` scores on them)."""
     scans = [
         scan_dataset(ds, Path(resolve_demo_ref(ds.folder_path, ctx.home)).expanduser())
         for ds in cfg.datasets
     ]
+    scans, held_out = split_validation(cfg, scans, ctx.home)
+    if validation is not None:
+        validation.use(held_out)
     train = cfg.train
     batch = train.max_batch_size if train.auto_scale_batch_size else int(train.batch_size)
     check_enough(scans, batch, cfg.train.gradient_accumulation_steps)
@@ -312,6 +328,7 @@ class LoopState:
     objective: ObjectiveState = field(default_factory=ObjectiveState)
     ema: Any = None  # trainer.engine.ema.LoraEMA when train.use_ema is on
     scaler: Any = None  # fp16 mixed precision: accelerate's GradScaler (its state is checkpointed)
+    validation: Validation | None = None  # val_loss history and the best saved LoRA
 
 
 @dataclass
@@ -388,6 +405,7 @@ def _save_checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state) -> 
             "objective": state.objective.state_dict(),
             "ema": state.ema.state_dict() if state.ema is not None else None,
             "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "validation": state.validation.state_dict() if state.validation else None,
         },
         cfg,
         keep=cfg.save.max_step_saves_to_keep,
@@ -413,6 +431,7 @@ def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> l
             ctx.tracker.log_artifact(file, "lora")
         else:  # the diffusers layout is a folder of its own
             ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
+    publish_usage_files(files[0], cfg, ctx.tracker, job_dir=ctx.job_dir, step=step, arch=arch)
     if cfg.save.push_to_hub:  # only after the local save: a failed upload is a warning
         ctx.tracker.flush()
         push_after_training(out, cfg, ctx.tracker)
@@ -448,39 +467,6 @@ def restore(
         state.ema.load_state_dict(saved.state.get("ema"))
     if state.scaler is not None and saved.state.get("scaler"):
         state.scaler.load_state_dict(saved.state["scaler"])
+    if state.validation is not None:
+        state.validation.load_state_dict(saved.state.get("validation"))
     return state
-
-
-# ---------------------------------------------------------------------- device
-class DeviceUnavailable(RuntimeError):
-    """runtime.device names a device this machine does not have."""
-
-
-def pick_device(value: str) -> torch.device:
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if value != "auto":
-        if not available.get(value, False):
-            found = ", ".join(name for name, ok in available.items() if ok)
-            raise DeviceUnavailable(
-                f"runtime.device is {value}, but this machine has no {value} device "
-                f"(available: {found}) — set runtime.device to auto or cpu"
-            )
-        return torch.device(value)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(value: str, device: torch.device) -> torch.dtype:
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if value != "auto":
-        return table[value]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32  # fastest on CPU; fp16 on CPU crashes some paths

@@ -15,6 +15,7 @@ from trainer.config.introspection import resolved
 from trainer.config.schema import TrainingConfig
 from trainer.engine.context import RunContext
 from trainer.engine.refiner import Refiner
+from trainer.lora.usage import keep_preview
 
 
 def wants_first_sample(cfg: TrainingConfig, resumed: bool) -> bool:
@@ -75,6 +76,7 @@ def sample_and_log(arch: Arch, cfg: TrainingConfig, ctx: RunContext, step: int) 
                     "sample_steps": spec.get("sample_steps", s.sample_steps),
                 },
             )
+            keep_preview(ctx.job_dir, step, index, image)  # for the LoRA's model card
             ctx.phase_progress(done=index + 1, total=len(prompts))
     ctx.progress.update(samples=(ctx.progress.last.get("samples") or 0) + len(prompts))
 

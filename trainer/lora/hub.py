@@ -6,6 +6,9 @@ the ``studio.warning.hub_upload`` tag) saying where the files are and how to upl
 the ``HF_TOKEN`` environment variable (or huggingface_hub's own login) and is handed to
 ``HfApi`` only: it is never put in the config, a log line, an MLflow param/tag or an artifact,
 and any text that might echo it is redacted before it is shown.
+
+The folder's ``README.md`` is the model card the Hub shows (``trainer.lora.usage`` writes it
+beside the saved LoRA; ``push_lora_folder`` writes it first when the folder has none).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config.schema import TrainingConfig
+from trainer.lora.io import read_lora_metadata
+from trainer.lora.usage import CARD_NAME, DIFFUSERS_WEIGHTS, write_usage_files
 from trainer.redaction import redact_text
 from trainer.settings import hub_offline
 from trainer.tracking.tracker import TAG_HUB_UPLOAD_FAILED
@@ -53,6 +58,7 @@ def push_lora_folder(folder: Path, cfg: TrainingConfig) -> str:
             f"studio is offline (STUDIO_OFFLINE or HF_HUB_OFFLINE=1 is set, so no network access "
             f"is tried). " + later
         )
+    ensure_card(folder, cfg)
     token = os.environ.get(TOKEN_ENV) or None
     try:
         from huggingface_hub import HfApi  # optional upload path: only with save.push_to_hub
@@ -80,6 +86,21 @@ def push_lora_folder(folder: Path, cfg: TrainingConfig) -> str:
             f"{later} (Original error: {reason})"
         ) from None  # no chained traceback: it could carry request details
     return f"https://huggingface.co/{repo_id}"
+
+
+def ensure_card(folder: Path, cfg: TrainingConfig) -> Path | None:
+    """The folder's model card, written first (with the usage files) when it has none."""
+    card = Path(folder) / CARD_NAME
+    if card.is_file():
+        return card
+    loras = sorted(Path(folder).glob("*.safetensors")) or sorted(
+        Path(folder).glob(f"*/{DIFFUSERS_WEIGHTS}")
+    )
+    if not loras:
+        return None
+    saved_at = read_lora_metadata(loras[0]).get("steps", "")  # the step it was saved at
+    write_usage_files(loras[0], cfg, step=int(saved_at) if saved_at.isdigit() else 0)
+    return card
 
 
 def push_after_training(folder: Path, cfg: TrainingConfig, tracker: Any) -> str | None:

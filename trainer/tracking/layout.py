@@ -3,19 +3,26 @@
 Layout of one run (every training run is one MLflow run):
 
 - params: the flattened config (``train.lr``, ``datasets.0.resolution``, ...), secrets dropped;
-- metrics: whatever the loop logs (``loss``, ``lr``, ...) sent in batches, ``hparam/<dotted>`` =
-  every numeric setting at step 0 (``search_runs`` compares params as text), ``system/...``
-  from MLflow's system-metrics monitor;
+- metrics: whatever the loop logs (``loss``, ``lr``, ...) sent in batches, ``val_loss`` (the
+  validation loss: fixed noise and timesteps on images never trained on, ``METRIC_VAL_LOSS``),
+  ``hparam/<dotted>`` = every numeric setting at step 0 (``search_runs`` compares params as
+  text), ``system/...`` from MLflow's system-metrics monitor;
 - tags: ``studio.app``, ``studio.arch``, ``studio.intent``, ``studio.preset``, ``studio.config_name``,
   ``studio.dataset_fingerprint``, ``studio.rating`` (1-5), ``studio.host`` / ``studio.pid`` /
   ``studio.pid_create_time`` (who trains it), ``mlflow.note.content`` (the note),
   ``studio.sample_rating.<step>.<image key>`` (1-5 per sample image), ``studio.device`` and
-  ``studio.predicted_s_per_step`` / ``studio.predicted_total_s`` (set at launch by the studio);
+  ``studio.predicted_s_per_step`` / ``studio.predicted_total_s`` (set at launch by the studio),
+  ``studio.group`` (the runs queued together as one sweep share it), ``studio.best_step`` /
+  ``studio.best_val_loss`` (the saved LoRA with the lowest ``val_loss``) and
+  ``studio.final_from_step`` (the checkpoint made the final LoRA on the Monitor);
 - inputs: each dataset (name ``<index>:<folder>``, digest = the content fingerprint);
 - artifacts: ``config/train_config.yaml`` (the exact YAML), ``images/<key>+step+<n>+timestamp+<ms>
   +<uuid>.png`` (+ ``+compressed.webp``; written by ``log_image(key=, step=)``),
   ``samples/step_<n>.json`` (prompt, seed, sampler, steps of each image at that step),
-  ``lora/`` and ``checkpoints/`` (the adapters).
+  ``lora/`` and ``checkpoints/`` (the adapters), ``outputs/`` (a final LoRA that "make final"
+  replaced, renamed ``<name>_final_step<n>.safetensors``); beside the final LoRA,
+  ``lora/README.md`` (its model card), ``lora/diffusers_usage.py``,
+  ``lora/comfyui_workflow_api.json`` and ``lora/samples/sample_<i>.png`` (``trainer.lora.usage``).
 
 Next to MLflow, each job launched by the studio has a folder ``<home>/jobs/<run id>/`` holding
 ``job.json`` (pid, start time, command: ``trainer.tracking.job_file``) and ``progress.json``
@@ -47,6 +54,12 @@ TAG_SAMPLE_RATING = "studio.sample_rating"  # + ".<step>.<image key>" = 1-5
 TAG_DEVICE = "studio.device"  # the device the run was launched on, set at launch
 TAG_PREDICTED = "studio.predicted_s_per_step"  # the advisor's s/step, recorded at launch
 TAG_PREDICTED_TOTAL = "studio.predicted_total_s"  # the advisor's whole-run seconds, at launch
+TAG_GROUP = "studio.group"  # the sweep a queued run belongs to (Compare opens them together)
+# The saved LoRA with the lowest validation loss (trainer.engine.validation), and the checkpoint
+# step whose LoRA "make final" made the run's final LoRA (trainer.lora.final).
+TAG_BEST_STEP = "studio.best_step"
+TAG_BEST_VAL_LOSS = "studio.best_val_loss"
+TAG_FINAL_FROM_STEP = "studio.final_from_step"
 TAG_HOST = "studio.host"
 TAG_PID = "studio.pid"
 TAG_PID_CREATE_TIME = "studio.pid_create_time"
@@ -58,6 +71,8 @@ IMAGES_DIR = "images"
 SAMPLES_DIR = "samples"
 LORA_DIRS = ("lora", "checkpoints")
 HPARAM_PREFIX = "hparam/"
+METRIC_VAL_LOSS = "val_loss"
+REPLACED_DIR = "outputs"  # a final LoRA that "make final" replaced: kept here, renamed
 
 # MLflow's limits: longer keys are refused, longer values cut
 MAX_KEY_LEN = 250

@@ -56,10 +56,23 @@ class TrainConfig(Section):
     steps: Annotated[int, Field(ge=1, le=1_000_000)] | Auto = opt(
         1000,
         "Total optimizer steps. 'auto' lets the advisor pick from your image count and the "
-        "repeats per image typical for what you train.",
+        "repeats per image typical for what you train. Not used when epochs is set.",
         step="training",
         level="basic",
         affects=("quality", "speed"),
+    )
+    epochs: int | None = opt(
+        None,
+        "Train this many passes over the dataset instead of a number of steps. Empty: steps "
+        "decides. When set, epochs wins over steps: at the start of the run the trainer makes "
+        "it steps = epochs x steps per epoch, counted from your images as they are batched "
+        "(per bucket: images x repeats / batch size, rounded up; then / gradient accumulation "
+        "and / processes), and logs both.",
+        step="training",
+        level="basic",
+        affects=("quality", "speed"),
+        ge=1,
+        le=100_000,
     )
     batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = opt(
         1,
@@ -457,9 +470,11 @@ def _train_problems(train: TrainConfig) -> Iterator[tuple[str, str]]:
             "is empty but differential output preservation needs a class word (e.g. 'person')",
         )
     warmup = train.lr_scheduler_params.warmup_steps
-    if isinstance(train.steps, int) and warmup and warmup >= train.steps:
+    # With epochs set, the steps are only known from the images (advisor.dataset.run_steps).
+    steps = train.steps if train.epochs is None else "auto"
+    if isinstance(steps, int) and warmup and warmup >= steps:
         yield (
             "lr_scheduler_params.warmup_steps",
-            f"{warmup} warmup steps leave no training in a {train.steps}-step run — use "
+            f"{warmup} warmup steps leave no training in a {steps}-step run — use "
             "about 5% of the steps",
         )
