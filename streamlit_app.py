@@ -6,13 +6,16 @@ import streamlit as st
 
 from trainer.redaction import install_log_redaction
 from trainer.settings import use_hub_offline_mode, use_studio_http_defaults
+from trainer.tracking.connect import use_studio_store_retries
 from ui.boundary import page_boundary
+from ui.queue_panel import resume_queue
 from ui.sidebar import render_active_runs
 from ui.state import init_state
 from ui.summary import render_sidebar_hardware
 
 install_log_redaction()  # a page's logged traceback keeps no password of a tracking URI
 use_studio_http_defaults()  # this process fails fast on a down tracking server (not trainers)
+use_studio_store_retries()  # and says within seconds that a SQL store refuses it (wrong password)
 use_hub_offline_mode()  # STUDIO_OFFLINE: before anything imports huggingface_hub (read at import)
 st.set_page_config(page_title="LoRA Studio", page_icon=":material/tune:", layout="wide")
 
@@ -32,5 +35,6 @@ init_state()  # the draft config: created once per session, restored from the au
 page = st.navigation(PAGES)
 render_sidebar_hardware()
 render_active_runs()  # the active run: progress and Stop, live while it trains
+resume_queue()  # a queue with work and no runner (the studio restarted): start the runner
 with page_boundary(page.title):  # an unexpected error: a plain message here, traceback in the log
     page.run()

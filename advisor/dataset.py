@@ -6,6 +6,14 @@ arithmetic is exact and bucket-aware (the trainer's own ``epoch_bucket_counts`` 
 ``steps_per_epoch`` from ``trainer.data.buckets``, plain Python); without them it uses
 ``ceil(images × repeats / (batch × accumulation))`` (docs/sources.md#step-arithmetic).
 
+Validation images are not trained on, and the step arithmetic leaves them out as the trainer
+does. The trainer holds out the first ``validation.holdout`` distinct images by content hash
+(``trainer.engine.validation.held_out_hashes``), which only a full read of every image can tell;
+the advisor approximates: it takes ``holdout`` images from the regularisation-free datasets in
+proportion to their image counts (largest remainder), and their sizes evenly spread over each
+folder's list, and it counts duplicates as images. Images of ``validation.folder_path`` that also
+lie in a dataset leave training too; the advisor does not compare contents and keeps them.
+
 Scanning a folder (``trainer.data.scanning``) decodes images with PIL, so that module is imported
 only when a folder is scanned.
 """
@@ -15,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,9 +55,12 @@ class FolderInfo:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One ``FolderInfo`` per entry of ``cfg.datasets`` (same order)."""
+    """One ``FolderInfo`` per entry of ``cfg.datasets`` (same order); ``validation``: the
+    folder ``validation.folder_path`` names, when one is named and was looked at (a missing or
+    refused one is ``missing``)."""
 
     folders: tuple[FolderInfo, ...] = field(default_factory=tuple)
+    validation: FolderInfo | None = None
 
     @classmethod
     def counts(cls, *images: int) -> DatasetInfo:
@@ -71,6 +82,51 @@ class DatasetInfo:
 def training_images(cfg: TrainingConfig, info: DatasetInfo) -> int:
     """Images of the subject (regularisation folders left out)."""
     return sum(f.images for ds, f in zip(cfg.datasets, info.folders, strict=False) if not ds.is_reg)
+
+
+def held_out_counts(cfg: TrainingConfig, info: DatasetInfo) -> dict[int, int]:
+    """Dataset index -> images ``validation.holdout`` takes from it (the advisor's estimate:
+    shares proportional to the regularisation-free datasets' image counts, largest remainder
+    first, an earlier dataset first on a tie); empty without a hold-out."""
+    holdout = cfg.validation.holdout
+    pool = {
+        i: f.images
+        for i, (ds, f) in enumerate(zip(cfg.datasets, info.folders, strict=False))
+        if not ds.is_reg and f.images
+    }
+    total = sum(pool.values())
+    if not holdout or not total:
+        return {}
+    take = min(holdout, total)
+    shares = {i: take * n / total for i, n in pool.items()}
+    counts = {i: int(share) for i, share in shares.items()}
+    by_remainder = sorted(pool, key=lambda i: (counts[i] - shares[i], i))
+    for i in by_remainder[: take - sum(counts.values())]:
+        counts[i] += 1
+    return {i: n for i, n in counts.items() if n}
+
+
+def _without(folder: FolderInfo, taken: int) -> FolderInfo:
+    """``folder`` less ``taken`` images, their sizes taken evenly from its list of sizes."""
+    sizes = folder.sizes
+    if sizes:
+        drop = min(len(sizes), round(taken * len(sizes) / folder.images))
+        gone = {int((j + 0.5) * len(sizes) / drop) for j in range(drop)} if drop else set()
+        sizes = tuple(size for index, size in enumerate(sizes) if index not in gone)
+    return replace(folder, images=max(0, folder.images - taken), sizes=sizes)
+
+
+def training_info(cfg: TrainingConfig, info: DatasetInfo) -> DatasetInfo:
+    """``info`` as the trainer trains on it: the held-out validation images taken out (the
+    estimate of ``held_out_counts``)."""
+    taken = held_out_counts(cfg, info)
+    if not taken:
+        return info
+    folders = tuple(
+        _without(folder, taken[i]) if i in taken else folder
+        for i, folder in enumerate(info.folders)
+    )
+    return replace(info, folders=folders)
 
 
 # ----------------------------------------------------------------------------- step arithmetic
@@ -101,11 +157,13 @@ def _bucket_table(
 
 
 def steps_per_epoch(cfg: TrainingConfig, info: DatasetInfo, batch: int | None = None) -> int:
-    """Optimizer steps in one epoch over every dataset (bucket-aware when sizes are known).
+    """Optimizer steps in one epoch over every dataset (bucket-aware when sizes are known),
+    without the held-out validation images (``training_info``).
 
     Like the trainer's ``BucketBatches``, images of every dataset that share a bucket are batched
     together and a batch never mixes buckets.
     """
+    info = training_info(cfg, info)
     batch = batch or _batch(cfg)
     accum = cfg.train.gradient_accumulation_steps
     counts: Counter[object] = Counter()
@@ -137,11 +195,11 @@ def run_steps(cfg: TrainingConfig, info: DatasetInfo | None) -> int | None:
 def repeats_per_image(cfg: TrainingConfig, info: DatasetInfo, steps: int | None = None) -> float:
     """How many times each training image is seen over the run (the quantity people tune)."""
     steps = steps if steps is not None else run_steps(cfg, info)
-    images = training_images(cfg, info)
-    if not images or not steps:
+    trained = training_info(cfg, info)
+    if not training_images(cfg, trained) or not steps:
         return 0.0
-    epochs = steps / steps_per_epoch(cfg, info)
-    repeats = _mean_repeats(cfg, info)
+    epochs = steps / steps_per_epoch(cfg, info)  # which leaves the held-out images out itself
+    repeats = _mean_repeats(cfg, trained)
     return epochs * repeats
 
 
@@ -149,7 +207,7 @@ def steps_for_repeats(
     cfg: TrainingConfig, info: DatasetInfo, target: float, batch: int | None = None
 ) -> int:
     """Steps that show each training image about ``target`` times (whole epochs, bucket-aware)."""
-    repeats = _mean_repeats(cfg, info) or 1.0
+    repeats = _mean_repeats(cfg, training_info(cfg, info)) or 1.0
     epochs = max(1, round(target / repeats))
     return epochs * steps_per_epoch(cfg, info, batch)
 
@@ -195,7 +253,26 @@ def scan_folders(cfg: TrainingConfig, root: Path | None = None) -> DatasetInfo |
             folders.append(FolderInfo(0, skipped=((str(path), str(err)),), folder=str(path)))
             continue
         folders.append(folder_info(scan))
-    return DatasetInfo(tuple(folders))
+    return DatasetInfo(tuple(folders), validation=_scan_validation_folder(cfg, root))
+
+
+def _scan_validation_folder(cfg: TrainingConfig, root: Path | None) -> FolderInfo | None:
+    """``validation.folder_path`` scanned like the first subject dataset (None when unset)."""
+    named = cfg.validation.folder_path
+    subjects = [ds for ds in cfg.datasets if not ds.is_reg]
+    if not named or not subjects:
+        return None
+    path = Path(named).expanduser()
+    path = root / path if root is not None and not path.is_absolute() else path
+    if not path.is_dir():
+        return FolderInfo(0, folder=str(path.absolute()), missing=True)
+    from trainer.data.scanning import DatasetError, scan_dataset  # PIL: only when scanning
+
+    try:
+        scan = scan_dataset(subjects[0].model_copy(update={"folder_path": named}), path)
+    except DatasetError as err:
+        return FolderInfo(0, skipped=((str(path), str(err)),), folder=str(path))
+    return folder_info(scan)
 
 
 # Words captions share for reasons other than a trigger ("a photo of ..., ... background").

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_security_text import shown_text
 
 from trainer.redaction import describe_error, install_log_redaction, redact_text
 from trainer.settings import load_settings
@@ -138,6 +139,11 @@ def page_text(at: AppTest) -> str:
     return "\n".join(found)
 
 
+def shown_errors(at: AppTest) -> str:
+    """The errors as a reader sees them (their markdown rendered: the store's words are escaped)."""
+    return " ".join(shown_text(e.value) for e in at.error)
+
+
 def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, page: str) -> AppTest:
     monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -161,7 +167,7 @@ def test_a_refused_store_is_reported_with_the_password_redacted(
     text = page_text(at)
     assert "does not answer" in text  # the walk sees the page's elements
     assert PASSWORD not in text and "bob:" not in text
-    errors = " ".join(e.value for e in at.error)
+    errors = shown_errors(at)
     assert f"The tracking store at {scheme}://***@127.0.0.1:{port}" in errors
     assert f"does not answer (connection refused at 127.0.0.1:{port})" in errors
     assert "unset MLFLOW_TRACKING_URI" in errors
@@ -178,7 +184,7 @@ def test_a_hung_postgresql_store_is_reported_within_seconds(
     at.run()
     took = time.monotonic() - started
     assert not at.exception
-    errors = " ".join(e.value for e in at.error)
+    errors = shown_errors(at)
     assert (
         f"postgresql://***@127.0.0.1:{silent_port}/mlflow does not answer (timed out after 5 s)"
         in (errors)

@@ -145,7 +145,7 @@ def test_model_step_offers_every_source() -> None:
     source.set_value("hub").run()
     assert draft(at)["model"]["name_or_path"] == ""
     at.text_input(key="cfg:model.name_or_path").set_value("owner/model").run()
-    assert "`owner/model` is not in the local Hugging Face cache" in texts(at)  # tests: offline
+    assert "owner/model is not in the local Hugging Face cache" in texts(at)  # tests: offline
     assert "No cached copy on this machine" in texts(at)
     at.text_input(key="cfg:model.name_or_path").set_value("/nowhere/model.safetensors").run()
     assert widget(at, "wiz:model_source").value == "file"

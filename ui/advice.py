@@ -2,6 +2,10 @@
 defaults, findings with their fixes (and how each severity looks: ``SEVERITY_STYLE``),
 predictions, explanations, and labels for dotted paths.
 
+The advisor speaks plain text that quotes what users typed (paths, trigger words, values): the
+texts of these records (a finding's message and fix label, a recommendation's reason) are made
+markdown here with ``ui.text.plain``, so a quoted ``![x](http://host/b.png)`` stays text.
+
 The advisor is called plainly. When it raises, the error reaches the page, where
 ``ui.boundary.advisor_boundary`` shows a short message in place of that part (and logs the
 traceback): no guessed fallback answer stands in for the advisor's.
@@ -36,6 +40,8 @@ from trainer.config.paths import generic_path, get_path, set_path
 from trainer.config.schema import TrainingConfig
 from trainer.demo.tiny import ensure_demo
 from trainer.settings import load_settings
+from ui.access import refusal
+from ui.text import plain, plain_line
 
 EXPERIENCE = ("beginner", "intermediate", "advanced")
 PRIORITIES = ("quality", "speed", "memory")
@@ -64,7 +70,7 @@ class Hardware:
 class Recommendation:
     path: str
     value: Any
-    reason: str
+    reason: str  # markdown: the advisor's words, escaped
     source: str = ""
 
 
@@ -125,10 +131,10 @@ def severity_summary(found: Iterable[Finding], *, only: Iterable[str] = SEVERITI
 @dataclass
 class Finding:
     severity: str  # a step of advisor.findings.SEVERITIES: error | warning | suggestion | info
-    message: str
+    message: str  # markdown: the advisor's words, escaped
     paths: list[str]
     fix: dict[str, Any] | None = None  # dotted path -> new value
-    fix_label: str = ""
+    fix_label: str = ""  # markdown for a button label: one line, escaped
     rule: str = ""
     raw: AdvisorFinding | None = None  # the advisor's own finding, for apply_all_fixes
 
@@ -242,20 +248,29 @@ def smart_defaults(
     )
     arch = draft["model"]["arch"]
     result = recommend(wish, arch, hw.raw, dataset_info(draft, base), base)
-    recs = [Recommendation(r.path, r.value, r.reason, r.source) for r in result.recommendations]
+    recs = [
+        Recommendation(r.path, r.value, plain(r.reason), r.source) for r in result.recommendations
+    ]
     if base is None and not any(r.path == "model.name_or_path" for r in recs):
         model = result.config.model.name_or_path
-        recs.append(Recommendation("model.name_or_path", model, f"the usual {arch} base model"))
+        why = plain(f"the usual {arch} base model")
+        recs.append(Recommendation("model.name_or_path", model, why))
     return recs
 
 
 def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> DatasetInfo | None:
     """What the advisor knows about the images, counted cheaply from the folders (image files,
-    caption files, sizes from the image headers; no torch import, cached per folder state)."""
+    caption files, sizes from the image headers; no torch import, cached per folder state).
+    Served to a network, a folder outside the allowed roots is not looked at: the advisor hears
+    why (``FolderInfo.refused``), the same whether it exists or not."""
     if cfg is None:
         return None
     folders = []
     for ds in cfg.datasets:
+        refused = None if ds.folder_path.startswith("demo:") else refusal(ds.folder_path)
+        if refused:
+            folders.append(FolderInfo(0, folder=ds.folder_path, missing=True, refused=refused))
+            continue
         folder = _folder_of(ds.folder_path)
         if folder is None and not ds.folder_path.startswith("demo:"):
             where = str(Path(ds.folder_path).expanduser().absolute())
@@ -326,7 +341,8 @@ def findings(
 def _from_advisor(raw: AdvisorFinding) -> Finding:
     fix = dict(raw.fix) if raw.fix else None
     label = ", ".join(f"{label_of(p)} = {short_value(v)}" for p, v in (fix or {}).items())
-    return Finding(raw.severity, raw.message, list(raw.paths), fix, label, raw.rule, raw)
+    message, label = plain(raw.message), plain_line(label)
+    return Finding(raw.severity, message, list(raw.paths), fix, label, raw.rule, raw)
 
 
 def short_value(value: Any) -> str:
@@ -350,8 +366,9 @@ def apply_all_fixes(cfg: TrainingConfig | None, found: list[Finding]) -> dict[st
 
 
 def _problem_finding(draft: dict[str, Any], problem: Problem) -> Finding:
-    text = problem.message + (f" — {problem.fix}" if problem.fix else "")
-    finding = Finding("error", f"{label_of(problem.path)}: {text}", [problem.path], rule="schema")
+    text = problem.message + (f" — {problem.fix}" if problem.fix else "")  # may quote a value
+    message = plain(f"{label_of(problem.path)}: {text}")
+    finding = Finding("error", message, [problem.path], rule="schema")
     # A mechanical fix: put the field back to its default, when that alone clears the problem.
     try:
         default = _default_of(problem.path)
@@ -367,7 +384,7 @@ def _problem_finding(draft: dict[str, Any], problem: Problem) -> Finding:
         if any(p.path == problem.path for p in err.problems):
             return finding
     finding.fix = {problem.path: default}
-    finding.fix_label = f"Reset to the default ({default!r})"
+    finding.fix_label = plain_line(f"Reset to the default ({default!r})")
     return finding
 
 

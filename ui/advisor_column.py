@@ -21,6 +21,7 @@ from ui.compare_history import render_history_hint
 from ui.context import StudioContext, apply_fix
 from ui.preflight import refresh_recommendations
 from ui.summary import format_duration, gb_text, memory_text, no_gpu
+from ui.text import plain_line
 from ui.widgets import ARCH_LABELS, step_fields
 
 
@@ -104,13 +105,17 @@ def render_recommendations(
         else:
             st.caption("No recommendations here yet: answer the preflight questions to get some.")
         return
-    for path, rec in differing:
+    for path, rec in differing:  # values may be typed or read from captions: shown as text
+        value, yours = (
+            plain_line(show_value(rec["value"])),
+            plain_line(show_value(state.get_value(path))),
+        )
         st.markdown(
-            f":material/lightbulb: **{advice.label_of(path)}**: {show_value(rec['value'])} "
-            f"(yours: {show_value(state.get_value(path))})  \n{rec['reason']}"
+            f":material/lightbulb: **{advice.label_of(path)}**: {value} "
+            f"(yours: {yours})  \n{rec['reason']}"
         )
         st.button(
-            f"Apply {show_value(rec['value'])}",
+            f"Apply {value}",
             key=f"{key_prefix}:apply:{path}",
             on_click=state.set_value,
             args=(path, rec["value"]),
@@ -139,7 +144,9 @@ def render_findings(found: list[Finding], key_prefix: str) -> None:
 
 
 def _patch_text(patch: dict[str, Any]) -> str:
-    return ", ".join(f"{advice.label_of(p)} = {show_value(v)}" for p, v in patch.items())
+    return plain_line(
+        ", ".join(f"{advice.label_of(p)} = {show_value(v)}" for p, v in patch.items())
+    )
 
 
 def _range(span: tuple[float, float] | None) -> str:

@@ -15,6 +15,7 @@ import streamlit as st
 from trainer.data import library as dm
 from ui import state
 from ui.status import WIZARD_PAGE
+from ui.text import code
 
 DATASET_STEP = "dataset"  # the wizard step (trainer.config.fields.WIZARD_STEPS) the button opens
 TRIGGER_MAX_WORDS = 3  # "ohwx man" is a trigger word; a sentence shared by every caption is not
@@ -62,7 +63,7 @@ def render_train_handoff(folder: Path) -> None:
             "your other settings stay as they are.",
         )
         if trigger:
-            st.caption(f"Trigger word from the captions: `{trigger}`")
+            st.caption(f"Trigger word from the captions: {code(trigger)}")  # what files say
     if clicked:
         train_on(folder, trigger)
         st.switch_page(WIZARD_PAGE)

@@ -15,6 +15,7 @@ from huggingface_hub import constants
 
 from trainer.models.token import SignInError, sign_in, sign_out
 from ui import model_status
+from ui.text import plain
 
 
 def current_account() -> str | None:
@@ -47,7 +48,7 @@ def render_hub_sign_in(key: str) -> str | None:
     user = current_account()
     result = st.session_state.pop(_result_key(key), None)
     if result is not None and result[0] == "error":
-        st.error(f"**Not signed in:** {result[1]}", icon=":material/error:")
+        st.error(f"**Not signed in:** {plain(result[1])}", icon=":material/error:")
     if user:
         st.markdown(f":material/account_circle: **Signed in to Hugging Face as {user}**")
         if os.environ.get("HF_TOKEN"):

@@ -11,22 +11,26 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+import yaml
 
+from trainer.config.safe_yaml import load_yaml
 from trainer.config.schema import TrainingConfig
 from trainer.jobs.active import ActiveJob, busy_reason
 from trainer.jobs.active import active_jobs as live_jobs
 from trainer.jobs.control import reconcile, stop, wait_for_exit
-from trainer.jobs.folder import LaunchRefused
+from trainer.jobs.folder import CONFIG_FILE, LaunchRefused, job_folder
 from trainer.jobs.launch import LaunchedJob, launch, resolve_device, resume
 from trainer.redaction import describe_error, redact_text
 from trainer.settings import StudioSettings, load_settings
 from trainer.tracking.connect import StoreUnreachable
 from trainer.tracking.dead_runs import ReconcileIncomplete
 from trainer.tracking.layout import TAG_PREDICTED_TOTAL
+from ui.access import config_refusal
 from ui.advice import predict
 from ui.boundary import advisor_boundary
 from ui.compare_store import local_history
 from ui.context import hardware
+from ui.text import plain
 
 __all__ = [
     "MONITOR_PAGE",
@@ -79,7 +83,13 @@ def launch_blocker(cfg: TrainingConfig, settings: StudioSettings | None = None) 
 
 
 def launch_draft(cfg: TrainingConfig, settings: StudioSettings | None = None) -> LaunchedJob:
-    """Create the MLflow run and start the trainer for ``cfg``; the monitor then shows it."""
+    """Create the MLflow run and start the trainer for ``cfg``; the monitor then shows it.
+
+    Served to a network, a config that names a folder or file outside the allowed roots (a
+    dataset, the base model) is refused before anything starts: a trainer would read it."""
+    refused = config_refusal(cfg.model_dump(mode="json"), settings)
+    if refused:
+        raise LaunchRefused(refused)
     step_s, total_s = launch_prediction(cfg, settings)
     tags = {"studio.launched_from": "studio"}
     if total_s:
@@ -112,13 +122,27 @@ def stop_job(run_id: str, *, force: bool = False, settings: StudioSettings | Non
 def resume_job(
     run_id: str, status: str | None = None, settings: StudioSettings | None = None
 ) -> LaunchedJob:
-    """Relaunch the trainer on the same MLflow run from its latest checkpoint."""
+    """Relaunch the trainer on the same MLflow run from its latest checkpoint (refused, served to
+    a network, when the config it was launched with reads outside the allowed roots)."""
+    refused = config_refusal(launched_config(_settings(settings), run_id), settings)
+    if refused:
+        raise LaunchRefused(refused)
     try:
         job = resume(_settings(settings), run_id, status)
     except StoreUnreachable as err:
         raise LaunchRefused(str(err)) from None
     st.session_state[MONITOR_RUN_KEY] = run_id
     return job
+
+
+def launched_config(settings: StudioSettings, run_id: str) -> dict:
+    """The config a run was launched with (its job folder's copy); {} when there is none to
+    read (the resume itself then says why it cannot start)."""
+    try:
+        config = load_yaml((job_folder(settings, run_id) / CONFIG_FILE).read_text("utf-8"))
+    except (OSError, yaml.YAMLError):  # missing, unreadable or not YAML
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def active_jobs(settings: StudioSettings | None = None) -> list[ActiveJob]:
@@ -159,4 +183,4 @@ def reconcile_on_load(settings: StudioSettings | None = None, *, force: bool = F
 def _show_reconcile_problem(key: str) -> None:
     problem = _reconcile_problem.get(key)
     if problem:
-        st.warning(redact_text(problem), icon=":material/sync_problem:")
+        st.warning(plain(redact_text(problem)), icon=":material/sync_problem:")  # store's words

@@ -13,6 +13,7 @@ import streamlit as st
 from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 from ui import mlflow_ui
+from ui.text import plain
 
 
 def render_mlflow_links(
@@ -36,7 +37,7 @@ def render_mlflow_links(
                 st.session_state[url_key] = mlflow_ui.ensure_server(settings)[0]
             except (OSError, RuntimeError) as err:
                 why = redact_text(str(err))
-                st.error(f"Could not start the MLflow UI: {why}", icon=":material/error:")
+                st.error(f"Could not start the MLflow UI: {plain(why)}", icon=":material/error:")
     base = st.session_state.get(url_key)
     if not base or not runs:
         return

@@ -37,6 +37,7 @@ from ui import model_status, state
 from ui.context import StudioContext
 from ui.hub_sign_in import current_account, render_hub_sign_in
 from ui.summary import format_duration, gb_text, no_gpu
+from ui.text import plain
 
 ENDED_BADLY = ("failed", "cancelled", "interrupted")
 LISTED_SKIPPED = 40  # files of a big repo that are not downloaded, listed by name
@@ -163,7 +164,11 @@ def _render_access(check: RepoCheck, key: str) -> None:
         st.markdown(":material/lock_open: **Not gated:** no licence to accept before a download.")
     if check.private:
         st.markdown(":material/visibility_off: **Private:** visible to this account only.")
-    licence = check.license or f"not stated on the model card: read it on {page}"
+    licence = (
+        plain(check.license)
+        if check.license
+        else f"not stated on the model card: read it on {page}"
+    )
     st.markdown(f":material/gavel: **Licence:** {licence}")
     if check.gated or check.private:
         render_hub_sign_in(f"{key}:hub")
@@ -235,7 +240,7 @@ def render_download(repo_id: str, arch: str, key: str) -> None:
     elif progress is not None and progress.get("state") in ENDED_BADLY:
         st.markdown(
             f":material/error: **Download {progress['state']}:** "
-            f"{progress.get('message') or 'no reason was recorded'}"
+            f"{plain(progress.get('message') or 'no reason was recorded')}"
         )
         label = "Resume download"
     blocked = check.gated and _access(check) is False

@@ -43,6 +43,7 @@ from trainer.models.hub import (
 )
 from trainer.models.token import Access, repo_access, signed_in_user
 from trainer.settings import load_settings
+from ui.access import hub_id_only, model_ref_refusal
 
 HUB_TTL_S = 60
 DISK_CACHE_ENTRIES = 64  # model folders and files looked at, per server process
@@ -97,6 +98,13 @@ def model_facts(
         )
     if ref.startswith("demo:"):
         return ModelSource(ref, DEMO)
+    # served to a network: a path outside the allowed roots is refused before it is looked at
+    # (the same words whether it exists), and an "owner/name" there is a Hub id, never a folder
+    if hub_id_only(ref, expect):
+        return hub_facts(ref, arch)
+    refused = model_ref_refusal(ref, expect) or model_ref_refusal(components_from or "")
+    if refused:
+        return ModelSource(ref, MISSING, problem=f"Base model: {refused}")
     source = classify_source(ref)
     if source == "hub" and expect in ("folder", "file"):
         source = "missing"
@@ -112,7 +120,7 @@ def model_facts(
         ref,
         MISSING,
         problem=(
-            f"Base model: no {what} at `{where}` on this machine. Fix: correct the path (an "
+            f"Base model: no {what} at {where} on this machine. Fix: correct the path (an "
             f"absolute one is safest), or pick a Hub model or the demo model on the Model step."
         ),
     )
@@ -163,7 +171,7 @@ def _folder_facts(
             ref,
             FOLDER,
             problem=(
-                f"Base model: `{ref}` has no model_index.json, so it is not a diffusers model "
+                f"Base model: {ref} has no model_index.json, so it is not a diffusers model "
                 f"folder. Fix: point to the folder that contains model_index.json, or to a "
                 f"single .safetensors checkpoint."
             ),
@@ -174,7 +182,7 @@ def _folder_facts(
             ref,
             FOLDER,
             problem=(
-                f"Base model folder `{ref}` lacks what a {arch} run loads: "
+                f"Base model folder {ref} lacks what a {arch} run loads: "
                 f"{describe_problems(problems)}. Fix: complete the folder (copy the missing "
                 f"subfolders from the original model), or pick another model."
             ),
@@ -191,13 +199,13 @@ def file_facts(ref: str, arch: str, components_from: str | None = None) -> Model
     try:
         info = checkpoint_info(path)
     except CheckpointError as exc:
-        return ModelSource(ref, FILE, problem=f"Base model file `{ref}`: {exc}", total_bytes=size)
+        return ModelSource(ref, FILE, problem=f"Base model file {ref}: {exc}", total_bytes=size)
     if info.layout == "lora":
         return ModelSource(
             ref,
             FILE,
             problem=(
-                f"Base model file `{ref}` is {info.describe()}. Fix: put it in model.lora_path "
+                f"Base model file {ref} is {info.describe()}. Fix: put it in model.lora_path "
                 f"(Model step, 'Start from an existing LoRA') and pick its base model here."
             ),
             total_bytes=size,
@@ -208,7 +216,7 @@ def file_facts(ref: str, arch: str, components_from: str | None = None) -> Model
     from_file = ("transformer",) if arch == "flux" else info.contains
     components = components_from or BASE_MODEL_IDS[arch]
     found = _with_components(ref, arch, size, components, from_file)
-    return replace(found, note=f"{info.describe()}; the rest from `{components}`")
+    return replace(found, note=f"{info.describe()}; the rest from {components}")
 
 
 def checkpoint_info(path: Path) -> CheckpointInfo:
@@ -234,7 +242,7 @@ def _with_components(
 ) -> ModelSource:
     """A single file plus where its configs and missing parts come from: a demo model, a
     diffusers folder or a Hub id (whose download the run makes first)."""
-    what = f"`{components}` (model.components_from: the configs and parts the file lacks)"
+    what = f"{components} (model.components_from: the configs and parts the file lacks)"
     if components.startswith("demo:"):
         return ModelSource(ref, FILE, total_bytes=size)
     source = classify_source(components)
@@ -286,7 +294,7 @@ def hub_facts(repo_id: str, arch: str, config_only: tuple[str, ...] = ()) -> Mod
         return ModelSource(
             repo_id,
             HUB,
-            problem=f"Base model `{repo_id}`: {check.message}.",
+            problem=f"Base model {repo_id}: {check.message}.",
             **common,
         )
     if check.state != FOUND or check.plan is None:
@@ -295,14 +303,14 @@ def hub_facts(repo_id: str, arch: str, config_only: tuple[str, ...] = ()) -> Mod
     problem = warning = ""
     if plan.missing_components:
         problem = (
-            f"Base model `{repo_id}` lacks what a {arch} run loads: "
+            f"Base model {repo_id} lacks what a {arch} run loads: "
             f"{', '.join(plan.missing_components)}. Fix: pick a diffusers-format {arch} model "
             f"(it has model_index.json and one folder per component)"
             + (f", or set the architecture to {check.detected_arch}" if check.detected_arch else "")
             + "."
         )
     elif check.detected_arch and check.detected_arch != arch:
-        warning = f"`{repo_id}` looks like a {check.detected_arch} model, not {arch}."
+        warning = f"{repo_id} looks like a {check.detected_arch} model, not {arch}."
     gated_access, user = None, None
     if check.gated and not status.complete:
         gated_access = access(repo_id, constants.ENDPOINT, token_key()).allowed
@@ -330,7 +338,7 @@ def _unchecked_hub_facts(repo_id: str, arch: str, check: RepoCheck, common: dict
         repo_id,
         HUB,
         problem=(
-            f"Base model `{repo_id}` is not in the local Hugging Face cache and {check.message}. "
+            f"Base model {repo_id} is not in the local Hugging Face cache and {check.message}. "
             f"Fix: connect to the internet (or unset STUDIO_OFFLINE) and download it, or copy "
             f"a downloaded cache here."
         ),

@@ -21,11 +21,14 @@ from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import fetch_artifact, lora_artifacts, sample_images
 from trainer.tracking.job_file import read_job
+from trainer.tracking.layout import METRIC_VAL_LOSS
 from trainer.tracking.progress import read_progress
 from trainer.tracking.records import list_runs, metric_history
 from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, reconcile_on_load, resume_job, stop_job
 from ui.mlflow_links import render_mlflow_links
 from ui.monitor_progress import PHASE_LABELS, render_progress
+from ui.monitor_usage import render_usage_downloads
+from ui.monitor_validation import mark_best, render_validation
 from ui.monitor_view import ENDED_STATUS, STATUS_LABELS, RunView, load_view
 from ui.store_errors import store_boundary
 from ui.text import code, plain, plain_line
@@ -43,7 +46,7 @@ DEMO_NOTE = (
 # ------------------------------------------------------------------------------------ cached data
 @st.cache_data(show_spinner=False, max_entries=64)
 def _history(uri: str, run_id: str, marker: Any) -> dict[str, list[tuple[int, float, int]]]:
-    return metric_history(uri, run_id, ["loss", "loss_smoothed", "lr"])
+    return metric_history(uri, run_id, ["loss", "loss_smoothed", "lr", METRIC_VAL_LOSS])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -124,6 +127,10 @@ def render_header(settings: StudioSettings, view: RunView) -> None:
 
 
 def render_errors(view: RunView) -> None:
+    """What went wrong with the run: its failure and what to do, its stop note, and the warnings
+    of a run that did its work all the same (a FINISHED run whose Hub upload failed)."""
+    for title, warning in view.warnings:
+        st.warning(f"**{title}:** {plain(redact_text(warning))}", icon=":material/warning:")
     text = view.note if view.status == "FAILED" else ""
     text = text or (view.progress.get("last_error") if view.phase == "failed" else "") or ""
     if view.exit and view.exit.get("code") not in (0, 3) and not text:
@@ -192,7 +199,11 @@ def render_charts(settings: StudioSettings, view: RunView) -> None:
     history = _history(settings.tracking_uri, view.run_id, _marker(view, "step"))
     rows = [
         {"step": step, "value": value, "series": series}
-        for key, series in (("loss", "raw"), ("loss_smoothed", "smoothed"))
+        for key, series in (
+            ("loss", "raw"),
+            ("loss_smoothed", "smoothed"),
+            (METRIC_VAL_LOSS, "validation"),
+        )
         for step, value, _ in history.get(key, [])
     ]
     if not rows:
@@ -212,7 +223,7 @@ def render_charts(settings: StudioSettings, view: RunView) -> None:
             tooltip=["step", "series", alt.Tooltip("value:Q", format=".4f")],
         )
     )
-    left.altair_chart(chart, width="stretch")
+    left.altair_chart(mark_best(chart, settings, view), width="stretch")  # ui.monitor_validation
     lr = pd.DataFrame([{"step": s, "lr": v} for s, v, _ in history.get("lr", [])])
     if not lr.empty:
         lr_chart = (
@@ -288,6 +299,7 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
             )
         stored = [a for a in _loras(settings.tracking_uri, view.run_id, _marker(view, "phase"))]
         finals = [a for a in stored if a.startswith("lora/")]
+        render_usage_downloads(settings, view.run_id, lora_dir, finals)  # card, script, ComfyUI
         if finals:
             st.caption("In MLflow: " + ", ".join(code(a) for a in finals))
             if not files:  # trained elsewhere (a teammate's run on a shared tracking server)
@@ -327,6 +339,7 @@ def render_live(settings: StudioSettings, run_id: str, was_active: bool = False)
     render_errors(view)
     render_controls(settings, view)
     render_charts(settings, view)
+    render_validation(settings, view)  # best checkpoint, make final, overfitting
     render_samples(settings, view)
     render_files(settings, view)
     render_log(view)

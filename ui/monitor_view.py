@@ -3,7 +3,9 @@
 Its MLflow record, its job folder (job file, progress, exit, stop request, launched config) and
 what follows from them: the phase, whether a trainer still works on it (``running``) or the run
 has ended (``ended``: at once when the trainer says so, before its process has exited), the status
-to show, total steps before the trainer reports them, and whether it trains the demo model.
+to show, total steps before the trainer reports them, whether it trains the demo model, and the
+warnings of a run that did its work all the same (``warnings``: the trainer's
+``studio.warning.*`` tags).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from trainer.tracking.job_file import JobInfo, read_job
 from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
 from trainer.tracking.progress import TERMINAL_PHASES, read_progress
 from trainer.tracking.records import get_run_record
+from trainer.tracking.tracker import TAG_HUB_UPLOAD_FAILED, TAG_RESUME_FALLBACK, TAG_WARNING
 
 STATUS_LABELS = {  # (icon, word): the run picker's plain-text options show the word only
     "RUNNING": (":material/play_circle:", "running"),
@@ -33,6 +36,10 @@ STATUS_LABELS = {  # (icon, word): the run picker's plain-text options show the 
 }
 RESUMING = (":material/sync:", "resuming")
 ENDED_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}  # phase → status
+WARNING_TITLES = {  # a warning tag → what happened, in a few words (others: "Warning")
+    TAG_HUB_UPLOAD_FAILED: "The LoRA was not uploaded to the Hugging Face Hub",
+    TAG_RESUME_FALLBACK: "Resumed from an older checkpoint",
+}
 
 
 @dataclass
@@ -88,6 +95,18 @@ class RunView:
         elif self.alive and status != "RUNNING":
             return RESUMING
         return STATUS_LABELS.get(status, ("", status.lower()))
+
+    @property
+    def warnings(self) -> list[tuple[str, str]]:
+        """(title, text) for each warning the trainer tagged the run with: the training did its
+        work, but something on the way did not (the Hub upload after it, a damaged newer
+        checkpoint skipped on resume). The text says what happened and what to do."""
+        prefix = f"{TAG_WARNING}."
+        return [
+            (WARNING_TITLES.get(tag, "Warning"), text.strip())
+            for tag, text in sorted(self.tags.items())
+            if tag.startswith(prefix) and text and text.strip()
+        ]
 
     @cached_property
     def launched_config(self) -> dict[str, Any]:

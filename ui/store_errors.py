@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from trainer.tracking.connect import StoreUnreachable
+from ui.text import plain
 
 
 @contextmanager
@@ -20,5 +21,5 @@ def store_boundary() -> Iterator[None]:
     try:
         yield
     except StoreUnreachable as err:
-        st.error(str(err), icon=":material/cloud_off:")
+        st.error(plain(err), icon=":material/cloud_off:")  # it quotes the URI and the driver
         st.stop()

@@ -34,6 +34,8 @@ from trainer.config.safe_yaml import load_yaml
 from ui import state
 from ui.advice import explain_field, label_of, short_value
 from ui.number_text import format_number, number_bounds, parse_number
+from ui.steps_epochs import EPOCHS, render_run_length, store
+from ui.text import code, plain
 
 ERRORS = "field_errors"  # path -> message for input that could not be read
 _SHADOW = "_shadow:"  # path -> the draft value the widget was last seeded with
@@ -265,7 +267,7 @@ def _sync(path: str, seeds: dict[str, Any], value: Any) -> None:
 def _store(path: str, value: Any) -> None:
     if path == "model.arch":
         _after_arch_change(value)
-    state.set_value(path, value)
+    store(path, value)  # steps and epochs stay one run length (ui.steps_epochs)
     st.session_state[_SHADOW + path] = copy.deepcopy(value)
     errors().pop(path, None)
 
@@ -335,8 +337,10 @@ def render_field(path: str) -> None:
             _sync(path, {widget_key(path): _to_widget(s, value)}, value)
             _input(path, s, label, widget_key(path), _commit)
     except Exception as err:  # a field must never take the page down
-        st.error(f"**Error:** could not show {label} ({err}).", icon=":material/error:")
+        st.error(f"**Error:** could not show {label} ({plain(err)}).", icon=":material/error:")
     _messages(path, value)
+    if path == EPOCHS:
+        render_run_length()  # "1,200 steps = 10 epochs of 120 steps (...)"
 
 
 def _input(path: str, s: Spec, label: str, key: str, commit: Any, disabled: bool = False) -> None:
@@ -393,18 +397,19 @@ def _auto_widget(path: str, s: Spec, value: Any, label: str) -> None:
 def _messages(path: str, value: Any) -> None:
     err = errors().get(path)
     if err:
-        st.error(f"**Not accepted:** {err}.", icon=":material/error:")
+        st.error(f"**Not accepted:** {plain(err)}.", icon=":material/error:")  # quotes the input
     for problem in state.validated().problems_at(path):
         text = _where_in(problem.path.removeprefix(path).lstrip(".")) + problem.message
         text += f" — {problem.fix}" if problem.fix else ""
-        st.error(f"**Error:** {text}", icon=":material/error:")
+        st.error(f"**Error:** {plain(text)}", icon=":material/error:")  # may quote values
     rec = state.meta()["recommendations"].get(path)
-    if rec is not None:
+    if rec is not None:  # its reason is markdown already (ui.advice escapes what it quotes)
         if state.same_value(rec["value"], value):
             st.caption(f":material/lightbulb: **Recommended** — {rec['reason']}")
         else:
             st.caption(
-                f":material/lightbulb: **Recommended: {short_value(rec['value'])}** (yours differs) "
+                f":material/lightbulb: **Recommended: {plain(short_value(rec['value']))}** "
+                "(yours differs) "
                 f"— {rec['reason']}"
             )
 
@@ -551,13 +556,13 @@ def render_step_fields(step: str, show_expert: bool) -> None:
 
 
 def _render_group(generics: list[str], n_datasets: int) -> None:
-    plain = [g for g in generics if not g.startswith("datasets.0.")]
+    shared = [g for g in generics if not g.startswith("datasets.0.")]
     per_dataset = [g for g in generics if g.startswith("datasets.0.")]
-    for generic in plain:
+    for generic in shared:
         render_field(generic)
     for index in range(n_datasets if per_dataset else 0):
         if n_datasets > 1:
             folder = state.get_value(f"datasets.{index}.folder_path") or "no folder yet"
-            st.markdown(f"**Dataset {index + 1}** · `{folder}`")
+            st.markdown(f"**Dataset {index + 1}** · {code(folder)}")
         for generic in per_dataset:
             render_field(concrete_paths(generic, index + 1)[index])

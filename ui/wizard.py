@@ -16,13 +16,13 @@ from advisor.model_facts import HUB, ModelSource
 from trainer.config.fields import WIZARD_STEPS
 from trainer.models.hub import format_bytes
 from ui import state
-from ui.access import checked_path
+from ui.access import checked_path, refusal
 from ui.advice import PLURALS
 from ui.context import StudioContext, current_model_facts
 from ui.datasets import analyse, dataset_folder, draft_numbers, render_report
 from ui.model_panel import render_model_card, render_model_panel
 from ui.model_status import model_facts
-from ui.text import code
+from ui.text import code, plain
 from ui.widgets import ARCH_LABELS, applies, step_fields
 
 STEPS = list(WIZARD_STEPS)
@@ -165,7 +165,11 @@ def model_source(ref: str, chosen: str | None = None) -> str:
         return "demo"
     if ref.lower().endswith(CHECKPOINT_SUFFIXES):
         return "file"
-    if ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists():
+    if ref.startswith(("/", ".", "~")):
+        return "folder"
+    # served to a network, a path outside the allowed roots is not looked at (not even whether
+    # it exists: the source picked would tell)
+    if refusal(ref) is None and Path(ref).expanduser().exists():
         return "folder"
     return chosen if chosen in ("folder", "file") else "hub"
 
@@ -216,17 +220,18 @@ def check_model_ref(ref: str, arch: str = "sd15") -> tuple[str, str]:
         facts = model_facts(ref, arch, expect=kind)
     if facts.kind == HUB:
         return hub_ref_status(facts)
-    if facts.problem:
-        return ":material/error:", facts.problem
+    if facts.problem:  # it quotes the path as typed; served to a network, maybe the refusal
+        return ":material/error:", plain(facts.problem)
     size = format_bytes(facts.total_bytes)
-    return OK, f"Found ({size}): {facts.note}." + (f" {facts.warning}" if facts.warning else "")
+    warning = f" {plain(facts.warning)}" if facts.warning else ""
+    return OK, f"Found ({size}): {plain(facts.note)}.{warning}"
 
 
 def hub_ref_status(facts: ModelSource) -> tuple[str, str]:
     """One line about a Hub id: what stands between it and a run (the panel below has more)."""
     total = format_bytes(facts.total_bytes)
     if facts.problem:
-        return ":material/error:", facts.problem
+        return ":material/error:", plain(facts.problem)
     if not facts.checked:
         return ":material/cloud_off:", "The Hub was not asked (offline); the cached copy is used."
     if facts.gated and facts.access is False and facts.needs_download:

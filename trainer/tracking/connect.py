@@ -1,13 +1,20 @@
 """Which MLflow store a tracking URI names, and a client for it: URIs MLflow would misuse
 refused, a network store that does not answer reported in seconds (``StoreUnreachable``, see
 ``trainer.tracking.reachability``), and a local SQLite file that was deleted or replaced since
-MLflow opened it read afresh (``drop_replaced_store``)."""
+MLflow opened it read afresh (``drop_replaced_store``).
+
+A SQL store that answers but refuses the studio (a wrong password) raises ``StoreRefused``, a
+``StoreUnreachable`` with its own advice. MLflow retries creating a SQL store's engine
+``mlflow.store.db.utils.MAX_RETRY_COUNT`` (10) times with a growing pause, ~104 s before that
+error; ``use_studio_store_retries`` (the studio's start-up, never a trainer, which should ride
+out a database restart) lowers it so the page says why within seconds."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
 __all__ = [
+    "StoreRefused",
     "StoreUnreachable",
     "check_tracking_uri",
     "client_uri",
@@ -27,6 +35,7 @@ __all__ = [
     "mlflow_client",
     "sqlite_path",
     "store_identity",
+    "use_studio_store_retries",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,9 +51,43 @@ _TIMEOUT_SCHEMES = frozenset(  # drivers that take ``connect_timeout`` (seconds)
         "mysql+mysqldb",
     }
 )
+STUDIO_SQL_RETRIES = 2  # the studio's engine retries: pauses of 0.1 s and 0.3 s, not ~100 s
+_MLFLOW_DB_UTILS = "mlflow.store.db.utils"
+_sql_retries: int | None = None  # set by use_studio_store_retries (the studio's process only)
 # (device, inode) of each SQLite store's file when this process last made a client of it
 _OPENED: dict[str, tuple[int, int] | None] = {}
 _OPENED_LOCK = threading.Lock()
+
+
+class StoreRefused(StoreUnreachable):
+    """A SQL tracking store answered but refused the connection (a wrong user or password, no
+    such database). ``str(err)`` says so with the URI redacted and what to check."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(uri, reason)
+        self.args = (
+            f"The tracking store at {self.uri} refused the connection ({reason}): check the "
+            "user, password and database name in MLFLOW_TRACKING_URI, or unset it to use the "
+            "local store.",
+        )
+
+
+def use_studio_store_retries(retries: int = STUDIO_SQL_RETRIES) -> None:
+    """In this process MLflow retries creating a SQL store's engine ``retries`` times (MLflow:
+    10, ~104 s before a wrong password is reported). For the studio's process, at its start:
+    applied when MLflow's store module is imported (``mlflow_client``), not imported here (1-2 s)."""
+    global _sql_retries
+    _sql_retries = retries
+    if _MLFLOW_DB_UTILS in sys.modules:
+        _apply_sql_retries()
+
+
+def _apply_sql_retries() -> None:
+    if _sql_retries is None:
+        return
+    import mlflow.store.db.utils as db_utils  # mlflow: imported by a SQL store anyway
+
+    db_utils.MAX_RETRY_COUNT = _sql_retries
 
 
 def check_tracking_uri(uri: str) -> str:
@@ -141,12 +184,37 @@ def mlflow_client(client_or_uri: MlflowClient | str) -> MlflowClient:
 
     The URI is checked first (``check_tracking_uri``); a network store must answer within a few
     seconds (else ``StoreUnreachable``, whose message names the store without its credentials);
-    a SQLite file replaced since the last client is read afresh (``drop_replaced_store``)."""
+    a SQLite file replaced since the last client is read afresh (``drop_replaced_store``); a
+    network SQL store that answers but refuses the connection raises ``StoreRefused``."""
     if isinstance(client_or_uri, str):
         from mlflow import MlflowClient  # mlflow: 1-2 s to import, only when the store is read
 
         uri = check_tracking_uri(client_or_uri)
         check_store_answers(uri)
         drop_replaced_store(uri)
-        return MlflowClient(tracking_uri=client_uri(uri))
+        if not uri.lower().startswith(("http:", "https:", "databricks")):
+            _apply_sql_retries()  # the studio: a refusal is reported in seconds
+        try:
+            return MlflowClient(tracking_uri=client_uri(uri))  # a SQL store connects here
+        except Exception as err:
+            if _refused_sql_connection(uri, err):
+                raise StoreRefused(uri, _driver_reason(err)) from None
+            raise
     return client_or_uri
+
+
+def _refused_sql_connection(uri: str, err: BaseException) -> bool:
+    """A network SQL store's driver could not connect (SQLAlchemy's ``OperationalError``); a
+    local SQLite file's errors are its own (a read-only folder, a corrupt file)."""
+    scheme = uri.split("://", 1)[0].lower()
+    return scheme in _TIMEOUT_SCHEMES and type(err).__name__ == "OperationalError"
+
+
+def _driver_reason(err: BaseException) -> str:
+    """The driver's first words without SQLAlchemy's wrapping ("password authentication failed
+    for user "mlflow""), redacted."""
+    inner = err.__cause__ or getattr(err, "orig", None) or err
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    text = lines[0] if lines else type(inner).__name__
+    _, fatal, after = text.partition("FATAL:")
+    return redact_text((after if fatal else text).strip())[:300]
