@@ -14,6 +14,7 @@ from ui import state
 from ui.access import bind_address
 from ui.boundary import advisor_boundary
 from ui.navigation import leave_legacy_pages_mode
+from ui.notify_settings import render_notify_settings
 from ui.preflight import confirm
 from ui.status import REVIEW_PAGE, start_here, studio_status
 from ui.text import code
@@ -85,6 +86,8 @@ with right:
         with st.spinner("Building tiny SD1.5, SDXL and Flux pipelines and a demo dataset..."):
             build_all(settings.home)
         st.rerun()
+
+render_notify_settings(settings)  # where a message goes when a run ends
 
 if status.public_bind:
     where = code(status.bind_address) if status.bind_address else "every network interface"

@@ -1,7 +1,8 @@
 """Secrets kept out of what the studio records and shows: secret-named keys dropped; Hugging Face
 tokens, the ``user:password@`` of any URI and secret-named ``name=value`` pairs (``?token=``,
 ``&password=``, ``access_token=``) blanked out of any text (MLflow params, tags and notes, job
-files, imported configs, messages, log records).
+files, imported configs, messages, log records); so are the secrets this process was told of
+(``register_secret``: a notification URL, whose tokens sit in its path).
 
 Here, below ``trainer.config`` and ``trainer.tracking``, because both use it."""
 
@@ -27,6 +28,10 @@ _SECRET_PARAM_WORDS = frozenset(
     {"pwd", "sig", "signature", "auth", "authorization", "credentials", "secret", "session"}
 )
 _SECRET_QUERY_WORDS = frozenset({"key", "code"})  # only in a URL's query: ?key=..., ?code=...
+# Secrets with no telltale shape (a webhook token in a URL's path), longest first; see
+# register_secret; a tuple, replaced whole, so a thread redacting meanwhile reads one version.
+_KNOWN_SECRETS: tuple[str, ...] = ()
+MIN_SECRET_LENGTH = 6
 
 
 def is_secret_key(key: str) -> bool:
@@ -63,6 +68,9 @@ def redact_text(text: str) -> str:
     (``postgresql://***@host:5432/db``) and the values of secret-named parameters
     (``?token=***``, ``password=***``, ``access_token=***``). Idempotent; cheap on text without
     any ``hf_``, ``://`` or ``=``."""
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, HIDDEN)
     if "hf_" in text:
         text = _HF_TOKEN.sub("hf_" + REDACTED, text)
     if "://" in text:
@@ -70,6 +78,16 @@ def redact_text(text: str) -> str:
     if "=" in text:
         text = _ASSIGNMENT.sub(_hide_assignment, text)
     return text
+
+
+def register_secret(*values: str) -> None:
+    """From now on ``redact_text`` (so every redacted log record, note and message of this
+    process) hides each of ``values`` wherever it appears; values shorter than
+    ``MIN_SECRET_LENGTH`` characters are ignored (they would blank ordinary words)."""
+    global _KNOWN_SECRETS
+    fresh = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in _KNOWN_SECRETS}
+    if fresh:  # longest first: a secret that contains another is hidden whole
+        _KNOWN_SECRETS = tuple(sorted({*_KNOWN_SECRETS, *fresh}, key=len, reverse=True))
 
 
 def redact(values: Mapping[str, Any]) -> dict[str, Any]:

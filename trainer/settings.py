@@ -1,19 +1,24 @@
 """Where the studio keeps its things and how it is served: one settings object.
 
 Environment variables override the defaults: STUDIO_HOME, MLFLOW_TRACKING_URI, STUDIO_HOST,
-STUDIO_PORT, STUDIO_EXPERIMENT, STUDIO_OFFLINE, STUDIO_ALLOWED_FOLDERS. Whether the Hugging Face
-Hub may be used is decided here too (``hub_offline``), for the studio and every trainer it starts;
-whether an address reaches other machines, by ``is_loopback``.
+STUDIO_PORT, STUDIO_EXPERIMENT, STUDIO_OFFLINE, STUDIO_ALLOWED_FOLDERS, STUDIO_NOTIFY_URL. Whether
+the Hugging Face Hub may be used is decided here too (``hub_offline``), for the studio and every
+trainer it starts; whether an address reaches other machines, by ``is_loopback``; which
+notification URL is in use (the environment's, else the one saved from the studio's Home page),
+by ``StudioSettings.notify_url_in_use``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NOTIFY_FILE = "notify.json"  # in the studio home: the notification URL saved from the studio
 
 
 class StudioSettings(BaseSettings):
@@ -58,6 +63,17 @@ class StudioSettings(BaseSettings):
             "Folders besides the studio home (separated by os.pathsep, ':' on Linux) that the "
             "studio's pages may read from (dataset folders, folder imports, LoRA paths) while the "
             "studio is served beyond this machine; on 127.0.0.1 any folder may be read."
+        ),
+    )
+
+    notify_url: SecretStr = Field(
+        SecretStr(""),
+        validation_alias="STUDIO_NOTIFY_URL",
+        description=(
+            "Where to send a message when a run ends (finished, failed or stopped): an apprise URL "
+            "such as ntfys://my-topic, discord://id/token, mailtos://user:pass@host or "
+            "json://host/path. A secret (it can hold tokens): never logged nor sent to MLflow. "
+            "Set here, it wins over the one saved from the studio's Home page."
         ),
     )
 
@@ -113,6 +129,24 @@ class StudioSettings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def notify_file(self) -> Path:
+        """The notification URL saved from the studio's Home page (mode 0600)."""
+        return self.home / NOTIFY_FILE
+
+    def notify_url_in_use(self) -> str:
+        """The notification URL runs report to: STUDIO_NOTIFY_URL, else the one saved in
+        ``notify_file``; "" for none. The studio hands it to each trainer it starts in the
+        trainer's environment (``trainer.jobs.launch.trainer_env``), never in its config."""
+        if url := self.notify_url.get_secret_value().strip():
+            return url
+        try:
+            saved = json.loads(self.notify_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""
+        url = saved.get("url") if isinstance(saved, dict) else None
+        return url.strip() if isinstance(url, str) else ""
 
     def ensure_dirs(self) -> None:
         for folder in (self.jobs_dir, self.datasets_dir, self.models_dir, self.presets_dir):

@@ -15,6 +15,7 @@ from trainer.settings import StudioSettings, load_settings
 from trainer.tracking.progress import TERMINAL_PHASES
 from ui.jobs import MONITOR_PAGE, stop_job
 from ui.monitor_progress import PHASE_LABELS, eta_text, phase_line
+from ui.run_end_notice import announce_ended_runs
 from ui.text import plain_line
 
 REFRESH = "3s"
@@ -58,6 +59,7 @@ def render_job(settings: StudioSettings, job: ActiveJob) -> None:
 
 def _panel(settings: StudioSettings) -> None:
     active = active_jobs(settings)
+    announce_ended_runs(settings, active)  # a toast and the tab title when a run ends
     if not active:
         st.caption("No run is training now.")
         return

@@ -8,12 +8,17 @@ one tracks the run, the others get a NullTracker and the main process's run id a
 ``--resume`` is checked before anything is written (no MLflow run, no folder, no file): a path
 that holds no checkpoint, or a checkpoint that does not fit the config, is refused with exit code
 2 (``ResumeRefused``). Newer checkpoints that fail to load are skipped, set aside and reported.
+
+However the run ends (finished, failed, stopped), the main process sends one message to the
+notification URL in its environment (STUDIO_NOTIFY_URL; ``trainer.notify``) after ending the MLflow
+run; a message that cannot be sent is a warning, never a failed run.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -35,6 +40,8 @@ from trainer.engine.checkpoint import (
 from trainer.engine.context import RunContext, StopSignal
 from trainer.engine.failures import explain_failure, is_write_full
 from trainer.engine.loop import train
+from trainer.notify import notify_job_ended, progress_summary, protect_url, release_claim
+from trainer.redaction import describe_error
 from trainer.settings import load_settings
 from trainer.tracking.tracker import TAG_RESUME_FALLBACK, NullTracker, make_tracker
 
@@ -126,6 +133,7 @@ def run_job(
     job_dir: Path | None = None,
     tracking_uri: str | None = None,
 ) -> JobResult:
+    started = time.time()
     settings = load_settings()
     cfg = load_runnable_config(config_path, overrides or [])
     # Checked before the first write: a refused --resume leaves every file and folder as it was.
@@ -144,6 +152,7 @@ def run_job(
         run_id, job_dir = dist.broadcast((run_id, job_dir))  # every rank: the main one's run
         if dist.is_main:
             save_config(cfg, job_dir / "config.yaml")
+            release_claim(job_dir)  # this launch ends the run again: its own message
             if (unlogged := getattr(tracker, "unlogged", None)) is not None:
                 unlogged.folder = job_dir  # metrics the store refuses are kept beside the config
             if choice is not None:
@@ -157,12 +166,15 @@ def run_job(
             progress=progress,
             dist=dist,
         )
-        return _train_and_end(cfg, ctx, choice.path if choice else None, run_id, train)
+        resume_point = choice.path if choice else None
+        return _train_and_end(cfg, ctx, resume_point, run_id, train, started=started)
     finally:
         dist.close()
 
 
-def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
+def _train_and_end(
+    cfg, ctx, resume_point, run_id, train, started: float | None = None
+) -> JobResult:
     tracker, job_dir, stop, main = ctx.tracker, ctx.job_dir, ctx.stop, ctx.dist.is_main
     try:
         outcome = train(cfg, ctx, resume_point)
@@ -177,6 +189,7 @@ def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
         _end_failed(tracker)
         traceback.print_exc()
         print(f"\nRun failed: {note}", file=sys.stderr, flush=True)
+        _announce_end(cfg, ctx, "FAILED", started, note)
         return JobResult(EXIT_FAILED, run_id, job_dir, "FAILED", note)
     if outcome.stopped:
         note = f"Stopped by {stop.signal_name or 'request'} at step {outcome.step}; resume with --resume."
@@ -185,13 +198,34 @@ def _train_and_end(cfg, ctx, resume_point, run_id, train) -> JobResult:
         tracker.end("KILLED")
         if main:
             print(note, flush=True)
+        _announce_end(cfg, ctx, "KILLED", started)
         return JobResult(EXIT_STOPPED, run_id, job_dir, "KILLED", note)
     ctx.progress.close(phase="finished", step=outcome.step, eta_s=0)
     tracker.end("FINISHED")
     files = ", ".join(str(f) for f in outcome.lora_files)
     if main:
         print(f"Finished {outcome.step} steps. LoRA: {files}", flush=True)
+    _announce_end(cfg, ctx, "FINISHED", started)
     return JobResult(EXIT_OK, run_id, job_dir, "FINISHED", files)
+
+
+def _announce_end(
+    cfg: TrainingConfig, ctx: RunContext, status: str, started: float | None, note: str = ""
+) -> None:
+    """The run-ended message to STUDIO_NOTIFY_URL (main process only, once per launch;
+    ``trainer.notify``). Never raises: the run has ended whatever happens here."""
+    if not ctx.dist.is_main:
+        return
+    try:
+        url = load_settings().notify_url.get_secret_value().strip()
+        if not url:
+            return
+        protect_url(url)  # first: no log line or message below shows it
+        last = getattr(ctx.progress, "last", None) or {}
+        summary = {**progress_summary(last, started), "note": note}
+        notify_job_ended(url, ctx.job_dir, cfg.logging.run_name or cfg.name, status, summary)
+    except Exception as err:  # a message is never worth a failed run
+        print(f"Could not send the run-ended notification: {describe_error(err)}", file=sys.stderr)
 
 
 def _announce_resume(choice: ResumeChoice, tracker) -> None:

@@ -1,5 +1,8 @@
 """Controlling a launched job: stop it (its whole process group), wait for it to end, and close
-runs whose trainer is gone (``reconcile``: exit code and last log lines into the run's note)."""
+runs whose trainer is gone (``reconcile``: exit code and last log lines into the run's note).
+
+A stopped trainer ends its run KILLED and sends the run-ended message itself
+(``trainer.engine.run``); a force-stopped (SIGKILL) one cannot, so ``reconcile`` sends it."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from typing import TYPE_CHECKING
 from trainer.files import read_json, write_json
 from trainer.jobs.children import child_process
 from trainer.jobs.folder import STOP_FILE, job_alive, job_folder, log_tail, read_exit
-from trainer.tracking.dead_runs import reconcile_dead_runs
+from trainer.notify import notify_closed_runs
+from trainer.tracking.dead_runs import ReconcileIncomplete, reconcile_dead_runs
 from trainer.tracking.job_file import read_job
 from trainer.tracking.progress import TERMINAL_PHASES, read_progress, write_progress
 
@@ -66,7 +70,8 @@ def wait_for_exit(settings: StudioSettings, run_id: str, timeout: float = 60.0) 
 
 
 def reconcile(settings: StudioSettings) -> list[str]:
-    """Close runs left RUNNING whose trainer is gone (marked FAILED or KILLED, with a note).
+    """Close runs left RUNNING whose trainer is gone (marked FAILED or KILLED, with a note, and
+    the run-ended message their trainer could not send: ``trainer.notify``).
 
     When this studio process saw the trainer exit, its exit code and last log lines go into the
     note. Skipped on a fresh home whose local store does not exist yet (creating it takes seconds).
@@ -85,4 +90,10 @@ def reconcile(settings: StudioSettings) -> list[str]:
             note = f"The trainer {ended.get('meaning')} (exit code {ended.get('code')})."
             with contextlib.suppress(OSError, ValueError):
                 write_progress(folder, {**progress, "last_error": f"{note}\n{tail}".strip()})
-    return reconcile_dead_runs(settings.tracking_uri, settings.jobs_dir)
+    try:
+        closed = reconcile_dead_runs(settings.tracking_uri, settings.jobs_dir)
+    except ReconcileIncomplete as err:
+        notify_closed_runs(settings, err.changed)
+        raise
+    notify_closed_runs(settings, closed)  # their trainers could not say the run ended
+    return closed

@@ -51,6 +51,7 @@ from trainer.jobs.folder import (
     job_alive,
     job_folder,
 )
+from trainer.notify import NOTICE_CLAIM_FILE, NOTIFY_ENV
 from trainer.settings import hub_offline_env, without_studio_http_defaults
 from trainer.tracking.connect import mlflow_client
 from trainer.tracking.job_file import read_job, write_job
@@ -126,9 +127,13 @@ def config_processes(config_path: Path) -> int:
 
 def trainer_env(settings: StudioSettings, run_id: str) -> dict[str, str]:
     """The environment of the trainer: ours (without the studio's fail-fast MLflow HTTP settings),
-    plus where to track, which run to attach to, and offline mode when the studio is offline."""
+    plus where to track, which run to attach to, offline mode when the studio is offline, and the
+    notification URL in use (a secret: here, never in the config that goes to MLflow)."""
     env = without_studio_http_defaults(dict(os.environ))
     env.update(hub_offline_env(settings))
+    env.pop(NOTIFY_ENV, None)
+    if notify_url := settings.notify_url_in_use():
+        env[NOTIFY_ENV] = notify_url
     env.update(
         STUDIO_HOME=str(settings.home),
         MLFLOW_TRACKING_URI=settings.tracking_uri,
@@ -271,7 +276,7 @@ def _spawn(
     history: list[dict[str, Any]] | None = None,
 ) -> LaunchedJob:
     log_path = folder / LOG_FILE
-    for stale in (EXIT_FILE, STOP_FILE):
+    for stale in (EXIT_FILE, STOP_FILE, NOTICE_CLAIM_FILE):  # this launch's own, when they come
         (folder / stale).unlink(missing_ok=True)
     # 'queued' until the trainer reports in (a resumed job's old progress says 'killed').
     previous = read_progress(folder) or {}
