@@ -207,6 +207,7 @@ def test_a_finished_and_a_failed_run_each_send_one_message_without_secrets(
     receiver: Receiver,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("STUDIO_NOTIFY_URL", receiver.url)
     config = tracked_config(tmp_path)
@@ -232,6 +233,8 @@ def test_a_finished_and_a_failed_run_each_send_one_message_without_secrets(
     assert message["title"] == "✗ notify_demo failed — LoRA Studio" and message["type"] == "failure"
     assert "Status: failed (FAILED)" in message["message"]
     assert "Why: " in message["message"] and "simulated crash" in message["message"]
+    train_log = capfd.readouterr().err  # what a trainer subprocess writes to train.log
+    assert "simulated crash, token hf_" in train_log and HF_TOKEN not in train_log
     assert_no_secret(b"".join(receiver.raw).decode())
     for result in (finished, failed):
         assert_run_keeps_no_secret(settings, result.run_id)

@@ -41,7 +41,7 @@ from trainer.engine.context import RunContext, StopSignal
 from trainer.engine.failures import explain_failure, is_write_full
 from trainer.engine.loop import train
 from trainer.notify import notify_job_ended, progress_summary, protect_url, release_claim
-from trainer.redaction import describe_error
+from trainer.redaction import describe_error, redact_text
 from trainer.settings import load_settings
 from trainer.tracking.tracker import TAG_RESUME_FALLBACK, NullTracker, make_tracker
 
@@ -187,8 +187,9 @@ def _train_and_end(
             print(f"Could not write progress.json: {progress_err}", file=sys.stderr, flush=True)
         tracker.set_description(note)
         _end_failed(tracker)
-        traceback.print_exc()
-        print(f"\nRun failed: {note}", file=sys.stderr, flush=True)
+        # train.log is read by people and attached to issues: no token or password in it
+        print(redact_text(traceback.format_exc()), file=sys.stderr)
+        print(f"\nRun failed: {redact_text(note)}", file=sys.stderr, flush=True)
         _announce_end(cfg, ctx, "FAILED", started, note)
         return JobResult(EXIT_FAILED, run_id, job_dir, "FAILED", note)
     if outcome.stopped:
