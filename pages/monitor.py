@@ -10,12 +10,14 @@ from ui.compare_actions import render_reuse
 from ui.jobs import reconcile_on_load
 from ui.monitor import is_active, render_live, render_run_picker
 from ui.navigation import leave_legacy_pages_mode
+from ui.queue_panel import render_queue
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
 settings = load_settings()
 st.title("Monitor")
 reconcile_on_load(settings)  # runs whose trainer died are closed, never left "running"
+render_queue(settings)  # the training queue: order, start now, cancel (live while it works)
 
 run_id = render_run_picker(settings)
 if run_id is None:

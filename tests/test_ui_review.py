@@ -169,7 +169,7 @@ def test_launch_sits_under_the_summary_and_again_at_the_bottom() -> None:
     ]
     assert all(b.proto.type == "primary" and not b.disabled for b in launches)
     top = next(c for c in at.get("flex_container") if getattr(c, "key", None) == "rv_launch_top")
-    assert [b.key for b in top.button] == ["rv:launch"]
+    assert [b.key for b in top.button] == ["rv:launch", "rv:queue"]  # Add to queue beside it
     marks = {"summary_header", "rv:launch", "rv:launch_bottom"}
     heads = {"Validation", "Settings", "Config file"}
     order = []

@@ -1,4 +1,4 @@
-"""Command line: ``python -m trainer {validate,run,schema,demo,import,lora,model} ...`` (the studio uses the same)."""
+"""Command line: ``python -m trainer {validate,run,schema,demo,import,lora,model,queue} ...`` (the studio uses the same)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, dump_yaml, load_config
 from trainer.config.schema import TrainingConfig
 from trainer.demo.tiny import build_all
+from trainer.jobs.queue_cli import add_cli as add_queue_cli
+from trainer.jobs.queue_cli import cmd_queue
 from trainer.lora.cli import add_cli as add_lora_cli
 from trainer.lora.cli import cmd_lora
 from trainer.models.cli import add_cli as add_model_cli
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("-o", "--output", help="write the studio config YAML here")
     add_lora_cli(commands)
     add_model_cli(commands)
+    add_queue_cli(commands)
     return parser
 
 
@@ -135,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lora": cmd_lora,
         "import": cmd_import,
         "model": cmd_model,
+        "queue": cmd_queue,
     }[args.command]
     return handler(args)
 

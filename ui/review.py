@@ -24,6 +24,8 @@ from ui.jobs import LaunchRefused, launch_draft, open_monitor
 from ui.launch_name import LaunchName, launch_name
 from ui.model_panel import download_progress, is_running, render_download
 from ui.preflight import current_recommendations
+from ui.queue_panel import render_add_to_queue
+from ui.sweep_form import render_queue_variants
 from ui.text import code, plain, plain_line
 from ui.widgets import applies, render_field, spec, step_fields
 
@@ -291,12 +293,15 @@ def render_launch(context: StudioContext, place: str = "bottom") -> None:
         icon=":material/rocket_launch:",
         help="Starts the trainer with this config and opens the monitor.",
     )
+    render_add_to_queue(context, place, blocked=bool(blockers))  # beside Launch: ui/queue_panel
     if clicked and context.validated.config is not None:
         _launch(context, place)
     result = current_launch_result(blocked=bool(blockers))
     if result and result[3] == place:
         kind, text = result[0], result[1]
         {"ok": st.success, "info": st.info}.get(kind, st.error)(text)
+    if place == "bottom":  # a sweep of the draft, once per page
+        render_queue_variants(context.validated.config, key="rv:sweep")
 
 
 def current_launch_result(*, blocked: bool) -> tuple[str, str, dict[str, Any], str] | None:
