@@ -1,11 +1,11 @@
-"""Rules about the dataset, captions, augmentation and caching."""
+"""Rules about the dataset, captions, augmentation, caching and the validation images."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from advisor import intents
-from advisor.dataset import bucket_counts
+from advisor.dataset import bucket_counts, training_images
 from advisor.findings import Context, Finding, finding, rule, user_datasets
 from advisor.memory import latent_bytes
 from advisor.models import GIB
@@ -407,3 +407,81 @@ def alpha_mask_without_alpha(ctx: Context) -> Iterator[Finding]:
                 "alpha_mask is on but no image has transparency: nothing is masked",
                 {f"datasets.{i}.alpha_mask": False},
             )
+
+
+# --------------------------------------------------------------------------- validation images
+# A hold-out above this share of the images leaves too few to learn the subject from.
+HOLDOUT_SHARE = 0.2
+
+
+@rule(
+    "validation_folder_missing",
+    ("validation.folder_path",),
+    "a validation folder that is missing or holds no images",
+)
+def validation_folder_missing(ctx: Context) -> Iterator[Finding]:
+    folder = ctx.info.validation if ctx.info is not None else None
+    if not ctx.cfg.validation.folder_path or folder is None:
+        return  # not named, or not looked at (the trainer checks it when the run starts)
+    if folder.refused:
+        message = f"validation folder: {folder.refused}"
+    elif folder.missing:
+        message = (
+            f"validation folder: nothing at {folder.folder} on this machine — correct "
+            "validation.folder_path (an absolute path is safest) or leave it empty"
+        )
+    elif folder.images == 0:
+        why = f" ({folder.skipped[0][1]})" if folder.skipped else ""
+        message = (
+            f"validation folder {folder.folder} holds no usable images{why}: the run would "
+            "stop at its start — add images with captions, or leave validation.folder_path empty"
+        )
+    else:
+        return
+    yield finding("validation_folder_missing", "error", ("validation.folder_path",), message)
+
+
+def _smaller_holdout(images: int) -> int:
+    """A hold-out of about a tenth of the images, at least one; none for fewer than five."""
+    return max(1, images // 10) if images >= 5 else 0
+
+
+@rule(
+    "validation_holdout_too_many",
+    ("validation.holdout", "datasets.0.folder_path"),
+    "every image held out for validation",
+)
+def validation_holdout_too_many(ctx: Context) -> Iterator[Finding]:
+    holdout = ctx.cfg.validation.holdout
+    images = training_images(ctx.cfg, ctx.dataset) if ctx.has_data else 0
+    if not holdout or not ctx.has_data or holdout < images:
+        return
+    yield finding(
+        "validation_holdout_too_many",
+        "error",
+        ("validation.holdout",),
+        f"validation.holdout is {holdout}, but your datasets hold {images} images: none would be "
+        f"left to train on and the run stops at its start. Hold out fewer than {images}",
+        {"validation.holdout": _smaller_holdout(images)},
+    )
+
+
+@rule(
+    "validation_holdout_large",
+    ("validation.holdout", "datasets.0.folder_path"),
+    "a large share of the images held out for validation",
+)
+def validation_holdout_large(ctx: Context) -> Iterator[Finding]:
+    holdout = ctx.cfg.validation.holdout
+    images = training_images(ctx.cfg, ctx.dataset) if ctx.has_data else 0
+    if not holdout or holdout >= images or holdout <= HOLDOUT_SHARE * images:
+        return
+    yield finding(
+        "validation_holdout_large",
+        "warning",
+        ("validation.holdout",),
+        f"validation.holdout takes {holdout} of your {images} images ({holdout / images:.0%}): "
+        f"only {images - holdout} are left to train on, too few to learn the subject well. "
+        f"Hold out at most {HOLDOUT_SHARE:.0%} (a few images are enough to see overfitting)",
+        {"validation.holdout": _smaller_holdout(images)},
+    )

@@ -33,6 +33,7 @@ KEY_SETTINGS = (
     "train.lr_scheduler",
     "network.type",
 )
+STEPS = "train.steps"  # a run set by train.epochs trained its total_steps param instead
 COMPARED_METRICS = ("loss_smoothed", "s_per_step", "peak_memory_mb", "images_per_s")
 
 
@@ -76,9 +77,15 @@ def _best_insight(cfg: TrainingConfig, runs: list[PastRun], best: PastRun) -> In
     assert config is not None
     rank, lr = config.network.linear, config.train.lr
     patch = {
-        p: get_path(config, p) for p in KEY_SETTINGS if get_path(config, p) != get_path(cfg, p)
+        p: get_path(config, p)
+        for p in KEY_SETTINGS
+        if p != STEPS and get_path(config, p) != get_path(cfg, p)
     }
-    what = f"rank {rank} at {_num(lr)}, {config.train.steps} steps, batch {config.train.batch_size}"
+    patch |= _length_patch(cfg, best)
+    epochs = config.train.epochs
+    steps = _num(best.steps if best.steps is not None else config.train.steps)
+    length = f"{steps} steps" + (f" ({epochs} epochs)" if epochs is not None else "")
+    what = f"rank {rank} at {_num(lr)}, {length}, batch {config.train.batch_size}"
     name = f" ('{best.name}')" if best.name else ""
     return Insight(
         f"{len(runs)} similar runs: the best rated ({best.rating}★{name}) used {what}",
@@ -87,13 +94,34 @@ def _best_insight(cfg: TrainingConfig, runs: list[PastRun], best: PastRun) -> In
     )
 
 
+def _length_patch(cfg: TrainingConfig, best: PastRun) -> dict[str, Any]:
+    """How to train as long as ``best`` did: its epochs when epochs set its length, else the
+    steps it trained (with ``train.epochs`` cleared, which would win over them)."""
+    assert best.config is not None
+    epochs = best.config.train.epochs
+    if epochs is not None:
+        return {} if cfg.train.epochs == epochs else {"train.epochs": epochs}
+    steps = best.steps
+    if steps is None or (cfg.train.epochs is None and cfg.train.steps == steps):
+        return {}
+    return {STEPS: steps} | ({"train.epochs": None} if cfg.train.epochs is not None else {})
+
+
+def _setting(run: PastRun, path: str) -> Any:
+    """A run's value of ``path``; for the steps, the steps it trained (``total_steps``)."""
+    assert run.config is not None
+    if path == STEPS and run.steps is not None:
+        return run.steps
+    return get_path(run.config, path)
+
+
 def _value_insights(cfg: TrainingConfig, rated: list[PastRun]) -> list[Insight]:
     insights = []
     for path in KEY_SETTINGS:
         groups: dict[Any, list[int]] = defaultdict(list)
         for run in rated:
             if run.config is not None and run.rating is not None:
-                groups[_hashable(get_path(run.config, path))].append(run.rating)
+                groups[_hashable(_setting(run, path))].append(run.rating)
         solid = {v: r for v, r in groups.items() if len(r) >= 2}
         if len(solid) < 2:
             continue
@@ -105,6 +133,8 @@ def _value_insights(cfg: TrainingConfig, rated: list[PastRun]) -> list[Insight]:
             f"{label} {_num(other)} {statistics.mean(other_r):.1f}★ over {len(other_r)}"
         )
         patch = {} if get_path(cfg, path) == top else {path: top}
+        if path == STEPS and cfg.train.epochs is not None:  # epochs would win over the steps
+            patch = {path: top, "train.epochs": None}
         insights.append(Insight(message, sum(len(r) for r in solid.values()), patch))
     return insights
 

@@ -3,12 +3,12 @@
     findings = validate(cfg, profile, info)          # errors, warnings, suggestions, info
     fixed = apply_fixes(cfg, findings)               # FixResult(config, applied, skipped)
 
-Rules live in ``checks_hardware``, ``checks_training``, ``checks_data`` and ``checks_unused``;
-importing this module registers them all in ``RULES``. Combinations the schema itself refuses
-(unload_text_encoder without cached embeddings, a trained text encoder with cached embeddings,
-shuffled tags with cached embeddings, preservation without a class word, warmup_steps ≥ steps,
-persistent workers without workers...) never reach the rules: ``trainer.config.schema`` rejects them
-with a dotted path and the fix in the message.
+Rules live in ``checks_hardware``, ``checks_training``, ``checks_length``, ``checks_data`` and
+``checks_unused``; importing this module registers them all in ``RULES``. Combinations the schema
+itself refuses (unload_text_encoder without cached embeddings, a trained text encoder with cached
+embeddings, shuffled tags with cached embeddings, preservation without a class word, warmup_steps
+≥ steps, persistent workers without workers...) never reach the rules: ``trainer.config.schema``
+rejects them with a dotted path and the fix in the message.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from advisor import (  # noqa: F401 - importing registers the rules
     checks_data,
     checks_hardware,
+    checks_length,
     checks_training,
     checks_unused,
     model_source,

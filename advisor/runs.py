@@ -19,7 +19,7 @@ from advisor.models import facts, is_demo
 from trainer.config.introspection import field_info
 from trainer.config.paths import flatten, generic_path, unflatten
 from trainer.config.schema import TrainingConfig
-from trainer.tracking.layout import TAG_DEVICE, TAG_HOST, TAG_RATING
+from trainer.tracking.layout import TAG_DEVICE, TAG_HOST, TAG_RATING, trained_steps
 
 METRIC_STEP = "s_per_step"
 METRIC_PEAK_MB = "peak_memory_mb"
@@ -55,6 +55,12 @@ class PastRun:
     def model(self) -> str | None:
         """Which base model it trained, as ``model_kind`` names it; None without a config."""
         return model_kind(self.config) if self.config is not None else None
+
+    @property
+    def steps(self) -> int | None:
+        """The steps it trained to: the trainer's ``total_steps`` param (the only place a run
+        set by ``train.epochs`` has them), else its ``train.steps``."""
+        return trained_steps(self.params)
 
     @property
     def label(self) -> str:

@@ -35,6 +35,8 @@ MIXED_SIZES = DatasetInfo(
         ),
     )
 )
+TEN = DatasetInfo((FolderInfo(10, captioned=10),))
+VAL = DatasetInfo(TEN.folders, validation=FolderInfo(0, folder="/v", missing=True))
 
 # rule id: (overrides, arch, machine, dataset, existing run names, severity)
 CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], str]] = {
@@ -163,6 +165,9 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         (),
         "warning",
     ),
+    "validation_folder_missing": (("validation.folder_path=/v",), "sd15", None, VAL, (), "error"),
+    "validation_holdout_too_many": (("validation.holdout=10",), "sd15", None, TEN, (), "error"),
+    "validation_holdout_large": (("validation.holdout=3",), "sd15", None, TEN, (), "warning"),
     "vram_over": ((), "flux", "rtx3060_64", None, (), "error"),
     "ram_over": (("model.quantize=true",), "flux", "rtx3060", None, (), "error"),
     "disk_over": (

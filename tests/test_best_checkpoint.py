@@ -137,3 +137,64 @@ def test_the_monitor_marks_the_best_checkpoint_and_makes_it_final(tracked_run: s
     job = settings.jobs_dir / tracked_run
     step2 = job / "checkpoints" / "step_00000002" / "lora" / "best.safetensors"
     assert (job / "lora" / "best.safetensors").read_bytes() == step2.read_bytes()
+
+
+def test_make_final_writes_the_card_and_script_for_the_chosen_step(tracked_run: str) -> None:
+    settings = load_settings()
+    uri, run_id = settings.tracking_uri, tracked_run
+    job = settings.jobs_dir / run_id
+    card, script = job / "lora" / "README.md", job / "lora" / "diffusers_usage.py"
+    assert "| steps | 4 |" in card.read_text()  # as the run wrote it: the final of step 4
+    assert "saved at step 4 of the run" in script.read_text()
+
+    swap = make_final(settings, run_id, 2)
+    assert set(swap.usage) == {"README.md", "diffusers_usage.py", "comfyui_workflow_api.json"}
+    for text in (card.read_text(), artifact(uri, run_id, "lora/README.md").decode()):
+        assert "| steps | 2 of 4 |" in text and "| steps | 4 |" not in text
+    for text in (script.read_text(), artifact(uri, run_id, "lora/diffusers_usage.py").decode()):
+        assert "saved at step 2 of the run" in text and "step 4" not in text
+        assert "LORA_WEIGHTS = 'best.safetensors'" in text
+    workflow = artifact(uri, run_id, "lora/comfyui_workflow_api.json").decode()
+    assert '"lora_name": "best.safetensors"' in workflow
+
+    make_final(settings, run_id, 4)  # and back: the card follows
+    assert "| steps | 4 |" in artifact(uri, run_id, "lora/README.md").decode()
+    assert "saved at step 4 of the run" in script.read_text()
+
+
+def test_compare_shows_the_best_checkpoint_and_makes_it_final(tracked_run: str) -> None:
+    settings = load_settings()
+    client = MlflowClient(settings.tracking_uri)
+    client.set_tag(tracked_run, TAG_BEST_STEP, "2")
+    client.set_tag(tracked_run, TAG_BEST_VAL_LOSS, "0.25")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="cmp:picked").set_value([tracked_run]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = "\n".join(m.value for m in at.markdown)
+    assert "**Best checkpoint:** step 2 · validation loss 0.2500" in shown
+    key = f"cmp:make_final:{tracked_run[:12]}:2"
+    at.button(key=key).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("The final LoRA is now the checkpoint of step 2" in s.value for s in at.success)
+    assert client.get_run(tracked_run).data.tags[TAG_FINAL_FROM_STEP] == "2"
+    job = settings.jobs_dir / tracked_run
+    step2 = job / "checkpoints" / "step_00000002" / "lora" / "best.safetensors"
+    assert (job / "lora" / "best.safetensors").read_bytes() == step2.read_bytes()
+    at.run()  # the store re-read: the final LoRA is that checkpoint now, no button
+    assert not any(b.key == key for b in at.button)
+    assert any("The final LoRA is this checkpoint." in c.value for c in at.caption)
+
+
+def test_compare_offers_nothing_for_a_run_without_a_best_checkpoint(tracked_run: str) -> None:
+    settings = load_settings()
+    client = MlflowClient(settings.tracking_uri)
+    client.delete_tag(tracked_run, TAG_BEST_STEP)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="cmp:picked").set_value([tracked_run]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("Best checkpoint" in m.value for m in at.markdown)
+    assert not any((b.key or "").startswith("cmp:make_final") for b in at.button)

@@ -267,20 +267,26 @@ def dataset_info(draft: dict[str, Any], cfg: TrainingConfig | None) -> DatasetIn
         return None
     folders = []
     for ds in cfg.datasets:
-        refused = None if ds.folder_path.startswith("demo:") else refusal(ds.folder_path)
-        if refused:
-            folders.append(FolderInfo(0, folder=ds.folder_path, missing=True, refused=refused))
-            continue
-        folder = _folder_of(ds.folder_path)
-        if folder is None and not ds.folder_path.startswith("demo:"):
-            where = str(Path(ds.folder_path).expanduser().absolute())
-            folders.append(FolderInfo(0, folder=where, missing=True))
-            continue
-        if folder is None:
+        facts = _folder_facts(ds.folder_path, ds.caption_ext)
+        if facts is None:
             return None
-        stamp = folder.stat().st_mtime_ns
-        folders.append(_count_folder(str(folder), stamp, ds.caption_ext))
-    return DatasetInfo(tuple(folders))
+        folders.append(facts)
+    named = cfg.validation.folder_path
+    validation = _folder_facts(named, cfg.datasets[0].caption_ext) if named else None
+    return DatasetInfo(tuple(folders), validation=validation)
+
+
+def _folder_facts(ref: str, caption_ext: str) -> FolderInfo | None:
+    """One folder's counts; a refused or missing folder says so; None: the demo is not built."""
+    refused = None if ref.startswith("demo:") else refusal(ref)
+    if refused:
+        return FolderInfo(0, folder=ref, missing=True, refused=refused)
+    folder = _folder_of(ref)
+    if folder is None and not ref.startswith("demo:"):
+        return FolderInfo(0, folder=str(Path(ref).expanduser().absolute()), missing=True)
+    if folder is None:
+        return None
+    return _count_folder(str(folder), folder.stat().st_mtime_ns, caption_ext)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -11,6 +11,7 @@
 - ``compare_history``: what the advisor learns from the runs ("based on N similar runs…");
 - ``compare_groups``: the "Sweep" selector, picking a sweep's runs together, the best first;
   ``sweep_form`` (shared with Review): "queue variants of this run".
+- ``compare_best``: a run's best checkpoint by validation loss and "Make this the final LoRA".
 
 Everything is read through ``trainer.tracking`` (the one package that knows the MLflow layout).
 Every part names a run by ``run_labels`` (``trainer.tracking.run_names``): its name, plus its short
@@ -30,6 +31,7 @@ from ui.compare_actions import (
     render_mlflow_links,
     render_rating,
 )
+from ui.compare_best import render_best_checkpoint
 from ui.compare_curves import CURVE_KEYS, curve_frame, render_curves
 from ui.compare_diff import diff_rows, render_diff
 from ui.compare_groups import render_sweep_picker
@@ -78,6 +80,8 @@ def render_table(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
-    """Reuse the run's config (as a preset, as the draft) or queue variants of it."""
+    """The run's best checkpoint (make it the final LoRA), then reuse the run's config (as a
+    preset, as the draft) or queue variants of it."""
+    render_best_checkpoint(settings, rec)
     compare_actions.render_reuse(settings, rec)
     render_run_variants(settings, rec)

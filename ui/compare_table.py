@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from advisor.history import KEY_SETTINGS
-from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL
+from trainer.tracking.layout import TAG_PREDICTED, TAG_PREDICTED_TOTAL, trained_steps
 from trainer.tracking.records import RunRecord
 from ui.advice import label_of
 
@@ -53,8 +53,9 @@ REMEMBERED_PICKS = "cmp:remembered_picks"  # the picked run ids, kept for the wh
 
 # ------------------------------------------------------------------------------- the values
 def steps_of(rec: RunRecord) -> int | None:
-    value = rec.params.get("train.steps")
-    return int(value) if value and value.isdigit() else None
+    """The steps the run trained to: ``total_steps`` (the trainer's resolved length, which a
+    run set by ``train.epochs`` has only there), else the config's ``train.steps``."""
+    return trained_steps(rec.params)
 
 
 def _float(value: Any) -> float | None:

@@ -1,5 +1,6 @@
 """The Monitor's validation part: the best checkpoint by validation loss, "Make this the final
-LoRA", and the advisor's overfitting warning.
+LoRA" (``render_best``, shared with Compare: ``ui.compare_best``), and the advisor's overfitting
+warning.
 
 The validation loss itself is drawn on the Monitor's loss chart (``ui.monitor.render_charts``,
 series "validation"); ``mark_best`` adds a rule at the best checkpoint's step to that chart. The
@@ -15,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from advisor.overfitting import best_checkpoint, overfitting, points
-from trainer.lora.final import MakeFinalError, make_final
+from trainer.lora.final import FinalSwap, MakeFinalError, make_final
 from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import lora_artifacts
@@ -99,31 +100,54 @@ def render_validation(settings: StudioSettings, view: RunView) -> None:
         if best is None:
             st.caption("The best checkpoint is marked once a LoRA with a validation loss is saved.")
             return
-        step, value = best
-        left, right = st.columns([3, 2], vertical_alignment="center")
-        left.markdown(f"**Best checkpoint:** step {step} · validation loss {value:.4f}")
-        final_step = int(view.tags.get(TAG_FINAL_FROM_STEP) or history[-1][0])
-        if view.status != "FINISHED" or view.alive:
-            left.caption("Once the run has finished, this checkpoint can become the final LoRA.")
-        elif final_step == step:
-            left.caption("The final LoRA is this checkpoint.")
-        elif right.button(
-            "Make this the final LoRA",
-            icon=":material/verified:",
-            key=f"make_final_{view.run_id}_{step}",
-            help="Copies this checkpoint's LoRA over the final one; the final it replaces is "
-            "kept, renamed, in outputs/.",
-        ):
-            _make_final(settings, view.run_id, step)
+        render_best(
+            settings,
+            view.run_id,
+            best,
+            final_step=int(view.tags.get(TAG_FINAL_FROM_STEP) or history[-1][0]),
+            finished=view.status == "FINISHED" and not view.alive,
+            key=f"make_final_{view.run_id}_{best[0]}",
+        )
 
 
-def _make_final(settings: StudioSettings, run_id: str, step: int) -> None:
+def render_best(
+    settings: StudioSettings,
+    run_id: str,
+    best: tuple[int, float],
+    *,
+    final_step: int | None,
+    finished: bool,
+    key: str,
+) -> FinalSwap | None:
+    """The best checkpoint's line and "Make this the final LoRA" (Monitor and Compare):
+    ``final_step``, the step the final LoRA is from; the swap, when the button made one."""
+    step, value = best
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    left.markdown(f"**Best checkpoint:** step {step} · validation loss {value:.4f}")
+    if not finished:
+        left.caption("Once the run has finished, this checkpoint can become the final LoRA.")
+    elif final_step == step:
+        left.caption("The final LoRA is this checkpoint.")
+    elif right.button(
+        "Make this the final LoRA",
+        icon=":material/verified:",
+        key=key,
+        help="Copies this checkpoint's LoRA over the final one and writes its model card and "
+        "scripts again; the final it replaces is kept, renamed, in outputs/.",
+    ):
+        return make_final_now(settings, run_id, step)
+    return None
+
+
+def make_final_now(settings: StudioSettings, run_id: str, step: int) -> FinalSwap | None:
+    """``make_final`` with its outcome on the page: success, or the reason it was refused."""
     try:
         with store_boundary():
             swap = make_final(settings, run_id, step)
     except MakeFinalError as err:
         st.error(plain(redact_text(str(err))), icon=":material/error:")
-        return
+        return None
     kept = f" The previous final is kept as {code(swap.kept)}." if swap.kept else ""
     st.success(f"The final LoRA is now the checkpoint of step {step}.{kept}")
     st.toast(f"Final LoRA: step {step}")
+    return swap

@@ -1,14 +1,18 @@
-"""How long the rest of a run takes: the training steps, preview rounds and saves still due.
+"""How long the rest of a run takes: the training steps, preview rounds, validations and saves
+still due.
 
 ``RunClock`` lives on the run's context (``ctx.clock``). The loop plans it once (which steps make
-previews, which save a checkpoint) and tells it each step's speed; ``sample_and_log`` and the
-loop's saves time themselves with it. ``seconds_left()`` is then
+previews, which score the validation images, which save a checkpoint) and tells it each step's
+speed; ``sample_and_log``, ``Validation.evaluate`` and the loop's saves time themselves with it.
+``seconds_left()`` is then
 
-    steps left x s/step + preview images still due x s/image + saves still due x s/save
+    steps left x s/step + preview images still due x s/image
+        + validations still due x s/validation + saves still due x s/save
 
 and every progress write carries it as ``eta_s`` (``RunContext.phase``), so the ETA keeps counting
 down while previews are made and files saved instead of reading 0 once the last step is done.
-Per-image and per-save times are measured; until the first one is, they are predicted (below).
+Per-image, per-validation and per-save times are measured; until the first one is, they are
+predicted (below).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ TRAINING_FORWARDS_PER_IMAGE = 3
 SAVED_COPIES_OF_WEIGHTS = 3
 DISK_BYTES_PER_S = 200e6
 FINAL_SAVES = 2  # the last checkpoint, then the LoRA file(s)
+# Prediction until a validation has been timed: one forward pass at batch 1 per validation image
+# and draw, no backward, against about 3 forwards per image of a training step.
 
 
 @dataclass
@@ -59,6 +65,8 @@ class RunClock:
     # Sorted steps of the work still to come; only what lies at or after the current step counts.
     preview_rounds_due: list[int] = field(default_factory=list)
     saves_due: list[int] = field(default_factory=list)
+    validations_due: list[int] = field(default_factory=list)
+    validation_forwards: int = 0  # forward passes of one validation: images x draws
     images_per_round: int = 0
     images_left_in_round: int = 0
     sample_steps: int = 0
@@ -66,6 +74,7 @@ class RunClock:
     trainable_bytes: int = 0
     images: Durations = field(default_factory=Durations)
     saves: Durations = field(default_factory=Durations)
+    validations: Durations = field(default_factory=Durations)
 
     def plan(
         self,
@@ -78,14 +87,19 @@ class RunClock:
         sample_steps: int,
         images_per_step: int,
         trainable_bytes: int,
+        validation_steps: Sequence[int] = (),
+        validation_forwards: int = 0,
     ) -> None:
         """The work still due after ``start``: previews at ``preview_steps``, checkpoints at
-        ``checkpoint_steps`` and the final saves at ``total``."""
+        ``checkpoint_steps``, validations (``validation_forwards`` forward passes each) at
+        ``validation_steps`` and the final saves at ``total``."""
         self.step, self.total = start, total
         self.preview_rounds_due = sorted(s for s in preview_steps if s > start)
         self.saves_due = sorted(s for s in checkpoint_steps if s > start) + [total] * FINAL_SAVES
         self.images_per_round, self.sample_steps = images_per_round, sample_steps
         self.images_per_step, self.trainable_bytes = max(1, images_per_step), trainable_bytes
+        self.validations_due = sorted(s for s in set(validation_steps) if s > start)
+        self.validation_forwards = validation_forwards
 
     def at_step(self, step: int, s_per_step: float | None) -> None:
         self.step, self.s_per_step = step, s_per_step
@@ -110,6 +124,15 @@ class RunClock:
         self.images_left_in_round = max(0, self.images_left_in_round - 1)
 
     @contextmanager
+    def validation(self, step: int) -> Iterator[None]:
+        """One validation (the one at ``step`` is no longer due once it starts)."""
+        if step in self.validations_due:
+            self.validations_due.remove(step)
+        started = time.perf_counter()
+        yield
+        self.validations.add(time.perf_counter() - started)
+
+    @contextmanager
     def save(self) -> Iterator[None]:
         """One save (a checkpoint or the final LoRA): the next save due is no longer due."""
         started = time.perf_counter()
@@ -130,6 +153,15 @@ class RunClock:
         return self.s_per_step * forwards / (TRAINING_FORWARDS_PER_IMAGE * self.images_per_step)
 
     @property
+    def seconds_per_validation(self) -> float | None:
+        if self.validations.mean is not None:
+            return self.validations.mean
+        if self.s_per_step is None:
+            return None
+        forwards = self.validation_forwards / (TRAINING_FORWARDS_PER_IMAGE * self.images_per_step)
+        return self.s_per_step * forwards
+
+    @property
     def seconds_per_save(self) -> float:
         if self.saves.mean is not None:
             return self.saves.mean
@@ -143,4 +175,10 @@ class RunClock:
         rounds = len(self.preview_rounds_due) - bisect_left(self.preview_rounds_due, self.step)
         images = rounds * self.images_per_round + self.images_left_in_round
         saves = len(self.saves_due) - bisect_left(self.saves_due, self.step)
-        return training + images * (self.seconds_per_image or 0.0) + saves * self.seconds_per_save
+        validations = len(self.validations_due) - bisect_left(self.validations_due, self.step)
+        return (
+            training
+            + images * (self.seconds_per_image or 0.0)
+            + validations * (self.seconds_per_validation or 0.0)
+            + saves * self.seconds_per_save
+        )

@@ -117,7 +117,7 @@ def train_steps(
             noise_gen.manual_seed(rank_seed(cfg.train.seed, dist.rank, state.step))
     log_effective_batch(ctx, cfg, data)
     inputs = ModelInputs(arch, cfg, ctx.cache_dir)
-    plan_clock(ctx, cfg, state.step, total, data, trainable)  # what the ETA counts on
+    plan_clock(ctx, cfg, state.step, total, data, trainable, state.validation)  # for the ETA
 
     if wants_first_sample(cfg, resumed=resume is not None):
         sample_and_log(arch, cfg, ctx, state.step)

@@ -1,10 +1,12 @@
 """What a training run measures for its reports (the loop's `report` sends them to the progress
 file and MLflow): step speed and loss smoothing (`Meter`), memory (`peak_memory_mb`), and what
-its ETA counts on (`plan_clock`: the previews and saves still due, trainer.engine.eta)."""
+its ETA counts on (`plan_clock`: the previews, validations and saves still due,
+trainer.engine.eta)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import torch
@@ -47,9 +49,12 @@ def plan_clock(
     total: int,
     data: BucketBatches,
     trainable: list[torch.nn.Parameter],
+    validation: Any = None,
 ) -> None:
-    """Tell the run's clock (trainer.engine.eta) which previews and saves are still due."""
+    """Tell the run's clock (trainer.engine.eta) which previews, validations (``validation``:
+    the run's ``trainer.engine.validation.Validation``) and saves are still due."""
     every = cfg.save.save_every
+    scored = validation.due_steps(start, total) if validation is not None else []
     ctx.clock.plan(
         start=start,
         total=total,
@@ -59,6 +64,8 @@ def plan_clock(
         sample_steps=cfg.sample.sample_steps,
         images_per_step=data.batch_size * ctx.dist.world * cfg.train.gradient_accumulation_steps,
         trainable_bytes=sum(p.numel() * p.element_size() for p in trainable),
+        validation_steps=scored,
+        validation_forwards=validation.forwards if validation is not None else 0,
     )
 
 

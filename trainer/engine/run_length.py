@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from trainer.config.schema import TrainingConfig
 from trainer.data.batches import BucketBatches
 from trainer.engine.context import RunContext
+from trainer.tracking.layout import PARAM_STEPS_PER_EPOCH, PARAM_TOTAL_STEPS
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ def plan_steps(cfg: TrainingConfig, ctx: RunContext, data: BucketBatches) -> int
     """Resolve the run's length and record it: MLflow params ``total_steps`` and
     ``steps_per_epoch`` beside the config's ``train.steps`` / ``train.epochs``."""
     length = run_length(cfg, data, ctx.dist.world)
-    ctx.tracker.log_params({"total_steps": length.steps, "steps_per_epoch": length.steps_per_epoch})
+    ctx.tracker.log_params(
+        {PARAM_TOTAL_STEPS: length.steps, PARAM_STEPS_PER_EPOCH: length.steps_per_epoch}
+    )
     if cfg.train.epochs is not None and ctx.dist.is_main:
         print(f"run length: {length.describe()}", flush=True)
     return length.steps

@@ -163,6 +163,23 @@ class Validation:
     def items(self) -> int:
         return len(self.data) if self.data is not None else 0
 
+    @property
+    def forwards(self) -> int:
+        """Forward passes one evaluation takes: every image, every draw."""
+        return self.items * self.settings.draws
+
+    def due_steps(self, start: int, total: int) -> list[int]:
+        """The steps after ``start`` this run will score at (``after_step``'s every K steps and
+        saves before the end, then the end), for the ETA; none without validation images."""
+        if self.data is None or not self.ctx.dist.is_main:
+            return []
+        every, save_every = self.settings.every, self.cfg.save.save_every
+        due = {total} if total > start else set()
+        if every:
+            due.update(range(every * (start // every + 1), total + 1, every))
+        due.update(range(save_every * (start // save_every + 1), total, save_every))
+        return sorted(step for step in due if step not in self.history)
+
     def after_step(
         self, arch: Arch, inputs: Any, state: Any, total: int, autocast: AutocastFactory
     ) -> float | None:
@@ -189,7 +206,8 @@ class Validation:
             return None
         step, fresh = state.step, state.step not in self.history
         if fresh:
-            self.history[step] = self.loss(arch, inputs, state, autocast)
+            with self.ctx.clock.validation(step):  # measured: the ETA counts the ones still due
+                self.history[step] = self.loss(arch, inputs, state, autocast)
             self.ctx.tracker.log_metrics({METRIC_VAL_LOSS: self.history[step]}, step=step)
         if saved:
             self.mark_saved(step)

@@ -8,6 +8,12 @@ one here. The final it replaces is never lost: it is kept first, renamed
 folder's ``outputs/``, which a Hub push does not upload). The tag ``studio.final_from_step``
 records which checkpoint the final LoRA now is.
 
+The usage files beside the final LoRA (model card, diffusers script, ComfyUI workflow:
+``trainer.lora.usage``) are written again for the new final, from the run's logged config, in the
+job folder and in MLflow, so the card never describes the LoRA it replaced. The card shows the
+previews of the chosen step's round from the job folder; without a job folder here it shows none.
+A Hub base model stays pinned to the commit the old script named.
+
 Checkpoints hold the webui layout only. A diffusers-layout final (``save.save_format`` both or
 diffusers) in the job folder moves to ``outputs/`` with the old file, so ``lora/`` holds one
 LoRA; MLflow cannot move artifacts, so there the old ``lora/<name>/`` folder stays beside the new
@@ -23,16 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.config.io import ConfigError, loads_config
+from trainer.config.schema import TrainingConfig
 from trainer.files import atomic_write_bytes
 from trainer.lora.io import read_lora_metadata
 from trainer.lora.outputs import CHECKPOINTS_DIR, FINAL_DIR
+from trainer.lora.usage import CARD_NAME, SNIPPET_NAME, USAGE_FILES, publish_usage_files
+from trainer.models.hub import is_hub_id
 from trainer.settings import StudioSettings
-from trainer.tracking.artifacts import fetch_artifact, lora_artifacts
+from trainer.tracking.artifacts import fetch_artifact, load_run_config, lora_artifacts
 from trainer.tracking.connect import mlflow_client
 from trainer.tracking.layout import REPLACED_DIR, TAG_FINAL_FROM_STEP
 from trainer.tracking.run_cache import mark_changed
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_REVISION = re.compile(r"revision=['\"]([^'\"]+)['\"]")  # in the old diffusers script
 
 
 class MakeFinalError(ValueError):
@@ -49,6 +60,7 @@ class FinalSwap:
     local: Path | None  # the job folder's final LoRA, when the run has a job folder here
     changed: bool  # False: the final LoRA already was this step's
     stale: str | None = None  # an MLflow diffusers-layout folder of the old final, left in place
+    usage: tuple[str, ...] = ()  # the usage files written for the new final (names in lora/)
 
 
 def checkpoint_folder(step: int) -> str:
@@ -65,6 +77,8 @@ def make_final(settings: StudioSettings, run_id: str, step: int) -> FinalSwap:
     job_dir = _job_dir(settings, run_id)
     stored = set(lora_artifacts(uri, run_id)) | _replaced(client, run_id)
     source, name = _checkpoint_file(settings, run_id, step, stored, job_dir)
+    cfg = _run_config(settings, run_id, stored, job_dir)  # before anything changes
+    model_path = _trained_model_path(settings, run_id, cfg, stored, job_dir)
     new = source.read_bytes()
     final = f"{FINAL_DIR}/{name}"
     local_final = job_dir / FINAL_DIR / name if job_dir else None
@@ -73,10 +87,11 @@ def make_final(settings: StudioSettings, run_id: str, step: int) -> FinalSwap:
         old = fetch_artifact(uri, run_id, final, cache).read_bytes()
     elif local_final is not None and local_final.is_file():
         old = local_final.read_bytes()
-    if old == new:
+    if old == new:  # the card is written again all the same: it may lag behind a failed swap
+        usage = _write_usage(settings, client, run_id, cfg, step, new, name, job_dir, model_path)
         client.set_tag(run_id, TAG_FINAL_FROM_STEP, str(step))
         mark_changed(uri, run_id)
-        return FinalSwap(step, final, None, local_final, changed=False)
+        return FinalSwap(step, final, None, local_final, changed=False, usage=usage)
     stem = Path(name).stem
     kept = stale = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,12 +113,106 @@ def make_final(settings: StudioSettings, run_id: str, step: int) -> FinalSwap:
         client.log_artifact(run_id, str(fresh), FINAL_DIR)
     if local_final is not None:
         atomic_write_bytes(local_final, new)
-    client.set_tag(run_id, TAG_FINAL_FROM_STEP, str(step))
     _forget_downloads(settings, run_id, final)
+    usage = _write_usage(settings, client, run_id, cfg, step, new, name, job_dir, model_path)
+    client.set_tag(run_id, TAG_FINAL_FROM_STEP, str(step))
     mark_changed(uri, run_id)
-    return FinalSwap(step, final, kept, local_final, changed=True, stale=stale)
+    return FinalSwap(step, final, kept, local_final, changed=True, stale=stale, usage=usage)
 
 
+# ----------------------------------------------------------------------------- the usage files
+class _RunArtifacts:
+    """What ``publish_usage_files`` logs through: a tracker's ``log_artifact`` on an ended run."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def _has_card(stored: set[str], job_dir: Path | None) -> bool:
+    local = job_dir is not None and (job_dir / FINAL_DIR / CARD_NAME).is_file()
+    return local or f"{FINAL_DIR}/{CARD_NAME}" in stored
+
+
+def _run_config(
+    settings: StudioSettings, run_id: str, stored: set[str], job_dir: Path | None
+) -> TrainingConfig | None:
+    """The run's logged config, which the usage files are written from. None when it cannot be
+    read and the run has no usage files to correct; refused when it has them (the card would
+    go on describing the old final)."""
+    try:
+        return loads_config(load_run_config(settings.tracking_uri, run_id))
+    except (OSError, ConfigError) as err:
+        if not _has_card(stored, job_dir):
+            return None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MakeFinalError(
+            f"the run's logged config cannot be read ({reason}), so its model card and "
+            "scripts could not be written for the new final LoRA: nothing was changed"
+        ) from err
+
+
+def _trained_model_path(
+    settings: StudioSettings,
+    run_id: str,
+    cfg: TrainingConfig | None,
+    stored: set[str],
+    job_dir: Path | None,
+) -> str | None:
+    """``id@commit`` of a Hub base model as the old diffusers script pinned it (the trainer
+    logs the commit nowhere else); None for a local model or an unpinned one."""
+    if cfg is None or not is_hub_id(cfg.model.name_or_path):
+        return None
+    script = job_dir / FINAL_DIR / SNIPPET_NAME if job_dir else None
+    if script is None or not script.is_file():
+        artifact = f"{FINAL_DIR}/{SNIPPET_NAME}"
+        if artifact not in stored:
+            return None
+        script = fetch_artifact(settings.tracking_uri, run_id, artifact, settings.cache_dir)
+    found = _REVISION.search(script.read_text(encoding="utf-8", errors="replace"))
+    return f"{cfg.model.name_or_path}@{found[1]}" if found else None
+
+
+def _write_usage(
+    settings: StudioSettings,
+    client: Any,
+    run_id: str,
+    cfg: TrainingConfig | None,
+    step: int,
+    lora: bytes,
+    name: str,
+    job_dir: Path | None,
+    model_path: str | None,
+) -> tuple[str, ...]:
+    """Write the card, script and workflow for the final LoRA ``name`` saved at ``step``: in
+    the job folder (with its previews of that step's round) and as MLflow artifacts."""
+    if cfg is None:
+        return ()
+    with tempfile.TemporaryDirectory() as tmp:
+        if job_dir is not None:
+            lora_file, previews_from = job_dir / FINAL_DIR / name, job_dir
+        else:  # a run trained elsewhere: the files are made in a scratch folder, then logged
+            lora_file, previews_from = Path(tmp) / FINAL_DIR / name, Path(tmp)
+            lora_file.parent.mkdir()
+            lora_file.write_bytes(lora)
+        written = publish_usage_files(
+            lora_file,
+            cfg,
+            _RunArtifacts(client, run_id),
+            job_dir=previews_from,
+            step=step,
+            artifact_path=FINAL_DIR,
+            home=settings.home,
+            model_path=model_path,
+        )
+    for file in USAGE_FILES:
+        _forget_downloads(settings, run_id, f"{FINAL_DIR}/{file}")
+    return tuple(path.name for path in written)
+
+
+# ---------------------------------------------------------------------------------- the swap
 def _job_dir(settings: StudioSettings, run_id: str) -> Path | None:
     """The run's job folder here, if it has one (ids come from URLs: one plain name only)."""
     if not _RUN_ID.match(run_id) or ".." in run_id:

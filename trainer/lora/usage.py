@@ -211,9 +211,11 @@ def diffusers_snippet(
     base: BaseModel,
     weight_name: str,
     lora_repo: str | None = None,
+    step: int | None = None,
 ) -> str:
     """A script that generates ``recipe`` with the base model and the LoRA ``weight_name``
-    (a path relative to the script's folder, or inside the Hub repo ``lora_repo``)."""
+    (a path relative to the script's folder, or inside the Hub repo ``lora_repo``) saved at
+    ``step`` of the run (the script names it: a checkpoint made final is not the last step)."""
     arch = cfg.model.arch
     pipeline, scheduler = PIPELINES[arch], SCHEDULERS[recipe.sampler]
     load = "from_single_file" if base.single_file else "from_pretrained"
@@ -258,10 +260,12 @@ def diffusers_snippet(
     if cfg.model.vae_path or cfg.model.te_name_or_path:
         notes.append("# The run replaced the VAE or text encoder (model.vae_path/te_name_or_path):")
         notes.append("# pass the same ones to from_pretrained (vae=..., text_encoder=...).")
+    which = "the run's last preview" if step is None else f"the run's preview of step {step}"
     lines = [
         f'"""Generate with the LoRA {cfg.name!r} (LoRA Studio): the run\'s first preview prompt with',
         "the previews' sampler, seed and size; run with the run's precision on the same kind of",
-        "device, it makes the run's last preview again, pixel for pixel.",
+        f"device, it makes {which} again, pixel for pixel.",
+        *([] if step is None else ["", f"The LoRA was saved at step {step} of the run."]),
         "",
         "Needs: pip install torch diffusers transformers peft safetensors accelerate",
         '"""',
@@ -428,7 +432,7 @@ def write_usage_files(
         samples.mkdir(parents=True, exist_ok=True)
         shown.append(Path(shutil.copyfile(source, samples / Path(source).name)))
     lora_repo = cfg.save.hf_repo_id if cfg.save.push_to_hub else None
-    snippet = diffusers_snippet(cfg, recipes[0], base, weight_name)
+    snippet = diffusers_snippet(cfg, recipes[0], base, weight_name, step=step)
     comfy_name = Path(weight_name).name
     if comfy_name == DIFFUSERS_WEIGHTS:  # ComfyUI's loras folder wants a name of its own
         comfy_name = f"{Path(weight_name).parent.name}.safetensors"
@@ -442,7 +446,7 @@ def write_usage_files(
         recipes=recipes,
         samples=[p.relative_to(folder).as_posix() for p in shown],
         step=step,
-        snippet=diffusers_snippet(cfg, recipes[0], public_base, weight_name, lora_repo),
+        snippet=diffusers_snippet(cfg, recipes[0], public_base, weight_name, lora_repo, step),
         files=(weight_name, SNIPPET_NAME, WORKFLOW_NAME),
         comfy_files=(base.comfy_file, comfy_name),
     )
@@ -464,16 +468,18 @@ def publish_usage_files(
     arch: Any = None,
     artifact_path: str = "lora",
     home: Path | None = None,
+    model_path: str | None = None,
 ) -> list[Path]:
     """``write_usage_files`` with the previews of ``step``'s round from ``job_dir``, then log
     the files as MLflow artifacts under ``artifact_path`` (samples under ``.../samples``).
-    ``arch``: the loaded model, when there is one (its Hub commit goes into the script)."""
+    ``arch``: the loaded model, when there is one (its Hub commit goes into the script);
+    ``model_path``: the same without a loaded model (``id@commit`` for a Hub model)."""
     written = write_usage_files(
         lora_file,
         cfg,
         step=step,
         previews=previews_for(job_dir, step),
-        model_path=getattr(arch, "model_path", None),
+        model_path=model_path or getattr(arch, "model_path", None),
         home=home,
     )
     folder = card_folder(lora_file)

@@ -3,6 +3,9 @@
 Layout of one run (every training run is one MLflow run):
 
 - params: the flattened config (``train.lr``, ``datasets.0.resolution``, ...), secrets dropped;
+  ``total_steps`` and ``steps_per_epoch``, the run's length as the trainer resolved it at its
+  start (``train.epochs`` made steps: ``trainer.engine.run_length``; read it with
+  ``trained_steps``);
 - metrics: whatever the loop logs (``loss``, ``lr``, ...) sent in batches, ``val_loss`` (the
   validation loss: fixed noise and timesteps on images never trained on, ``METRIC_VAL_LOSS``),
   ``hparam/<dotted>`` = every numeric setting at step 0 (``search_runs`` compares params as
@@ -36,6 +39,7 @@ pages and tools that only read progress and job files stay cheap.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Literal
 
 EndStatus = Literal["FINISHED", "FAILED", "KILLED"]
@@ -72,12 +76,25 @@ SAMPLES_DIR = "samples"
 LORA_DIRS = ("lora", "checkpoints")
 HPARAM_PREFIX = "hparam/"
 METRIC_VAL_LOSS = "val_loss"
+PARAM_TOTAL_STEPS = "total_steps"  # the steps the run trains, resolved at its start
+PARAM_STEPS_PER_EPOCH = "steps_per_epoch"
+PARAM_CONFIG_STEPS = "train.steps"  # ignored by the trainer when train.epochs is set
 REPLACED_DIR = "outputs"  # a final LoRA that "make final" replaced: kept here, renamed
 
 # MLflow's limits: longer keys are refused, longer values cut
 MAX_KEY_LEN = 250
 MAX_PARAM_LEN = 6000
 MAX_TAG_LEN = 8000
+
+
+def trained_steps(params: Mapping[str, str]) -> int | None:
+    """The steps a run trains: its ``total_steps`` param, else (a run logged before the trainer
+    wrote it) ``train.steps``; None when neither is a number ('auto', epochs of an old run)."""
+    for key in (PARAM_TOTAL_STEPS, PARAM_CONFIG_STEPS):
+        value = str(params.get(key) or "").strip()
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def now_ms() -> int:
