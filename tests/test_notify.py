@@ -98,6 +98,15 @@ def keep_signal_handlers() -> Iterator[None]:
         signal.signal(sig, handler)
 
 
+@pytest.fixture(autouse=True)
+def forget_registered_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """protect_url registers the URL's secrets for the whole process (a trainer's lifetime): a
+    test's fake ones (``code=abc123``) must not blank the same text in later tests."""
+    import trainer.redaction as redaction
+
+    monkeypatch.setattr(redaction, "_KNOWN_SECRETS", redaction._KNOWN_SECRETS)
+
+
 @pytest.fixture()
 def settings(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSettings:
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
