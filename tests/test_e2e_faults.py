@@ -219,7 +219,12 @@ def test_a_non_lora_file_in_the_utilities_path_box_gives_a_message(page, studio:
         box.fill(str(path))
         box.press("Enter")
         wait_idle(page)
-        shown(page, f"{path.name} is not a LoRA file the utilities can use")
+        shown(  # a text file is no safetensors file at all; the others hold no LoRA
+            page,
+            f"Not a LoRA file: {path.name} is not a .safetensors LoRA (it holds text)"
+            if kind == "text"
+            else f"{path.name} is not a LoRA file the utilities can use",
+        )
         no_traceback(page, f"LoRA utilities, {kind}", studio)
         expect(main.get_by_role("tab", name="Resize")).to_have_count(0)  # nothing to resize
         shot(page, f"faults-06-utilities-{kind}")

@@ -207,7 +207,12 @@ def test_a_non_lora_file_in_the_path_box_gives_a_message(
     at = open_page("pages/utilities.py")
     run(at.text_input(key="lu:main:path").set_value(str(path)))
     errors = [e.value for e in at.error]
-    assert errors and errors[0].startswith(f"{path.name} is not a LoRA file the utilities can use")
+    expected = (  # a text file is no safetensors file at all; the others hold no LoRA
+        f"Not a LoRA file: {path.name} is not a .safetensors LoRA (it holds text)"
+        if kind == "text"
+        else f"{path.name} is not a LoRA file the utilities can use"
+    )
+    assert errors and errors[0].startswith(expected), errors
     assert "Traceback" not in texts(at)
     assert not at.button  # nothing to resize, convert or merge
 
@@ -215,7 +220,8 @@ def test_a_non_lora_file_in_the_path_box_gives_a_message(
 def test_the_cli_names_a_non_lora_file_plainly(tmp_path: Path, capsys) -> None:
     files = non_loras(tmp_path)
     assert main(["lora", "inspect", str(files["text"])]) == 2
-    assert "notes.safetensors is not a readable .safetensors file" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not a LoRA file: notes.safetensors is not a .safetensors LoRA (it holds text)" in out
     assert main(["lora", "inspect", str(files["unet"])]) == 2
     assert "not a LoRA file this tool knows" in capsys.readouterr().out
 

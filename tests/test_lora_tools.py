@@ -310,3 +310,39 @@ def test_output_path_is_beside_the_lora_and_never_in_checkpoints() -> None:
     made = job / "outputs" / "x_resized.safetensors"
     assert out(made, "merged") == job / "outputs/x_resized_merged.safetensors"
     assert out("/data/a.safetensors", "resized") == Path("/data/outputs/a_resized.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("passwd", b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n",
+         "it holds text"),
+        ("empty.safetensors", b"", "it is empty"),
+        ("model.ckpt", b"PK\x03\x04" + bytes(60), "it is a zip archive, or a PyTorch"),
+        ("noise.safetensors", bytes(range(256)) * 2, "it does not start with a safetensors header"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_safetensors_is_named_plainly(
+    tmp_path: Path, name: str, content: bytes, why: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    for read in (lora_io.read_lora_keys, lora_io.read_lora_metadata, lora_tools.inspect):
+        with pytest.raises(lora_io.UnreadableLora) as err:
+            read(path)
+        message = str(err.value)
+        assert message.startswith(f"not a LoRA file: {name} is not a .safetensors LoRA ({why}")
+        assert "header" not in message.replace("safetensors header", "")  # no library jargon
+        assert "deserializ" not in message
+
+
+def test_a_cut_short_safetensors_file_says_so(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    whole = tmp_path / "whole.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.zeros(4, 64)}, str(whole))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:-100])
+    with pytest.raises(lora_io.UnreadableLora, match=r"cut\.safetensors is not a \.safetensors "
+                       r"LoRA \(it is cut short: an interrupted download or copy\?\)"):  # fmt: skip
+        lora_io.read_lora_keys(cut)

@@ -113,8 +113,11 @@ def errors(at: AppTest) -> list[str]:
 def test_resize_over_an_existing_file_is_refused_until_replace_is_ticked(home: Path) -> None:
     job = studio_job(home / "jobs", "1111aaaa2222bbbb", "mine", 8, 0)
     source = job / "lora" / "mine.safetensors"
-    victim = job / "lora" / "precious.safetensors"
+    victim = job / "outputs" / "precious.safetensors"  # a run's outputs/: the utilities' own
+    victim.parent.mkdir()
     kohya_file(victim, 4, 9)
+    (home / "outputs").mkdir()
+    another = kohya_file(home / "outputs" / "another.safetensors", 4, 3)
     before = victim.read_bytes()
     at = utilities_on(source)
     run(at.text_input(key="lu:rout").set_value(str(victim)))
@@ -130,8 +133,8 @@ def test_resize_over_an_existing_file_is_refused_until_replace_is_ticked(home: P
     assert any(f"Saved {victim}" in s.value for s in at.success), errors(at)
     assert lora_tools.inspect(victim)["ranks"] == {4: 2}  # now the resized source
     # Another path that exists does not inherit the tick.
-    run(at.text_input(key="lu:rout").set_value(str(source)))
-    assert at.checkbox(key=f"lu:rout:replace:{source}").value is False
+    run(at.text_input(key="lu:rout").set_value(str(another)))
+    assert at.checkbox(key=f"lu:rout:replace:{another}").value is False
 
 
 def test_no_checkbox_where_nothing_would_be_replaced(home: Path) -> None:
@@ -189,6 +192,98 @@ def test_a_lora_outside_the_home_gets_its_outputs_in_the_home(home: Path, tmp_pa
     assert at.text_input(key="lu:rout").value == str(
         home / "outputs" / "downloaded_resized.safetensors"
     )
+
+
+# ------------------------------------------------------------------ a run's own files stay its own
+def run_home(tmp_path: Path) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    job = home / "jobs" / "1111aaaa2222bbbb"
+    for sub in ("lora", "checkpoints/step_00000010/lora", "outputs"):
+        (job / sub).mkdir(parents=True)
+    (home / "mlartifacts" / "1" / "abc" / "artifacts").mkdir(parents=True)
+    return home, job
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["{job}/lora/my_lora.safetensors", "{job}/checkpoints/step_00000010/lora/my_lora.safetensors",
+     "{job}/x.safetensors", "{job}/outputs/../lora/x.safetensors", "{home}/jobs/x.safetensors",
+     "{home}/jobs/new/outputs.safetensors", "{home}/mlartifacts/1/abc/artifacts/x.safetensors",
+     "{home}/mlruns/0/x.safetensors", "{home}/models/demo/unet/model.safetensors",
+     "{home}/cache/x.safetensors", "{home}/datasets/cats/x.safetensors"],
+)  # fmt: skip
+def test_a_runs_folder_and_mlflows_store_are_refused_even_with_replace(
+    tmp_path: Path, where: str
+) -> None:
+    home, job = run_home(tmp_path)
+    target = Path(where.format(home=home, job=job))
+    with pytest.raises(WriteRefused) as err:
+        writable_target(
+            target, suffix=LORA, roots=[home], replace=True, keep_out=lora_tools.kept_out(home)
+        )
+    message = str(err.value)
+    assert "is inside" in message and "never write there" in message, message
+    assert f"Save under {home / 'outputs'}" in message  # where it may save instead
+    # Folders too: a pipeline saved over a run's folder or its outputs/ folder itself.
+    for folder in (job, job / "outputs", home / "mlartifacts" / "1"):
+        with pytest.raises(WriteRefused, match="never write there"):
+            writable_target(folder, suffix="", roots=[home], keep_out=lora_tools.kept_out(home))
+
+
+def test_a_runs_outputs_folder_and_the_homes_stay_writable(tmp_path: Path) -> None:
+    home, job = run_home(tmp_path)
+    keep_out = lora_tools.kept_out(home)
+    for target in (job / "outputs" / "x.safetensors", home / "outputs" / "x.safetensors",
+                   home / "x.safetensors", job / "outputs" / "pipe" / "y.safetensors"):  # fmt: skip
+        assert writable_target(target, suffix=LORA, roots=[home], keep_out=keep_out) == target
+    # A link in a run's outputs/ that leads into its lora/ folder does not open it.
+    (job / "outputs" / "link").symlink_to(job / "lora")
+    with pytest.raises(WriteRefused, match="a run's folder"):
+        writable_target(job / "outputs/link/x.safetensors", suffix=LORA, roots=[home],
+                        replace=True, keep_out=keep_out)  # fmt: skip
+
+
+def test_resize_over_the_runs_final_lora_is_refused_whatever_is_ticked(home: Path) -> None:
+    """The walk: "Save as" the run's own final LoRA, Resize: the rank-8 file must survive."""
+    job = studio_job(home / "jobs", "1111aaaa2222bbbb", "my_lora", 8, 0)
+    final = job / "lora" / "my_lora.safetensors"
+    checkpoint = job / "checkpoints" / "step_00000010" / "lora" / "my_lora.safetensors"
+    before = {final: final.read_bytes(), checkpoint: checkpoint.read_bytes()}
+    at = utilities_on(final)
+    for victim in (final, checkpoint):
+        run(at.text_input(key="lu:rout").set_value(str(victim)))
+        warnings = [w.value for w in at.warning]
+        assert any("inside a run's folder" in w and "never write there" in w for w in warnings)
+        assert any(f"Save under {home / 'outputs'}" in w for w in warnings), warnings
+        # No "Replace the existing file" box to tick: no tick could let this through.
+        assert not [c for c in at.checkbox if (c.key or "").startswith("lu:rout:replace")]
+        run(at.button(key="lu:resize").click())
+        assert any(e.startswith("Not saved:") and "a run's folder" in e for e in errors(at))
+        assert not at.success
+    assert {path: path.read_bytes() for path in before} == before  # byte-identical
+    assert lora_tools.inspect(final)["ranks"] == {8: 2}
+
+
+def test_a_lora_in_mlflows_store_gets_its_outputs_in_the_home(home: Path) -> None:
+    logged = home / "mlartifacts" / "1" / "abc" / "artifacts" / "lora" / "logged.safetensors"
+    logged.parent.mkdir(parents=True)
+    kohya_file(logged, 4, 0)
+    at = utilities_on(logged)
+    proposal = home / "outputs" / "logged_resized.safetensors"
+    assert at.text_input(key="lu:rout").value == str(proposal)
+    run(at.button(key="lu:resize").click())
+    assert any(f"Saved {proposal}" in s.value for s in at.success), errors(at)
+    assert sorted(p.name for p in logged.parent.parent.rglob("*") if p.is_file()) == [
+        "logged.safetensors"
+    ]
+
+
+def test_a_text_file_in_the_path_box_is_named_plainly(home: Path, tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    at = utilities_on(passwd)
+    assert errors(at) == ["Not a LoRA file: passwd is not a .safetensors LoRA (it holds text)"]
+    assert not at.button  # nothing to resize, convert or merge
 
 
 # ------------------------------------------------------------------------ the command line

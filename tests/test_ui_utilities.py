@@ -41,7 +41,8 @@ def test_inspect_resize_and_merge(home: Path, tmp_path: Path) -> None:
     assert "Choose a LoRA file" in at.info[0].value
     run(at.text_input(key="lu:main:path").set_value(str(a)))
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Layout": "kohya", "Modules": "2", "Ranks": "8×2", "Alphas": "4×2"}
+    assert metrics == {"Layout": "kohya", "Layers": "2"}
+    assert "rank 8 in 2 layers · alpha 4 in 2 layers" in [m.value for m in at.markdown]
     run(at.number_input(key="lu:param:rank").set_value(3.0))
     run(at.button(key="lu:resize").click())
     # a.safetensors lies outside the studio home: what is made from it goes to the home's outputs/
@@ -160,7 +161,7 @@ def test_picker_lists_usable_loras_and_outputs_follow_the_pick(home: Path) -> No
     other = second / "lora" / "my_lora.safetensors"
     run(at.text_input(key="lu:main:path").set_value(str(other)))
     assert at.selectbox(key="lu:main:pick").value == ""
-    assert {m.label: m.value for m in at.metric}["Ranks"] == "6×2"
+    assert "rank 6 in 2 layers · alpha 3 in 2 layers" in [m.value for m in at.markdown]
     assert at.text_input(key="lu:rout").value == str(
         second / "outputs" / "my_lora_resized.safetensors"
     )
@@ -174,3 +175,15 @@ def test_a_typed_save_as_path_stays_while_the_same_lora_is_chosen(home: Path) ->
     run(at.text_input(key="lu:rout").set_value(str(home / "elsewhere.safetensors")))
     run(at.selectbox(key="lu:method").set_value("sv_ratio"))
     assert at.text_input(key="lu:rout").value == str(home / "elsewhere.safetensors")
+
+
+def test_ranks_and_alphas_read_as_words() -> None:
+    from ui.lora_utilities import rank_summary
+
+    assert rank_summary({16: 32}, {8.0: 32}) == "rank 16 in 32 layers · alpha 8 in 32 layers"
+    # Mixed ranks: the most common first; one layer is "1 layer"; a fractional alpha as written.
+    assert rank_summary({4: 1, 16: 30, 8: 1}, {0.5: 1, 16.0: 31}) == (
+        "rank 16 in 30 layers, rank 4 in 1 layer, rank 8 in 1 layer · "
+        "alpha 16 in 31 layers, alpha 0.5 in 1 layer"
+    )
+    assert rank_summary({}, {}) == "no LoRA layers"

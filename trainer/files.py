@@ -7,7 +7,8 @@ leaves the old file intact. ``fsync`` makes the new content durable before the r
 few milliseconds, so files rewritten every training step (progress) skip it.
 
 ``writable_target`` is the one check of where the studio may write what a user names (a folder
-under the allowed roots, the right extension, no silent replacement); ``readable_path`` the one
+under the allowed roots and out of the folders kept out of reach, the right extension, no silent
+replacement); ``readable_path`` the one
 check of where it may read what a user names (a dataset folder, a folder to import, a LoRA path).
 """
 
@@ -18,6 +19,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +95,35 @@ class WouldReplace(WriteRefused):
         self.kind = kind
 
 
+@dataclass(frozen=True)
+class KeepOut:
+    """A folder inside the roots that no write lands in, whatever ``replace`` says: what others
+    made lives there (a run's folder, MLflow's artifact store).
+
+    ``what`` names it in the refusal ("a run's folder, which holds …: save under …"). ``open_in``
+    names a folder inside each of its child folders that stays writable (``outputs`` opens
+    ``<jobs>/<run>/outputs/``, the utilities' own place in a run's folder)."""
+
+    folder: Path
+    what: str
+    open_in: str = ""
+
+    def holds(self, target: Path) -> bool:
+        """Whether the resolved ``target`` is in this folder and not in an open one."""
+        folder = self.folder.expanduser().resolve()
+        if not target.is_relative_to(folder):
+            return False
+        parts = target.relative_to(folder).parts
+        return not (self.open_in and len(parts) >= 3 and parts[1] == self.open_in)
+
+
 def writable_target(
     path: str | Path,
     *,
     suffix: str,
     roots: Sequence[str | Path] | None,
     replace: bool = False,
+    keep_out: Sequence[KeepOut] = (),
 ) -> Path:
     """The one check of "may the studio write here": the resolved target, or ``WriteRefused``.
 
@@ -106,8 +131,9 @@ def writable_target(
     diffusers LoRA, a merged pipeline). ``roots`` are the folders writes must stay inside (the
     studio home, plus output folders the user configured), resolved with symlinks, so neither
     ``..`` nor a link leads out; a relative path is taken under the first root. ``None`` allows
-    any place (the command line writes where its user says). A target that exists raises
-    ``WouldReplace`` unless ``replace``: a non-empty folder counts, an empty one does not.
+    any place (the command line writes where its user says). ``keep_out`` are folders inside the
+    roots that are refused even with ``replace`` (compared resolved too). A target that exists
+    raises ``WouldReplace`` unless ``replace``: a non-empty folder counts, an empty one does not.
     """
     text = str(path).strip()
     if not text:
@@ -127,6 +153,9 @@ def writable_target(
         raise WriteRefused(
             f"{target} is outside the folders the studio saves to: save under {where}"
         )
+    for kept in keep_out:
+        if kept.holds(target):
+            raise WriteRefused(f"{target} is inside {kept.what}")
     kind = "folder" if not suffix else "file"
     if suffix and target.suffix.lower() != suffix.lower():
         raise WriteRefused(f"{target.name} does not end in {suffix}: name the file *{suffix}")

@@ -6,9 +6,11 @@ internals (``lora_state.safetensors``, optimizer state) are left out. Everything
 saved by default beside the chosen LoRA in an ``outputs/`` folder (``tools.output_path``), or in
 the studio home's ``outputs/`` when that LoRA lies elsewhere.
 
-Every "Save as" goes through ``trainer.files.writable_target``: under the studio home, with the
-right extension (.safetensors; a folder for a diffusers LoRA or a pipeline), and an existing
-file or folder is replaced only after "Replace the existing …" is ticked for that very path.
+Every "Save as" goes through ``trainer.files.writable_target``: under the studio home, never in
+a run's folder (but its ``outputs/``) nor MLflow's artifact store whatever is ticked
+(``tools.kept_out``), with the right extension (.safetensors; a folder for a diffusers LoRA or a
+pipeline), and an existing file or folder is replaced only after "Replace the existing …" is
+ticked for that very path.
 """
 
 from __future__ import annotations
@@ -149,12 +151,20 @@ def write_roots(home: Path) -> list[Path]:
     return [home]
 
 
+def checked_target(path: str | Path, home: Path, suffix: str, replace: bool = False) -> Path:
+    """``writable_target`` with the utilities' places: inside ``write_roots``, out of
+    ``tools.kept_out`` (a run's own files, MLflow's store)."""
+    return writable_target(
+        path, suffix=suffix, roots=write_roots(home), replace=replace, keep_out=lt.kept_out(home)
+    )
+
+
 def propose(source: Path, tag: str, home: Path, suffix: str = ".safetensors") -> Path:
     """``tools.output_path`` beside ``source`` when the studio may write there, else the same
     name in the studio home's ``outputs/`` folder."""
     beside = lt.output_path(source, tag, suffix)
     try:
-        writable_target(beside, suffix=suffix, roots=write_roots(home), replace=True)
+        checked_target(beside, home, suffix, replace=True)
     except WriteRefused:
         return home / lt.OUTPUTS_DIR / beside.name
     return beside
@@ -174,7 +184,7 @@ def save_target(label: str, proposal: Path, key: str, home: Path, suffix: str) -
     never carries over to another file."""
     typed = save_as(label, proposal, key)
     try:
-        return Target(writable_target(typed, suffix=suffix, roots=write_roots(home)))
+        return Target(checked_target(typed, home, suffix))
     except WouldReplace as err:
         if st.checkbox(f"Replace the existing {err.kind}", key=f"{key}:replace:{err.path}"):
             return Target(err.path)
@@ -201,6 +211,20 @@ def rank_text(rank: float) -> str:
     return lt.rank_label(round(rank, 2))
 
 
+def layer_counts(word: str, counts: dict[float, int]) -> str:
+    """``{16: 30, 8: 2}`` -> "rank 16 in 30 layers, rank 8 in 2 layers" (largest share first)."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(
+        f"{word} {lt.rank_label(value)} in {n} layer{'' if n == 1 else 's'}" for value, n in ordered
+    )
+
+
+def rank_summary(ranks: dict[float, int], alphas: dict[float, int]) -> str:
+    """What ``tools.inspect`` counted, in words: "rank 16 in 32 layers · alpha 8 in 32 layers"."""
+    parts = [layer_counts("rank", ranks), layer_counts("alpha", alphas)]
+    return " · ".join(part for part in parts if part) or "no LoRA layers"
+
+
 def _run(action, success: str, target: Target) -> None:
     """Do ``action`` when ``target`` may be written; otherwise say why and write nothing."""
     if target.path is None:
@@ -219,16 +243,17 @@ def render_inspect(path: Path) -> bool:
     not a LoRA this page can use (a model's weights, a renamed text file, ...)."""
     try:
         info = lt.inspect(path)
+    except lora_io.UnreadableLora as err:  # already plain: "not a LoRA file: x is not a …"
+        text = str(err)
+        st.error(plain(text[:1].upper() + text[1:]))
+        return False
     except (lt.LoraToolError, OSError, ValueError) as err:
         st.error(f"{plain(path.name)} is not a LoRA file the utilities can use: {plain(err)}")
         return False
-    cols = st.columns(4)
+    cols = st.columns(2)
     cols[0].metric("Layout", info["layout"])
-    cols[1].metric("Modules", info["modules"])
-    cols[2].metric("Ranks", ", ".join(f"{r}×{n}" for r, n in info["ranks"].items()) or "–")
-    cols[3].metric(
-        "Alphas", ", ".join(f"{lt.rank_label(a)}×{n}" for a, n in info["alphas"].items()) or "–"
-    )
+    cols[1].metric("Layers", info["modules"])
+    st.markdown(plain(rank_summary(info["ranks"], info["alphas"])))
     with st.expander("Keys and metadata"):
         st.json({"keys": info["keys"], "components": info["components"], **info["metadata"]})
     return True

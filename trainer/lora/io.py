@@ -24,6 +24,7 @@ steps, resolution, and the ``ss_*`` / ``modelspec.*`` keys kohya tools and web U
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,50 @@ def lora_file(path: str | Path) -> Path:
 
 
 class UnreadableLora(ValueError):
-    """A file that is not a readable safetensors file (text renamed, truncated, another format)."""
+    """A file that is not a readable safetensors file (text renamed, truncated, another format);
+    the message says so in plain words: "not a LoRA file: notes.txt is not a .safetensors LoRA
+    (it holds text)"."""
+
+
+# A file's first bytes that name its kind (what people pick by mistake instead of a LoRA).
+KNOWN_STARTS = {
+    b"PK\x03\x04": "it is a zip archive, or a PyTorch .ckpt/.pt/.bin file",
+    b"\x80": "it is a pickled PyTorch .ckpt/.pt/.bin file",
+    b"GGUF": "it is a GGUF model file",
+    b"\x89PNG": "it is a PNG image",
+    b"\xff\xd8\xff": "it is a JPEG image",
+}
+
+
+def why_not_safetensors(file: Path, err: Exception) -> str:
+    """What the file is instead of a safetensors file, in words a user knows (the library says
+    "header too large" for a text file)."""
+    if "not fully covered" in str(err) or "incomplete" in str(err):
+        return "it is cut short: an interrupted download or copy?"
+    try:
+        with open(file, "rb") as handle:
+            start = handle.read(512)
+    except OSError as read_err:
+        return f"it cannot be read: {read_err.strerror or read_err}"
+    if not start:
+        return "it is empty"
+    for magic, kind in KNOWN_STARTS.items():
+        if start.startswith(magic):
+            return kind
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""  # a multi-byte character cut at 512 bytes still counts as text below
+        with contextlib.suppress(UnicodeDecodeError):
+            text = start[:-3].decode("utf-8")
+    if text and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return "it holds text"
+    return "it does not start with a safetensors header"
 
 
 def _unreadable(file: Path, err: Exception) -> UnreadableLora:
-    return UnreadableLora(f"{file.name} is not a readable .safetensors file ({err})")
+    reason = why_not_safetensors(file, err)
+    return UnreadableLora(f"not a LoRA file: {file.name} is not a .safetensors LoRA ({reason})")
 
 
 def read_lora_metadata(path: str | Path) -> dict[str, str]:

@@ -2,16 +2,65 @@
 
 The names of a job folder's parts that matter here live here too: ``checkpoints/`` (rotated away
 by the trainer) and ``lora/`` (the final LoRA, what a Hub push uploads), neither of which the
-utilities write into.
+utilities write into. ``kept_out(home)`` lists the studio home's folders the utilities never
+write in, whatever "Replace the existing file" says: each run's folder (but its ``outputs/``) and
+MLflow's artifact stores.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from trainer.files import KeepOut
+
 OUTPUTS_DIR = "outputs"
 CHECKPOINTS_DIR = "checkpoints"  # a job's checkpoints: the trainer deletes all but the newest few
 FINAL_DIR = "lora"  # a job's final LoRA (also what a Hub push uploads: keep other files out)
+JOBS_DIR = "jobs"
+ARTIFACT_STORES = ("mlartifacts", "mlruns")  # MLflow's: ours, and its default elsewhere
+
+NEVER_THERE = "the LoRA utilities never write there, not even to replace a file"
+
+
+def kept_out(home: Path) -> list[KeepOut]:
+    """The studio home's folders no utility output lands in: a run's folder holds the run's own
+    files (its final LoRA, which the Monitor, the model card and a Hub push use; checkpoints;
+    samples), except its ``outputs/`` folder; MLflow's stores hold what runs logged."""
+    outputs = home / OUTPUTS_DIR
+    jobs = home / JOBS_DIR
+    run_folder = (
+        f"a run's folder ({jobs}/<run>), which holds what the run made (its final LoRA, its "
+        f"checkpoints): {NEVER_THERE}. Save under {outputs} or the run's {OUTPUTS_DIR} folder "
+        f"({jobs}/<run>/{OUTPUTS_DIR})"
+    )
+    stores = [
+        KeepOut(
+            home / name,
+            f"MLflow's artifact store ({home / name}), which holds what runs logged: "
+            f"{NEVER_THERE}. Save under {outputs}",
+        )
+        for name in ARTIFACT_STORES
+    ]
+    studio_own = [
+        KeepOut(
+            home / name,
+            f"the studio's own {name} folder ({home / name}), which holds {what}: "
+            f"{NEVER_THERE}. Save under {outputs}",
+        )
+        for name, what in STUDIO_FOLDERS.items()
+    ]
+    return [KeepOut(jobs, run_folder, open_in=OUTPUTS_DIR), *stores, *studio_own]
+
+
+# A replaced file here breaks the studio itself (a base model's weights, a dataset, a preset).
+STUDIO_FOLDERS = {
+    "models": "base models and the demo models",
+    "cache": "cached latents and downloads",
+    "downloads": "model downloads in progress",
+    "datasets": "your datasets",
+    "presets": "saved presets",
+    "drafts": "saved drafts",
+}
 
 
 def output_path(source: str | Path, tag: str, suffix: str = ".safetensors") -> Path:

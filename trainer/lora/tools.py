@@ -36,6 +36,7 @@ from trainer.lora.outputs import (  # noqa: F401  (re-exported: where the utilit
     CHECKPOINTS_DIR,
     FINAL_DIR,
     OUTPUTS_DIR,
+    kept_out,
     output_path,
 )
 
