@@ -180,6 +180,27 @@ def run_epoch_steps(cfg: TrainingConfig, info: DatasetInfo) -> int:
     return max(1, math.ceil(steps_per_epoch(cfg, info) / cfg.runtime.num_processes))
 
 
+@dataclass(frozen=True)
+class EpochCount:
+    """One epoch of the run as the advisor counts it: every image found, those held out for
+    validation (never trained on), and the optimizer steps the rest make. The wizard's Dataset
+    card, the Training step and the Datasets page all show this one count."""
+
+    images: int
+    held_out: int
+    steps: int
+
+    @property
+    def trained(self) -> int:
+        return self.images - self.held_out
+
+
+def epoch_count(cfg: TrainingConfig, info: DatasetInfo) -> EpochCount:
+    """The images, the held-out ones (``held_out_counts``) and ``run_epoch_steps``."""
+    held_out = sum(held_out_counts(cfg, info).values())
+    return EpochCount(info.total_images, held_out, run_epoch_steps(cfg, info))
+
+
 def run_steps(cfg: TrainingConfig, info: DatasetInfo | None) -> int | None:
     """The optimizer steps the run will train, as the trainer resolves them at its start:
     ``train.epochs`` x steps per epoch when epochs are set (they win over steps), else

@@ -81,7 +81,9 @@ def explain_field(path: str, level: str = "beginner") -> Explanation:
         raise KeyError(f"unknown setting {path}")
     curated = FIELDS.get(key, {})
     return Explanation(
-        what=_what(key, info, level),
+        what=_level(curated["what"], level)
+        if "what" in curated and level == "beginner"
+        else _what(key, info, level),
         interactions=_interactions(key, level, curated),
         watch_for=_watch(key, info, level, curated),
     )

@@ -1,7 +1,8 @@
 """Hand-written explanations for the settings that matter most and for every wizard step.
 
-Each entry gives "interactions" and "watch for" texts; a tuple holds (beginner, intermediate,
-advanced) versions, a plain string serves all three. ``advisor.explain`` adds generated detail
+Each entry gives "interactions" and "watch for" texts, and a beginner's "what" where the
+description's first sentence would not say what the setting is for; a tuple holds (beginner,
+intermediate, advanced) versions, a plain string serves all three. ``advisor.explain`` adds generated detail
 (bounds, defaults, the validation rules that read the field) on top.
 """
 
@@ -267,6 +268,76 @@ FIELDS: dict[str, dict[str, Text]] = {
             "Keep repeats per image, not steps, constant when adding GPUs.",
             "Each process loads its own copy of the model into RAM while loading.",
         ),
+    },
+    "validation.holdout": {
+        "what": (
+            "Images set aside to check the LoRA on pictures it never trained on (0 = none). Their "
+            "validation loss falls while the LoRA learns and rises once it starts copying its "
+            "training images, so it shows when to stop and which saved LoRA is best."
+        ),
+        "interactions": (
+            "The held-out images are never trained on, so an epoch has fewer steps: the Dataset "
+            "card and the Training step count without them. 'Validation every' sets how often "
+            "they are scored.",
+            "Taken from the datasets (never from regularisation images); every epoch and the "
+            "repeats per image count without them. Either this or a validation folder, not both.",
+            "The first holdout distinct images by content hash (trainer.engine.validation), so "
+            "the same images whatever the seed or file order; the advisor estimates the split "
+            "across datasets in proportion to their image counts.",
+        ),
+        "watch": (
+            "Hold out a few (2-5 of 20 or more images): with very few images each one is needed "
+            "for training.",
+            "The validation loss is noisy on 1-2 images; 4+ images give a usable curve.",
+            "It must leave images to train on; the check before launch says when it does not.",
+        ),
+    },
+    "validation.folder_path": {
+        "what": (
+            "A folder of your own validation images, used instead of held-out ones: the LoRA is "
+            "scored on them and never trained on them."
+        ),
+        "interactions": (
+            "Either this or 'Validation images held out', not both. 'Validation every' sets how "
+            "often they are scored."
+        ),
+        "watch": (
+            "Pictures like your training images but not the same ones, with captions beside them "
+            "as in a dataset; images that are also in a dataset leave training."
+        ),
+    },
+    "validation.every": {
+        "what": (
+            "How often the validation loss is computed, in steps. 0 = only when a LoRA is saved "
+            "and at the end of the run."
+        ),
+        "interactions": (
+            "Does nothing without validation images (held out or a folder). The loss is always "
+            "computed at each LoRA save (Save & logging) and at the end, so every saved LoRA has "
+            "a value to compare."
+        ),
+        "watch": (
+            "Each time costs validation images × draws forward passes: a small number on many "
+            "images slows training down."
+        ),
+    },
+    "validation.draws": {
+        "what": (
+            "How many noise draws each validation image is scored with: more draws give a "
+            "steadier validation loss."
+        ),
+        "interactions": "Each validation costs validation images × draws forward passes.",
+        "watch": "4 suits most runs; raise it when the validation loss jumps from point to point.",
+    },
+    "validation.seed": {
+        "what": (
+            "The seed of the validation noise and timesteps: the same seed scores every run alike."
+        ),
+        "interactions": (
+            "Independent of the training seed: another training seed does not change what the "
+            "validation loss measures."
+        ),
+        "watch": "Keep it the same across the runs you want to compare.",
     },
 }
 

@@ -4,7 +4,9 @@ The wizard's dataset step and the Datasets page both call ``analyse`` with the d
 settings (``draft_dataset``) and training numbers (``draft_numbers``), and both draw the result
 with ``render_report``, so they can never disagree. The numbers are the run's: the trainer's own
 scan (``trainer.data.scanning``) and bucket arithmetic (``trainer.data.buckets``, which the
-trainer's ``BucketBatches`` and the advisor use too). The result is cached per folder state and
+trainer's ``BucketBatches`` and the advisor use too), and the epoch is the advisor's count
+(``advisor.dataset.epoch_count``: the draft's validation hold-out is never trained on, so it
+leaves the steps per epoch, as on the Training step). The result is cached per folder state and
 settings.
 """
 
@@ -18,15 +20,20 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
+from advisor.dataset import DatasetInfo, FolderInfo, epoch_count, held_out_counts
 from trainer.config.fields import ARCH_DEFAULTS
+from trainer.config.schema import TrainingConfig
 from trainer.config.sections.datasets import DatasetConfig
-from trainer.data.buckets import bucket_label, epoch_bucket_counts, steps_per_epoch
-from trainer.data.scanning import DatasetError, scan_dataset
+from trainer.config.sections.validation import ValidationConfig
+from trainer.data.buckets import bucket_label, epoch_bucket_counts
+from trainer.data.scanning import DatasetError, DatasetScan, scan_dataset
 from trainer.demo.tiny import demo_is_built, resolve_demo_ref
 from trainer.files import ReadRefused, readable_path
 from trainer.settings import load_settings
 from ui import state
 from ui.access import read_roots
+from ui.advice import dataset_info
+from ui.steps_epochs import epoch_words
 from ui.text import code, plain
 
 SCAN_FIELDS = (
@@ -53,6 +60,7 @@ def draft_numbers() -> dict[str, Any]:
         "grad_accum": accum if isinstance(accum, int) and accum > 0 else 1,
         "steps": train.get("steps"),
         "arch": state.get_value("model.arch", "sd15"),
+        "processes": state.get_value("runtime.num_processes") or 1,
     }
 
 
@@ -98,6 +106,7 @@ def analyse(folder: Path, ds: dict[str, Any], numbers: dict[str, Any]) -> dict[s
         stamp = folder.stat().st_mtime_ns
     except OSError:
         stamp = 0
+    numbers = {**numbers, "held_out": draft_held_out(folder)}
     return _analyse(str(folder), stamp, json.dumps(relevant, sort_keys=True), json.dumps(numbers))
 
 
@@ -118,6 +127,8 @@ def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> 
     except DatasetError as err:
         return {"error": str(err)}
     batch, accum = max(1, numbers["batch_size"]), max(1, numbers["grad_accum"])
+    run = _folder_run(config, scan, numbers)
+    count = epoch_count(*run)
     counts = epoch_bucket_counts(
         [(i.width, i.height) for i in scan.images],
         config.resolution,
@@ -128,7 +139,7 @@ def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> 
     )
     sizes = Counter(f"{i.width}×{i.height}" for i in scan.images)
     images = len(scan.images)
-    spe = steps_per_epoch(counts, batch, accum)
+    spe = count.steps
     steps = numbers.get("steps")
     result: dict[str, Any] = {
         "images": images,
@@ -138,6 +149,8 @@ def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> 
         "smallest": min((min(i.width, i.height) for i in scan.images), default=0),
         "buckets": {bucket_label(b): n for b, n in counts.items()},
         "steps_per_epoch": spe,
+        "held_out": count.held_out,
+        "epoch_text": f"{epoch_words(*run, count)} = {spe:,} steps per epoch",
         "skipped": scan.skipped[:20],
         "notes": scan.notes[:20],
         "example_caption": scan.images[0].caption if scan.images else "",
@@ -153,8 +166,53 @@ def _analyse(folder: str, stamp: int, relevant_json: str, numbers_json: str) -> 
     }
     if isinstance(steps, int) and spe:
         result["epochs"] = steps / spe
-        result["repeats_per_image"] = steps * batch * accum / max(1, images)
+        result["repeats_per_image"] = steps * batch * accum / max(1, count.trained)
     return result
+
+
+def _folder_run(
+    config: DatasetConfig, scan: DatasetScan, numbers: dict[str, Any]
+) -> tuple[TrainingConfig, DatasetInfo]:
+    """A run on this one folder at the draft's numbers, holding out the draft's share of its
+    images, so the advisor counts its epoch (``advisor.dataset.epoch_count``) as for the run."""
+    base = TrainingConfig()
+    batch = "auto" if numbers.get("batch_auto") else max(1, numbers["batch_size"])
+    train = {"batch_size": batch, "gradient_accumulation_steps": max(1, numbers["grad_accum"])}
+    cfg = base.model_copy(  # no validation: the draft's own checks speak for the draft
+        update={
+            "model": base.model.model_copy(update={"arch": numbers["arch"]}),
+            "datasets": [config],
+            "train": base.train.model_copy(update=train),
+            "validation": ValidationConfig(holdout=numbers.get("held_out", 0)),
+            "runtime": base.runtime.model_copy(
+                update={"num_processes": max(1, numbers.get("processes") or 1)}
+            ),
+        }
+    )
+    sizes = tuple((i.width, i.height) for i in scan.images)
+    return cfg, DatasetInfo((FolderInfo(len(sizes), sizes=sizes),))
+
+
+def draft_held_out(folder: Path) -> int:
+    """Images of ``folder`` the draft holds out for validation: the advisor's share of
+    ``validation.holdout`` (``held_out_counts``); 0 when the draft does not train on it."""
+    checked = state.validated()
+    cfg = checked.config or checked.last_valid
+    if cfg is None or not cfg.validation.holdout:
+        return 0
+    wanted = _resolved(folder)
+    built = demo_is_built(load_settings().home, "dataset")
+    indices = [
+        i
+        for i, ds in enumerate(cfg.datasets)
+        if (built or ds.folder_path != state.DEMO_DATASET)
+        and _resolved(dataset_folder(ds.folder_path)) == wanted
+    ]
+    info = dataset_info(state.draft(), cfg) if indices else None
+    if info is None:
+        return 0
+    taken = held_out_counts(cfg, info)
+    return sum(taken.get(i, 0) for i in indices)
 
 
 def settings_text(settings: dict[str, Any]) -> str:
@@ -185,7 +243,8 @@ def render_report(report: dict[str, Any]) -> None:
     cols[2].metric(
         "Steps per epoch",
         report["steps_per_epoch"],
-        help=f"At the draft's settings: {settings_text(report['settings'])}.",
+        help=f"{report['epoch_text']}, at the draft's settings: "
+        f"{settings_text(report['settings'])}.",
     )
     if "epochs" in report:
         cols[3].metric(
@@ -196,6 +255,8 @@ def render_report(report: dict[str, Any]) -> None:
         )
     else:
         cols[3].metric("Epochs", "auto", help="Steps are 'auto': the advisor decides.")
+    if report["held_out"]:  # validation images are never trained on: say why the count drops
+        st.caption(f":material/fact_check: {report['epoch_text']}.")
     sizes = ", ".join(f"{size} ({n})" for size, n in report["sizes"])
     more = f" and {report['distinct_sizes'] - 6} more" if report["distinct_sizes"] > 6 else ""
     st.caption(

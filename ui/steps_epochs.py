@@ -5,7 +5,8 @@ of the run, `trainer.engine.run_length`). In the wizard the two stay one run len
 ``store(path, value)`` writes what the user typed, and with epochs set it also writes the steps
 they come to on the draft's images (so the Steps box, the predictions and the MLflow params show
 the real count); typing steps clears epochs. ``render_run_length()`` draws the line under the
-Epochs box: "1,200 steps = 10 epochs of 120 steps (24 images × 5 repeats ÷ batch 1)".
+Epochs box: "1,200 steps = 10 epochs of 120 steps (24 images × 5 repeats ÷ batch 1)"; the words
+of an epoch (``epoch_words``) are the Dataset card's too (``ui.datasets``).
 The counting is the advisor's (`advisor.dataset.run_steps`), on the images `ui.advice` counted.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from advisor.dataset import DatasetInfo, run_epoch_steps, run_steps
+from advisor.dataset import DatasetInfo, EpochCount, epoch_count, run_steps, training_info
 from trainer.config.io import ConfigError, config_from_dict
 from trainer.config.schema import TrainingConfig
 from ui import state
@@ -74,8 +75,9 @@ def run_length_text(cfg: TrainingConfig, info: DatasetInfo | None) -> str:
         return "Steps per epoch are counted once the dataset's images are found (Dataset step)" + (
             f"; the run trains {train.epochs} epochs." if train.epochs else "."
         )
-    per_epoch = run_epoch_steps(cfg, info)
-    how = f"{per_epoch:,} steps ({_epoch_words(cfg, info)})"
+    count = epoch_count(cfg, info)
+    per_epoch = count.steps
+    how = f"{per_epoch:,} steps ({epoch_words(cfg, info, count)})"
     steps = run_steps(cfg, info)
     if steps is None:
         return f"Steps are auto (the advisor decides); one epoch is {how}."
@@ -85,15 +87,22 @@ def run_length_text(cfg: TrainingConfig, info: DatasetInfo | None) -> str:
     return f"**{steps:,} steps = {shown} {noun}** of {how}."
 
 
-def _epoch_words(cfg: TrainingConfig, info: DatasetInfo) -> str:
-    """'24 images × 5 repeats ÷ batch 1', with sizes, accumulation and processes when used."""
-    images = sum(f.images for f in info.folders)
+def epoch_words(cfg: TrainingConfig, info: DatasetInfo, count: EpochCount | None = None) -> str:
+    """How one epoch is counted: '24 images × 5 repeats ÷ batch 1', with sizes, accumulation and
+    processes when used; with a validation hold-out '10 images trained (12 − 2 held out for
+    validation) × ...', since held-out images are never trained on."""
+    count = count or epoch_count(cfg, info)
     repeats = {ds.num_repeats for ds in cfg.datasets}
     sizes = {len(ds.resolution) for ds in cfg.datasets}
-    parts = [f"{images:,} images"]
+    parts = [f"{count.images:,} images"]
+    if count.held_out:
+        parts = [
+            f"{count.trained:,} images trained ({count.images:,} − {count.held_out:,} held out "
+            "for validation)"
+        ]
     if len(repeats) == 1:
-        count = repeats.pop()
-        parts.append(f"× {count} repeat{'s' if count != 1 else ''}")
+        number = repeats.pop()
+        parts.append(f"× {number} repeat{'s' if number != 1 else ''}")
     else:
         parts.append("× each dataset's repeats")
     if sizes != {1}:
@@ -106,18 +115,19 @@ def _epoch_words(cfg: TrainingConfig, info: DatasetInfo) -> str:
     if cfg.runtime.num_processes > 1:
         parts.append(f"÷ {cfg.runtime.num_processes} processes")
     text = " ".join(parts)
-    return text + ", rounded up per bucket" if _rounded(cfg, info, batch) else text
+    return text + ", rounded up per bucket" if _rounded(cfg, info, batch, count) else text
 
 
-def _rounded(cfg: TrainingConfig, info: DatasetInfo, batch: Any) -> bool:
-    """Whether batching per bucket adds steps to the plain division."""
+def _rounded(cfg: TrainingConfig, info: DatasetInfo, batch: Any, count: EpochCount) -> bool:
+    """Whether batching per bucket adds steps to the plain division (of the trained images)."""
+    trained = training_info(cfg, info)
     items = sum(
         f.images * ds.num_repeats * len(ds.resolution)
-        for ds, f in zip(cfg.datasets, info.folders, strict=False)
+        for ds, f in zip(cfg.datasets, trained.folders, strict=False)
     )
     per_step = (batch if isinstance(batch, int) else 1) * cfg.train.gradient_accumulation_steps
     plain = -(-items // (per_step * cfg.runtime.num_processes))
-    return run_epoch_steps(cfg, info) != max(1, plain)
+    return count.steps != max(1, plain)
 
 
 # ---------------------------------------------------------------------------------- drawing

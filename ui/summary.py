@@ -1,6 +1,7 @@
 """The summary header on top of the wizard and review, and the sidebar's hardware summary.
 
 Status is never colour alone: every state has an icon and a word (fits / over / errors...).
+The header names the validation too while it is on (``validation_text``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ui import state
 from ui.advice import Hardware, Prediction
 from ui.boundary import advisor_boundary
 from ui.context import StudioContext, hardware
+from ui.text import code
 from ui.widgets import ARCH_LABELS
 
 OK, WARN, ERR = ":material/check_circle:", ":material/warning:", ":material/error:"
@@ -116,6 +118,39 @@ def render_summary_header(context: StudioContext) -> None:
         _item(cols[3], *memory_text(context.prediction, context.hw))
         value, note = status_text(context)
         _item(cols[4], "Status", value, note)
+        validation = validation_text(draft)
+        if validation:
+            st.caption(f":material/fact_check: {validation}", help=VALIDATION_HELP)
+
+
+VALIDATION_HELP = (
+    "The LoRA is scored on images it never trains on (the validation loss): it falls while the "
+    "LoRA learns and rises once it starts copying its training images, and marks the best saved "
+    "LoRA. Set it on the Dataset step."
+)
+
+
+def validation_text(draft: dict[str, Any]) -> str:
+    """'Validation: 2 held-out images, every 10 steps and at each save' while validation is on
+    (held-out images or a folder of its own), else the empty string."""
+    section = draft.get("validation") or {}
+    holdout, folder, every = (
+        section.get("holdout"),
+        section.get("folder_path"),
+        section.get("every"),
+    )
+    if isinstance(holdout, int) and holdout > 0:
+        images = f"{holdout:,} held-out image{'s' if holdout != 1 else ''}"
+    elif folder:
+        images = f"the images of {code(folder)}"
+    else:
+        return ""
+    when = (
+        f"every {every:,} step{'s' if every != 1 else ''} and at each save"
+        if isinstance(every, int) and every > 0
+        else "at each save and at the end"
+    )
+    return f"Validation: {images}, {when}"
 
 
 def render_sidebar_hardware() -> None:

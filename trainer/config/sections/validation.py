@@ -18,10 +18,12 @@ from trainer.config.sections.outputs import MAX_SEED
 class ValidationConfig(Section):
     holdout: int = opt(
         0,
-        "Hold out this many images of your datasets for validation (0 = no validation images). "
-        "They are never trained on; the run scores the LoRA on them (the validation loss) to "
-        "show when it starts to overfit and which checkpoint is best. The same images are held "
-        "out whatever the seed or the order of the files, so runs on one dataset compare.",
+        "Images of your datasets set aside to measure overfitting (0 = none): the run never "
+        "trains on them and scores the LoRA on them (the validation loss), which falls while the "
+        "LoRA learns and rises again once it starts copying its training images, and so shows "
+        "which saved LoRA is best. They leave training, so an epoch has fewer steps. The same "
+        "images are held out whatever the seed or the order of the files, so runs on one dataset "
+        "compare.",
         step="dataset",
         level="basic",
         affects=("quality",),
@@ -30,28 +32,30 @@ class ValidationConfig(Section):
     )
     folder_path: str | None = opt(
         None,
-        "A separate folder of validation images (with captions, like a dataset) instead of "
-        "held-out ones. Images that also appear in a dataset are left out of training.",
+        "A separate folder of validation images (with captions, like a dataset) to score the "
+        "LoRA on, instead of holding out images of your datasets. Images that also appear in a "
+        "dataset are left out of training.",
         step="dataset",
+        level="basic",
         affects=("quality",),
         min_length=1,
     )
     every: int = opt(
         0,
-        "Compute the validation loss every this many steps. 0 = at each checkpoint save only. "
-        "It is always computed at every checkpoint save and at the end, so every saved LoRA "
-        "has a value.",
-        step="save",
+        "How often the validation loss is computed, in training steps (0 = only when a LoRA is "
+        "saved and at the end). It is always computed at every LoRA save and at the end, so "
+        "every saved LoRA has a value; a smaller number draws a finer curve at the cost of a "
+        "few forward passes each time. Needs validation images (holdout or folder).",
+        step="dataset",
         affects=("speed",),
         ge=0,
         le=1_000_000,
     )
     draws: int = opt(
         4,
-        "Noise and timestep draws per validation image. More draws give a steadier value at "
-        "the cost of one forward pass each.",
-        step="save",
-        level="expert",
+        "Noise and timestep draws per validation image each time the validation loss is "
+        "computed. More draws give a steadier value at the cost of one forward pass each.",
+        step="dataset",
         affects=("speed",),
         ge=1,
         le=64,
@@ -59,9 +63,8 @@ class ValidationConfig(Section):
     seed: int = opt(
         0,
         "Seed of the validation noise and timesteps, independent of the training seed: keep it "
-        "to compare the validation loss of different runs.",
-        step="save",
-        level="expert",
+        "the same to compare the validation loss of different runs.",
+        step="dataset",
         ge=0,
         le=MAX_SEED,
     )
