@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from advisor import intents
-from advisor.decide_training import NO_8BIT
+from advisor.decide_training import NO_8BIT, recommended_lr
 from advisor.defaults import resolve_autos
 from advisor.findings import Context, Finding, finding, rule
 from trainer.config.fields import ARCH_DEFAULTS
@@ -15,6 +15,18 @@ from trainer.tracking.run_names import free_name
 
 LR_HIGH = {"sd15": 1e-3, "sdxl": 5e-4, "flux": 5e-4}
 LR_LOW = 1e-5
+# How far a rate may stray from the recommended one (``decide_training.recommended_lr``):
+# above FAR_ABOVE× a warning, from ABSURD× an error (AdamW at 300× its rate turns a LoRA to noise
+# within a few steps), below 1/FAR_BELOW a suggestion (the LoRA barely moves).
+FAR_ABOVE, ABSURD, FAR_BELOW = 10.0, 300.0, 30.0
+ADAPTIVE_OPTIMIZERS = frozenset({"prodigy"})  # find their own step size: lr is a multiplier ~1
+OPTIMIZER_LR_SCALE = {"lion": 0.2}  # Lion's sign updates want 3-10x less than AdamW
+OPTIMIZER_WORDS = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "adafactor": "Adafactor"}
+RATE_WORDS = {
+    "train.lr": "learning rate",
+    "train.unet_lr": "U-Net learning rate",
+    "train.text_encoder_lr": "text encoder learning rate",
+}
 
 
 def _lr(ctx: Context) -> float | None:
@@ -81,8 +93,8 @@ def prodigy_alpha(ctx: Context) -> Iterator[Finding]:
 @rule("lion_lr", ("train.optimizer", "train.lr"), "Lion wants a 3-10x smaller LR")
 def lion_lr(ctx: Context) -> Iterator[Finding]:
     lr = _lr(ctx)
-    if ctx.cfg.train.optimizer != "lion" or lr is None or lr <= 1e-4:
-        return
+    if ctx.cfg.train.optimizer != "lion" or lr is None or lr <= 1e-4 or lr_far_above(ctx):
+        return  # far above, lr_off_scale says so with the recommended rate
     yield finding(
         "lion_lr",
         "warning",
@@ -90,6 +102,64 @@ def lion_lr(ctx: Context) -> Iterator[Finding]:
         f"Lion's updates are larger than AdamW's: {lr:g} is likely too high; use 3-10x less",
         {"train.lr": float(f"{lr / 5:.2g}"), "train.unet_lr": None},
     )
+
+
+def _rates(ctx: Context) -> list[tuple[str, float, float]]:
+    """(path, rate, recommended rate) of each learning rate the run really uses: the U-Net's
+    (``unet_lr``, else ``lr``) and, when the text encoder trains, its own (``text_encoder_lr``,
+    else half of ``lr``: judged on ``lr``). Empty for adaptive optimizers and 'auto' rates."""
+    train = ctx.cfg.train
+    if train.optimizer in ADAPTIVE_OPTIMIZERS or not isinstance(train.lr, float | int):
+        return []
+    good = recommended_lr(ctx.cfg) * OPTIMIZER_LR_SCALE.get(train.optimizer, 1.0)
+    found = {"train.unet_lr" if train.unet_lr is not None else "train.lr": (_lr(ctx), good)}
+    if train.train_text_encoder:
+        if train.text_encoder_lr is not None:
+            found["train.text_encoder_lr"] = (train.text_encoder_lr, good / 2)
+        else:
+            found.setdefault("train.lr", (train.lr, good))
+    return [(path, float(rate), rec) for path, (rate, rec) in found.items() if rate is not None]
+
+
+def lr_far_above(ctx: Context) -> bool:
+    """A rate more than ``FAR_ABOVE``× the recommended one (``lr_off_scale`` reports it)."""
+    return any(rate > FAR_ABOVE * good for _path, rate, good in _rates(ctx))
+
+
+@rule(
+    "lr_off_scale",
+    ("train.lr", "train.unet_lr", "train.text_encoder_lr", "train.optimizer"),
+    "a learning rate many times off the recommended one",
+)
+def lr_off_scale(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    who = f"{OPTIMIZER_WORDS.get(cfg.train.optimizer, cfg.train.optimizer.title())} on "
+    who += "the demo model" if ctx.demo else cfg.model.arch
+    for path, rate, good in _rates(ctx):
+        ratio, name = rate / good, RATE_WORDS[path]
+        if ratio > FAR_ABOVE:
+            absurd = ratio >= ABSURD
+            yield finding(
+                "lr_off_scale",
+                "error" if absurd else "warning",
+                (path,),
+                f"{name} {rate:g} is {ratio:,.0f}x the recommended {good:.1e} for {who}: "
+                + (
+                    "every step overshoots, the loss diverges and the images turn to noise"
+                    if absurd
+                    else "steps overshoot, so the loss may diverge and the images turn to noise"
+                ),
+                {path: good},
+            )
+        elif ratio < 1 / FAR_BELOW and not (rate == _lr(ctx) and rate < LR_LOW):
+            yield finding(  # below LR_LOW, lr_low warns about the U-Net's rate already
+                "lr_off_scale",
+                "suggestion",
+                (path,),
+                f"{name} {rate:g} is 1/{1 / ratio:,.0f} of the recommended {good:.1e} for "
+                f"{who}: training will barely move the model in the steps it has",
+                {path: good},
+            )
 
 
 @rule("optimizer_8bit_off_gpu", ("train.optimizer",), "8-bit optimizer without a GPU for it")
@@ -111,7 +181,7 @@ def lr_high(ctx: Context) -> Iterator[Finding]:
     cfg, lr = ctx.cfg, _lr(ctx)
     if lr is None or cfg.train.optimizer in ("prodigy", "lion") or ctx.demo:
         return
-    if lr > LR_HIGH[cfg.model.arch]:
+    if lr > LR_HIGH[cfg.model.arch] and not lr_far_above(ctx):  # else lr_off_scale says it
         good = intents.prior(cfg.intent).lr[cfg.model.arch]
         yield finding(
             "lr_high",

@@ -154,13 +154,11 @@ def decide_optimizer(d: Draft) -> None:
     device_kind = d.profile.kind if cfg.runtime.device != "cpu" else "cpu"
     name, why = optimizer_for(device_kind)
     d.set("train.optimizer", name, why, NOTES)
-    lr = 1e-3 if d.demo else d.prior.lr[d.arch]
     effective = _effective_batch(cfg)
+    lr = learning_rate_for(d.kind, d.arch, effective, d.demo)
     why = f"{d.kind} on {d.arch} at effective batch {effective}"
     if effective > 2 and not d.demo:
-        lr = min(lr * math.sqrt(effective / 2), intents.LR_MAX[d.arch])
         why += " (raised with the square root of the batch, within the usual band)"
-    lr = float(f"{lr:.2g}")
     d.set(
         "train.lr", lr, "tiny demo model: visible change in a few steps" if d.demo else why, NOTES
     )
@@ -171,6 +169,28 @@ def decide_optimizer(d: Draft) -> None:
     nf4 = cfg.model.quantize and cfg.model.qtype in ("nf4", "fp4")
     clip_why = "low clipping on a 4-bit base" if nf4 else "the usual clipping"
     d.set("train.max_grad_norm", 0.5 if nf4 else 1.0, clip_why, NOTES)
+
+
+DEMO_LR = 1e-3  # the tiny demo model changes visibly in a few steps
+
+
+def learning_rate_for(training_type: str, arch: str, effective_batch: int, demo: bool) -> float:
+    """The learning rate the advisor recommends (AdamW family): the intent's prior for the arch,
+    raised with the square root of an effective batch above 2 (within ``intents.LR_MAX``); on
+    the demo model ``DEMO_LR``."""
+    if demo:
+        return DEMO_LR
+    lr = intents.prior(training_type).lr[arch]
+    if effective_batch > 2:
+        lr = min(lr * math.sqrt(effective_batch / 2), intents.LR_MAX[arch])
+    return float(f"{lr:.2g}")
+
+
+def recommended_lr(cfg: TrainingConfig) -> float:
+    """``learning_rate_for`` ``cfg``'s intent, arch, effective batch and base model: the value
+    the wizard shows as recommended for ``train.lr``."""
+    demo = str(cfg.model.name_or_path).startswith("demo:")
+    return learning_rate_for(cfg.intent, cfg.model.arch, _effective_batch(cfg), demo)
 
 
 def _effective_batch(cfg: TrainingConfig) -> int:

@@ -33,7 +33,11 @@ ACTIVATION_BYTES = {
 }
 CONTEXT_GIB = {"nvidia": 0.6, "amd": 0.7, "apple": 0.3, "cpu": 0.0}
 ALLOCATOR_SLACK = 0.05
-RUNTIME_RAM_GIB = 2.8  # python, torch, diffusers, transformers, mlflow client
+RUNTIME_RAM_GIB = 2.8  # python, torch with its GPU runtime, diffusers, transformers, mlflow client
+# The same libraries in a CPU-only run: 0.57 GiB resident after importing them (torch 2.13 CPU
+# build), and a whole demo-model run measured a 0.7 GB peak RSS. With 2.8 the first finished run
+# "corrected" the prediction ×0.19, which read as a jump with no cause.
+CPU_RUNTIME_RAM_GIB = 0.7
 WORKER_RAM_GIB = 0.35
 QUANTIZE_LOAD_BYTES = 4.0  # quantizing on load materialises fp32 weights (Flux: ~50 GB RAM)
 
@@ -114,7 +118,8 @@ def peak_vram(w: Workload) -> Breakdown:
 # ------------------------------------------------------------------------------------------ RAM
 def ram_parts(w: Workload) -> dict[str, float]:
     model = w.model
-    parts = {"Python + libraries": RUNTIME_RAM_GIB}
+    runtime = CPU_RUNTIME_RAM_GIB if w.device_kind == "cpu" else RUNTIME_RAM_GIB
+    parts = {"Python + libraries": runtime}
     parts["loading peak"] = _load_peak_bytes(w) / GIB
     cpu_weights = model.denoiser_params * weight_bytes(w.weights) * w.offload
     if not w.te_on_gpu and not w.text_cached:

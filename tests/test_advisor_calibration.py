@@ -127,3 +127,31 @@ def test_many_runs_are_counted_not_all_named_and_unmeasured_runs_are_left_out() 
     assert len(found.runs) == 5 and found.memory_factor is None and found.other_models == ()
     assert "(r0, r1, r2 and 2 more: 1, 1.1 and 1.2 s/step measured)" in found.lines()[0]
     assert found.lines()[0].startswith("Speed corrected ×") and "memory" not in found.lines()[0]
+
+
+def test_renaming_the_run_changes_no_prediction() -> None:
+    """The walk: the RAM went 3.5 → 0.7 GB 'after a rename'; the rename was not the cause."""
+    cfg = demo_sd15()
+    runs = [measured(cfg, "my_lora", 0.12, 700, CPU.label)]
+    for history in (None, runs):
+        renamed = predict(make_renamed(cfg, "my_lora_b"), CPU, history=history)
+        assert _numbers(renamed) == _numbers(predict(cfg, CPU, history=history))
+
+
+def make_renamed(cfg, name: str):
+    return cfg.model_copy(update={"name": name})
+
+
+def test_a_finished_demo_run_on_a_cpu_barely_moves_the_ram_prediction() -> None:
+    """What moved it was the first finished run: its measured 0.7 GB peak RSS 'corrected' a
+    prior of 3.5 GB ×0.19 (the prior counted a GPU process's 2.8 GB of runtime). A CPU run's
+    prior now starts near what such runs measure, and the correction says where it comes from."""
+    cfg = demo_sd15("train.dtype=fp32", "train.optimizer=adamw")
+    prior = predict(cfg, CPU)
+    assert 0.5 < prior.ram.value < 1.2  # a demo run on a CPU measured 0.7 GB
+    pred = predict(cfg, CPU, history=[measured(cfg, "my_lora", 0.12, 0.7 * 1024, CPU.label)])
+    assert 0.6 < pred.ram.value / prior.ram.value < 1.4
+    assert pred.ram.source == "history"
+    assert "RAM ×" in pred.calibration.lines()[0] and "my_lora" in pred.calibration.lines()[0]
+    gpu_prior = predict(real_sd15(), RTX4090)
+    assert gpu_prior.ram.parts["Python + libraries"] == 2.8  # a GPU process keeps its runtime

@@ -111,7 +111,9 @@ def test_on_a_cpu_the_measured_peak_is_checked_against_ram() -> None:
     cpu = PROFILES["cpu"]
     run = record(cfg, None, "cpu", device=cpu.label, peak_memory_mb=1536.0)
     (peak,) = predicted_vs_actual([run], cpu)
-    assert peak.predicted == predict(cfg, cpu).ram.value > 1.0
+    pred = predict(cfg, cpu)
+    assert peak.predicted == pred.ram.value > 0.5  # the process's RAM, libraries included...
+    assert pred.ram.value > 10 * pred.vram.value  # ...not the demo's few MB of tensors
 
 
 def test_demo_runs_are_not_similar_to_a_real_model() -> None:

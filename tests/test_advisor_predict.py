@@ -269,3 +269,26 @@ def test_the_total_time_is_split_into_its_parts_in_words() -> None:
     assert f"training {duration(total['training'])}" in text
     assert f"previews {duration(total['sampling'])} for 8 images" in text
     assert "starting and loading" in text and "caching" not in text  # 0.09 s of 9 s
+
+
+def test_a_finding_quotes_the_total_time_the_predictions_show() -> None:
+    """The walk: the header said '≈ 17 s in all' beside a warning 'predicted 13 s': the studio's
+    findings were validated without the past runs that corrected its prediction. Now both come
+    from one ``predict`` call with the same history."""
+    from advisor.rules import validate
+    from ui import advice
+
+    cfg = make("model.name_or_path=demo:sd15", "datasets.0.resolution=[64]", arch="sd15")
+    busy = PROFILES["cpu"].__class__(**{**PROFILES["cpu"].__dict__, "cpu_load": 11.0})
+    runs = [{"run_id": "id-1", "name": "my_lora", "params": flatten(cfg),
+             "metrics": {"s_per_step": 0.9}, "device": busy.label}]  # fmt: skip
+    calibrated, prior = predict(cfg, busy, history=runs), predict(cfg, busy)
+    assert calibrated.total_time.value > 1.5 * prior.total_time.value  # the history matters
+    [warned] = [f for f in validate(cfg, busy, history=runs) if f.rule == "cpu_busy"]
+    assert f"predicted {calibrated.total_time.text()} in all" in warned.message
+    hw = advice._from_profile(busy)
+    shown = advice.predict(cfg, hw, runs)
+    found = advice.findings(cfg.model_dump(mode="json"), [], cfg, hw, None, runs)
+    [studio] = [f for f in found if f.rule == "cpu_busy"]
+    assert shown is not None and shown.total_s == pytest.approx(calibrated.total_time.value)
+    assert f"predicted {calibrated.total_time.text()} in all" in studio.message

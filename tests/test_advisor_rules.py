@@ -247,6 +247,14 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
     "optimizer_8bit_off_gpu": (("train.optimizer=adamw8bit",), "sd15", "cpu", None, (), "warning"),
     "lr_high": (("train.lr=1e-3",), "sdxl", None, None, (), "warning"),
     "lr_low": (("train.lr=1e-6",), "sdxl", None, None, (), "warning"),
+    "lr_off_scale": (
+        ("model.name_or_path=demo:sd15", "train.lr=1"),
+        "sd15",
+        None,
+        None,
+        (),
+        "error",
+    ),
     "te_lr_above_unet": (
         ("train.train_text_encoder=true", "train.text_encoder_lr=1e-3"),
         "sd15",

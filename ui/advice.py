@@ -333,14 +333,17 @@ def findings(
     cfg: TrainingConfig | None,
     hw: Hardware,
     model: ModelSource | None = None,
+    history: list[Any] | None = None,
 ) -> list[Finding]:
     """Everything worth telling about the draft: its schema errors and, once it validates, the
     advisor's findings (among them the settings still 'auto' and, given ``model``, whether the
-    base model can be loaded)."""
+    base model can be loaded). ``history``: the past runs ``predict`` is given, so a figure a
+    finding quotes (the total time, the memory) is the one the predictions show."""
     found = [_problem_finding(draft, p) for p in problems]
     if cfg is not None:
         info = dataset_info(draft, cfg)
-        found += [_from_advisor(f) for f in validate(cfg, hw.raw, info, model=model)]
+        raw = validate(cfg, hw.raw, info, history=history, model=model)
+        found += [_from_advisor(f) for f in raw]
     return found
 
 
@@ -497,6 +500,11 @@ _LABELS = {
     "model.is_v_pred": "V-prediction model",
     "datasets.folder_path": "Dataset folder",
     "name": "LoRA name",
+    "validation.holdout": "Validation images held out",
+    "validation.folder_path": "Validation folder (instead of held-out images)",
+    "validation.every": "Validation every (steps; 0 = at each save)",
+    "validation.draws": "Validation draws per image",
+    "validation.seed": "Validation seed",
 }
 
 

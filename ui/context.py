@@ -82,7 +82,7 @@ def studio_context() -> StudioContext:
     notes: list[str] = []
     found: list[Finding] = []
     with advisor_boundary("checking the draft") as checking:
-        found = advice.findings(state.draft(), checked.problems, checked.config, hw, model)
+        found = advice.findings(state.draft(), checked.problems, checked.config, hw, model, history)
     basis = checked.config or checked.last_valid
     if checked.config is None and basis is not None:
         notes.append("Predictions are for your last valid settings, until the errors are fixed.")
