@@ -24,7 +24,7 @@ from hub_server import GATED_REPO, PUBLIC_REPO, HubEnv  # noqa: E402
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
 from trainer.lora import hub as lora_hub  # noqa: E402
-from trainer.lora.card import base_model_licence  # noqa: E402
+from trainer.lora.card import ValidationSummary, base_model_licence  # noqa: E402
 from trainer.lora.usage import (  # noqa: E402
     CARD_NAME,
     SNIPPET_NAME,
@@ -314,6 +314,64 @@ def test_a_diffusers_layout_lora_gets_its_card_above_its_folder(
     workflow = json.loads((tmp_path / "lora" / WORKFLOW_NAME).read_text())
     assert of_class(workflow, "LoraLoader")[0]["inputs"]["lora_name"] == "x.safetensors"
     assert "This run made no previews." in (tmp_path / "lora" / CARD_NAME).read_text()
+
+
+def _card_code(card_text: str) -> str:
+    return card_text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_card_and_its_script_agree_on_what_it_makes_and_the_base_model(
+    finished: Finished,
+) -> None:
+    folder = finished.job_dir / "lora"
+    card, script = (folder / CARD_NAME).read_text(), (folder / SNIPPET_NAME).read_text()
+    assert "makes the run's first preview of step 3 again" in card
+    assert "it makes the run's first preview of step 3 again" in " ".join(script.split())
+    shown, downloaded = _card_code(card).splitlines(), script.rstrip().splitlines()
+    differ = [(a, b) for a, b in zip(shown, downloaded, strict=True) if a != b]
+    assert len(differ) == 1 and differ[0][0].startswith("BASE_MODEL = 'demo:sd15'")
+    assert differ[0][1].startswith(f"BASE_MODEL = '{finished.job_dir.parent.parent}")  # a path
+    assert "the downloaded script has its path on the machine that trained it" in card
+    assert "## Validation" not in card  # the run scored no validation images
+
+
+def test_the_card_reports_the_validation_loss_and_the_best_checkpoint(
+    demo_home: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(
+        validation={"holdout": 2, "every": 1}, train={"steps": 4}, save={"save_every": 2}
+    )
+    outcome, tracker = run(cfg, demo_home, tmp_path / "job")
+    best_step, best_loss = (
+        int(tracker.tags["studio.best_step"]),
+        tracker.tags["studio.best_val_loss"],
+    )
+    card = ModelCard.load(outcome.lora_files[0].parent / CARD_NAME).text
+    section = card.split("## Validation\n\n", 1)[1].split("\n## ", 1)[0]
+    assert section.startswith("2 validation images, held out of the training images and never")
+    best = f"The best checkpoint by validation loss is step {best_step} ({float(best_loss):.4f})"
+    assert best in section
+    final = tracker.metrics[4]["val_loss"]
+    assert (": this LoRA." in section) == (best_step == 4)
+    if best_step != 4:
+        assert f"this LoRA (step 4) scored {final:.4f}." in section
+
+
+def test_a_checkpoint_made_final_gets_its_own_validation_loss_on_the_card(
+    tmp_path: Path, demo_home: Path
+) -> None:
+    lora = tmp_path / "lora" / "x.safetensors"
+    lora.parent.mkdir()
+    lora.write_bytes(b"")
+    summary = ValidationSummary(3, False, {2: 0.91234, 4: 0.87654}, (4, 0.87654))
+    (tmp_path / "validation.json").write_text(json.dumps(summary.to_json()))
+    assert ValidationSummary.read(tmp_path) == summary  # what the job folder keeps
+    write_usage_files(lora, _cfg(), step=2, home=demo_home, validation=summary)
+    card = (tmp_path / "lora" / CARD_NAME).read_text()
+    assert "3 validation images, from a separate validation folder" in card
+    assert "is step 4 (0.8765); this LoRA (step 2) scored 0.9123." in card
+    assert "makes the run's first preview of step 2 again" in card
+    assert ValidationSummary.read(tmp_path / "lora") is None  # none there
 
 
 # ------------------------------------------------------------------------------ licence, Hub

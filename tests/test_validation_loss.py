@@ -3,6 +3,7 @@ logged as ``val_loss`` without changing the training, continued across a resume.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -143,3 +144,52 @@ def test_the_config_refuses_validation_that_cannot_work() -> None:
     with pytest.raises(ValidationError, match=r"validation.holdout\] the validation captions"):
         TrainingConfig.model_validate({"validation": {"holdout": 2}, "train": unloaded})
     assert not TrainingConfig().validation.enabled  # off by default
+
+
+# The walk's settings: cached latents and text embeddings, a high learning rate, every step.
+RESPONDS = {
+    "validation": {"holdout": 2, "every": 1},
+    "train": {"steps": 6, "lr": 0.05, "cache_text_embeddings": True},
+    "datasets": [{"cache_latents": True}],
+}
+
+
+def zero_lora(scorer: Scorer) -> None:
+    for part in scorer.arch.adapted_components().values():
+        for name, param in part.named_parameters():
+            if "lora_" in name:
+                param.data.zero_()
+
+
+def test_the_validation_loss_follows_the_lora_weights_with_cached_inputs(
+    demo_home: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(**RESPONDS)
+    outcome, tracker = run(cfg, demo_home, tmp_path / "job")
+    logged = val_losses(tracker)
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    assert len(set(logged.values())) == 6  # a high learning rate moves it every step
+    scorer = Scorer(cfg, demo_home, tmp_path / "score")
+    untrained = scorer.score()
+    trained = scorer.score(outcome.lora_files[0])
+    assert trained == logged[6]  # the final LoRA scores what the run logged at its end
+    zero_lora(scorer)
+    assert scorer.score() == untrained  # a zeroed LoRA is the base model again
+    assert abs(trained - untrained) > 1e-3  # and the trained one is measurably different
+
+
+def test_the_last_steps_evaluation_counts_its_lora_as_saved(demo_home, tmp_path, capsys) -> None:
+    cfg = tiny_config(
+        validation={"holdout": 2, "every": 2}, train={"steps": 6}, save={"save_every": 2}
+    )
+    ctx = RunContext(home=demo_home, job_dir=tmp_path / "job", tracker=RecordingTracker())
+    validation = loop.Validation(cfg, ctx)
+    loop.prepare_data(cfg, ctx, validation)
+    falling = iter([3.0, 2.0, 1.0])  # the validation loss still falls at the end
+    validation.loss = lambda *args: next(falling)  # type: ignore[method-assign]
+    state = loop.LoopState()
+    for step in (2, 4, 6):
+        state.step = step
+        validation.after_step(None, None, state, 6, contextlib.nullcontext)
+    assert validation.best == (6, 1.0)  # the final LoRA, saved right after, is the best
+    assert "step 6: validation loss 1 (best saved LoRA: step 6)" in capsys.readouterr().out

@@ -107,7 +107,24 @@ def render_validation(settings: StudioSettings, view: RunView) -> None:
             final_step=int(view.tags.get(TAG_FINAL_FROM_STEP) or history[-1][0]),
             finished=view.status == "FINISHED" and not view.alive,
             key=f"make_final_{view.run_id}_{best[0]}",
+            note=still_falling(history, best),
         )
+
+
+def still_falling(history: list[tuple[int, float]], best: tuple[int, float]) -> str | None:
+    """When the best saved LoRA is the last evaluation and the loss fell into it: the figures
+    and what they suggest (training longer), else None. The best being the last checkpoint
+    means the validation loss had not turned up yet, not that the run found its minimum."""
+    if len(history) < 2 or best[0] != history[-1][0] or history[-1][1] >= history[-2][1]:
+        return None
+    (first_step, first), (last_step, last) = history[0], history[-1]
+    decimals = next((d for d in range(4, 9) if f"{first:.{d}f}" != f"{last:.{d}f}"), 9)
+    drop = (first - last) / first * 100 if first > 0 else 0.0
+    return (
+        f"Validation loss was still falling when the run ended ({first:.{decimals}f} at step "
+        f"{first_step} → {last:.{decimals}f} at step {last_step}, {drop:.2g}% lower), so "
+        "training longer might help."
+    )
 
 
 def render_best(
@@ -118,12 +135,16 @@ def render_best(
     final_step: int | None,
     finished: bool,
     key: str,
+    note: str | None = None,
 ) -> FinalSwap | None:
     """The best checkpoint's line and "Make this the final LoRA" (Monitor and Compare):
-    ``final_step``, the step the final LoRA is from; the swap, when the button made one."""
+    ``final_step``, the step the final LoRA is from; ``note``, a line shown once the run has
+    finished (``still_falling``); the swap, when the button made one."""
     step, value = best
     left, right = st.columns([3, 2], vertical_alignment="center")
     left.markdown(f"**Best checkpoint:** step {step} · validation loss {value:.4f}")
+    if finished and note:
+        left.caption(note)
     if not finished:
         left.caption("Once the run has finished, this checkpoint can become the final LoRA.")
     elif final_step == step:

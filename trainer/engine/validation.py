@@ -9,7 +9,8 @@ Two parts, in the order a run meets them:
   images by content hash: the same ones whatever the seed, the file names or their order.
 - ``Validation`` scores the LoRA on them every ``validation.every`` steps, at every checkpoint
   save and at the end (so every saved LoRA has a value), logs the metric ``val_loss`` and tags
-  the saved LoRA with the lowest one (``studio.best_step``, ``studio.best_val_loss``).
+  the saved LoRA with the lowest one (``studio.best_step``, ``studio.best_val_loss``). The job
+  folder's ``validation.json`` keeps the same for the model card (``trainer.lora.card``).
 
 Why the value compares across steps and runs: each (image, draw) has its own generator seeded by
 ``validation.seed``, the image's item key and the draw, so it gets the same noise and timestep at
@@ -39,6 +40,8 @@ from trainer.demo.tiny import resolve_demo_ref
 from trainer.engine.context import RunContext
 from trainer.engine.ema import ema_weights
 from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugmented
+from trainer.files import write_json
+from trainer.lora.card import VALIDATION_FILE, ValidationSummary
 from trainer.tracking.layout import METRIC_VAL_LOSS, TAG_BEST_STEP, TAG_BEST_VAL_LOSS
 
 # What a validation image is read with: every image once, centre crop, no random change to its
@@ -184,9 +187,11 @@ class Validation:
         self, arch: Arch, inputs: Any, state: Any, total: int, autocast: AutocastFactory
     ) -> float | None:
         """The loop's call after each step: score every ``validation.every`` steps and before
-        each checkpoint the loop saves on its way (the end calls ``evaluate(..., saved=True)``)."""
+        each checkpoint the loop saves on its way (the end calls ``evaluate(..., saved=True)``).
+        The last step's LoRA is saved right after, so it counts as saved here already: its log
+        line then names the right best LoRA."""
         every, step = self.settings.every, state.step
-        saves = step % self.cfg.save.save_every == 0 and step < total  # as the loop decides
+        saves = step % self.cfg.save.save_every == 0 or step >= total  # as the loop decides
         if self.data is None or not (saves or (every and step % every == 0)):
             return None
         return self.evaluate(arch, inputs, state, autocast, saved=saves)
@@ -211,10 +216,17 @@ class Validation:
             self.ctx.tracker.log_metrics({METRIC_VAL_LOSS: self.history[step]}, step=step)
         if saved:
             self.mark_saved(step)
+        if fresh or saved:
+            write_json(self.ctx.job_dir / VALIDATION_FILE, self.summary().to_json())
         if fresh:
             note = f" (best saved LoRA: step {self.best[0]})" if self.best else ""
             print(f"step {step}: validation loss {self.history[step]:.6g}{note}", flush=True)
         return self.history[step]
+
+    def summary(self) -> ValidationSummary:
+        """What the model card reports (``trainer.lora.card.ValidationSummary``)."""
+        held_out = not self.settings.folder_path
+        return ValidationSummary(self.items, held_out, dict(self.history), self.best)
 
     def mark_saved(self, step: int) -> None:
         """The LoRA of ``step`` is saved: it may be the new best (the earlier one on a tie)."""

@@ -3,7 +3,9 @@
 ``model_card`` builds it with huggingface_hub's ``ModelCard``/``ModelCardData``: base model,
 licence, tags, the trigger word (``instance_prompt``) and a widget of the preview images in the
 metadata; the trigger word, key settings, sample images, and how to use the LoRA with diffusers
-and ComfyUI in the body. ``base_model_licence`` reads the base model's licence from the Hub
+and ComfyUI in the body, and the validation loss when the run scored one (``ValidationSummary``,
+read from the job folder's ``validation.json`` that ``trainer.engine.validation`` writes).
+``base_model_licence`` reads the base model's licence from the Hub
 (``trainer.models.hub.inspect_repo``); a local or demo model, or an offline studio, gets
 ``other`` with the reason. ``trainer.lora.usage`` writes the card next to each saved LoRA, and
 ``save.push_to_hub`` uploads it as the repository's card.
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
 from trainer.config.schema import TrainingConfig
+from trainer.files import read_json
 from trainer.models.hub import FOUND, inspect_repo, is_hub_id
 
 ARCH_TAGS = {
@@ -26,6 +30,48 @@ ARCH_TAGS = {
     "flux": ["flux", "flux-diffusers"],
 }
 ARCH_NAMES = {"sd15": "Stable Diffusion 1.5", "sdxl": "SDXL", "flux": "Flux.1"}
+VALIDATION_FILE = "validation.json"  # in the job folder, beside progress.json
+
+
+def remade_preview(step: int | None) -> str:
+    """What the diffusers script makes again: the same words in the script and on the card."""
+    return (
+        f"the run's first preview of step {step}"
+        if step
+        else "the first preview of the run's last step"
+    )
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    """What a run's validation found, for the card: how many images, where they came from
+    (``held_out``: taken out of the training images; else a validation folder), the validation
+    loss by step and the best saved LoRA (step, loss)."""
+
+    images: int
+    held_out: bool
+    history: dict[int, float]
+    best: tuple[int, float] | None
+
+    def to_json(self) -> dict[str, Any]:
+        best = list(self.best) if self.best else None
+        history = {str(k): v for k, v in sorted(self.history.items())}
+        return {"images": self.images, "held_out": self.held_out, "history": history, "best": best}
+
+    @classmethod
+    def read(cls, job_dir: Path | None) -> ValidationSummary | None:
+        """The job folder's summary; None when the run scored none (or it cannot be read)."""
+        data = read_json(Path(job_dir) / VALIDATION_FILE) if job_dir is not None else None
+        try:
+            best = data.get("best") if data else None
+            return cls(
+                images=int(data["images"]),
+                held_out=bool(data["held_out"]),
+                history={int(k): float(v) for k, v in data["history"].items()},
+                best=(int(best[0]), float(best[1])) if best else None,
+            )
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +139,33 @@ def _settings_table(cfg: TrainingConfig, step: int) -> list[str]:
     return ["| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
 
 
+def _validation_section(summary: ValidationSummary | None, step: int) -> list[str]:
+    """The card's "Validation" section: nothing when the run scored no validation images."""
+    if summary is None or not summary.history:
+        return []
+    source = (
+        "held out of the training images"
+        if summary.held_out
+        else "from a separate validation folder"
+    )
+    lines = [
+        f"{summary.images} validation images, {source} and never trained on, were scored with "
+        "the training loss at fixed noise and timesteps (validation loss: lower is better)."
+    ]
+    if summary.best is None:
+        lines.append("No saved LoRA had a validation loss yet.")
+    else:
+        best_step, best_loss = summary.best
+        best = f"The best checkpoint by validation loss is step {best_step} ({best_loss:.4f})"
+        if best_step == step:
+            lines.append(f"{best}: this LoRA.")
+        elif step in summary.history:
+            lines.append(f"{best}; this LoRA (step {step}) scored {summary.history[step]:.4f}.")
+        else:
+            lines.append(f"{best}.")
+    return ["## Validation", "", " ".join(lines), ""]
+
+
 def model_card(
     cfg: TrainingConfig,
     *,
@@ -104,6 +177,7 @@ def model_card(
     snippet: str,
     files: tuple[str, str, str],
     comfy_files: tuple[str, str],
+    validation: ValidationSummary | None = None,
 ) -> ModelCard:
     """The card of the LoRA ``files[0]`` saved at ``step``.
 
@@ -112,7 +186,8 @@ def model_card(
     ``trainer.lora.usage.Recipe`` (the first is what ``snippet`` makes); ``samples``: the
     preview images' paths relative to the card, in prompt order; ``files``: the LoRA, the
     diffusers script and the ComfyUI workflow, relative to the card; ``comfy_files``: the
-    checkpoint and LoRA file names the workflow expects."""
+    checkpoint and LoRA file names the workflow expects; ``validation``: the run's validation
+    loss (a "Validation" section)."""
     arch = cfg.model.arch
     trigger = next((ds.trigger_word for ds in cfg.datasets if ds.trigger_word), None)
     widget = [
@@ -134,6 +209,7 @@ def model_card(
     first = recipes[0]
     lora, script, workflow = files
     base_name = base_model or cfg.model.name_or_path.rsplit("/", 1)[-1]
+    local_base = not is_hub_id(cfg.model.name_or_path)
     body = [
         f"# {cfg.name}",
         "",
@@ -147,6 +223,7 @@ def model_card(
         "",
         *_settings_table(cfg, step),
         "",
+        *_validation_section(validation, step),
         "## Sample images",
         "",
     ]
@@ -163,8 +240,15 @@ def model_card(
     body += [
         "## Use it with diffusers",
         "",
-        f"`{script}` (next to this card) makes the first preview again with the previews' "
-        "settings; on the same kind of device and precision as the run, pixel for pixel:",
+        f"`{script}` (next to this card) makes {remade_preview(step)} again with the "
+        "previews' settings; on the same kind of device and precision as the run, pixel for "
+        f"pixel. The script below is `{script}`"
+        + (
+            f" with the base model named {_code(base_name)}: the downloaded script has its "
+            "path on the machine that trained it, a card shows no local paths."
+            if local_base
+            else "."
+        ),
         "",
         "```python",
         snippet.rstrip(),

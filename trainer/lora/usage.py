@@ -7,8 +7,9 @@ a diffusers script (``diffusers_usage.py``) and a ComfyUI workflow in API prompt
 - ``preview_recipes(cfg)``: how each preview image is made (prompt, seed, size, steps, guidance,
   sampler, LoRA strength), resolved exactly as ``trainer.engine.previews`` resolves them.
 - ``diffusers_snippet(...)``: a script that loads the base model and the LoRA and generates the
-  first preview again; with the run's precision on the run's kind of device it gives the run's
-  last preview pixel for pixel (the LoRA file saved in fp32; fp16/bf16 files round the weights).
+  run's first preview of the LoRA's step again (``card.remade_preview``: the card says the same);
+  with the run's precision on the run's kind of device, pixel for pixel (the LoRA file saved in
+  fp32; fp16/bf16 files round the weights).
 - ``comfyui_workflow(...)``: the same settings as ComfyUI nodes (settings, not pixels: ComfyUI
   draws its noise and steps its samplers its own way).
 - ``publish_usage_files(...)``: writes all of them next to a LoRA file and logs them to MLflow
@@ -31,7 +32,7 @@ from trainer.config.introspection import resolved
 from trainer.config.schema import TrainingConfig
 from trainer.demo.tiny import DEMO_PREFIX, resolve_demo_ref
 from trainer.files import atomic_write_text
-from trainer.lora.card import base_model_licence, model_card
+from trainer.lora.card import ValidationSummary, base_model_licence, model_card, remade_preview
 from trainer.models.hub import is_hub_id
 from trainer.settings import load_settings
 
@@ -260,7 +261,7 @@ def diffusers_snippet(
     if cfg.model.vae_path or cfg.model.te_name_or_path:
         notes.append("# The run replaced the VAE or text encoder (model.vae_path/te_name_or_path):")
         notes.append("# pass the same ones to from_pretrained (vae=..., text_encoder=...).")
-    which = "the run's last preview" if step is None else f"the run's preview of step {step}"
+    which = remade_preview(step)
     lines = [
         f'"""Generate with the LoRA {cfg.name!r} (LoRA Studio): the run\'s first preview prompt with',
         "the previews' sampler, seed and size; run with the run's precision on the same kind of",
@@ -417,9 +418,11 @@ def write_usage_files(
     previews: list[Path] | tuple[Path, ...] = (),
     model_path: str | None = None,
     home: Path | None = None,
+    validation: ValidationSummary | None = None,
 ) -> list[Path]:
     """Write the card, the diffusers script, the ComfyUI workflow and the card's sample images
-    (copies of ``previews``) for the LoRA ``lora_file`` saved at ``step``; returns the files."""
+    (copies of ``previews``) for the LoRA ``lora_file`` saved at ``step``; returns the files.
+    ``validation``: the run's validation loss, for the card."""
     folder = card_folder(lora_file)
     weight_name = Path(lora_file).relative_to(folder).as_posix()
     base = base_model_of(cfg, model_path, home)
@@ -449,6 +452,7 @@ def write_usage_files(
         snippet=diffusers_snippet(cfg, recipes[0], public_base, weight_name, lora_repo, step),
         files=(weight_name, SNIPPET_NAME, WORKFLOW_NAME),
         comfy_files=(base.comfy_file, comfy_name),
+        validation=validation,
     )
     written = [
         atomic_write_text(folder / CARD_NAME, str(card)),
@@ -471,7 +475,8 @@ def publish_usage_files(
     model_path: str | None = None,
 ) -> list[Path]:
     """``write_usage_files`` with the previews of ``step``'s round from ``job_dir``, then log
-    the files as MLflow artifacts under ``artifact_path`` (samples under ``.../samples``).
+    the files as MLflow artifacts under ``artifact_path`` (samples under ``.../samples``); the
+    card reports the validation loss ``job_dir`` holds (``ValidationSummary``), if any.
     ``arch``: the loaded model, when there is one (its Hub commit goes into the script);
     ``model_path``: the same without a loaded model (``id@commit`` for a Hub model)."""
     written = write_usage_files(
@@ -481,6 +486,7 @@ def publish_usage_files(
         previews=previews_for(job_dir, step),
         model_path=model_path or getattr(arch, "model_path", None),
         home=home,
+        validation=ValidationSummary.read(job_dir),
     )
     folder = card_folder(lora_file)
     for path in written:
