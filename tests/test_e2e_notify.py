@@ -39,7 +39,9 @@ def test_a_run_end_toasts_and_sets_the_tab_title(
         page = new_page(chromium_browser, studio_server.url)
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_text("tabby").first.wait_for()
-        assert page.title() == "LoRA Studio"
+        page.wait_for_function(  # the training run is the newest: the title follows it
+            "document.title === '▶ tabby 10% — LoRA Studio'", timeout=scaled_ms(10_000)
+        )
 
         write_progress(folder, {"phase": "finished", "step": 30, "total_steps": 30})
         trainer.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,8 +157,8 @@ def test_the_message_names_the_run_its_status_steps_loss_duration_and_why_it_fai
 
 def test_the_url_is_shown_masked_and_never_in_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     url = f"json://user:{URL_PASSWORD}@hooks.example.com:8443/x/{URL_TOKEN}?code=abc123"
-    assert mask_url(url) == "json://hooks.example.com:8443…"
-    assert mask_url(f"discord://1234567890/{URL_TOKEN}") == "discord://…"
+    assert mask_url(url) == "json://user:***@hooks.example.com:8443/x/***?code=***"
+    assert mask_url(f"discord://1234567890/{URL_TOKEN}") == "discord://***/***"
     # a URL apprise cannot parse, the URL in use, the path urllib3 posts to: no token in a log
     bad = f"nosuchservice://{URL_TOKEN}/abc"
     with caplog.at_level(logging.DEBUG):
@@ -367,6 +368,11 @@ def test_the_browser_toasts_a_run_end_once_and_keeps_the_status_in_the_tab_title
     assert os.environ.get("STUDIO_NOTIFY_URL") is None
 
 
+def shown_text(markdown: str) -> str:
+    """What the browser shows of ``ui.text.plain``'s markdown: no escapes, no code marks."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("`", "")
+
+
 def _settings_script() -> None:
     from ui.notify_settings import render_notify_settings
 
@@ -385,7 +391,7 @@ def test_the_home_settings_form_saves_the_url_masked_and_sends_a_test(
     assert at.text_input(key=URL_KEY).proto.type == at.text_input(key=URL_KEY).proto.PASSWORD
     at.text_input(key=URL_KEY).input(f"nosuchservice://{URL_TOKEN}")
     at.button(key=SAVE_KEY).click().run()
-    assert "apprise cannot use this nosuchservice" in at.error[0].value
+    assert "apprise has no service called 'nosuchservice://'" in shown_text(at.error[0].value)
     assert URL_TOKEN not in at.error[0].value
     assert not settings.notify_file.exists()
 
@@ -393,7 +399,7 @@ def test_the_home_settings_form_saves_the_url_masked_and_sends_a_test(
     at.button(key=SAVE_KEY).click().run()
     assert not at.exception
     port = receiver.server.server_address[1]
-    assert f"Saved: messages go to `json://127.0.0.1:{port}…`" in texts(at)
+    assert f"Saved: messages go to `json://notify:***@127.0.0.1:{port}/hooks/***`" in texts(at)
     assert settings.notify_url_in_use() == receiver.url
     assert settings.notify_file.stat().st_mode & 0o777 == 0o600
     at.button(key=TEST_KEY).click().run()
@@ -409,6 +415,72 @@ def test_the_home_settings_form_saves_the_url_masked_and_sends_a_test(
     at = AppTest.from_function(_settings_script, default_timeout=30).run()
     assert "set by `STUDIO_NOTIFY_URL`" in texts(at) and not at.text_input
     assert [b.key for b in at.button] == [TEST_KEY]
+
+
+def test_the_saved_url_is_shown_whole_with_only_its_secrets_masked() -> None:
+    assert mask_url("json://127.0.0.1:9/x") == "json://127.0.0.1:9/x"
+    assert mask_url("ntfys://my-topic") == "ntfys://my-topic"
+    assert mask_url("mailto://me:hunter2@example.com") == "mailto://me:***@example.com"
+    both = f"json://127.0.0.1:9/x, discord://1234567890/{URL_TOKEN}"
+    assert mask_url(both) == "json://127.0.0.1:9/x, discord://***/***"
+    assert mask_url(f"no scheme {URL_TOKEN}") == "***, ***, ***"
+
+
+def test_a_url_without_a_service_prefix_says_so_in_plain_words() -> None:
+    problem = url_problem("xyz") or ""
+    assert problem.startswith("Not a notification URL: 'xyz' has no service prefix; use one of")
+    assert "ntfy://topic" in problem and "json://host/path" in problem and "?://" not in problem
+    hidden = url_problem(URL_TOKEN) or ""  # a pasted token, not a URL: never repeated
+    assert "has no service prefix" in hidden and URL_TOKEN not in hidden
+    missing = url_problem(f"discord://{URL_TOKEN[:10]}") or ""  # apprise's own reason, redacted
+    assert "apprise knows discord://" in missing and "Webhook Token" in missing
+    assert URL_TOKEN[:10] not in missing
+    assert url_problem("json://127.0.0.1:9/x") is None
+
+
+def test_a_refused_message_says_apprise_s_reason_and_leaves_its_logger_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trainer.notify import send_test_notification
+
+    apprise_log = logging.getLogger("apprise")
+    before = (apprise_log.level, apprise_log.propagate, list(apprise_log.handlers))
+    url = closed_port_url()
+    port = url.split(":")[2].split("/")[0]
+    with caplog.at_level(logging.WARNING):
+        problem = send_test_notification(url)
+    assert problem == f"could not connect to 127.0.0.1:{port}: connection refused"
+    assert f"to 127.0.0.1:{port}: could not connect" in caplog.text
+    assert URL_TOKEN not in caplog.text and "Payload" not in caplog.text  # apprise's debug lines
+    assert (apprise_log.level, apprise_log.propagate, list(apprise_log.handlers)) == before
+
+
+def test_the_form_keeps_a_url_it_cannot_use_and_shows_why_a_test_was_not_sent(
+    settings: StudioSettings,
+) -> None:
+    from ui_support import texts
+
+    from ui.notify_settings import SAVE_KEY, TEST_KEY, URL_KEY
+
+    at = AppTest.from_function(_settings_script, default_timeout=30).run()
+    at.text_input(key=URL_KEY).input("xyz")
+    at.button(key=SAVE_KEY).click().run()
+    assert not at.exception
+    said = shown_text(at.error[0].value)
+    assert "Not a notification URL: 'xyz' has no service prefix; use one of ntfy://topic" in said
+    assert "?://" not in said
+    assert at.text_input(key=URL_KEY).value == "xyz"  # still there to correct
+    url = closed_port_url()
+    port = url.split(":")[2].split("/")[0]
+    at.text_input(key=URL_KEY).input(url)
+    at.button(key=SAVE_KEY).click().run()
+    assert f"Saved: messages go to `json://127.0.0.1:{port}/hooks/***`" in texts(at)
+    assert at.text_input(key=URL_KEY).value == ""  # saved: the box keeps no copy
+    at.button(key=TEST_KEY).click().run()
+    assert [shown_text(e.value) for e in at.error] == [
+        f"The test message was not sent: could not connect to 127.0.0.1:{port}: connection refused"
+    ]
+    assert URL_TOKEN not in texts(at)
 
 
 def test_the_sidebar_of_any_page_announces_a_run_end(settings: StudioSettings) -> None:

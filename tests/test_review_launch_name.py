@@ -48,7 +48,8 @@ def _basics_label(at) -> str:
 
 def test_a_free_name_is_shown_as_it_is(home: Path) -> None:
     at = open_page("pages/review.py")
-    assert _saved_as(at) == [":material/save: Will be saved as `my_lora`"] * 2  # top and bottom
+    shown = ":material/save: Will be saved as `my_lora.safetensors` · Run name: `my_lora`"
+    assert _saved_as(at) == [shown] * 2  # top and bottom
     assert "LoRA name: my_lora ·" in _basics_label(at)
 
 
@@ -60,7 +61,10 @@ def test_a_taken_name_shows_the_number_the_launch_gives(
 
     _finished_run(home, "my_lora")
     at = open_page("pages/review.py")
-    shown = ":material/save: Will be saved as `my_lora_2` (`my_lora` exists)"
+    shown = (
+        ":material/save: Will be saved as `my_lora_2.safetensors` · Run name: `my_lora_2` "
+        "(`my_lora` exists)"
+    )
     assert _saved_as(at) == [shown, shown]
     assert "LoRA name: my_lora → my_lora_2" in _basics_label(at)
     assert at.session_state["draft"]["name"] == "my_lora"  # only said: the draft keeps its name
@@ -77,7 +81,10 @@ def test_a_taken_name_shows_the_number_the_launch_gives(
     assert get_run_record(uri, run_id).name == "my_lora_2"  # the name Review announced
     assert "**Launched** `my_lora_2`" in texts(at)
     at.run()  # back on Review (a real launch opens the monitor): the new run is counted at once
-    shown = ":material/save: Will be saved as `my_lora_3` (`my_lora` exists)"
+    shown = (
+        ":material/save: Will be saved as `my_lora_3.safetensors` · Run name: `my_lora_3` "
+        "(`my_lora` exists)"
+    )
     assert _saved_as(at) == [shown, shown]
 
 
@@ -89,7 +96,33 @@ def test_a_run_name_set_in_the_config_is_the_one_numbered(home: Path) -> None:
     cfg = TrainingConfig.model_validate(
         {"name": "files", "logging": {"run_name": "team"}, "model": {"name_or_path": "demo:sd15"}}
     )
-    assert launch_name(cfg, uri) == LaunchName("team", "team_2")
+    assert launch_name(cfg, uri) == LaunchName("team", "team_2", "files.safetensors")
     assert launch_name(cfg.model_copy(update={"name": "team"}), uri).wanted == "team"
-    assert LaunchName("a", "a").text() == "Will be saved as `a`"
+    assert LaunchName("a", "a", "a.safetensors").text() == (
+        "Will be saved as `a.safetensors` · Run name: `a`"
+    )
     assert not LaunchName("a", "a").renamed and LaunchName("a", "a_2").renamed
+
+
+def test_the_file_and_the_run_name_are_said_apart(home: Path) -> None:
+    """A run name set apart from the LoRA name (here a markdown image) is the run's name, not the
+    file's: Review names the file the LoRA is saved in and the run name each on their own."""
+    from ui.launch_name import launch_name
+
+    uri = load_settings(home=home, tracking_uri_override=None).tracking_uri
+    cfg = TrainingConfig.model_validate(
+        {
+            "name": "my_lora",
+            "logging": {"run_name": "![x](http://127.0.0.1:9/b.png)"},
+            "model": {"name_or_path": "demo:sd15"},
+        }
+    )
+    said = launch_name(cfg, uri)
+    assert said.file == "my_lora.safetensors"
+    assert said.text() == (
+        "Will be saved as `my_lora.safetensors` · Run name: `![x](http://127.0.0.1:9/b.png)`"
+    )
+    only_diffusers = cfg.model_copy(
+        update={"save": cfg.save.model_copy(update={"save_format": "diffusers"})}
+    )
+    assert launch_name(only_diffusers, uri).file == "my_lora/pytorch_lora_weights.safetensors"

@@ -21,8 +21,9 @@ import json
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -54,6 +55,18 @@ STATUS_WORDS = {
 }
 PHASE_STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 _SPLIT_URLS = re.compile(r"[\s,]+")  # apprise takes several URLs in one string
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}$")
+SERVICE_EXAMPLES = (
+    "ntfy://topic, json://host/path, discord://id/token or mailto://user:pass@example.com (e-mail)"
+)
+APPRISE_LIST = "https://github.com/caronc/apprise/wiki"
+EVERY_SERVICE = f"Every service apprise knows is listed at {APPRISE_LIST}"  # no "." after a URL
+# In apprise's log: the socket's reason ("[Errno 111] Connection refused"), a timeout, and its
+# lines that repeat a URL it could not load (the reason is in the line before).
+_SOCKET_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\"()\]\[]+)")
+_TIMED_OUT = re.compile(r"(?:read|connect|connection) timed out", re.IGNORECASE)
+_ECHOES_URL = re.compile(r"^(Unsupported URL|Unparseable URL|Could not load .* URL)")
+_APPRISE_LOG_LOCK = threading.RLock()  # url_problem runs inside send's block
 
 
 # ----------------------------------------------------------------------------- the message
@@ -149,41 +162,150 @@ def protect_url(url: str) -> None:
 
 
 def mask_url(url: str) -> str:
-    """The URL as the studio shows it: its scheme and host name only (``json://127.0.0.1/…``,
-    ``discord://…``); '' for none."""
-    shown = []
-    for one in filter(None, _SPLIT_URLS.split(url.strip())):
-        scheme, sep, _rest = one.partition("://")
-        if not sep:
-            shown.append("…")
-            continue
-        try:
-            parts = urlsplit(one)
-            host, port = parts.hostname or "", parts.port
-        except ValueError:
-            host, port = "", None
-        looks_like_host = "." in host or host == "localhost"
-        where = f"{host}:{port}" if looks_like_host and port else host if looks_like_host else ""
-        shown.append(f"{scheme}://{where}…")
-    return ", ".join(shown)
+    """The URL as the studio shows it: whole, with each part that may be a secret as ``***`` (its
+    password, and what looks like a token in its user, host, path and query: ``url_secrets``):
+    ``json://127.0.0.1:9/x``, ``discord://***/***``; '' for none."""
+    return ", ".join(_masked(one) for one in filter(None, _SPLIT_URLS.split(url.strip())))
+
+
+def _masked(one: str) -> str:
+    scheme, sep, rest = one.partition("://")
+    if not sep:
+        return HIDDEN
+    rest, fragment, _ = rest.partition("#")
+    where, _, query = rest.partition("?")
+    netloc, slash, path = where.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if userinfo:
+        user, colon, _password = userinfo.partition(":")
+        userinfo = _hide_token(user) + (f":{HIDDEN}" if colon else "")
+    if hostport.startswith("["):  # [::1]:8080
+        host, _, port = hostport[1:].partition("]")
+        host, port = f"[{host}]", port
+    else:
+        host, port_sep, port = hostport.partition(":")
+        port = port_sep + port
+    is_host_name = "." in host or host == "localhost" or host.startswith("[")
+    shown = f"{scheme}://{userinfo}{at}{host if is_host_name else _hide_token(host)}{port}"
+    shown += slash + "/".join(_hide_token(segment) for segment in path.split("/"))
+    if query:
+        pairs = (pair.partition("=") for pair in query.split("&"))
+        shown += "?" + "&".join(f"{name}{eq}{_hide_token(value)}" for name, eq, value in pairs)
+    if fragment:
+        shown += f"#{HIDDEN}"
+    return shown
+
+
+def _hide_token(text: str) -> str:
+    return HIDDEN if text and _token_like(text) else text
 
 
 def url_problem(url: str) -> str | None:
-    """Why apprise cannot send to ``url`` (its scheme unknown, its parts wrong); None when it
-    can. The URL itself is never part of the answer."""
+    """Why apprise cannot send to ``url``, in words a user can act on (no service prefix, a
+    service apprise does not know, the parts a known service is missing: apprise's own reason);
+    None when it can. No secret of the URL is part of the answer."""
     import apprise  # why: 0.2 s to import and 0.3 s to load its plugins; only where a URL is used
 
     if not url.strip():
         return "No URL given."
     protect_url(url)
     for one in filter(None, _SPLIT_URLS.split(url)):
-        if not apprise.Apprise().add(one):
-            scheme = one.partition("://")[0] if "://" in one else "?"
+        with apprise_log() as records:
+            usable = apprise.Apprise().add(one)
+        if usable:
+            continue
+        scheme, sep, _rest = one.partition("://")
+        if not sep:
+            shown = "what was typed" if _token_like(one) else repr(one)
             return (
-                f"apprise cannot use this {scheme}:// URL: check the service's scheme and the "
-                "parts it needs; https://github.com/caronc/apprise/wiki describes each service."
+                f"Not a notification URL: {shown} has no service prefix; use one of "
+                f"{SERVICE_EXAMPLES}. {EVERY_SERVICE}"
             )
+        if scheme.lower() not in _known_schemes():
+            shown = repr(f"{scheme}://") if _SCHEME.match(scheme) else "its prefix"
+            return (
+                f"Not a notification URL: apprise has no service called {shown}; use one of "
+                f"{SERVICE_EXAMPLES}. {EVERY_SERVICE}"
+            )
+        reason = apprise_reason(records, one)
+        return without_secrets(
+            f"apprise knows {scheme}:// but cannot use this URL"
+            + (f": {reason.rstrip('. :')}" if reason else "")
+            + f". The parts each service needs are listed at {APPRISE_LIST}"
+        )
     return None
+
+
+def _known_schemes() -> set[str]:
+    try:
+        from apprise.manager_plugins import NotificationManager  # why: with apprise, see above
+
+        return {str(scheme).lower() for scheme in NotificationManager().schemas()}
+    except Exception:  # another apprise: say "no service called", the likelier cause
+        return set()
+
+
+# --------------------------------------------------------------- what apprise said
+class _KeepRecords(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def apprise_log() -> Iterator[list[logging.LogRecord]]:
+    """apprise's log records while the block runs (logger ``apprise``, debug lines included: the
+    refused connection is only there). They are kept, not passed on: its debug lines hold the
+    message and the URL; ``send`` logs the reason in its own warning. One block at a time."""
+    records: list[logging.LogRecord] = []
+    handler = _KeepRecords(records)
+    logger = logging.getLogger("apprise")
+    with _APPRISE_LOG_LOCK:
+        level, propagate = logger.level, logger.propagate
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        try:
+            yield records
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def apprise_reason(records: Iterable[logging.LogRecord], url: str) -> str:
+    """Why apprise did not send or take ``url``, in a line, from its log records: "could not
+    connect to 127.0.0.1:9: connection refused", else its warnings ("An invalid Discord Webhook
+    Token (None) was specified."); '' when it said nothing. Without secrets."""
+    records = list(records)
+    for record in records:
+        text = record.getMessage()
+        found = _SOCKET_ERROR.search(text) or _TIMED_OUT.search(text)
+        if found:
+            why = (found.group(1) if found.re is _SOCKET_ERROR else found.group(0)).strip()
+            return without_secrets(f"could not connect to {_address(url)}: {why.lower()}")
+    said = [
+        record.getMessage().strip()
+        for record in records
+        if record.levelno >= logging.WARNING and not _ECHOES_URL.match(record.getMessage())
+    ]
+    return without_secrets(" ".join(dict.fromkeys(said)))[:300]
+
+
+def _address(url: str) -> str:
+    """``127.0.0.1:9`` (a URL's host and port), else "the <scheme> service"."""
+    for one in filter(None, _SPLIT_URLS.split(url)):
+        try:
+            parts = urlsplit(one)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:
+            continue
+        if "." in host or host == "localhost":
+            return f"{host}:{port}" if port else host
+    return f"the {url.partition('://')[0] or 'notification'} service"
 
 
 def save_notify_url(settings: StudioSettings, url: str) -> None:
@@ -210,7 +332,9 @@ def send(url: str, title: str, body: str, status: str = "") -> str | None:
         import apprise  # why: 0.2 s to import and 0.3 s to load its plugins; only when sending
 
         notifier = apprise.Apprise()
-        if not notifier.add(url):
+        with apprise_log() as records:
+            usable = notifier.add(url)
+        if not usable:
             problem = url_problem(url) or "apprise cannot use the notification URL."
         else:
             kind = {
@@ -218,14 +342,16 @@ def send(url: str, title: str, body: str, status: str = "") -> str | None:
                 "FAILED": apprise.NotifyType.FAILURE,
                 "KILLED": apprise.NotifyType.WARNING,
             }.get(status, apprise.NotifyType.INFO)
-            sent = notifier.notify(
-                body=body, title=title, notify_type=kind, body_format=apprise.NotifyFormat.TEXT
-            )
-            problem = None if sent else "the service did not accept it (see apprise's warning)"
+            with apprise_log() as records:
+                sent = notifier.notify(
+                    body=body, title=title, notify_type=kind, body_format=apprise.NotifyFormat.TEXT
+                )
+            reason = apprise_reason(records, url) if not sent else ""
+            problem = None if sent else reason or "the service did not accept it (no reason given)"
     except Exception as err:  # a notification never breaks what sends it
         problem = f"{type(err).__name__}: {redact_text(str(err))[:200]}"
     if problem:
-        log.warning("Could not send the notification %r to %s: %s", title, mask_url(url), problem)
+        log.warning("Could not send the notification %r to %s: %s", title, _address(url), problem)
     return problem
 
 

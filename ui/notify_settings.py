@@ -62,7 +62,9 @@ def render_notify_settings(settings: StudioSettings | None = None) -> None:
 def _url_form(settings: StudioSettings) -> None:
     if st.session_state.pop(CLEAR_KEY, False):  # saved: the box keeps no copy of the URL
         st.session_state[URL_KEY] = ""
-    with st.form(FORM_KEY, clear_on_submit=True, border=False):
+    # Not cleared on submit: a URL that cannot be used stays in the box to be corrected; a
+    # saved one is cleared (CLEAR_KEY) so the box keeps no copy of it.
+    with st.form(FORM_KEY, clear_on_submit=False, border=False):
         url = st.text_input(
             "Notification URL",
             type="password",
