@@ -3,8 +3,9 @@
 A sweep takes a base config and, for one or two settings (dotted paths such as ``train.lr`` or
 ``datasets.0.resolution``), a list of values; its variants are the cartesian product (learning
 rate × 3, rank × 2 = 6), each a full config that differs from the base only in the varied settings
-and in its run name (``my_lora lr=5e-5 rank=8``), validated like any config: a value out of bounds
-is refused with the setting, the value and the bound. ``suggest_values`` proposes the values a
+and in its run name (``my_lora lr=5e-5 rank=8``) and LoRA name (``my_lora_lr5e-5_rank8``, the name
+of its files: variants downloaded side by side do not overwrite each other), validated like any
+config: a value out of bounds is refused with the setting, the value and the bound. ``suggest_values`` proposes the values a
 sweep of a setting usually wants (learning rate ×0.5, ×1, ×2; rank half, same, double ...), so a
 sweep is two clicks away. Pure: no Streamlit, no store.
 """
@@ -12,6 +13,7 @@ sweep is two clicks away. Pure: no Streamlit, no store.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import re
 import typing
@@ -66,6 +68,9 @@ OPTIMIZER_SUGGESTIONS = ("adamw8bit", "adamw", "adafactor")
 # Training sizes people use; a resolution sweep suggests the current one and its neighbours.
 RESOLUTION_LADDER = (64, 128, 256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 2048)
 _AUTO_HINT = " (or 'auto' to let the advisor decide)"
+# A LoRA's name as the config's ``name`` field accepts it (it names the files)
+LORA_NAME_MAX = 100
+_NOT_IN_LORA_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class SweepError(ValueError):
@@ -78,11 +83,17 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One config of a sweep: its run name, the values it sets and the validated config."""
+    """One config of a sweep: its run name, the values it sets and the validated config (whose
+    ``name``, the LoRA's file name, is the variant's own: ``lora_name``)."""
 
     name: str
     values: dict[str, Any]
     config: TrainingConfig = field(compare=False, repr=False)
+
+    @property
+    def lora_name(self) -> str:
+        """The name of the variant's LoRA files (``my_lora_lr5e-5.safetensors``)."""
+        return self.config.name
 
 
 # ------------------------------------------------------------------------------ the settings
@@ -281,6 +292,19 @@ def variant_name(base_name: str, values: Mapping[str, Any]) -> str:
     return f"{base_name} {shown}".strip()
 
 
+def variant_lora_name(base_name: str, values: Mapping[str, Any]) -> str:
+    """``my_lora_lr5e-5_rank8``: the name of a variant's LoRA files, the base name and each
+    varied setting's value, as the config's ``name`` accepts it (letters, digits, ``_ . -``; at
+    most 100 characters: a long one is cut and keeps a short hash of the whole, so it stays
+    distinct)."""
+    parts = [f"{short_name(path)}{value_text(v)}" for path, v in values.items()]
+    found = _NOT_IN_LORA_NAME.sub("_", "_".join([base_name, *parts])).strip("_")
+    if len(found) > LORA_NAME_MAX:
+        digest = hashlib.sha1(found.encode()).hexdigest()[:8]
+        found = f"{found[: LORA_NAME_MAX - 9].rstrip('_.-')}_{digest}"
+    return found or "lora"
+
+
 def make_variants(
     base: TrainingConfig | Mapping[str, Any],
     axes: Mapping[str, Sequence[Any]],
@@ -288,7 +312,7 @@ def make_variants(
 ) -> list[Variant]:
     """Every combination of the values of one or two settings (``{dotted path: values}``), in
     order (the first setting varies slowest), as validated configs named after the base's
-    ``name``. A setting of the datasets (``datasets.0.resolution``) is set on every dataset.
+    ``name``: the run ``my_lora lr=5e-5``, its LoRA files ``my_lora_lr5e-5``. A setting of the datasets (``datasets.0.resolution``) is set on every dataset.
     Raises ``SweepError`` with every problem: too many settings or variants, an unknown setting,
     a value the setting refuses (with its bound), a combination the config's rules refuse, or a
     decision the base still leaves to the advisor ("auto")."""
@@ -310,6 +334,7 @@ def make_variants(
         held = {path: current_value(config, path) for path in values}  # 1e3 steps: 1000
         name = variant_name(cfg.name, held)
         config.logging.run_name = name
+        config.name = _distinct(variant_lora_name(cfg.name, held), {v.lora_name for v in variants})
         variants.append(Variant(name, held, config))
     still_auto = sorted({p for v in variants for p in unresolved_autos(v.config)})
     if still_auto:
@@ -321,6 +346,16 @@ def make_variants(
             ]
         )
     return variants
+
+
+def _distinct(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3`` ... when another variant has it (two values that
+    read the same in a file name, ``a b`` and ``a_b``)."""
+    found, number = name, 2
+    while found in taken:
+        suffix = f"_{number}"
+        found, number = f"{name[: LORA_NAME_MAX - len(suffix)]}{suffix}", number + 1
+    return found
 
 
 def _check_shape(axes: Mapping[str, list[Any]], limit: int) -> None:

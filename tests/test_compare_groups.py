@@ -18,15 +18,19 @@ from trainer.tracking.layout import TAG_BEST_VAL_LOSS, TAG_GROUP
 from trainer.tracking.mlflow_tracker import MlflowTracker
 from trainer.tracking.new_run import create_run
 from trainer.tracking.ratings import set_rating
-from trainer.tracking.records import list_all_runs
+from trainer.tracking.records import RunRecord, list_all_runs
 from ui.compare_groups import (
     NONE,
     RATING,
     metric_choices,
     rank_runs,
     ranked_rows,
+    spread_share,
+    sweep_caption,
     sweep_groups,
+    too_close_note,
 )
+from ui.compare_table import table_caption
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = "sweep-t-20250101-1200"
@@ -93,10 +97,10 @@ def test_ranked_by_metric_then_rating_or_by_rating_then_metric(store: dict) -> N
     assert [r.run_id for r in rank_runs(groups[OLD_SWEEP], "loss")] == [b1, b2, b3]
     rows = ranked_rows(groups[SWEEP], "loss")
     assert [(row["rank"], row["name"], row["rating"]) for row in rows] == [
-        (1, "t lr=2e-3", 4),
-        (2, "t lr=1e-3", 2),
-        (3, "t lr=5e-4", 5),
-        (4, "t lr=4e-3", None),
+        (1, "t lr=2e-3", "4 ★"),
+        (2, "t lr=1e-3", "2 ★"),
+        (3, "t lr=5e-4", "5 ★"),
+        (4, "t lr=4e-3", "not rated"),  # never "None"
     ]
     assert rows[0]["Learning rate"] == "0.002"  # the setting the variants differ in
 
@@ -124,6 +128,14 @@ def test_choosing_a_sweep_picks_its_runs_best_first(app: AppTest, store: dict) -
     assert app.multiselect(key="cmp:picked").value == [a3, a2, a1, a4]
     table = next(df for df in app.dataframe if "rank" in df.value.columns).value
     assert list(table["run id"]) == [a3, a2, a1, a4]
+    assert list(table["rating"]) == ["4 ★", "2 ★", "5 ★", "not rated"]
+    # a3 and a2 logged the same loss: no "best" is claimed, the page says so
+    assert any("the best 2 runs are the same: too close to call" in i.value for i in app.info)
+    captions = [c.value for c in app.caption]
+    assert not any("best: **" in c for c in captions)
+    assert any("all 8 run(s) that match the filters, not only the sweep's 4" in c for c in captions)
+    main_table = next(df for df in app.dataframe if "dataset" in df.value.columns).value
+    assert "None" not in set(main_table["rating"].astype(str))
     app.selectbox(key="cmp:group_metric").set_value(RATING).run()
     assert app.multiselect(key="cmp:picked").value == [a1, a3, a2, a4]
     b1, b2, b3 = store["old"]
@@ -132,6 +144,8 @@ def test_choosing_a_sweep_picks_its_runs_best_first(app: AppTest, store: dict) -
     assert app.multiselect(key="cmp:picked").value == [b2, b3, b1]  # no stars: by val_loss
     app.selectbox(key="cmp:group_metric").set_value("loss").run()
     assert app.multiselect(key="cmp:picked").value == [b1, b2, b3]
+    assert not any("too close" in i.value for i in app.info)  # 0.1, 0.2, 0.3: a clear best
+    assert any("best: **t lr=1e-3 old**" in c.value for c in app.caption)
     assert not app.exception
 
 
@@ -155,5 +169,66 @@ def test_queue_variants_of_a_run_from_compare(
     assert [e.name for e in queued] == ["t lr=5e-4", "t lr=1e-3", "t lr=2e-3"]
     assert len({e.group for e in queued}) == 1 and queued[0].group.startswith("sweep-t-")
     assert [e.config["train"]["lr"] for e in queued] == [5e-4, 1e-3, 2e-3]
+    # each variant saves a LoRA file of its own (the base run's is t.safetensors)
+    assert [e.config["name"] for e in queued] == ["t_lr5e-4", "t_lr1e-3", "t_lr2e-3"]
+    preview = next(df.value for df in app.dataframe if "LoRA file" in df.value.columns)
+    assert list(preview["LoRA file"]) == [f"{e.config['name']}.safetensors" for e in queued]
     assert started == [1]
     assert any("Queued 3 variants" in str(s.value) for s in app.success)
+
+
+def _rec(name: str, **metrics: float) -> RunRecord:
+    return RunRecord(
+        run_id=name,
+        name=name,
+        experiment_id="0",
+        status="FINISHED",
+        start_time=None,
+        end_time=None,
+        duration_s=None,
+        params={},
+        tags={},
+        metrics=metrics,
+        arch="sd15",
+        intent=None,
+        preset=None,
+        dataset_fingerprint=None,
+        rating=None,
+        note="",
+    )
+
+
+def test_losses_within_noise_are_too_close_to_call() -> None:
+    # the walk's sweep: 1.0874, 1.0889, 1.0895 were ranked "best: my_lora_b lr=2e-3"
+    runs = [
+        _rec("b lr=1e-3", val_loss=1.0889),
+        _rec("b lr=2e-3", val_loss=1.0874),
+        _rec("b lr=5e-4", val_loss=1.0895),
+    ]
+    share, count = spread_share(runs, "val_loss")
+    assert share == pytest.approx((1.0895 - 1.0874) / 1.0874) and count == 3
+    note = too_close_note(runs, "val_loss")
+    assert note is not None
+    assert "these runs are within 0.2% of each other: too close to call" in note
+    assert "Look at the samples below and rate them" in note
+    caption = sweep_caption(SWEEP, runs, "val_loss")
+    assert "best: **" not in caption
+    assert "first, though not a clear best: b lr=2e-3 (too close to call" in caption
+
+
+def test_a_clear_best_is_named_and_only_the_close_ones_are_counted() -> None:
+    clear = [_rec("a", loss=0.5), _rec("b", loss=0.6), _rec("c", loss=0.7)]
+    assert too_close_note(clear, "loss") is None
+    assert "best: **a**" in sweep_caption(SWEEP, clear, "loss")
+    two_close = [_rec("a", loss=1.0), _rec("b", loss=1.004), _rec("c", loss=1.2)]
+    assert "the best 2 runs are within 0.4% of each other" in too_close_note(two_close, "loss")
+    same = [_rec("a", loss=1.0), _rec("b", loss=1.0)]
+    assert "these runs are the same: too close to call" in too_close_note(same, "loss")
+    assert too_close_note(same, RATING) is None  # stars are the user's call, not noise
+    assert too_close_note([_rec("a", loss=1.0), _rec("b")], "loss") is None  # one value only
+
+
+def test_the_runs_table_says_what_it_lists_under_a_sweep() -> None:
+    assert table_caption(5).startswith("5 run(s) match the filters.")
+    under_sweep = table_caption(5, sweep_runs=3)
+    assert "all 5 run(s) that match the filters, not only the sweep's 3" in under_sweep

@@ -257,7 +257,7 @@ def test_compare_page_refreshes_incrementally_through_the_client(store: dict, mo
     assert not at.exception, [e.value for e in at.exception]
     assert cache.last.mode == "incremental" and cache.last.fetched == 1  # only the rated run
     table = at.dataframe[0].value
-    assert table[table["run id"] == made[1]].iloc[0]["rating"] == 3
+    assert table[table["run id"] == made[1]].iloc[0]["rating"] == "3 ★"
 
     MlflowClient(uri).delete_run(made[0])
     new = _make_run(store["settings"], 5)

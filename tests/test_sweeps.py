@@ -18,6 +18,7 @@ from advisor.sweeps import (
     sweep_group_id,
     sweepable_settings,
     value_text,
+    variant_lora_name,
     variant_name,
 )
 from trainer.config.schema import TrainingConfig
@@ -53,7 +54,7 @@ def test_variant_names_are_the_base_name_and_the_values() -> None:
     variants = make_variants(base(), {"train.lr": [5e-5, 2e-4], "network.linear": [8]})
     assert [v.name for v in variants] == ["my_lora lr=5e-5 rank=8", "my_lora lr=2e-4 rank=8"]
     assert [v.config.logging.run_name for v in variants] == [v.name for v in variants]
-    assert all(v.config.name == "my_lora" for v in variants)  # the LoRA's file name stays
+    assert [v.config.name for v in variants] == ["my_lora_lr5e-5_rank8", "my_lora_lr2e-4_rank8"]
     assert variant_name("x", {"train.optimizer": "adamw", "datasets.0.resolution": [512]}) == (
         "x optimizer=adamw res=512"
     )
@@ -70,6 +71,7 @@ def test_each_variant_differs_from_the_base_only_in_the_varied_settings() -> Non
             "datasets.0.resolution",
             "datasets.1.resolution",  # a dataset setting is set on every dataset
             "logging.run_name",
+            "name",  # the LoRA's own file name
         }
         assert variant.config.datasets[0].resolution == variant.config.datasets[1].resolution
         assert [variant.config.datasets[0].resolution[0]] == [
@@ -181,3 +183,38 @@ def test_sweepable_settings_start_with_the_common_ones_and_leave_names_out() -> 
     assert "train.noise_offset" in found and "model.arch" in found
     assert not {"name", "logging.run_name", "sample.prompts"} & set(found)
     assert len(found) == len(set(found))
+
+
+def test_each_variant_has_its_own_lora_file_name() -> None:
+    # the walk: three variants and the base all saved my_lora_b.safetensors, and each ComfyUI
+    # workflow loaded that name: downloads overwrote each other
+    cfg = base(name="my_lora_b")
+    variants = make_variants(cfg, {"train.lr": [5e-4, 1e-3, 2e-3]})
+    names = [v.lora_name for v in variants]
+    assert names == ["my_lora_b_lr5e-4", "my_lora_b_lr1e-3", "my_lora_b_lr2e-3"]
+    # the trainer saves <name>.safetensors (and the workflow loads that file): four files now
+    files = {f"{c.name}.safetensors" for c in (cfg, *(v.config for v in variants))}
+    assert len(files) == 4
+    for variant in variants:  # valid for the name field (it names the files)
+        assert TrainingConfig.model_validate({**cfg.model_dump(), "name": variant.lora_name})
+    two = make_variants(base(), {"train.lr": [5e-5, 1e-4], "network.linear": [8, 16]})
+    assert [v.lora_name for v in two] == [
+        "my_lora_lr5e-5_rank8",
+        "my_lora_lr5e-5_rank16",
+        "my_lora_lr1e-4_rank8",
+        "my_lora_lr1e-4_rank16",
+    ]
+
+
+def test_lora_names_of_awkward_values_stay_valid_and_distinct() -> None:
+    assert variant_lora_name("x", {"datasets.0.resolution": [512, 768]}) == "x_res512_768"
+    assert variant_lora_name("x", {"train.optimizer": "adamw8bit"}) == "x_optimizeradamw8bit"
+    assert variant_lora_name("x", {"train.noise_offset": 0.05}) == "x_noise_offset0.05"
+    long = variant_lora_name("a" * 95, {"train.lr": 5e-5})
+    assert len(long) == 100 and long != variant_lora_name("a" * 95, {"train.lr": 1e-4})
+    cfg = base(name="n" * 100)
+    variants = make_variants(cfg, {"train.lr": [5e-5, 1e-4]})
+    assert len({v.lora_name for v in variants}) == 2
+    assert all(len(v.lora_name) <= 100 for v in variants)
+    rs = make_variants(base(), {"datasets.0.resolution": [[512, 768], 512]})
+    assert [v.lora_name for v in rs] == ["my_lora_res512_768", "my_lora_res512"]

@@ -115,7 +115,7 @@ def test_table_lists_every_run_with_its_numbers(app: AppTest, store: dict) -> No
     df = table(app)
     assert len(df) == 23
     row = df[df["run id"] == store["made"][0]].iloc[0]
-    assert row["rating"] == 5 and row["steps"] == 10 and row["arch"] == "sd15"
+    assert row["rating"] == "5 ★" and row["steps"] == 10 and row["arch"] == "sd15"
     assert row["final loss"] == pytest.approx(0.1 + 0.03)
     trained = df[df["run id"] == store["trained"][0]].iloc[0]
     assert trained["status"] == "FINISHED" and trained["duration (s)"] > 0
@@ -173,7 +173,7 @@ def test_rating_and_note_are_stored_in_mlflow(app: AppTest, store: dict) -> None
     rec = get_run_record(uri, rid)
     assert rec.rating == 4 and rec.note == "too soft"
     df = table(app)
-    assert df[df["run id"] == rid].iloc[0]["rating"] == 4  # table refreshed
+    assert df[df["run id"] == rid].iloc[0]["rating"] == "4 ★"  # table refreshed
 
 
 def test_reuse_as_preset_and_as_draft(app: AppTest, store: dict) -> None:

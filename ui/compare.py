@@ -75,8 +75,8 @@ __all__ = [
 def render_table(records: list[RunRecord]) -> list[RunRecord]:
     """The "Sweep" selector (when some runs were queued as one group), then the runs table and
     the runs picked to compare (a chosen sweep's runs, the best first)."""
-    render_sweep_picker(records)
-    return compare_table.render_table(records)
+    sweep = render_sweep_picker(records)
+    return compare_table.render_table(records, sweep_runs=len(sweep))
 
 
 def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:

@@ -2,7 +2,8 @@
 (``studio.group``); the "Sweep" selector picks all runs of a group at once, ranked by the chosen
 metric (validation loss when the runs have it: its best checkpoint's, else the loss; lower is
 better) and then by the user's star ratings, so the best variant comes first (the baseline of the
-comparison)."""
+comparison). Runs whose values are within noise of each other (under 1% apart) are not called
+best: the page says they are too close to call and asks for the samples' ratings."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import streamlit as st
 
 from trainer.tracking.layout import METRIC_VAL_LOSS, TAG_BEST_VAL_LOSS, TAG_GROUP
 from trainer.tracking.records import RunRecord
-from ui.compare_table import PICKED_KEY, differing_settings
+from ui.compare_table import PICKED_KEY, differing_settings, rating_text
 from ui.text import plain_line
 
 NONE = "(no sweep)"
@@ -30,6 +31,9 @@ METRICS = {
     "loss": "final loss",
 }
 METRIC_LABELS = {**METRICS, RATING: "your rating (★)"}
+# Losses closer than this share of the best are noise: a diffusion loss moves more than 1% from
+# one drawn noise to the next, so such a ranking says nothing about the LoRA
+TOO_CLOSE_SHARE = 0.01
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -92,6 +96,58 @@ def rank_runs(records: Iterable[RunRecord], metric: str) -> list[RunRecord]:
     return sorted(records, key=key)
 
 
+def spread_share(records: Iterable[RunRecord], metric: str) -> tuple[float, int] | None:
+    """``(share, count)``: how far apart the runs' values of ``metric`` are, relative to the
+    best (0.002 = 0.2%), over the runs from the best to the last one within noise of it
+    (``TOO_CLOSE_SHARE``), and how many runs that is; the best and the next when the next is
+    not within noise. None when fewer than two runs have the metric or for the rating."""
+    if metric == RATING:
+        return None
+    values = sorted(v for r in records if (v := _value(r, metric)) is not None)
+    if len(values) < 2:
+        return None
+    best = values[0]
+    scale = abs(best) or 1.0
+    close = [v for v in values if (v - best) / scale < TOO_CLOSE_SHARE]
+    last = close[-1] if len(close) > 1 else values[1]
+    return (last - best) / scale, max(2, len(close))
+
+
+def too_close_note(records: list[RunRecord], metric: str) -> str | None:
+    """What the page says when the best run is within noise of the next: "these runs are within
+    0.2% of each other: too close to call; look at the samples and rate them"; None when the
+    ranking is clear (or ranked by rating)."""
+    found = spread_share(records, metric)
+    if found is None or found[0] >= TOO_CLOSE_SHARE:
+        return None
+    share, count = found
+    apart = "the same" if share == 0 else f"within {_percent(share)} of each other"
+    who = "these runs are" if count == len(records) else f"the best {count} runs are"
+    return (
+        f"On {METRIC_LABELS[metric]}, {who} {apart}: too close to call (a diffusion loss moves "
+        "more than that with the noise drawn). Look at the samples below and rate them; "
+        f"'Rank by: {METRIC_LABELS[RATING]}' then ranks them."
+    )
+
+
+def _percent(share: float) -> str:
+    percent = share * 100
+    return "under 0.1%" if percent < 0.05 else f"{percent:.1f}%"
+
+
+def sweep_caption(group: str, members: list[RunRecord], metric: str) -> str:
+    """The line above a sweep's table: how many runs, ranked by what, and the best, unless the
+    best is within noise of the next (then only which run is listed first)."""
+    first = rank_runs(members, metric)[0]
+    ranked = f"{len(members)} runs of {plain_line(group)}, ranked by {METRIC_LABELS[metric]}"
+    if too_close_note(members, metric):
+        return (
+            f"{ranked}; first, though not a clear best: {plain_line(first.name)} (too close to "
+            "call, see below)."
+        )
+    return f"{ranked}; best: **{plain_line(first.name)}**. They are picked below, the best first."
+
+
 def ranked_rows(records: list[RunRecord], metric: str) -> list[dict[str, Any]]:
     """The table of a sweep: rank, name, the settings its variants differ in, the metrics,
     rating and status."""
@@ -104,7 +160,7 @@ def ranked_rows(records: list[RunRecord], metric: str) -> list[dict[str, Any]]:
                 "name": rec.name,
                 **{label: rec.params.get(path) for path, label in settings.items()},
                 **{METRICS[m]: _value(rec, m) for m in METRICS if m in metric_choices(records)},
-                "rating": rec.rating,
+                "rating": rating_text(rec.rating),
                 "status": rec.status,
                 "run id": rec.run_id,
             }
@@ -113,13 +169,13 @@ def ranked_rows(records: list[RunRecord], metric: str) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------- on the page
-def render_sweep_picker(records: list[RunRecord]) -> None:
+def render_sweep_picker(records: list[RunRecord]) -> list[RunRecord]:
     """The "Sweep" selector, shown when some of ``records`` (the filtered runs) carry a group:
     choosing a sweep (or another ranking) picks all its runs, best first, for the comparison
-    below, and shows them ranked."""
+    below, and shows them ranked. Returns the chosen sweep's runs (empty: no sweep chosen)."""
     groups = sweep_groups(records)
     if not groups:
-        return
+        return []
     ss = st.session_state
     if ss.get(GROUP_KEY) not in (NONE, *groups):
         ss[GROUP_KEY] = NONE  # that sweep's runs were filtered out or deleted
@@ -150,15 +206,14 @@ def render_sweep_picker(records: list[RunRecord]) -> None:
         import pandas as pd  # ~0.75 s: only once a sweep is chosen
 
         metric = ss[METRIC_KEY]
-        best = rank_runs(members, metric)[0]
-        st.caption(
-            f"{len(members)} runs of {plain_line(ss[GROUP_KEY])}, ranked by "
-            f"{METRIC_LABELS[metric]}; best: **{plain_line(best.name)}**. They are picked "
-            "below, the best first."
-        )
+        st.caption(sweep_caption(ss[GROUP_KEY], members, metric))
         st.dataframe(
             pd.DataFrame(ranked_rows(members, metric)), hide_index=True, key="cmp:group_table"
         )
+        note = too_close_note(members, metric)
+        if note:
+            st.info(note, icon=":material/balance:")
+    return members
 
 
 def _pick_group(groups: dict[str, list[RunRecord]]) -> None:

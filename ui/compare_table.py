@@ -49,6 +49,7 @@ _NOT_TRAINING = ("logging.", "save.", "runtime.")
 _SECTION_ORDER = ("train.", "network.", "model.", "datasets.", "sample.")
 PICKED_KEY = "cmp:picked"  # the picker widget (its state goes when the user leaves the page)
 REMEMBERED_PICKS = "cmp:remembered_picks"  # the picked run ids, kept for the whole session
+NOT_RATED = "not rated"
 
 
 # ------------------------------------------------------------------------------- the values
@@ -56,6 +57,11 @@ def steps_of(rec: RunRecord) -> int | None:
     """The steps the run trained to: ``total_steps`` (the trainer's resolved length, which a
     run set by ``train.epochs`` has only there), else the config's ``train.steps``."""
     return trained_steps(rec.params)
+
+
+def rating_text(rating: int | None) -> str:
+    """A run's stars as a table shows them: ``4 ★``, or ``not rated`` (never ``None``)."""
+    return f"{rating} ★" if rating else NOT_RATED
 
 
 def _float(value: Any) -> float | None:
@@ -269,16 +275,30 @@ def latest_finished(records: Iterable[RunRecord], count: int = 2) -> list[RunRec
     return finished[:count][::-1]
 
 
-def render_table(records: list[RunRecord]) -> list[RunRecord]:
-    """The table of filtered runs and the runs the user picked to compare."""
-    st.caption(
-        f"{len(records)} run(s) match. Predicted times are the advisor's, recorded when the "
-        "studio launched the run (runs started from the terminal have none)."
+def table_caption(matching: int, sweep_runs: int = 0) -> str:
+    """The line above the runs table: that it lists every run the filters let through (not
+    only the sweep chosen above it, whose ``sweep_runs`` runs are picked among them)."""
+    if sweep_runs:
+        listed = (
+            f"This table lists all {matching} run(s) that match the filters, not only the "
+            f"sweep's {sweep_runs}; those are picked below."
+        )
+    else:
+        listed = f"{matching} run(s) match the filters."
+    return (
+        f"{listed} Predicted times are the advisor's, recorded when the studio launched the run "
+        "(runs started from the terminal have none)."
     )
+
+
+def render_table(records: list[RunRecord], sweep_runs: int = 0) -> list[RunRecord]:
+    """The table of filtered runs and the runs the user picked to compare; ``sweep_runs``: how
+    many runs the sweep chosen above has (0: none chosen), for the table's caption."""
+    st.caption(table_caption(len(records), sweep_runs))
     import pandas as pd  # ~0.75 s: not needed while the store has no runs
 
     settings, more = differing_settings(records)
-    rows = table_rows(records, settings)
+    rows = [{**row, "rating": rating_text(row["rating"])} for row in table_rows(records, settings)]
     columns = [*COLUMNS[:2], *settings.values(), *COLUMNS[2:]]
     st.dataframe(pd.DataFrame(rows, columns=columns), hide_index=True, key="cmp:table")
     if more:

@@ -36,6 +36,7 @@ from trainer.jobs.queue import enqueue, entries
 from trainer.jobs.queue_runner import ensure_runner
 from trainer.settings import StudioSettings, load_settings
 from trainer.tracking.records import RunRecord
+from ui.access import config_refusal
 from ui.advice import label_of
 from ui.compare_actions import draft_from_run
 from ui.jobs import launch_prediction
@@ -158,6 +159,7 @@ def _preview(variants: list[Variant], key: str) -> None:
         {
             "#": n,
             "run name": v.name,
+            "LoRA file": f"{v.lora_name}.safetensors",  # each variant's own: none overwrites
             **{label_of(p): value_text(v.values[p]) for p in paths},
         }
         for n, v in enumerate(variants, start=1)
@@ -170,7 +172,13 @@ def queue_variants(
     settings: StudioSettings, base_name: str, variants: list[Variant], when: datetime
 ) -> str:
     """Add every variant to the queue under one new group id (returned), then make sure the
-    queue runner is running. Raises ``LaunchRefused`` (a ``QueueError``) from the queue."""
+    queue runner is running. Raises ``LaunchRefused`` (a ``QueueError``) from the queue, and
+    before anything is queued when a variant reads outside the allowed roots while the studio is
+    served to a network (Launch's refusal, ``config_refusal``)."""
+    for variant in variants:  # all or none: a sweep with a hole in it ranks nothing
+        refused = config_refusal(variant.config.model_dump(mode="json"), settings)
+        if refused:
+            raise LaunchRefused(refused)
     group = sweep_group_id(base_name, when, {e.group for e in entries(settings) if e.group})
     for variant in variants:
         step_s, total_s = launch_prediction(variant.config, settings)

@@ -16,22 +16,42 @@ from trainer.data.batches import BucketBatches
 from trainer.engine.context import RunContext
 from trainer.engine.previews import preview_steps
 
+LOSS_SMOOTHING = 0.9  # the EMA's decay: about the last 10 steps count
+
 
 @dataclass
 class Meter:
-    """Loss smoothing and speed; the first step (one-time set-up) is left out of s/step."""
+    """Loss smoothing and speed; the first step (one-time set-up) is left out of s/step.
 
-    smoothed: float | None = None
+    The smoothed loss is a debiased exponential moving average, as TensorBoard draws it: the
+    average starts from 0 and is divided by the weight its steps carry so far (1 - 0.9^n), so
+    every step counts as the decay says from the first on. Seeding the average with the first
+    raw loss instead gave that one noisy value the weight 0.9^n (a quarter of the average after
+    14 steps), which kept the curve near it, below the raw losses of a rising run."""
+
     seconds: float = 0.0
     timed_steps: int = 0
     images: int = 0
     last_loss: float = float("nan")
     last_images: int = 0  # images in the last step (all its micro-batches)
+    ema_total: float = 0.0  # the moving average before the bias correction
+    ema_weight: float = 0.0  # 1 - 0.9^n after n losses: what the correction divides by
+
+    @property
+    def smoothed(self) -> float | None:
+        """The debiased moving average of the losses so far; None before the first."""
+        return self.ema_total / self.ema_weight if self.ema_weight else None
+
+    @smoothed.setter
+    def smoothed(self, value: float | None) -> None:
+        # a resumed run goes on from the value it saved, as an average of many steps
+        self.ema_total, self.ema_weight = (0.0, 0.0) if value is None else (float(value), 1.0)
 
     def update(self, loss: float, seconds: float, images: int, step: int) -> None:
         self.last_loss = loss
         self.last_images = images
-        self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
+        self.ema_total = LOSS_SMOOTHING * self.ema_total + (1 - LOSS_SMOOTHING) * loss
+        self.ema_weight = LOSS_SMOOTHING * self.ema_weight + (1 - LOSS_SMOOTHING)
         if self.timed_steps or step > 1:
             self.seconds += seconds
             self.timed_steps += 1
