@@ -12,7 +12,8 @@ import pytest
 from jobs_support import fresh_settings, training_at, wait_for
 
 from trainer.config.io import load_config
-from trainer.jobs.active import active_jobs, busy_reason, format_duration
+from trainer.durations import format_duration
+from trainer.jobs.active import active_jobs, busy_reason
 from trainer.jobs.folder import LOG_FILE, LaunchRefused, log_tail, read_exit, stop_requested
 from trainer.jobs.launch import resolve_device, resumable, train_command, trainer_env
 from trainer.settings import StudioSettings

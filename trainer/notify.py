@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from trainer.durations import format_duration
 from trainer.files import atomic_write_text
 from trainer.redaction import (
     HIDDEN,
@@ -89,25 +90,13 @@ def run_end_body(run_name: str, status: str, summary: Mapping[str, Any]) -> str:
     if isinstance(summary.get("loss"), int | float):
         lines.append(f"Final loss: {summary['loss']:.4g}")
     if isinstance(summary.get("duration_s"), int | float):
-        lines.append(f"Duration: {duration_text(summary['duration_s'])}")
+        lines.append(f"Duration: {format_duration(summary['duration_s'])}")
     note = next(
         (ln.strip() for ln in str(summary.get("note") or "").splitlines() if ln.strip()), ""
     )
     if status == "FAILED" and note:
         lines.append(f"Why: {note[:300]}")
     return without_secrets("\n".join(lines))
-
-
-def duration_text(seconds: float) -> str:
-    """12 s, 3 min 05 s, 2 h 10 min."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def without_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.jobs.active import active_jobs, format_duration
+from trainer.durations import format_duration
+from trainer.jobs.active import active_jobs
 from trainer.jobs.folder import LOG_FILE, job_alive, job_folder, log_tail
 from trainer.jobs.launch import resumable
 from trainer.redaction import redact_text

@@ -17,7 +17,8 @@ from typing import Any
 
 import streamlit as st
 
-from trainer.jobs.active import format_duration, progress_fraction
+from trainer.durations import format_duration
+from trainer.jobs.active import progress_fraction
 from ui.monitor_view import RunView
 from ui.text import plain_line
 

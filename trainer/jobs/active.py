@@ -89,17 +89,3 @@ def progress_fraction(progress: Mapping[str, Any] | None) -> float:
     if progress.get("phase") == "finished":
         return 1.0
     return min(1.0, max(0.0, step / total)) if total else 0.0
-
-
-def format_duration(seconds: float | None) -> str:
-    """12 s, 3 min 05 s, 2 h 10 min; '—' when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
