@@ -1,6 +1,6 @@
 """The queue in the studio (AppTest): "Add to queue" beside Launch on Review, the Monitor's queue
-panel (order, up/down, start now, cancel), and the router starting the runner. No process runs:
-``ensure_runner`` is replaced by a recorder."""
+panel (order, up/down, start now, cancel), the router starting the runner, and the queue's line in
+the sidebar. No process runs: ``ensure_runner`` is replaced by a recorder."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from ui_support import open_page, texts
 
 from trainer.config.io import load_config
-from trainer.jobs.queue import claim_next, enqueue, entries, update_entry
+from trainer.jobs.queue import cancel, claim_next, enqueue, entries, update_entry
 from trainer.settings import StudioSettings, load_settings
+from ui.sidebar import queue_summary, queue_work
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo_sd15.yaml"
@@ -105,3 +106,49 @@ def test_the_router_resumes_a_queue_left_with_work(settings, runner_starts) -> N
     enqueue(settings, load_config(DEMO), "waiting")
     open_page("pages/home.py")
     assert runner_starts == [settings.home]
+
+
+# ------------------------------------------------------------------------------- the sidebar
+def _sidebar(at) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption") for e in at.sidebar.get(kind))
+
+
+def test_the_sidebar_tells_the_queues_state_and_links_to_the_monitor(
+    settings, runner_starts
+) -> None:
+    cfg = load_config(DEMO, ["train.steps=3"])
+    at = open_page("pages/home.py")
+    assert "No run is training now." in _sidebar(at) and "Queue:" not in _sidebar(at)
+
+    first, second, third = (enqueue(settings, cfg, n) for n in ("q_one", "q_two", "[q](x)"))
+    at.run()
+    shown = _sidebar(at)
+    assert "Queue: 3 waiting · next: **q_one**" in shown, shown
+    assert "No run is training now." not in shown
+    [link] = [e for e in at.sidebar.get("page_link") if "queue" in e.proto.label]
+    assert link.proto.page == "monitor"
+
+    claim_next(settings)  # the runner took q_one; its trainer is not up yet
+    at.run()
+    assert "Queue: starting **q_one** · 2 waiting · next: **q_two**" in _sidebar(at)
+    cancel(settings, second.id)
+    at.run()
+    assert "1 waiting · next: **\\[q\\](x)**" in _sidebar(at)  # a name is text, never a link
+
+    update_entry(settings, first.id, state="done")
+    cancel(settings, third.id)
+    at.run()
+    assert "No run is training now." in _sidebar(at) and "Queue:" not in _sidebar(at)
+    assert not at.exception
+
+
+def test_the_sidebar_leaves_out_the_queued_run_it_shows_as_training(settings) -> None:
+    cfg = load_config(DEMO)
+    running, waiting = enqueue(settings, cfg, "now"), enqueue(settings, cfg, "later")
+    claim_next(settings)
+    running = update_entry(settings, running.id, run_id="r" * 32)
+    work = queue_work(settings)
+    assert [e.id for e in work] == [running.id, waiting.id]
+    assert queue_summary(work, {"r" * 32}) == "Queue: 1 waiting · next: **later**"
+    assert queue_summary(work, set()) == ("Queue: starting **now** · 1 waiting · next: **later**")
+    assert queue_summary(work[:1], {"r" * 32}) is None  # only the run shown above

@@ -19,6 +19,7 @@ from trainer.jobs.queue_runner import ensure_runner, runner_alive
 from trainer.redaction import describe_error
 from trainer.settings import StudioSettings, load_settings
 from ui import state
+from ui.access import config_refusal
 from ui.jobs import MONITOR_PAGE, launch_prediction
 from ui.text import code, plain, plain_line
 
@@ -82,6 +83,12 @@ def render_add_to_queue(context: StudioContext, place: str, *, blocked: bool) ->
 def _add(context: StudioContext, place: str) -> None:
     cfg = context.validated.config
     settings = load_settings()
+    # Served to a network, what Launch refuses is not queued either (the runner, a process of
+    # its own, cannot tell how the studio is served): the same words, nothing added
+    refused = config_refusal(cfg.model_dump(mode="json"), settings)
+    if refused:
+        _remember("error", f"**Not queued:** {plain(refused)}", place)
+        return
     name = cfg.logging.run_name or cfg.name
     step_s, total_s = launch_prediction(cfg, settings)
     try:
