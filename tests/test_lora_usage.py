@@ -8,6 +8,7 @@ MLflow store; its diffusers script is executed and must make the run's last prev
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,27 @@ def test_the_diffusers_script_makes_the_runs_last_preview_exactly(
     assert namespace["NEGATIVE_PROMPT"] == "blurry" and namespace["SEED"] == 11
 
 
+def test_the_script_finds_the_lora_saved_loose_beside_it_as_the_monitor_names_it(
+    finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A browser saves both downloads loose in one folder, under the Monitor's file names.
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    script = downloads / SNIPPET_NAME
+    shutil.copyfile(finished.job_dir / "lora" / SNIPPET_NAME, script)
+    text = script.read_text()
+    assert "put it next to this script" in text and "LORA_WEIGHTS = 'ready.safetensors'" in text
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"Put ready\.safetensors next to this script"):
+        exec(compile(text, str(script), "exec"), {"__file__": str(script)})  # no LoRA yet
+    shutil.copyfile(
+        finished.job_dir / "lora" / "ready.safetensors", downloads / "ready.safetensors"
+    )
+    exec(compile(text, str(script), "exec"), {"__file__": str(script), "__name__": "__main__"})
+    made = np.asarray(Image.open(tmp_path / "ready_preview.png").convert("RGB"))
+    assert np.array_equal(made, np.asarray(last_preview(finished)))
+
+
 def test_the_model_card_names_base_model_trigger_licence_settings_and_samples(
     finished: Finished,
 ) -> None:
@@ -198,7 +220,8 @@ def test_the_model_card_names_base_model_trigger_licence_settings_and_samples(
     assert "0.01 (constant)" in body and "| resolution | 64 |" in body
     assert "](samples/sample_0.png)" in body
     assert str(finished.job_dir.parent) not in str(card)  # no local path in a card for sharing
-    assert "load_lora_weights(LORA, weight_name=LORA_WEIGHTS" in body
+    assert "LORA_WEIGHTS = 'ready.safetensors'" in body
+    assert "load_lora_weights(str(LORA_PATH.parent), weight_name=LORA_PATH.name" in body
 
 
 def test_the_comfyui_workflow_is_an_api_prompt_with_the_previews_settings(
@@ -310,9 +333,14 @@ def test_a_diffusers_layout_lora_gets_its_card_above_its_folder(
     written = write_usage_files(weights, _cfg(), step=10, home=demo_home)
     assert {p.name for p in written} == {CARD_NAME, SNIPPET_NAME, WORKFLOW_NAME}
     assert all(p.parent == tmp_path / "lora" for p in written)
-    assert "LORA_WEIGHTS = 'x/pytorch_lora_weights.safetensors'" in (written[1]).read_text()
+    script = written[1].read_text()  # the download's name first, then the job folder's place
+    assert "LORA_WEIGHTS = 'x_diffusers.safetensors'" in script
+    assert "LORA_PATH = LORA_PATH.parent / 'x/pytorch_lora_weights.safetensors'" in script
+    namespace = {"__file__": str(written[1])}
+    exec(script.split("PROMPT = ", 1)[0].split("import torch", 1)[1], {"Path": Path}, namespace)
+    assert namespace["LORA_PATH"] == weights  # run where the job folder keeps it: found
     workflow = json.loads((tmp_path / "lora" / WORKFLOW_NAME).read_text())
-    assert of_class(workflow, "LoraLoader")[0]["inputs"]["lora_name"] == "x.safetensors"
+    assert of_class(workflow, "LoraLoader")[0]["inputs"]["lora_name"] == "x_diffusers.safetensors"
     assert "This run made no previews." in (tmp_path / "lora" / CARD_NAME).read_text()
 
 

@@ -32,6 +32,23 @@ def test_a_tiny_fall_shows_enough_digits_to_see_it() -> None:
     assert note is not None and "1.08952 at step 10 → 1.08947 at step 15" in note
 
 
+def test_a_fall_within_noise_says_the_loss_barely_moved_not_train_longer() -> None:
+    # What the walk saw: 1.0890 → 1.0889 (0.011% lower) was sold as "training longer might help".
+    note = still_falling([(5, 1.0893), (10, 1.08902), (15, 1.08890)], (15, 1.08890))
+    assert note == (
+        "Validation loss barely moved (1.0893 at step 5 → 1.0889 at step 15, 0.037% lower): "
+        "this run's length is not what limits it; look at the samples."
+    )
+    assert "training longer" not in note
+
+
+def test_the_line_between_noise_and_a_fall_is_one_percent_of_the_first_loss() -> None:
+    flat = still_falling([(10, 1.0), (20, 0.9905)], (20, 0.9905))  # 0.95% lower
+    falling = still_falling([(10, 1.0), (20, 0.9895)], (20, 0.9895))  # 1.05% lower
+    assert flat is not None and flat.startswith("Validation loss barely moved")
+    assert falling is not None and falling.endswith("so training longer might help.")
+
+
 def test_no_note_when_the_loss_turned_up_or_the_best_is_earlier() -> None:
     assert still_falling([(10, 1.0), (20, 0.9), (30, 0.95)], (20, 0.9)) is None  # best earlier
     assert still_falling([(10, 1.0), (20, 0.8), (30, 0.9)], (30, 0.9)) is None  # rose at the end

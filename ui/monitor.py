@@ -18,6 +18,7 @@ from trainer.durations import format_duration
 from trainer.jobs.active import active_jobs
 from trainer.jobs.folder import LOG_FILE, job_alive, job_folder, log_tail
 from trainer.jobs.launch import resumable
+from trainer.lora.usage import download_name, lora_purpose
 from trainer.redaction import redact_text
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import fetch_artifact, lora_artifacts, sample_images
@@ -286,15 +287,15 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
     if view.phase == "finished" or files:
         st.markdown("**Your LoRA**")
         for path in files:
-            left, right = st.columns([4, 1], vertical_alignment="center")
+            left, right = st.columns([3, 2], vertical_alignment="center")
             size = path.stat().st_size / 2**20
-            left.markdown(f"{code(path)} ({size:.1f} MB)")
+            weight_name = path.relative_to(lora_dir).as_posix()
+            name = download_name(weight_name)  # both layouts of a run: two names
+            left.markdown(f"{code(path)} ({size:.1f} MB), downloads as {code(name)}")
             right.download_button(
-                "Download",
+                f"Download · {lora_purpose(weight_name)}",
                 data=lambda path=path: path.read_bytes(),
-                file_name=path.name
-                if path.parent == lora_dir
-                else f"{path.parent.name}.safetensors",
+                file_name=name,
                 mime="application/octet-stream",
                 key=f"dl_{view.run_id}_{path.relative_to(lora_dir)}",
             )
@@ -317,11 +318,13 @@ def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) 
     """Download buttons for the run's final LoRA files, fetched from MLflow on click."""
     uri, cache = settings.tracking_uri, settings.cache_dir
     for artifact in finals:
-        if artifact.endswith(".safetensors") and artifact.count("/") == 1:
+        weight_name = artifact.split("/", 1)[-1]  # its path in the run's lora folder
+        if weight_name.endswith(".safetensors") and weight_name.count("/") <= 1:
+            name = download_name(weight_name)
             st.download_button(
-                f"Download {plain_line(artifact.rsplit('/', 1)[-1])}",
+                f"Download {plain_line(name)} · {lora_purpose(weight_name)}",
                 data=lambda a=artifact: fetch_artifact(uri, run_id, a, cache).read_bytes(),
-                file_name=artifact.rsplit("/", 1)[-1],
+                file_name=name,
                 mime="application/octet-stream",
                 key=f"dlm_{run_id}_{artifact}",
             )

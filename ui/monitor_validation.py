@@ -111,19 +111,31 @@ def render_validation(settings: StudioSettings, view: RunView) -> None:
         )
 
 
+MEANINGFUL_FALL = 1.0  # % of the first evaluation's loss: below it the curve is flat (noise)
+
+
 def still_falling(history: list[tuple[int, float]], best: tuple[int, float]) -> str | None:
     """When the best saved LoRA is the last evaluation and the loss fell into it: the figures
-    and what they suggest (training longer), else None. The best being the last checkpoint
-    means the validation loss had not turned up yet, not that the run found its minimum."""
+    and what they suggest, else None. The best being the last checkpoint means the validation
+    loss had not turned up yet, not that the run found its minimum; and a fall under
+    ``MEANINGFUL_FALL`` percent from the first evaluation is noise, not a reason to train longer."""
     if len(history) < 2 or best[0] != history[-1][0] or history[-1][1] >= history[-2][1]:
         return None
     (first_step, first), (last_step, last) = history[0], history[-1]
     decimals = next((d for d in range(4, 9) if f"{first:.{d}f}" != f"{last:.{d}f}"), 9)
     drop = (first - last) / first * 100 if first > 0 else 0.0
+    figures = (
+        f"{first:.{decimals}f} at step {first_step} → {last:.{decimals}f} at step {last_step}, "
+        f"{drop:.2g}% lower"
+    )
+    if drop < MEANINGFUL_FALL:
+        return (
+            f"Validation loss barely moved ({figures}): this run's length is not what limits "
+            "it; look at the samples."
+        )
     return (
-        f"Validation loss was still falling when the run ended ({first:.{decimals}f} at step "
-        f"{first_step} → {last:.{decimals}f} at step {last_step}, {drop:.2g}% lower), so "
-        "training longer might help."
+        f"Validation loss was still falling when the run ended ({figures}), so training longer "
+        "might help."
     )
 
 

@@ -6,6 +6,8 @@ a diffusers script (``diffusers_usage.py``) and a ComfyUI workflow in API prompt
 
 - ``preview_recipes(cfg)``: how each preview image is made (prompt, seed, size, steps, guidance,
   sampler, LoRA strength), resolved exactly as ``trainer.engine.previews`` resolves them.
+- ``download_name(weight_name)`` / ``lora_purpose(weight_name)``: the name a LoRA file downloads
+  as (both layouts of one run apart) and what it is for (the Monitor's download buttons).
 - ``diffusers_snippet(...)``: a script that loads the base model and the LoRA and generates the
   run's first preview of the LoRA's step again (``card.remade_preview``: the card says the same);
   with the run's precision on the run's kind of device, pixel for pixel (the LoRA file saved in
@@ -43,6 +45,24 @@ USAGE_FILES = (CARD_NAME, SNIPPET_NAME, WORKFLOW_NAME)
 SAMPLES_FOLDER = "samples"  # beside the card: the preview images it shows
 PREVIEWS_DIR = "previews"  # in the job folder: previews/step_<n>/sample_<i>.png
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"  # trainer.lora.io.WEIGHTS_NAME
+
+
+def download_name(weight_name: str) -> str:
+    """The file name the Monitor downloads the LoRA ``weight_name`` (its path in the run's
+    ``lora`` folder) as: a single file keeps its name; the diffusers layout's weights take their
+    folder's name plus ``_diffusers`` (a run saved in both layouts would get one name twice)."""
+    path = Path(weight_name)
+    if path.name == DIFFUSERS_WEIGHTS and path.parent.name:
+        return f"{path.parent.name}_diffusers.safetensors"
+    return path.name
+
+
+def lora_purpose(weight_name: str) -> str:
+    """What the LoRA file ``weight_name`` is for, in a few words for its download button."""
+    if Path(weight_name).name == DIFFUSERS_WEIGHTS:
+        return "diffusers layout: load_lora_weights"
+    return "single file for ComfyUI / A1111 / Forge"
+
 
 PIPELINES = {
     "sd15": "StableDiffusionPipeline",
@@ -216,7 +236,8 @@ def diffusers_snippet(
 ) -> str:
     """A script that generates ``recipe`` with the base model and the LoRA ``weight_name``
     (a path relative to the script's folder, or inside the Hub repo ``lora_repo``) saved at
-    ``step`` of the run (the script names it: a checkpoint made final is not the last step)."""
+    ``step`` of the run (the script names it: a checkpoint made final is not the last step).
+    A local script looks for the LoRA beside it under its ``download_name``."""
     arch = cfg.model.arch
     pipeline, scheduler = PIPELINES[arch], SCHEDULERS[recipe.sampler]
     load = "from_single_file" if base.single_file else "from_pretrained"
@@ -229,11 +250,27 @@ def diffusers_snippet(
         if part
     )
     prediction = ', prediction_type="v_prediction"' if cfg.model.is_v_pred else ""
-    lora_from = (
-        f"LORA = {lora_repo!r}  # the Hub repository"
-        if lora_repo
-        else "LORA = str(Path(__file__).resolve().parent)  # the folder this script came in"
-    )
+    local = download_name(weight_name)
+    in_run_folder = [  # the job folder keeps the diffusers layout's weights in a folder
+        "if not LORA_PATH.is_file():  # beside the run's own files",
+        f"    LORA_PATH = LORA_PATH.parent / {weight_name!r}",
+    ]
+    lora_from = [  # a browser saves the downloads loose in one folder: the script looks there
+        "# The LoRA file: put it next to this script under the name LoRA Studio's Monitor",
+        "# downloads it as (LORA_WEIGHTS), or set LORA_PATH = Path('/full/path/to/the.safetensors').",
+        f"LORA_WEIGHTS = {local!r}",
+        "LORA_PATH = Path(__file__).resolve().parent / LORA_WEIGHTS",
+        *(in_run_folder if local != weight_name else []),
+        "if not LORA_PATH.is_file():",
+        '    raise SystemExit(f"Put {LORA_WEIGHTS} next to this script, or set LORA_PATH.")',
+    ]
+    load_lora = "pipe.load_lora_weights(str(LORA_PATH.parent), weight_name=LORA_PATH.name"
+    if lora_repo:
+        lora_from = [
+            f"LORA = {lora_repo!r}  # the Hub repository",
+            f"LORA_WEIGHTS = {weight_name!r}",
+        ]
+        load_lora = "pipe.load_lora_weights(LORA, weight_name=LORA_WEIGHTS"
     call = [
         "image = pipe(",
         "    PROMPT,",
@@ -277,8 +314,7 @@ def diffusers_snippet(
         f"from diffusers import {', '.join(sorted({pipeline, scheduler}))}",
         "",
         f"BASE_MODEL = {base.source!r}  # {where}",
-        lora_from,
-        f"LORA_WEIGHTS = {weight_name!r}",
+        *lora_from,
         f"PROMPT = {recipe.prompt!r}",
         f"NEGATIVE_PROMPT = {recipe.negative!r}",
         f"SEED, STEPS, GUIDANCE = {recipe.seed}, {recipe.steps}, {recipe.guidance_scale!r}",
@@ -293,7 +329,7 @@ def diffusers_snippet(
         ")",
         f"# The previews' sampler ({recipe.sampler}) on the base model's own noise schedule.",
         f"pipe.scheduler = {scheduler}.from_config(pipe.scheduler.config{prediction})",
-        'pipe.load_lora_weights(LORA, weight_name=LORA_WEIGHTS, adapter_name="lora")',
+        f'{load_lora}, adapter_name="lora")',
         "if LORA_SCALE != 1.0:",
         '    pipe.set_adapters(["lora"], adapter_weights=[LORA_SCALE])',
         "pipe = pipe.to(device)",
@@ -436,9 +472,7 @@ def write_usage_files(
         shown.append(Path(shutil.copyfile(source, samples / Path(source).name)))
     lora_repo = cfg.save.hf_repo_id if cfg.save.push_to_hub else None
     snippet = diffusers_snippet(cfg, recipes[0], base, weight_name, step=step)
-    comfy_name = Path(weight_name).name
-    if comfy_name == DIFFUSERS_WEIGHTS:  # ComfyUI's loras folder wants a name of its own
-        comfy_name = f"{Path(weight_name).parent.name}.safetensors"
+    comfy_name = download_name(weight_name)  # as downloaded: ComfyUI's loras folder wants one
     workflow = comfyui_workflow(cfg, recipes[0], base, comfy_name)
     # A card is for sharing: a local base model appears by name, never by its path here.
     public_base = base if base.on_hub else replace(base, source=base.display)
