@@ -200,6 +200,8 @@ def _effective_batch(cfg: TrainingConfig) -> int:
 
 
 def decide_steps(d: Draft) -> None:
+    if d.get("train.epochs") is not None:  # kept from the base: epochs would override any steps
+        return  # their length stays the person's; checks_length says when it is off-band
     if d.demo:
         d.set("train.steps", 30, "tiny demo model: a short run through the whole loop", DEMO)
         return

@@ -317,7 +317,8 @@ def recommend(
     info: DatasetInfo | None = None,
     base: TrainingConfig | None = None,
 ) -> Recommended:
-    """A complete recommended config (names, folders and prompts kept from ``base``)."""
+    """A complete recommended config (names, folders, prompts, the validation hold-out and the
+    epochs kept from ``base``: with epochs set, no steps are recommended, which they override)."""
     return _run(Draft(_fresh(base, arch), intent, profile, info))
 
 
@@ -365,6 +366,8 @@ def _fresh(base: TrainingConfig | None, arch: str) -> dict[str, Any]:
     data["datasets"] = [
         {**default_ds, **{k: ds[k] for k in KEPT_DATASET}} for ds in old["datasets"]
     ]
+    data["train"]["epochs"] = old["train"]["epochs"]  # the run's length in epochs: they win
+    data["validation"] = old["validation"]  # held-out images: fewer steps per epoch
     data["sample"]["prompts"] = old["sample"]["prompts"]
     if arch != "flux":
         data["sample"]["neg"] = old["sample"]["neg"]

@@ -19,7 +19,7 @@ from ui.advice import Finding, Prediction
 from ui.boundary import advisor_boundary
 from ui.compare_history import render_history_hint
 from ui.context import StudioContext, apply_fix
-from ui.preflight import refresh_recommendations
+from ui.preflight import apply_recommended, refresh_recommendations
 from ui.summary import format_duration, gb_text, memory_text, no_gpu
 from ui.text import plain_line
 from ui.widgets import ARCH_LABELS, step_fields
@@ -117,8 +117,8 @@ def render_recommendations(
         st.button(
             f"Apply {value}",
             key=f"{key_prefix}:apply:{path}",
-            on_click=state.set_value,
-            args=(path, rec["value"]),
+            on_click=apply_recommended,
+            args=({path: rec["value"]},),
             help=f"Set {advice.label_of(path)} to the recommended value",
         )
     if not differing:

@@ -25,6 +25,7 @@ from ui.advice import Finding, Hardware, Prediction
 from ui.boundary import advisor_boundary
 from ui.compare_store import local_history
 from ui.model_status import model_facts
+from ui.steps_epochs import offered, store_all
 
 _CACHE = "_studio_context"
 
@@ -78,7 +79,7 @@ def studio_context() -> StudioContext:
     if cached and cached[0] == key:
         return cached[1]
     checked = state.validated()
-    recs = meta.get("recommendations") or {}
+    recs = offered(meta.get("recommendations") or {}, state.draft())  # none epochs override
     notes: list[str] = []
     found: list[Finding] = []
     with advisor_boundary("checking the draft") as checking:
@@ -130,4 +131,4 @@ def history_stamp(history: list[Any] | None) -> tuple[Any, ...] | None:
 
 
 def apply_fix(patch: dict[str, Any]) -> None:
-    state.set_values(patch)
+    store_all(patch)  # a fix of the batch size with epochs set brings the steps along

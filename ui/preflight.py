@@ -17,6 +17,7 @@ from ui.advice import Hardware, Recommendation
 from ui.boundary import advisor_boundary
 from ui.context import cached_detection
 from ui.hub_sign_in import current_account, render_hub_sign_in
+from ui.steps_epochs import EPOCHS, STEPS, store_all
 
 OK, MISSING = ":material/check_circle: Detected", ":material/help: Not detected"
 WHAT_HELP = {
@@ -238,6 +239,43 @@ def current_recommendations() -> list[Recommendation]:
     meta = state.meta()
     hw = advice.apply_overrides(detected_hardware(), meta.get("profile_overrides") or {})
     return advice.smart_defaults(state.draft(), hw, meta["intent"])
+
+
+# What the advisor recommends with the run's length in mind: made again when the length changes.
+LENGTH_PATHS = ("train.steps", "train.epochs", "sample.sample_every", "save.save_every")
+
+
+def run_length() -> tuple[Any, Any]:
+    """The draft's steps and epochs: what ``follow_run_length`` compares."""
+    return state.get_value(STEPS), state.get_value(EPOCHS)
+
+
+def apply_recommended(patch: dict[str, Any]) -> None:
+    """Apply recommended values as one change: steps and epochs stay one run length, and the
+    recommendations quoting the length follow it."""
+    before = run_length()
+    store_all(patch)
+    follow_run_length(before)
+
+
+def follow_run_length(before: tuple[Any, Any]) -> None:
+    """The run's length changed from ``before``: the recommendations that depend on it (steps
+    or epochs, previews and saves that quote the steps) are made again for the draft, so none
+    quotes the old length; the others stay as they were recommended."""
+    recs = state.meta().get("recommendations")
+    if not recs or run_length() == before:
+        return
+    with advisor_boundary("recommending for the new run length") as recommending:
+        found = current_recommendations()
+    if recommending.failed:
+        return
+    fresh = {
+        r.path: {"value": r.value, "reason": r.reason, "source": r.source}
+        for r in found
+        if r.path in LENGTH_PATHS
+    }
+    kept = {path: rec for path, rec in recs.items() if path not in LENGTH_PATHS}
+    state.set_meta("recommendations", kept | fresh)
 
 
 def refresh_recommendations() -> None:

@@ -23,7 +23,7 @@ from ui.hub_sign_in import render_hub_sign_in
 from ui.jobs import LaunchRefused, launch_draft, open_monitor
 from ui.launch_name import LaunchName, launch_name
 from ui.model_panel import download_progress, is_running, render_download
-from ui.preflight import current_recommendations
+from ui.preflight import apply_recommended, current_recommendations
 from ui.queue_panel import render_add_to_queue
 from ui.sweep_form import render_queue_variants
 from ui.text import code, plain, plain_line
@@ -151,7 +151,7 @@ def render_comparison(context: StudioContext) -> None:
         st.button(
             f"Use all {len(differing)} recommended values",
             key="rv:apply_recs",
-            on_click=state.set_values,
+            on_click=apply_recommended,
             args=(patch,),
         )
 

@@ -4,7 +4,9 @@
 of the run, `trainer.engine.run_length`). In the wizard the two stay one run length:
 ``store(path, value)`` writes what the user typed, and with epochs set it also writes the steps
 they come to on the draft's images (so the Steps box, the predictions and the MLflow params show
-the real count); typing steps clears epochs. ``render_run_length()`` draws the line under the
+the real count); typing steps clears epochs. ``store_all(patch)`` does the same for several
+values at once (applying recommendations), and ``offered`` leaves out a recommendation for the
+steps while epochs are set. ``render_run_length()`` draws the line under the
 Epochs box: "1,200 steps = 10 epochs of 120 steps (24 images × 5 repeats ÷ batch 1)"; the words
 of an epoch (``epoch_words``) are the Dataset card's too (``ui.datasets``).
 The counting is the advisor's (`advisor.dataset.run_steps`), on the images `ui.advice` counted.
@@ -42,21 +44,41 @@ def store(path: str, value: Any) -> None:
 def linked_values(path: str, value: Any, draft: dict[str, Any]) -> dict[str, Any]:
     """What else changes when ``path`` becomes ``value``: typed steps (or Auto) clear epochs;
     with epochs set, any change (epochs, batch size, repeats...) brings the steps along."""
+    return {k: v for k, v in linked_patch({path: value}, draft).items() if k != path}
+
+
+def linked_patch(patch: dict[str, Any], draft: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` and what else changes with it (one run length): steps in it without epochs
+    clear the epochs; else, with epochs set, the steps they come to on the draft's images."""
     after = copy.deepcopy(draft)
-    state.dset(after, path, value)
+    for path, value in patch.items():
+        state.dset(after, path, value)
     epochs = state.dget(after, EPOCHS)
-    if path == STEPS:
-        return {EPOCHS: None} if epochs is not None else {}
+    if STEPS in patch and EPOCHS not in patch:
+        return patch | ({EPOCHS: None} if epochs is not None else {})
     if epochs is None:
-        return {}
+        return patch
     try:
         cfg = config_from_dict(after)
     except ConfigError:  # the config's own checks explain it; nothing to count on
-        return {}
+        return patch
     steps = run_steps(cfg, counted_images(cfg, after))
     if steps is None or steps > MAX_STEPS or steps == state.dget(after, STEPS):
-        return {}
-    return {STEPS: steps}
+        return patch
+    return patch | {STEPS: steps}
+
+
+def store_all(patch: dict[str, Any]) -> None:
+    """Apply ``patch`` as one undo step, keeping steps and epochs one run length."""
+    state.set_values(linked_patch(patch, state.draft()))
+
+
+def offered(recs: dict[str, Any], draft: dict[str, Any]) -> dict[str, Any]:
+    """The recommendations a person may apply to ``draft``: none for the steps while its epochs
+    decide the run's length (the epochs would override them)."""
+    if state.dget(draft, EPOCHS) is None:
+        return recs
+    return {path: rec for path, rec in recs.items() if path != STEPS}
 
 
 def counted_images(cfg: TrainingConfig, draft: dict[str, Any]) -> DatasetInfo | None:

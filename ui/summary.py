@@ -10,10 +10,12 @@ from typing import Any
 
 import streamlit as st
 
+from advisor.dataset import run_steps
 from ui import state
 from ui.advice import Hardware, Prediction
 from ui.boundary import advisor_boundary
 from ui.context import StudioContext, hardware
+from ui.steps_epochs import counted_images
 from ui.text import code
 from ui.widgets import ARCH_LABELS
 
@@ -102,7 +104,6 @@ def render_summary_header(context: StudioContext) -> None:
     arch = draft["model"]["arch"]
     datasets = draft.get("datasets") or [{}]
     sizes = datasets[0].get("resolution") or []
-    steps = draft["train"]["steps"]
     with st.container(border=True, key="summary_header"):
         cols = st.columns([1.3, 1, 1, 1.3, 1.3])
         _item(cols[0], "Model", ARCH_LABELS.get(arch, arch), f"`{draft['model']['name_or_path']}`")
@@ -112,7 +113,7 @@ def render_summary_header(context: StudioContext) -> None:
         _item(
             cols[2],
             "Steps",
-            "auto" if steps == "auto" else f"{steps:,}",
+            steps_text(context, draft),
             f"≈ {format_duration(total)} in all" if total else "",
         )
         _item(cols[3], *memory_text(context.prediction, context.hw))
@@ -121,6 +122,19 @@ def render_summary_header(context: StudioContext) -> None:
         validation = validation_text(draft)
         if validation:
             st.caption(f":material/fact_check: {validation}", help=VALIDATION_HELP)
+
+
+def steps_text(context: StudioContext, draft: dict[str, Any]) -> str:
+    """The steps the run will train (``run_steps``: with epochs set, the steps they come to on
+    the draft's images), 'auto', or the epochs while their images are not counted."""
+    cfg = context.validated.config
+    epochs = draft["train"].get("epochs")
+    if cfg is not None and epochs is not None:
+        with advisor_boundary("counting the steps per epoch"):
+            steps = run_steps(cfg, counted_images(cfg, draft))
+            return f"{epochs:,} epochs" if steps is None else f"{steps:,}"
+    steps = draft["train"]["steps"]
+    return "auto" if steps == "auto" else f"{steps:,}"
 
 
 VALIDATION_HELP = (

@@ -34,7 +34,8 @@ from trainer.config.safe_yaml import load_yaml
 from ui import state
 from ui.advice import explain_field, label_of, short_value
 from ui.number_text import format_number, number_bounds, parse_number
-from ui.steps_epochs import EPOCHS, render_run_length, store
+from ui.preflight import follow_run_length, run_length
+from ui.steps_epochs import EPOCHS, offered, render_run_length, store
 from ui.text import code, plain
 
 ERRORS = "field_errors"  # path -> message for input that could not be read
@@ -267,7 +268,9 @@ def _sync(path: str, seeds: dict[str, Any], value: Any) -> None:
 def _store(path: str, value: Any) -> None:
     if path == "model.arch":
         _after_arch_change(value)
+    before = run_length()
     store(path, value)  # steps and epochs stay one run length (ui.steps_epochs)
+    follow_run_length(before)  # and the advice that quotes the length follows it
     st.session_state[_SHADOW + path] = copy.deepcopy(value)
     errors().pop(path, None)
 
@@ -402,7 +405,7 @@ def _messages(path: str, value: Any) -> None:
         text = _where_in(problem.path.removeprefix(path).lstrip(".")) + problem.message
         text += f" — {problem.fix}" if problem.fix else ""
         st.error(f"**Error:** {plain(text)}", icon=":material/error:")  # may quote values
-    rec = state.meta()["recommendations"].get(path)
+    rec = offered(state.meta()["recommendations"], state.draft()).get(path)
     if rec is not None:  # its reason is markdown already (ui.advice escapes what it quotes)
         if state.same_value(rec["value"], value):
             st.caption(f":material/lightbulb: **Recommended** — {rec['reason']}")
