@@ -351,8 +351,12 @@ def test_monitor_page_shows_the_run_from_the_server(team: dict, as_studio) -> No
     charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     assert len(charts) == 2
     assert "In MLflow: `lora/demo_sd15.safetensors`" in text
-    [download] = at.get("download_button")  # the LoRA, fetched from the server on click
-    assert download.proto.label == "Download demo_sd15.safetensors"
+    labels = [b.proto.label for b in at.get("download_button")]  # fetched from the server
+    assert [x for x in labels if "safetensors" in x] == [
+        "Download demo_sd15.safetensors · single file for ComfyUI / A1111 / Forge",
+        "Download demo_sd15_diffusers.safetensors · diffusers layout: load_lora_weights",
+    ], labels
+    assert {"Model card", "diffusers script", "ComfyUI workflow"} <= set(labels)
     assert get_run_record(team["url"], team["run_id"]).status == "FINISHED"  # not reaped
 
 

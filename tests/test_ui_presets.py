@@ -93,5 +93,6 @@ def test_import_from_kohya_fills_the_draft_and_lists_what_did_not_map(home: Path
     assert not at.exception
     draft = at.session_state["draft"]
     assert draft["model"]["arch"] == "sdxl" and draft["network"]["linear"] == 32
+    assert draft["train"]["epochs"] == 10  # max_train_epochs maps since epochs exist
     message = at.success[0].value
-    assert "kohya-toml" in message and "8 not mapped" in message and "xformers" in message
+    assert "kohya-toml" in message and "7 not mapped" in message and "xformers" in message

@@ -302,10 +302,11 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
         stored = [a for a in _loras(settings.tracking_uri, view.run_id, _marker(view, "phase"))]
         finals = [a for a in stored if a.startswith("lora/")]
         render_usage_downloads(settings, view.run_id, lora_dir, finals)  # card, script, ComfyUI
-        if finals:
-            st.caption("In MLflow: " + ", ".join(code(a) for a in finals))
+        loras = [a for a in finals if a.endswith(".safetensors")]  # not the card, script, ...
+        if loras:
+            st.caption("In MLflow: " + ", ".join(code(a) for a in loras))
             if not files:  # trained elsewhere (a teammate's run on a shared tracking server)
-                _stored_downloads(settings, view.run_id, finals)
+                _stored_downloads(settings, view.run_id, loras)
         elif not files:
             st.caption("No LoRA file was found for this run.")
     checkpoints = list_checkpoints(view.job_dir / "checkpoints")
