@@ -72,3 +72,16 @@ def keep_signal_handlers() -> Iterator[None]:
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+@pytest.fixture()
+def served_publicly() -> Iterator[None]:
+    """Streamlit serving on every interface, as `streamlit run --server.address 0.0.0.0`."""
+    from streamlit import config  # only the tests that serve beyond loopback need it
+
+    served = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        yield
+    finally:
+        config.set_option("server.address", served)

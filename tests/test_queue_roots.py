@@ -5,7 +5,6 @@ queued as ever. AppTest; ``ensure_runner`` is replaced by a recorder (no process
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,17 +48,6 @@ def runner_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(ui.queue_panel, "RESUME_EVERY_S", 1e9)  # the router asks once, not per run
     monkeypatch.setattr(ui.sweep_form, "ensure_runner", recorder("sweep"))
     return started
-
-
-@pytest.fixture()
-def served_publicly(settings: StudioSettings) -> Iterator[None]:
-    """Streamlit serving on every interface, as `streamlit run --server.address 0.0.0.0`."""
-    served = config.get_option("server.address")
-    config.set_option("server.address", "0.0.0.0")
-    try:
-        yield
-    finally:
-        config.set_option("server.address", served)
 
 
 def _review_reading(folder: str) -> AppTest:

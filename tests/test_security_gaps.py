@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from streamlit import config
 from streamlit.testing.v1 import AppTest
 from test_security_text import markdown_strings, markup_problems, shown_text
 from ui_support import go_to_step, new_app, open_page, widget
@@ -58,17 +57,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("STUDIO_HOST", raising=False)
     (tmp_path / "home").mkdir()
     return tmp_path / "home"
-
-
-@pytest.fixture()
-def served_publicly(home: Path) -> Iterator[None]:
-    """Streamlit serving on every interface, as `streamlit run --server.address 0.0.0.0`."""
-    served = config.get_option("server.address")
-    config.set_option("server.address", "0.0.0.0")
-    try:
-        yield
-    finally:
-        config.set_option("server.address", served)
 
 
 def run(target) -> AppTest:

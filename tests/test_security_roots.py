@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,17 +79,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("STUDIO_ALLOWED_FOLDERS", raising=False)
     monkeypatch.delenv("STUDIO_HOST", raising=False)
     return tmp_path / "home"
-
-
-@pytest.fixture()
-def served_publicly(home: Path) -> Iterator[None]:
-    """Streamlit serving on every interface, as `streamlit run --server.address 0.0.0.0`."""
-    served = config.get_option("server.address")
-    config.set_option("server.address", "0.0.0.0")
-    try:
-        yield
-    finally:
-        config.set_option("server.address", served)
 
 
 def run(target) -> AppTest:
