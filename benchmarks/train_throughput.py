@@ -1,16 +1,29 @@
-"""Training throughput on the tiny SD1.5 model, variants interleaved in one run.
+"""Every step at the limit: the trainer's s/step against the bare denoiser step, interleaved.
 
-Measures seconds per step (first step excluded) for uncached vs cached latents/embeddings and
-with the MLflow tracker vs the null tracker, then the time from `python -m trainer run` to its
-first finished step (cold process: imports, model load, data scan). Machines here are shared and
-noisy: compare the ratios printed side by side, not absolute numbers across runs.
+For each size (64, 128 and 256 px by default), round after round, on the tiny SD1.5 model, batch
+2, rank 4, fp32, with 12 square JPEG images (512 px, so decoding costs what it does for real
+photos):
 
-    .venv/bin/python benchmarks/train_throughput.py [--rounds 3] [--steps 40]
+- **limit**: the LoRA-wrapped U-Net's forward + backward + AdamW step on tensors encoded once
+  (nothing but the step itself);
+- **cached**: ``train()`` with latents and text embeddings cached, the MLflow tracker logging every
+  step;
+- **uncached**: the same with caching off (images decoded, VAE and text encoder run every step);
+- **diffusers**: diffusers' ``examples/text_to_image/train_text_to_image_lora.py`` on the same
+  model and images, when ``--diffusers-example PATH`` points at a copy of it (it needs
+  ``datasets``, ``torchvision`` and ``tensorboard`` importable: ``--example-pythonpath``).
+
+Step times are medians of the intervals between consecutive steps from step ``--skip`` on (the
+first steps pay one-time set-up). Machines here are shared and noisy: read the ratios printed side
+by side, not absolute numbers across runs. The time to the first step is ``benchmarks/first_step.py``.
+
+    .venv/bin/python benchmarks/train_throughput.py [--sizes 64 128 256] [--rounds 3] [--steps 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -20,139 +33,218 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread for every variant (the example's subprocess too): on shared cores, threads that
+# wait on each other would measure the neighbours' load, not the step. Set it to compare others.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from trainer.arch.registry import load_arch  # noqa: E402
 from trainer.config.schema import TrainingConfig  # noqa: E402
-from trainer.demo.tiny import build_all  # noqa: E402
+from trainer.demo.tiny import build_all, resolve_demo_ref  # noqa: E402
 from trainer.engine.context import RunContext  # noqa: E402
 from trainer.engine.loop import train  # noqa: E402
 from trainer.tracking.mlflow_tracker import MlflowTracker  # noqa: E402
-from trainer.tracking.progress import read_progress  # noqa: E402
-from trainer.tracking.tracker import NullTracker  # noqa: E402
+
+BATCH, RANK, LR, IMAGES = 2, 4, 1e-3, 12
 
 
-def config(steps: int, cached: bool, mlflow: bool) -> TrainingConfig:
+def config(folder: Path, size: int, steps: int, cached: bool) -> TrainingConfig:
     return TrainingConfig.model_validate(
         {
             "name": "bench",
             "model": {"name_or_path": "demo:sd15"},
-            "network": {"linear": 4, "linear_alpha": 4},
+            "network": {"linear": RANK, "linear_alpha": RANK},
             "datasets": [
-                {"folder_path": "demo:dataset", "resolution": [64], "cache_latents": cached}
+                {"folder_path": str(folder), "resolution": [size], "cache_latents": cached}
             ],
             "train": {
                 "steps": steps,
-                "batch_size": 2,
+                "batch_size": BATCH,
                 "optimizer": "adamw",
-                "lr": 1e-3,
+                "lr": LR,
+                "lr_scheduler": "constant",
                 "gradient_checkpointing": False,
                 "cache_text_embeddings": cached,
             },
             "sample": {"sample_every": 0},
             "save": {"save_every": 10_000},
-            "logging": {"use_mlflow": mlflow, "log_every": 1, "log_system_metrics": False},
+            "logging": {"log_every": 1, "log_system_metrics": False},
         }
     )
 
 
-def seconds_per_step(home: Path, uri: str, steps: int, cached: bool, mlflow: bool) -> float:
-    cfg = config(steps, cached, mlflow)
-    tracker = MlflowTracker(uri) if mlflow else NullTracker()
+def make_images(folder: Path) -> Path:
+    """12 square 512 px JPEGs with captions: decoding them costs what real photos cost."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(IMAGES):
+        noise = (torch.rand(64, 64, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        image = Image.fromarray(noise).resize((512, 512), Image.Resampling.BICUBIC)
+        image.save(folder / f"img_{i:02d}.jpg", quality=90)
+        (folder / f"img_{i:02d}.txt").write_text(f"a photo of sks pattern number {i}")
+    return folder
+
+
+def median_interval(stamps: list[float], skip: int) -> float:
+    gaps = [b - a for a, b in zip(stamps[skip:], stamps[skip + 1 :], strict=False)]
+    return statistics.median(gaps)
+
+
+class StepClock(MlflowTracker):
+    """The MLflow tracker, also noting when each step's metrics arrive (log_every=1)."""
+
+    stamps: list[float]
+
+    def log_metrics(self, metrics, step: int) -> None:
+        self.stamps.append(time.perf_counter())
+        super().log_metrics(metrics, step)
+
+
+def ours(home: Path, uri: str, folder: Path, size: int, steps: int, cached: bool, skip: int):
+    cfg = config(folder, size, steps, cached)
+    tracker = StepClock(uri)
+    tracker.stamps = []
     tracker.start(cfg)
     with tempfile.TemporaryDirectory() as job:
-        ctx = RunContext(home=home, job_dir=Path(job), tracker=tracker)
-        state_holder: dict[str, float] = {}
-        started = time.perf_counter()
-        outcome = train(cfg, ctx)
-        state_holder["wall"] = time.perf_counter() - started
-        tracker.end("FINISHED")
-        progress = read_progress(Path(job)) or {}
+        outcome = train(cfg, RunContext(home=home, job_dir=Path(job), tracker=tracker))
+    tracker.end("FINISHED")
     assert outcome.step == steps
-    return float(progress["s_per_step"])
+    return median_interval(tracker.stamps, skip)
 
 
-def time_to_first_step(home: Path, uri: str) -> float:
-    with tempfile.TemporaryDirectory() as job:
-        env = {**os.environ, "STUDIO_HOME": str(home), "MLFLOW_TRACKING_URI": uri}
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "trainer",
-                "run",
-                str(ROOT / "presets" / "demo_sd15.yaml"),
-                "--job-dir",
-                job,
-                "--set",
-                "train.steps=200",
-                "--set",
-                "sample.sample_every=0",
-                "--set",
-                "logging.log_every=1",
-                "--set",
-                "save.save_every=10000",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+def bare_limit(home: Path, folder: Path, size: int, steps: int, skip: int) -> float:
+    """The LoRA-wrapped U-Net's forward + backward + step on tensors encoded once."""
+    cfg = config(folder, size, steps, cached=True)
+    cpu = torch.device("cpu")
+    arch = load_arch(cfg, home, cpu, torch.float32)
+    groups = arch.add_lora(cfg.network)
+    params = [p for group in groups.values() for p in group]
+    optimizer = torch.optim.AdamW(params, lr=LR)
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(BATCH, 3, size, size, generator=gen) * 2 - 1
+    latents = arch.encode_images(pixels)
+    text = arch.encode_prompts(["a photo of sks pattern"] * BATCH)
+    arch.train()
+    stamps = []
+    for _ in range(steps):
+        noise = torch.randn(latents.shape, generator=gen)
+        t = arch.sample_timesteps(BATCH, gen)
+        pred = arch.predict(arch.add_noise(latents, noise, t), t, text, {})
+        loss = torch.nn.functional.mse_loss(pred.float(), arch.target(latents, noise, t).float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        stamps.append(time.perf_counter())
+    return median_interval(stamps, skip)
+
+
+STEP_CLOCK_SHIM = """
+import atexit, json, os, time, torch
+_stamps, _step = [], torch.optim.AdamW.step
+def _timed(self, *a, **k):
+    out = _step(self, *a, **k)
+    _stamps.append(time.perf_counter())
+    return out
+torch.optim.AdamW.step = _timed
+atexit.register(lambda: open(os.environ["STEP_STAMPS"], "w").write(json.dumps(_stamps)))
+"""
+
+
+def diffusers_example(args, home: Path, folder: Path, size: int, steps: int, skip: int) -> float:
+    """diffusers' example on the same model and images; step times from AdamW.step calls."""
+    with tempfile.TemporaryDirectory() as work:
+        work_dir = Path(work)
+        data = work_dir / "data"
+        data.mkdir()
+        rows = []
+        for image in sorted(folder.glob("*.jpg")):
+            (data / image.name).symlink_to(image)
+            caption = image.with_suffix(".txt").read_text()
+            rows.append(json.dumps({"file_name": image.name, "text": caption}))
+        (data / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+        shim = work_dir / "shim"
+        shim.mkdir()
+        (shim / "step_clock.py").write_text(STEP_CLOCK_SHIM)
+        stamps_file = work_dir / "stamps.json"
+        runner = (
+            "import runpy, sys, step_clock; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')"
         )
-        try:
-            while True:
-                progress = read_progress(Path(job)) or {}
-                if (progress.get("step") or 0) >= 1:
-                    return time.perf_counter() - started
-                if proc.poll() is not None:
-                    raise RuntimeError("trainer exited before its first step")
-                time.sleep(0.02)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+        model = resolve_demo_ref("demo:sd15", home)
+        command = [
+            *(sys.executable, "-c", runner, args.diffusers_example),
+            *("--pretrained_model_name_or_path", str(model), "--train_data_dir", str(data)),
+            *("--resolution", str(size), "--center_crop", "--train_batch_size", str(BATCH)),
+            *("--max_train_steps", str(steps), "--learning_rate", str(LR), "--rank", str(RANK)),
+            *("--lr_scheduler", "constant", "--seed", "0", "--output_dir", str(work_dir / "out")),
+            *("--checkpointing_steps", "100000", "--mixed_precision", "no"),
+        ]
+        paths = [str(shim), *filter(None, args.example_pythonpath.split(":"))]
+        env = {**os.environ, "STEP_STAMPS": str(stamps_file), "PYTHONPATH": ":".join(paths)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=work_dir)
+        if done.returncode != 0:
+            raise RuntimeError(f"the diffusers example failed:\n{done.stderr[-3000:]}")
+        return median_interval(json.loads(stamps_file.read_text()), skip)
+
+
+def measure(kind: str, args, home: Path, uri: str, folder: Path, size: int) -> float:
+    if kind == "limit":
+        return bare_limit(home, folder, size, args.steps, args.skip)
+    if kind == "diffusers":
+        return diffusers_example(args, home, folder, size, args.steps, args.skip)
+    return ours(home, uri, folder, size, args.steps, kind == "cached", args.skip)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--skip", type=int, default=8, help="steps left out of the median")
+    parser.add_argument("--diffusers-example", help="path to train_text_to_image_lora.py")
+    parser.add_argument("--example-pythonpath", default="", help="where datasets etc. live")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench_home_"))
     build_all(home)
+    folder = make_images(home / "bench_images")
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    MlflowTracker(uri).start(config(1, False, True))  # create the store's tables up front
-    variants = {
-        "uncached, null tracker": (False, False),
-        "cached,   null tracker": (True, False),
-        "uncached, MLflow": (False, True),
-        "cached,   MLflow": (True, True),
-    }
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    first_step: list[float] = []
+    MlflowTracker(uri).start(config(folder, 64, 1, False))  # the store's tables, up front
+    kinds = ["limit", "cached", "uncached"] + (["diffusers"] if args.diffusers_example else [])
+    results = {(size, kind): [] for size in args.sizes for kind in kinds}
     for round_ in range(args.rounds):
-        for name, (cached, mlflow) in variants.items():
-            results[name].append(seconds_per_step(home, uri, args.steps, cached, mlflow))
-        first_step.append(time_to_first_step(home, uri))
+        for size in args.sizes:
+            for kind in kinds:
+                results[(size, kind)].append(measure(kind, args, home, uri, folder, size))
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+    print_table(args, kinds, results)
 
-    median = {name: statistics.median(values) for name, values in results.items()}
-    print(f"\ns/step (median of {args.rounds}, {args.steps} steps, batch 2, 64 px, first excluded)")
-    for name, value in median.items():
-        print(
-            f"  {name}: {value * 1000:7.1f} ms/step  ({', '.join(f'{v * 1000:.1f}' for v in results[name])})"
-        )
-    speedup = median["uncached, null tracker"] / median["cached,   null tracker"]
-    overhead_u = median["uncached, MLflow"] / median["uncached, null tracker"] - 1
-    overhead_c = median["cached,   MLflow"] / median["cached,   null tracker"] - 1
-    print(f"caching speed-up: {speedup:.2f}x")
+
+def print_table(args, kinds: list[str], results: dict) -> None:
+    med = {key: statistics.median(values) for key, values in results.items()}
     print(
-        f"MLflow overhead: {overhead_u * 100:+.1f}% uncached, {overhead_c * 100:+.1f}% cached "
-        "(target < 3%)"
+        f"\ns/step, median of {args.rounds} rounds (each the median step of {args.steps} "
+        f"from step {args.skip}); batch {BATCH}, rank {RANK}, fp32, tiny SD1.5, MLflow on, "
+        f"{os.environ['OMP_NUM_THREADS']} thread(s), load {os.getloadavg()[0]:.1f}"
     )
+    header = "  px | limit    | cached (x limit)  | uncached (x limit)"
+    print(header + (" | diffusers example (uncached / example)" if "diffusers" in kinds else ""))
+    for size in args.sizes:
+        limit = med[(size, "limit")]
+        line = (
+            f"{size:4d} | {limit:.4f} s | {med[(size, 'cached')]:.4f} s ({med[(size, 'cached')] / limit:.2f}x)"
+            f" | {med[(size, 'uncached')]:.4f} s ({med[(size, 'uncached')] / limit:.2f}x)"
+        )
+        if "diffusers" in kinds:
+            example = med[(size, "diffusers")]
+            line += f" | {example:.4f} s ({med[(size, 'uncached')] / example:.2f}x)"
+        print(line)
     print(
-        f"time to first step, cold `python -m trainer run`: median "
-        f"{statistics.median(first_step):.1f} s ({', '.join(f'{v:.1f}' for v in first_step)}) "
-        "(diffusers' example script: ~5-7 s here)"
+        "rounds:",
+        json.dumps({f"{s}/{k}": [round(v, 4) for v in vals] for (s, k), vals in results.items()}),
     )
 
 

@@ -27,7 +27,7 @@ PROVES = {
     "train.gradient_accumulation_steps": "test_batch_size_and_accumulation_shape_each_step",
     "train.max_grad_norm": "test_max_grad_norm_clips_the_gradients",
     "train.gradient_checkpointing": "test_gradient_checkpointing_is_on_and_changes_no_math",
-    "train.cache_text_embeddings": "tests/test_trainer.py::test_cached_and_uncached_latents_give_identical_losses",
+    "train.cache_text_embeddings": "tests/test_trainer.py::test_cached_and_uncached_latents_give_the_same_losses",
     "train.steps": "test_steps_and_log_every",
     "train.epochs": "tests/test_epochs.py::test_a_run_with_epochs_trains_exactly_that_many_passes",
     "logging.log_every": "test_steps_and_log_every",

@@ -85,7 +85,7 @@ def test_seed_changes_the_losses(demo_home: Path, tmp_path: Path) -> None:
     assert own.tags["studio.dataset_fingerprint"] != base.tags["studio.dataset_fingerprint"]
 
 
-def test_cached_and_uncached_latents_give_identical_losses(demo_home: Path, tmp_path: Path) -> None:
+def test_cached_and_uncached_latents_give_the_same_losses(demo_home: Path, tmp_path: Path) -> None:
     live = tiny_config(train={"steps": 12})
     cached = tiny_config(
         datasets=[
@@ -100,7 +100,9 @@ def test_cached_and_uncached_latents_give_identical_losses(demo_home: Path, tmp_
     )
     _, rec_live = run(live, demo_home, tmp_path / "live")
     _, rec_cached = run(cached, demo_home, tmp_path / "cached")
-    assert rec_live.losses() == rec_cached.losses()
+    # A live step encodes its batch in one call, a cached one stacks latents encoded in other
+    # batches: float rounding may differ (on this CPU it does not), nothing more.
+    assert rec_cached.losses() == pytest.approx(rec_live.losses(), rel=1e-5, abs=1e-6)
     last = rec_cached.metrics[12]  # the second epoch reuses every latent and embedding
     assert last["cache/latent_hits"] > 0 and last["cache/text_hits"] > 0
 

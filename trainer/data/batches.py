@@ -40,7 +40,7 @@ from trainer.data.scanning import DatasetScan, ImageInfo
 from trainer.data.transforms import Plan, plan_transform, render
 
 # Part of every item key: bump it when the same file and settings would give different pixels.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 ItemKey = tuple[int, int]  # (epoch, entry index): what the batch sampler hands the dataset
 FLIPS = ("flip_x", "flip_y")  # the only random changes a cached latent can stand for
@@ -121,6 +121,8 @@ class BucketBatches(Dataset):
         self.size_multiple = size_multiple
         self.want_unaugmented = want_unaugmented
         self.entries = self._build_entries()
+        # Item keys whose latents the trainer has cached: those items come without pixels.
+        self.known_latents: set[str] = set()
 
     def _build_entries(self) -> list[Entry]:
         entries: list[Entry] = []
@@ -227,14 +229,23 @@ class BucketBatches(Dataset):
             "dataset_index": entry.dataset,
             "resolution": entry.resolution,
             "plan": plan,
+            "source": key,
         }
 
     def __getitem__(self, key: ItemKey | int) -> dict[str, Any]:
         item = self.describe(key)
         *_, scan, info = self._locate(key)
+        if item["key"] in self.known_latents and not self.needs_pixels(scan.config):
+            item.update(pixels=None, mask=None, unaugmented=None)  # no file read: latent cached
+            return item
         rendered = render(info, item["plan"], scan.config, want_unaugmented=self.want_unaugmented)
         item.update(pixels=rendered.pixels, mask=rendered.mask, unaugmented=rendered.unaugmented)
         return item
+
+    def needs_pixels(self, ds: DatasetConfig) -> bool:
+        """Whether a step needs this dataset's images even with their latents cached: for masks
+        or the copy before augmentations."""
+        return self.want_unaugmented or bool(ds.mask_path) or ds.alpha_mask
 
 
 class ListBatchSampler(Sampler[list[ItemKey]]):
@@ -252,11 +263,17 @@ class ListBatchSampler(Sampler[list[ItemKey]]):
 
 def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a batch. Missing masks become all-ones and a missing unaugmented copy the pixels,
-    so batches mixing datasets with and without them still stack."""
-    pixels = torch.stack([item["pixels"] for item in items])
+    so batches mixing datasets with and without them still stack. Items handed out without
+    pixels (their latents cached) are left out of ``pixels``; ``rendered`` says which are in."""
+    rendered = [item["pixels"] is not None for item in items]
+    pixels = (
+        torch.stack([item["pixels"] for item in items if item["pixels"] is not None])
+        if any(rendered)
+        else None
+    )
     masks = None
     if any(item["mask"] is not None for item in items):
-        ones = torch.ones_like(pixels[0, :1])
+        ones = torch.ones_like(items[rendered.index(True)]["pixels"][:1])
         masks = torch.stack([item["mask"] if item["mask"] is not None else ones for item in items])
     unaugmented = None
     if any(item["unaugmented"] is not None for item in items):
@@ -268,6 +285,8 @@ def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
         )
     return {
         "pixels": pixels,
+        "rendered": rendered,
+        "sources": [item["source"] for item in items],
         "masks": masks,
         "unaugmented": unaugmented,
         "captions": [item["caption"] for item in items],

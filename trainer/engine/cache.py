@@ -98,6 +98,20 @@ class TensorCache:
         self._store(key, tensors)
         return _copy(tensors)
 
+    def lookup(self, key: str) -> Tensors | None:
+        """The cached tensors for ``key`` (a hit), or None; a miss is counted by ``store``."""
+        found = self._load(_normal_key(key))
+        if found is not None:
+            self.hits += 1
+        return found
+
+    def store(self, key: str, tensors: Tensors) -> Tensors:
+        """Keep CPU copies of ``tensors`` under ``key`` (counted as a miss) and return them."""
+        self.misses += 1
+        tensors = _to_cpu(tensors)
+        self._store(_normal_key(key), tensors)
+        return _copy(tensors)
+
     def __contains__(self, key: str) -> bool:
         key = _normal_key(key)
         if self.folder is None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from trainer.arch.base import Arch
 from trainer.arch.registry import load_arch
@@ -33,7 +32,6 @@ from trainer.data.batches import BucketBatches, build_report
 from trainer.data.scanning import check_enough, scan_dataset
 from trainer.demo.tiny import resolve_demo_ref
 from trainer.engine.batching import batch_stream
-from trainer.engine.cache import LatentCache, TextEmbeddingCache, latent_key, text_key
 from trainer.engine.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from trainer.engine.checkpoint import (
     CheckpointError,
@@ -51,6 +49,7 @@ from trainer.engine.device import pick_device, pick_dtype
 from trainer.engine.distributed import Dist, TrainedModules, rank_seed
 from trainer.engine.ema import build_ema, ema_weights
 from trainer.engine.failures import NonFiniteLoss
+from trainer.engine.inputs import ModelInputs
 from trainer.engine.memory.prepare import check_environment, prepare_base, prepare_training
 from trainer.engine.memory.prompts import unload_for_run
 from trainer.engine.objective import ObjectiveState, compute_loss, needs_unaugmented
@@ -116,7 +115,7 @@ def train_steps(
         if dist.rank:  # the checkpoint holds rank 0's noise stream; the others start afresh
             noise_gen.manual_seed(rank_seed(cfg.train.seed, dist.rank, state.step))
     log_effective_batch(ctx, cfg, data)
-    inputs = ModelInputs(arch, cfg, ctx.cache_dir)
+    inputs = ModelInputs(arch, cfg, ctx.cache_dir, data)  # one VAE / encoder call per batch
     plan_clock(ctx, cfg, state.step, total, data, trainable, state.validation)  # for the ETA
 
     if wants_first_sample(cfg, resumed=resume is not None):
@@ -180,65 +179,6 @@ def trained_modules(arch: Arch, objective: ObjectiveState) -> TrainedModules:
     if objective.snr_weights is not None:
         parts["snr_weights"] = objective.snr_weights
     return TrainedModules(parts)
-
-
-# ---------------------------------------------------------------------- inputs and caches
-class ModelInputs:
-    """Latents and text embeddings for a batch: cached (memory or disk) or computed live."""
-
-    def __init__(self, arch: Arch, cfg: TrainingConfig, cache_dir: Path) -> None:
-        self.arch, self.cfg = arch, cfg
-        fingerprint = arch.fingerprint()
-        self.fingerprint = fingerprint
-        to_disk = any(ds.cache_latents_to_disk for ds in cfg.datasets)
-        self.latent_cache = LatentCache(cache_dir / "latents" if to_disk else None)
-        self.cache_flags = [ds.cache_latents or ds.cache_latents_to_disk for ds in cfg.datasets]
-        self.text_cache = (
-            TextEmbeddingCache(cache_dir / "text" if to_disk else None)
-            if cfg.train.cache_text_embeddings
-            else None
-        )
-
-    # Items are encoded one at a time, cached or not: results then do not depend on which images
-    # share a batch, so cached and live runs give bit-identical losses.
-    def latents(self, batch: dict[str, Any]) -> Tensor:
-        pixels: Tensor = batch["pixels"]
-        rows = []
-        for i, key in enumerate(batch["keys"]):
-            compute = lambda i=i: self.arch.encode_images(pixels[i : i + 1])[0].cpu()  # noqa: E731
-            if self.cache_flags[batch["dataset_indices"][i]] and batch["cacheable"][i]:
-                cache_id = latent_key(key, self.fingerprint, str(self.arch.dtype))
-                rows.append(self.latent_cache.get_or_compute(cache_id, compute))
-            else:
-                rows.append(compute())
-        return torch.stack(rows).to(self.arch.device, self.arch.dtype)
-
-    def text(self, captions: list[str]) -> dict[str, Tensor]:
-        if self.cfg.train.train_text_encoder:  # gradients flow into the text encoder's LoRA
-            return self.arch.encode_prompts(captions, with_grad=True)
-        parts = [self._one_text(caption) for caption in captions]
-        return {
-            key: torch.stack([part[key] for part in parts]).to(self.arch.device) for key in parts[0]
-        }
-
-    def _one_text(self, caption: str) -> dict[str, Tensor]:
-        def compute() -> dict[str, Tensor]:
-            return {k: v[0].cpu() for k, v in self.arch.encode_prompts([caption]).items()}
-
-        if self.text_cache is None:
-            return compute()
-        key = text_key(caption, self.fingerprint, str(self.arch.dtype))
-        return self.text_cache.get_or_compute(key, compute)
-
-    def counters(self) -> dict[str, float]:
-        found = {
-            "cache/latent_hits": self.latent_cache.hits,
-            "cache/latent_misses": self.latent_cache.misses,
-        }
-        if self.text_cache is not None:
-            found["cache/text_hits"] = self.text_cache.hits
-            found["cache/text_misses"] = self.text_cache.misses
-        return {k: float(v) for k, v in found.items()}
 
 
 # ---------------------------------------------------------------------------- data

@@ -5,6 +5,7 @@ trainer.engine.eta)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,4 +93,9 @@ def plan_clock(
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return psutil.Process().memory_info().rss / 2**20
+    return _this_process().memory_info().rss / 2**20
+
+
+@functools.cache
+def _this_process() -> psutil.Process:
+    return psutil.Process()  # built once: it reads /proc to learn the process's start time

@@ -90,7 +90,7 @@ def unload_for_run(
     """``train.unload_text_encoder``: encode what the next ``steps`` steps and the previews need
     (through the loop's text cache, so each caption is encoded once), then free the encoders."""
     captions = planned_captions(data, cfg.train, start, steps)
-    return release_text_encoders(arch, planned_prompts(cfg, captions), encode=inputs._one_text)
+    return release_text_encoders(arch, planned_prompts(cfg, captions), encode=inputs.one_text)
 
 
 def planned_prompts(cfg: TrainingConfig, captions: Iterable[str]) -> list[str]:

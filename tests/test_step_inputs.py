@@ -1,0 +1,127 @@
+"""What a training step pays for its inputs (trainer.engine.inputs): one VAE and one text-encoder
+call per batch, no image decoded once its latent is cached, and the same losses either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from options_support import run
+from test_trainer import tiny_config
+
+import trainer.data.batches as batches_module
+from trainer.arch.sd15 import SD15Arch
+
+CACHED = {"cache_latents": True}
+STEPS = 12  # 12 demo images, batch 2: two epochs, the second one all cache hits
+
+
+def cached_config(**dataset: Any):
+    ds = {"folder_path": "demo:dataset", "trigger_word": "sks", "resolution": [64], **dataset}
+    return tiny_config(datasets=[ds], train={"steps": STEPS, "cache_text_embeddings": True})
+
+
+@pytest.fixture()
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The image files decoded (trainer.data.transforms.render) while the test runs."""
+    seen: list[str] = []
+    real = batches_module.render
+
+    def counting(info, *args, **kwargs):
+        seen.append(info.path.name)
+        return real(info, *args, **kwargs)
+
+    monkeypatch.setattr(batches_module, "render", counting)
+    return seen
+
+
+@pytest.fixture()
+def encoder_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """Batch sizes of every VAE and text-encoder call."""
+    calls: dict[str, list[int]] = {"vae": [], "text": []}
+    vae, text = SD15Arch.encode_images, SD15Arch.encode_prompts
+
+    def counting_vae(self, pixels, *args, **kwargs):
+        calls["vae"].append(pixels.shape[0])
+        return vae(self, pixels, *args, **kwargs)
+
+    def counting_text(self, prompts, *args, **kwargs):
+        calls["text"].append(len(prompts))
+        return text(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(SD15Arch, "encode_images", counting_vae)
+    monkeypatch.setattr(SD15Arch, "encode_prompts", counting_text)
+    return calls
+
+
+def test_live_steps_encode_each_batch_in_one_call(
+    demo_home: Path, tmp_path: Path, encoder_calls: dict[str, list[int]]
+) -> None:
+    run(tiny_config(train={"steps": STEPS}), demo_home, tmp_path / "live")
+    # One call per step for each encoder, each with the whole batch (the old code: two each).
+    assert encoder_calls["vae"] == [2] * STEPS
+    assert encoder_calls["text"] == [2] * STEPS
+
+
+def test_cached_steps_decode_no_image(
+    demo_home: Path, tmp_path: Path, renders: list[str], encoder_calls: dict[str, list[int]]
+) -> None:
+    _, rec = run(cached_config(**CACHED), demo_home, tmp_path / "cached")
+    # The first epoch decodes and encodes each of the 12 images once; the second epoch's six
+    # steps are cache hits and read no file at all.
+    assert sorted(renders) == sorted(set(renders)) and len(renders) == 12
+    assert sum(encoder_calls["vae"]) == 12
+    assert rec.metrics[STEPS]["cache/latent_hits"] == 12
+    assert rec.metrics[STEPS]["cache/latent_misses"] == 12
+
+
+def test_uncached_steps_decode_every_image_every_time(
+    demo_home: Path, tmp_path: Path, renders: list[str]
+) -> None:
+    run(tiny_config(train={"steps": STEPS}), demo_home, tmp_path / "live")
+    assert len(renders) == 2 * STEPS
+
+
+def test_masked_datasets_still_read_their_images(
+    demo_home: Path, tmp_path: Path, renders: list[str]
+) -> None:
+    # A step needs the mask even when the latent is cached: those images are always read.
+    run(cached_config(alpha_mask=True, **CACHED), demo_home, tmp_path / "masked")
+    assert len(renders) == 2 * STEPS
+
+
+def test_a_disk_cache_from_an_earlier_run_decodes_nothing(
+    demo_home: Path, tmp_path: Path, renders: list[str]
+) -> None:
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_home / "models" / "demo")
+    (home / "datasets").mkdir()
+    (home / "datasets" / "demo").symlink_to(demo_home / "datasets" / "demo")
+    cfg = cached_config(cache_latents_to_disk=True)
+    _, first = run(cfg, home, tmp_path / "a")
+    assert len(renders) == 12
+    renders.clear()
+    _, second = run(cfg, home, tmp_path / "b")
+    assert renders == []  # every latent was on disk before the first step
+    assert second.losses() == first.losses()
+
+
+def test_a_damaged_cache_file_is_decoded_again(
+    demo_home: Path, tmp_path: Path, renders: list[str]
+) -> None:
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_home / "models" / "demo")
+    (home / "datasets").mkdir()
+    (home / "datasets" / "demo").symlink_to(demo_home / "datasets" / "demo")
+    cfg = cached_config(cache_latents_to_disk=True)
+    _, first = run(cfg, home, tmp_path / "a")
+    files = sorted((home / "cache" / "latents").rglob("*.safetensors"))
+    files[0].write_bytes(b"garbage")  # known as cached when the run starts, unreadable later
+    renders.clear()
+    _, second = run(cfg, home, tmp_path / "b")
+    assert len(renders) == 1
+    # re-encoded alone rather than with its batch: float rounding apart (1e-7 here), no more
+    assert second.losses() == pytest.approx(first.losses(), rel=1e-5, abs=1e-6)
