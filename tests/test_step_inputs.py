@@ -3,6 +3,8 @@ call per batch, no image decoded once its latent is cached, and the same losses 
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from test_trainer import tiny_config
 
 import trainer.data.batches as batches_module
 from trainer.arch.sd15 import SD15Arch
+from trainer.data.scanning import DatasetError
+from trainer.engine.ahead import Ahead
 
 CACHED = {"cache_latents": True}
 STEPS = 12  # 12 demo images, batch 2: two epochs, the second one all cache hits
@@ -125,3 +129,61 @@ def test_a_damaged_cache_file_is_decoded_again(
     assert len(renders) == 1
     # re-encoded alone rather than with its batch: float rounding apart (1e-7 here), no more
     assert second.losses() == pytest.approx(first.losses(), rel=1e-5, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ ahead
+def test_batches_are_encoded_off_the_training_thread(
+    demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    vae = SD15Arch.encode_images
+
+    def noting_thread(self, pixels, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return vae(self, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(SD15Arch, "encode_images", noting_thread)
+    run(tiny_config(train={"steps": STEPS}), demo_home, tmp_path / "live")
+    assert threads == ["batches-ahead"] * STEPS
+    assert not [t for t in threading.enumerate() if t.name == "batches-ahead"]  # none left
+
+
+def test_ahead_keeps_order_and_stays_within_its_depth() -> None:
+    made: list[int] = []
+
+    def numbers():
+        for i in range(100):
+            made.append(i)
+            yield {"i": i}
+
+    with Ahead(numbers(), lambda b: {**b, "ready": True}, count=10, depth=2) as ahead:
+        first = next(ahead)
+        time.sleep(0.3)
+        # one handed out, two ready, one more made and waiting for room: never the whole plan
+        assert len(made) <= 4
+        rest = list(ahead)
+    assert [first["i"]] + [b["i"] for b in rest] == list(range(10))
+    assert all(b["ready"] for b in rest)
+    assert len(made) == 10  # exactly the batches the steps need
+
+
+def test_ahead_raises_the_threads_error_in_the_training_thread() -> None:
+    def failing():
+        yield {"i": 0}
+        raise DatasetError("img_003.png could not be read during training")
+
+    with Ahead(failing(), lambda b: b, count=5) as ahead:
+        assert next(ahead)["i"] == 0
+        with pytest.raises(DatasetError, match=r"img_003\.png"):
+            next(ahead)
+
+
+def test_closing_ahead_stops_its_thread() -> None:
+    def endless():
+        while True:
+            yield {}
+
+    ahead = Ahead(endless(), lambda b: b, count=10**9, depth=1)
+    next(ahead)
+    ahead.close()
+    assert not ahead._thread.is_alive()

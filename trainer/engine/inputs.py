@@ -16,6 +16,8 @@ encoders during training:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from trainer.arch.base import Arch
 from trainer.config.schema import TrainingConfig
+from trainer.engine.ahead import Ahead
 from trainer.engine.cache import LATENT_NAME, LatentCache, TextEmbeddingCache, latent_key, text_key
 
 
@@ -43,13 +46,41 @@ class ModelInputs:
             else None
         )
         self.data = data
+        self.lock = threading.RLock()  # the encoders: one thread at a time (trainer.engine.ahead)
+        self._current: tuple[list[str], dict[str, Tensor] | None] = ([], None)
+        self._counted: dict[str, float] | None = None
         self.known: set[str] = data.known_latents if data is not None else set()
         if to_disk and data is not None:
             self._recognise_disk_cache(data)
 
+    # ------------------------------------------------------------------------------ ahead
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Encode a batch ahead of its step (trainer.engine.ahead): its latents, and its
+        captions' embeddings unless the text encoder trains (those need the step's graph)."""
+        with self.lock:
+            batch["latents"] = self._encode_latents(batch)
+            if not self.cfg.train.train_text_encoder:
+                batch["text"] = self._encode_text(batch["captions"])
+            batch["cache_counters"] = self._live_counters()
+        return batch
+
+    def ahead(self, batches: Iterator[dict], count: int) -> Ahead:
+        """The next ``count`` batches, loaded and encoded in a thread while steps train."""
+        return Ahead(batches, self.prepare, count)
+
     # ------------------------------------------------------------------------------ latents
     def latents(self, batch: dict[str, Any]) -> Tensor:
-        """The batch's latents: cached rows looked up, the others encoded in one VAE call."""
+        """The batch's latents (encoded ahead, or now); its text embeddings become the current
+        ones for ``text(batch["captions"])``."""
+        self._current = (batch["captions"], batch.get("text"))
+        if "latents" in batch:
+            self._counted = batch.get("cache_counters")
+            return batch["latents"]
+        with self.lock:
+            return self._encode_latents(batch)
+
+    def _encode_latents(self, batch: dict[str, Any]) -> Tensor:
+        """Cached rows looked up, the others encoded in one VAE call."""
         keys, rendered = batch["keys"], batch.get("rendered") or [True] * len(batch["keys"])
         pixel_row = {row: i for i, row in enumerate(r for r, has in enumerate(rendered) if has)}
         rows: list[Tensor | None] = [None] * len(keys)
@@ -99,9 +130,17 @@ class ModelInputs:
 
     # ------------------------------------------------------------------------------ text
     def text(self, captions: list[str]) -> dict[str, Tensor]:
-        """Embeddings for the captions: cached ones looked up, the rest in one encoder call."""
-        if self.cfg.train.train_text_encoder:  # gradients flow into the text encoder's LoRA
+        """Embeddings for the captions (those of the current batch encoded ahead)."""
+        prepared_for, prepared = self._current
+        if prepared is not None and list(captions) == list(prepared_for):
+            return prepared
+        if self.cfg.train.train_text_encoder:  # the step's graph: on the training thread
             return self.arch.encode_prompts(captions, with_grad=True)
+        with self.lock:
+            return self._encode_text(captions)
+
+    def _encode_text(self, captions: list[str]) -> dict[str, Tensor]:
+        """Cached captions looked up, the rest in one encoder call."""
         if self.text_cache is None:
             return self.arch.encode_prompts(captions)
         found = {c: self.text_cache.lookup(self._text_id(c)) for c in dict.fromkeys(captions)}
@@ -125,6 +164,10 @@ class ModelInputs:
 
     # ------------------------------------------------------------------------------ counters
     def counters(self) -> dict[str, float]:
+        """Cache hits and misses up to the batch the last step trained on."""
+        return dict(self._counted) if self._counted is not None else self._live_counters()
+
+    def _live_counters(self) -> dict[str, float]:
         found = {
             "cache/latent_hits": self.latent_cache.hits,
             "cache/latent_misses": self.latent_cache.misses,

@@ -2,7 +2,8 @@
 
 Tiny CPU run (about a minute): ``python -m trainer run presets/demo_sd15.yaml``.
 Everything architecture-specific sits behind `trainer.arch.base.Arch`; data behind
-`trainer.data.batches.BucketBatches`; MLflow behind a `Tracker` (a null tracker runs without it),
+`trainer.data.batches.BucketBatches`, encoded one batch ahead in a thread (`trainer.engine.inputs`,
+`trainer.engine.ahead`); MLflow behind a `Tracker` (a null tracker runs without it),
 reached through the run's `RunContext` (trainer.engine.context). Memory options:
 `trainer.engine.memory.prepare`; previews: `trainer.engine.previews`; step speed, memory and
 what the ETA counts on: `trainer.engine.reporting`; validation loss and the best saved LoRA:
@@ -125,43 +126,44 @@ def train_steps(
         steps_left = (total - state.step) * dist.world  # the global plan: every rank's batches
         unload_for_run(arch, cfg, inputs, data, state.micro_batches, steps_left)
     ctx.phase("training", step=state.step, total_steps=total)
-    batches = stream_batches(data, cfg, state, arch.device, dist)
     accumulation = cfg.train.gradient_accumulation_steps
+    loss_of = partial(compute_loss, arch, inputs)  # engine.objective: the loss of one batch
+    stream = stream_batches(data, cfg, state, arch.device, dist)
     arch.train()
-    while state.step < total and not dist.agree_stop(ctx.stop):  # all ranks stop together
-        started = time.perf_counter()
-        step_loss, images = 0.0, 0
-        for _ in range(accumulation):
-            batch = next(batches)
-            with accelerator.accumulate(model):  # DDP syncs gradients on the last micro-batch only
-                with accelerator.autocast():
-                    loss = model(
-                        partial(compute_loss, arch, inputs, batch, cfg, noise_gen, state.objective)
-                    )
-                accelerator.backward(loss)  # divides by the accumulation steps; fp16: scaled
-            step_loss += loss.item() / accumulation
-            images += len(batch["captions"])
-            state.micro_batches += dist.world  # global micro-batches (each rank did one)
-        step_loss, images = dist.step_totals(step_loss, images)  # over all processes
-        if not math.isfinite(step_loss):
-            raise NonFiniteLoss(state.step + 1, step_loss)
-        dist.clip_gradients(trainable, cfg.train.max_grad_norm)
-        optimizer.step()  # fp16: skipped when the scaled gradients hold inf/nan
-        if state.ema is not None:
-            state.ema.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.meter.update(step_loss, time.perf_counter() - started, images, state.step)
-        report(ctx, state, total, scheduler.get_last_lr()[0], inputs, cfg.logging.log_every)
-        if sample_due(cfg, state.step, total):
-            with ema_weights(state.ema):  # previews show the weights that will be saved
-                sample_and_log(arch, cfg, ctx, state.step)
-            ctx.phase("training", step=state.step, total_steps=total)
-        state.validation.after_step(arch, inputs, state, total, accelerator.autocast)  # val_loss
-        if state.step % cfg.save.save_every == 0 and state.step < total:
-            checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
-            ctx.phase("training", step=state.step, total_steps=total)
+    # The next batches load and encode in a thread while this step trains (engine.ahead).
+    with inputs.ahead(stream, count=(total - state.step) * accumulation) as batches:
+        while state.step < total and not dist.agree_stop(ctx.stop):  # all ranks stop together
+            started = time.perf_counter()
+            step_loss, images = 0.0, 0
+            for _ in range(accumulation):
+                batch = next(batches)
+                with accelerator.accumulate(model):  # DDP syncs on the last micro-batch only
+                    with accelerator.autocast():
+                        loss = model(partial(loss_of, batch, cfg, noise_gen, state.objective))
+                    accelerator.backward(loss)  # divides by the accumulation steps; fp16: scaled
+                step_loss += loss.item() / accumulation
+                images += len(batch["captions"])
+                state.micro_batches += dist.world  # global micro-batches (each rank did one)
+            step_loss, images = dist.step_totals(step_loss, images)  # over all processes
+            if not math.isfinite(step_loss):
+                raise NonFiniteLoss(state.step + 1, step_loss)
+            dist.clip_gradients(trainable, cfg.train.max_grad_norm)
+            optimizer.step()  # fp16: skipped when the scaled gradients hold inf/nan
+            if state.ema is not None:
+                state.ema.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.meter.update(step_loss, time.perf_counter() - started, images, state.step)
+            report(ctx, state, total, scheduler.get_last_lr()[0], inputs, cfg.logging.log_every)
+            if sample_due(cfg, state.step, total):
+                with ema_weights(state.ema), inputs.lock:  # previews: the weights to be saved
+                    sample_and_log(arch, cfg, ctx, state.step)
+                ctx.phase("training", step=state.step, total_steps=total)
+            state.validation.after_step(arch, inputs, state, total, accelerator.autocast)
+            if state.step % cfg.save.save_every == 0 and state.step < total:
+                checkpoint(ctx, cfg, arch, optimizer, scheduler, noise_gen, state)
+                ctx.phase("training", step=state.step, total_steps=total)
 
     stopped = state.step < total  # then the checkpoint is the only file saved
     state.validation.evaluate(arch, inputs, state, accelerator.autocast, saved=True)  # last LoRA
