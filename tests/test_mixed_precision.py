@@ -16,6 +16,7 @@ import math
 
 import pytest
 import torch
+from accelerate.utils import DistributedType
 from options_support import StopAfter, run, tiny_config
 
 import trainer.engine.loop as loop
@@ -62,17 +63,22 @@ def test_each_run_builds_its_own_accelerator_with_its_precision() -> None:
 
 def test_bf16_on_cpu_trains_the_adapters_under_autocast(demo_home, tmp_path, monkeypatch) -> None:
     seen: dict[str, set] = {"lora_out": set(), "lora_weight": set(), "vae_out": set()}
-    real = loop.compute_loss
+    real, real_load = loop.compute_loss, loop.load_arch
 
     def hooked(arch, *args, **kwargs):
-        if not seen["lora_out"]:  # first micro-batch: hook one adapter and the VAE encoder
+        if not seen["lora_out"]:  # first micro-batch: hook one adapter
             lora = next(m for n, m in arch.denoiser.named_modules() if n.endswith("lora_A.default"))
             lora.register_forward_hook(lambda m, i, out: seen["lora_out"].add(out.dtype))
             seen["lora_weight"].add(lora.weight.dtype)
-            arch.vae.encoder.register_forward_hook(lambda m, i, out: seen["vae_out"].add(out.dtype))
         return real(arch, *args, **kwargs)
 
+    def loaded(*args, **kwargs):  # the VAE encodes ahead of the step: hooked as it loads
+        arch = real_load(*args, **kwargs)
+        arch.vae.encoder.register_forward_hook(lambda m, i, out: seen["vae_out"].add(out.dtype))
+        return arch
+
     monkeypatch.setattr(loop, "compute_loss", hooked)
+    monkeypatch.setattr(loop, "load_arch", loaded)
     cfg = tiny_config(train={"dtype": "bf16"}, model={"vae_dtype": "fp32"})
     outcome, rec = run(cfg, demo_home, tmp_path / "j")
     assert outcome.step == 2
@@ -84,6 +90,7 @@ class PlainAccelerator:
     """The loop before accelerate: ``(loss / N).backward()``, no sync, autocast or scaler."""
 
     scaler = None
+    distributed_type = DistributedType.NO
 
     def __init__(self, steps: int) -> None:
         self.steps = steps

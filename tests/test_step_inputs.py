@@ -187,3 +187,27 @@ def test_closing_ahead_stops_its_thread() -> None:
     next(ahead)
     ahead.close()
     assert not ahead._thread.is_alive()
+
+
+def test_plain_runs_clip_with_torch_and_get_accelerates_result(
+    demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import accelerate
+
+    from trainer.engine import distributed
+
+    calls: list[str] = []
+    real = accelerate.Accelerator.clip_grad_norm_
+
+    def noting(self, *args, **kwargs):
+        calls.append("accelerate")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(accelerate.Accelerator, "clip_grad_norm_", noting)
+    cfg = tiny_config(train={"steps": 4, "max_grad_norm": 0.01})  # clipping bites every step
+    _, plain = run(cfg, demo_home, tmp_path / "plain")
+    assert calls == []  # torch's clip_grad_norm_ directly: no per-call package checks
+    monkeypatch.setattr(distributed, "PLAIN_CLIPPING", ())
+    _, through_accelerate = run(cfg, demo_home, tmp_path / "accelerate")
+    assert calls == ["accelerate"] * 4
+    assert plain.losses() == through_accelerate.losses()

@@ -53,6 +53,8 @@ from trainer.config.sections.train import TrainConfig
 from trainer.engine.optim import clip_gradients
 
 T = TypeVar("T")
+# accelerate's DistributedType values whose gradients are plain, already reduced tensors
+PLAIN_CLIPPING = ("NO", "MULTI_GPU", "MULTI_CPU")
 
 
 def launched_world_size() -> int:
@@ -199,7 +201,12 @@ class Dist:
     def clip_gradients(self, params: Iterable[Tensor], max_grad_norm: float) -> float | None:
         """``optim.clip_gradients``' contract through accelerate: 0 turns clipping off; fp16
         gradients are unscaled first, so the norm is the true one (inf/nan returned as is)."""
-        return clip_gradients(list(params), max_grad_norm, self.accelerator.clip_grad_norm_)
+        accelerator = self.accelerator
+        plain = accelerator.scaler is None and accelerator.distributed_type.value in PLAIN_CLIPPING
+        # accelerate's clip_grad_norm_ ends in torch's for these, after checks that cost ~1 ms
+        # a step (unscale_gradients looks installed packages up on every call).
+        clip = torch.nn.utils.clip_grad_norm_ if plain else accelerator.clip_grad_norm_
+        return clip_gradients(list(params), max_grad_norm, clip)
 
     # ------------------------------------------------------------------ data
     def shard(self, items: Iterable[T]) -> Iterator[T]:
