@@ -23,6 +23,7 @@ by side, not absolute numbers across runs. The time to the first step is ``bench
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -89,18 +90,26 @@ def make_images(folder: Path) -> Path:
     return folder
 
 
-def median_interval(stamps: list[float], skip: int) -> float:
-    gaps = [b - a for a, b in zip(stamps[skip:], stamps[skip + 1 :], strict=False)]
-    return statistics.median(gaps)
+def median_interval(stamps: list[list[float]], skip: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process) per step: medians over the steps."""
+    pairs = list(itertools.pairwise(stamps[skip:]))
+    return (
+        statistics.median(b[0] - a[0] for a, b in pairs),
+        statistics.median(b[1] - a[1] for a, b in pairs),
+    )
+
+
+def stamp() -> list[float]:
+    return [time.perf_counter(), time.process_time()]
 
 
 class StepClock(MlflowTracker):
     """The MLflow tracker, also noting when each step's metrics arrive (log_every=1)."""
 
-    stamps: list[float]
+    stamps: list[list[float]]
 
     def log_metrics(self, metrics, step: int) -> None:
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(stamp())
         super().log_metrics(metrics, step)
 
 
@@ -116,7 +125,7 @@ def ours(home: Path, uri: str, folder: Path, size: int, steps: int, cached: bool
     return median_interval(tracker.stamps, skip)
 
 
-def bare_limit(home: Path, folder: Path, size: int, steps: int, skip: int) -> float:
+def bare_limit(home: Path, folder: Path, size: int, steps: int, skip: int) -> tuple[float, float]:
     """The LoRA-wrapped U-Net's forward + backward + step on tensors encoded once."""
     cfg = config(folder, size, steps, cached=True)
     cpu = torch.device("cpu")
@@ -138,7 +147,7 @@ def bare_limit(home: Path, folder: Path, size: int, steps: int, skip: int) -> fl
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        stamps.append(time.perf_counter())
+        stamps.append(stamp())
     return median_interval(stamps, skip)
 
 
@@ -147,14 +156,16 @@ import atexit, json, os, time, torch
 _stamps, _step = [], torch.optim.AdamW.step
 def _timed(self, *a, **k):
     out = _step(self, *a, **k)
-    _stamps.append(time.perf_counter())
+    _stamps.append([time.perf_counter(), time.process_time()])
     return out
 torch.optim.AdamW.step = _timed
 atexit.register(lambda: open(os.environ["STEP_STAMPS"], "w").write(json.dumps(_stamps)))
 """
 
 
-def diffusers_example(args, home: Path, folder: Path, size: int, steps: int, skip: int) -> float:
+def diffusers_example(
+    args, home: Path, folder: Path, size: int, steps: int, skip: int
+) -> tuple[float, float]:
     """diffusers' example on the same model and images; step times from AdamW.step calls."""
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
@@ -191,7 +202,7 @@ def diffusers_example(args, home: Path, folder: Path, size: int, steps: int, ski
         return median_interval(json.loads(stamps_file.read_text()), skip)
 
 
-def measure(kind: str, args, home: Path, uri: str, folder: Path, size: int) -> float:
+def measure(kind: str, args, home: Path, uri: str, folder: Path, size: int) -> tuple[float, float]:
     if kind == "limit":
         return bare_limit(home, folder, size, args.steps, args.skip)
     if kind == "diffusers":
@@ -224,28 +235,28 @@ def main() -> None:
 
 
 def print_table(args, kinds: list[str], results: dict) -> None:
-    med = {key: statistics.median(values) for key, values in results.items()}
     print(
-        f"\ns/step, median of {args.rounds} rounds (each the median step of {args.steps} "
-        f"from step {args.skip}); batch {BATCH}, rank {RANK}, fp32, tiny SD1.5, MLflow on, "
-        f"{os.environ['OMP_NUM_THREADS']} thread(s), load {os.getloadavg()[0]:.1f}"
+        f"\nmedian of {args.rounds} rounds (each the median step of {args.steps} from step "
+        f"{args.skip}); batch {BATCH}, rank {RANK}, fp32, tiny SD1.5, MLflow on, "
+        f"{os.environ['OMP_NUM_THREADS']} torch thread(s), load {os.getloadavg()[0]:.1f}"
     )
-    header = "  px | limit    | cached (x limit)  | uncached (x limit)"
-    print(header + (" | diffusers example (uncached / example)" if "diffusers" in kinds else ""))
-    for size in args.sizes:
-        limit = med[(size, "limit")]
-        line = (
-            f"{size:4d} | {limit:.4f} s | {med[(size, 'cached')]:.4f} s ({med[(size, 'cached')] / limit:.2f}x)"
-            f" | {med[(size, 'uncached')]:.4f} s ({med[(size, 'uncached')] / limit:.2f}x)"
-        )
-        if "diffusers" in kinds:
-            example = med[(size, "diffusers")]
-            line += f" | {example:.4f} s ({med[(size, 'uncached')] / example:.2f}x)"
-        print(line)
-    print(
-        "rounds:",
-        json.dumps({f"{s}/{k}": [round(v, 4) for v in vals] for (s, k), vals in results.items()}),
-    )
+    for index, what in ((0, "wall s/step"), (1, "CPU s/step (all threads; steadier under load)")):
+        med = {key: statistics.median(v[index] for v in values) for key, values in results.items()}
+        print(f"\n{what}\n  px | limit    | cached (x limit)  | uncached (x limit)", end="")
+        print(" | diffusers example (uncached / example)" if "diffusers" in kinds else "")
+        for size in args.sizes:
+            limit, cached, live = (med[(size, k)] for k in ("limit", "cached", "uncached"))
+            line = f"{size:4d} | {limit:.4f} s | {cached:.4f} s ({cached / limit:.2f}x)"
+            line += f" | {live:.4f} s ({live / limit:.2f}x)"
+            if "diffusers" in kinds:
+                example = med[(size, "diffusers")]
+                line += f" | {example:.4f} s ({live / example:.2f}x)"
+            print(line)
+    rounds = {
+        f"{size}/{kind}": [[round(x, 4) for x in pair] for pair in values]
+        for (size, kind), values in results.items()
+    }
+    print("rounds (wall, CPU):", json.dumps(rounds))
 
 
 if __name__ == "__main__":
