@@ -90,8 +90,10 @@ _FALLBACK = {"nvidia": (60.0, 600.0), "amd": (60.0, 600.0), "apple": (10.0, 200.
 def device_spec(vendor: str, name: str, cpu_cores: int = 1) -> DeviceSpec:
     """The spec of a device by vendor and marketing name; an explicit guess when unknown."""
     if vendor in ("cpu", "none", ""):
-        # ~16 fp32 FLOP per cycle per core at ~3 GHz, a third of it reached by PyTorch.
-        return DeviceSpec(f"CPU ({cpu_cores} cores)", 0.05 * cpu_cores, 20.0, 20.0, 0.3)
+        # ~32 fp32 FLOP per cycle per core (AVX2, two FMA units) at ~3 GHz; PyTorch reaches
+        # about 0.4 of it: the real-size SD1.5 U-Net's fastest CPU step (benchmarks/real_size.py,
+        # docs/sources.md#real-size-cpu-step) was 11.1 s at 256 px, predicted 11.7 s with these.
+        return DeviceSpec(f"CPU ({cpu_cores} cores)", 0.1 * cpu_cores, 20.0, 20.0, 0.4)
     lowered = name.lower()
     for pattern, tflops, bandwidth in _GPUS:
         if re.search(pattern, lowered):
