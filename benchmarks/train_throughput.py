@@ -15,7 +15,8 @@ photos):
 
 Step times are medians of the intervals between consecutive steps from step ``--skip`` on (the
 first steps pay one-time set-up). Machines here are shared and noisy: read the ratios printed side
-by side, not absolute numbers across runs. The time to the first step is ``benchmarks/first_step.py``.
+by side, not absolute numbers across runs. Then the time to the first step of a cold
+``python -m trainer run``, phase by phase, against the bare import floor (``first_step.py``).
 
     .venv/bin/python benchmarks/train_throughput.py [--sizes 64 128 256] [--rounds 3] [--steps 30]
 """
@@ -40,6 +41,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import first_step  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -218,6 +220,9 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=8, help="steps left out of the median")
     parser.add_argument("--diffusers-example", help="path to train_text_to_image_lora.py")
     parser.add_argument("--example-pythonpath", default="", help="where datasets etc. live")
+    parser.add_argument(
+        "--first-step-rounds", type=int, default=3, help="cold starts timed by phase (0: none)"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench_home_"))
     build_all(home)
@@ -232,6 +237,8 @@ def main() -> None:
                 results[(size, kind)].append(measure(kind, args, home, uri, folder, size))
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
     print_table(args, kinds, results)
+    if args.first_step_rounds:  # the time to the first step, phase by phase (first_step.py)
+        print("\n" + first_step.side_by_side(home, args.first_step_rounds))
 
 
 def print_table(args, kinds: list[str], results: dict) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from trainer.files import read_json
 from trainer.settings import StudioSettings, load_settings
 from trainer.tracking.progress import read_progress
+from trainer.tracking.startup import STARTUP_FILE
 
 
 def make_home(tmp: Path, demo_home: Path) -> Path:
@@ -51,6 +53,19 @@ def training_at(job_dir: Path, step: int) -> Callable[[], bool]:
     def check() -> bool:
         progress = read_progress(job_dir) or {}
         return progress.get("phase") == "training" and (progress.get("step") or 0) >= step
+
+    return check
+
+
+def tracking_ready(job_dir: Path) -> Callable[[], bool]:
+    """A predicate: the job's MLflow run is attached (startup.json: trainer.tracking.startup).
+
+    The trainer attaches it in the background once the first step is done, and a stop must end
+    it there: tests that time a stop wait for this first, so they time the stop alone."""
+
+    def check() -> bool:
+        startup = read_json(job_dir / STARTUP_FILE) or {}
+        return "tracking_ready" in (startup.get("other") or {})
 
     return check
 

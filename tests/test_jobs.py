@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from jobs_support import fresh_settings, training_at, wait_for
+from jobs_support import fresh_settings, tracking_ready, training_at, wait_for
 
 from trainer.config.io import load_config
 from trainer.durations import format_duration
@@ -149,6 +149,7 @@ def test_stop_ends_killed_then_resume_finishes_the_same_run(settings: StudioSett
 
     job = launch_draft(long_config("stop_resume"), settings)
     wait_for(training_at(job.job_dir, 3), 180, "step 3")
+    wait_for(tracking_ready(job.job_dir), 120, "the MLflow run attached")
     with pytest.raises(LaunchRefused, match="already training"):
         launch_draft(load_config(DEMO), settings)
     with pytest.raises(LaunchRefused, match="still running"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from jobs_support import tracking_ready, wait_for
 from mlflow.tracking import MlflowClient
 
 from trainer.tracking.artifacts import lora_artifacts, sample_images
@@ -122,7 +123,7 @@ def test_sigterm_checkpoints_and_ends_killed(demo_home, store, tmp_path) -> None
             "--job-dir",
             str(job),
             "--set",
-            "train.steps=60",
+            "train.steps=600",  # still training when stopped, after MLflow attached
             "--set",
             "sample.sample_every=0",
             "--set",
@@ -145,6 +146,7 @@ def test_sigterm_checkpoints_and_ends_killed(demo_home, store, tmp_path) -> None
             time.sleep(0.2)
         else:
             pytest.fail("the run never reached step 3")
+        wait_for(tracking_ready(job), 120, "the MLflow run attached")  # the stop alone is timed
         sent = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -169,7 +171,7 @@ def test_sigterm_checkpoints_and_ends_killed(demo_home, store, tmp_path) -> None
             str(job),
             "--resume",
             "--set",
-            "train.steps=60",
+            "train.steps=600",  # still training when stopped, after MLflow attached
             "--set",
             "sample.sample_every=0",
             "--set",
@@ -184,7 +186,7 @@ def test_sigterm_checkpoints_and_ends_killed(demo_home, store, tmp_path) -> None
     resumed = [r for r in list_runs(store) if r.name == "cli_sigterm"]
     assert len(resumed) == 1 and resumed[0].status == "FINISHED"
     steps = [step for step, _, _ in metric_history(store, run.run_id, ["loss"])["loss"]]
-    assert steps[-1] == 60 and len(steps) == len(set(steps))
+    assert steps[-1] == 600 and len(steps) == len(set(steps))
 
 
 def test_a_crash_ends_failed_with_a_suggestion(demo_home, store, tmp_path) -> None:

@@ -8,11 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.config.importers import import_file
 from trainer.config.introspection import unresolved_autos
 from trainer.config.io import ConfigError, dump_yaml, load_config
 from trainer.config.schema import TrainingConfig
-from trainer.demo.tiny import build_all
 from trainer.jobs.queue_cli import add_cli as add_queue_cli
 from trainer.jobs.queue_cli import cmd_queue
 from trainer.lora.cli import add_cli as add_lora_cli
@@ -105,6 +103,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from trainer.demo.tiny import build_all  # why: 0.1 s (PIL and the demo builders); `demo` only
+
     home = Path(args.home).resolve() if args.home else load_settings().home
     for name, path in build_all(home).items():
         print(f"{name}: {path}")
@@ -112,6 +112,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from trainer.config.importers import import_file  # why: 0.05 s; only `import` parses these
+
     try:
         imported = import_file(args.file)
     except (OSError, ValueError, ConfigError) as err:

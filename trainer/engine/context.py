@@ -18,6 +18,7 @@ from trainer.engine.distributed import Dist
 from trainer.engine.eta import RunClock
 from trainer.tracking.layout import TAG_DATASET
 from trainer.tracking.progress import ProgressWriter
+from trainer.tracking.startup import StartupTimes
 
 
 class StopSignal:
@@ -50,6 +51,8 @@ class RunContext:
     dist: Dist = field(default_factory=Dist)  # this process's rank when several train together
     refiner: Any = None  # loaded on the first preview when model.refiner_name_or_path is set
     clock: RunClock = field(default_factory=RunClock)  # time left; the loop plans it
+    startup: StartupTimes = field(default_factory=StartupTimes)  # start-up phases: startup.json
+    _training_from: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.job_dir.mkdir(parents=True, exist_ok=True)
@@ -66,8 +69,27 @@ class RunContext:
 
     def phase(self, name: str, **values: Any) -> None:
         """Enter (or stay in) phase ``name``; a new phase starts its own progress
-        (``phase_started``, ``phase_done``/``phase_total``, ``phase_detail``: ProgressWriter)."""
+        (``phase_started``, ``phase_done``/``phase_total``, ``phase_detail``: ProgressWriter).
+
+        The first "training" report past the step training started from is the first finished
+        step: its time goes into ``startup.json`` (main process only)."""
+        if name == "training" and self.startup.written is None:
+            self._note_first_step(values.get("step"))
         self.progress.update(phase=name, **{"eta_s": self.clock.seconds_left(), **values})
+
+    def startup_done(self, phase: str) -> None:
+        """Start-up phase ``phase`` ended (``trainer.tracking.startup.STARTUP_PHASES``)."""
+        self.startup.mark(phase)
+
+    def _note_first_step(self, step: Any) -> None:
+        if not isinstance(step, int):
+            return
+        if self._training_from is None:
+            self._training_from = step
+        elif step > self._training_from:
+            self.startup.mark("first_step")
+            if self.dist.is_main:
+                self.startup.write(self.job_dir)
 
     def phase_progress(
         self, detail: str | None = None, done: int | None = None, total: int | None = None

@@ -19,6 +19,7 @@ import hashlib
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -87,11 +88,17 @@ def train_steps(
     ctx.verbose = cfg.logging.verbose
     ctx.phase("loading", total_steps=steps_before_data(cfg), phase_detail="the base model")
     check_environment(cfg, device, processes=dist.world)
-    arch = load_arch(cfg, ctx.home, device, dtype)
-    prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
-    ctx.phase_progress(detail="the dataset")
     validation = Validation(cfg, ctx)  # images never trained on, scored (engine.validation)
-    data = prepare_data(cfg, ctx, validation)
+    # The datasets are scanned (files read, images checked) while the model loads; the scan uses
+    # its own seeded RNGs, never torch's. A dataset error is raised after the model's, as before.
+    with ThreadPoolExecutor(1, thread_name_prefix="dataset-scan") as scanning:
+        scanned = scanning.submit(prepare_data, cfg, ctx, validation)
+        arch = load_arch(cfg, ctx.home, device, dtype)
+        prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
+        ctx.startup_done("model_load")  # start-up phases: startup.json (trainer.tracking.startup)
+        ctx.phase_progress(detail="the dataset")
+        data = scanned.result()
+    ctx.startup_done("dataset_scan")
     groups = arch.add_lora(cfg.network, cfg.train.train_text_encoder)  # adapters in fp32
     if cfg.model.lora_path:
         load_lora_file(arch, cfg.model.lora_path)
@@ -121,10 +128,12 @@ def train_steps(
 
     if wants_first_sample(cfg, resumed=resume is not None):
         sample_and_log(arch, cfg, ctx, state.step)
+    ctx.startup_done("setup")
     if cfg.train.unload_text_encoder:  # every prompt the run needs is encoded first
         ctx.phase("caching", step=state.step, phase_detail="the text embeddings of every prompt")
         steps_left = (total - state.step) * dist.world  # the global plan: every rank's batches
         unload_for_run(arch, cfg, inputs, data, state.micro_batches, steps_left)
+    ctx.startup_done("cache")
     ctx.phase("training", step=state.step, total_steps=total)
     accumulation = cfg.train.gradient_accumulation_steps
     loss_of = partial(compute_loss, arch, inputs)  # engine.objective: the loss of one batch

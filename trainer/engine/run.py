@@ -9,6 +9,11 @@ one tracks the run, the others get a NullTracker and the main process's run id a
 that holds no checkpoint, or a checkpoint that does not fit the config, is refused with exit code
 2 (``ResumeRefused``). Newer checkpoints that fail to load are skipped, set aside and reported.
 
+The first step comes first: the MLflow run is made (or attached) in a background thread once the
+first step is done, calls until then queued (``_start_tracker``, trainer.tracking.background); a
+start that fails fails the run with the store's own message. When each start-up phase ended goes
+into ``<job>/startup.json`` (trainer.tracking.startup; ``benchmarks/first_step.py``).
+
 However the run ends (finished, failed, stopped), the main process sends one message to the
 notification URL in its environment (STUDIO_NOTIFY_URL; ``trainer.notify``) after ending the MLflow
 run; a message that cannot be sent is a warning, never a failed run.
@@ -43,9 +48,18 @@ from trainer.engine.loop import train
 from trainer.notify import notify_job_ended, progress_summary, protect_url, release_claim
 from trainer.redaction import describe_error, redact_text
 from trainer.settings import load_settings
+from trainer.tracking.background import BackgroundStart
+from trainer.tracking.connect import disable_mlflow_telemetry
+from trainer.tracking.reachability import check_store_answers
+from trainer.tracking.startup import TRACKING_READY, StartupTimes
 from trainer.tracking.tracker import TAG_RESUME_FALLBACK, NullTracker, make_tracker
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
+# When MLflow's start (~3 s of GIL-bound import and store work) begins: at the first finished step
+# (the first step comes as soon as without MLflow; a stop within seconds of it waits for the
+# start instead), at the latest TRACKING_DEFER_S after launch. "imports" starts it at once.
+TRACKING_CUE = "first_step"
+TRACKING_DEFER_S = 30.0  # a first step later than this (a big model, a long cache): start anyway
 
 
 @dataclass
@@ -134,6 +148,8 @@ def run_job(
     tracking_uri: str | None = None,
 ) -> JobResult:
     started = time.time()
+    startup = StartupTimes()  # start-up phases, written to startup.json at the first step
+    startup.mark("imports")
     settings = load_settings()
     cfg = load_runnable_config(config_path, overrides or [])
     # Checked before the first write: a refused --resume leaves every file and folder as it was.
@@ -145,9 +161,12 @@ def run_job(
         tracker = make_tracker(cfg, uri) if dist.is_main else NullTracker()  # one voice
         run_id = os.environ.get("MLFLOW_RUN_ID") or (choice.run_id if choice else None)
         if dist.is_main:
-            run_id = tracker.start(cfg, run_id=run_id, tags={"studio.resumed": str(bool(resume))})
+            tracker, run_id = _start_tracker(tracker, cfg, run_id, bool(resume), startup, started)
         if job_dir is None and choice is not None:
             job_dir = choice.job_dir  # None for a checkpoint outside a job: a new job folder
+        if run_id is None and dist.is_main and (job_dir is None or dist.world > 1):
+            run_id = tracker.wait_started()  # the folder's name (or the other processes) need it
+        startup.mark("tracking")
         job_dir = job_dir or settings.jobs_dir / (run_id or _local_id())
         run_id, job_dir = dist.broadcast((run_id, job_dir))  # every rank: the main one's run
         if dist.is_main:
@@ -165,11 +184,41 @@ def run_job(
             stop=stop,
             progress=progress,
             dist=dist,
+            startup=startup,
         )
         resume_point = choice.path if choice else None
         return _train_and_end(cfg, ctx, resume_point, run_id, train, started=started)
     finally:
         dist.close()
+
+
+def _start_tracker(
+    tracker,
+    cfg: TrainingConfig,
+    run_id: str | None,
+    resumed: bool,
+    startup: StartupTimes,
+    started: float,
+) -> tuple[object, str | None]:
+    """Start the tracker's run. MLflow's start (import, store, run, config: ~3 s of CPU that would
+    only take turns with the model's imports for the GIL) runs in the background from
+    ``TRACKING_CUE``, or after ``TRACKING_DEFER_S``, or when something needs the run sooner (the
+    job folder's name, a checkpoint's run id, the run's end); calls until then are queued
+    (``BackgroundStart``). A network store that does not answer is still refused here, at once.
+    The run id, or None when MLflow has yet to make it."""
+    tags = {"studio.resumed": str(resumed)}
+    if isinstance(tracker, NullTracker):
+        return tracker, tracker.start(cfg, run_id=run_id, tags=tags)
+    disable_mlflow_telemetry()
+    check_store_answers(tracker.tracking_uri)
+    background = BackgroundStart(
+        tracker,
+        on_ready=lambda: startup.mark(TRACKING_READY),
+        defer_s=TRACKING_DEFER_S,
+        started_at=started,  # the MLflow run begins when the job did
+    )
+    startup.on_mark(TRACKING_CUE, background.proceed)
+    return background, background.start(cfg, run_id=run_id, tags=tags)
 
 
 def _train_and_end(
@@ -178,6 +227,8 @@ def _train_and_end(
     tracker, job_dir, stop, main = ctx.tracker, ctx.job_dir, ctx.stop, ctx.dist.is_main
     try:
         outcome = train(cfg, ctx, resume_point)
+        if isinstance(tracker, BackgroundStart):  # a start that failed meanwhile fails the run
+            tracker.wait_started()
     except BaseException as err:  # every failure ends the run FAILED with a reason
         writing_to, needed = _write_hints(ctx) if is_write_full(err) else (None, None)
         note = explain_failure(err, writing_to=writing_to, needed_bytes=needed)
@@ -191,7 +242,7 @@ def _train_and_end(
         print(redact_text(traceback.format_exc()), file=sys.stderr)
         print(f"\nRun failed: {redact_text(note)}", file=sys.stderr, flush=True)
         _announce_end(cfg, ctx, "FAILED", started, note)
-        return JobResult(EXIT_FAILED, run_id, job_dir, "FAILED", note)
+        return JobResult(EXIT_FAILED, run_id or tracker.run_id, job_dir, "FAILED", note)
     if outcome.stopped:
         note = f"Stopped by {stop.signal_name or 'request'} at step {outcome.step}; resume with --resume."
         ctx.progress.close(phase="killed", step=outcome.step, eta_s=None)
@@ -200,14 +251,14 @@ def _train_and_end(
         if main:
             print(note, flush=True)
         _announce_end(cfg, ctx, "KILLED", started)
-        return JobResult(EXIT_STOPPED, run_id, job_dir, "KILLED", note)
+        return JobResult(EXIT_STOPPED, run_id or tracker.run_id, job_dir, "KILLED", note)
     ctx.progress.close(phase="finished", step=outcome.step, eta_s=0)
     tracker.end("FINISHED")
     files = ", ".join(str(f) for f in outcome.lora_files)
     if main:
         print(f"Finished {outcome.step} steps. LoRA: {files}", flush=True)
     _announce_end(cfg, ctx, "FINISHED", started)
-    return JobResult(EXIT_OK, run_id, job_dir, "FINISHED", files)
+    return JobResult(EXIT_OK, run_id or tracker.run_id, job_dir, "FINISHED", files)
 
 
 def _announce_end(

@@ -31,6 +31,7 @@ __all__ = [
     "check_tracking_uri",
     "client_uri",
     "default_artifact_root",
+    "disable_mlflow_telemetry",
     "drop_replaced_store",
     "mlflow_client",
     "sqlite_path",
@@ -88,6 +89,13 @@ def _apply_sql_retries() -> None:
     import mlflow.store.db.utils as db_utils  # mlflow: imported by a SQL store anyway
 
     db_utils.MAX_RETRY_COUNT = _sql_retries
+
+
+def disable_mlflow_telemetry() -> None:
+    """Opt the training process out of MLflow's usage telemetry (a client and a sender thread
+    it would start), unless the user chose (MLFLOW_DISABLE_TELEMETRY or DO_NOT_TRACK set)."""
+    if "DO_NOT_TRACK" not in os.environ:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def check_tracking_uri(uri: str) -> str:

@@ -136,8 +136,10 @@ class MlflowTracker:
         *,
         run_id: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        started_at: float | None = None,
     ) -> str:
-        """Attach to ``run_id`` / ``$MLFLOW_RUN_ID`` (set RUNNING again), or create a run.
+        """Attach to ``run_id`` / ``$MLFLOW_RUN_ID`` (set RUNNING again), or create a run (that
+        began at ``started_at``, epoch seconds, when the start itself comes later: default now).
 
         Then tags it, logs the config (params, YAML, ``hparam/`` metrics) and starts the system
         metrics monitor in this process when ``cfg.logging.log_system_metrics``.
@@ -161,6 +163,7 @@ class MlflowTracker:
             )
             run = client.create_run(
                 experiment_id,
+                start_time=int(started_at * 1000) if started_at is not None else None,
                 run_name=cfg.logging.run_name or cfg.name,
                 tags=clean_tags(source_tags()),
             )
@@ -280,10 +283,13 @@ class MlflowTracker:
         return refused
 
     # -- metrics
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
         """Buffer the values (a few µs); nothing is sent unless a flush condition is met, and an
-        automatic flush only hands the batch to the writer thread."""
-        stamp = now_ms()
+        automatic flush only hands the batch to the writer thread. ``timestamp_ms``: when they
+        were measured, if not now (calls queued while the run was starting)."""
+        stamp = now_ms() if timestamp_ms is None else timestamp_ms
         buffer = self._buffer
         logged = self._logged_through
         for key, value in metrics.items():
