@@ -95,14 +95,18 @@ def test_masked_datasets_still_read_their_images(
     assert len(renders) == 2 * STEPS
 
 
+def home_sharing_demo(demo_home: Path, home: Path) -> Path:
+    """A studio home of its own (its own cache folder) using the built demo model and data."""
+    for part in ("models", "datasets"):
+        (home / part).mkdir(parents=True)
+        (home / part / "demo").symlink_to(demo_home / part / "demo")
+    return home
+
+
 def test_a_disk_cache_from_an_earlier_run_decodes_nothing(
     demo_home: Path, tmp_path: Path, renders: list[str]
 ) -> None:
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_home / "models" / "demo")
-    (home / "datasets").mkdir()
-    (home / "datasets" / "demo").symlink_to(demo_home / "datasets" / "demo")
+    home = home_sharing_demo(demo_home, tmp_path / "home")
     cfg = cached_config(cache_latents_to_disk=True)
     _, first = run(cfg, home, tmp_path / "a")
     assert len(renders) == 12
@@ -115,11 +119,7 @@ def test_a_disk_cache_from_an_earlier_run_decodes_nothing(
 def test_a_damaged_cache_file_is_decoded_again(
     demo_home: Path, tmp_path: Path, renders: list[str]
 ) -> None:
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_home / "models" / "demo")
-    (home / "datasets").mkdir()
-    (home / "datasets" / "demo").symlink_to(demo_home / "datasets" / "demo")
+    home = home_sharing_demo(demo_home, tmp_path / "home")
     cfg = cached_config(cache_latents_to_disk=True)
     _, first = run(cfg, home, tmp_path / "a")
     files = sorted((home / "cache" / "latents").rglob("*.safetensors"))
