@@ -95,14 +95,15 @@ class ModelInputs:
                 missing.append(row)
         if missing:
             pixels = torch.stack([self._pixels(batch, pixel_row, row) for row in missing])
-            encoded = self.arch.encode_images(pixels).cpu()
+            encoded = self.arch.encode_images(pixels)  # stays on the device for this step
             for row, latent in zip(missing, encoded, strict=True):
                 cache_id = self._cache_id(batch, row)
-                if cache_id is not None:
-                    latent = self.latent_cache.store(cache_id, {LATENT_NAME: latent})[LATENT_NAME]
+                if cache_id is not None:  # the cache keeps a CPU copy
+                    self.latent_cache.store(cache_id, {LATENT_NAME: latent})
                     self.known.add(keys[row])
                 rows[row] = latent
-        return torch.stack(rows).to(self.arch.device, self.arch.dtype)
+        device, dtype = self.arch.device, self.arch.dtype
+        return torch.stack([row.to(device, dtype) for row in rows])
 
     def _pixels(self, batch: dict[str, Any], pixel_row: dict[int, int], row: int) -> Tensor:
         if row in pixel_row:
