@@ -45,8 +45,13 @@ run: $(STAMP)
 	$(PY) -m streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 
+# The tests run on TEST_WORKERS processes (pytest-xdist), a whole file at a time (a module's shared
+# fixtures are built once), the files with the longest tests first (tests/conftest.py orders
+# them). End-to-end waits stretch with the speed each worker measures under the run's load.
+# TEST_WORKERS=0 runs them in one process.
+test: TEST_WORKERS ?= 4
 test: $(STAMP) browser postgres
-	$(OFFLINE) $(PY) -m pytest
+	$(OFFLINE) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

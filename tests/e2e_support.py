@@ -25,7 +25,8 @@ Use from a test module (``tests/`` is on ``sys.path`` like ``ui_support``)::
   (a small fixed CPU workload timed when first needed and again every 30 s; the slowest time of
   the session counts; clamped to 1..6), and a wait stretched by it. Every fixed wait for training
   or a launch goes through ``scaled``; so do the default page timeout and pytest-timeout's limit
-  of e2e tests (at collection). The factor is printed at the end of the run and in timeouts.
+  of e2e tests (at collection). The factor is printed at the end of the run and in timeouts;
+  under pytest-xdist each worker measures its own, under the load of all the workers.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 _reported: list[str] = []
+WORKER_SUMMARY_KEY = "e2e_summary"  # the lines a pytest-xdist worker hands to the controller
 
 
 def report(line: str) -> None:
@@ -182,13 +184,28 @@ def report(line: str) -> None:
     _reported.append(line)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    if _reported:
-        terminalreporter.section("e2e figures")
-        for line in _reported:
-            terminalreporter.write_line(line)
+def summary_lines() -> list[str]:
+    """The figures ``report`` collected and, when anything asked for it, the speed factor."""
+    lines = list(_reported)
     if _speed_samples or os.environ.get(SPEED_ENV):  # when a test (or collection) asked for it
-        terminalreporter.write_line(measured_speed().describe())
+        lines.append(measured_speed().describe())
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("e2e figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker prints no summary: hand the lines to the controller, which prints
+    them (``tests/conftest.py``), each worker's speed factor measured under the run's load."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[WORKER_SUMMARY_KEY] = summary_lines()
 
 
 # ------------------------------------------------------------------------------------ the server

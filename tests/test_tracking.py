@@ -230,7 +230,8 @@ def test_metrics_are_buffered_until_flush(uri: str) -> None:
 
 def test_metrics_flush_every_n_steps_in_order(uri: str) -> None:
     cfg = make_cfg(name="log_every")
-    tracker = MlflowTracker(uri, flush_every_steps=5)
+    # Steps alone decide here: a busy machine must not reach the 2 s time limit first.
+    tracker = MlflowTracker(uri, flush_every_steps=5, max_latency_s=60.0)
     run_id = tracker.start(cfg)
     for step in range(1, 6):
         tracker.log_metrics({"loss": float(step)}, step)
