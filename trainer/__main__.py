@@ -81,6 +81,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from trainer.lazy_imports import defer
+
+    defer()  # before diffusers: modules it imports for rare uses load when used
     from trainer.engine.run import run_job  # torch and the whole trainer: seconds; only for `run`
 
     try:
@@ -89,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.overrides,
             resume=args.resume,
             job_dir=Path(args.job_dir).resolve() if args.job_dir else None,
+            tracking_process=True,  # MLflow in a child: its memory and GIL are not the trainer's
         )
     except ConfigError as err:
         for problem in err.problems:
