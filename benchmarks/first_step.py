@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "presets" / "demo_sd15.yaml"
+# The MLflow tracking process (trainer.tracking.sidecar_child) says its own peak RSS and CPU at exit
+_TRACKING_USAGE = re.compile(r"MLflow tracking process done: peak RSS (\d+) MB, CPU ([\d.]+) s")
 PHASES = ("imports", "tracking", "model_load", "dataset_scan", "setup", "cache", "first_step")
 
 # The floor child: its imports, then seconds since the kernel started it (as the trainer counts)
@@ -50,6 +53,9 @@ class FirstStep:
     peak_rss_mb: float
     other: dict[str, float] = field(default_factory=dict)  # tracking_ready and other marks
     cpu_s: dict[str, float] = field(default_factory=dict)  # process CPU seconds at each mark
+    # The MLflow tracking child, when the run had one: its peak RSS (MB) and CPU seconds (whole run)
+    tracking_rss_mb: float | None = None
+    tracking_cpu_s: float | None = None
 
     @property
     def first_step_s(self) -> float:
@@ -110,12 +116,15 @@ def one_first_step(
         found = _read_json(Path(job) / "startup.json")
         if code != 0 or not found or "first_step" not in found.get("phases", {}):
             raise RuntimeError(f"trainer run failed (exit {code}), no first step:\n{text[-3000:]}")
+        child = _TRACKING_USAGE.search(text)
         return FirstStep(
             mlflow,
             dict(found["phases"]),
             rss,
             dict(found.get("other") or {}),
             dict(found.get("cpu_s") or {}),
+            float(child.group(1)) if child else None,
+            float(child.group(2)) if child else None,
         )
 
 
@@ -195,6 +204,14 @@ def report(floors: list[Floor], runs: dict[str, list[FirstStep]]) -> str:
             f"{_median([r.peak_rss_mb for r in rs]):.0f} MB ({_listed([r.peak_rss_mb for r in rs], 0)})"
             + (f"; MLflow run ready at {_median(ready):.2f} s" if ready else "")
         )
+        children = [r for r in rs if r.tracking_rss_mb is not None]
+        if children:
+            rss = [r.tracking_rss_mb for r in children]
+            cpu = [r.tracking_cpu_s for r in children]
+            lines.append(
+                f"{name}: + MLflow tracking process: peak RSS {_median(rss):.0f} MB "
+                f"({_listed(rss, 0)}), CPU {_median(cpu):.2f} s ({_listed(cpu)}) for the whole run"
+            )
     return "\n".join(lines)
 
 

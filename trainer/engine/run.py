@@ -11,7 +11,9 @@ that holds no checkpoint, or a checkpoint that does not fit the config, is refus
 
 The first step comes first: the MLflow run is made (or attached) in a background thread once the
 first step is done, calls until then queued (``_start_tracker``, trainer.tracking.background); a
-start that fails fails the run with the store's own message. When each start-up phase ended goes
+start that fails fails the run with the store's own message. From the CLI (``tracking_process``)
+MLflow runs in a child process instead, started at once (trainer.tracking.sidecar): its imports
+and store (~165 MB, ~3 CPU-s) are not the trainer's. When each start-up phase ended goes
 into ``<job>/startup.json`` (trainer.tracking.startup; ``benchmarks/first_step.py``).
 
 However the run ends (finished, failed, stopped), the main process sends one message to the
@@ -51,6 +53,7 @@ from trainer.settings import load_settings
 from trainer.tracking.background import BackgroundStart
 from trainer.tracking.connect import disable_mlflow_telemetry
 from trainer.tracking.reachability import check_store_answers
+from trainer.tracking.sidecar import TrackerProcess, use_tracking_process
 from trainer.tracking.startup import TRACKING_READY, StartupTimes
 from trainer.tracking.tracker import TAG_RESUME_FALLBACK, NullTracker, make_tracker
 
@@ -146,7 +149,10 @@ def run_job(
     resume: str | None = None,
     job_dir: Path | None = None,
     tracking_uri: str | None = None,
+    tracking_process: bool = False,
 ) -> JobResult:
+    """Train one run. ``tracking_process``: MLflow in a child process (the CLI; see
+    ``_start_tracker``), else in this one (in-process callers: the tests)."""
     started = time.time()
     startup = StartupTimes()  # start-up phases, written to startup.json at the first step
     startup.mark("imports")
@@ -161,7 +167,9 @@ def run_job(
         tracker = make_tracker(cfg, uri) if dist.is_main else NullTracker()  # one voice
         run_id = os.environ.get("MLFLOW_RUN_ID") or (choice.run_id if choice else None)
         if dist.is_main:
-            tracker, run_id = _start_tracker(tracker, cfg, run_id, bool(resume), startup, started)
+            tracker, run_id = _start_tracker(
+                tracker, cfg, run_id, bool(resume), startup, started, tracking_process
+            )
         if job_dir is None and choice is not None:
             job_dir = choice.job_dir  # None for a checkpoint outside a job: a new job folder
         if run_id is None and dist.is_main and (job_dir is None or dist.world > 1):
@@ -199,18 +207,28 @@ def _start_tracker(
     resumed: bool,
     startup: StartupTimes,
     started: float,
+    in_child: bool = False,
 ) -> tuple[object, str | None]:
     """Start the tracker's run. MLflow's start (import, store, run, config: ~3 s of CPU that would
     only take turns with the model's imports for the GIL) runs in the background from
     ``TRACKING_CUE``, or after ``TRACKING_DEFER_S``, or when something needs the run sooner (the
     job folder's name, a checkpoint's run id, the run's end); calls until then are queued
     (``BackgroundStart``). A network store that does not answer is still refused here, at once.
+    ``in_child`` (unless STUDIO_TRACKING_IN_PROCESS=1): MLflow runs in a child process instead
+    (``TrackerProcess``), started at once: its memory and its GIL are not this process's.
     The run id, or None when MLflow has yet to make it."""
     tags = {"studio.resumed": str(resumed)}
     if isinstance(tracker, NullTracker):
         return tracker, tracker.start(cfg, run_id=run_id, tags=tags)
     disable_mlflow_telemetry()
     check_store_answers(tracker.tracking_uri)
+    if use_tracking_process(in_child):
+        child = TrackerProcess(
+            tracker.tracking_uri,
+            on_ready=lambda: startup.mark(TRACKING_READY),
+            started_at=started,
+        )
+        return child, child.start(cfg, run_id=run_id, tags=tags)
     background = BackgroundStart(
         tracker,
         on_ready=lambda: startup.mark(TRACKING_READY),
@@ -227,7 +245,7 @@ def _train_and_end(
     tracker, job_dir, stop, main = ctx.tracker, ctx.job_dir, ctx.stop, ctx.dist.is_main
     try:
         outcome = train(cfg, ctx, resume_point)
-        if isinstance(tracker, BackgroundStart):  # a start that failed meanwhile fails the run
+        if isinstance(tracker, BackgroundStart | TrackerProcess):  # a failed start fails the run
             tracker.wait_started()
     except BaseException as err:  # every failure ends the run FAILED with a reason
         writing_to, needed = _write_hints(ctx) if is_write_full(err) else (None, None)
