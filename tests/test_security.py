@@ -64,7 +64,12 @@ DANGEROUS = re.compile(
     r"weights_only\s*=\s*False|__import__\("
 )
 # (file, pattern) pairs that are allowed, each with the reason.
-ALLOWED: dict[tuple[str, str], str] = {}
+ALLOWED: dict[tuple[str, str], str] = {
+    ("trainer/tracking/sidecar.py", "pickle.loads("): (
+        "the trainer and its own MLflow child talk over a socketpair the child inherits by file "
+        "descriptor: no other process can connect or write to it, and no file is read"
+    ),
+}
 
 
 def test_no_code_runs_from_user_files() -> None:

@@ -106,10 +106,12 @@ def test_calls_reach_the_run_in_order_and_answers_come_back(store: str, tmp_path
 
     # A fire-and-forget call that fails in the child is raised by the next call, once.
     tracker.log_metrics({"loss": "not a number"}, step=11)  # type: ignore[dict-item]
-    tracker.flush(wait=True)  # its failure arrived before this answer
     with pytest.raises(ValueError, match="could not convert string to float"):
+        # The child answers in order: the failure arrives before flush's answer, so flush
+        # raises it (when it had arrived before flush was called) or the next call does.
+        tracker.flush(wait=True)
         tracker.set_tags({"after": "the failure"})
-    tracker.set_tags({"after": "the failure"})
+    tracker.set_tags({"after": "the failure"})  # raised once only
 
     tracker.set_description("stopped by the test")
     tracker.end("KILLED")
