@@ -71,8 +71,11 @@ def add_to_queue(page, name: str, position: str) -> None:
     assert button.is_enabled(), top.inner_text()  # what locks it is said above it
     button.click()
     wait_idle(page)
-    done = top.get_by_text(re.compile(rf"Queued {name}: {position} in the queue"))
-    assert done.count() == 1, top.inner_text()
+    said = top.get_by_text(re.compile(rf"Queued {name}: "))
+    said.first.wait_for()  # a loaded machine may answer after wait_idle saw the page idle
+    assert re.search(rf"Queued {name}: {position} in the queue", said.first.inner_text()), (
+        top.inner_text()
+    )
 
 
 def queue_sweep(page, base: str) -> None:
