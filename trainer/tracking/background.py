@@ -30,7 +30,7 @@ from trainer.tracking.layout import now_ms
 if TYPE_CHECKING:  # pragma: no cover
     from trainer.config.schema import TrainingConfig
 
-_SILENT_AFTER_FAILURE = frozenset({"set_description", "end"})  # the failure path's own calls
+SILENT_AFTER_FAILURE = frozenset({"set_description", "end"})  # the failure path's own calls
 
 
 class BackgroundStart:
@@ -136,7 +136,7 @@ class BackgroundStart:
                     self._pending.append((name, args, kwargs))
                     return [] if name == "log_params" else None  # no key refused yet
             if failed is not None:
-                if name not in _SILENT_AFTER_FAILURE:
+                if name not in SILENT_AFTER_FAILURE:
                     raise failed
                 if self.inner.run_id is None:  # no run to describe or end
                     return None

@@ -192,11 +192,7 @@ class MlflowTracker:
         return found
 
     def _process_tags(self) -> dict[str, str]:
-        tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
-        created = process_create_time(os.getpid())
-        if created is not None:
-            tags[TAG_PID_CREATE_TIME] = f"{created:.3f}"
-        return tags
+        return process_tags()
 
     def _start_system_metrics(self, resume: bool) -> None:
         # Started here, in the process that trains, whether the run was created or attached.
@@ -497,6 +493,15 @@ class MlflowTracker:
             log.warning(message)
         elif not self.unlogged.note_refusal(what, err, self._last_step):
             log.debug(message)  # the store's first refusal was said, in one line
+
+
+def process_tags() -> dict[str, str]:
+    """This process's host, pid and create time: the tags dead-run detection watches."""
+    tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+    created = process_create_time(os.getpid())
+    if created is not None:
+        tags[TAG_PID_CREATE_TIME] = f"{created:.3f}"
+    return tags
 
 
 def _sample_file(step: int) -> str:

@@ -40,9 +40,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.tracking.background import SILENT_AFTER_FAILURE
 from trainer.tracking.connect import check_tracking_uri
-from trainer.tracking.job_file import process_create_time
-from trainer.tracking.layout import TAG_HOST, TAG_PID, TAG_PID_CREATE_TIME, now_ms
+from trainer.tracking.layout import now_ms
+from trainer.tracking.mlflow_tracker import process_tags
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainer.config.schema import TrainingConfig
@@ -50,7 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 CHILD_MODULE = "trainer.tracking.sidecar_child"
 IN_PROCESS_ENV = "STUDIO_TRACKING_IN_PROCESS"  # "1": MLflow in the training process after all
 CLOSE_TIMEOUT_S = 10.0  # after ``end`` answered, how long the child may take to exit
-SILENT_AFTER_FAILURE = frozenset({"set_description", "end"})  # the failure path's own calls
 # Child -> trainer messages: (kind, ...)
 STARTED, START_FAILED, ANSWER, RAISED, CALL_FAILED = (
     "started",
@@ -221,7 +221,7 @@ class TrackerProcess:
         self._known_run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
         self._launch()
         # The run records the trainer's pid, not the child's: dead-run detection watches it.
-        tags = {**self._trainer_tags(), **dict(tags or {})}
+        tags = {**process_tags(), **dict(tags or {})}
         self._put(
             0,
             "start",
@@ -259,14 +259,6 @@ class TrackerProcess:
             thread = threading.Thread(target=target, name=f"tracker-process-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-
-    @staticmethod
-    def _trainer_tags() -> dict[str, str]:
-        tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
-        created = process_create_time(os.getpid())
-        if created is not None:
-            tags[TAG_PID_CREATE_TIME] = f"{created:.3f}"
-        return tags
 
     def wait_started(self) -> str:
         """Wait for the child's run; its id, or the start's own error."""
