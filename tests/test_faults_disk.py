@@ -50,7 +50,7 @@ def save_then_fill_the_disk(*args, **kwargs):
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
     return saved
 loop.save_checkpoint = save_then_fill_the_disk
-from trainer.__main__ import main
+from trainer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from ui_support import run_ok as run
 from ui_support import texts
 
-from trainer.__main__ import main
+from trainer.cli import main
 from trainer.data import library as dm
 
 ROOT = Path(__file__).resolve().parent.parent

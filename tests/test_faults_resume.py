@@ -21,7 +21,7 @@ import pytest
 from jobs_support import make_home
 from options_support import tiny_config
 
-from trainer.__main__ import main
+from trainer.cli import main
 from trainer.config.io import save_config
 from trainer.engine import loop
 from trainer.engine.checkpoint import DAMAGED_PREFIX, STATE_FILE, list_checkpoints

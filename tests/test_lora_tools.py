@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.__main__ import main
+from trainer.cli import main
 from trainer.lora import io as lora_io
 from trainer.lora import tools as lora_tools
 
@@ -126,7 +126,7 @@ def test_cli_parser_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys; from trainer.__main__ import build_parser; build_parser(); "
+    code = "import sys; from trainer.cli import build_parser; build_parser(); "
     code += "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

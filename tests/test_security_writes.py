@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from test_ui_utilities import kohya_file, studio_job
 from ui_support import run_ok as run
 
-from trainer.__main__ import main
+from trainer.cli import main
 from trainer.files import WouldReplace, WriteRefused, writable_target
 from trainer.lora import tools as lora_tools
 

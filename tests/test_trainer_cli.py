@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from trainer.tracking.artifacts import lora_artifacts, sample_images
 from trainer.tracking.progress import read_progress
 from trainer.tracking.records import list_runs, metric_history
+from trainer.tracking.startup import read_startup
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -75,6 +76,8 @@ def test_each_architecture_trains_through_the_cli(arch, demo_home, store, tmp_pa
     assert f"lora/demo_{arch}.safetensors" in artifacts
     assert any(a.startswith("checkpoints/step_00000010/") for a in artifacts)
     assert read_progress(job)["phase"] == "finished"
+    # Start-up ran without cyclic collection and froze what it loaded (trainer.startup_gc).
+    assert read_startup(job)["frozen_objects"] > 100_000
     [used] = MlflowClient(store).get_run(run.run_id).inputs.dataset_inputs
     assert used.dataset.name == "0:demo" and len(used.dataset.digest) == 16
     assert json.loads(used.dataset.profile)["images"] == 12

@@ -63,6 +63,7 @@ from trainer.engine.validation import Validation, split_validation
 from trainer.lora.hub import push_after_training
 from trainer.lora.io import load_lora_file, save_lora
 from trainer.lora.usage import publish_usage_files
+from trainer.startup_gc import release as release_collector
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -95,6 +96,7 @@ def train_steps(
         scanned = scanning.submit(prepare_data, cfg, ctx, validation)
         arch = load_arch(cfg, ctx.home, device, dtype)
         prepare_base(arch, cfg)  # quantized weights, attention backend, accuracy recovery adapter
+        release_collector()  # the long-lived objects are made: frozen (trainer.startup_gc)
         ctx.startup_done("model_load")  # start-up phases: startup.json (trainer.tracking.startup)
         ctx.phase_progress(detail="the dataset")
         data = scanned.result()

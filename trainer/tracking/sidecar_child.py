@@ -21,6 +21,8 @@ import traceback
 from typing import Any
 
 from trainer.redaction import install_log_redaction, redact_text
+from trainer.startup_gc import hold as hold_collector
+from trainer.startup_gc import release as release_collector
 from trainer.tracking.sidecar import (
     ANSWER,
     CALL_FAILED,
@@ -119,10 +121,12 @@ class TrackingChild:
             self.tracker = MlflowTracker(tracking_uri)
             made = self.tracker.start(cfg, run_id=run_id, tags=tags, **when)
         except Exception as err:  # the trainer raises it at its next call
+            release_collector()
             self.failed = True
             made_id = getattr(self.tracker, "run_id", None)
             self._reply(START_FAILED, portable_error(err), made_id)
             return
+        release_collector()  # MLflow and its store are loaded: frozen (trainer.startup_gc)
         self._reply(STARTED, made)
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
@@ -173,6 +177,7 @@ class TrackingChild:
 
 
 def main(argv: list[str]) -> int:
+    hold_collector()  # until the MLflow run has started (trainer.startup_gc)
     fd, parent_pid = int(argv[0]), int(argv[1])
     # The trainer decides how its run ends; a stop to the process group is not for this process.
     # Started with both blocked (TrackerProcess): ignored first, then unblocked, none is lost.

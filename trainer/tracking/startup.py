@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer import startup_gc
 from trainer.files import read_json, write_json
 
 STARTUP_FILE = "startup.json"
@@ -103,6 +104,7 @@ class StartupTimes:
             "phases": ordered,
             "other": extra,
             "cpu_s": {name: cpu[name] for name in (*ordered, *extra)},
+            "frozen_objects": startup_gc.frozen_objects,  # start-up without collection: how much
         }
 
     def write(self, job_dir: str | Path) -> Path | None:

@@ -1,0 +1,43 @@
+"""A training process starts without the cyclic garbage collector.
+
+In its first seconds a ``python -m trainer run`` process makes a few million objects that live as
+long as it does: the modules of torch, diffusers and transformers, the model's layers. CPython's
+collector walks all of them again at each full collection while they are being made (the demo:
+eight full collections, 1.2 CPU-s of its ~11 before the first step) and finds next to no
+garbage. So the command line holds the collector off from its first line (``hold``), and the run
+lets it go once the model is loaded (``release``): what exists then is frozen (``gc.freeze``:
+skipped by every later collection, still freed by reference counting as usual) and the collector
+runs again for what the training makes. The price: a reference cycle made during start-up is
+never collected (measured: ``benchmarks/first_step.py`` prints the garbage a full collection
+would have found at release).
+"""
+
+from __future__ import annotations
+
+import gc
+
+_held = False
+frozen_objects = 0  # what release froze (0: the collector was not held)
+
+
+def hold() -> None:
+    """No cyclic collection until ``release`` (only if the collector is on: tests may own it)."""
+    global _held
+    if gc.isenabled() and not _held:
+        gc.disable()
+        _held = True
+
+
+def release() -> None:
+    """Freeze what exists and turn the collector back on, if ``hold`` turned it off."""
+    global _held, frozen_objects
+    if not _held:
+        return
+    _held = False
+    gc.freeze()
+    frozen_objects = gc.get_freeze_count()
+    gc.enable()
+
+
+def is_held() -> bool:
+    return _held
