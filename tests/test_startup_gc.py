@@ -46,6 +46,23 @@ def test_a_collector_someone_else_turned_off_stays_off() -> None:
     assert printed == ["False", "0", "0"]
 
 
+def test_thawed_a_start_up_cycle_is_collected_as_usual_again() -> None:
+    """A start-up object in a reference cycle whose finalizer ends something (a DataLoader's
+    persistent workers): frozen, no collection finds it; thawed, the next one does."""
+    printed = _fresh(
+        "import gc; from trainer import startup_gc as s\n"
+        "s.hold()\n"
+        "class Owner:\n"
+        "    def __del__(self): print('finalized')\n"
+        "owner = Owner(); owner.me = owner\n"
+        "s.release(); del owner; gc.collect()\n"
+        "print('frozen-still-there')\n"
+        "s.thaw(); print(gc.get_freeze_count()); gc.collect()\n"
+        "print(gc.isenabled())"
+    )
+    assert printed == ["frozen-still-there", "0", "finalized", "True"]
+
+
 def test_the_command_line_holds_it_before_its_imports() -> None:
     """``python -m trainer``'s first line holds the collector: the imports of the command line
     itself (pydantic, the config schema) run without collections."""

@@ -189,6 +189,26 @@ def test_closing_ahead_stops_its_thread() -> None:
     assert not ahead._thread.is_alive()
 
 
+def test_closing_ahead_closes_its_batches_so_a_loader_ends_its_workers_at_once() -> None:
+    """The batches' generator is closed (its ``finally`` runs) when the loop ends, not at a
+    later garbage collection: a persistent loader's workers end with the run."""
+    ended: list[str] = []
+
+    def endless():
+        try:
+            while True:
+                yield {}
+        finally:
+            ended.append("loader closed")
+
+    batches = endless()  # still referenced, as the training loop's stream is
+    ahead = Ahead(batches, lambda b: b, count=10**9, depth=1)
+    next(ahead)
+    assert ended == []
+    ahead.close()
+    assert ended == ["loader closed"]
+
+
 def test_plain_runs_clip_with_torch_and_get_accelerates_result(
     demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,6 +133,11 @@ def test_sigterm_checkpoints_and_ends_killed(demo_home, store, tmp_path) -> None
             "logging.run_name=cli_sigterm",
             "--set",
             "save.save_every=1000",
+            # The studio's default loader: the persistent workers must end with the trainer.
+            "--set",
+            "runtime.num_workers=2",
+            "--set",
+            "runtime.persistent_workers=true",
         ],
         cwd=ROOT,
         env=_env(demo_home, store),

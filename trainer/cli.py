@@ -20,6 +20,7 @@ from trainer.models.cli import cmd_model
 from trainer.redaction import install_log_redaction
 from trainer.settings import load_settings, use_hub_offline_mode
 from trainer.startup_gc import release as release_collector
+from trainer.startup_gc import thaw as thaw_collector
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -99,6 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in err.problems:
             print(problem)
         return EXIT_INVALID
+    finally:
+        thaw_collector()  # a run that ended before its first step (trainer.startup_gc)
     return result.exit_code
 
 

@@ -4,12 +4,16 @@ In its first seconds a ``python -m trainer run`` process makes a few million obj
 long as it does: the modules of torch, diffusers and transformers, the model's layers. CPython's
 collector walks all of them again at each full collection while they are being made (the demo:
 eight full collections, 1.2 CPU-s of its ~11 before the first step) and finds next to no
-garbage. So the command line holds the collector off from its first line (``hold``), and the run
-lets it go once the model is loaded (``release``): what exists then is frozen (``gc.freeze``:
-skipped by every later collection, still freed by reference counting as usual) and the collector
-runs again for what the training makes. The price: a reference cycle made during start-up is
-never collected (measured: ``benchmarks/first_step.py`` prints the garbage a full collection
-would have found at release).
+garbage. So the command line holds the collector off from its first line (``hold``); the run
+lets it go once the model is loaded (``release``: what exists then is frozen, skipped by the
+collections of the next seconds, and the collector is on again) and thaws it after the first
+step (``thaw``: from then on every object is collected as usual, by one full collection some
+time later instead of several during the start-up).
+
+Thawed, not kept frozen: a frozen object is never collected, and a reference cycle through one
+keeps alive whatever hangs off it. (A stopped run once waited forever at exit for the workers of
+a DataLoader that only a full collection would have freed; the loader is now closed when the
+loop ends, trainer.engine.ahead.)
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ def release() -> None:
     gc.freeze()
     frozen_objects = gc.get_freeze_count()
     gc.enable()
+
+
+def thaw() -> None:
+    """Start-up is over: what ``release`` froze is collected as usual again (at once: no
+    collection runs here; the next full one walks it)."""
+    if frozen_objects and gc.get_freeze_count():
+        gc.unfreeze()
 
 
 def is_held() -> bool:

@@ -12,6 +12,9 @@ The step then waits only when loading and encoding take longer than training its
 - An error in the thread (an unreadable image) is raised by ``next()`` in the training thread,
   where the run fails as it always did.
 - ``close()`` (or leaving the ``with`` block) stops the thread; it never outlives the loop.
+  Then it closes ``batches`` too: a loader's persistent worker processes end there and then,
+  not whenever a garbage collection happens to free the loader (the interpreter's exit handlers
+  wait for them).
 - The encoders are shared with previews and validation on the training thread: both take the
   ``ModelInputs.lock`` around their use, so the two threads never run them at the same time
   (layer offloading moves their weights while they run).
@@ -37,6 +40,7 @@ class Ahead:
     ) -> None:
         self._ready: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._batches = batches
         self._thread = threading.Thread(
             target=self._produce, args=(batches, prepare, count), name="batches-ahead", daemon=True
         )
@@ -77,6 +81,9 @@ class Ahead:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        closing = getattr(self._batches, "close", None)
+        if closing is not None and not self._thread.is_alive():  # a generator: its loader ends
+            closing()
 
     def __enter__(self) -> Ahead:
         return self

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainer.engine.distributed import Dist
 from trainer.engine.eta import RunClock
+from trainer.startup_gc import thaw as thaw_collector
 from trainer.tracking.layout import TAG_DATASET
 from trainer.tracking.progress import ProgressWriter
 from trainer.tracking.startup import StartupTimes
@@ -88,6 +89,7 @@ class RunContext:
             self._training_from = step
         elif step > self._training_from:
             self.startup.mark("first_step")
+            thaw_collector()  # start-up is over: nothing stays frozen (trainer.startup_gc)
             if self.dist.is_main:
                 self.startup.write(self.job_dir)
 
