@@ -6,6 +6,7 @@ import streamlit as st
 
 from trainer.redaction import install_log_redaction
 from trainer.settings import use_hub_offline_mode, use_studio_http_defaults
+from trainer.startup_gc import freeze_new_imports
 from trainer.tracking.connect import use_studio_store_retries
 from ui.boundary import page_boundary
 from ui.queue_panel import resume_queue
@@ -36,5 +37,8 @@ page = st.navigation(PAGES)
 render_sidebar_hardware()
 render_active_runs()  # the active run: progress and Stop, live while it trains
 resume_queue()  # a queue with work and no runner (the studio restarted): start the runner
-with page_boundary(page.title):  # an unexpected error: a plain message here, traceback in the log
-    page.run()
+try:
+    with page_boundary(page.title):  # an unexpected error: a plain message, traceback in the log
+        page.run()
+finally:  # the modules this run imported: out of later garbage collections (trainer.startup_gc)
+    freeze_new_imports()

@@ -28,6 +28,21 @@ def test_home_shows_the_studio_status(app: AppTest, tmp_path: Path) -> None:
     assert app.button(key="build_demo")
 
 
+def test_every_run_of_the_router_ends_by_freezing_what_it_imported(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's garbage collections skip the modules the pages imported
+    (trainer.startup_gc.freeze_new_imports): the router calls it at the end of every run."""
+    import trainer.startup_gc
+
+    calls: list[int] = []
+    monkeypatch.setattr(trainer.startup_gc, "freeze_new_imports", lambda: calls.append(1))
+    app.run()
+    assert calls == [1]
+    app.run()
+    assert calls == [1, 1]
+
+
 @pytest.mark.slow
 def test_home_builds_the_demo_models(app: AppTest, tmp_path: Path) -> None:
     app.run()

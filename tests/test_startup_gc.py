@@ -63,6 +63,21 @@ def test_thawed_a_start_up_cycle_is_collected_as_usual_again() -> None:
     assert printed == ["frozen-still-there", "0", "finalized", "True"]
 
 
+def test_after_new_imports_garbage_is_collected_and_the_living_frozen() -> None:
+    printed = _fresh(
+        "import gc; from trainer import startup_gc as s\n"
+        "class Owner:\n"
+        "    def __del__(self): print('finalized')\n"
+        "owner = Owner(); owner.me = owner; del owner\n"
+        "kept = [[i] for i in range(20_000)]\n"
+        "print(s.freeze_new_imports(), gc.get_freeze_count() > 20_000)\n"
+        "print(s.freeze_new_imports())\n"  # nothing imported since: nothing to do
+        "import colorsys\n"
+        "print(s.freeze_new_imports())"
+    )
+    assert printed == ["finalized", "True", "True", "False", "True"]
+
+
 def test_the_command_line_holds_it_before_its_imports() -> None:
     """``python -m trainer``'s first line holds the collector: the imports of the command line
     itself (pydantic, the config schema) run without collections."""

@@ -19,6 +19,7 @@ loop ends, trainer.engine.ahead.)
 from __future__ import annotations
 
 import gc
+import sys
 
 _held = False
 frozen_objects = 0  # what release froze (0: the collector was not held)
@@ -48,6 +49,26 @@ def thaw() -> None:
     collection runs here; the next full one walks it)."""
     if frozen_objects and gc.get_freeze_count():
         gc.unfreeze()
+
+
+_modules_frozen = 0  # len(sys.modules) at the last freeze_new_imports that froze
+
+
+def freeze_new_imports() -> bool:
+    """For a long-lived process that imports as it goes (the studio's server: each page imports
+    what it shows on its first visit). After a run that imported modules, collect once and
+    freeze what is left, so the collections that follow walk only what the pages make, not the
+    modules of torch, pandas, MLflow and Streamlit again. Measured in the studio's server while a
+    run trained: 44 of its 55 CPU-s went to full collections, 125 of them, each walking the whole
+    heap. Whether it froze (modules were imported since the last freeze)."""
+    global _modules_frozen
+    count = len(sys.modules)
+    if count <= _modules_frozen:
+        return False
+    _modules_frozen = count
+    gc.collect()  # garbage is not frozen: only what is still alive
+    gc.freeze()
+    return True
 
 
 def is_held() -> bool:
