@@ -44,6 +44,13 @@ def test_lists_built_in_and_user_presets_with_their_source(home: Path) -> None:
     assert "name: demo_sd15" in at.code[0].value
 
 
+def test_without_user_presets_a_demo_that_runs_anywhere_comes_first(home: Path) -> None:
+    options = open_presets().selectbox(key="pre:choice").options
+    demos = [o for o in options if o.startswith("demo_")]
+    assert options[0] == "demo_sd15 (built-in)" and options[: len(demos)] == demos
+    assert len(demos) == 3 and "character_flux (built-in)" in options[len(demos) :]
+
+
 def test_load_a_preset_into_the_draft_and_save_the_draft(home: Path) -> None:
     at = open_presets()
     at.selectbox(key="pre:choice").set_value("style_sdxl (built-in)").run()

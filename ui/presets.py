@@ -173,11 +173,18 @@ def render_comment(preset: Preset) -> None:
 
 
 def list_presets(settings: StudioSettings) -> list[Preset]:
-    """User presets first (newest choices), then the built-in ones, each sorted by name."""
+    """User presets first (newest choices), then the built-in demos (they run on any machine,
+    offline: the first choice a newcomer sees works), then the other built-ins."""
     user = sorted(settings.presets_dir.glob("*.yaml")) if settings.presets_dir.is_dir() else []
+    built_in = sorted(BUILT_IN.glob("*.yaml"), key=_newcomer_order)
     return [Preset(p.stem, "user", p) for p in user] + [
-        Preset(p.stem, "built-in", p) for p in sorted(BUILT_IN.glob("*.yaml"))
+        Preset(p.stem, "built-in", p) for p in built_in
     ]
+
+
+def _newcomer_order(path: Path) -> tuple[bool, bool, str]:
+    """The demos first, the wizard's own model (SD1.5's demo) first of them."""
+    return (not path.stem.startswith("demo_"), path.stem != "demo_sd15", path.stem)
 
 
 def safe_name(name: str) -> str:
