@@ -264,7 +264,11 @@ def _train_and_end(
     if outcome.stopped:
         note = f"Stopped by {stop.signal_name or 'request'} at step {outcome.step}; resume with --resume."
         ctx.progress.close(phase="killed", step=outcome.step, eta_s=None)
-        tracker.set_description(note)
+        tracker.set_description(  # read on the Monitor and in MLflow: words, not a command line
+            f"Stopped at step {outcome.step} ({stop.signal_name or 'on request'}). Resume "
+            "continues from its newest checkpoint: the Resume button on the Monitor, or "
+            "--resume on the command line."
+        )
         tracker.end("KILLED")
         if main:
             print(note, flush=True)
