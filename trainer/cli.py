@@ -153,7 +153,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         "queue": cmd_queue,
     }[args.command]
     return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

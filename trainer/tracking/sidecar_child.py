@@ -23,6 +23,7 @@ from typing import Any
 from trainer.redaction import install_log_redaction, redact_text
 from trainer.startup_gc import hold as hold_collector
 from trainer.startup_gc import release as release_collector
+from trainer.startup_gc import thaw as thaw_collector
 from trainer.tracking.sidecar import (
     ANSWER,
     CALL_FAILED,
@@ -121,12 +122,12 @@ class TrackingChild:
             self.tracker = MlflowTracker(tracking_uri)
             made = self.tracker.start(cfg, run_id=run_id, tags=tags, **when)
         except Exception as err:  # the trainer raises it at its next call
-            release_collector()
             self.failed = True
             made_id = getattr(self.tracker, "run_id", None)
             self._reply(START_FAILED, portable_error(err), made_id)
             return
-        release_collector()  # MLflow and its store are loaded: frozen (trainer.startup_gc)
+        finally:  # MLflow and its store are loaded: frozen (trainer.startup_gc)
+            release_collector()
         self._reply(STARTED, made)
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
@@ -194,6 +195,7 @@ def main(argv: list[str]) -> int:
     try:
         TrackingChild(sock, parent_pid).serve()
     finally:
+        thaw_collector()  # nothing stays frozen past the run: exit as without the freeze
         with contextlib.suppress(OSError):
             sock.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)  # its memory is real memory: said
