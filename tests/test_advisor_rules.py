@@ -359,6 +359,22 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         (),
         "suggestion",
     ),
+    "previews_too_often": (
+        ("train.steps=2000", "sample.sample_every=10", "sample.prompts=[a]"),
+        "sd15",
+        "rtx3060",
+        None,
+        (),
+        "warning",
+    ),
+    "saves_too_often": (
+        ("train.steps=2000", "save.save_every=10"),
+        "sd15",
+        None,
+        None,
+        (),
+        "warning",
+    ),
     "samples_without_prompts": ((), "sd15", None, None, (), "suggestion"),
     "prompts_without_trigger": (
         ("datasets.0.trigger_word=ohwx", "sample.prompts=[a cat]"),
