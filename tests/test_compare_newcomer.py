@@ -23,7 +23,7 @@ from trainer.config.schema import TrainingConfig
 from trainer.settings import load_settings
 from trainer.tracking.mlflow_tracker import MlflowTracker
 from trainer.tracking.new_run import create_run
-from ui.compare_curves import RUN_COLOURS, near_identical, overlap_caption
+from ui.compare_curves import RUN_COLOURS, Overlap, near_identical, overlap_caption
 from ui.compare_table import differing_settings, latest_finished
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +212,8 @@ def test_three_runs_keep_their_colours_across_charts(app: AppTest, store: dict) 
 
 def test_overlapping_raw_losses_get_the_noise_caption(app: AppTest) -> None:
     [caption] = [c.value for c in app.caption if OVERLAP_WORDS in c.value]
-    assert "my_lora and my_lora_2 (0.4% apart)" in caption
+    assert "Over the 12 steps both logged, the raw losses of my_lora and my_lora_2" in caption
+    assert "are on average 0.4% apart" in caption
     assert "share seed 42" in caption and "smoothed loss" in caption and "samples" in caption
 
 
@@ -235,12 +236,13 @@ def test_near_identical_measures_against_the_baseline() -> None:
 
     base = [0.5, 0.1, 0.9, 0.3]
     data = frame({"a": base, "b": [v * 1.02 for v in base], "c": [v * 1.1 for v in base]})
-    [(first, other, gap)] = near_identical(data, ["a", "b", "c"])
-    assert (first, other) == ("a", "b") and gap == pytest.approx(0.02, rel=0.05)
+    [(first, other, gap, steps)] = near_identical(data, ["a", "b", "c"])
+    assert (first, other, steps) == ("a", "b", 4) and gap == pytest.approx(0.02, rel=0.05)
     assert near_identical(data, ["c", "a"]) == []  # 10 % apart: curves a reader can tell apart
     assert near_identical(frame({"a": [0.5], "b": [0.5]}), ["a", "b"]) == []  # one shared step
     runs = [SimpleNamespace(name=n, run_id=f"{n}" * 8, params={"train.seed": "3"}) for n in "ab"]
-    text = overlap_caption(runs, [("a", "b", 0.02)])
-    assert "a and b (2.0% apart)" in text and "share seed 3" in text
+    text = overlap_caption(runs, [Overlap("a", "b", 0.02, 4)])
+    assert "the raw losses of a and b are on average 2.0% apart" in text
+    assert "Over the 4 steps both logged" in text and "share seed 3" in text
     runs[1].params["train.seed"] = "4"
-    assert "share seed" not in overlap_caption(runs, [("a", "b", 0.02)])
+    assert "share seed" not in overlap_caption(runs, [Overlap("a", "b", 0.02, 4)])

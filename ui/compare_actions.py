@@ -1,8 +1,9 @@
 """Per-run actions on the compare page: rating and note, reuse as a preset or as the wizard's
-draft, links into the MLflow UI, and the adapters each run saved."""
+draft, links into the MLflow UI, and the adapters each run saved (its checkpoints in one line)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from trainer.config.io import loads_config
 from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
 from trainer.tracking.artifacts import load_run_config, lora_artifacts
+from trainer.tracking.layout import LORA_DIRS
 from trainer.tracking.ratings import set_note, set_rating
 from trainer.tracking.records import RunRecord
 from trainer.tracking.run_names import run_labels
@@ -96,10 +98,32 @@ def render_mlflow_links(settings: StudioSettings, runs: list[RunRecord]) -> None
     mlflow_links.render_mlflow_links(settings, runs, labels, key="cmp")  # labels: markdown
 
 
+_CHECKPOINTS = LORA_DIRS[1]  # "checkpoints": one folder per saved step, step_<n>
+_CHECKPOINT_STEP = re.compile(r"step_(\d+)$")
+
+
+def adapter_lines(files: list[str]) -> list[str]:
+    """What the artifacts list shows for a run: each final LoRA file (``lora/...``) as a path,
+    and every checkpoint logged to MLflow (kept there when the job folder rotated them away, so
+    there can be dozens) summed up in one line, a checkpoint being one ``checkpoints/<folder>``."""
+    finals = [f for f in files if not f.startswith(f"{_CHECKPOINTS}/")]
+    folders = {f.split("/")[1] for f in files if f.startswith(f"{_CHECKPOINTS}/")}
+    lines = [f"- {code(f)}" for f in finals]
+    if folders:
+        steps = sorted(int(m[1]) for m in map(_CHECKPOINT_STEP.match, folders) if m)
+        count = f"{len(folders)} checkpoint{'s' if len(folders) > 1 else ''}"
+        if len(steps) > 1:
+            where = f" (steps {steps[0]}\u2013{steps[-1]})"
+        else:
+            where = f" (step {steps[0]})" if steps else ""
+        lines.append(f"- {count} in MLflow under {code(_CHECKPOINTS + '/')}{where}")
+    return lines
+
+
 def render_artifacts(tracking_uri: str, runs: list[RunRecord]) -> None:
-    """The adapters each run saved (``lora/`` and ``checkpoints/``)."""
+    """The final LoRA each run saved, file by file, and its checkpoints in one line."""
     cols, labels = st.columns(len(runs)), run_labels(runs)
     for col, rec in zip(cols, runs, strict=True):
-        files = lora_artifacts(tracking_uri, rec.run_id)
+        lines = adapter_lines(lora_artifacts(tracking_uri, rec.run_id))
         col.markdown(f"**{plain_line(labels[rec.run_id])}**")
-        col.caption("\n".join(f"- {code(f)}" for f in files) if files else "no adapter saved")
+        col.caption("\n".join(lines) if lines else "no adapter saved")

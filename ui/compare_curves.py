@@ -5,7 +5,7 @@ saying why (the noise drawn at each step, not the change)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 
@@ -71,10 +71,19 @@ def curve_frame(tracking_uri: str, runs: list[RunRecord]) -> Any:
     return pd.DataFrame(rows, columns=["run", "metric", "step", "seconds", "value"])
 
 
-def near_identical(data: Any, order: list[str]) -> list[tuple[str, str, float]]:
-    """``(baseline, other, relative difference)`` for each run whose raw loss nearly coincides
-    with the baseline's (``order[0]``) over the steps both logged: the mean absolute difference
-    is under ``NEAR_IDENTICAL`` of their mean loss."""
+class Overlap(NamedTuple):
+    """A run whose raw loss nearly coincides with the baseline's over the steps both logged."""
+
+    base: str
+    other: str
+    gap: float  # mean absolute difference over the mean loss, on the shared steps only
+    steps: int  # how many steps both logged
+
+
+def near_identical(data: Any, order: list[str]) -> list[Overlap]:
+    """An ``Overlap`` for each run whose raw loss nearly coincides with the baseline's
+    (``order[0]``) over the steps both logged: the mean absolute difference is under
+    ``NEAR_IDENTICAL`` of their mean loss."""
     raw = data[data.metric == "loss"]
     series = {
         run: dict(zip(group.step, group.value, strict=True)) for run, group in raw.groupby("run")
@@ -92,26 +101,45 @@ def near_identical(data: Any, order: list[str]) -> list[tuple[str, str, float]]:
             continue
         gap = sum(abs(base[s] - points[s]) for s in shared) / len(shared) / mean
         if gap < NEAR_IDENTICAL:
-            found.append((order[0], other, gap))
+            found.append(Overlap(order[0], other, gap, len(shared)))
     return found
 
 
-def overlap_caption(runs: list[RunRecord], pairs: list[tuple[str, str, float]]) -> str:
+def gap_text(gap: float) -> str:
+    """A gap as a percentage, never "0.0%" (the curves still differ a little)."""
+    text = f"{gap:.1%}"
+    return "< 0.1%" if text == "0.0%" else text
+
+
+def overlap_caption(runs: list[RunRecord], pairs: list[Overlap]) -> str:
     """Why near-identical raw losses say little: the loss of one step is mostly the noise level
-    drawn for it, and runs of one seed draw the same noise."""
+    drawn for it, and runs of one seed draw the same noise. The gap is said to be over the steps
+    both runs logged: the final losses in the table may differ (a longer run went on)."""
     labels = run_labels(runs)
     seeds = {labels[r.run_id]: r.params.get("train.seed") for r in runs}
-    names = ", ".join(f"{other} ({gap:.1%} apart)" for _, other, gap in pairs)
-    shared = {seeds[base] for base, _, _ in pairs} | {seeds[other] for _, other, _ in pairs}
+    base = pairs[0].base
+    if len(pairs) == 1:
+        [pair] = pairs
+        words = (
+            f"Over the {pair.steps} steps both logged, the raw losses of {base} and {pair.other} "
+            f"are on average {gap_text(pair.gap)} apart."
+        )
+    else:
+        others = " and ".join(
+            f"{p.other} ({gap_text(p.gap)} apart over the {p.steps} steps both logged)"
+            for p in pairs
+        )
+        words = f"The raw loss of {base} nearly coincides with that of {others}."
+    shared = {seeds[base]} | {seeds[p.other] for p in pairs}
     seed = (
         f" These runs share seed {shared.pop()}, so each step drew the same noise in both."
         if len(shared) == 1 and None not in shared
         else ""
     )
     return (
-        f"The raw loss of {pairs[0][0]} and {names} nearly coincides. A diffusion model's raw "
-        "loss mostly reflects the random noise level drawn at each step, not what a setting "
-        f"changed.{seed} Compare the smoothed loss and, above all, the samples below."
+        f"{words} A diffusion model's raw loss mostly reflects the random noise level drawn at "
+        f"each step, not what a setting changed.{seed} Compare the smoothed loss and, above "
+        "all, the samples below."
     )
 
 

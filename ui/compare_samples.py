@@ -1,5 +1,6 @@
-"""Samples of the picked runs side by side at a shared step, a rating per sample image (a tag on
-the run, so the MLflow UI shows it too), and a slider comparison of two runs' images."""
+"""Samples of the picked runs side by side at a step any of them sampled (a run without a sample
+there says which steps it has), a rating per sample image (a tag on the run, so the MLflow UI
+shows it too), and a slider comparison of two runs' images."""
 
 from __future__ import annotations
 
@@ -25,21 +26,67 @@ def shared_steps(per_run: dict[str, list[SampleImage]]) -> list[int]:
     return sorted(set.intersection(*({s.step for s in imgs} for imgs in per_run.values())))
 
 
+def sample_steps(per_run: dict[str, list[SampleImage]]) -> tuple[list[int], int | None]:
+    """Every step any run sampled, and the one shown first: the newest step all runs sampled,
+    else the newest of any (a 40-step run beside an 80-step one still shows the longer run's
+    later samples); ``([], None)`` when no run logged a sample."""
+    steps = sorted({s.step for imgs in per_run.values() for s in imgs})
+    if not steps:
+        return [], None
+    shared = shared_steps(per_run)
+    return steps, shared[-1] if shared else steps[-1]
+
+
+def _steps_text(steps: list[int]) -> str:
+    if len(steps) == 1:
+        return f"only at step {steps[0]}"
+    return f"at steps {steps[0]}\u2013{steps[-1]}"
+
+
+def missing_sample(step: int, images: list[SampleImage]) -> str | None:
+    """Why a run's column is empty at ``step`` (None when it has a sample there), saying which
+    steps it did sample."""
+    steps = sorted({s.step for s in images})
+    if step in steps:
+        return None
+    if not steps:
+        return f"No sample at step {step}: this run logged no samples."
+    return f"No sample at step {step}: this run sampled {_steps_text(steps)}."
+
+
+def slider_missing(
+    step: int, images: dict[str, list[SampleImage]], labels: dict[str, str]
+) -> str | None:
+    """Why the slider can't compare these two runs at ``step`` (None when both sampled it),
+    saying which steps the run lacking a sample there has."""
+    parts = []
+    for run_id, imgs in images.items():
+        steps = sorted({s.step for s in imgs})
+        if step not in steps:
+            has = f"it sampled {_steps_text(steps)}" if steps else "it logged no samples"
+            parts.append(f"{labels[run_id]} has no sample there ({has})")
+    return f"No slider at step {step}: {'; '.join(parts)}." if parts else None
+
+
 def _stars(n: int) -> str:
     return "not rated" if not n else "★" * n
 
 
 def render_samples(tracking_uri: str, runs: list[RunRecord]) -> None:
     per_run = {r.run_id: sample_images(tracking_uri, r.run_id) for r in runs}
-    steps = shared_steps(per_run)
+    steps, first = sample_steps(per_run)
     if not steps:
-        st.caption("No sampling step shared by all these runs.")
+        st.caption("None of these runs logged a sample yet.")
         return
-    step = st.select_slider("Samples at step", steps, value=steps[-1], key="cmp:sample_step")
+    step = st.select_slider("Samples at step", steps, value=first, key="cmp:sample_step")
     labels = run_labels(runs)  # runs of the same name: each column still says whose it is
     cols = st.columns(len(runs))
     for col, rec in zip(cols, runs, strict=True):
         col.markdown(f"**{plain_line(labels[rec.run_id])}**")
+        missing = missing_sample(step, per_run[rec.run_id])
+        if missing:
+            col.caption(missing)
+            continue
         ratings = sample_ratings(rec.tags)
         for image in (s for s in per_run[rec.run_id] if s.step == step):
             col.image(_thumb(image.path_or_uri), caption=plain(image.prompt or image.key))
@@ -118,6 +165,11 @@ def render_slider(
         )
     ]
     left_label, right_label = labels[base.run_id], labels[other.run_id]
+    pair = {rid: per_run[rid] for rid in (base.run_id, other.run_id)}
+    missing = slider_missing(step, pair, labels)
+    if missing:
+        st.caption(plain(missing))  # names runs
+        return
     left = {s.key: s for s in per_run[base.run_id] if s.step == step}
     right = {s.key: s for s in per_run[other.run_id] if s.step == step}
     shared = sorted(left.keys() & right.keys())
