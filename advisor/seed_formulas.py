@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from advisor.profile import SystemProfile
+from advisor.profile import GB, SystemProfile
+from trainer.engine.failures import human_bytes
 
 SOURCE = "docs/sources.md#smart-default-rules-of-thumb"
 OS_RESERVE_GB = 8.0
@@ -56,14 +57,12 @@ def caching_defaults(profile: SystemProfile, cache_gb: float) -> CacheDefaults:
     available = profile.ram_available_gb - OS_RESERVE_GB
     if profile.unified:
         return CacheDefaults(True, False, "unified memory: an in-memory cache is optimal")
-    if cache_gb < available * RAM_CACHE_SHARE:
-        return CacheDefaults(
-            True,
-            False,
-            f"cache fits in RAM ({cache_gb:.1f} GB < {available * RAM_CACHE_SHARE:.1f} GB free)",
-        )
+    free = available * RAM_CACHE_SHARE
+    size = human_bytes(cache_gb * GB)  # the tiny demo's cache is KB: never a "0.0 GB"
+    if cache_gb < free:
+        return CacheDefaults(True, False, f"cache fits in RAM ({size} < {free:.1f} GB free)")
     return CacheDefaults(
-        True, True, f"cache too large for RAM ({cache_gb:.1f} GB): kept on disk, memory-mapped"
+        True, True, f"cache too large for RAM ({size}): kept on disk, memory-mapped"
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import state
-from ui.advisor_column import show_value
 from ui.boundary import advisor_boundary
 from ui.navigation import leave_legacy_pages_mode
 from ui.preflight import (
@@ -21,7 +20,7 @@ from ui.preflight import (
     render_overrides,
     show_waiting,
 )
-from ui.text import plain
+from ui.preflight_why import render_done
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
@@ -66,13 +65,5 @@ if clicked:  # handled after detection: the recommendations need the hardware an
 
 applied = st.session_state.get("pf:applied")
 if applied is not None:
-    st.success(
-        f"**Done:** {applied} settings filled with recommendations for "
-        f"{state.meta()['intent']['what']} on {state.get_value('model.arch')}.",
-        icon=":material/check_circle:",
-    )
-    with st.expander("What was recommended, and why"):
-        for path, rec in state.meta()["recommendations"].items():
-            value = plain(show_value(rec["value"]))  # a value can be a folder someone typed
-            st.markdown(f"- `{path}` = **{value}** — {rec['reason']}")
+    render_done(applied)
     st.page_link("pages/wizard.py", label="Open the wizard", icon=":material/arrow_forward:")

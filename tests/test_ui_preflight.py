@@ -98,7 +98,8 @@ def test_the_questions_and_confirm_are_drawn_while_the_hardware_is_detected(
     at.switch_page("pages/preflight.py").run()
     assert asked and len(at.exception) == 1  # the page stopped inside detection
     assert [s.label for s in at.status] == ["Detecting your hardware…"]  # a running status
-    assert at.radio(key="pf:what").value == "other"  # the questions can be answered meanwhile
+    assert at.radio(key="pf:what").value is None  # the questions can be answered meanwhile
+    assert "Assuming **Other: something else** until you pick one." in texts(at)
     assert at.button(key="pf:confirm").label == "Confirm and fill the wizard"
     assert "**GPU**" not in texts(at)
 

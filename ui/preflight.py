@@ -4,13 +4,16 @@ the draft with the advisor's smart defaults, each remembered as a recommendation
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
 from huggingface_hub import constants as hf_constants
 from streamlit.delta_generator import DeltaGenerator
 
+from advisor.draft import UserIntent
 from trainer.arch.hub_status import OFFLINE, REACHABLE, HubStatus, hub_status
+from trainer.engine.failures import human_bytes
 from trainer.settings import hub_offline, load_settings
 from ui import advice, state
 from ui.advice import Hardware, Recommendation
@@ -18,6 +21,7 @@ from ui.boundary import advisor_boundary
 from ui.context import cached_detection
 from ui.hub_sign_in import current_account, render_hub_sign_in
 from ui.steps_epochs import EPOCHS, STEPS, store_all
+from ui.text import plain
 
 OK, MISSING = ":material/check_circle: Detected", ":material/help: Not detected"
 WHAT_HELP = {
@@ -28,6 +32,20 @@ WHAT_HELP = {
     "concept": "a pose, an action, a composition",
     "other": "something else",
 }
+PRIORITY_HELP = {
+    "quality": "Quality: longer training, more regularisation",
+    "speed": "Speed: fast iterations",
+    "memory": "Memory: fit limited hardware",
+}
+# The advisor's own defaults (UserIntent): what it assumes for a question left unanswered, so
+# the page and the recommendations never disagree about the assumption.
+DEFAULT_ANSWERS = {
+    "what": UserIntent().training_type,
+    "priority": UserIntent().priority,
+    "experience": UserIntent().experience,
+}
+ASSUMED = ("what", "priority")  # asked with nothing pre-selected: unanswered means assumed
+QUESTION_WORDS = {"what": "what you are training", "priority": "what matters most"}
 ARCHS = {
     "sd15": "SD1.5: light, 512 px, 6+ GB",
     "sdxl": "SDXL: 1024 px, 12+ GB",
@@ -47,25 +65,31 @@ def show_waiting(area: DeltaGenerator, label: str) -> DeltaGenerator:
     return placeholder
 
 
+def size_text(gb: float) -> str:
+    """A size in GB as the hardware lines show it: whole GB, or MB/KB below 1 GB ("0 GB free"
+    on a nearly full disk reads as a detection failure)."""
+    return f"{gb:.0f} GB" if gb >= 1 else human_bytes(gb * 2**30)
+
+
 def render_hardware_check(hw: Hardware) -> None:
     """What detection found, one line per part, each with a mark and a word."""
 
     def mark(found: bool) -> str:
         return OK if found else MISSING
 
-    vram = f", {hw.vram_gb:.0f} GB usable" if hw.vram_gb else ""
+    vram = f", {size_text(hw.vram_gb)} usable" if hw.vram_gb else ""
     rows = [
         ("GPU", mark(hw.detected.get("gpu", False)), f"{hw.gpu_name}{vram}"),
         (
             "Memory",
             mark(hw.detected.get("ram", False)),
-            f"{hw.ram_gb:.0f} GB RAM, {hw.ram_available_gb:.0f} GB free"
+            f"{size_text(hw.ram_gb)} RAM, {size_text(hw.ram_available_gb)} free"
             + (" (shared with the GPU)" if hw.unified else ""),
         ),
         (
             "Disk",
             mark(hw.detected.get("disk", False)),
-            f"{hw.disk_free_gb:.0f} GB free, {hw.disk_type}",
+            f"{size_text(hw.disk_free_gb)} free, {hw.disk_type}",
         ),
         ("CPU", mark(hw.detected.get("cpu", False)), f"{hw.cpu_name}, {hw.cores} cores"),
     ]
@@ -154,37 +178,58 @@ def render_overrides(hw: Hardware) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v not in (None, "")}
 
 
+def assumed_answers(meta: dict[str, Any]) -> list[str]:
+    """The questions (``ASSUMED``'s keys) the person has not answered: their values in the
+    intent are the advisor's assumption. Saved with the answers once confirmed; before that,
+    nothing was answered (the intent holds the session's defaults)."""
+    intent = meta.get("intent") or {}
+    if "assumed" in intent:
+        return [key for key in ASSUMED if key in intent["assumed"]]
+    return [] if meta.get("preflight_done") else list(ASSUMED)
+
+
+def _question(key: str, label: str, options: list[str], format_func: Any) -> str | None:
+    """A question with nothing pre-selected until the person answers it: the page then says
+    which answer it assumes, rather than showing a choice they never made."""
+    meta = state.meta()
+    saved = None if key in assumed_answers(meta) else meta["intent"].get(key)
+    picked = st.radio(
+        label,
+        options,
+        index=options.index(saved) if saved in options else None,
+        format_func=format_func,
+        key=f"pf:{key}",
+        horizontal=True,
+        persist_state="session",
+    )
+    if picked is None:
+        st.caption(
+            f":material/info: Assuming **{plain(format_func(DEFAULT_ANSWERS[key]))}** until you "
+            "pick one."
+        )
+    return picked
+
+
 def render_intent() -> dict[str, Any]:
-    """The preflight questions (what, priority, experience, model family) and the demo switch."""
-    saved = state.meta()["intent"]
+    """The preflight questions (what, priority, experience, model family) and the demo switch.
+    An unanswered question's answer is its assumed value, listed under ``"assumed"``."""
     draft = state.draft()
     answers: dict[str, Any] = {}
-    answers["what"] = st.radio(
+    answers["what"] = _question(
+        "what",
         "What are you training?",
         list(WHAT_HELP),
-        index=list(WHAT_HELP).index(saved.get("what", "other")),
-        format_func=lambda w: f"{w.capitalize()}: {WHAT_HELP[w]}",
-        key="pf:what",
-        horizontal=True,
-        persist_state="session",
+        lambda w: f"{w.capitalize()}: {WHAT_HELP[w]}",
     )
-    answers["priority"] = st.radio(
-        "What matters most?",
-        advice.PRIORITIES,
-        index=advice.PRIORITIES.index(saved.get("priority", "quality")),
-        format_func={
-            "quality": "Quality: longer training, more regularisation",
-            "speed": "Speed: fast iterations",
-            "memory": "Memory: fit limited hardware",
-        }.get,
-        key="pf:priority",
-        horizontal=True,
-        persist_state="session",
+    answers["priority"] = _question(
+        "priority", "What matters most?", list(advice.PRIORITIES), PRIORITY_HELP.get
     )
+    answers["assumed"] = [key for key in ASSUMED if answers[key] is None]
+    answers |= {key: DEFAULT_ANSWERS[key] for key in answers["assumed"]}
     answers["experience"] = st.radio(
         "Your experience with LoRA training",
         advice.EXPERIENCE,
-        index=advice.EXPERIENCE.index(saved.get("experience", "beginner")),
+        index=advice.EXPERIENCE.index(state.meta()["intent"].get("experience", "beginner")),
         format_func=lambda e: e.capitalize(),
         key="pf:experience",
         horizontal=True,
@@ -209,13 +254,36 @@ def render_intent() -> dict[str, Any]:
     return answers
 
 
+def assumption_text(meta: dict[str, Any]) -> str:
+    """Markdown naming the assumed answers ('' when every question was answered)."""
+    assumed = assumed_answers(meta)
+    if not assumed:
+        return ""
+    named = " and ".join(
+        f"{QUESTION_WORDS[key]} (assumed: {plain(meta['intent'][key])})" for key in assumed
+    )
+    return f"You did not pick {named}. Pick them above and confirm again to tailor the values."
+
+
+def honest(recs: list[Recommendation], meta: dict[str, Any]) -> list[Recommendation]:
+    """The recommendations, with the training type's reason saying it was assumed when the
+    person never picked it (the advisor's reason reads 'what you said you are training')."""
+    if "what" not in assumed_answers(meta):
+        return recs
+    why = plain("assumed: you did not pick what you are training (Preflight asks)")
+    return [replace(rec, reason=why) if rec.path == "intent" else rec for rec in recs]
+
+
 def confirm(answers: dict[str, Any], overrides: dict[str, Any]) -> list[Recommendation]:
-    """Store the answers, then fill the draft with the smart defaults for them."""
+    """Store the answers, then fill the draft with the smart defaults for them. ``answers`` may
+    come from the page (with ``"assumed"``) or from the saved intent (the Home page's demo)."""
     meta = state.meta()
-    meta["intent"] = {k: answers[k] for k in ("what", "priority", "experience")}
+    assumed = answers["assumed"] if "assumed" in answers else assumed_answers(meta)
+    intent = {key: answers.get(key) or default for key, default in DEFAULT_ANSWERS.items()}
+    meta["intent"] = intent | {"assumed": [key for key in ASSUMED if key in assumed]}
     meta["profile_overrides"] = overrides
     arch = answers["arch"]
-    patch: dict[str, Any] = {"model.arch": arch, "intent": answers["what"]}
+    patch: dict[str, Any] = {"model.arch": arch, "intent": intent["what"]}
     current = str(state.get_value("model.name_or_path") or "")
     if answers["demo"]:
         patch |= {"model.name_or_path": f"demo:{arch}", "datasets.0.folder_path": "demo:dataset"}
@@ -223,7 +291,7 @@ def confirm(answers: dict[str, Any], overrides: dict[str, Any]) -> list[Recommen
         patch["model.name_or_path"] = ""
     state.set_values(patch)
     hw = advice.apply_overrides(detected_hardware(), overrides)
-    recs = advice.smart_defaults(state.draft(), hw, meta["intent"])
+    recs = honest(advice.smart_defaults(state.draft(), hw, intent), meta)
     state.set_values({rec.path: rec.value for rec in recs})
     meta["recommendations"] = {
         rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
@@ -238,7 +306,7 @@ def current_recommendations() -> list[Recommendation]:
     """The advisor's values for the draft as it is now (nothing is applied)."""
     meta = state.meta()
     hw = advice.apply_overrides(detected_hardware(), meta.get("profile_overrides") or {})
-    return advice.smart_defaults(state.draft(), hw, meta["intent"])
+    return honest(advice.smart_defaults(state.draft(), hw, meta["intent"]), meta)
 
 
 # What the advisor recommends with the run's length in mind: made again when the length changes.
