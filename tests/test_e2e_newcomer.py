@@ -230,14 +230,20 @@ def wait_until_finished(page, studio: Studio, run_id: str, steps: int, watch: Wa
     def counted() -> dict[str, int]:
         return {part: main.get_by_text(part, exact=True).count() for part in parts}
 
+    def listed() -> list[str]:  # the LoRA files' paths and download names, as shown
+        text = main.inner_text()
+        files = text[text.index("Your LoRA") :].split("In MLflow")[0] if "Your LoRA" in text else ""
+        return re.findall(r"\S+\.safetensors", files)
+
+    def clean() -> bool:
+        files = listed()
+        return set(counted().values()) == {1} and bool(files) and len(files) == len(set(files))
+
     try:  # the finished monitor once, with nothing left over from its live refreshes
-        wait_for(lambda: set(counted().values()) == {1}, scaled(10), "one of each part", page)
+        wait_for(clean, scaled(10), "one of each part, each LoRA file once", page)
     except AssertionError as err:
         shot(page, f"newcomer-bug-monitor-leftovers-{run_id[:8]}")
-        raise AssertionError(f"{err}\nparts shown: {counted()}") from None
-    text = main.inner_text()
-    listed = re.findall(r"\S+\.safetensors", text[text.index("Your LoRA") :].split("In MLflow")[0])
-    assert listed and len(listed) == len(set(listed)), f"LoRA files listed: {listed}"
+        raise AssertionError(f"{err}\nparts shown: {counted()}; files: {listed()}") from None
     assert not [s for s in watch.steps if "?" in s], f"a step count without total: {watch.steps}"
     return took
 

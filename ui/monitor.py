@@ -10,6 +10,8 @@ samples only when the step or the sample count changed (cached). The run as seen
 from __future__ import annotations
 
 import time
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -30,7 +32,7 @@ from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, reconcile_on_load, resume_jo
 from ui.mlflow_links import render_mlflow_links
 from ui.monitor_progress import PHASE_LABELS, render_progress
 from ui.monitor_usage import render_usage_downloads
-from ui.monitor_validation import mark_best, render_validation
+from ui.monitor_validation import make_final_now, mark_best, render_validation
 from ui.monitor_view import ENDED_STATUS, STATUS_LABELS, RunView, load_view
 from ui.store_errors import store_boundary
 from ui.text import code, plain, plain_line
@@ -65,7 +67,8 @@ def _marker(view: RunView, *keys: str) -> tuple:
     # Cached reads refresh when any of these change; ended runs are frozen.
     if not view.alive and view.status != "RUNNING":
         return (view.status, view.progress.get("updated"))
-    return tuple(view.progress.get(k) for k in keys)
+    launch = view.job.started if view.job else None  # a resumed run counts on from its last
+    return (launch, *(view.progress.get(k) for k in keys))
 
 
 # ----------------------------------------------------------------------------------- run picker
@@ -313,6 +316,29 @@ def render_files(settings: StudioSettings, view: RunView) -> None:
     if checkpoints and view.phase != "finished":
         names = plain(", ".join(p.name for p in checkpoints))
         st.caption(f"Checkpoints: {names} — Resume continues from the newest.")
+        if view.ended and not files:
+            _offer_checkpoint_lora(settings, view, checkpoints[-1])
+
+
+def _offer_checkpoint_lora(settings: StudioSettings, view: RunView, newest: Path) -> None:
+    """A stopped run has no final LoRA: its newest checkpoint can be one now (Resume still
+    trains on, and its end writes the final again)."""
+    from trainer.engine.checkpoint import PREFIX  # loaded already: the caller listed them
+
+    step = int(newest.name.removeprefix(PREFIX))
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    left.caption(
+        f"This run stopped before its final LoRA was saved. The checkpoint of step {step} holds "
+        "a usable LoRA: make it this run's LoRA to download and use it now."
+    )
+    if right.button(
+        f"Use step {step} as the LoRA",
+        icon=":material/verified:",
+        key=f"ckpt_final_{view.run_id}_{step}",
+        help="Saves the checkpoint's LoRA as the run's final LoRA, with its model card and "
+        "scripts. Resume still continues from the checkpoint and writes the final at its end.",
+    ) and make_final_now(settings, view.run_id, step):
+        st.rerun()
 
 
 def _stored_downloads(settings: StudioSettings, run_id: str, finals: list[str]) -> None:
@@ -339,15 +365,23 @@ def render_live(settings: StudioSettings, run_id: str, was_active: bool = False)
     dead = dead and (view.exit is not None or time.time() - view.job.started > 10)
     if dead and reconcile_on_load(settings, force=True):
         view = load_view(settings, run_id)
-    render_header(settings, view)
-    render_progress(view)
-    render_errors(view)
-    render_controls(settings, view)
-    render_charts(settings, view)
-    render_validation(settings, view)  # best checkpoint, make final, overfitting
-    render_samples(settings, view)
-    render_files(settings, view)
-    render_log(view)
+    sections = (
+        partial(render_header, settings, view),
+        partial(render_progress, view),
+        partial(render_errors, view),
+        partial(render_controls, settings, view),
+        partial(render_charts, settings, view),
+        partial(render_validation, settings, view),  # best checkpoint, make final, overfitting
+        partial(render_samples, settings, view),
+        partial(render_files, settings, view),
+        partial(render_log, view),
+    )
+    for section in sections:
+        # One container each, so a section that grows or shrinks (Stop goes, files come) never
+        # shifts the next one's place: while a rerun replaces them the browser showed the old
+        # elements under the new, e.g. a LoRA file listed twice.
+        with st.container():
+            section()
     if was_active and not view.alive:
         st.rerun()  # the run ended: render once more without the timer
     _relabel_picker(view)
