@@ -144,3 +144,28 @@ def test_before_any_measurement_the_whole_run_prediction_counts_down_from_launch
     # The trainer's measured ETA wins as soon as there is one.
     measured = {"eta_s": 40.0, "updated": 1200.0, "step": 3}
     assert eta_text(measured, now=1200.0, **predicted, **running)[0] == "40 s"
+
+
+def test_a_resumed_launch_counts_its_samples_on(tmp_path) -> None:
+    """The launcher keeps the sample count for a resume; the new trainer's writer counts on from
+    it, so the monitor's samples (cached on the count) refresh instead of showing old ones."""
+    from trainer.tracking.progress import write_progress
+
+    write_progress(tmp_path, {"phase": "queued", "step": 40, "samples": 8})
+    writer = ProgressWriter(tmp_path)
+    assert writer.last["samples"] == 8
+    writer.update(force=True, phase="training", step=41)
+    assert read_progress(tmp_path)["samples"] == 8
+    assert ProgressWriter(tmp_path / "fresh").last == {}  # a first launch starts from nothing
+
+
+def test_a_step_far_from_the_prediction_is_explained() -> None:
+    from ui.monitor_progress import speed_note
+
+    assert speed_note(0.12, 0.1, load=0.2) == ""  # near the prediction: nothing to say
+    assert speed_note(None, 0.1, load=0.2) == "" and speed_note(0.2, None, load=None) == ""
+    busy = speed_note(0.211, 0.1, load=2.5)
+    assert "2.1× the 0.1 s the advisor predicted" in busy and "busy (load 2.5 per core)" in busy
+    quiet = speed_note(0.211, 0.1, load=0.1)
+    assert "busy" not in quiet and "finished runs" in quiet
+    assert "faster than predicted" in speed_note(0.05, 0.1, load=None)

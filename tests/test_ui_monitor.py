@@ -141,6 +141,14 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         at.run()
         assert get_run_record(settings.tracking_uri, job.run_id).status == "KILLED"
         assert "**Status:** :material/stop_circle: stopped" in texts(at)
+        # No final LoRA yet: the newest checkpoint can be one now, and Resume still trains on.
+        offer = [b for b in at.button if b.key.startswith(f"ckpt_final_{job.run_id}_")]
+        assert len(offer) == 1 and "**Your LoRA**" not in texts(at)
+        offer[0].click().run()
+        assert not at.exception, at.exception
+        assert "**Your LoRA**" in texts(at) and at.get("download_button")
+        assert list((job.job_dir / "lora").glob("*.safetensors"))  # the final, in the job folder
+        assert not [b for b in at.button if b.key.startswith("ckpt_final_")]
         resume = at.button(key=f"resume_{job.run_id}")
         assert not resume.disabled
         resume.click().run()
@@ -149,7 +157,7 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         assert relaunched.pid != job.pid and job_alive(relaunched)
         shown = texts(at)  # the page re-rendered after the click
         assert "**Status:** :material/sync: resuming" in shown and (
-            "Queued" in shown or "Loading" in shown
+            "Starting the trainer" in shown or "Loading" in shown
         )
         wait_for(
             lambda: get_run_record(settings.tracking_uri, job.run_id).status == "RUNNING",
@@ -341,3 +349,24 @@ def test_mlflow_links_show_at_once_when_the_studios_mlflow_ui_runs(
     assert any(u.startswith("http://127.0.0.1:5998/#/experiments/") for u in links), links
     assert any("MLflow's own UI (http://127.0.0.1:5998)" in c.value for c in at.caption)
     assert not started
+
+
+def test_a_new_launch_refreshes_the_cached_samples(tmp_path: Path) -> None:
+    """The samples and LoRA lists are cached on the progress; a resumed launch is another key even
+    where its counts match an earlier moment of the first launch (it showed step 20 at step 80)."""
+    from trainer.tracking.job_file import JobInfo
+    from ui.monitor import RunView, _marker
+
+    def view(started: float) -> RunView:
+        job = JobInfo("r1", 1, started, ["python"], "config.yaml")
+        progress = {"samples": 4, "phase_done": 2}
+        return RunView(
+            "r1", "my_lora", "RUNNING", "0", "", {}, None, tmp_path, job, True, progress, None, None
+        )
+
+    assert _marker(view(100.0), "samples", "phase_done") == _marker(
+        view(100.0), "samples", "phase_done"
+    )
+    assert _marker(view(100.0), "samples", "phase_done") != _marker(
+        view(200.0), "samples", "phase_done"
+    )

@@ -11,12 +11,14 @@ Before the trainer has measured a step it counts the advisor's prediction for th
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
+from advisor.cpu_load import BUSY_LOAD_PER_CORE, load_average
 from trainer.durations import format_duration
 from trainer.jobs.active import progress_fraction
 from ui.monitor_view import RunView
@@ -35,6 +37,7 @@ PHASE_LABELS = {  # Material icons: emoji show as empty boxes without an emoji f
     "failed": (":material/error:", "Failed"),
     "killed": (":material/stop_circle:", "Stopped"),
 }
+SPEED_NOTE_RATIO = 1.5  # steps this much slower (or faster) than predicted get a word of why
 FLOW = ("loading", "caching", "training", "sampling", "saving", "finished")
 
 
@@ -159,6 +162,38 @@ def render_progress(view: RunView) -> None:
     _render_speed(cols[3], p.get("s_per_step"), view.predicted_s_per_step)
     loss = p.get("loss_smoothed") or p.get("loss")
     cols[4].metric("Loss (smoothed)", f"{loss:.4f}" if loss is not None else "—")
+    note = speed_note(p.get("s_per_step"), view.predicted_s_per_step, load_per_core())
+    if note and view.running:
+        st.caption(note)
+
+
+def load_per_core() -> float | None:
+    """The 1-minute load average per core, None where the system has none."""
+    load = load_average()
+    return load / (os.cpu_count() or 1) if load is not None else None
+
+
+def speed_note(measured: float | None, predicted: float | None, load: float | None) -> str:
+    """Why the steps run far from the advisor's prediction, in words; "" when they run near it
+    (within SPEED_NOTE_RATIO either way) or either number is missing."""
+    if not measured or not predicted:
+        return ""
+    ratio = measured / predicted
+    if 1 / SPEED_NOTE_RATIO < ratio < SPEED_NOTE_RATIO:
+        return ""
+    said = f"Steps take {ratio:.1f}× the {predicted:.3g} s the advisor predicted at launch"
+    if ratio < 1:
+        return f"{said}: faster than predicted, so the run ends sooner."
+    if load is not None and load >= BUSY_LOAD_PER_CORE:
+        return (
+            f"{said}. The machine is busy (load {load:.1f} per core): other processes share its "
+            "cores. The ETA uses the measured speed."
+        )
+    return (
+        f"{said}. The advisor's formulas assume a quiet machine and learn from this machine's "
+        "finished runs, so the next prediction for a run like this one comes closer. The ETA "
+        "uses the measured speed."
+    )
 
 
 def _render_speed(col: Any, measured: float | None, predicted: float | None) -> None:
@@ -170,6 +205,7 @@ def _render_speed(col: Any, measured: float | None, predicted: float | None) -> 
             value,
             delta=f"{change:+.0f}%",  # short: a metric's delta is cut to the column's width
             delta_color="inverse",
+            delta_description="vs predicted",
             help=(
                 f"Measured seconds per step against the advisor's prediction at launch: "
                 f"{predicted:.3g} s per step."

@@ -82,6 +82,8 @@ class RunView:
             return phase
         if self.alive and self.stop_requested and phase != "saving":
             return "stopping"
+        if phase == "queued" and self.alive:  # launched; the trainer has not reported in yet
+            return "starting"
         return phase or ("starting" if self.alive else "queued")
 
     @property

@@ -64,6 +64,7 @@ from trainer.lora.hub import push_after_training
 from trainer.lora.io import load_lora_file, save_lora
 from trainer.lora.usage import publish_usage_files
 from trainer.startup_gc import release as release_collector
+from trainer.tracking.layout import TAG_FINAL_FROM_STEP
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -385,6 +386,8 @@ def save_final(ctx: RunContext, cfg: TrainingConfig, arch: Arch, step: int) -> l
         else:  # the diffusers layout is a folder of its own
             ctx.tracker.log_artifacts(file.parent, f"lora/{file.parent.name}")
     publish_usage_files(files[0], cfg, ctx.tracker, job_dir=ctx.job_dir, step=step, arch=arch)
+    # The final is this step's, also where a checkpoint was made final before a resume.
+    ctx.tracker.set_tags({TAG_FINAL_FROM_STEP: str(step)})
     if cfg.save.push_to_hub:  # only after the local save: a failed upload is a warning
         ctx.tracker.flush()
         push_after_training(out, cfg, ctx.tracker)

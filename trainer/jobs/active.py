@@ -32,7 +32,8 @@ class ActiveJob:
 
     @property
     def phase(self) -> str:
-        return self.progress.get("phase") or "starting"
+        phase = self.progress.get("phase")  # 'queued': launched, the trainer not reported in yet
+        return "starting" if phase in (None, "queued") else phase
 
     @property
     def fraction(self) -> float:

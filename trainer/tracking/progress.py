@@ -78,7 +78,10 @@ class ProgressWriter:
     def __init__(self, job_dir: str | Path, min_interval_s: float = 1.0) -> None:
         self.job_dir = Path(job_dir)
         self.min_interval_s = min_interval_s
-        self.last: dict[str, Any] = {}
+        # A resumed run counts its preview images on from where its last launch left them
+        # (the launcher keeps the count): the monitor refreshes its samples when it grows.
+        samples = (read_progress(self.job_dir) or {}).get("samples")
+        self.last: dict[str, Any] = {"samples": samples} if samples else {}
         self._written_at = -math.inf
         self._pending = False
 
