@@ -84,6 +84,7 @@ def test_make_final_copies_the_checkpoint_and_keeps_the_old_final(tracked_run: s
     logged = {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, "val_loss")}
     best = min((2, 4), key=logged.__getitem__)  # both saved LoRAs were scored
     assert MlflowClient(uri).get_run(run_id).data.tags[TAG_BEST_STEP] == str(best)
+    assert MlflowClient(uri).get_run(run_id).data.tags[TAG_FINAL_FROM_STEP] == "4"  # the end
     step2 = artifact(uri, run_id, "checkpoints/step_00000002/best.safetensors")
     trained_final = artifact(uri, run_id, "lora/best.safetensors")
     assert step2 != trained_final
