@@ -7,12 +7,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from trainer.demo.tiny import build_all, ensure_demo
+from trainer.demo.tiny import ensure_demo
 from trainer.settings import load_settings
 from trainer.tracking.reachability import store_problem
 from ui import state
 from ui.access import bind_address
 from ui.boundary import advisor_boundary
+from ui.demo_build import render_build_button, render_built_notice
 from ui.navigation import leave_legacy_pages_mode
 from ui.notify_settings import render_notify_settings
 from ui.preflight import confirm
@@ -80,12 +81,9 @@ with right:
     for name, built in status.demo.items():
         mark = ":material/check_circle: ready" if built else ":material/pending: not built yet"
         st.markdown(f"- {name}: {mark}")
-    if not all(status.demo.values()) and st.button(
-        "Build demo models and dataset", key="build_demo"
-    ):
-        with st.spinner("Building tiny SD1.5, SDXL and Flux pipelines and a demo dataset..."):
-            build_all(settings.home)
-        st.rerun()
+    render_built_notice()  # after a build: what was built, and where
+    if not all(status.demo.values()):
+        render_build_button(settings.home)
 
 render_notify_settings(settings)  # where a message goes when a run ends
 

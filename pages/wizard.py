@@ -9,9 +9,9 @@ from ui import state
 from ui.advisor_column import render_advisor_column
 from ui.context import studio_context
 from ui.navigation import leave_legacy_pages_mode
+from ui.step_body import render_step_fields
 from ui.summary import render_summary_header
 from ui.text import plain
-from ui.widgets import render_step_fields
 from ui.wizard import (
     render_dataset_sources,
     render_model_details,

@@ -121,12 +121,12 @@ def test_the_panel_says_what_a_run_downloads_and_what_is_cached(hub_env: HubEnv)
     assert "`v1-5-pruned.safetensors`" in shown  # under "Not downloaded"
     assert at.button(key="wiz:download").label == f"Download {format_bytes(needed)}"
     # the model card and the advisor column's disk line carry the download too
-    assert "| Native resolution | 512 px |" in shown
+    assert "- **Native resolution:** 512 px" in shown
     assert (
-        f"| Download | {format_bytes(needed)} left to download (of {format_bytes(needed)}) |"
+        f"- **Download:** {format_bytes(needed)} left to download (of {format_bytes(needed)})"
         in shown
     )
-    assert "| Licence | openrail |" in shown and "| Gated | no |" in shown
+    assert "- **Licence:** openrail" in shown and "- **Gated:** no" in shown
     assert f"+ {format_bytes(needed)} model download to `{hub_env.cache_dir}`" in shown
     assert "is not downloaded yet" in shown  # the advisor's blocking finding
 
@@ -135,11 +135,11 @@ def test_the_model_card_uses_the_advisors_vram_prediction() -> None:
     at = open_page("pages/wizard.py")
     go_to_step(at, "model")
     widget(at, "cfg:model.arch").set_value("sdxl").run()
-    rows = {
-        line.split("|")[1].strip(): line.split("|")[2].strip()
+    rows = dict(  # the card's "- **what:** value" lines
+        line.removeprefix("- **").split(":** ", 1)
         for line in texts(at).splitlines()
-        if line.startswith("| ") and line.count("|") == 3
-    }
+        if line.startswith("- **") and ":** " in line
+    )
     assert rows["Native resolution"] == "64 px"  # the demo SDXL: tiny, no download
     assert rows["Download"] == "none: built on this machine"
     prediction = at.session_state["_studio_context"][1].prediction
@@ -154,7 +154,7 @@ def test_the_model_card_uses_the_advisors_vram_prediction() -> None:
         )
     at.text_input(key="cfg:model.name_or_path").set_value("owner/model").run()  # offline: real
     shown = texts(at)
-    assert "| Native resolution | 1024 px |" in shown
+    assert "- **Native resolution:** 1024 px" in shown
     assert "2.57 B denoiser + 0.82 B in 2 text encoders" in shown
 
 
@@ -172,11 +172,11 @@ def test_offline_with_a_cached_copy_uses_it(monkeypatch: pytest.MonkeyPatch, tmp
     shown = texts(at)
     assert "**Offline:**" in shown and f"**A cached copy is used:** `{snapshot}`" in shown
     assert "The Hub was not asked (offline); the cached copy is used." in shown
-    assert "| Licence | unknown (the Hub was not asked) |" in shown
+    assert "- **Licence:** unknown (the Hub was not asked)" in shown
     assert "wiz:download" not in keys(at)
     at.text_input(key="cfg:model.name_or_path").set_value("owner/elsewhere").run()
     assert "**No cached copy on this machine:**" in texts(at)
-    assert "| Download | — (no loadable model yet) |" in texts(at)
+    assert "- **Download:** — (no loadable model yet)" in texts(at)
 
 
 def test_progress_cancel_and_resume_read_the_download_state(
@@ -239,7 +239,7 @@ def test_download_button_fetches_the_model_and_unblocks_it(hub_env: HubEnv) -> N
     assert "**In the local cache:** cached (all" in shown
     assert "**Cached:** ready to train, nothing to download." in shown
     assert f"On the Hugging Face Hub and cached ({format_bytes(needed)}): ready." in shown
-    assert f"| Download | none: cached ({format_bytes(needed)}) |" in shown
+    assert f"- **Download:** none: cached ({format_bytes(needed)})" in shown
     assert "is not downloaded yet" not in shown and "model download to" not in shown
     assert "wiz:download" not in keys(at)
 

@@ -366,8 +366,14 @@ def _gated_words(source: ModelSource) -> str:
     return "yes: accept its licence on the model page"
 
 
+def model_card_markdown(label: str, rows: list[tuple[str, str]]) -> str:
+    """The card as a titled list of 'what: value' lines (a two-column table had an empty header
+    row); a value can quote the Hub's licence text, so it shows as text."""
+    lines = "\n".join(f"- **{what}:** {plain(value)}" for what, value in rows)
+    return f"**Model card · {label}**\n\n{lines}"
+
+
 def render_model_card(arch: str, context: StudioContext) -> None:
     label = model_facts_of(arch).label
-    rows = model_card_rows(arch, context)
-    table = "\n".join(f"| {what} | {value} |" for what, value in rows)
-    st.markdown(f"**Model card · {label}**\n\n| | |\n|---|---|\n{table}")
+    with st.container(border=True, key="model_card"):
+        st.markdown(model_card_markdown(label, model_card_rows(arch, context)))

@@ -29,14 +29,15 @@ from pydantic.fields import FieldInfo
 
 from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.introspection import field_bounds, field_meta, iter_fields, nested_model
-from trainer.config.paths import concrete_paths, generic_path
+from trainer.config.paths import generic_path
 from trainer.config.safe_yaml import load_yaml
 from ui import state
 from ui.advice import explain_field, label_of, short_value
+from ui.field_gates import gate_note, off_switch
 from ui.number_text import format_number, number_bounds, parse_number
 from ui.preflight import follow_run_length, run_length
 from ui.steps_epochs import EPOCHS, offered, render_run_length, store
-from ui.text import code, plain
+from ui.text import plain
 
 ERRORS = "field_errors"  # path -> message for input that could not be read
 _SHADOW = "_shadow:"  # path -> the draft value the widget was last seeded with
@@ -53,6 +54,17 @@ AUTO_FALLBACKS: dict[str, Any] = {
 }
 _MISSING = object()
 NUMBER_KINDS = ("int", "float")
+TABLE_ROW_PX = 35  # the data editor's row height
+# Column widths (px): the prompt (a required text) and its negative show whole in the wizard's
+# column; the per-prompt overrides, numbers of 75 px ("small"), scroll into view beside them.
+TABLE_TEXT_PX = {True: 280, False: 160}  # by required
+# Column headers short enough for a narrow column (the full description is the column's help).
+TABLE_LABELS = {
+    "neg": "Negative prompt",
+    "guidance_scale": "Guidance",
+    "sample_steps": "Steps",
+    "network_multiplier": "LoRA strength",
+}
 
 
 def widget_key(path: str) -> str:
@@ -331,6 +343,7 @@ def render_field(path: str) -> None:
     s = spec_of(path)
     value = state.get_value(path)
     label = label_of(path)
+    switch = off_switch(path)  # e.g. the quantization type while quantization is off
     try:
         if s.kind == "table":
             _table(path, s, value, label)
@@ -338,9 +351,11 @@ def render_field(path: str) -> None:
             _auto_widget(path, s, value, label)
         else:
             _sync(path, {widget_key(path): _to_widget(s, value)}, value)
-            _input(path, s, label, widget_key(path), _commit)
+            _input(path, s, label, widget_key(path), _commit, disabled=switch is not None)
     except Exception as err:  # a field must never take the page down
         st.error(f"**Error:** could not show {label} ({plain(err)}).", icon=":material/error:")
+    if switch:
+        st.caption(gate_note(switch))
     _messages(path, value)
     if path == EPOCHS:
         render_run_length()  # "1,200 steps = 10 epochs of 120 steps (...)"
@@ -455,18 +470,27 @@ def _table(path: str, s: Spec, value: Any, label: str) -> None:
         on_change=_commit_table,
         args=(path,),
         width="stretch",
+        height=table_height(len(rows)),
+        placeholder="",  # an empty cell is a setting left unset: blank, not the word "None"
+        alt=label,
     )
+
+
+def table_height(rows: int) -> int:
+    """Pixels for the header, the rows (room for three at least, scrolling past twelve) and the
+    row that adds one: 'auto' gave an empty table a sliver."""
+    return TABLE_ROW_PX * (min(max(rows, 3), 12) + 2) + 3
 
 
 def _column_config(model: type[BaseModel]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         sub = _analyse(name, info)
-        label, help_ = label_of(name), info.description
+        label, help_ = TABLE_LABELS.get(name) or label_of(name), info.description
         required = info.is_required()
         if sub.kind == "choice":
             config[name] = st.column_config.SelectboxColumn(
-                label, options=list(sub.choices), help=help_, required=required
+                label, options=list(sub.choices), help=help_, required=required, width="medium"
             )
         elif sub.kind in ("int", "float"):
             config[name] = st.column_config.NumberColumn(
@@ -476,10 +500,11 @@ def _column_config(model: type[BaseModel]) -> dict[str, Any]:
                 max_value=sub.high,
                 step=1 if sub.kind == "int" else 0.01,
                 required=required,
+                width="small",
             )
         else:
             config[name] = st.column_config.TextColumn(
-                label, help=help_, required=required, width="large" if required else None
+                label, help=help_, required=required, width=TABLE_TEXT_PX[required]
             )
     return config
 
@@ -521,51 +546,3 @@ def _commit_table(path: str) -> None:
     rows = table_rows(base, edits, spec_of(path).row_model)
     state.set_value(path, rows)
     st.session_state[_SHADOW + path] = copy.deepcopy(rows)
-
-
-# ----------------------------------------------------------------------------------- step body
-def render_step_fields(step: str, show_expert: bool) -> None:
-    """The step's fields for the draft's architecture: basic, advanced (expander), expert."""
-    arch = state.get_value("model.arch", "sd15")
-    n_datasets = len(state.get_value("datasets") or [None])
-    fields = step_fields(step)
-    shown = [f for f in fields if applies(f, arch)]
-    hidden = [f for f in fields if not applies(f, arch)]
-    if not shown:
-        st.info(
-            f"**Not needed for {ARCH_LABELS[arch]}:** none of this step's settings apply to it.",
-            icon=":material/info:",
-        )
-    by_level = {level: [f for f in shown if spec(f).level == level] for level in LEVELS}
-    _render_group(by_level["basic"], n_datasets)
-    if by_level["advanced"]:
-        with st.expander(f"More settings ({len(by_level['advanced'])} advanced)"):
-            _render_group(by_level["advanced"], n_datasets)
-    if by_level["expert"]:
-        if show_expert:
-            with st.expander(f"Expert settings ({len(by_level['expert'])})", expanded=True):
-                _render_group(by_level["expert"], n_datasets)
-        else:
-            st.caption(
-                f":material/lock: {len(by_level['expert'])} expert setting(s) hidden — turn on "
-                "**Show expert settings** to see them."
-            )
-    if hidden:
-        notes = ", ".join(
-            f"{label_of(f)} ({' / '.join(ARCH_LABELS[a] for a in spec(f).archs)} only)"
-            for f in hidden
-        )
-        st.caption(f":material/info: **Hidden for {ARCH_LABELS[arch]}:** {notes}.")
-
-
-def _render_group(generics: list[str], n_datasets: int) -> None:
-    shared = [g for g in generics if not g.startswith("datasets.0.")]
-    per_dataset = [g for g in generics if g.startswith("datasets.0.")]
-    for generic in shared:
-        render_field(generic)
-    for index in range(n_datasets if per_dataset else 0):
-        if n_datasets > 1:
-            folder = state.get_value(f"datasets.{index}.folder_path") or "no folder yet"
-            st.markdown(f"**Dataset {index + 1}** · {code(folder)}")
-        for generic in per_dataset:
-            render_field(concrete_paths(generic, index + 1)[index])
