@@ -103,6 +103,12 @@ def test_review_greys_out_the_quantization_type_too() -> None:
     at = open_page("pages/review.py")
     assert widget(at, "cfg:model.qtype").disabled
     assert GATE_NOTE.format("Quantize the model") in texts(at)
+    title = WIZARD_STEPS["quantization"][0]
+    summary = next(label for label in expander_labels(at) if label.startswith(f"{title} — "))
+    assert "float8" not in summary and "Quantization type" not in summary  # not a choice made
+    at.toggle(key="cfg:model.quantize").set_value(True).run()
+    summary = next(label for label in expander_labels(at) if label.startswith(f"{title} — "))
+    assert "Quantization type: " in summary
 
 
 # ----------------------------------------------------------------- 3. the prompt table

@@ -19,6 +19,7 @@ from ui.advisor_column import render_findings, show_value
 from ui.boundary import advisor_boundary
 from ui.compare_store import bump
 from ui.context import StudioContext, apply_fix
+from ui.field_gates import off_switch
 from ui.hub_sign_in import render_hub_sign_in
 from ui.jobs import LaunchRefused, launch_draft, open_monitor
 from ui.launch_name import LaunchName, launch_name
@@ -45,7 +46,8 @@ def render_editable_summary() -> None:
         if not basic:
             continue
         values = []
-        for generic in basic[:3]:
+        shown = [f for f in basic if not off_switch(f)]  # no "float8" while quantization is off
+        for generic in shown[:3]:
             value = show_value(state.get_value(concrete_paths(generic, n)[0]))
             if generic == "name" and saved_as and saved_as.renamed and value == saved_as.wanted:
                 value = f"{value} → {saved_as.given}"
