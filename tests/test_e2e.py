@@ -293,6 +293,13 @@ def test_a_stopped_run_resumes_from_its_checkpoint(studio_page, studio_server: S
     expect(resume).to_be_enabled()
     resume.click()
     wait_idle(page)
+    picker = main.get_by_role("combobox", name="Run")
+    wait_for(  # the label follows the status after Resume too (it kept 'stopped' while training)
+        lambda: " · stopped · " not in picker.input_value(),
+        scaled(15),
+        "the run picker to stop saying 'stopped'",
+        page,
+    )
     first_seen: list[int] = []
 
     def continued() -> bool:

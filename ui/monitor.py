@@ -389,13 +389,13 @@ def render_live(settings: StudioSettings, run_id: str, was_active: bool = False)
 
 
 def _relabel_picker(view: RunView) -> None:
-    """Rerun the page once when the run picker (outside this fragment) names another status
-    than the run has now (e.g. 'stopped' after a resumed run finished): the browser shows a
-    select box's label as it was last sent."""
+    """Rerun the page once per status when the run picker (outside this fragment) names
+    another status than the run has now (e.g. 'stopped' after Resume, 'running' after it
+    finished): the browser shows a select box's label as it was last sent."""
     shown = st.session_state.get(_PICKED_LABEL) or ""
     word = view.status_label[1]
-    guard = f"_monitor:relabelled:{view.run_id}:{word}"
-    if view.ended and f" · {word} · " not in shown and not st.session_state.get(guard):
+    guard = f"_monitor:relabelled:{view.run_id}:{view.job.started if view.job else ''}:{word}"
+    if f" · {word} · " not in shown and not st.session_state.get(guard):
         st.session_state[guard] = True
         st.rerun()
 
