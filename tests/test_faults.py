@@ -251,7 +251,7 @@ def test_two_launches_at_once_then_a_studio_restart_finds_the_job(
     barrier = threading.Barrier(2)
 
     def launch_twin(name: str) -> None:
-        cfg = long_config(name, 200, 1000)
+        cfg = long_config(name, 20_000, 100_000)  # still training when checked: stopped at the end
         barrier.wait()
         try:
             results.append(launch(settings, cfg))
