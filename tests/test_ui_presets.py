@@ -103,3 +103,44 @@ def test_import_from_kohya_fills_the_draft_and_lists_what_did_not_map(home: Path
     assert draft["train"]["epochs"] == 10  # max_train_epochs maps since epochs exist
     message = at.success[0].value
     assert "kohya-toml" in message and "7 not mapped" in message and "xformers" in message
+
+
+def test_a_loaded_preset_gets_recommendations_for_its_own_model(home: Path) -> None:
+    """Preflight on the demo recommends the demo's 64 px and 30 steps; a preset for a real model
+    loaded after must not be offered those ("Use all recommended values" would shrink it)."""
+    at = open_presets()
+    at.switch_page("pages/preflight.py").run()
+    at.toggle(key="pf:demo").set_value(True).run()
+    at.button(key="pf:confirm").click().run()
+    meta = at.session_state["draft_meta"]
+    assert meta["recommendations"]["datasets.0.resolution"]["value"] == [64]
+    assert meta["recommended_for_model"] == "demo:sd15"
+    at.switch_page("pages/presets.py").run()
+    at.selectbox(key="pre:choice").set_value("person_sd15 (built-in)").run()
+    at.button(key="pre:load").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    meta, data = at.session_state["draft_meta"], at.session_state["draft"]
+    assert meta["recommended_for_model"] == data["model"]["name_or_path"] != "demo:sd15"
+    recs = meta["recommendations"]
+    assert recs["datasets.0.resolution"]["value"] != [64]
+    assert "tiny demo" not in " ".join(rec["reason"] for rec in recs.values())
+
+
+def test_recommendations_for_another_model_say_so_and_offer_to_recommend_again(
+    home: Path,
+) -> None:
+    at = open_presets()
+    at.switch_page("pages/preflight.py").run()
+    at.toggle(key="pf:demo").set_value(True).run()
+    at.button(key="pf:confirm").click().run()
+    data = at.session_state["draft"]
+    data["model"]["name_or_path"] = "my-org/my-sd15"  # as the model step would set it
+    at.session_state["draft"] = data
+    at.switch_page("pages/wizard.py").run()
+    shown = " ".join(m.value for m in at.markdown)  # the model names as text: ':' escaped
+    assert "These were made for **demo\\:sd15**; the draft is now my-org/my-sd15." in shown
+    refresh = [b for b in at.button if b.key and b.key.endswith(":refresh")]
+    assert refresh and refresh[0].label == "Recommend for my-org/my-sd15"
+    refresh[0].click().run()
+    assert at.session_state["draft_meta"]["recommended_for_model"] == "my-org/my-sd15"
+    assert "These were made for" not in " ".join(m.value for m in at.markdown)

@@ -19,7 +19,7 @@ from ui.advice import Finding, Prediction
 from ui.boundary import advisor_boundary
 from ui.compare_history import render_history_hint
 from ui.context import StudioContext, apply_fix
-from ui.preflight import apply_recommended, refresh_recommendations
+from ui.preflight import apply_recommended, recommendations_made_for, refresh_recommendations
 from ui.summary import format_duration, gb_text, memory_text, no_gpu
 from ui.text import plain_line
 from ui.widgets import ARCH_LABELS, step_fields
@@ -85,15 +85,20 @@ def render_recommendations(
         if fields is None or generic_path(path) in fields
     ]
     differing = [(p, r) for p, r in recs if not state.same_value(state.get_value(p), r["value"])]
-    made_for = state.meta().get("recommended_for")
-    arch = state.get_value("model.arch")
-    if context.recommendations and made_for and made_for != arch:
+    stale = recommendations_made_for()
+    if stale:
+        what, made_for = stale
+        if what == "architecture":
+            arch = state.get_value("model.arch")
+            was, now = ARCH_LABELS.get(made_for, made_for), ARCH_LABELS.get(arch, arch)
+        else:
+            was, now = made_for, str(state.get_value("model.name_or_path") or "no base model")
         st.markdown(
-            f":material/info: These were made for **{ARCH_LABELS.get(made_for, made_for)}**; "
-            f"the draft is now {ARCH_LABELS.get(arch, arch)}."
+            f":material/info: These were made for **{plain_line(was)}**; the draft is now "
+            f"{plain_line(now)}."
         )
         st.button(
-            f"Recommend for {ARCH_LABELS.get(arch, arch)}",
+            f"Recommend for {plain_line(now)}",
             key=f"{key_prefix}:refresh",
             on_click=refresh_recommendations,
             icon=":material/refresh:",

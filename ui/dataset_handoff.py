@@ -14,6 +14,7 @@ import streamlit as st
 
 from trainer.data import library as dm
 from ui import state
+from ui.preflight import recommend_again_if_kept
 from ui.status import WIZARD_PAGE
 from ui.text import code
 
@@ -48,6 +49,7 @@ def train_on(folder: Path, trigger_word: str | None) -> None:
     index = first_training_dataset()
     state.use_dataset_folder(index, str(folder.expanduser().absolute()), trigger_word)
     state.set_meta("step", DATASET_STEP)
+    recommend_again_if_kept()  # its images, sizes and captions: the advice follows them
 
 
 def render_train_handoff(folder: Path) -> None:

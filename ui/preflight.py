@@ -293,13 +293,44 @@ def confirm(answers: dict[str, Any], overrides: dict[str, Any]) -> list[Recommen
     hw = advice.apply_overrides(detected_hardware(), overrides)
     recs = honest(advice.smart_defaults(state.draft(), hw, intent), meta)
     state.set_values({rec.path: rec.value for rec in recs})
+    meta["preflight_done"] = True
+    keep_recommendations(recs)
+    state.autosave()
+    return recs
+
+
+def keep_recommendations(recs: list[Recommendation]) -> None:
+    """Remember ``recs`` as the draft's recommendations, with the architecture and model they
+    were made for (``recommendations_made_for``)."""
+    meta = state.meta()
     meta["recommendations"] = {
         rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
     }
-    meta["preflight_done"] = True
-    meta["recommended_for"] = arch
-    state.autosave()
-    return recs
+    meta["recommended_for"] = state.get_value("model.arch")
+    meta["recommended_for_model"] = str(state.get_value("model.name_or_path") or "")
+
+
+def recommendations_made_for() -> tuple[str, str] | None:
+    """(what, for) when the recommendations were made for another architecture or base model
+    than the draft has now (e.g. the demo's after loading a preset for a real model); None while
+    they fit."""
+    meta = state.meta()
+    if not meta.get("recommendations"):
+        return None
+    arch, model = state.get_value("model.arch"), str(state.get_value("model.name_or_path") or "")
+    if meta.get("recommended_for") and meta["recommended_for"] != arch:
+        return "architecture", meta["recommended_for"]
+    made_for_model = meta.get("recommended_for_model")
+    if made_for_model is not None and made_for_model != model:
+        return "model", made_for_model or "no base model"
+    return None
+
+
+def recommend_again_if_kept() -> None:
+    """After the draft was replaced or its data changed (a preset loaded, a dataset picked):
+    the recommendations, if there are any, are made again for it."""
+    if state.meta().get("recommendations"):
+        refresh_recommendations()
 
 
 def current_recommendations() -> list[Recommendation]:
@@ -352,7 +383,5 @@ def refresh_recommendations() -> None:
         recs = current_recommendations()
     if recommending.failed:
         return
-    state.meta()["recommendations"] = {
-        rec.path: {"value": rec.value, "reason": rec.reason, "source": rec.source} for rec in recs
-    }
-    state.set_meta("recommended_for", state.get_value("model.arch"))
+    keep_recommendations(recs)
+    state.autosave()

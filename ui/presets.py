@@ -15,6 +15,7 @@ from trainer.config.importers import import_text
 from trainer.config.io import ConfigError, loads_config
 from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
+from ui.preflight import recommend_again_if_kept
 from ui.state import draft, draft_to_yaml, replace_draft
 from ui.text import code, plain
 
@@ -204,6 +205,7 @@ def save_preset(settings: StudioSettings, name: str, text: str, source: str) -> 
 
 def load_into_draft(preset: Preset) -> None:
     replace_draft(loads_config(preset.text).model_dump(mode="json"))
+    recommend_again_if_kept()  # those for the old draft (the demo's 64 px, 30 steps) mislead
 
 
 def render_browser(settings: StudioSettings) -> None:
