@@ -8,9 +8,9 @@ through ``sysctl``, RAM through psutil and the disk holding the studio home thro
 1-minute load average, and on a busy machine the processes using the most CPU) tells predictions
 whether the machine is already busy: their times assume a quiet one.
 
-Every outside answer comes through a ``Readers`` object, so tests replay recorded NVML, sysfs
-and sysctl answers for each platform. A person can override any detected value (e.g. reserve
-4 GB of VRAM for other apps) with ``with_overrides``.
+Every outside answer comes through a ``Readers`` object (``advisor.system_readers``), so tests
+replay recorded NVML, sysfs and sysctl answers for each platform. A person can override any
+detected value (e.g. reserve 4 GB of VRAM for other apps) with ``with_overrides``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ import contextlib
 import os
 import platform
 import re
-import shutil
-import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from advisor.cpu_load import BUSY_LOAD_PER_CORE, busy_processes, load_average
+from advisor.cpu_load import BUSY_LOAD_PER_CORE
+from advisor.system_readers import Readers
 
 GB = 2**30
 UNIFIED_GPU_SHARE = (
@@ -110,83 +107,6 @@ class SystemProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# --------------------------------------------------------------------------------------- readers
-def _read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text(errors="replace").strip()
-    except OSError:
-        return None
-
-
-def _list_dir(path: str) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except OSError:
-        return []
-
-
-def _sysctl(name: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
-
-
-def _memory() -> tuple[float, float]:
-    mem = psutil.virtual_memory()
-    return float(mem.total), float(mem.available)
-
-
-def _disk_free(path: str) -> float:
-    return float(shutil.disk_usage(path).free)
-
-
-def _device_of(path: str) -> tuple[int, int] | None:
-    try:
-        st_dev = os.stat(path).st_dev
-    except OSError:
-        return None
-    return os.major(st_dev), os.minor(st_dev)
-
-
-def _cpu_counts() -> tuple[int, int]:
-    logical = os.cpu_count() or 1
-    physical = psutil.cpu_count(logical=False) or logical
-    return logical, physical
-
-
-def _load_nvml() -> Any | None:
-    try:
-        import pynvml  # optional: the NVIDIA driver's library binding, absent on many machines
-    except ImportError:
-        return None
-    return pynvml
-
-
-@dataclass
-class Readers:
-    """Every question detection asks the outside world; tests replace them with recordings."""
-
-    nvml: Callable[[], Any | None] = _load_nvml
-    read_text: Callable[[str], str | None] = _read_text
-    list_dir: Callable[[str], list[str]] = _list_dir
-    realpath: Callable[[str], str] = os.path.realpath
-    sysctl: Callable[[str], str | None] = _sysctl
-    system: Callable[[], str] = platform.system
-    machine: Callable[[], str] = platform.machine
-    memory: Callable[[], tuple[float, float]] = _memory
-    disk_free: Callable[[str], float] = _disk_free
-    device_of: Callable[[str], tuple[int, int] | None] = _device_of
-    cpu_counts: Callable[[], tuple[int, int]] = _cpu_counts
-    processor: Callable[[], str] = platform.processor
-    load_average: Callable[[], float | None] = load_average
-    busy_processes: Callable[[], tuple[str, ...]] = busy_processes
-    extra_notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------- NVIDIA

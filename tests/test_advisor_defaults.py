@@ -275,7 +275,7 @@ def test_the_trigger_word_follows_what_the_captions_already_use() -> None:
 
 
 def test_the_demo_dataset_scan_finds_its_trigger(demo_dataset) -> None:
-    from ui.advice import _count_folder
+    from ui.dataset_facts import _count_folder
 
     folder = _count_folder(str(demo_dataset), 0, "txt")
     assert folder.caption_trigger == "sks" and folder.captioned == folder.images > 0

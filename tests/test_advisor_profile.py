@@ -12,13 +12,13 @@ import pytest
 
 from advisor.profile import (
     GB,
-    Readers,
     detect_profile,
     disk_type,
     profile_from_dict,
     synthetic_profile,
     with_overrides,
 )
+from advisor.system_readers import Readers
 
 ROOT = Path(__file__).resolve().parent.parent
 Memory = namedtuple("Memory", "total free used")

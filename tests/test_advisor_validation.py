@@ -123,7 +123,7 @@ def test_the_advisors_scan_looks_at_the_validation_folder(tmp_path: Path) -> Non
 
 
 def test_the_studios_advisor_column_looks_at_the_validation_folder(tmp_path: Path) -> None:
-    from ui.advice import dataset_info  # the studio's own scan, not the advisor CLI's
+    from ui.dataset_facts import dataset_info  # the studio's own scan, not the advisor CLI's
 
     for name in ("a", "bb", "ccc"):
         png(tmp_path / "data" / f"{name}.png")

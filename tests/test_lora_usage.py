@@ -26,14 +26,13 @@ from hub_server import GATED_REPO, PUBLIC_REPO, HubEnv  # noqa: E402
 from trainer.config.schema import TrainingConfig  # noqa: E402
 from trainer.lora import hub as lora_hub  # noqa: E402
 from trainer.lora.card import ValidationSummary, base_model_licence  # noqa: E402
+from trainer.lora.recipes import BaseModel, preview_recipes  # noqa: E402
 from trainer.lora.usage import (  # noqa: E402
     CARD_NAME,
     SNIPPET_NAME,
     WORKFLOW_NAME,
-    BaseModel,
     comfyui_workflow,
     diffusers_snippet,
-    preview_recipes,
     write_usage_files,
 )
 

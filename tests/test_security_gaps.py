@@ -39,6 +39,7 @@ from trainer.tracking.new_run import create_run
 from trainer.tracking.tracker import TAG_HUB_UPLOAD_FAILED
 from ui import advice
 from ui.access import config_refusal, model_ref_refusal
+from ui.dataset_facts import dataset_info
 from ui.jobs import MONITOR_RUN_KEY, LaunchRefused, launch_draft, resume_job
 
 IMAGE = "![x](http://127.0.0.1:9/beacon.png)"  # a URL: plain() shows the word as code
@@ -207,7 +208,7 @@ def test_model_references_under_the_roots_hub_ids_and_demos_pass(
 def _advisor_dataset_messages(home: Path, folder: str) -> list[str]:
     cfg = TrainingConfig.model_validate({"datasets": [{"folder_path": folder}]})
     draft = cfg.model_dump(mode="json")
-    info = advice.dataset_info(draft, cfg)
+    info = dataset_info(draft, cfg)
     assert info is not None and info.folders[0].missing  # nothing is counted
     hw = advice.detect_hardware(home)
     found = advice.findings(draft, [], cfg, hw)

@@ -32,7 +32,7 @@ from trainer.files import ReadRefused, readable_path
 from trainer.settings import load_settings
 from ui import state
 from ui.access import read_roots
-from ui.advice import dataset_info
+from ui.dataset_facts import dataset_info
 from ui.steps_epochs import epoch_words
 from ui.text import code, plain
 

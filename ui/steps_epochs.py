@@ -9,7 +9,8 @@ values at once (applying recommendations), and ``offered`` leaves out a recommen
 steps while epochs are set. ``render_run_length()`` draws the line under the
 Epochs box: "1,200 steps = 10 epochs of 120 steps (24 images × 5 repeats ÷ batch 1)"; the words
 of an epoch (``epoch_words``) are the Dataset card's too (``ui.datasets``).
-The counting is the advisor's (`advisor.dataset.run_steps`), on the images `ui.advice` counted.
+The counting is the advisor's (`advisor.dataset.run_steps`), on the images `ui.dataset_facts`
+counted.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from advisor.dataset import DatasetInfo, EpochCount, epoch_count, run_steps, tra
 from trainer.config.io import ConfigError, config_from_dict
 from trainer.config.schema import TrainingConfig
 from ui import state
-from ui.advice import dataset_info
 from ui.boundary import advisor_boundary
+from ui.dataset_facts import dataset_info
 
 STEPS, EPOCHS = "train.steps", "train.epochs"
 MAX_STEPS = 1_000_000  # train.steps' upper bound: more is left to the config's own check

@@ -9,6 +9,7 @@ YAML) is kept in the widget and explained right under it; the draft keeps its la
 Numbers are typed as text and read by ``ui.number_text``: a number that cannot be read or is out
 of range is refused with what was typed, and the field shows the value in force again.
 Problems of the whole config (bounds, cross-field rules) are shown under the field they name.
+What widget a field takes is read from its type by ``ui.field_spec`` (a ``Spec``).
 """
 
 from __future__ import annotations
@@ -17,23 +18,20 @@ import copy
 import functools
 import math
 import re
-import types
-import typing
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import streamlit as st
 import yaml
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from trainer.config.fields import ARCH_DEFAULTS
-from trainer.config.introspection import field_bounds, field_meta, iter_fields, nested_model
+from trainer.config.introspection import field_meta, iter_fields
 from trainer.config.paths import generic_path
 from trainer.config.safe_yaml import load_yaml
 from ui import state
 from ui.advice import explain_field, label_of, short_value
 from ui.field_gates import gate_note, off_switch
+from ui.field_spec import Spec, analyse
 from ui.number_text import format_number, number_bounds, parse_number
 from ui.preflight import follow_run_length, run_length
 from ui.steps_epochs import EPOCHS, offered, render_run_length, store
@@ -76,103 +74,14 @@ def auto_key(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- field specs
-@dataclass(frozen=True)
-class Spec:
-    generic: str  # dotted path with list indices as 0
-    info: FieldInfo
-    kind: str  # bool choice int float str int_list str_list str_or_list dict table
-    optional: bool
-    auto: bool
-    choices: tuple[str, ...]
-    low: float | None
-    high: float | None
-    level: str
-    step: str
-    archs: tuple[str, ...]
-    affects: tuple[str, ...]
-
-    @property
-    def row_model(self) -> type[BaseModel]:
-        model = nested_model(self.info)
-        assert model is not None
-        return model
-
-
 @functools.cache
 def spec(generic: str) -> Spec:
     info = dict(iter_fields())[generic]
-    return _analyse(generic, info)
+    return analyse(generic, info)
 
 
 def spec_of(path: str) -> Spec:
     return spec(generic_path(path))
-
-
-def _analyse(generic: str, info: FieldInfo) -> Spec:
-    members = _members(info.annotation)
-    optional = type(None) in members
-    auto, choices, kinds = False, (), []
-    for member in members:
-        base = (
-            typing.get_args(member)[0] if typing.get_origin(member) is typing.Annotated else member
-        )
-        if base is type(None):
-            continue
-        if typing.get_origin(base) is Literal:
-            values = tuple(str(v) for v in typing.get_args(base))
-            if values == ("auto",):
-                auto = True
-            else:
-                choices = values
-            continue
-        kinds.append(base)
-    kind = _kind(kinds, choices)
-    low, high = field_bounds(info)
-    meta = field_meta(info)
-    return Spec(
-        generic,
-        info,
-        kind,
-        optional,
-        auto,
-        choices,
-        low,
-        high,
-        meta.get("level", "advanced"),
-        meta.get("step", ""),
-        tuple(meta.get("archs") or ()),
-        tuple(meta.get("affects") or ()),
-    )
-
-
-def _members(annotation: Any) -> tuple[Any, ...]:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
-    return (annotation,)
-
-
-def _kind(kinds: list[Any], choices: tuple[str, ...]) -> str:
-    names = []
-    for kind in kinds:
-        origin = typing.get_origin(kind)
-        if origin is list:
-            inner = typing.get_args(kind)[0]
-            inner = (
-                typing.get_args(inner)[0] if typing.get_origin(inner) is typing.Annotated else inner
-            )
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                names.append("table")
-            else:
-                names.append("int_list" if inner is int else "str_list")
-        elif origin is dict or kind is dict:
-            names.append("dict")
-        else:
-            names.append(getattr(kind, "__name__", str(kind)))
-    if not names:
-        return "choice" if choices else "str"
-    if set(names) == {"str", "str_list"}:
-        return "str_or_list"
-    return names[0]
 
 
 def applies(generic: str, arch: str) -> bool:
@@ -458,7 +367,7 @@ def _table(path: str, s: Spec, value: Any, label: str) -> None:
     for name, info in model.model_fields.items():
         # A text or choice column that no row fills is all-NaN, i.e. float, and the data editor
         # refuses a text column over floats: keep such columns as objects (empty cells = None).
-        if _analyse(name, info).kind not in ("int", "float"):
+        if analyse(name, info).kind not in ("int", "float"):
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     st.markdown(f"**{label}**", help=_help(s))
     st.data_editor(
@@ -485,7 +394,7 @@ def table_height(rows: int) -> int:
 def _column_config(model: type[BaseModel]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        sub = _analyse(name, info)
+        sub = analyse(name, info)
         label, help_ = TABLE_LABELS.get(name) or label_of(name), info.description
         required = info.is_required()
         if sub.kind == "choice":
@@ -534,7 +443,7 @@ def table_rows(
 def _cell(model: type[BaseModel], name: str, value: Any) -> Any:
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return None
-    kind = _analyse(name, model.model_fields[name]).kind
+    kind = analyse(name, model.model_fields[name]).kind
     if kind == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
     return value

@@ -11,10 +11,10 @@ A training step reads the same for SD1.5, SDXL and Flux::
     loss = mse(arch.predict(noisy, t, cond, extra), arch.target(latents, noise, t))
 
 ``Arch`` holds what is shared: loading the pipeline (demo refs, folders, single files, hub ids, a
-different VAE / text encoder: ``sources``), per-component device and dtype, adapters (LoRA, DoRA,
-LoCon, LoHa, LoKr via peft: ``adapters``), timestep sampling (``tensors``), latents, sampling with
-the pipeline and the adapter state dicts. The subclasses (``sd15.py``, ``sdxl.py``, ``flux.py``)
-add prompt encoding, the noise objective and the network call.
+different VAE / text encoder: ``loading``, ``sources``), per-component device and dtype, adapters
+(LoRA, DoRA, LoCon, LoHa, LoKr via peft: ``adapters``), timestep sampling (``tensors``), latents,
+sampling with the pipeline and the adapter state dicts. The subclasses (``sd15.py``, ``sdxl.py``,
+``flux.py``) add prompt encoding, the noise objective and the network call.
 """
 
 from __future__ import annotations
@@ -42,19 +42,8 @@ from trainer.arch.adapters import (
     scale_adapters,
     scale_trained_adapter,
 )
+from trainer.arch.loading import load_base_pipeline
 from trainer.arch.pipelines import eval_mode, image_settings, make_scheduler, pinned_pipeline
-from trainer.arch.sources import (
-    ModelLoadError,
-    check_pipeline_source,
-    classify_source,
-    components_ref,
-    hub_snapshot,
-    load_pipeline,
-    load_single_file,
-    load_text_encoders,
-    load_vae,
-    supplied_elsewhere,
-)
 from trainer.arch.tensors import (
     draw_unit_timesteps,
     freeze,
@@ -67,7 +56,6 @@ from trainer.config.fields import ARCH_DEFAULTS
 from trainer.config.introspection import resolved
 from trainer.config.schema import TrainingConfig
 from trainer.config.sections.model import NetworkConfig
-from trainer.demo.tiny import resolve_demo_ref
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -131,55 +119,9 @@ class Arch(ABC):
     def load(
         cls, cfg: TrainingConfig, home: Path, device: torch.device, dtype: torch.dtype
     ) -> Arch:
-        """Load the base model named by ``cfg.model`` (see module docstring for what it accepts)."""
-        ref = cfg.model.name_or_path
-        try:
-            path = resolve_demo_ref(ref, Path(home))
-        except ValueError as exc:
-            raise ModelLoadError(f"model.name_or_path: {exc}") from exc
-        source = classify_source(path)
-        what = f"The {cls.name} base model (model.name_or_path)"
-        variant, from_hub = None, source == "hub"
-        if from_hub:  # only the files this arch loads, downloaded first if not cached
-            path, variant = hub_snapshot(what, path, cls.name)
-            source = "dir"
-        m = cfg.model
-        elsewhere = supplied_elsewhere(m.vae_path, m.te_name_or_path, cls.name)
-        check_pipeline_source(what, path, source, cls.name, skip=elsewhere)
-        kwargs: dict[str, Any] = {"dtype": dtype, **cls.extra_pipeline_kwargs}
-        kwargs.update(cls._component_overrides(cfg, Path(home), dtype))
-        if variant:
-            kwargs["variant"] = variant
-        # A Hub model is named by its id and commit (the snapshot folder's name).
-        resolved_path = (
-            f"{ref}@{Path(path).name}" if from_hub else str(Path(path).expanduser().resolve())
-        )
-        if source == "file":  # configs and the parts a checkpoint lacks: model.components_from
-            components = components_ref(m.components_from, cls.name, Path(home))
-            pipe = load_single_file(cls.pipeline_class(), path, what, cls.name, kwargs, components)
-            resolved_path += f" + {components}"  # they make latents too: part of the identity
-        else:
-            pipe = load_pipeline(cls.pipeline_class(), path, source, what, cls.name, kwargs)
-        return cls(cfg, pipe, model_path=resolved_path, device=device, dtype=dtype)
-
-    @classmethod
-    def _component_overrides(cls, cfg: TrainingConfig, home: Path, dtype: torch.dtype) -> dict:
-        """A different VAE and/or text encoder(s), loaded from model.vae_path / te_name_or_path."""
-        overrides: dict[str, Any] = {}
-        if cfg.model.vae_path:
-            overrides["vae"] = load_vae(resolve_demo_ref(cfg.model.vae_path, home), dtype, cls.name)
-        if cfg.model.te_name_or_path:
-            te_names, tok_names = cls.text_encoder_names, cls.tokenizer_names
-            primary = cls.primary_text_encoder
-            overrides |= load_text_encoders(
-                resolve_demo_ref(cfg.model.te_name_or_path, home),
-                dtype,
-                cls.name,
-                pairs=list(zip(te_names, tok_names, strict=True)),
-                primary=(primary, tok_names[te_names.index(primary)]),
-                classes=cls.text_encoder_classes(),
-            )
-        return overrides
+        """Load the base model named by ``cfg.model`` (what it may be: ``trainer.arch.loading``)."""
+        pipe, model_path = load_base_pipeline(cls, cfg, Path(home), dtype)
+        return cls(cfg, pipe, model_path=model_path, device=device, dtype=dtype)
 
     @classmethod
     def text_encoder_classes(cls) -> dict[str, str]:

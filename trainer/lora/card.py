@@ -183,7 +183,7 @@ def model_card(
 
     ``base_model``: the Hub id or name for the metadata (None leaves it to the body: the Hub
     refuses a ``base_model`` that is not one of its models); ``recipes``: the previews'
-    ``trainer.lora.usage.Recipe`` (the first is what ``snippet`` makes); ``samples``: the
+    ``trainer.lora.recipes.Recipe`` (the first is what ``snippet`` makes); ``samples``: the
     preview images' paths relative to the card, in prompt order; ``files``: the LoRA, the
     diffusers script and the ComfyUI workflow, relative to the card; ``comfy_files``: the
     checkpoint and LoRA file names the workflow expects; ``validation``: the run's validation

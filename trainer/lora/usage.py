@@ -4,8 +4,8 @@ Beside the weights go a model card (``README.md``, Hugging Face format: ``traine
 a diffusers script (``diffusers_usage.py``) and a ComfyUI workflow in API prompt format
 (``comfyui_workflow_api.json``), plus the preview images the card shows (``samples/``).
 
-- ``preview_recipes(cfg)``: how each preview image is made (prompt, seed, size, steps, guidance,
-  sampler, LoRA strength), resolved exactly as ``trainer.engine.previews`` resolves them.
+- ``preview_recipes(cfg)`` and ``base_model_of(cfg)`` (``trainer.lora.recipes``): how each
+  preview image is made and what base model it was made with, which all these files describe.
 - ``download_name(weight_name)`` / ``lora_purpose(weight_name)``: the name a LoRA file downloads
   as (both layouts of one run apart) and what it is for (the Monitor's download buttons).
 - ``diffusers_snippet(...)``: a script that loads the base model and the LoRA and generates the
@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from trainer.config.introspection import resolved
 from trainer.config.schema import TrainingConfig
-from trainer.demo.tiny import DEMO_PREFIX, resolve_demo_ref
 from trainer.files import atomic_write_text
 from trainer.lora.card import ValidationSummary, base_model_licence, model_card, remade_preview
-from trainer.models.hub import is_hub_id
-from trainer.settings import load_settings
+from trainer.lora.recipes import BaseModel, Recipe, base_model_of, preview_recipes
 
 CARD_NAME = "README.md"
 SNIPPET_NAME = "diffusers_usage.py"
@@ -94,111 +91,6 @@ COMFY_SAMPLERS = {
     "flowmatch": ("euler", "simple"),
 }
 TORCH_DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16", "fp16": "torch.float16"}
-
-
-# ------------------------------------------------------------------------------- the base model
-@dataclass(frozen=True)
-class BaseModel:
-    """The base model as code loads it: ``source`` is a Hub id or a local folder or file."""
-
-    source: str
-    reference: str  # model.name_or_path as the config says it
-    revision: str | None = None  # the Hub commit the run trained on
-    on_hub: bool = False
-
-    @property
-    def single_file(self) -> bool:
-        return not self.on_hub and Path(self.source).suffix in (".safetensors", ".ckpt")
-
-    @property
-    def display(self) -> str:
-        """How a card names it: the Hub id, the demo reference, else the file or folder name
-        (a card never shows a local path)."""
-        if self.on_hub or self.reference.startswith(DEMO_PREFIX):
-            return self.reference
-        return Path(self.reference).name or self.reference
-
-    @property
-    def comfy_file(self) -> str:
-        """The checkpoint's file name in ComfyUI's models folder (a guess to adjust for a
-        Hub model or a diffusers folder: ComfyUI loads single files)."""
-        name = Path(self.source if self.single_file else self.display.split(":")[-1]).name
-        return name if self.single_file else f"{name}.safetensors"
-
-
-def base_model_of(cfg: TrainingConfig, model_path: str | None = None, home: Path | None = None):
-    """The run's base model; ``model_path``: the loaded ``Arch.model_path`` (``id@commit`` for
-    a Hub model, ``file + components`` for a single file), else resolved from the config."""
-    ref = cfg.model.name_or_path
-    if is_hub_id(ref):
-        revision = model_path.rsplit("@", 1)[1] if model_path and "@" in model_path else None
-        return BaseModel(ref, ref, revision=revision, on_hub=True)
-    if model_path:
-        return BaseModel(model_path.split(" + ")[0], ref)
-    return BaseModel(resolve_demo_ref(ref, home or load_settings().home), ref)
-
-
-# ---------------------------------------------------------------------------------- recipes
-@dataclass(frozen=True)
-class Recipe:
-    """One preview image's settings, as ``Arch.sample`` used them."""
-
-    prompt: str
-    negative: str
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    sampler: str  # a key of SCHEDULERS
-    lora_scale: float
-
-
-def trigger_word(cfg: TrainingConfig) -> str:
-    """The first dataset's trigger word, which ``[trigger]`` in a preview prompt becomes."""
-    return next((ds.trigger_word for ds in cfg.datasets if ds.trigger_word), "") or ""
-
-
-def preview_recipes(cfg: TrainingConfig) -> list[Recipe]:
-    """Each preview's settings, resolved as ``trainer.engine.previews`` does (``[trigger]``,
-    walk_seed, per-prompt overrides); without preview prompts, the trigger word alone."""
-    from trainer.arch.pipelines import image_settings  # why: imports torch; writers only
-
-    s = cfg.sample
-    trigger = trigger_word(cfg)
-    items = [p.model_dump(exclude_none=True) for p in s.prompts] or [
-        {"prompt": trigger or cfg.name}
-    ]
-    defaults = {
-        "neg": s.neg,
-        "seed": s.seed,
-        "width": s.width,
-        "height": s.height,
-        "steps": s.sample_steps,
-        "guidance_scale": float(resolved(cfg, "guidance_scale")),
-        "network_multiplier": s.network_multiplier,
-    }
-    sampler = str(resolved(cfg, "sampler"))
-    recipes = []
-    for index, item in enumerate(items):
-        item["prompt"] = item["prompt"].replace("[trigger]", trigger)
-        if s.walk_seed:
-            item.setdefault("seed", s.seed + index)
-        got = image_settings(item, defaults)
-        recipes.append(
-            Recipe(
-                prompt=got["prompt"],
-                negative=got["neg"] or "",
-                seed=int(got["seed"]),
-                width=int(got["width"]),
-                height=int(got["height"]),
-                steps=int(got["steps"]),
-                guidance_scale=float(got["guidance_scale"]),
-                sampler=sampler,
-                lora_scale=float(got["network_multiplier"]),
-            )
-        )
-    return recipes
 
 
 # ---------------------------------------------------------------------------- diffusers script
