@@ -151,9 +151,12 @@ def test_a_resumed_launch_counts_its_samples_on(tmp_path) -> None:
     it, so the monitor's samples (cached on the count) refresh instead of showing old ones."""
     from trainer.tracking.progress import write_progress
 
-    write_progress(tmp_path, {"phase": "queued", "step": 40, "samples": 8})
+    write_progress(tmp_path, {"phase": "queued", "step": 40, "total_steps": 200, "samples": 8})
     writer = ProgressWriter(tmp_path)
     assert writer.last["samples"] == 8
+    writer.update(force=True, phase="loading", phase_detail="the base model")
+    loading = read_progress(tmp_path)  # the monitor's bar stays at 40 of 200 while it loads
+    assert (loading["step"], loading["total_steps"], loading["samples"]) == (40, 200, 8)
     writer.update(force=True, phase="training", step=41)
     assert read_progress(tmp_path)["samples"] == 8
     assert ProgressWriter(tmp_path / "fresh").last == {}  # a first launch starts from nothing

@@ -141,6 +141,8 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         at.run()
         assert get_run_record(settings.tracking_uri, job.run_id).status == "KILLED"
         assert "**Status:** :material/stop_circle: stopped" in texts(at)
+        # the stop's note: where, and how to resume
+        assert any("Stopped at step" in i.value for i in at.info)
         # No final LoRA yet: the newest checkpoint can be one now, and Resume still trains on.
         offer = [b for b in at.button if b.key.startswith(f"ckpt_final_{job.run_id}_")]
         assert len(offer) == 1 and "**Your LoRA**" not in texts(at)
@@ -156,6 +158,7 @@ def test_a_running_run_has_stop_then_resume(settings: StudioSettings, finished_r
         relaunched = read_job(job.job_dir)
         assert relaunched.pid != job.pid and job_alive(relaunched)
         shown = texts(at)  # the page re-rendered after the click
+        assert not any("Stopped at step" in i.value for i in at.info)  # gone once resumed
         assert "**Status:** :material/sync: resuming" in shown and (
             "Starting the trainer" in shown or "Loading" in shown
         )

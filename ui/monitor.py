@@ -141,7 +141,7 @@ def render_errors(view: RunView) -> None:
     if view.exit and view.exit.get("code") not in (0, 3) and not text:
         text = f"The trainer {view.exit.get('meaning')} (exit code {view.exit.get('code')})."
     if not text:
-        if view.status == "KILLED" and view.note:
+        if view.status == "KILLED" and view.note and not view.alive:  # not once resumed
             st.info(plain(redact_text(view.note)), icon=":material/stop_circle:")
         return
     problem, _, suggestion = redact_text(text).partition("Suggestion:")

@@ -57,7 +57,7 @@ from trainer.tracking.connect import mlflow_client
 from trainer.tracking.job_file import read_job, write_job
 from trainer.tracking.layout import TAG_DEVICE, TAG_PREDICTED, TAG_PREDICTED_TOTAL
 from trainer.tracking.new_run import create_run
-from trainer.tracking.progress import read_progress, write_progress
+from trainer.tracking.progress import CARRIED_KEYS, read_progress, write_progress
 from trainer.tracking.ratings import set_note
 from trainer.tracking.run_names import with_free_run_name
 
@@ -280,8 +280,7 @@ def _spawn(
         (folder / stale).unlink(missing_ok=True)
     # 'queued' until the trainer reports in (a resumed job's old progress says 'killed').
     previous = read_progress(folder) or {}
-    keep = ("step", "total_steps", "loss", "loss_smoothed", "lr", "samples")
-    write_progress(folder, {**{k: previous.get(k) for k in keep}, "phase": "queued"})
+    write_progress(folder, {**{k: previous.get(k) for k in CARRIED_KEYS}, "phase": "queued"})
     started = time.time()
     proc = _start(
         cmd,

@@ -28,6 +28,8 @@ PHASES = (
     "killed",
 )
 TERMINAL_PHASES = ("finished", "failed", "killed")
+# What a relaunch (a resume) carries over from the last launch's progress until it reports anew.
+CARRIED_KEYS = ("step", "total_steps", "loss", "loss_smoothed", "lr", "samples")
 # What one phase reports about itself; a new phase starts without the last one's.
 PHASE_OWN_KEYS = ("phase_started", "phase_done", "phase_total", "phase_detail")
 PROGRESS_KEYS = (
@@ -78,10 +80,13 @@ class ProgressWriter:
     def __init__(self, job_dir: str | Path, min_interval_s: float = 1.0) -> None:
         self.job_dir = Path(job_dir)
         self.min_interval_s = min_interval_s
-        # A resumed run counts its preview images on from where its last launch left them
-        # (the launcher keeps the count): the monitor refreshes its samples when it grows.
-        samples = (read_progress(self.job_dir) or {}).get("samples")
-        self.last: dict[str, Any] = {"samples": samples} if samples else {}
+        # A resumed run goes on from where its last launch left it (the launcher keeps these):
+        # its monitor shows step 111 of 200 while the model loads, not 0, and counts the
+        # preview images on (its samples refresh when the count grows).
+        before = read_progress(self.job_dir) or {}
+        self.last: dict[str, Any] = {
+            key: before[key] for key in CARRIED_KEYS if before.get(key) is not None
+        }
         self._written_at = -math.inf
         self._pending = False
 
