@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,22 @@ def test_a_clean_stop_then_resume_logs_each_step_once(
     stopped = run_job(studio["config"], job_dir=job)
     assert stopped.exit_code == EXIT_STOPPED and stopped.status == "KILLED"
     assert list_checkpoints(job / "checkpoints")[-1].name == "step_00000004"  # the stop's step
+    from mlflow import MlflowClient
+
+    from trainer.tracking.layout import TAG_ACTIVE_S
+    from trainer.tracking.progress import read_progress
+    from trainer.tracking.records import get_run_record
+
+    first_part = float(MlflowClient(studio["uri"]).get_run(stopped.run_id).data.tags[TAG_ACTIVE_S])
+    assert read_progress(job)["active_s"] == first_part > 0
+    pause = 3.0  # the run sits stopped: its training time must not count it
+    time.sleep(pause)
     interrupt_at(monkeypatch, None)
     finished = run_job(studio["config"], resume=str(job))
     assert finished.exit_code == EXIT_OK and finished.run_id == stopped.run_id
     assert logged_steps(studio["uri"], stopped.run_id, "loss") == list(range(1, STEPS + 1))
+    record = get_run_record(studio["uri"], stopped.run_id)
+    wall = (record.end_time - record.start_time).total_seconds()
+    total = float(record.tags[TAG_ACTIVE_S])
+    assert record.duration_s == total == read_progress(job)["active_s"]
+    assert first_part < total <= wall - pause + 0.5  # both launches, not the pause between

@@ -172,3 +172,19 @@ def test_a_step_far_from_the_prediction_is_explained() -> None:
     quiet = speed_note(0.211, 0.1, load=0.1)
     assert "busy" not in quiet and "finished runs" in quiet
     assert "faster than predicted" in speed_note(0.05, 0.1, load=None)
+
+
+def test_elapsed_counts_every_launch_and_not_the_pause_between() -> None:
+    from ui.monitor_progress import training_time
+
+    first = {"phase": "killed", "active_s": 35.0}  # the stopped launch's own count
+    assert training_time(first, running=False, launched=100.0, ended_at=140.0, now=500.0) == 35.0
+    resumed = {"phase": "training", "active_s": 35.0}  # carried over while it trains again
+    assert training_time(resumed, running=True, launched=1000.0, ended_at=None, now=1010.0) == 45.0
+    killed = {"phase": "training", "active_s": 35.0}  # SIGKILLed: no count of its own written
+    assert (
+        training_time(killed, running=False, launched=1000.0, ended_at=1020.0, now=2000.0) == 55.0
+    )
+    fresh = {"phase": "training"}
+    assert training_time(fresh, running=True, launched=10.0, ended_at=None, now=12.5) == 2.5
+    assert training_time(fresh, running=True, launched=None, ended_at=None, now=12.5) is None

@@ -21,6 +21,7 @@ import streamlit as st
 from advisor.cpu_load import BUSY_LOAD_PER_CORE, load_average
 from trainer.durations import format_duration
 from trainer.jobs.active import progress_fraction
+from trainer.tracking.progress import TERMINAL_PHASES
 from ui.monitor_view import RunView
 from ui.text import plain_line
 
@@ -157,14 +158,35 @@ def render_progress(view: RunView) -> None:
     predicted = view.running and p.get("eta_s") is None and eta != "—"
     cols[1].metric("ETA (predicted)" if predicted else "ETA", eta, help=eta_help)
     ended_at = (view.exit or {}).get("ended") or p.get("updated")
-    elapsed = ((now if view.running else ended_at or now) - launched) if launched else None
-    cols[2].metric("Elapsed", format_duration(elapsed))
+    elapsed = training_time(p, view.running, launched, ended_at, now)
+    cols[2].metric(
+        "Elapsed",
+        format_duration(elapsed),
+        help="Time the run has trained, all its launches together (a stop's pause left out).",
+    )
     _render_speed(cols[3], p.get("s_per_step"), view.predicted_s_per_step)
     loss = p.get("loss_smoothed") or p.get("loss")
     cols[4].metric("Loss (smoothed)", f"{loss:.4f}" if loss is not None else "—")
     note = speed_note(p.get("s_per_step"), view.predicted_s_per_step, load_per_core())
     if note and view.running:
         st.caption(note)
+
+
+def training_time(
+    progress: Mapping[str, Any],
+    running: bool,
+    launched: float | None,
+    ended_at: float | None,
+    now: float,
+) -> float | None:
+    """Seconds trained over all launches: the trainer's own count once it ended the run, else
+    the launches before this one (``active_s``, carried) plus this one's time so far."""
+    before = progress.get("active_s")
+    if not running and before is not None and progress.get("phase") in TERMINAL_PHASES:
+        return before  # written at the end, this launch included
+    if not launched:
+        return None
+    return (before or 0.0) + max(0.0, (now if running else ended_at or now) - launched)
 
 
 def load_per_core() -> float | None:

@@ -52,6 +52,7 @@ from trainer.redaction import describe_error, redact_text
 from trainer.settings import load_settings
 from trainer.tracking.background import BackgroundStart
 from trainer.tracking.connect import disable_mlflow_telemetry
+from trainer.tracking.layout import TAG_ACTIVE_S
 from trainer.tracking.reachability import check_store_answers
 from trainer.tracking.sidecar import TrackerProcess, use_tracking_process
 from trainer.tracking.startup import TRACKING_READY, StartupTimes
@@ -251,7 +252,9 @@ def _train_and_end(
         writing_to, needed = _write_hints(ctx) if is_write_full(err) else (None, None)
         note = explain_failure(err, writing_to=writing_to, needed_bytes=needed)
         try:
-            ctx.progress.close(phase="failed", last_error=note, eta_s=None)
+            ctx.progress.close(
+                phase="failed", last_error=note, eta_s=None, active_s=_active_s(ctx, started)
+            )
         except OSError as progress_err:  # a full disk refuses the progress file too
             print(f"Could not write progress.json: {progress_err}", file=sys.stderr, flush=True)
         tracker.set_description(note)
@@ -263,7 +266,9 @@ def _train_and_end(
         return JobResult(EXIT_FAILED, run_id or tracker.run_id, job_dir, "FAILED", note)
     if outcome.stopped:
         note = f"Stopped by {stop.signal_name or 'request'} at step {outcome.step}; resume with --resume."
-        ctx.progress.close(phase="killed", step=outcome.step, eta_s=None)
+        active = _active_s(ctx, started)
+        ctx.progress.close(phase="killed", step=outcome.step, eta_s=None, active_s=active)
+        _tag_active(tracker, active)
         tracker.set_description(  # read on the Monitor and in MLflow: words, not a command line
             f"Stopped at step {outcome.step} ({stop.signal_name or 'on request'}). Resume "
             "continues from its newest checkpoint: the Resume button on the Monitor, or "
@@ -274,13 +279,29 @@ def _train_and_end(
             print(note, flush=True)
         _announce_end(cfg, ctx, "KILLED", started)
         return JobResult(EXIT_STOPPED, run_id or tracker.run_id, job_dir, "KILLED", note)
-    ctx.progress.close(phase="finished", step=outcome.step, eta_s=0)
+    active = _active_s(ctx, started)
+    ctx.progress.close(phase="finished", step=outcome.step, eta_s=0, active_s=active)
+    _tag_active(tracker, active)
     tracker.end("FINISHED")
     files = ", ".join(str(f) for f in outcome.lora_files)
     if main:
         print(f"Finished {outcome.step} steps. LoRA: {files}", flush=True)
     _announce_end(cfg, ctx, "FINISHED", started)
     return JobResult(EXIT_OK, run_id or tracker.run_id, job_dir, "FINISHED", files)
+
+
+def _active_s(ctx: RunContext, started: float | None) -> float | None:
+    """Seconds the run has trained: the launches before this one (carried in its progress) and
+    this one. Compare's duration and the Monitor's elapsed time leave a stop's pause out."""
+    if started is None:
+        return None
+    before = (getattr(ctx.progress, "last", None) or {}).get("active_s") or 0.0
+    return round(before + time.time() - started, 1)
+
+
+def _tag_active(tracker, active: float | None) -> None:
+    if active is not None:
+        tracker.set_tags({TAG_ACTIVE_S: f"{active:.1f}"})
 
 
 def _announce_end(

@@ -64,6 +64,8 @@ TAG_GROUP = "studio.group"  # the sweep a queued run belongs to (Compare opens t
 TAG_BEST_STEP = "studio.best_step"
 TAG_BEST_VAL_LOSS = "studio.best_val_loss"
 TAG_FINAL_FROM_STEP = "studio.final_from_step"
+# Seconds the run trained over all its launches (a stopped-then-resumed run: not the pause)
+TAG_ACTIVE_S = "studio.active_s"
 TAG_HOST = "studio.host"
 TAG_PID = "studio.pid"
 TAG_PID_CREATE_TIME = "studio.pid_create_time"

@@ -29,7 +29,7 @@ PHASES = (
 )
 TERMINAL_PHASES = ("finished", "failed", "killed")
 # What a relaunch (a resume) carries over from the last launch's progress until it reports anew.
-CARRIED_KEYS = ("step", "total_steps", "loss", "loss_smoothed", "lr", "samples")
+CARRIED_KEYS = ("step", "total_steps", "loss", "loss_smoothed", "lr", "samples", "active_s")
 # What one phase reports about itself; a new phase starts without the last one's.
 PHASE_OWN_KEYS = ("phase_started", "phase_done", "phase_total", "phase_detail")
 PROGRESS_KEYS = (
@@ -42,6 +42,7 @@ PROGRESS_KEYS = (
     "s_per_step",
     "eta_s",
     "samples",
+    "active_s",
     "last_error",
     "updated",
     *PHASE_OWN_KEYS,
@@ -53,6 +54,7 @@ def write_progress(job_dir: str | Path, progress: Mapping[str, Any]) -> dict[str
 
     Usual keys: phase (one of ``PHASES``), step, total_steps, loss, loss_smoothed, lr,
     s_per_step, eta_s (seconds left, previews and saves included), samples (images so far),
+    active_s (seconds trained by the launches before this one; all of them once it ended),
     last_error, and the phase's own progress (``PHASE_OWN_KEYS``): phase_started (wall time it
     began), phase_done of phase_total items (preview images, files saved), phase_detail (what is
     being worked on: "the base model", "checkpoints/step_00000010"). ``updated`` is set to now.

@@ -15,6 +15,7 @@ from typing import Any
 
 from trainer.tracking.connect import mlflow_client, sqlite_path
 from trainer.tracking.layout import (
+    TAG_ACTIVE_S,
     TAG_ARCH,
     TAG_DATASET,
     TAG_INTENT,
@@ -59,6 +60,13 @@ def _when(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
 
 
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def run_record(run: Any) -> RunRecord:
     """A ``RunRecord`` from an MLflow ``Run``."""
     info, data = run.info, run.data
@@ -67,6 +75,8 @@ def run_record(run: Any) -> RunRecord:
     duration = None
     if start:
         duration = ((end or now_ms()) - start) / 1000 if (end or info.status == "RUNNING") else None
+    if info.status != "RUNNING" and _number(tags.get(TAG_ACTIVE_S)) is not None:
+        duration = _number(tags[TAG_ACTIVE_S])  # the trainer's count: a stop's pause left out
     rating = tags.get(TAG_RATING, "")
     preset = tags.get(TAG_PRESET) or params.get("preset")
     return RunRecord(
