@@ -170,7 +170,7 @@ def test_sigterm_checkpoints_and_ends_killed(demo_home, store, tmp_path) -> None
     assert exit_seconds < 15
     run = next(r for r in list_runs(store) if r.name == "cli_sigterm")
     assert run.status == "KILLED"
-    assert run.note.startswith(f"Stopped at step {read_progress(job)['step']} (SIGTERM).")
+    assert run.note.startswith(f"Stopped at step {read_progress(job)['step']}. Resume")
     assert "the Resume button on the Monitor" in run.note  # the Monitor shows it as it is
     progress = read_progress(job)
     assert progress["phase"] == "killed"

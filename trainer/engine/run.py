@@ -270,7 +270,7 @@ def _train_and_end(
         ctx.progress.close(phase="killed", step=outcome.step, eta_s=None, active_s=active)
         _tag_active(tracker, active)
         tracker.set_description(  # read on the Monitor and in MLflow: words, not a command line
-            f"Stopped at step {outcome.step} ({stop.signal_name or 'on request'}). Resume "
+            f"Stopped at step {outcome.step}. Resume "
             "continues from its newest checkpoint: the Resume button on the Monitor, or "
             "--resume on the command line."
         )
