@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from advisor import intents
-from advisor.dataset import bucket_counts, training_images
+from advisor.dataset import COMMON_WORDS, bucket_counts, training_images, trigger_clash
 from advisor.findings import Context, Finding, finding, rule, user_datasets
 from advisor.memory import latent_bytes
 from advisor.models import GIB
 from advisor.workload import FLIPS, variants
 from trainer.config.sections.datasets import DatasetConfig
 
-_COMMON = (
-    "man woman girl boy person people dog cat style art photo painting anime face car house "
-    "cute beautiful"
-)
-COMMON_WORDS = frozenset(_COMMON.split())
 ASYMMETRIC = ("person", "character")
 
 
@@ -182,6 +177,23 @@ def trigger_common_word(ctx: Context) -> Iterator[Finding]:
                 (f"datasets.{i}.trigger_word",),
                 f"'{ds.trigger_word}' already means something to the model: your subject will "
                 "be mixed with it. A rare token ('ohwx', 'sks') starts blank",
+            )
+
+
+@rule("trigger_not_in_captions", ("datasets.0.trigger_word",), "captions with another trigger")
+def trigger_not_in_captions(ctx: Context) -> Iterator[Finding]:
+    cfg = ctx.cfg
+    classes = {cfg.train.diff_output_preservation_class, intents.prior(cfg.intent).class_word}
+    for i in user_datasets(cfg) if ctx.has_data else ():
+        trigger, folder = cfg.datasets[i].trigger_word, ctx.dataset.folder(i)
+        clash = trigger_clash(folder.captions, trigger) if trigger and folder else None
+        if clash and clash.shared not in classes:  # trigger + class word is the usual recipe
+            yield finding(
+                "trigger_not_in_captions",
+                "warning",
+                (f"datasets.{i}.trigger_word",),
+                clash.message(trigger),
+                {f"datasets.{i}.trigger_word": clash.shared},
             )
 
 

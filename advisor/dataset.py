@@ -21,6 +21,7 @@ only when a folder is scanned.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,7 @@ class FolderInfo:
     with_alpha: int = 0
     folder: str = ""
     caption_trigger: str | None = None  # a rare token every caption contains already
+    captions: tuple[str, ...] = field(default=(), repr=False)  # the caption files' texts
     missing: bool = False  # the folder does not exist: nothing else about it is known
     refused: str = ""  # why it may not be read (outside the studio's allowed folders): also missing
 
@@ -296,15 +298,26 @@ def _scan_validation_folder(cfg: TrainingConfig, root: Path | None) -> FolderInf
     return folder_info(scan)
 
 
-# Words captions share for reasons other than a trigger ("a photo of ..., ... background").
-_COMMON_CAPTION_WORDS = (
-    "a an the of on in at with and or to by for from is are this that photo picture image "
-    "portrait painting drawing render style art person man woman girl boy people face close "
-    "up view front side shot background white black"
+# Words that already mean something to the model: a trigger word made of one is mixed with it.
+_COMMON = (
+    "man woman girl boy person people dog cat style art photo painting anime face car house "
+    "cute beautiful"
 )
-_CAPTION_WORDS = frozenset(_COMMON_CAPTION_WORDS.split())
+COMMON_WORDS = frozenset(_COMMON.split())
+# Words captions share for reasons other than a trigger ("a photo of ..., ... background"). A
+# class word not listed ("corgi") passes for a trigger word unless the config names it its class.
+_COMMON_CAPTION_WORDS = (
+    "a an the of on in at with and or to by for from is are this that picture image portrait "
+    "drawing render close up view front side shot background white black wearing standing "
+    "sitting smiling looking holding hair shirt light"
+)
+_CAPTION_WORDS = COMMON_WORDS | frozenset(_COMMON_CAPTION_WORDS.split())
 _MIN_CAPTIONS = 3  # with fewer captions, every word of the subject is "shared"
 _MAX_TRIGGER_LENGTH = 8  # rare tokens are short ('sks', 'ohwx', 'zwx'); long words are subjects
+
+
+def _words(caption: str) -> set[str]:
+    return {w.strip(".,;:!?()[]\"'").lower() for w in caption.split()} - {""}
 
 
 def caption_trigger(captions: Iterable[str]) -> str | None:
@@ -314,7 +327,7 @@ def caption_trigger(captions: Iterable[str]) -> str | None:
         return None
     shared: set[str] | None = None
     for caption in captions:
-        words = {w.strip(".,;:!?()[]\"'").lower() for w in caption.split()}
+        words = _words(caption)
         shared = words if shared is None else shared & words
         if not shared:
             return None
@@ -322,6 +335,81 @@ def caption_trigger(captions: Iterable[str]) -> str | None:
         w for w in shared or () if w and w not in _CAPTION_WORDS and len(w) <= _MAX_TRIGGER_LENGTH
     }
     return found.pop() if len(found) == 1 else None
+
+
+# A word in this share of the captions is the captions' own trigger: 'sks' in 12 of 12 demo
+# captions. Not all of them, so a few captions written without it do not hide it.
+_SHARED_SHARE = 0.8
+_FEW_WITH_TRIGGER = 0.2  # under this share of the captions, the trigger is hardly in them
+
+
+@dataclass(frozen=True)
+class TriggerClash:
+    """Captions written for another trigger word than the configured one: ``with_trigger`` of
+    ``captions`` name the configured trigger, ``with_shared`` name ``shared`` instead."""
+
+    captions: int
+    with_trigger: int
+    shared: str
+    with_shared: int
+
+    def message(self, trigger: str) -> str:
+        """What it means for a run with ``trigger``, the counts first: "none of the 12 captions
+        contains 'ohwx'; 12 of 12 contain 'sks'. The trainer puts 'ohwx' in front..."."""
+        n, k, word = self.captions, self.with_trigger, self.shared
+        if k:
+            some = f"only {k} of the {n} captions contain" + ("s" if k == 1 else "")
+        else:
+            some = f"none of the {n} captions contains"
+        return (
+            f"{some} '{trigger}'; {self.with_shared} of {n} contain '{word}'. The trainer puts "
+            f"'{trigger}' in front of each caption that lacks it, so the LoRA would learn "
+            f"'{trigger}' next to '{word}' in every caption, and a prompt with '{trigger}' alone "
+            f"would bring back only part of it. Use '{word}' as the trigger word, or write "
+            f"'{trigger}' into the captions (Datasets page: Captions, Insert trigger)"
+        )
+
+
+def mentions(caption: str, word: str) -> bool:
+    """Whether the trainer sees ``word`` in ``caption`` (``trainer.data.captions``): as a whole
+    word, any case, or through the ``[trigger]`` placeholder it fills in."""
+    if "[trigger]" in caption.lower():
+        return True
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", caption, re.IGNORECASE) is not None
+
+
+def shared_token(captions: Iterable[str]) -> tuple[str, int] | None:
+    """The rare token most captions share, with the number of captions holding it: a word in at
+    least 80% of them (3 or more), not a common caption word ('photo', 'background'...), at most
+    8 characters, letters and digits only. None when there is none, or two tie for the most."""
+    sets = [_words(c) for c in captions]
+    if len(sets) < _MIN_CAPTIONS:
+        return None
+    counts = Counter(w for words in sets for w in words)
+    least = math.ceil(_SHARED_SHARE * len(sets))
+    found = [
+        (n, w)
+        for w, n in counts.items()
+        if n >= least and w.isalnum() and w not in _CAPTION_WORDS and len(w) <= _MAX_TRIGGER_LENGTH
+    ]
+    found.sort(reverse=True)
+    if not found or (len(found) > 1 and found[0][0] == found[1][0]):
+        return None
+    return found[0][1], found[0][0]
+
+
+def trigger_clash(captions: Iterable[str], trigger: str) -> TriggerClash | None:
+    """The captions' own trigger when it is not ``trigger``: fewer than 20% of the captions
+    name ``trigger`` (as the trainer reads it, ``mentions``) while another rare token is in most
+    of them (``shared_token``). None when the captions agree with ``trigger``, or share no token."""
+    captions = list(captions)
+    with_trigger = sum(mentions(c, trigger) for c in captions)
+    if not captions or with_trigger >= _FEW_WITH_TRIGGER * len(captions):
+        return None
+    shared = shared_token(captions)
+    if shared is None or shared[0] in _words(trigger):  # 'ohwx' of a trigger 'ohwx man'
+        return None
+    return TriggerClash(len(captions), with_trigger, *shared)
 
 
 def folder_info(scan: DatasetScan) -> FolderInfo:
@@ -337,4 +425,5 @@ def folder_info(scan: DatasetScan) -> FolderInfo:
         with_alpha=sum(i.has_alpha for i in images),
         folder=str(scan.folder),
         caption_trigger=caption_trigger(i.caption for i in images if i.caption_from_file),
+        captions=tuple(i.caption for i in images if i.caption_from_file),
     )

@@ -37,6 +37,8 @@ MIXED_SIZES = DatasetInfo(
 )
 TEN = DatasetInfo((FolderInfo(10, captioned=10),))
 VAL = DatasetInfo(TEN.folders, validation=FolderInfo(0, folder="/v", missing=True))
+SKS = ("a photo of sks dog", "sks on a table", "sks, outdoors")  # captions for another trigger
+SKS_CAPTIONS = DatasetInfo((FolderInfo(3, captioned=3, captions=SKS),))
 
 # rule id: (overrides, arch, machine, dataset, existing run names, severity)
 CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], str]] = {
@@ -401,6 +403,14 @@ CASES: dict[str, tuple[tuple[str, ...], str, str | None, Any, tuple[str, ...], s
         None,
         (),
         "suggestion",
+    ),
+    "trigger_not_in_captions": (
+        ("datasets.0.trigger_word=ohwx",),
+        "sd15",
+        None,
+        SKS_CAPTIONS,
+        (),
+        "warning",
     ),
 }
 MACHINES = {**PROFILES}

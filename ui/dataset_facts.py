@@ -77,8 +77,14 @@ def _count_folder(name: str, stamp: int, caption_ext: str) -> FolderInfo:
     captions = [_read_caption(p.with_suffix(ext)) for p in images[:2000]]
     captioned = sum(c is not None for c in captions)
     trigger = caption_trigger(c for c in captions if c is not None)
+    texts = tuple(c for c in captions if c is not None)  # for the rules on the captions' words
     return FolderInfo(
-        len(sizes), tuple(sizes), captioned, folder=str(folder), caption_trigger=trigger
+        len(sizes),
+        tuple(sizes),
+        captioned,
+        folder=str(folder),
+        caption_trigger=trigger,
+        captions=texts,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import altair as alt
@@ -96,6 +97,23 @@ def trained_resolutions(ds: dict) -> list[int]:
     return [ARCH_DEFAULTS.get(arch, ARCH_DEFAULTS["sd15"])["native_resolution"]]
 
 
+def check_source(ds: dict) -> str:
+    """Where the size check's default comes from, in words: "the draft's 512 px"."""
+    px = min(trained_resolutions(ds))
+    value = ds.get("resolution")
+    if any(isinstance(v, int) for v in (value if isinstance(value, list) else [value])):
+        return f"the draft's {px} px"
+    return f"the base model's native {px} px (the draft names no resolution)"
+
+
+def size_check_text(min_side: int, ds: dict) -> str:
+    """Which short side the images are checked against, and where that number comes from."""
+    default = min(trained_resolutions(ds))
+    if min_side == default:
+        return f"Sizes checked against {check_source(ds)}: its training resolution."
+    return f"Sizes checked against {min_side} px, as set here; {check_source(ds)} is the default."
+
+
 def render_analysis(folder: Path) -> None:
     """The wizard's analysis of this folder at the draft's settings (the same numbers, drawn by
     the same function), then what only this page shows: charts, flags and the captions' words."""
@@ -108,16 +126,17 @@ def render_analysis(folder: Path) -> None:
             "dataset step counts them; change them in the Wizard."
         )
     render_report(report)
-    trained_at = trained_resolutions(ds)
     min_side = st.number_input(
-        "Flag short side below",
+        "Check image sizes against (px)",
         64,
         4096,
-        min(trained_at),
+        min(trained_resolutions(ds)),
         key="dsm:min",
-        help="Images smaller than this are flagged 'too small'; the default is the draft's "
-        "training resolution (Wizard: Resolution & augmentation).",
+        help="Images whose short side is below this are flagged 'too small': training upscales "
+        f"them. It starts at {check_source(ds)} (Wizard: Resolution & augmentation); images "
+        "made for a model that trains at another size are checked against that size.",
     )
+    st.caption(size_check_text(min_side, ds))
     caption_ext = "." + str(ds.get("caption_ext") or "txt").lstrip(".")  # the draft says "txt"
     details = _details(str(folder), _files_stamp(folder), caption_ext, min_side)
     if not details["rows"]:
@@ -143,22 +162,22 @@ def render_analysis(folder: Path) -> None:
     )
     left.altair_chart(aspects, width="stretch")
     right.altair_chart(sizes, width="stretch")
-    render_flags(details["flagged"], demo=is_demo_dataset(folder))
+    render_flags(details["flagged"], demo=is_demo_dataset(folder), min_side=min_side)
     render_caption_words(details)
 
 
 # What a flag means for training: shown under the flagged images.
 FLAG_MEANING = {
-    "too small": "upscaled to the training size, so blurrier",
+    "too small": "short side under {min_side} px: upscaled to the training size, so blurrier",
     "too large": "slow to load; resize it",
     "grayscale": "black and white: a few in a colour dataset can wash out the LoRA's colours",
     "alpha": "has transparency: transparent parts are trained as the colour behind them",
 }
 
 
-def render_flags(flagged: dict[str, list[str]], *, demo: bool = False) -> None:
-    """The flagged images, and what each flag means. The demo's black-and-white shapes are
-    grayscale by design: said once, not flagged."""
+def render_flags(flagged: dict[str, list[str]], *, demo: bool = False, min_side: int = 512) -> None:
+    """The flagged images, and what each flag means ("too small": under ``min_side``). The
+    demo's black-and-white shapes are grayscale by design: said once, not flagged."""
     if demo:
         grey = [name for name, flags in flagged.items() if "grayscale" in flags]
         flagged = {n: [f for f in fs if f != "grayscale"] for n, fs in flagged.items()}
@@ -176,7 +195,8 @@ def render_flags(flagged: dict[str, list[str]], *, demo: bool = False) -> None:
         icon=":material/flag:",
     )
     shown = sorted({flag for flags in flagged.values() for flag in flags})
-    st.caption("  \n".join(f"**{flag}**: {FLAG_MEANING[flag]}" for flag in shown))
+    meanings = [f"**{flag}**: {FLAG_MEANING[flag].format(min_side=min_side)}" for flag in shown]
+    st.caption("  \n".join(meanings))
 
 
 def render_caption_words(details: dict) -> None:
@@ -279,10 +299,28 @@ def render_broken(folder: Path) -> None:
                 st.rerun()
 
 
+def last_removal(folder: Path) -> list[str]:
+    """The files "Undo last removal" would put back (``trainer.data.library.undo_removal`` reads
+    the same manifest); empty when nothing was removed."""
+    try:
+        manifest = json.loads((folder / dm.MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    removals = manifest.get("removals") if isinstance(manifest, dict) else None
+    return list(removals[-1].get("files") or []) if removals else []
+
+
 def render_duplicates(folder: Path) -> None:
     cols = st.columns([3, 1])
     threshold = cols[0].slider("Max hash distance (of 64 bits)", 0, 20, 6, key="dsm:thresh")
-    if cols[1].button("Undo last removal", key="dsm:undo"):
+    last = last_removal(folder)
+    more = f" and {len(last) - 3} more" if len(last) > 3 else ""
+    undo_help = (
+        f"Puts back what was removed last: {plain(', '.join(last[:3]))}{more}."
+        if last
+        else "Nothing removed yet: images removed here, or as broken, can be put back with this."
+    )
+    if cols[1].button("Undo last removal", key="dsm:undo", disabled=not last, help=undo_help):
         restored = dm.undo_removal(folder)
         st.success(f"Restored {plain(', '.join(restored))}" if restored else "Nothing to undo.")
     pairs = dm.near_duplicates(folder, threshold)
