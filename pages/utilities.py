@@ -8,12 +8,12 @@ from trainer.settings import load_settings
 from ui.lora_utilities import (
     pick_file,
     render_convert,
-    render_grid,
     render_inspect,
     render_merge,
     render_resize,
 )
 from ui.navigation import leave_legacy_pages_mode
+from ui.xy_grid_panel import render_grid
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 from ui_support import run_ok as run
@@ -81,14 +82,21 @@ def test_xy_grid_and_convert_on_the_demo_model(
     assert lora_tools.inspect(converted)["layout"] == "kohya"
     converted.unlink()  # the demo home is shared by the session's tests
     at.text_area(key="lu:gridprompts").set_value("sks\na dog")
-    at.number_input(key="lu:gridsteps").set_value(2)
-    run(at.number_input(key="lu:gridsize").set_value(64))
+    run(at.number_input(key="lu:gridsteps").set_value(2))
+    assert at.number_input(key="lu:gridsize").value == 64  # the LoRA's training size
     run(at.button(key="lu:grid").click())
     assert not at.error, [e.value for e in at.error]
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("xy_grids").experiment_id])
-    assert len(runs) == 1 and runs[0].data.params["prompts"] == "sks | a dog"
-    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["xy_grid.png"]
+    # not a run's LoRA: a PNG in the studio home (its settings in its text), and no MLflow run
+    grid = demo_home / "outputs" / "g_xy_grid.png"
+    try:
+        assert Image.open(grid).text["xy_grid.prompts"] == "sks | a dog"
+        client = MlflowClient(uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert client.search_runs(experiments) == []
+        assert any(str(grid) in s.value for s in at.success)
+        assert len(at.get("download_button")) == 1
+    finally:
+        grid.unlink(missing_ok=True)  # the demo home is shared by the session's tests
 
 
 def studio_job(jobs: Path, run_id: str, name: str, rank: int, seed: int) -> Path:

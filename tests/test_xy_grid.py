@@ -1,4 +1,4 @@
-"""X/Y grid on the tiny sd15 model: cells match direct generation; logged to MLflow as one image."""
+"""X/Y grid on the tiny sd15 model: cells match direct generation; added to a run's artifacts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from trainer.lora import io as lora_io
-from trainer.lora.xy_grid import LABEL_H, LABEL_W, GridSpec, generate_grid, log_grid
+from trainer.lora.grid_layout import grid_layout
+from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid, row_label, save_grid
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,9 @@ def test_grid_cells_are_the_lora_at_each_strength(two_loras, tmp_path: Path) -> 
     pipe, loras = two_loras
     spec = GridSpec(loras, ["a photo of sks", "sks"], [0.0, 1.0], steps=2, width=64, height=64)
     grid, rows = generate_grid(pipe, spec)
-    assert grid.size == (LABEL_W + 2 * 64, LABEL_H + 4 * 64)
+    labels = [row_label(lora, prompt) for lora in loras for prompt in spec.prompts]
+    layout = grid_layout((64, 64), labels, ["strength 0", "strength 1"])
+    assert grid.size == layout.size and layout.size[0] == layout.label_w + 2 * 64
     cells = [[np.asarray(c, dtype=np.float64) for c in row] for row in rows]
     # strength 0 is the base model: the same for both checkpoints
     np.testing.assert_array_equal(cells[0][0], cells[2][0])
@@ -52,14 +55,20 @@ def test_grid_cells_are_the_lora_at_each_strength(two_loras, tmp_path: Path) -> 
     pipe.delete_adapters(["check"])
     np.testing.assert_array_equal(np.asarray(direct, dtype=np.float64), cells[3][1])
     # the pasted cell in the grid is that image
-    pasted = np.asarray(grid, dtype=np.float64)[LABEL_H + 3 * 64 :, LABEL_W + 64 :]
+    x, y = layout.cell_origin(3, 1)
+    pasted = np.asarray(grid, dtype=np.float64)[y : y + 64, x : x + 64]
     np.testing.assert_array_equal(pasted, cells[3][1])
 
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_id = log_grid(grid, spec, uri)
     client = MlflowClient(uri)
-    run = client.get_run(run_id)
-    assert run.data.params["strengths"] == "0, 1"
-    assert [a.path for a in client.list_artifacts(run_id)] == ["xy_grid.png"]
+    store = (tmp_path / "artifacts").as_uri()  # not ./mlruns, MLflow's default beside a SQLite URI
+    run_id = client.create_run(client.create_experiment("training", store)).info.run_id
+    saved = save_grid(grid, spec, tmp_path / "g.png")
+    logged = log_grid(saved, spec, uri, run_id)
+    # the grid joins the run's artifacts; no run is made, the run's params stay its own
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1
+    assert logged.artifact == "xy_grids/g.png" and client.get_run(run_id).data.params == {}
+    listed = [a.path for a in client.list_artifacts(run_id, "xy_grids")]
+    assert listed == ["xy_grids/g.json", "xy_grids/g.png"]

@@ -24,7 +24,6 @@ import streamlit as st
 from trainer.files import WouldReplace, WriteRefused, writable_target
 from trainer.lora import io as lora_io
 from trainer.lora import tools as lt
-from trainer.lora.xy_grid import GridSpec, generate_grid, log_grid
 from trainer.tracking.job_file import read_job
 from trainer.tracking.run_names import run_labels
 from ui.access import checked_path
@@ -324,41 +323,3 @@ def render_merge(path: Path, home: Path) -> None:
             "Saved {result}",
             target,
         )
-
-
-def render_grid(path: Path, home: Path, tracking_uri: str) -> None:
-    """X/Y grid: this LoRA (plus other checkpoints) × prompts × strengths, logged to MLflow."""
-    more = st.text_area("Other checkpoints (one path per line)", key="lu:gridmore")
-    prompts = st.text_area("Prompts (one per line)", "a photo of sks", key="lu:gridprompts")
-    strengths = st.text_input("Strengths", "0, 0.5, 1", key="lu:gridstrengths")
-    cols = st.columns(4)
-    base = cols[0].text_input("Base model", key="lu:gridbase", placeholder="from the file")
-    steps = cols[1].number_input("Steps", 1, 100, 20, key="lu:gridsteps")
-    size = cols[2].number_input("Size", 64, 2048, 512, step=64, key="lu:gridsize")
-    seed = cols[3].number_input("Seed", 0, 2**31 - 1, 0, key="lu:gridseed")
-    if not st.button("Generate grid", key="lu:grid"):
-        return
-    others = [checked_path(p.strip()) for p in more.splitlines() if p.strip()]
-    if None in others:  # served to a network: a checkpoint outside the allowed roots
-        return
-    try:
-        spec = GridSpec(
-            [path, *others],
-            [p.strip() for p in prompts.splitlines() if p.strip()],
-            [float(s) for s in strengths.split(",") if s.strip()],
-            steps=int(steps),
-            width=int(size),
-            height=int(size),
-            seed=int(seed),
-        )
-        lora = lt.load(path)
-        ref = base or lora.metadata.get("base_model", "")
-        pipe = lt.load_base_pipeline(lt.file_arch(lora), ref, home)
-        pipe.set_progress_bar_config(disable=True)
-        with st.spinner("Generating…"):
-            grid, _ = generate_grid(pipe, spec)
-        run_id = log_grid(grid, spec, tracking_uri)
-    except (lt.LoraToolError, OSError, ValueError) as err:
-        st.error(f"Failed: {plain(err)}")
-        return
-    st.image(grid, caption=f"Logged to MLflow run {run_id} as xy_grid.png")
