@@ -177,3 +177,20 @@ def test_a_runs_lora_gets_the_grid_in_its_artifacts_and_no_run_is_made(
         assert len(at.get("image")) == 1 and any(str(out) in s.value for s in at.success)
     finally:
         shutil.rmtree(demo_home / "jobs" / run_id)  # the demo home is shared by the session
+
+
+def test_grid_runs_of_older_studios_are_not_listed_as_training_runs(tmp_path: Path) -> None:
+    """Grids used to get runs of their own, in experiment 'xy_grids': the Monitor and Compare
+    listed them as nameless, empty training runs."""
+    from mlflow import MlflowClient
+
+    from trainer.tracking.layout import LEGACY_GRID_EXPERIMENT
+    from trainer.tracking.records import list_all_runs, list_runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    artifacts = (tmp_path / "artifacts").as_uri()
+    trained = client.create_run(client.create_experiment("studio", artifacts)).info.run_id
+    client.create_run(client.create_experiment(LEGACY_GRID_EXPERIMENT, artifacts))
+    assert [r.run_id for r in list_runs(uri)] == [trained]
+    assert [r.run_id for r in list_all_runs(uri)] == [trained]

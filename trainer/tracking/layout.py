@@ -66,6 +66,8 @@ TAG_BEST_VAL_LOSS = "studio.best_val_loss"
 TAG_FINAL_FROM_STEP = "studio.final_from_step"
 # Seconds the run trained over all its launches (a stopped-then-resumed run: not the pause)
 TAG_ACTIVE_S = "studio.active_s"
+# X/Y grids made before they joined their LoRA's run had runs of their own here: not training
+LEGACY_GRID_EXPERIMENT = "xy_grids"
 TAG_HOST = "studio.host"
 TAG_PID = "studio.pid"
 TAG_PID_CREATE_TIME = "studio.pid_create_time"

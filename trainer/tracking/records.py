@@ -15,6 +15,7 @@ from typing import Any
 
 from trainer.tracking.connect import mlflow_client, sqlite_path
 from trainer.tracking.layout import (
+    LEGACY_GRID_EXPERIMENT,
     TAG_ACTIVE_S,
     TAG_ARCH,
     TAG_DATASET,
@@ -117,7 +118,9 @@ def list_runs(
     """Runs of the named experiments (default: all), newest first."""
     client = mlflow_client(tracking_uri)
     if experiment_names is None:
-        ids = [e.experiment_id for e in client.search_experiments()]
+        ids = [
+            e.experiment_id for e in client.search_experiments() if e.name != LEGACY_GRID_EXPERIMENT
+        ]
     else:
         found = (client.get_experiment_by_name(n) for n in experiment_names)
         ids = [e.experiment_id for e in found if e is not None]
@@ -147,8 +150,9 @@ def list_all_runs(tracking_uri: str, max_results: int = 5000) -> list[RunRecord]
                 "SELECT r.run_uuid, r.name, r.experiment_id, r.status, r.start_time, r.end_time,"
                 " r.artifact_uri FROM runs r JOIN experiments e"
                 " ON e.experiment_id = r.experiment_id WHERE r.lifecycle_stage = 'active'"
-                " AND e.lifecycle_stage = 'active' ORDER BY r.start_time DESC LIMIT ?",
-                (max_results,),
+                " AND e.lifecycle_stage = 'active' AND e.name != ?"
+                " ORDER BY r.start_time DESC LIMIT ?",
+                (LEGACY_GRID_EXPERIMENT, max_results),
             ).fetchall()
             wanted = {row[0] for row in rows}
             values: dict[str, dict[str, dict[str, Any]]] = {
