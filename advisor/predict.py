@@ -232,16 +232,24 @@ def assumptions(
     info: DatasetInfo | None,
     calibration: Calibration,
 ) -> list[str]:
+    cpu = w.device_kind == "cpu"
+    source = "~32 FLOP a cycle on each core at ~3 GHz" if cpu else "vendor spec"
     found = [
-        f"device: {w.device.name} at {w.device.tflops:g} dense 16-bit TFLOPS "
-        f"(vendor spec{'' if w.device.known else ', guessed: unknown model'}), "
+        f"device: {w.device.name} at {w.device.tflops:g} {'fp32' if cpu else 'dense 16-bit'} "
+        f"TFLOPS ({source}{'' if w.device.known or cpu else ', guessed: unknown model'}), "
         f"{w.model.compute_efficiency * w.device.efficiency_scale:.0%} of it reached by "
         f"{w.model.label} training",
         f"peak memory at the largest size ({w.resolution} px) and batch {w.batch}, "
         f"{w.dtype} compute, denoiser weights stored as {w.weights}"
         + (f", {w.offload:.0%} of them offloaded to RAM" if w.offload else ""),
         "text encoders "
-        + ("stay on the GPU" if w.te_on_gpu else "are off the GPU during steps")
+        + (
+            "in RAM with the model"
+            if cpu
+            else "stay on the GPU"
+            if w.te_on_gpu
+            else "are off the GPU during steps"
+        )
         + (
             "; captions encoded once and cached"
             if w.text_cached

@@ -109,6 +109,14 @@ def test_prediction_has_ranges_parts_and_assumptions() -> None:
     assert pred.to_dict()["vram_fit"] == "no"
 
 
+def test_a_cpu_run_is_described_as_one_no_gpu_words() -> None:
+    cpu = " ".join(predict(make(arch="sd15"), PROFILES["cpu"]).assumptions)
+    assert "fp32 TFLOPS" in cpu and "text encoders in RAM with the model" in cpu
+    assert "16-bit" not in cpu and "GPU" not in cpu
+    gpu = " ".join(predict(make(arch="sd15"), RTX4090).assumptions)
+    assert "dense 16-bit TFLOPS (vendor spec)" in gpu and "fp32 TFLOPS" not in gpu
+
+
 def test_unified_memory_uses_seventy_percent_of_ram() -> None:
     pred = predict(make(arch="sdxl"), PROFILES["m2max"])
     assert pred.vram_available_gb == pytest.approx(32 * 0.7)
