@@ -9,6 +9,7 @@ quiet machine and are not scaled by a guessed factor.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import time
 
@@ -20,6 +21,23 @@ BUSY_LOAD_PER_CORE = 1.0
 BUSY_SAMPLE_S = 0.2  # how long the processes' CPU use is watched, only on a busy machine
 BUSY_SHOWN = 3  # processes named in the profile
 BUSY_MIN_PERCENT = 10.0  # a process below this share of one core is not named
+# Web browsers are not named as busy programs to close: one of them shows the studio itself. Names
+# as the systems report them (Linux cuts them to 15 characters: "chromium-browse"; Firefox's tabs
+# run as "Web Content" and "Isolated Web Co"; macOS: "Google Chrome Helper (Renderer)").
+BROWSERS = (
+    "chrome",
+    "chromium",
+    "google chrome",
+    "firefox",
+    "msedge",
+    "microsoft edge",
+    "safari",
+    "brave",
+    "opera",
+    "vivaldi",
+    "web content",
+    "isolated web co",
+)
 
 
 def load_average() -> float | None:
@@ -33,10 +51,21 @@ def load_average() -> float | None:
     return float(one)
 
 
+def is_browser(name: str) -> bool:
+    """A web browser's process, by its name ("chromium", "firefox.exe", "Safari", or a busy
+    list's "chrome (58%)")."""
+    return name.strip().lower().startswith(BROWSERS)
+
+
 def busy_processes() -> tuple[str, ...]:
-    """The processes using the most CPU over a short look, as 'name (85%)' (% of one core)."""
+    """The processes using the most CPU over a short look, as 'name (85%)' (% of one core).
+
+    Left out: web browsers (``BROWSERS``) and the studio's own process, which the advice would
+    otherwise tell the person to close."""
     watched = []
     for proc in psutil.process_iter(["name"]):
+        if proc.pid == os.getpid() or is_browser(proc.info.get("name") or ""):
+            continue
         with contextlib.suppress(psutil.Error):
             proc.cpu_percent(None)  # the first call starts the count
             watched.append(proc)
@@ -58,7 +87,9 @@ def busy_cpu_caveat(load_per_core: float | None, busiest: tuple[str, ...], devic
     step make it worse (10-100x slower steps have been seen on a 2-core machine at load 11)."""
     if load_per_core is None or load_per_core < BUSY_LOAD_PER_CORE:
         return ""
-    who = f"; busiest: {', '.join(busiest)}" if busiest else ""
+    # A profile saved before browsers were left out may still name one.
+    named = [p for p in busiest if not is_browser(p)]
+    who = f"; busiest: {', '.join(named)}" if named else ""
     busy = f"the CPU is busy (load {load_per_core:.1f} per core when checked{who})"
     if device_kind != "cpu":
         return f"{busy}: starting, loading the model and preparing batches may take longer than predicted"

@@ -57,10 +57,14 @@ def caching_defaults(profile: SystemProfile, cache_gb: float) -> CacheDefaults:
     available = profile.ram_available_gb - OS_RESERVE_GB
     if profile.unified:
         return CacheDefaults(True, False, "unified memory: an in-memory cache is optimal")
-    free = available * RAM_CACHE_SHARE
+    # Not the free RAM (the header shows that): the share of it a cache may take, once the OS's
+    # reserve is set aside; quoted as "free" it read as a contradiction of the header.
+    allowed = available * RAM_CACHE_SHARE
     size = human_bytes(cache_gb * GB)  # the tiny demo's cache is KB: never a "0.0 GB"
-    if cache_gb < free:
-        return CacheDefaults(True, False, f"cache fits in RAM ({size} < {free:.1f} GB free)")
+    if cache_gb < allowed:
+        return CacheDefaults(
+            True, False, f"cache fits in RAM ({size} of the {allowed:.1f} GB a cache may use)"
+        )
     return CacheDefaults(
         True, True, f"cache too large for RAM ({size}): kept on disk, memory-mapped"
     )

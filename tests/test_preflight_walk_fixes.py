@@ -174,8 +174,8 @@ def test_the_cache_reason_shows_a_tiny_cache_in_kb_not_as_zero_gb() -> None:
 
     cpu = synthetic_profile(None, ram_gb=16)
     tiny = caching_defaults(cpu, 20 / 2**20)  # the demo dataset's latents: about 20 KB
-    assert not tiny.to_disk and tiny.reason.startswith("cache fits in RAM (20.0 KB < ")
+    assert not tiny.to_disk and tiny.reason.startswith("cache fits in RAM (20.0 KB of the ")
     assert "0.0 GB" not in tiny.reason
-    assert "(307.2 MB <" in caching_defaults(cpu, 0.3).reason
+    assert "(307.2 MB of the " in caching_defaults(cpu, 0.3).reason
     big = caching_defaults(cpu, 40.0)
     assert big.to_disk and big.reason.startswith("cache too large for RAM (40.0 GB)")

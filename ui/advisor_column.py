@@ -24,6 +24,8 @@ from ui.summary import format_duration, gb_text, memory_text, no_gpu
 from ui.text import plain_line
 from ui.widgets import ARCH_LABELS, step_fields
 
+BUSY_CPU_RULE = "cpu_busy"  # advisor/checks_hardware.py: its message quotes the times' caveat
+
 
 def show_value(value: Any) -> str:
     if isinstance(value, bool):
@@ -70,7 +72,9 @@ def _render_column(step: str, context: StudioContext) -> None:
         render_findings(found, key_prefix=f"col:{step}")  # information too
     with st.container(border=True):
         st.markdown("**Predictions**")
-        render_predictions(context, compact=True)
+        # The busy-CPU finding quotes the same caveat: said once, under Warnings, where shown.
+        said = any(f.rule == BUSY_CPU_RULE for f in found)
+        render_predictions(context, compact=True, busy_said=said)
     render_history_hint(load_settings())  # "based on N similar runs…" (issue 7)
     for note in context.notes:
         st.caption(f":material/info: {note}")
@@ -134,10 +138,22 @@ def _finding_key(prefix: str, finding: Finding) -> str:
     return f"{prefix}:fix:{hashlib.sha1(finding.key.encode()).hexdigest()[:10]}"
 
 
+def settings_text(paths: list[str]) -> str:
+    """'Settings: Device, Steps': the settings a finding concerns, by the labels the wizard
+    shows (each once: two datasets' resolutions are one 'Resolution')."""
+    labels = list(dict.fromkeys(advice.label_of(p) for p in paths))
+    if not labels:
+        return ""
+    return f"Setting{'s' * (len(labels) > 1)}: {plain_line(', '.join(labels))}"
+
+
 def render_findings(found: list[Finding], key_prefix: str) -> None:
     for finding in advice.by_severity(found):
-        where = ", ".join(f"`{p}`" for p in finding.paths)
-        st.markdown(f"{advice.severity_badge(finding.severity)}**:** {finding.message}  \n{where}")
+        where = settings_text(finding.paths)
+        st.markdown(
+            f"{advice.severity_badge(finding.severity)}**:** {finding.message}"
+            + (f"  \n:gray[{where}]" if where else "")
+        )
         if finding.fix:
             st.button(
                 f"Fix: {finding.fix_label or _patch_text(finding.fix)}",
@@ -165,7 +181,11 @@ def download_note(model: ModelSource | None) -> str:
     return f"+ {format_bytes(model.download_bytes)} model download to `{model.cache_dir}`"
 
 
-def render_predictions(context: StudioContext, compact: bool = False) -> None:
+def render_predictions(
+    context: StudioContext, compact: bool = False, busy_said: bool = False
+) -> None:
+    """The predicted memory, times and disk; ``busy_said``: the busy-CPU caveat is already
+    shown above (its finding), so it is not repeated beside the times."""
     prediction: Prediction | None = context.prediction
     if prediction is None:
         st.caption(
@@ -191,7 +211,9 @@ def render_predictions(context: StudioContext, compact: bool = False) -> None:
         rows[:2] = [("System RAM", ram, note)]
     evidence = prediction.evidence
     caveat = prediction.time_caveat  # a busy CPU: said beside the times, never hidden in them
-    busy = f":orange[:material/warning:] {caveat[:1].upper()}{caveat[1:]}." if caveat else ""
+    busy = ""
+    if caveat and not busy_said:
+        busy = f":orange[:material/warning:] {caveat[:1].upper()}{caveat[1:]}."
     if compact:
         lines = [f"{k}: **{v}**" + (f" ({n})" if n else "") for k, v, n in rows]
         st.markdown("  \n".join(lines + ([busy] if busy else [])))

@@ -27,7 +27,7 @@ from ui.model_panel import download_progress, is_running, render_download
 from ui.preflight import apply_recommended, current_recommendations
 from ui.queue_panel import render_add_to_queue
 from ui.sweep_form import render_queue_variants
-from ui.text import code, plain, plain_line
+from ui.text import code, plain, plain_line, unplain
 from ui.widgets import applies, render_field, spec, step_fields
 
 IMPORT_KEY = "rv:import"
@@ -109,6 +109,21 @@ def render_model_fix(context: StudioContext) -> None:
             render_download(model.ref, arch, key="rv:model")
 
 
+# Widths in pixels, so that the values are read whole at 1400 px (the table is about 940 px wide
+# there): sized to the content of the first rows, "Yours" cut "to_q, to_k, to_v, to_out.0" off.
+# Rows stay one line (wrapping needs rows over 64 px: five rows in view); the dotted path, for
+# experts, comes last.
+COMPARISON_COLUMNS = ("Setting", "Yours", "Recommended", "Status", "Reason", "Path")
+COMPARISON_CONFIG = {
+    "Setting": st.column_config.TextColumn(width=170),
+    "Yours": st.column_config.TextColumn(width=180),
+    "Recommended": st.column_config.TextColumn(width=180),
+    "Status": st.column_config.TextColumn(width=85),
+    "Reason": st.column_config.TextColumn(width=520),  # a long one: scroll, or click the cell
+    "Path": st.column_config.TextColumn(width=260),
+}
+
+
 def comparison_rows(
     context: StudioContext, recs: dict[str, dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
@@ -123,7 +138,7 @@ def comparison_rows(
                 "Yours": show_value(mine),
                 "Recommended": show_value(rec["value"]),
                 "Status": "✓ matches" if same else "≠ differs",
-                "Reason": rec["reason"],
+                "Reason": unplain(rec["reason"]),  # escaped for markdown; a table shows text as is
             }
         )
     rows.sort(key=lambda r: r["Status"] == "✓ matches")
@@ -146,7 +161,14 @@ def render_comparison(context: StudioContext) -> None:
     if not rows:
         st.caption("The advisor has no recommendations for this draft.")
         return
-    st.dataframe(rows, hide_index=True, width="stretch", key="rv:comparison")
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        key="rv:comparison",
+        column_order=COMPARISON_COLUMNS,
+        column_config=COMPARISON_CONFIG,
+    )
     differing = [r for r in rows if r["Status"] != "✓ matches"]
     if differing:
         patch = {r["Path"]: recs[r["Path"]]["value"] for r in differing}

@@ -11,14 +11,17 @@ from typing import Any
 import streamlit as st
 
 from advisor.dataset import run_steps
+from trainer.config.fields import WIZARD_STEPS
 from ui import state
 from ui.advice import Hardware, Prediction
 from ui.boundary import advisor_boundary
 from ui.context import StudioContext, hardware
 from ui.steps_epochs import counted_images
 from ui.text import code
-from ui.widgets import ARCH_LABELS
+from ui.widgets import ARCH_LABELS, step_fields
 
+WIZARD_PAGE = "pages/wizard.py"
+ATTENTION = ("error", "warning")  # what the status counts: suggestions and information are fine
 OK, WARN, ERR = ":material/check_circle:", ":material/warning:", ":material/error:"
 INFO = ":material/info:"
 
@@ -86,6 +89,39 @@ def ram_fit(needed_gb: float, hw: Hardware) -> str:
     return "tight" if needed_gb > hw.ram_available_gb else "yes"
 
 
+def problem_steps(context: StudioContext) -> list[str]:
+    """The wizard steps that hold an error or a warning, in wizard order: the steps whose
+    advisor column lists it (a finding is on every step that holds one of its settings)."""
+    return [
+        step
+        for step in WIZARD_STEPS
+        if any(f.severity in ATTENTION for f in context.findings_for(set(step_fields(step))))
+    ]
+
+
+def step_name(step: str) -> str:
+    """'9 · Training core': the step as the wizard's picker names it."""
+    return f"{list(WIZARD_STEPS).index(step) + 1} · {WIZARD_STEPS[step][0]}"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def where_text(context: StudioContext) -> str:
+    """Where the errors and warnings are: 'on step 9 · Training core', 'on steps 9 · Training
+    core and 12 · Model-specific'; one tied to no step is listed under Validation on Review."""
+    steps = problem_steps(context)
+    placed = {id(f) for s in steps for f in context.findings_for(set(step_fields(s)))}
+    loose = any(f.severity in ATTENTION and id(f) not in placed for f in context.findings)
+    parts = []
+    if steps:
+        parts.append(f"on step{'s' * (len(steps) > 1)} {_and([step_name(s) for s in steps])}")
+    if loose:
+        parts.append("in Review's Validation list")
+    return _and(parts)
+
+
 def status_text(context: StudioContext) -> tuple[str, str]:
     errors, warnings = len(context.errors), len(context.warnings)
     tips = sum(f.severity == "suggestion" for f in context.findings)  # information is no tip
@@ -96,7 +132,39 @@ def status_text(context: StudioContext) -> tuple[str, str]:
         parts.append(f"{ERR} {errors} error{'s' * (errors != 1)}")
     if warnings:
         parts.append(f"{WARN} {warnings} warning{'s' * (warnings != 1)}")
-    return " · ".join(parts), "see the advisor column or Review"
+    return " · ".join(parts), where_text(context)
+
+
+def open_step(step: str) -> None:
+    """The wizard, at ``step`` (from any page: the wizard reads its step from the draft's meta)."""
+    state.set_meta("step", step)
+    st.switch_page(WIZARD_PAGE)
+
+
+def _render_status(column: Any, context: StudioContext) -> None:
+    value, note = status_text(context)
+    _item(column, "Status", value, note)
+    steps = problem_steps(context)
+    if not steps:
+        return
+    # A row of short buttons under the sentence that names the steps: the column is narrow.
+    with (
+        column,
+        st.container(
+            horizontal=True, gap="xsmall", vertical_alignment="center", key="summary_steps"
+        ),
+    ):
+        st.caption("Open step", width="content")
+        for step in steps:
+            number = list(WIZARD_STEPS).index(step) + 1
+            if st.button(
+                str(number),
+                key=f"summary:open:{step}",
+                type="tertiary",
+                icon=":material/arrow_forward:",
+                help=f"Open the wizard at step {step_name(step)}",
+            ):
+                open_step(step)
 
 
 def render_summary_header(context: StudioContext) -> None:
@@ -117,8 +185,7 @@ def render_summary_header(context: StudioContext) -> None:
             f"≈ {format_duration(total)} in all" if total else "",
         )
         _item(cols[3], *memory_text(context.prediction, context.hw))
-        value, note = status_text(context)
-        _item(cols[4], "Status", value, note)
+        _render_status(cols[4], context)
         validation = validation_text(draft)
         if validation:
             st.caption(f":material/fact_check: {validation}", help=VALIDATION_HELP)

@@ -94,3 +94,47 @@ def code(text: object) -> str:
     fence = "`" * (max((len(run) for run in _BACKTICK_RUNS.findall(value)), default=0) + 1)
     pad = " " if value[0] in "` " or value[-1] in "` " else ""
     return f"{fence}{pad}{value}{pad}{fence}"
+
+
+# What CommonMark lets a backslash escape: every ASCII punctuation character.
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def unplain(text: object) -> str:
+    """The text that ``plain`` was given, for tables and dataframes, which show text as it is: a
+    reason escaped for markdown showed its backslashes there ("6.0 KB \\< 7.1 GB").
+
+    Undoes what ``plain`` does: the hard line breaks, the backslash escapes and the code spans
+    of link-like words."""
+    value = ("" if text is None else str(text)).replace("  \n", "\n")
+    out: list[str] = []
+    index, end = 0, len(value)
+    while index < end:
+        char = value[index]
+        if char == "\\" and index + 1 < end and value[index + 1] in _PUNCTUATION:
+            out.append(value[index + 1])
+            index += 2
+        elif char == "`":
+            fence = len(_BACKTICK_RUNS.match(value, index).group())
+            close = _closing_fence(value, index + fence, fence)
+            if close is None:  # no span: the backticks are text
+                out.append(value[index : index + fence])
+                index += fence
+                continue
+            inner = value[index + fence : close]
+            if len(inner) > 2 and inner[0] == inner[-1] == " " and inner.strip():
+                inner = inner[1:-1]  # the padding ``code`` adds around a backtick or a space
+            out.append(inner)
+            index = close + fence
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def _closing_fence(value: str, start: int, fence: int) -> int | None:
+    """Where the run of exactly ``fence`` backticks that closes a code span begins."""
+    for run in _BACKTICK_RUNS.finditer(value, start):
+        if len(run.group()) == fence:
+            return run.start()
+    return None
