@@ -21,6 +21,7 @@ BUSY_LOAD_PER_CORE = 1.0
 BUSY_SAMPLE_S = 0.2  # how long the processes' CPU use is watched, only on a busy machine
 BUSY_SHOWN = 3  # processes named in the profile
 BUSY_MIN_PERCENT = 10.0  # a process below this share of one core is not named
+HISTORY_SLOWER = 1.5  # past runs this much slower than the formulas: they may have shared the CPU
 # Web browsers are not named as busy programs to close: one of them shows the studio itself. Names
 # as the systems report them (Linux cuts them to 15 characters: "chromium-browse"; Firefox's tabs
 # run as "Web Content" and "Isolated Web Co"; macOS: "Google Chrome Helper (Renderer)").
@@ -78,13 +79,20 @@ def busy_processes() -> tuple[str, ...]:
     return tuple(f"{name} ({percent:.0f}%)" for percent, name in busiest)
 
 
-def busy_cpu_caveat(load_per_core: float | None, busiest: tuple[str, ...], device_kind: str) -> str:
+def busy_cpu_caveat(
+    load_per_core: float | None,
+    busiest: tuple[str, ...],
+    device_kind: str,
+    history_factor: float | None = None,
+) -> str:
     """Why the predicted times may be too short on a CPU that was already busy; "" if it was not.
 
     The numbers are not scaled by a guessed factor: the slow-down depends on what the other
     processes do. What can be said: sharing the cores fairly gives a run that wants all of them
     1 / (load per core + 1) of each, and torch's threads waiting on each other at every parallel
-    step make it worse (10-100x slower steps have been seen on a 2-core machine at load 11)."""
+    step make it worse (10-100x slower steps have been seen on a 2-core machine at load 11).
+    ``history_factor``: the correction past runs on this machine already made to the speed; runs
+    measured on a busy machine carry its slow-down in it, so the two are not to be stacked."""
     if load_per_core is None or load_per_core < BUSY_LOAD_PER_CORE:
         return ""
     # A profile saved before browsers were left out may still name one.
@@ -94,6 +102,12 @@ def busy_cpu_caveat(load_per_core: float | None, busiest: tuple[str, ...], devic
     if device_kind != "cpu":
         return f"{busy}: starting, loading the model and preparing batches may take longer than predicted"
     share = load_per_core + 1
+    if history_factor is not None and history_factor >= HISTORY_SLOWER:
+        return (
+            f"{busy}: the times may be longer still. They already include a ×{history_factor:.1f} "
+            "correction from past runs here, which count any load those runs had: do not "
+            "multiply the two"
+        )
     longer = "several times longer" if share >= 3 else "longer"
     return (
         f"{busy}: expect {longer} than predicted. Sharing the cores alone makes training about "

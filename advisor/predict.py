@@ -178,7 +178,10 @@ def predict(
         history_runs=len(calibration.runs),
         calibration=calibration,
         time_caveat=busy_cpu_caveat(
-            profile.load_per_core, profile.cpu_busy_processes, w.device_kind
+            profile.load_per_core,
+            profile.cpu_busy_processes,
+            w.device_kind,
+            calibration.speed_factor,
         ),
         preview_images=w.sample_images,
     )
@@ -281,7 +284,11 @@ def assumptions(
     found += calibration.lines()
     load = profile.load_per_core
     if profile.cpu_busy:
-        found.append(busy_cpu_caveat(load, profile.cpu_busy_processes, w.device_kind))
+        found.append(
+            busy_cpu_caveat(
+                load, profile.cpu_busy_processes, w.device_kind, calibration.speed_factor
+            )
+        )
     elif load is not None:
         found.append(
             f"the CPU was quiet when checked (load {load:.1f} per core): the times assume it "

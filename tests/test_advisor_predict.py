@@ -246,6 +246,18 @@ def test_a_busy_cpu_is_said_beside_the_times_without_inflating_them() -> None:
     assert unknown.time_caveat == "" and "per core" not in " ".join(unknown.assumptions)
 
 
+def test_a_busy_cpu_is_not_stacked_on_a_correction_from_past_runs() -> None:
+    """Past runs measured on a busy machine carry its slow-down in their ×3 correction: the
+    caveat must not add another 'about 6.5x slower' on top."""
+    from advisor.cpu_load import busy_cpu_caveat
+
+    corrected = busy_cpu_caveat(5.5, (), "cpu", history_factor=3.0)
+    assert "already include a ×3.0 correction from past runs" in corrected
+    assert "6.5x slower" not in corrected and "expect several times longer" not in corrected
+    near = busy_cpu_caveat(5.5, (), "cpu", history_factor=1.1)  # past runs near the formulas
+    assert "about 6.5x slower" in near and near == busy_cpu_caveat(5.5, (), "cpu")
+
+
 def test_a_busy_cpu_beside_a_gpu_only_slows_the_cpu_side() -> None:
     from dataclasses import replace
 
