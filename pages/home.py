@@ -3,37 +3,22 @@ are ready."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from trainer.demo.tiny import ensure_demo
 from trainer.settings import load_settings
 from trainer.tracking.reachability import store_problem
 from ui import state
 from ui.access import bind_address
-from ui.boundary import advisor_boundary
-from ui.demo_build import render_build_button, render_built_notice
+from ui.demo_build import (
+    render_build_button,
+    render_built_notice,
+    render_demo_button,
+    render_start_over_confirmation,
+)
 from ui.navigation import leave_legacy_pages_mode
 from ui.notify_settings import render_notify_settings
-from ui.preflight import confirm
 from ui.status import REVIEW_PAGE, start_here, studio_status
 from ui.text import code
-
-
-def train_demo_now(home: Path) -> None:
-    """Preflight's defaults on the tiny demo model and dataset, then Review & launch: a first run
-    is one more click away."""
-    arch = str(state.get_value("model.arch", "sd15"))
-    with st.spinner("Preparing the tiny demo model and dataset..."):
-        ensure_demo(home, arch)
-        ensure_demo(home, "dataset")
-    answers = {**state.meta()["intent"], "arch": arch, "demo": True}
-    with advisor_boundary("recommending values for the demo") as recommending:
-        confirm(answers, {})
-    if not recommending.failed:
-        st.switch_page(REVIEW_PAGE)
-
 
 leave_legacy_pages_mode()  # a fresh server opened at this page's URL: see ui/navigation.py
 
@@ -55,16 +40,11 @@ with st.container(border=True, key="home_start_here"):
     with st.container(horizontal=True, vertical_alignment="center"):
         if st.button(step.label, type="primary", key="home:start"):
             st.switch_page(step.page)
-        if not preflight_done and st.button(
-            "Train the demo now",
-            key="home:demo",
-            icon=":material/bolt:",
-            help="Accepts preflight's defaults for the tiny demo model and demo dataset, then "
-            "opens Review & launch: one more click starts the run.",
-        ):
-            train_demo_now(settings.home)
+        # with a draft it asks first: it replaces the draft (one undo brings it back)
+        render_demo_button(settings.home, draft_exists=preflight_done)
         if preflight_done:
             st.page_link(REVIEW_PAGE, label="Review and launch", icon=":material/rocket_launch:")
+    render_start_over_confirmation(settings.home)
 
 st.subheader("Studio status")
 left, right = st.columns(2)

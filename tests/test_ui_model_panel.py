@@ -140,7 +140,8 @@ def test_the_model_card_uses_the_advisors_vram_prediction() -> None:
         for line in texts(at).splitlines()
         if line.startswith("- **") and ":** " in line
     )
-    assert rows["Native resolution"] == "64 px"  # the demo SDXL: tiny, no download
+    tiny = "64 px: the tiny demo's size (the real SDXL trains at 1024 px)"
+    assert rows["Native resolution"] == tiny  # the demo SDXL: tiny, no download
     assert rows["Download"] == "none: built on this machine"
     prediction = at.session_state["_studio_context"][1].prediction
     if prediction.vram_available_gb is None:  # this machine has no GPU: the RAM, not "0.0 GB"

@@ -48,7 +48,7 @@ def test_inspect_resize_and_merge(home: Path, tmp_path: Path) -> None:
     run(at.button(key="lu:resize").click())
     # a.safetensors lies outside the studio home: what is made from it goes to the home's outputs/
     out = home / "outputs" / "a_resized.safetensors"
-    assert any("mean rank 3," in s.value for s in at.success), [s.value for s in at.success]
+    assert any("mean rank 3. " in s.value for s in at.success), [s.value for s in at.success]
     assert lora_tools.inspect(out)["ranks"] == {3: 2}
     run(at.text_input(key="lu:other:path").set_value(str(b)))
     run(at.number_input(key="lu:w2").set_value(0.5))
@@ -155,7 +155,7 @@ def test_picker_lists_usable_loras_and_outputs_follow_the_pick(home: Path) -> No
     run(rank_field.set_value(3))
     run(at.button(key="lu:resize").click())
     out = first / "outputs" / "my_lora_resized.safetensors"
-    assert any(f"{out}: mean rank 3, mean error" in s.value for s in at.success), [
+    assert any(f"{out}: mean rank 3. The resized LoRA" in s.value for s in at.success), [
         s.value for s in at.success
     ]
     assert lora_tools.inspect(out)["ranks"] == {3: 2}

@@ -20,6 +20,7 @@ from advisor.model_facts import DEMO, HUB, MISSING, ModelSource
 from advisor.models import facts as model_facts_of
 from advisor.models import is_demo
 from trainer.arch.hub_status import free_gb
+from trainer.arch.single_file import ARCH_NAMES
 from trainer.jobs import downloads
 from trainer.models.hub import (
     FOUND,
@@ -322,8 +323,12 @@ def model_card_rows(arch: str, context: StudioContext) -> list[tuple[str, str]]:
     elif prediction is not None:
         needed = prediction.vram_gb
         memory = (memory[0], f"needs about {gb_text(needed)}: {vram_class(needed)}")
+    resolution = f"{facts.native_resolution} px"
+    if is_demo(ref):  # Preflight quotes the real model's size: say why the two differ
+        real = model_facts_of(arch).native_resolution
+        resolution += f": the tiny demo's size (the real {ARCH_NAMES[arch]} trains at {real} px)"
     return [
-        ("Native resolution", f"{facts.native_resolution} px"),
+        ("Native resolution", resolution),
         ("Parameters", params),
         memory,
         *_source_rows(source),
@@ -373,7 +378,16 @@ def model_card_markdown(label: str, rows: list[tuple[str, str]]) -> str:
     return f"**Model card · {label}**\n\n{lines}"
 
 
+def model_card_title(arch: str, context: StudioContext) -> str:
+    """The real model's name, or that this is its tiny demo: the demo's 64 px and few million
+    parameters under "Stable Diffusion 1.5" read as facts about SD1.5."""
+    source = context.model
+    if source is not None and is_demo(source.ref):
+        return f"{ARCH_NAMES[arch]} tiny demo (random weights)"
+    return model_facts_of(arch).label
+
+
 def render_model_card(arch: str, context: StudioContext) -> None:
-    label = model_facts_of(arch).label
+    label = model_card_title(arch, context)
     with st.container(border=True, key="model_card"):
         st.markdown(model_card_markdown(label, model_card_rows(arch, context)))

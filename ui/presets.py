@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from trainer.config.importers import import_text
-from trainer.config.io import ConfigError, loads_config
+from trainer.config.io import HEADER, ConfigError, loads_config
 from trainer.files import atomic_write_text
 from trainer.settings import StudioSettings
 from ui.preflight import recommend_again_if_kept
@@ -23,6 +23,23 @@ REPO = Path(__file__).resolve().parent.parent
 BUILT_IN = REPO / "presets"
 SOURCES_DOC = REPO / "docs" / "sources.md"  # where every cited figure and prior is written down
 CITATION = re.compile(r"docs/sources\.md#([A-Za-z0-9_-]+)")
+
+
+# The lines every saved config starts with (trainer.config.io.dump_yaml): instructions for the
+# file, not a description of the preset ("Check it with: python -m trainer validate THIS_FILE"
+# read as the preset's purpose once a saved draft or run config followed the preset's own line).
+_GENERATED = frozenset(HEADER.splitlines())
+
+
+def leading_comment(text: str) -> list[str]:
+    """The ``#`` lines a preset starts with, without the lines every saved config starts with."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if line.rstrip() not in _GENERATED:
+            lines.append(line)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -38,12 +55,7 @@ class Preset:
     @property
     def comment(self) -> str:
         """The leading ``#`` lines: what the preset is for and where its values come from."""
-        lines = []
-        for line in self.text.splitlines():
-            if not line.startswith("#"):
-                break
-            lines.append(line.lstrip("#").strip())
-        return "\n".join(lines)
+        return "\n".join(line.lstrip("#").strip() for line in leading_comment(self.text))
 
     @property
     def label(self) -> str:
@@ -109,9 +121,7 @@ def comment_parts(text: str) -> CommentParts:
     sources: list[str] = []
     reasons: list[str] = []
     notes: list[str] = []
-    for raw in text.splitlines():
-        if not raw.startswith("#"):
-            break
+    for raw in leading_comment(text):
         line = raw[1:].removeprefix(" ")
         if line.startswith("- "):
             reasons.append(line[2:].strip())

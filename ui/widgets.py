@@ -330,7 +330,8 @@ def _messages(path: str, value: Any) -> None:
         text += f" — {problem.fix}" if problem.fix else ""
         st.error(f"**Error:** {plain(text)}", icon=":material/error:")  # may quote values
     rec = offered(state.meta()["recommendations"], state.draft()).get(path)
-    if rec is not None:  # its reason is markdown already (ui.advice escapes what it quotes)
+    if rec is not None and off_switch(path) is None:  # no advice on a greyed-out value
+        # its reason is markdown already (ui.advice escapes what it quotes)
         if state.same_value(rec["value"], value):
             st.caption(f":material/lightbulb: **Recommended** — {rec['reason']}")
         else:
