@@ -201,3 +201,19 @@ def test_the_resize_result_says_what_its_error_means() -> None:
     assert "differ from the original's by 9.1% on average (at most 14.2% in one layer)" in text
     assert "0% means nothing was lost" in text
     assert "0.0911" not in text
+
+
+def test_review_compares_no_recommendation_for_a_setting_without_effect() -> None:
+    """Review's table listed 'Number of cycles: 1' under plain cosine."""
+    at = _confirm_preflight(new_app().run())
+    at.switch_page("pages/review.py").run()
+
+    def compared() -> list[str]:
+        return [s for df in at.dataframe for s in df.value.get("Setting", [])]
+
+    assert compared() and not [s for s in compared() if "cycles" in s.lower()]
+    data = at.session_state["draft"]
+    data["train"]["lr_scheduler"] = "cosine_with_restarts"
+    at.session_state["draft"] = data
+    at.run()
+    assert [s for s in compared() if "cycles" in s.lower()]

@@ -19,6 +19,7 @@ from ui.advice import Finding, Prediction
 from ui.boundary import advisor_boundary
 from ui.compare_history import render_history_hint
 from ui.context import StudioContext, apply_fix
+from ui.field_gates import off_switch
 from ui.preflight import apply_recommended, recommendations_made_for, refresh_recommendations
 from ui.summary import format_duration, gb_text, memory_text, no_gpu
 from ui.text import plain_line
@@ -88,7 +89,11 @@ def render_recommendations(
         for path, rec in context.recommendations.items()
         if fields is None or generic_path(path) in fields
     ]
-    differing = [(p, r) for p, r in recs if not state.same_value(state.get_value(p), r["value"])]
+    differing = [
+        (p, r)
+        for p, r in recs
+        if not state.same_value(state.get_value(p), r["value"]) and not off_switch(p)
+    ]
     stale = recommendations_made_for()
     if stale:
         what, made_for = stale

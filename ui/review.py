@@ -129,6 +129,8 @@ def comparison_rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for path, rec in (context.recommendations if recs is None else recs).items():
+        if off_switch(path):  # e.g. the cycles of a scheduler not chosen: no effect, no row
+            continue
         mine = state.get_value(path)
         same = state.same_value(mine, rec["value"])
         rows.append(
