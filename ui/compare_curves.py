@@ -15,13 +15,22 @@ from trainer.tracking.run_names import run_labels
 from ui.text import plain
 
 CURVE_KEYS = ("loss", "loss_smoothed", "lr", METRIC_VAL_LOSS)
+
+
+class LossStyle(NamedTuple):
+    label: str  # the line-style legend's entry: the metric's name ("loss_smoothed") said nothing
+    dash: list[int]
+    opacity: float
+
+
 # How each loss curve is drawn, told apart without colour: raw faint and dashed, smoothed solid,
-# validation (few points, on images never trained on) long dashes.
+# validation (few points, on images never trained on) long dashes. Keyed by the metric's name.
 LOSS_STYLES = {
-    "loss": ([4, 3], 0.45),
-    "loss_smoothed": ([1, 0], 1.0),
-    METRIC_VAL_LOSS: ([8, 3], 1.0),
+    "loss": LossStyle("raw loss (faint, dashed)", [4, 3], 0.45),
+    "loss_smoothed": LossStyle("smoothed loss (solid)", [1, 0], 1.0),
+    METRIC_VAL_LOSS: LossStyle("validation loss (long dashes)", [8, 3], 1.0),
 }
+LINE_LEGEND_TITLE = "line style"
 # Vega's category10: neighbouring runs get hues far apart (blue, orange, green, red...), never two
 # shades of one colour; a run past the tenth takes the palette again from the start.
 RUN_COLOURS = (
@@ -40,6 +49,18 @@ RUN_COLOURS = (
 # a run's own noise moves the raw loss by far more from one step to the next.
 NEAR_IDENTICAL = 0.03
 MIN_SHARED_STEPS = 2
+# Line widths by pick order, the baseline widest: runs of one seed draw the same curve, and the
+# later runs (drawn on top, rows being in pick order) would hide the earlier ones at one width.
+WIDEST_PX, NARROWER_BY_PX, THINNEST_PX = 3.5, 1.5, 1.0
+
+
+def run_widths(runs: list[RunRecord]) -> dict[str, float]:
+    """``{label: stroke width}`` in pick order: 3.5, 2, then 1 px (a line is 2 px by default)."""
+    labels = run_labels(runs)
+    return {
+        labels[r.run_id]: max(THINNEST_PX, WIDEST_PX - NARROWER_BY_PX * i)
+        for i, r in enumerate(runs)
+    }
 
 
 def run_colours(runs: list[RunRecord]) -> dict[str, str]:
@@ -150,6 +171,13 @@ def loss_title(loss: Any) -> str:
     return "Loss (raw and smoothed)"
 
 
+def loss_frame(data: Any) -> Any:
+    """The loss rows of ``curve_frame`` with a ``curve`` column: each metric's legend entry."""
+    loss = data[data.metric.isin(list(LOSS_STYLES))].copy()
+    loss["curve"] = loss.metric.map({m: style.label for m, style in LOSS_STYLES.items()})
+    return loss
+
+
 def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
     import altair as alt  # ~0.3 s: likewise
 
@@ -162,7 +190,18 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
     colour = alt.Color(
         "run:N", title="run", scale=alt.Scale(domain=list(colours), range=list(colours.values()))
     )
-    loss = data[data.metric != "lr"]
+    widths = run_widths(runs)
+    # Channels of one field merge into one legend, which `legend=None` on any of them would hide:
+    # the run legend shows each run's colour at its width, the line-style one each dash's opacity.
+    width = alt.StrokeWidth(
+        "run:N", title="run", scale=alt.Scale(domain=list(widths), range=list(widths.values()))
+    )
+    loss = loss_frame(data)
+    # the legend lists the curves drawn (no 'validation' entry for runs without one)
+    styles = {
+        m: style for m, style in LOSS_STYLES.items() if (loss.metric == m).any()
+    } or LOSS_STYLES
+    lines = [style.label for style in styles.values()]
     lr = data[data.metric == "lr"]
     left, right = st.columns(2)
     left.altair_chart(
@@ -173,19 +212,17 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
             y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
             color=colour,
             strokeDash=alt.StrokeDash(
-                "metric:N",
-                scale=alt.Scale(
-                    domain=list(LOSS_STYLES), range=[dash for dash, _ in LOSS_STYLES.values()]
-                ),
+                "curve:N",
+                title=LINE_LEGEND_TITLE,
+                scale=alt.Scale(domain=lines, range=[s.dash for s in styles.values()]),
             ),
             opacity=alt.Opacity(
-                "metric:N",
-                scale=alt.Scale(
-                    domain=list(LOSS_STYLES), range=[alpha for _, alpha in LOSS_STYLES.values()]
-                ),
-                legend=None,
+                "curve:N",
+                title=LINE_LEGEND_TITLE,
+                scale=alt.Scale(domain=lines, range=[s.opacity for s in styles.values()]),
             ),
-            tooltip=["run", "metric", "step", alt.Tooltip("value:Q", format=".4f")],
+            strokeWidth=width,
+            tooltip=["run", "curve", "step", alt.Tooltip("value:Q", format=".4f")],
         ),
         width="stretch",
     )
@@ -197,6 +234,7 @@ def render_curves(tracking_uri: str, runs: list[RunRecord]) -> None:
                 x=alt.X(f"{axis}:Q"),
                 y=alt.Y("value:Q", title="lr", axis=alt.Axis(format=".1e")),
                 color=colour,
+                strokeWidth=width,
             ),
             width="stretch",
         )
