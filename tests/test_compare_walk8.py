@@ -12,14 +12,12 @@ import random
 from pathlib import Path
 
 import pytest
+from compare_runs import logged_run
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from trainer.config.schema import TrainingConfig
 from trainer.settings import load_settings
 from trainer.tracking.artifacts import SampleImage
-from trainer.tracking.mlflow_tracker import MlflowTracker
-from trainer.tracking.new_run import create_run
 from trainer.tracking.ratings import sample_ratings
 from trainer.tracking.records import get_run_record
 from ui.compare_curves import LOSS_STYLES, loss_frame, run_widths
@@ -104,22 +102,7 @@ def test_the_loss_lines_have_readable_names_and_the_baseline_is_widest() -> None
 
 # ------------------------------------------------------------------------ the page
 def _run(settings, name: str, steps: int, loss: list[float], tmp: Path) -> str:
-    cfg = TrainingConfig.model_validate(
-        {
-            "name": name,
-            "model": {"arch": "sd15", "name_or_path": "demo:sd15"},
-            "train": {"lr": 1e-4, "steps": steps, "seed": 42},
-            "logging": {"log_system_metrics": False},
-        }
-    )
-    run_id = create_run(settings, cfg)
-    tracker = MlflowTracker(settings.tracking_uri, background=False)
-    tracker.start(cfg, run_id=run_id)
-    for step, value in enumerate(loss[:steps], start=1):
-        tracker.log_metrics({"loss": value, "loss_smoothed": value, "lr": 1e-4}, step)
-    for step in range(10, steps + 1, 10):
-        image = Image.new("RGB", (64, 64), (step * 3, 30, 30))
-        tracker.log_image(image, "sample_0", step, {"prompt": "a red circle", "seed": 1})
+    run_id, tracker = logged_run(settings, name, steps, loss)
     # a second prompt at its own size (160 px): it was drawn wider than the 64 px one
     big = Image.new("RGB", (160, 160), (30, 30, 200))
     tracker.log_image(big, "sample_1", steps, {"prompt": "a blue square", "seed": 1})

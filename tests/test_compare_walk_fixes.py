@@ -10,14 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from PIL import Image
+from compare_runs import logged_run
 from streamlit.testing.v1 import AppTest
 
-from trainer.config.schema import TrainingConfig
 from trainer.settings import load_settings
 from trainer.tracking.artifacts import SampleImage
-from trainer.tracking.mlflow_tracker import MlflowTracker
-from trainer.tracking.new_run import create_run
 from ui.compare_actions import adapter_lines
 from ui.compare_curves import Overlap, gap_text, overlap_caption
 from ui.compare_samples import missing_sample, sample_steps, slider_missing
@@ -106,22 +103,7 @@ def test_checkpoints_are_summed_up_in_one_line() -> None:
 
 # ------------------------------------------------------------------------ the page
 def _run(settings, name: str, steps: int, loss: list[float], saves: int, tmp: Path) -> str:
-    cfg = TrainingConfig.model_validate(
-        {
-            "name": name,
-            "model": {"arch": "sd15", "name_or_path": "demo:sd15"},
-            "train": {"lr": 1e-4, "steps": steps, "seed": 42},
-            "logging": {"log_system_metrics": False},
-        }
-    )
-    run_id = create_run(settings, cfg)
-    tracker = MlflowTracker(settings.tracking_uri, background=False)
-    tracker.start(cfg, run_id=run_id)
-    for step, value in enumerate(loss[:steps], start=1):
-        tracker.log_metrics({"loss": value, "loss_smoothed": value, "lr": 1e-4}, step)
-    for step in range(10, steps + 1, 10):
-        image = Image.new("RGB", (64, 64), (step * 3, 30, 30))
-        tracker.log_image(image, "sample_0", step, {"prompt": "a red circle", "seed": 1})
+    run_id, tracker = logged_run(settings, name, steps, loss)
     folder = tmp / name
     (folder / "lora").mkdir(parents=True)
     (folder / "lora" / f"{name}.safetensors").write_bytes(b"final")
