@@ -110,10 +110,12 @@ def test_a_loaded_preset_gets_recommendations_for_its_own_model(home: Path) -> N
     loaded after must not be offered those ("Use all recommended values" would shrink it)."""
     at = open_presets()
     at.switch_page("pages/preflight.py").run()
+    at.radio(key="pf:what").set_value("style").run()
     at.toggle(key="pf:demo").set_value(True).run()
     at.button(key="pf:confirm").click().run()
     meta = at.session_state["draft_meta"]
     assert meta["recommendations"]["datasets.0.resolution"]["value"] == [64]
+    assert meta["intent"]["what"] == "style"
     assert meta["recommended_for_model"] == "demo:sd15"
     at.switch_page("pages/presets.py").run()
     at.selectbox(key="pre:choice").set_value("person_sd15 (built-in)").run()
@@ -124,6 +126,10 @@ def test_a_loaded_preset_gets_recommendations_for_its_own_model(home: Path) -> N
     recs = meta["recommendations"]
     assert recs["datasets.0.resolution"]["value"] != [64]
     assert "tiny demo" not in " ".join(rec["reason"] for rec in recs.values())
+    # The preset trains a person: the advice is for a person now, not the preflight's style.
+    assert data["intent"] == meta["intent"]["what"] == "person"
+    assert "what" not in meta["intent"].get("assumed", [])
+    assert "style" not in " ".join(rec["reason"] for rec in recs.values())
 
 
 def test_recommendations_for_another_model_say_so_and_offer_to_recommend_again(

@@ -19,6 +19,7 @@ from trainer.tracking.records import RunRecord
 from trainer.tracking.run_names import run_labels
 from ui import mlflow_links
 from ui.compare_store import bump
+from ui.preflight import recommend_again_if_kept
 from ui.state import replace_draft
 from ui.text import code, plain, plain_line
 
@@ -88,6 +89,7 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
         except OSError as err:
             right.error(f"No config logged for this run yet: {plain(err)}")
             return
+        recommend_again_if_kept()  # for this run's model, data and intent
         right.success(f"The wizard's draft now holds the config of {code(rec.name)}.")
         right.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
 

@@ -328,9 +328,24 @@ def recommendations_made_for() -> tuple[str, str] | None:
 
 def recommend_again_if_kept() -> None:
     """After the draft was replaced or its data changed (a preset loaded, a dataset picked):
-    the recommendations, if there are any, are made again for it."""
+    the advisor takes what the draft says it trains, and the recommendations, if there are
+    any, are made again for it."""
+    adopt_draft_intent()
     if state.meta().get("recommendations"):
         refresh_recommendations()
+
+
+def adopt_draft_intent() -> None:
+    """A loaded config says what it trains: the advisor's answer follows it (a person preset
+    loaded after a style preflight was advised as a style LoRA, locon and all)."""
+    meta = state.meta()
+    intent, what = dict(meta.get("intent") or {}), state.get_value("intent")
+    if not what or what == intent.get("what"):
+        return
+    intent["what"] = what
+    if "assumed" in intent:  # answered now, by the config
+        intent["assumed"] = [key for key in intent["assumed"] if key != "what"]
+    state.set_meta("intent", intent)
 
 
 def current_recommendations() -> list[Recommendation]:
