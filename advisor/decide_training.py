@@ -9,6 +9,7 @@ the repeats per image of the steps chosen).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from advisor import intents
 from advisor.dataset import DatasetInfo, repeats_per_image, run_steps, steps_for_repeats
@@ -253,8 +254,8 @@ def decide_sampling(d: Draft) -> None:
         prompts = [{"prompt": p.format(cls=cls)} for p in intents.PROMPTS[d.kind]]
         d.set("sample.prompts", prompts, "previews that show the trigger at work", "studio")
     steps = run_steps(d.cfg(), d.counted) or 1000  # train.epochs made steps on the images
-    every = max(10 if d.demo else 50, round(steps / 8 / 50) * 50 or steps // 8)
-    d.set("sample.sample_every", every, _previews_reason(d, steps, every), "studio")
+    every = preview_every(steps, d.demo)
+    d.set("sample.sample_every", every, previews_reason(d.data["sample"], steps, every), "studio")
     d.set("sample.sampler", ARCH_DEFAULTS[d.arch]["sampler"], f"{d.arch}'s sampler", SCHEMA)
     d.set("sample.guidance_scale", ARCH_DEFAULTS[d.arch]["guidance_scale"], "typical", SCHEMA)
     d.set("save.save_every", every, "a checkpoint per preview", "studio")
@@ -271,8 +272,14 @@ def previews_in_run(steps: int, every: int, start_step: int = 0) -> int:
     return multiples + (steps % every != 0)
 
 
-def _previews_reason(d: Draft, steps: int, every: int) -> str:
-    sample = d.data["sample"]
+def preview_every(steps: int, demo: bool) -> int:
+    """The preview (and checkpoint) cadence for a run of ``steps``: about 8 over the run in
+    round numbers, at least every 10 steps on the demo and every 50 on a real model."""
+    return max(10 if demo else 50, round(steps / 8 / 50) * 50 or steps // 8)
+
+
+def previews_reason(sample: dict[str, Any], steps: int, every: int) -> str:
+    """Why preview every ``every`` steps, in numbers (``sample``: the config's sample section)."""
     count = previews_in_run(steps, every, sample["sample_start_step"])
     text = f"{count} preview{'s' if count != 1 else ''} over the {steps} steps (one every {every})"
     baseline = not sample["skip_first_sample"] and (

@@ -107,3 +107,21 @@ def test_the_wizard_with_epochs_offers_no_contradicting_steps(home: Path) -> Non
         3,
     )
     assert "**15**" in texts(at)
+
+
+def test_more_steps_move_the_recommended_previews_with_them(home: Path) -> None:
+    """Set to 120 steps, the sampling step still recommended '3 previews over the 30 steps' (the
+    advisor's own length) while its warning said every 10 was too often for 120."""
+    at = open_page("pages/preflight.py")
+    at.button(key="pf:confirm").click().run()  # the demo: 30 steps, a preview every 10
+    at = open_page("pages/wizard.py")
+    go_to_step(at, "training")
+    at.text_input(key="cfg:train.steps").set_value("120").run()
+    assert not at.exception, [e.value for e in at.exception]
+    recs = at.session_state["draft_meta"]["recommendations"]
+    assert recs["train.steps"]["value"] == 30  # the advisor's length stays its advice
+    assert recs["sample.sample_every"]["value"] == recs["save.save_every"]["value"] == 15
+    go_to_step(at, "sampling")
+    shown = texts(at)
+    assert "8 previews over the 120 steps (one every 15)" in shown
+    assert "over the 30 steps" not in shown

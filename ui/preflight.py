@@ -11,6 +11,7 @@ import streamlit as st
 from huggingface_hub import constants as hf_constants
 from streamlit.delta_generator import DeltaGenerator
 
+from advisor.decide_training import preview_every, previews_reason
 from advisor.draft import UserIntent
 from trainer.arch.hub_status import OFFLINE, REACHABLE, HubStatus, hub_status
 from trainer.engine.failures import human_bytes
@@ -388,8 +389,27 @@ def follow_run_length(before: tuple[Any, Any]) -> None:
         for r in found
         if r.path in LENGTH_PATHS
     }
+    steps = state.get_value(STEPS)
+    if isinstance(steps, int) and steps != fresh.get(STEPS, {}).get("value"):
+        fresh |= cadence_for(steps)  # the advisor's cadence for the steps chosen, not its own
     kept = {path: rec for path, rec in recs.items() if path not in LENGTH_PATHS}
     state.set_meta("recommendations", kept | fresh)
+
+
+def cadence_for(steps: int) -> dict[str, dict[str, Any]]:
+    """Previews and checkpoints recommended for a run of ``steps`` (the person's own length:
+    '3 previews over the 30 steps' read wrong beside their 120)."""
+    demo = str(state.get_value("model.name_or_path") or "").startswith("demo:")
+    every = preview_every(steps, demo)
+    why = previews_reason(state.get_value("sample") or {}, steps, every)
+    return {
+        "sample.sample_every": {"value": every, "reason": plain(why), "source": "studio"},
+        "save.save_every": {
+            "value": every,
+            "reason": "a checkpoint per preview",
+            "source": "studio",
+        },
+    }
 
 
 def refresh_recommendations() -> None:
