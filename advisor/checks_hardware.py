@@ -360,7 +360,7 @@ def cpu_training(ctx: Context) -> Iterator[Finding]:
     )
 
 
-@rule("cpu_busy", ("runtime.device", "train.steps"), "the CPU is already busy: times run longer")
+@rule("cpu_busy", ("runtime.device",), "the CPU is already busy: times run longer")
 def cpu_busy(ctx: Context) -> Iterator[Finding]:
     """The predicted times assume a quiet machine; a busy CPU slows a CPU run several times
     (and a GPU run's start, loading and batches). Only a person can free the cores: no fix."""
@@ -371,7 +371,7 @@ def cpu_busy(ctx: Context) -> Iterator[Finding]:
     yield finding(
         "cpu_busy",
         "warning" if on_cpu else "info",
-        ("runtime.device", "train.steps"),
+        ("runtime.device",),  # the machine's state, not a setting: shown where the device is
         f"predicted {pred.total_time.text()} in all, but {pred.time_caveat}"
         + (". Close other programs or wait for them to finish before launching" if on_cpu else ""),
     )

@@ -136,7 +136,7 @@ def test_before_any_measurement_the_whole_run_prediction_counts_down_from_launch
     later = eta_text({**loading, "phase": "sampling"}, now=1050.0, **predicted, **running)
     assert later[0] == "≈ 1 min 13 s"  # counts down: not frozen at the launch's number
     past = eta_text(loading, now=1200.0, **predicted, **running)
-    assert past[0] == "longer than predicted"  # not a tiny or frozen number
+    assert past[0] == "overdue"  # not a tiny or frozen number
     assert "2 min 03 s for the whole run" in past[1] and "3 min 20 s have passed" in past[1]
     # A resumed run has trained 600 steps before: they are not due again.
     resumed = eta_text({"step": 600, "eta_s": None}, now=1000.0, **predicted, **running)

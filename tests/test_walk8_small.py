@@ -217,3 +217,12 @@ def test_review_compares_no_recommendation_for_a_setting_without_effect() -> Non
     at.session_state["draft"] = data
     at.run()
     assert [s for s in compared() if "cycles" in s.lower()]
+
+
+def test_labels_tell_the_two_precisions_and_the_negative_prompt_apart() -> None:
+    from ui.advice import label_of
+
+    assert label_of("train.dtype") == "Training precision"
+    assert label_of("save.dtype") == "Save precision"
+    assert label_of("sample.prompts.0.neg") == label_of("sample.neg") == "Negative prompt"
+    assert label_of("model.lora_path") == "Start from a LoRA file"

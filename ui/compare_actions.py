@@ -90,7 +90,10 @@ def render_reuse(settings: StudioSettings, rec: RunRecord) -> None:
             right.error(f"No config logged for this run yet: {plain(err)}")
             return
         recommend_again_if_kept()  # for this run's model, data and intent
-        right.success(f"The wizard's draft now holds the config of {code(rec.name)}.")
+        right.success(
+            f"The wizard's draft now holds the config of {code(rec.name)}. Your previous draft "
+            "comes back with **Undo last change** in the wizard."
+        )
         right.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
 
 

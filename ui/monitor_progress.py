@@ -6,7 +6,7 @@ the previews and saves still due (trainer.engine.eta). ``phase_line`` words it (
 previews: image 2 of 3", "Loading the base model (18 s)"); ``eta_text`` counts the ETA down
 between the trainer's writes, so it never sits at "0 s" while previews or saves are still made.
 Before the trainer has measured a step it counts the advisor's prediction for the whole run
-(recorded at launch) down from the launch, and says "longer than predicted" once that is spent.
+(recorded at launch) down from the launch, and says "overdue" once that is spent.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _predicted_eta(
     left = max(0.0, predicted_total_s - trained) - elapsed
     whole = format_duration(predicted_total_s)
     if left < 1:
-        return "longer than predicted", (
+        return "overdue", (  # short: a metric is cut to its column ("longer th…")
             f"The advisor predicted {whole} for the whole run at launch; "
             f"{format_duration(elapsed)} have passed. The measured ETA shows after the first "
             "training steps."

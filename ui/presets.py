@@ -236,7 +236,10 @@ def render_browser(settings: StudioSettings) -> None:
         except ConfigError as err:
             left.error(f"This preset does not load:\n\n{plain(err)}")
         else:
-            left.success(f"The wizard's draft now holds preset {code(preset.name)}.")
+            left.success(
+                f"The wizard's draft now holds preset {code(preset.name)}. Your previous draft "
+                "comes back with **Undo last change** in the wizard."
+            )
             left.page_link("pages/wizard.py", label="Open the wizard", icon=":material/edit:")
     right.download_button(
         "Export YAML",
