@@ -161,7 +161,10 @@ def decide_optimizer(d: Draft) -> None:
     if effective > 2 and not d.demo:
         why += " (raised with the square root of the batch, within the usual band)"
     d.set(
-        "train.lr", lr, "tiny demo model: visible change in a few steps" if d.demo else why, NOTES
+        "train.lr",
+        lr,
+        "tiny demo model: a large step, so the loss moves within its few steps" if d.demo else why,
+        NOTES,
     )
     d.set("train.unet_lr", None, "same as lr", SCHEMA)
     te_lr = lr / 2 if cfg.train.train_text_encoder else None

@@ -226,3 +226,12 @@ def test_labels_tell_the_two_precisions_and_the_negative_prompt_apart() -> None:
     assert label_of("save.dtype") == "Save precision"
     assert label_of("sample.prompts.0.neg") == label_of("sample.neg") == "Negative prompt"
     assert label_of("model.lora_path") == "Start from a LoRA file"
+
+
+def test_one_differing_value_is_offered_in_the_singular() -> None:
+    at = _confirm_preflight(new_app().run())  # every recommendation applied
+    data = at.session_state["draft"]
+    data["train"]["lr"] = 0.0123
+    at.session_state["draft"] = data
+    at.switch_page("pages/review.py").run()
+    assert at.button(key="rv:apply_recs").label == "Use the recommended value"  # not "all 1"

@@ -255,7 +255,8 @@ def render_samples(settings: StudioSettings, view: RunView) -> None:
     _sample_row([s for s in samples if s.step == steps[0]], small=False)
     if len(steps) > 1:
         earlier = len(steps) - 1
-        with st.expander(f"Earlier samples ({earlier} step{'s' if earlier > 1 else ''})"):
+        rounds = f"{earlier} earlier preview round{'s' if earlier > 1 else ''}"
+        with st.expander(f"Earlier samples ({rounds})"):
             for step in steps[1:]:
                 st.caption(f"Step {step}")
                 _sample_row([s for s in samples if s.step == step], small=True)

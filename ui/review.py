@@ -175,7 +175,9 @@ def render_comparison(context: StudioContext) -> None:
     if differing:
         patch = {r["Path"]: recs[r["Path"]]["value"] for r in differing}
         st.button(
-            f"Use all {len(differing)} recommended values",
+            "Use the recommended value"
+            if len(differing) == 1
+            else f"Use all {len(differing)} recommended values",
             key="rv:apply_recs",
             on_click=apply_recommended,
             args=(patch,),
