@@ -161,7 +161,8 @@ def _batch(d: Draft) -> None:
     batch, most = seed.batch_size, seed.max_batch_size
     batch, most = _cap_batch(d, batch, most)
     src = f"{seed_formulas.SOURCE} + {VRAM_SOURCE}"
-    why = f"seed formula gave {seed.batch_size}; {batch} fits the predicted VRAM"
+    memory = "RAM" if d.profile.kind == "cpu" else "VRAM"  # a CPU run's memory is the RAM
+    why = f"the rule of thumb for this memory gave {seed.batch_size}; {batch} fits the predicted {memory}"
     d.set("train.batch_size", batch, why, src)
     auto = seed.auto_scale and most > batch
     d.set_flag(
@@ -177,7 +178,9 @@ def _batch(d: Draft) -> None:
     d.set(
         "train.min_batch_size", 1, "an auto-scaled batch starts its ramp at 1", seed_formulas.SOURCE
     )
-    d.set("train.max_batch_size", max(most, batch), "the largest batch that fits", src)
+    d.set(
+        "train.max_batch_size", max(most, batch), f"the largest batch that fits the {memory}", src
+    )
     d.set(
         "train.batch_size_warmup_steps",
         seed.warmup_steps,

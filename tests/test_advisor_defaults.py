@@ -378,3 +378,14 @@ def test_the_steps_reason_names_the_repeats_of_the_steps_chosen() -> None:
         reason = result.get("train.steps").reason
         said = int(re.match(r"≈(\d+) repeats per image", reason).group(1))
         assert said == round(repeats_per_image(result.config, images)), reason
+
+
+def test_the_batch_reason_names_the_memory_that_holds_the_run() -> None:
+    """On a CPU the batch is sized to the RAM: 'fits the predicted VRAM' beside 'CPU: no VRAM'
+    read as a contradiction."""
+    on_cpu = recommend(UserIntent("person", "quality"), "sd15", PROFILES["cpu"])
+    on_gpu = recommend(UserIntent("person", "quality"), "sd15", PROFILES["rtx4090"])
+    for result, memory in ((on_cpu, "RAM"), (on_gpu, "VRAM")):
+        batch, most = result.get("train.batch_size"), result.get("train.max_batch_size")
+        assert batch.reason.endswith(f"fits the predicted {memory}"), batch.reason
+        assert most.reason == f"the largest batch that fits the {memory}"
